@@ -1,0 +1,1 @@
+//! Benchmarks for idem; see `benches/` and `docs/benchmarks.md`.

@@ -1,0 +1,232 @@
+//! The decision table (SPEC, "The record's life") as pure functions.
+//!
+//! Each function takes the record as the store holds it (or `None`), the request's
+//! facts and `now`, and returns a [`Transition`]: what to answer and what to write.
+//! A store's only job is to make read-decide-write atomic; it never decides itself.
+
+use std::time::Duration;
+
+use crate::{Fence, Fingerprint, Policy, Record, RecordState, StoredResponse, Timestamp};
+
+/// What a transition answers and what the store must write to apply it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a transition is applied by writing `write` and answering `outcome`"]
+pub struct Transition<T> {
+    /// The answer for the caller.
+    pub outcome: T,
+    /// The change to the stored record.
+    pub write: Write,
+}
+
+/// The change a transition makes to the stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Leave the record as it is (or absent).
+    Unchanged,
+    /// Store this record, replacing any other.
+    Put(Record),
+    /// Remove the record.
+    Delete,
+}
+
+/// A claim the caller now holds: run the handler, then complete or release with `fence`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The claim's fence; completions and releases must present it.
+    pub fence: Fence,
+    /// When the claim lapses if not completed.
+    pub lease_expires_at: Timestamp,
+}
+
+/// What to do with a request that carries a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "the caller must act on the decision"]
+pub enum Decision {
+    /// Nothing (live) is recorded: run the handler under this new claim.
+    Execute(Claim),
+    /// The last claim's lease lapsed (its holder is presumed crashed): run the handler
+    /// under this new claim; the stale fence is refused from now on.
+    TakeOver {
+        /// The new claim.
+        claim: Claim,
+        /// The fence of the claim that lapsed.
+        stale: Fence,
+    },
+    /// The response is recorded: answer with it, do not run the handler.
+    Replay(StoredResponse),
+    /// Another request holds a valid claim: answer "in progress", do not run the handler.
+    Conflict {
+        /// How long until that claim lapses (a `Retry-After` hint).
+        retry_after: Duration,
+    },
+    /// The key was used for a different request: refuse, do not run the handler.
+    Mismatch,
+}
+
+impl Decision {
+    /// The claim to run the handler under, if the decision is to run it.
+    #[must_use]
+    pub fn claim(&self) -> Option<Claim> {
+        match self {
+            Decision::Execute(claim) | Decision::TakeOver { claim, .. } => Some(*claim),
+            Decision::Replay(_) | Decision::Conflict { .. } | Decision::Mismatch => None,
+        }
+    }
+}
+
+/// Why a completion or release was refused (G3). The record is left untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No record: it was released, purged, or never claimed.
+    #[error("no record is in flight for this id")]
+    NoRecord,
+    /// Another claim is current: the presented fence lost its claim to a take-over.
+    #[error("fence {presented:?} is stale; the current claim holds {current:?}")]
+    StaleFence {
+        /// The fence presented.
+        presented: Fence,
+        /// The fence of the current claim.
+        current: Fence,
+    },
+    /// The record was completed under another claim.
+    #[error("the record was already completed under fence {completed_by:?}")]
+    AlreadyCompleted {
+        /// The fence the completion carried.
+        completed_by: Fence,
+    },
+}
+
+/// Whether a fenced write (completion or release) took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a refused completion means the caller no longer holds the claim"]
+pub enum Fenced {
+    /// The fence was current and the write is applied (or was already, for a repeated completion).
+    Applied,
+    /// The fence was not current; nothing changed.
+    Refused(Refusal),
+}
+
+/// Decides a new request for a record id (SPEC's decision table).
+///
+/// `fresh_fence` is the fence a new claim would carry; the store draws it from a counter
+/// that only grows, and it is used only if the decision is to execute.
+///
+/// # Panics
+/// If `fresh_fence` is not newer than the record's fence: the store broke the rule that
+/// fences are never reused, and continuing would break G3.
+pub fn claim(
+    record: Option<&Record>,
+    fingerprint: &Fingerprint,
+    now: Timestamp,
+    policy: &Policy,
+    fresh_fence: Fence,
+) -> Transition<Decision> {
+    let live = record.filter(|record| !record.is_expired(now));
+    let Some(record) = live else {
+        return execute(Decision::Execute, fingerprint, now, policy, fresh_fence);
+    };
+    if record.fingerprint != *fingerprint {
+        return unchanged(Decision::Mismatch);
+    }
+    match &record.state {
+        RecordState::Completed { response } => unchanged(Decision::Replay(response.clone())),
+        RecordState::InFlight { lease_expires_at } if now < *lease_expires_at => {
+            unchanged(Decision::Conflict { retry_after: now.until(*lease_expires_at) })
+        }
+        RecordState::InFlight { .. } => {
+            assert!(fresh_fence > record.fence, "store reused fence {fresh_fence:?} (record holds {:?})", record.fence);
+            let stale = record.fence;
+            execute(|claim| Decision::TakeOver { claim, stale }, fingerprint, now, policy, fresh_fence)
+        }
+    }
+}
+
+fn execute(
+    decide: impl FnOnce(Claim) -> Decision,
+    fingerprint: &Fingerprint,
+    now: Timestamp,
+    policy: &Policy,
+    fence: Fence,
+) -> Transition<Decision> {
+    let lease_expires_at = now.saturating_add(policy.lease());
+    let record = Record {
+        fingerprint: *fingerprint,
+        fence,
+        expires_at: now.saturating_add(policy.retention()),
+        state: RecordState::InFlight { lease_expires_at },
+    };
+    Transition { outcome: decide(Claim { fence, lease_expires_at }), write: Write::Put(record) }
+}
+
+fn unchanged<T>(outcome: T) -> Transition<T> {
+    Transition { outcome, write: Write::Unchanged }
+}
+
+/// Records `response` for the claim `fence`; the record is kept for the retention from `now`.
+///
+/// Accepted only while `fence` holds the current claim (G3), even after its lease lapsed,
+/// as long as no other request took over. Completing again with the same fence is
+/// accepted and changes nothing (the first response stays, G2), so a completion whose
+/// outcome was lost may be retried.
+pub fn complete(
+    record: Option<&Record>,
+    fence: Fence,
+    response: StoredResponse,
+    now: Timestamp,
+    policy: &Policy,
+) -> Transition<Fenced> {
+    match check_fence(record, fence) {
+        FenceState::Current(record) => {
+            let completed = Record {
+                fingerprint: record.fingerprint,
+                fence,
+                expires_at: now.saturating_add(policy.retention()),
+                state: RecordState::Completed { response },
+            };
+            Transition { outcome: Fenced::Applied, write: Write::Put(completed) }
+        }
+        FenceState::CompletedBy(completed_by) if completed_by == fence => unchanged(Fenced::Applied),
+        FenceState::CompletedBy(completed_by) => unchanged(Fenced::Refused(Refusal::AlreadyCompleted { completed_by })),
+        FenceState::Refused(refusal) => unchanged(Fenced::Refused(refusal)),
+    }
+}
+
+/// Gives the claim `fence` back without a response, so that a retry may execute.
+///
+/// Accepted only while `fence` holds the current claim (G3). The record is deleted; the
+/// fence counter is the store's, so the next claim still gets a newer fence.
+pub fn release(record: Option<&Record>, fence: Fence) -> Transition<Fenced> {
+    match check_fence(record, fence) {
+        FenceState::Current(_) => Transition { outcome: Fenced::Applied, write: Write::Delete },
+        FenceState::CompletedBy(completed_by) => unchanged(Fenced::Refused(Refusal::AlreadyCompleted { completed_by })),
+        FenceState::Refused(refusal) => unchanged(Fenced::Refused(refusal)),
+    }
+}
+
+/// Forgets the record if it has expired at `now` (see [`Record::is_expired`]).
+///
+/// Forgetting an in-flight record whose lease lapsed is as safe as a take-over: its
+/// holder's fence is no longer current, so its completion is refused.
+#[must_use]
+pub fn expire(record: &Record, now: Timestamp) -> Write {
+    if record.is_expired(now) { Write::Delete } else { Write::Unchanged }
+}
+
+enum FenceState<'a> {
+    Current(&'a Record),
+    CompletedBy(Fence),
+    Refused(Refusal),
+}
+
+fn check_fence(record: Option<&Record>, fence: Fence) -> FenceState<'_> {
+    let Some(record) = record else {
+        return FenceState::Refused(Refusal::NoRecord);
+    };
+    match record.state {
+        RecordState::Completed { .. } => FenceState::CompletedBy(record.fence),
+        RecordState::InFlight { .. } if record.fence == fence => FenceState::Current(record),
+        RecordState::InFlight { .. } => {
+            FenceState::Refused(Refusal::StaleFence { presented: fence, current: record.fence })
+        }
+    }
+}
