@@ -1,0 +1,138 @@
+//! Atomic mode: the handler completes the record inside its own database transaction.
+//!
+//! When the layer runs a handler under a claim, it puts a [`ClaimContext`] into the
+//! request's extensions. A handler whose store can share its transaction (idem-sqlite,
+//! idem-postgres) writes its business rows and completes the record with
+//! [`ClaimContext::stored_response`], [`ClaimContext::fence`] and [`ClaimContext::now`] in
+//! the same transaction, then puts [`CompletedInTransaction`] with the store's answer into
+//! the *response* extensions:
+//!
+//! * `CompletedInTransaction(Fenced::Applied)`: the layer does not complete a second time;
+//!   it answers the response as it is.
+//! * `CompletedInTransaction(Fenced::Refused(_))`: the claim was taken over (this execution
+//!   is stale and its transaction should have rolled back). The layer does not answer this
+//!   response: it answers the recorded one, or 409 while the new claim is in flight (G2).
+//!
+//! A handler that does not insert the marker is completed by the layer (separate mode).
+//!
+//! # Examples
+//!
+//! A handler that completes the record itself. `MemoryStore` has no transactions, so here
+//! the completion runs alone; with idem-sqlite it would be the last statement of the
+//! handler's transaction, and the business writes would commit with it or not at all.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{Extension, Router, response::IntoResponse, routing::post};
+//! use bytes::Bytes;
+//! use http::{HeaderMap, Request, StatusCode};
+//! use idem_core::{MemoryStore, RecordState, Store};
+//! use idem_http::{ClaimContext, CompletedInTransaction, IdempotencyLayer};
+//! use tower::ServiceExt;
+//!
+//! async fn create_payment(Extension(claim): Extension<ClaimContext>, Extension(store): Extension<Arc<MemoryStore>>) -> impl IntoResponse {
+//!     let (status, headers, body) = (StatusCode::CREATED, HeaderMap::new(), Bytes::from_static(b"pay_1"));
+//!     // BEGIN; INSERT INTO payments ...; then, in the same transaction:
+//!     let stored = claim.stored_response(status, &headers, &body);
+//!     let fenced = store.complete(claim.id(), claim.fence(), stored, claim.now(), claim.policy()).await
+//!         .expect("the memory store is always reachable");
+//!     // COMMIT (or ROLLBACK if `fenced` is Refused).
+//!     let mut response = (status, headers, body).into_response();
+//!     response.extensions_mut().insert(CompletedInTransaction(fenced));
+//!     response
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let store = Arc::new(MemoryStore::default());
+//! let app = Router::new()
+//!     .route("/payments", post(create_payment))
+//!     .layer(IdempotencyLayer::new(store.clone()))
+//!     .layer(Extension(store.clone()));
+//!
+//! let request = Request::post("/payments").header("idempotency-key", "k1").body(axum::body::Body::empty()).unwrap();
+//! let response = app.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::CREATED);
+//! assert_eq!(store.len(), 1);
+//! # });
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use idem_core::{Clock, Fence, Fenced, Policy, RecordId, StoredResponse, Timestamp};
+
+use crate::headers::HeaderFilter;
+
+/// Inserted into the request's extensions when the layer runs the handler under a claim:
+/// what the handler needs to complete the record in its own transaction.
+#[derive(Clone)]
+pub struct ClaimContext {
+    pub(crate) id: RecordId,
+    pub(crate) fence: Fence,
+    pub(crate) lease_expires_at: Timestamp,
+    pub(crate) policy: Policy,
+    pub(crate) filter: Arc<HeaderFilter>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl ClaimContext {
+    /// The record id: (principal, key).
+    #[must_use]
+    pub fn id(&self) -> &RecordId {
+        &self.id
+    }
+
+    /// The claim's fence; the completion must present it.
+    #[must_use]
+    pub fn fence(&self) -> Fence {
+        self.fence
+    }
+
+    /// When the claim lapses if not completed; past it another request may take over.
+    #[must_use]
+    pub fn lease_expires_at(&self) -> Timestamp {
+        self.lease_expires_at
+    }
+
+    /// The lease and retention the layer uses; pass it to the completion.
+    #[must_use]
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The time on the layer's clock: the `now` to complete with.
+    #[must_use]
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The layer's clock, for handlers that read the time more than once.
+    #[must_use]
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
+    /// The [`StoredResponse`] the layer itself would store for this response (same header
+    /// filtering), so a replay is the same whoever completed the record.
+    #[must_use]
+    pub fn stored_response(&self, status: StatusCode, headers: &HeaderMap, body: &Bytes) -> StoredResponse {
+        self.filter.stored_response(status.as_u16(), headers, body.clone())
+    }
+}
+
+impl std::fmt::Debug for ClaimContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimContext")
+            .field("id", &self.id)
+            .field("fence", &self.fence)
+            .field("lease_expires_at", &self.lease_expires_at)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Put into the *response* extensions by a handler that completed the record in its own
+/// transaction; it holds the store's answer to that completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompletedInTransaction(pub Fenced);

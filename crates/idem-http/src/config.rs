@@ -1,0 +1,305 @@
+//! The layer's configuration and its builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{HeaderName, Method};
+use idem_core::{Clock, Policy, PolicyError, Principal, Store, SystemClock};
+
+use crate::headers::HeaderFilter;
+use crate::principal::{PrincipalExtractor, authorization_principal};
+use crate::{IdempotencyLayer, Problem};
+
+/// Default request body limit: 1 MiB (SPEC).
+pub const REQUEST_BODY_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+/// Default limit of a response body the layer records: 1 MiB.
+pub const RESPONSE_BODY_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+/// The longest [`ConflictPolicy::Wait`] bound accepted: a request should not hang longer.
+pub const WAIT_MAX: Duration = Duration::from_secs(120);
+
+/// What to do when a request finds another request with the same key in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConflictPolicy {
+    /// Answer 409 with `Retry-After` at once (the default).
+    #[default]
+    Reject,
+    /// Wait up to this long for the in-flight request to finish, polling the store with
+    /// backoff (on the runtime's timer), then answer with its recorded response; if it has
+    /// not finished by then, answer 409. If it failed and gave its claim back, this request
+    /// claims and runs the handler itself.
+    Wait(Duration),
+}
+
+/// What to do with a request that should carry a key but carries none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MissingKey {
+    /// Answer 400 (the default).
+    #[default]
+    Reject,
+    /// Pass it to the handler untouched, as if the method needed no key.
+    PassThrough,
+}
+
+/// Why a configuration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Lease and retention do not make a valid [`Policy`].
+    #[error("invalid lease or retention: {0}")]
+    Policy(#[from] PolicyError),
+    /// A body limit of zero would refuse every request (or every response) with a body.
+    #[error("{which} must be at least 1 byte")]
+    ZeroBodyLimit {
+        /// Which limit.
+        which: &'static str,
+    },
+    /// The wait bound is over [`WAIT_MAX`].
+    #[error("conflict wait of {asked:?} is longer than the {WAIT_MAX:?} allowed")]
+    WaitTooLong {
+        /// The bound asked for.
+        asked: Duration,
+    },
+}
+
+/// Everything the service needs per request; built once, shared by every clone.
+pub(crate) struct Config {
+    pub(crate) policy: Policy,
+    pub(crate) request_body_bytes_max: usize,
+    pub(crate) response_body_bytes_max: usize,
+    pub(crate) filter: Arc<HeaderFilter>,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) missing_key: MissingKey,
+    pub(crate) principal: PrincipalExtractor,
+    pub(crate) conflict: ConflictPolicy,
+    pub(crate) store_server_errors: bool,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("policy", &self.policy)
+            .field("request_body_bytes_max", &self.request_body_bytes_max)
+            .field("response_body_bytes_max", &self.response_body_bytes_max)
+            .field("filter", &self.filter)
+            .field("methods", &self.methods)
+            .field("missing_key", &self.missing_key)
+            .field("conflict", &self.conflict)
+            .field("store_server_errors", &self.store_server_errors)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`IdempotencyLayer`]; start with [`IdempotencyLayer::builder`].
+///
+/// Defaults: retention 24 h, lease 60 s, request body limit 1 MiB, recorded response
+/// limit 1 MiB, keys required on POST and PATCH, a missing key is a 400, the principal is
+/// [`authorization_principal`], conflicts answer 409 at once, 5xx responses release the
+/// claim, time from [`SystemClock`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct IdempotencyBuilder<St> {
+    store: Arc<St>,
+    lease: Duration,
+    retention: Duration,
+    request_body_bytes_max: usize,
+    response_body_bytes_max: usize,
+    deny: Vec<HeaderName>,
+    methods: Vec<Method>,
+    missing_key: MissingKey,
+    principal: PrincipalExtractor,
+    conflict: ConflictPolicy,
+    store_server_errors: bool,
+    clock: Arc<dyn Clock>,
+}
+
+impl<St: Store> IdempotencyBuilder<St> {
+    pub(crate) fn new(store: Arc<St>) -> IdempotencyBuilder<St> {
+        IdempotencyBuilder {
+            store,
+            lease: Policy::DEFAULT.lease(),
+            retention: Policy::DEFAULT.retention(),
+            request_body_bytes_max: REQUEST_BODY_BYTES_MAX_DEFAULT,
+            response_body_bytes_max: RESPONSE_BODY_BYTES_MAX_DEFAULT,
+            deny: Vec::new(),
+            methods: vec![Method::POST, Method::PATCH],
+            missing_key: MissingKey::Reject,
+            principal: Arc::new(authorization_principal),
+            conflict: ConflictPolicy::Reject,
+            store_server_errors: false,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// How long a completed record is kept (default 24 h).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// How long a claim stays valid without completion (default 60 s). Set it above the
+    /// slowest handler: a handler that outlives its lease may be run a second time.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// The longest request body accepted on keyed requests (default 1 MiB); longer is a 413.
+    pub fn request_body_bytes_max(mut self, bytes_max: usize) -> Self {
+        self.request_body_bytes_max = bytes_max;
+        self
+    }
+
+    /// The longest response body the layer records (default 1 MiB). A longer response is
+    /// not answered: the layer records and answers a 500 problem (`response-too-large`)
+    /// instead, so retries never run the handler again (G1 over convenience).
+    pub fn response_body_bytes_max(mut self, bytes_max: usize) -> Self {
+        self.response_body_bytes_max = bytes_max;
+        self
+    }
+
+    /// Adds a response header that is never recorded (on top of hop-by-hop headers, `Date`
+    /// and `Set-Cookie`, which never are).
+    pub fn deny_header(mut self, name: HeaderName) -> Self {
+        if !self.deny.contains(&name) {
+            self.deny.push(name);
+        }
+        self
+    }
+
+    /// The methods whose requests need a key (default POST and PATCH); others pass through untouched.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.methods = Vec::new();
+        for method in methods {
+            if !self.methods.contains(&method) {
+                self.methods.push(method);
+            }
+        }
+        self
+    }
+
+    /// What a request without a key gets on a method that needs one (default: 400).
+    pub fn missing_key(mut self, missing_key: MissingKey) -> Self {
+        self.missing_key = missing_key;
+        self
+    }
+
+    /// How the principal is found (default [`authorization_principal`]). A returned
+    /// [`Problem`] is answered before anything is recorded.
+    pub fn principal(mut self, extract: impl Fn(&Parts) -> Result<Principal, Problem> + Send + Sync + 'static) -> Self {
+        self.principal = Arc::new(extract);
+        self
+    }
+
+    /// What a request gets while another with the same key is in flight (default: 409 at once).
+    pub fn conflict(mut self, conflict: ConflictPolicy) -> Self {
+        self.conflict = conflict;
+        self
+    }
+
+    /// Records 5xx responses too, instead of releasing the claim (default: false).
+    pub fn store_server_errors(mut self, store: bool) -> Self {
+        self.store_server_errors = store;
+        self
+    }
+
+    /// Where `now` comes from (default [`SystemClock`]); simulations pass their own.
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The layer.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when lease and retention are invalid, a body limit is zero, or the
+    /// conflict wait is over [`WAIT_MAX`].
+    pub fn build(self) -> Result<IdempotencyLayer<St>, ConfigError> {
+        let policy = Policy::new(self.lease, self.retention)?;
+        if self.request_body_bytes_max == 0 {
+            return Err(ConfigError::ZeroBodyLimit { which: "request_body_bytes_max" });
+        }
+        if self.response_body_bytes_max == 0 {
+            return Err(ConfigError::ZeroBodyLimit { which: "response_body_bytes_max" });
+        }
+        if let ConflictPolicy::Wait(asked) = self.conflict
+            && asked > WAIT_MAX
+        {
+            return Err(ConfigError::WaitTooLong { asked });
+        }
+        let config = Config {
+            policy,
+            request_body_bytes_max: self.request_body_bytes_max,
+            response_body_bytes_max: self.response_body_bytes_max,
+            filter: Arc::new(HeaderFilter::new(self.deny)),
+            methods: self.methods,
+            missing_key: self.missing_key,
+            principal: self.principal,
+            conflict: self.conflict,
+            store_server_errors: self.store_server_errors,
+            clock: self.clock,
+        };
+        Ok(IdempotencyLayer::from_parts(Arc::new(config), self.store))
+    }
+}
+
+impl<St> std::fmt::Debug for IdempotencyBuilder<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyBuilder")
+            .field("lease", &self.lease)
+            .field("retention", &self.retention)
+            .field("request_body_bytes_max", &self.request_body_bytes_max)
+            .field("response_body_bytes_max", &self.response_body_bytes_max)
+            .field("deny", &self.deny)
+            .field("methods", &self.methods)
+            .field("missing_key", &self.missing_key)
+            .field("conflict", &self.conflict)
+            .field("store_server_errors", &self.store_server_errors)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idem_core::MemoryStore;
+
+    fn builder() -> IdempotencyBuilder<MemoryStore> {
+        IdempotencyLayer::builder(Arc::new(MemoryStore::default()))
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_a_reason() {
+        // Goal: each invalid setting is a readable error, not a panic or a silent default.
+        let lease_over_retention = builder().lease(Duration::from_secs(10)).retention(Duration::from_secs(5)).build();
+        assert!(matches!(
+            lease_over_retention,
+            Err(ConfigError::Policy(PolicyError::RetentionNotLongerThanLease { .. }))
+        ));
+        assert_eq!(
+            builder().request_body_bytes_max(0).build().err(),
+            Some(ConfigError::ZeroBodyLimit { which: "request_body_bytes_max" })
+        );
+        assert_eq!(
+            builder().response_body_bytes_max(0).build().err(),
+            Some(ConfigError::ZeroBodyLimit { which: "response_body_bytes_max" })
+        );
+        let too_long = WAIT_MAX + Duration::from_secs(1);
+        assert_eq!(
+            builder().conflict(ConflictPolicy::Wait(too_long)).build().err(),
+            Some(ConfigError::WaitTooLong { asked: too_long })
+        );
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        // Goal: 24 h retention, 60 s lease, 1 MiB body, POST and PATCH keyed, 409 on conflict.
+        let layer = builder().build().expect("defaults are valid");
+        let config = layer.config();
+        assert_eq!(config.policy, Policy::DEFAULT);
+        assert_eq!(config.request_body_bytes_max, 1024 * 1024);
+        assert_eq!(config.methods, [Method::POST, Method::PATCH]);
+        assert_eq!(config.missing_key, MissingKey::Reject);
+        assert_eq!(config.conflict, ConflictPolicy::Reject);
+        assert!(!config.store_server_errors);
+    }
+}

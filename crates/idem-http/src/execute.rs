@@ -1,0 +1,390 @@
+//! The keyed path: read the body, claim, run the handler, record, or answer from the store.
+//!
+//! Everything here runs in the task [`crate::Idempotency`] spawns, so it is never cut
+//! short by a client going away.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body::Body as HttpBody;
+use idem_core::{
+    Claim, Decision, Fenced, Fingerprint, Record, RecordId, RecordState, Store, StoreError, StoredResponse,
+};
+use tower::Service;
+
+use crate::body::{Body, BoxError, ReadError, full, read_bounded};
+use crate::config::{Config, ConflictPolicy, WAIT_MAX};
+use crate::headers::IDEMPOTENT_REPLAYED;
+use crate::problem::kinds;
+use crate::{ClaimContext, CompletedInTransaction, Outcome, Problem, service};
+
+/// Attempts at recording a response before giving up (the first plus retries).
+const COMPLETE_ATTEMPTS_MAX: u32 = 3;
+/// Pause before the first retry of a completion; doubled before each further one.
+const COMPLETE_RETRY_FIRST: Duration = Duration::from_millis(50);
+/// First pause of a waiting request between looks at the store; doubled up to [`WAIT_POLL_MAX`].
+const WAIT_POLL_FIRST: Duration = Duration::from_millis(10);
+/// Longest pause of a waiting request between looks at the store.
+const WAIT_POLL_MAX: Duration = Duration::from_millis(250);
+/// Most looks at the store by one waiting request, whatever the clock does.
+const WAIT_POLLS_MAX: u32 = 1024;
+/// `Retry-After` when no better hint exists (a store error without one, a claim just given back).
+const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(1);
+
+// The poll bound must not cut the longest allowed wait short at the longest pause.
+const _: () = assert!(WAIT_POLLS_MAX as u128 * WAIT_POLL_MAX.as_millis() > WAIT_MAX.as_millis());
+
+/// What one keyed request is about: configuration, store and record id.
+pub(crate) struct Keyed<St> {
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Arc<St>,
+    pub(crate) id: RecordId,
+}
+
+/// A response and what the layer did to get it.
+type Answer = (Response<Body>, Outcome);
+
+/// Processes one keyed request to its end and marks the answer.
+pub(crate) async fn run<S, St, ReqBody, ResBody>(
+    keyed: Keyed<St>,
+    inner: S,
+    parts: Parts,
+    body: ReqBody,
+) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>>,
+    St: Store,
+    ReqBody: HttpBody<Data = Bytes>,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let (mut response, outcome) = decide(&keyed, inner, parts, body).await?;
+    service::finish(&mut response, outcome, Some(&keyed.id.key));
+    Ok(response)
+}
+
+async fn decide<S, St, ReqBody, ResBody>(
+    keyed: &Keyed<St>,
+    inner: S,
+    parts: Parts,
+    body: ReqBody,
+) -> Result<Answer, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>>,
+    St: Store,
+    ReqBody: HttpBody<Data = Bytes>,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let config = &keyed.config;
+    let path_and_query = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+    let mut fingerprint = Fingerprint::builder(parts.method.as_str(), path_and_query);
+    let body = match read_bounded(body, config.request_body_bytes_max, |chunk| fingerprint.update(chunk)).await {
+        Ok(body) => body,
+        Err(ReadError::TooLarge { bytes_max }) => return Ok(rejected(kinds::body_too_large(bytes_max))),
+        Err(ReadError::Broken(error)) => return Ok(rejected(kinds::body_unreadable(error))),
+    };
+    let fingerprint = fingerprint.finish();
+
+    let now = config.clock.now();
+    let mut decision = match keyed.store.claim(&keyed.id, &fingerprint, now, &config.policy).await {
+        Ok(decision) => decision,
+        Err(error) => return Ok(store_failed(&error)),
+    };
+    if let (Decision::Conflict { .. }, ConflictPolicy::Wait(wait_max)) = (&decision, config.conflict) {
+        decision = match wait_for_turn(keyed, &fingerprint, wait_max).await {
+            Ok(decision) => decision,
+            Err(error) => return Ok(store_failed(&error)),
+        };
+    }
+    match decision {
+        Decision::Execute(claim) | Decision::TakeOver { claim, .. } => {
+            execute(keyed, inner, parts, body, &fingerprint, claim).await
+        }
+        Decision::Replay(stored) => Ok((replay(stored), Outcome::Replayed)),
+        Decision::Conflict { retry_after } => Ok((kinds::in_progress(retry_after).into_response(), Outcome::Conflict)),
+        Decision::Mismatch => Ok((kinds::key_reused().into_response(), Outcome::Mismatch)),
+    }
+}
+
+/// Polls the store with backoff until the request in flight is done, at most `wait_max`
+/// of sleeping on the runtime's timer and [`WAIT_POLLS_MAX`] looks. Returns the first
+/// decision that is not a conflict, or the conflict if the wait ran out.
+async fn wait_for_turn<St: Store>(
+    keyed: &Keyed<St>,
+    fingerprint: &Fingerprint,
+    wait_max: Duration,
+) -> Result<Decision, StoreError> {
+    let (config, store, id) = (&keyed.config, &keyed.store, &keyed.id);
+    let mut waited = Duration::ZERO;
+    let mut pause = WAIT_POLL_FIRST;
+    let mut retry_after = RETRY_AFTER_DEFAULT;
+    for _ in 0..WAIT_POLLS_MAX {
+        if waited >= wait_max {
+            break;
+        }
+        let nap = pause.min(wait_max - waited);
+        tokio::time::sleep(nap).await;
+        waited += nap;
+        pause = (pause * 2).min(WAIT_POLL_MAX);
+
+        // A cheap read first: only claim (a write in SQL stores) once the holder is done.
+        let now = config.clock.now();
+        if let Some(lease_left) = store.get(id).await?.and_then(|record| lease_left(&record, fingerprint, now)) {
+            retry_after = lease_left;
+            continue;
+        }
+        match store.claim(id, fingerprint, config.clock.now(), &config.policy).await? {
+            Decision::Conflict { retry_after: left } => retry_after = left,
+            decision => return Ok(decision),
+        }
+    }
+    Ok(Decision::Conflict { retry_after })
+}
+
+/// How long the claim on `record` still holds, if it is a live claim for the same request.
+fn lease_left(record: &Record, fingerprint: &Fingerprint, now: idem_core::Timestamp) -> Option<Duration> {
+    match record.state {
+        RecordState::InFlight { lease_expires_at }
+            if record.fingerprint == *fingerprint && !record.is_expired(now) && now < lease_expires_at =>
+        {
+            Some(now.until(lease_expires_at))
+        }
+        _ => None,
+    }
+}
+
+/// Runs the handler under `claim`, then records, releases or, if the claim was lost,
+/// answers what the store holds.
+async fn execute<S, St, ResBody>(
+    keyed: &Keyed<St>,
+    mut inner: S,
+    parts: Parts,
+    body: Bytes,
+    fingerprint: &Fingerprint,
+    claim: Claim,
+) -> Result<Answer, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>>,
+    St: Store,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let config = &keyed.config;
+    let context = ClaimContext {
+        id: keyed.id.clone(),
+        fence: claim.fence,
+        lease_expires_at: claim.lease_expires_at,
+        policy: config.policy,
+        filter: Arc::clone(&config.filter),
+        clock: Arc::clone(&config.clock),
+    };
+    let mut request = Request::from_parts(parts, full(body));
+    request.extensions_mut().insert(context);
+
+    let response = match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            // The error goes back to the server as is; the claim is given back so a retry may run.
+            let _ = release(keyed, claim).await;
+            return Err(error);
+        }
+        Err(_panic) => {
+            tracing::error!(key = keyed.id.key.as_str(), "handler panicked; releasing the claim");
+            return Ok(match release(keyed, claim).await {
+                Released::Stale => superseded(keyed, fingerprint).await,
+                Released::Yes | Released::Failed => {
+                    (kinds::handler_failed("the handler failed").into_response(), Outcome::Released)
+                }
+            });
+        }
+    };
+
+    match response.extensions().get::<CompletedInTransaction>() {
+        Some(CompletedInTransaction(Fenced::Applied)) => {
+            return Ok((response.map(crate::body::boxed), Outcome::Executed));
+        }
+        Some(CompletedInTransaction(Fenced::Refused(refusal))) => {
+            tracing::warn!(key = keyed.id.key.as_str(), %refusal, "handler's own completion was refused; its claim was taken over");
+            return Ok(superseded(keyed, fingerprint).await);
+        }
+        None => {}
+    }
+
+    let status = response.status();
+    if status.is_server_error() && !config.store_server_errors {
+        return Ok(match release(keyed, claim).await {
+            Released::Stale => superseded(keyed, fingerprint).await,
+            Released::Yes | Released::Failed => (response.map(crate::body::boxed), Outcome::Released),
+        });
+    }
+
+    let (head, response_body) = response.into_parts();
+    let body = match read_bounded(response_body, config.response_body_bytes_max, |_| {}).await {
+        Ok(body) => body,
+        Err(ReadError::TooLarge { bytes_max }) => {
+            return Ok(record_too_large(keyed, fingerprint, claim, bytes_max).await);
+        }
+        Err(ReadError::Broken(error)) => {
+            tracing::error!(key = keyed.id.key.as_str(), %error, "handler's response body failed; releasing the claim");
+            return Ok(match release(keyed, claim).await {
+                Released::Stale => superseded(keyed, fingerprint).await,
+                Released::Yes | Released::Failed => {
+                    (kinds::handler_failed("the handler's response body failed").into_response(), Outcome::Released)
+                }
+            });
+        }
+    };
+    let stored = config.filter.stored_response(status.as_u16(), &head.headers, body.clone());
+    let response = Response::from_parts(head, full(body));
+    Ok(match complete(keyed, claim, stored).await {
+        Ok(Fenced::Applied) => (response, Outcome::Executed),
+        Ok(Fenced::Refused(refusal)) => {
+            tracing::warn!(key = keyed.id.key.as_str(), %refusal, "completion refused; this execution's claim was taken over");
+            superseded(keyed, fingerprint).await
+        }
+        Err(error) => {
+            // Answering the handler's response is the safer choice: the client has its
+            // answer and need not retry. A 503 would invite a retry that, once the lease
+            // lapses, runs the handler again (separate mode).
+            tracing::error!(key = keyed.id.key.as_str(), %error, "could not record the response; answering it unrecorded");
+            (response, Outcome::Unrecorded)
+        }
+    })
+}
+
+/// The handler's response is too long to record. Recording a problem in its place keeps
+/// retries from running the handler again (G1); answering that same problem keeps every
+/// answer for the key the same (G2). The handler's own response is lost, loudly.
+async fn record_too_large<St: Store>(
+    keyed: &Keyed<St>,
+    fingerprint: &Fingerprint,
+    claim: Claim,
+    bytes_max: usize,
+) -> Answer {
+    tracing::error!(
+        key = keyed.id.key.as_str(),
+        bytes_max,
+        "handler's response is longer than response_body_bytes_max; recording a problem instead"
+    );
+    let response = kinds::response_too_large(bytes_max).into_response();
+    let (head, problem_body) = response.into_parts();
+    let body =
+        read_bounded(problem_body, usize::MAX, |_| {}).await.expect("a problem body is in memory and cannot fail");
+    let stored = keyed.config.filter.stored_response(head.status.as_u16(), &head.headers, body.clone());
+    let response = Response::from_parts(head, full(body));
+    match complete(keyed, claim, stored).await {
+        Ok(Fenced::Applied) => (response, Outcome::ResponseTooLarge),
+        Ok(Fenced::Refused(_)) => superseded(keyed, fingerprint).await,
+        Err(error) => {
+            tracing::error!(key = keyed.id.key.as_str(), %error, "could not record the response-too-large problem");
+            (response, Outcome::Unrecorded)
+        }
+    }
+}
+
+/// Records `stored` for `claim`, retrying a store that is unavailable a bounded number of
+/// times (a completion is idempotent per fence, so a retry after a lost answer is safe).
+async fn complete<St: Store>(keyed: &Keyed<St>, claim: Claim, stored: StoredResponse) -> Result<Fenced, StoreError> {
+    let (config, store, id) = (&keyed.config, &keyed.store, &keyed.id);
+    let mut pause = COMPLETE_RETRY_FIRST;
+    let mut attempt = 1;
+    loop {
+        let now = config.clock.now();
+        match store.complete(id, claim.fence, stored.clone(), now, &config.policy).await {
+            Err(StoreError::Unavailable { source, .. }) if attempt < COMPLETE_ATTEMPTS_MAX => {
+                tracing::warn!(key = id.key.as_str(), attempt, error = %source, "completion failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether a release took effect.
+enum Released {
+    /// The claim is given back.
+    Yes,
+    /// The claim had been taken over (or the record completed by another claim).
+    Stale,
+    /// The store failed or had nothing; the claim, if any, lapses with its lease.
+    Failed,
+}
+
+async fn release<St: Store>(keyed: &Keyed<St>, claim: Claim) -> Released {
+    match keyed.store.release(&keyed.id, claim.fence).await {
+        Ok(Fenced::Applied) => Released::Yes,
+        Ok(Fenced::Refused(idem_core::Refusal::NoRecord)) => Released::Failed,
+        Ok(Fenced::Refused(_)) => Released::Stale,
+        Err(error) => {
+            tracing::warn!(key = keyed.id.key.as_str(), %error, "could not release the claim; it lapses with its lease");
+            Released::Failed
+        }
+    }
+}
+
+/// This execution lost its claim, so its response must not be answered (G2): answer what
+/// the store holds now, the recorded response or a 409 while another claim is in flight.
+async fn superseded<St: Store>(keyed: &Keyed<St>, fingerprint: &Fingerprint) -> Answer {
+    let now = keyed.config.clock.now();
+    let response = match keyed.store.get(&keyed.id).await {
+        Err(error) => store_failed(&error).0,
+        Ok(Some(record)) if record.fingerprint == *fingerprint && !record.is_expired(now) => match record.state {
+            RecordState::Completed { response } => replay(response),
+            RecordState::InFlight { lease_expires_at } => {
+                kinds::in_progress(now.until(lease_expires_at)).into_response()
+            }
+        },
+        Ok(_) => kinds::in_progress(RETRY_AFTER_DEFAULT).into_response(),
+    };
+    (response, Outcome::Superseded)
+}
+
+/// The recorded response, marked `Idempotent-Replayed: true`.
+fn replay(stored: StoredResponse) -> Response<Body> {
+    let Ok(status) = StatusCode::from_u16(stored.status) else {
+        return kinds::store_corrupt(format!("recorded status {} is not an HTTP status", stored.status))
+            .into_response();
+    };
+    let mut response = Response::new(full(stored.body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, value) in stored.headers {
+        match (HeaderName::try_from(name.as_str()), HeaderValue::from_maybe_shared(value)) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => {
+                return kinds::store_corrupt(format!("recorded header {name:?} is not a valid header")).into_response();
+            }
+        }
+    }
+    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+fn rejected(problem: Problem) -> Answer {
+    (problem.into_response(), Outcome::Rejected)
+}
+
+/// G8: the store could not decide, so the handler does not run.
+fn store_failed(error: &StoreError) -> Answer {
+    tracing::warn!(%error, "idempotency store failed");
+    let problem = match error {
+        StoreError::Unavailable { retry_after, .. } => {
+            kinds::store_unavailable(retry_after.unwrap_or(RETRY_AFTER_DEFAULT), error)
+        }
+        StoreError::Full { .. } => kinds::store_unavailable(RETRY_AFTER_DEFAULT, error),
+        StoreError::Corrupt { detail } => kinds::store_corrupt(detail),
+    };
+    (problem.into_response(), Outcome::StoreFailed)
+}

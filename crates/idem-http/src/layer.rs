@@ -1,0 +1,58 @@
+//! [`IdempotencyLayer`]: configuration and store, applied to a service.
+
+use std::sync::Arc;
+
+use idem_core::Store;
+use tower::Layer;
+
+use crate::Idempotency;
+use crate::config::{Config, IdempotencyBuilder};
+
+/// Applies [`Idempotency`] to a service. It holds the configuration and the store only;
+/// clones share both.
+pub struct IdempotencyLayer<St> {
+    config: Arc<Config>,
+    store: Arc<St>,
+}
+
+impl<St: Store> IdempotencyLayer<St> {
+    /// A layer with SPEC's defaults (see [`IdempotencyBuilder`]) over `store`.
+    #[must_use]
+    pub fn new(store: Arc<St>) -> IdempotencyLayer<St> {
+        IdempotencyBuilder::new(store).build().expect("the default configuration is valid")
+    }
+
+    /// A builder starting from the defaults.
+    pub fn builder(store: Arc<St>) -> IdempotencyBuilder<St> {
+        IdempotencyBuilder::new(store)
+    }
+
+    pub(crate) fn from_parts(config: Arc<Config>, store: Arc<St>) -> IdempotencyLayer<St> {
+        IdempotencyLayer { config, store }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl<St> Clone for IdempotencyLayer<St> {
+    fn clone(&self) -> Self {
+        IdempotencyLayer { config: Arc::clone(&self.config), store: Arc::clone(&self.store) }
+    }
+}
+
+impl<St> std::fmt::Debug for IdempotencyLayer<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyLayer").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl<S, St> Layer<S> for IdempotencyLayer<St> {
+    type Service = Idempotency<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Idempotency::from_parts(inner, Arc::clone(&self.config), Arc::clone(&self.store))
+    }
+}

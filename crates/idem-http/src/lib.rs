@@ -1,0 +1,99 @@
+//! Tower middleware that makes mutating HTTP requests safe to retry with an `Idempotency-Key`.
+//!
+//! [`IdempotencyLayer`] wraps any tower `Service<http::Request<_>>` (an axum `Router`, a
+//! plain hyper service). For a request whose method needs a key (POST and PATCH by
+//! default) it parses the key ([`idem_core::Key::parse`]), scopes it by principal,
+//! fingerprints method, path with query and body, and asks the [`idem_core::Store`]:
+//!
+//! | store says | the layer answers |
+//! |---|---|
+//! | execute (new key, or lapsed claim taken over) | runs the handler; records a 2xx/4xx, releases on 5xx |
+//! | replay | the recorded status, headers and body, plus `Idempotent-Replayed: true` |
+//! | in progress | 409 with `Retry-After` (or waits, with [`ConflictPolicy::Wait`]) |
+//! | mismatch | 422, the handler does not run |
+//! | store error | 503 with `Retry-After`, the handler does not run (G8) |
+//!
+//! Every response after a valid key echoes it in `Idempotency-Key`. Errors are
+//! `application/problem+json` ([`Problem`]). A request refused before its claim (bad key,
+//! body over the limit: 413) records nothing. Each response carries an [`Outcome`] in its
+//! extensions.
+//!
+//! # Examples
+//!
+//! An axum app gains idempotency with one `.layer(..)` (see also `examples/axum_app.rs`):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{Router, routing::post};
+//! use http::{Request, StatusCode};
+//! use idem_core::MemoryStore;
+//! use idem_http::IdempotencyLayer;
+//! use tower::ServiceExt;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let store = Arc::new(MemoryStore::default());
+//! let app = Router::new()
+//!     .route("/payments", post(|| async { (StatusCode::CREATED, "pay_1") }))
+//!     .layer(IdempotencyLayer::new(store));
+//!
+//! let request = || Request::post("/payments").header("idempotency-key", "k1").body(axum::body::Body::empty()).unwrap();
+//! let first = app.clone().oneshot(request()).await.unwrap();
+//! let retry = app.oneshot(request()).await.unwrap();
+//! assert_eq!(first.status(), StatusCode::CREATED);
+//! assert_eq!(first.headers().get("idempotent-replayed"), None);
+//! assert_eq!(retry.headers()["idempotent-replayed"], "true");
+//! assert_eq!(retry.headers()["idempotency-key"], "\"k1\"");
+//! # });
+//! ```
+//!
+//! # Guarantees and their limits
+//!
+//! * The handler never runs without a claim (G8), and a keyed request is processed in a
+//!   task of its own, so a client disconnect never cuts a handler short.
+//! * Separate mode (the layer records the response after the handler returns): a handler
+//!   that outlives its lease may run twice, because a retry may take the lapsed claim
+//!   over. The stale execution's completion is refused (G3) and it answers the recorded
+//!   response or a 409, never its own (G2).
+//! * Atomic mode ([`atomic`]): the handler completes the record in its own transaction,
+//!   so a stale execution's business writes roll back with its refused completion (G1).
+//! * If the store fails while recording (after bounded retries), the handler's response
+//!   is answered unrecorded ([`Outcome::Unrecorded`]); a retry after the lease lapses
+//!   runs the handler again. Atomic mode does not have this gap.
+//!
+//! # Determinism
+//!
+//! Time on the request path comes from the configured [`idem_core::Clock`]; waiting uses
+//! the runtime's timer (`tokio::time`), which tokio's paused time and turmoil drive. There
+//! is no randomness, and no behaviour depends on a hash map's iteration order.
+//!
+//! # Contents
+//!
+//! * [`layer`]: [`IdempotencyLayer`]; [`config`]: [`IdempotencyBuilder`] and its options.
+//! * [`service`]: [`Idempotency`]; [`future`]: [`ResponseFuture`].
+//! * [`atomic`]: [`ClaimContext`], [`CompletedInTransaction`].
+//! * [`problem`]: [`Problem`]; [`principal`]: [`principal::authorization_principal`].
+//! * [`headers`]: header names, and which response headers are recorded.
+//! * [`outcome`]: [`Outcome`]; [`body`]: the [`Body`] type.
+
+pub mod atomic;
+pub mod body;
+pub mod config;
+mod execute;
+pub mod future;
+pub mod headers;
+pub mod layer;
+pub mod outcome;
+pub mod principal;
+pub mod problem;
+pub mod service;
+
+pub use atomic::{ClaimContext, CompletedInTransaction};
+pub use body::{Body, BoxError};
+pub use config::{ConfigError, ConflictPolicy, IdempotencyBuilder, MissingKey};
+pub use future::ResponseFuture;
+pub use headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
+pub use layer::IdempotencyLayer;
+pub use outcome::Outcome;
+pub use principal::PrincipalExtractor;
+pub use problem::Problem;
+pub use service::Idempotency;

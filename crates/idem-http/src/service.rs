@@ -1,0 +1,163 @@
+//! [`Idempotency`]: the service that claims, runs, records and replays.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::Body as HttpBody;
+use idem_core::{Key, RecordId, Store};
+use tower::Service;
+
+use crate::body::{Body, BoxError, boxed};
+use crate::config::{Config, MissingKey};
+use crate::execute::{self, Keyed};
+use crate::headers::IDEMPOTENCY_KEY;
+use crate::problem::kinds;
+use crate::{Outcome, Problem, ResponseFuture};
+
+/// Makes a service idempotent for requests that carry an `Idempotency-Key`.
+///
+/// Built by [`crate::IdempotencyLayer`]. Requests whose method needs no key pass through
+/// untouched. A keyed request is decided by the store: replayed, refused (409, 422), or
+/// run under a claim and recorded.
+///
+/// # Runs to its end
+///
+/// A keyed request is processed in a task of its own (`tokio::spawn`): reading the body,
+/// claiming, running the inner service, recording the response. The response future
+/// only waits for that task, so when the client disconnects and the server drops the
+/// future, the handler still runs to its end and the record is completed; a retry then
+/// gets the replay. This needs a tokio runtime (axum and hyper servers have one).
+///
+/// The inner service receives the request with its body already read (the layer needs
+/// it whole for the fingerprint), as a [`Body`].
+pub struct Idempotency<S, St> {
+    inner: S,
+    config: Arc<Config>,
+    store: Arc<St>,
+}
+
+impl<S, St> Idempotency<S, St> {
+    pub(crate) fn from_parts(inner: S, config: Arc<Config>, store: Arc<St>) -> Idempotency<S, St> {
+        Idempotency { inner, config, store }
+    }
+}
+
+impl<S: Clone, St> Clone for Idempotency<S, St> {
+    fn clone(&self) -> Self {
+        Idempotency { inner: self.inner.clone(), config: Arc::clone(&self.config), store: Arc::clone(&self.store) }
+    }
+}
+
+impl<S: std::fmt::Debug, St> std::fmt::Debug for Idempotency<S, St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency").field("inner", &self.inner).field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for Idempotency<S, St>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    St: Store + 'static,
+    ReqBody: HttpBody<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if !self.config.methods.contains(request.method()) {
+            return ResponseFuture::pass_through(self.inner.call(request.map(boxed)));
+        }
+        let key = match parse_key(request.headers()) {
+            Ok(Some(key)) => key,
+            Ok(None) if self.config.missing_key == MissingKey::PassThrough => {
+                return ResponseFuture::pass_through(self.inner.call(request.map(boxed)));
+            }
+            Ok(None) => return reject(kinds::key_missing(), None),
+            Err(problem) => return reject(problem, None),
+        };
+        let (parts, body) = request.into_parts();
+        let principal = match (self.config.principal)(&parts) {
+            Ok(principal) => principal,
+            Err(problem) => return reject(problem, Some(&key)),
+        };
+        // The readied service goes to the task; a fresh clone waits for the next poll_ready.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let keyed = Keyed {
+            config: Arc::clone(&self.config),
+            store: Arc::clone(&self.store),
+            id: RecordId::new(principal, key),
+        };
+        ResponseFuture::spawned(tokio::spawn(execute::run(keyed, inner, parts, body)))
+    }
+}
+
+/// The request's key: `None` without the header, a 400 problem for a bad value or
+/// several values (SPEC: several values are malformed, whether in one header or two).
+fn parse_key(headers: &HeaderMap) -> Result<Option<Key>, Problem> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(kinds::key_invalid("several Idempotency-Key headers were sent; send exactly one"));
+    }
+    Key::parse(value.as_bytes()).map(Some).map_err(|error| kinds::key_invalid(error.to_string()))
+}
+
+fn reject<F, E>(problem: Problem, key: Option<&Key>) -> ResponseFuture<F, E> {
+    let mut response = problem.into_response();
+    finish(&mut response, Outcome::Rejected, key);
+    ResponseFuture::ready(response)
+}
+
+/// Marks a response on its way out: the outcome in its extensions, the validated key
+/// echoed (as a structured-field string), and the one `tracing` event for the request.
+pub(crate) fn finish(response: &mut Response<Body>, outcome: Outcome, key: Option<&Key>) {
+    response.extensions_mut().insert(outcome);
+    if let Some(key) = key {
+        let echoed = HeaderValue::try_from(key.to_sf_string()).expect("a key's sf-string is visible ASCII");
+        response.headers_mut().insert(IDEMPOTENCY_KEY, echoed);
+    }
+    tracing::info!(
+        target: "idem_http",
+        outcome = outcome.as_str(),
+        status = response.status().as_u16(),
+        key = key.map(Key::as_str),
+        "idempotency"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&'static [u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(IDEMPOTENCY_KEY, HeaderValue::from_bytes(value).expect("test values are valid header bytes"));
+        }
+        map
+    }
+
+    #[test]
+    fn quoted_and_bare_keys_parse_alike_and_bad_values_are_problems() {
+        // Goal: the header is parsed by Key::parse; absence, bad values and repeats are told apart.
+        assert_eq!(parse_key(&headers(&[])), Ok(None));
+        assert_eq!(parse_key(&headers(&[b"\"k\""])), parse_key(&headers(&[b"k"])));
+        for bad in [&[b"" as &[u8]][..], &[b"a b"], &[b"a\tb"], &[&[b'a'; 256]], &[b"a", b"b"]] {
+            let problem = parse_key(&headers(bad)).expect_err("bad key values are refused");
+            assert_eq!(problem.status(), http::StatusCode::BAD_REQUEST);
+        }
+    }
+}
