@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use idem_core::{
     Bytes, Decision, Fenced, Fingerprint, Key, MemoryLimits, MemoryStore, Policy, Principal, RecordId, Store,
     StoredResponse, Timestamp,
@@ -96,7 +96,7 @@ fn claim_complete(c: &mut Criterion) {
     let response = response();
     let mut group = c.benchmark_group("claim_complete");
     for threads in [1usize, 2] {
-        group.bench_function(format!("plain_map/{threads}_threads"), |b| {
+        group.bench_function(BenchmarkId::new("plain_map", format!("{threads}_threads")), |b| {
             b.iter_custom(|iters| {
                 let map = Arc::new(PlainMap::default());
                 let fence = std::sync::atomic::AtomicU64::new(1);
@@ -106,7 +106,7 @@ fn claim_complete(c: &mut Criterion) {
                 })
             });
         });
-        group.bench_function(format!("memory_store/{threads}_threads"), |b| {
+        group.bench_function(BenchmarkId::new("memory_store", format!("{threads}_threads")), |b| {
             b.iter_custom(|iters| {
                 let store = unbounded_store();
                 timed(iters, threads, &store, |store, id| store_claim_complete(store, id, &fingerprint, &response))

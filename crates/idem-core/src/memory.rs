@@ -1,6 +1,7 @@
 //! A bounded in-process store: a map behind a lock.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::transition::{self, Transition, Write};
@@ -46,12 +47,22 @@ pub struct MemoryStore {
 
 #[derive(Debug)]
 struct State {
-    records: HashMap<RecordId, Record>,
+    records: HashMap<RecordId, Held>,
     /// Every record by the time it becomes forgettable, so purging finds expired records
     /// in order without scanning (and without depending on the map's iteration order).
-    expiry: BTreeSet<(Timestamp, RecordId)>,
+    /// Slots are (time, sequence number): integer keys keep the index cheap to update.
+    expiry: BTreeMap<ExpirySlot, RecordId>,
+    next_slot: u64,
     next_fence: Fence,
     stored_bytes: usize,
+}
+
+type ExpirySlot = (Timestamp, u64);
+
+#[derive(Debug)]
+struct Held {
+    record: Record,
+    slot: ExpirySlot,
 }
 
 impl MemoryStore {
@@ -62,7 +73,8 @@ impl MemoryStore {
             limits,
             state: Mutex::new(State {
                 records: HashMap::new(),
-                expiry: BTreeSet::new(),
+                expiry: BTreeMap::new(),
+                next_slot: 0,
                 next_fence: Fence::FIRST,
                 stored_bytes: 0,
             }),
@@ -102,18 +114,18 @@ impl MemoryStore {
     ) -> Result<Decision, StoreError> {
         let mut state = self.lock();
         let fresh_fence = state.next_fence;
-        let Transition { outcome, write } =
-            transition::claim(state.records.get(id), fingerprint, now, policy, fresh_fence);
+        let existing = state.record(id);
+        let replaces_a_record = existing.is_some();
+        let Transition { outcome, write } = transition::claim(existing, fingerprint, now, policy, fresh_fence);
         if let Write::Put(_) = write {
-            self.check_room(&state, id)?;
+            self.check_room(&state, replaces_a_record)?;
             state.next_fence = fresh_fence.next();
         }
         state.apply(id, write);
         Ok(outcome)
     }
 
-    fn check_room(&self, state: &State, id: &RecordId) -> Result<(), StoreError> {
-        let replaces_a_record = state.records.contains_key(id);
+    fn check_room(&self, state: &State, replaces_a_record: bool) -> Result<(), StoreError> {
         if !replaces_a_record && state.records.len() >= self.limits.records_max {
             return Err(StoreError::Full { what: format!("{} records", self.limits.records_max) });
         }
@@ -132,14 +144,14 @@ impl MemoryStore {
         policy: &Policy,
     ) -> Fenced {
         let mut state = self.lock();
-        let Transition { outcome, write } = transition::complete(state.records.get(id), fence, response, now, policy);
+        let Transition { outcome, write } = transition::complete(state.record(id), fence, response, now, policy);
         state.apply(id, write);
         outcome
     }
 
     fn release_now(&self, id: &RecordId, fence: Fence) -> Fenced {
         let mut state = self.lock();
-        let Transition { outcome, write } = transition::release(state.records.get(id), fence);
+        let Transition { outcome, write } = transition::release(state.record(id), fence);
         state.apply(id, write);
         outcome
     }
@@ -149,12 +161,12 @@ impl MemoryStore {
         let due: Vec<RecordId> = state
             .expiry
             .iter()
-            .take_while(|(forgettable_at, _)| *forgettable_at <= now)
+            .take_while(|((forgettable_at, _), _)| *forgettable_at <= now)
             .take(batch_max)
             .map(|(_, id)| id.clone())
             .collect();
         for id in &due {
-            let record = state.records.get(id).expect("the expiry index lists only held records");
+            let record = state.record(id).expect("the expiry index lists only held records");
             let write = transition::expire(record, now);
             debug_assert_eq!(write, Write::Delete, "indexed by forgettable_at, so due records are expired");
             state.apply(id, write);
@@ -170,24 +182,51 @@ impl Default for MemoryStore {
 }
 
 impl State {
+    fn record(&self, id: &RecordId) -> Option<&Record> {
+        self.records.get(id).map(|held| &held.record)
+    }
+
     fn apply(&mut self, id: &RecordId, write: Write) {
         match write {
             Write::Unchanged => {}
-            Write::Put(record) => {
-                self.forget(id);
-                self.stored_bytes += id.stored_bytes() + record.stored_bytes();
-                self.expiry.insert((record.forgettable_at(), id.clone()));
-                self.records.insert(id.clone(), record);
-            }
+            Write::Put(record) => self.put(id, record),
             Write::Delete => self.forget(id),
         }
     }
 
+    fn put(&mut self, id: &RecordId, record: Record) {
+        let forgettable_at = record.forgettable_at();
+        let added_bytes = id.stored_bytes() + record.stored_bytes();
+        match self.records.entry(id.clone()) {
+            // Replace in place: a completion keeps the map entry, and the index entry too
+            // when the record becomes forgettable at the same time.
+            Entry::Occupied(mut held) => {
+                let held = held.get_mut();
+                self.stored_bytes = self.stored_bytes - (id.stored_bytes() + held.record.stored_bytes()) + added_bytes;
+                if held.slot.0 != forgettable_at {
+                    let indexed = self.expiry.remove(&held.slot);
+                    debug_assert!(indexed.is_some(), "every held record is in the expiry index");
+                    held.slot = (forgettable_at, self.next_slot);
+                    self.next_slot += 1;
+                    self.expiry.insert(held.slot, id.clone());
+                }
+                held.record = record;
+            }
+            Entry::Vacant(vacant) => {
+                self.stored_bytes += added_bytes;
+                let slot = (forgettable_at, self.next_slot);
+                self.next_slot += 1;
+                self.expiry.insert(slot, id.clone());
+                vacant.insert(Held { record, slot });
+            }
+        }
+    }
+
     fn forget(&mut self, id: &RecordId) {
-        if let Some(old) = self.records.remove(id) {
-            self.stored_bytes -= id.stored_bytes() + old.stored_bytes();
-            let indexed = self.expiry.remove(&(old.forgettable_at(), id.clone()));
-            debug_assert!(indexed, "every held record is in the expiry index");
+        if let Some(held) = self.records.remove(id) {
+            self.stored_bytes -= id.stored_bytes() + held.record.stored_bytes();
+            let indexed = self.expiry.remove(&held.slot);
+            debug_assert!(indexed.is_some(), "every held record is in the expiry index");
         }
     }
 }
@@ -219,7 +258,7 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        Ok(self.lock().records.get(id).cloned())
+        Ok(self.lock().record(id).cloned())
     }
 
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {

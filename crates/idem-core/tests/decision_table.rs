@@ -19,7 +19,10 @@ fn policy() -> Policy {
 }
 
 fn id(principal: &str, key: &str) -> RecordId {
-    RecordId::new(Principal::new(principal).expect("test principals are valid"), Key::try_from(key).expect("test keys are valid"))
+    RecordId::new(
+        Principal::new(principal).expect("test principals are valid"),
+        Key::try_from(key).expect("test keys are valid"),
+    )
 }
 
 fn fingerprint(body: &str) -> Fingerprint {
@@ -67,7 +70,10 @@ fn expired_record_executes_again() {
     let (id, fp) = (id("alice", "k1"), fingerprint("a"));
     let first = claim_executes(&store, &id, &fp, at(0));
     assert_eq!(complete(&store, &id, first, "r1", at(1)), Fenced::Applied);
-    assert!(matches!(claim(&store, &id, &fp, at(1 + 3599)), Decision::Replay(_)), "still retained one second before the end");
+    assert!(
+        matches!(claim(&store, &id, &fp, at(1 + 3599)), Decision::Replay(_)),
+        "still retained one second before the end"
+    );
     let again = claim_executes(&store, &id, &fp, at(1 + 3600));
     assert!(again > first, "a new claim after expiry gets a newer fence");
 }
@@ -177,7 +183,10 @@ fn release_lets_a_retry_execute_with_a_newer_fence() {
     assert!(store.is_empty());
     let second = claim_executes(&store, &id, &fp, at(1));
     assert!(second > first);
-    assert_eq!(complete(&store, &id, first, "stale", at(2)), Fenced::Refused(Refusal::StaleFence { presented: first, current: second }));
+    assert_eq!(
+        complete(&store, &id, first, "stale", at(2)),
+        Fenced::Refused(Refusal::StaleFence { presented: first, current: second })
+    );
 }
 
 #[test]
@@ -201,7 +210,10 @@ fn principals_never_share_a_record() {
     assert_eq!(claim(&store, &alice, &fp, at(2)), Decision::Replay(response("alice's")));
     assert_eq!(claim(&store, &bob, &fp, at(2)), Decision::Replay(response("bob's")));
     let anonymous = RecordId::new(Principal::anonymous(), Key::try_from("k1").expect("valid"));
-    assert!(matches!(claim(&store, &anonymous, &fp, at(2)), Decision::Execute(_)), "anonymous is a principal of its own");
+    assert!(
+        matches!(claim(&store, &anonymous, &fp, at(2)), Decision::Execute(_)),
+        "anonymous is a principal of its own"
+    );
 }
 
 #[test]
@@ -247,7 +259,10 @@ fn byte_limit_refuses_new_claims() {
     let fp = fingerprint("a");
     let big = id("alice", "big");
     let fence = claim_executes(&store, &big, &fp, at(0));
-    assert_eq!(block_on(store.complete(&big, fence, StoredResponse::new(201, vec![0u8; 300]), at(0), &policy())).expect("ok"), Fenced::Applied);
+    assert_eq!(
+        block_on(store.complete(&big, fence, StoredResponse::new(201, vec![0u8; 300]), at(0), &policy())).expect("ok"),
+        Fenced::Applied
+    );
     assert!(store.stored_bytes() > 200);
     let refused = block_on(store.claim(&id("alice", "next"), &fp, at(1), &policy()));
     assert!(matches!(refused, Err(idem_core::StoreError::Full { .. })), "got {refused:?}");

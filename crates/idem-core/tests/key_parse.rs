@@ -36,7 +36,8 @@ fn unquote(value: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn sf_quote(chars: &str) -> String {
-    let escaped: String = chars.chars().flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] }).collect();
+    let escaped: String =
+        chars.chars().flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] }).collect();
     format!("\"{escaped}\"")
 }
 
