@@ -1,0 +1,165 @@
+//! `idem check`: model-check the protocol and print a verdict per property.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use idem_model::{Outcome, RunningChecker, Search, Strategy, Verdict};
+
+use crate::model_options::ModelOptions;
+
+/// How often the progress line on stderr is refreshed.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Options of `idem check`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    model: ModelOptions,
+    /// Search strategy: bfs (shortest counterexamples) or dfs (less memory; allows --symmetry).
+    #[arg(long, default_value = "bfs", value_parser = parse_strategy)]
+    strategy: Strategy,
+    /// Symmetry reduction over server replicas (DFS only).
+    #[arg(long)]
+    symmetry: bool,
+    /// Checker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Explore paths of at most this many steps (the check is then incomplete).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Also print the example story of each reachability property.
+    #[arg(long)]
+    examples: bool,
+}
+
+fn parse_strategy(given: &str) -> Result<Strategy, String> {
+    match given {
+        "bfs" => Ok(Strategy::Bfs),
+        "dfs" => Ok(Strategy::Dfs),
+        _ => Err(format!("unknown strategy {given:?}; expected bfs or dfs")),
+    }
+}
+
+/// Runs the check; exit code 1 when a property is violated.
+pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let model = args.model.model()?;
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let search = Search { strategy: args.strategy, symmetry: args.symmetry, threads, depth_max: args.depth };
+    let started = Instant::now();
+    let mut checker = idem_model::spawn(model, search)?;
+    while !checker.is_done() {
+        std::thread::sleep(PROGRESS_EVERY);
+        eprint!("\r{}   ", progress(&checker, started.elapsed()));
+    }
+    idem_model::join(&mut checker);
+    let elapsed = started.elapsed();
+    eprint!("\r{}\r", " ".repeat(100));
+    let verdicts = idem_model::verdicts(&checker);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", describe(&args.model, search))?;
+    writeln!(out, "{}", summary(&checker, elapsed))?;
+    writeln!(out)?;
+    write_table(&mut out, &verdicts, args.model.config().key_reuse)?;
+    for verdict in &verdicts {
+        match &verdict.outcome {
+            Outcome::Violated(story) => {
+                writeln!(out, "\nVIOLATED: {} ({})", verdict.property, verdict.guarantee)?;
+                for line in story {
+                    writeln!(out, "  {line}")?;
+                }
+            }
+            Outcome::Reached(story) if args.examples => {
+                writeln!(out, "\nExample: {}", verdict.property)?;
+                for line in story {
+                    writeln!(out, "  {line}")?;
+                }
+            }
+            _ => {}
+        }
+    }
+    let violated = verdicts.iter().any(Verdict::is_violation);
+    Ok(if violated { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn progress(checker: &RunningChecker, elapsed: Duration) -> String {
+    let total = checker.state_count();
+    format!(
+        "checking: {total} states, {} unique, {:.0} states/s, depth {}",
+        checker.unique_state_count(),
+        per_second(total, elapsed),
+        checker.max_depth()
+    )
+}
+
+fn per_second(count: usize, elapsed: Duration) -> f64 {
+    // State counts stay far below 2^52, where f64 stops being exact.
+    #[allow(clippy::cast_precision_loss)]
+    let count = count as f64;
+    count / elapsed.as_secs_f64().max(1e-3)
+}
+
+fn describe(options: &ModelOptions, search: Search) -> String {
+    let config = options.config();
+    let strategy = match search.strategy {
+        Strategy::Bfs => "BFS",
+        Strategy::Dfs => "DFS",
+    };
+    let symmetry = if search.symmetry { " with symmetry reduction" } else { "" };
+    let depth = search.depth_max.map_or(String::new(), |depth| format!(", depth at most {depth} (incomplete)"));
+    format!(
+        "model: {} clients, {} servers, {} operation(s) each{}, {} network ({} fault(s)), {} crash(es), {} lapse(s), \
+         {} failure(s), {} resend(s), {} mode, variant {}\nsearch: {strategy}{symmetry}, {} thread(s){depth}",
+        config.clients,
+        config.servers,
+        config.ops_per_client,
+        if config.key_reuse { " + a reused key" } else { "" },
+        config.network,
+        config.network_faults,
+        config.crashes,
+        config.lapses,
+        config.failures,
+        config.resends,
+        config.mode,
+        config.variant,
+        search.threads,
+    )
+}
+
+fn summary(checker: &RunningChecker, elapsed: Duration) -> String {
+    let total = checker.state_count();
+    let memory = peak_memory_mib().map_or(String::new(), |mib| format!(", peak memory {mib} MiB"));
+    format!(
+        "states: {total} total, {} unique, depth {}, {:.1} s, {:.0} states/s{memory}",
+        checker.unique_state_count(),
+        checker.max_depth(),
+        elapsed.as_secs_f64(),
+        per_second(total, elapsed)
+    )
+}
+
+/// The process's peak resident memory, where the OS reports it (Linux).
+fn peak_memory_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+fn write_table(out: &mut impl std::io::Write, verdicts: &[Verdict], key_reuse: bool) -> std::io::Result<()> {
+    let width = verdicts.iter().map(|v| v.property.len()).max().unwrap_or(0);
+    writeln!(out, "{:<10} {:<width$}  verdict", "guarantee", "property")?;
+    for verdict in verdicts {
+        let outcome = match &verdict.outcome {
+            Outcome::Holds => "holds".to_owned(),
+            Outcome::Violated(story) => format!("VIOLATED ({} steps, below)", story.len()),
+            Outcome::Reached(story) => format!("reached ({} steps)", story.len()),
+            Outcome::NotReached if verdict.property == idem_model::properties::MISMATCH_ANSWERED && !key_reuse => {
+                "not reached (no request reuses a key; try --key-reuse)".to_owned()
+            }
+            Outcome::NotReached => "not reached".to_owned(),
+        };
+        writeln!(out, "{:<10} {:<width$}  {outcome}", verdict.guarantee, verdict.property)?;
+    }
+    Ok(())
+}

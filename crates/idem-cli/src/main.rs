@@ -1,0 +1,41 @@
+//! The `idem` command line. Each subcommand lives in its own module; `main` only parses
+//! and dispatches, so adding one (`serve`, `pay`) means one new module and one enum arm.
+
+mod check;
+mod explore;
+mod model_options;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// idem: idempotency keys for HTTP, model-checked and simulated.
+#[derive(Parser, Debug)]
+#[command(name = "idem", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Model-check the protocol (idem-core's own transitions) and print each property's verdict.
+    Check(check::Args),
+    /// Serve stateright's Explorer web UI to walk the model step by step.
+    Explore(explore::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => check::run(&args),
+        Command::Explore(args) => explore::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("idem: error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

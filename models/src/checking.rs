@@ -1,0 +1,135 @@
+//! Running the checker and reading its verdicts, shared by the CLI and the tests.
+
+use stateright::{Checker, Expectation, Model};
+
+use crate::model::IdemModel;
+use crate::properties;
+use crate::story::story;
+
+/// How to search the state space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Breadth first: shortest counterexamples, more memory.
+    Bfs,
+    /// Depth first: less memory; allows symmetry reduction.
+    Dfs,
+}
+
+/// Search options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Search {
+    /// BFS or DFS.
+    pub strategy: Strategy,
+    /// Explore states that differ only by which server replica is which once (DFS only).
+    pub symmetry: bool,
+    /// Checker threads.
+    pub threads: usize,
+    /// Stop exploring paths longer than this many steps (incomplete search).
+    pub depth_max: Option<usize>,
+}
+
+impl Default for Search {
+    fn default() -> Search {
+        Search { strategy: Strategy::Bfs, symmetry: false, threads: 1, depth_max: None }
+    }
+}
+
+/// Why search options are refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SearchError {
+    /// stateright applies symmetry reduction under DFS and simulation only.
+    #[error("symmetry reduction needs the DFS strategy (stateright does not apply it under BFS)")]
+    SymmetryNeedsDfs,
+    /// At least one thread is needed.
+    #[error("threads must be at least 1")]
+    NoThreads,
+}
+
+/// A running checker, whatever its strategy.
+pub type RunningChecker = Box<dyn Checker<IdemModel> + Send + Sync>;
+
+/// Starts checking `model` on background threads.
+///
+/// # Errors
+/// [`SearchError`] for options stateright cannot honour.
+pub fn spawn(model: IdemModel, search: Search) -> Result<RunningChecker, SearchError> {
+    if search.symmetry && search.strategy != Strategy::Dfs {
+        return Err(SearchError::SymmetryNeedsDfs);
+    }
+    if search.threads == 0 {
+        return Err(SearchError::NoThreads);
+    }
+    let mut builder = model.checker().threads(search.threads);
+    if let Some(depth_max) = search.depth_max {
+        builder = builder.target_max_depth(depth_max);
+    }
+    if search.symmetry {
+        builder = builder.symmetry();
+    }
+    Ok(match search.strategy {
+        Strategy::Bfs => Box::new(builder.spawn_bfs()),
+        Strategy::Dfs => Box::new(builder.spawn_dfs()),
+    })
+}
+
+/// Blocks until the checker has finished.
+pub fn join(checker: &mut RunningChecker) {
+    for handle in checker.handles() {
+        if let Err(panic) = handle.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// What the search found for one property.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `always`/`eventually`: no counterexample in the states explored.
+    Holds,
+    /// `always`/`eventually`: a counterexample, as a numbered story.
+    Violated(Vec<String>),
+    /// `sometimes`: an example, as a numbered story.
+    Reached(Vec<String>),
+    /// `sometimes`: no example in the states explored.
+    NotReached,
+}
+
+/// One property's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The property, in plain words.
+    pub property: &'static str,
+    /// The guarantee it checks, e.g. "G1", or "reachable".
+    pub guarantee: &'static str,
+    /// What was found.
+    pub outcome: Outcome,
+}
+
+impl Verdict {
+    /// Whether this verdict means a guarantee is broken.
+    #[must_use]
+    pub fn is_violation(&self) -> bool {
+        matches!(self.outcome, Outcome::Violated(_))
+    }
+}
+
+/// The verdict for every property, in the model's order, after [`join`].
+#[must_use]
+pub fn verdicts(checker: &RunningChecker) -> Vec<Verdict> {
+    let model = checker.model();
+    let discoveries = checker.discoveries();
+    model
+        .properties()
+        .into_iter()
+        .map(|property| {
+            let found = discoveries.get(property.name).map(|path| story(model, path));
+            let outcome = match (property.expectation, found) {
+                (Expectation::Sometimes, Some(story)) => Outcome::Reached(story),
+                (Expectation::Sometimes, None) => Outcome::NotReached,
+                (_, Some(story)) => Outcome::Violated(story),
+                (_, None) => Outcome::Holds,
+            };
+            Verdict { property: property.name, guarantee: properties::guarantee(property.name), outcome }
+        })
+        .collect()
+}
