@@ -1,0 +1,477 @@
+//! The layer over real HTTP on loopback: a hyper server around an axum app (and one plain
+//! tower service), a hyper client, and the real `MemoryStore` behind a counting wrapper.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use idem_core::{ManualClock, RecordState, Timestamp};
+use idem_http::{ConflictPolicy, IdempotencyBuilder, IdempotencyLayer, MissingKey, Outcome};
+use support::{Harness, TestStore, anonymous, app};
+use tower::Layer;
+
+fn builder(store: &Arc<TestStore>) -> IdempotencyBuilder<TestStore> {
+    IdempotencyLayer::builder(Arc::clone(store))
+}
+
+/// A server running the test app behind a layer built from `configure(builder)`.
+async fn serve(
+    store: &Arc<TestStore>,
+    configure: impl FnOnce(IdempotencyBuilder<TestStore>) -> IdempotencyBuilder<TestStore>,
+) -> (Harness, support::Counters, tokio::sync::mpsc::UnboundedReceiver<u64>) {
+    let layer = configure(builder(store)).build().expect("test configurations are valid");
+    let (router, counters, started) = app(Arc::clone(store));
+    (Harness::start(layer.layer(router)).await, counters, started)
+}
+
+#[tokio::test]
+async fn replay_is_byte_identical_and_marked_only_on_replays() {
+    // Goal: a retry gets the first response's status, headers and bytes, with
+    // `Idempotent-Replayed: true` on the retry only, and the key echoed on both.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b).await;
+
+    let first = server.post("/payments", "k1", "{\"amount\":100}").await;
+    let retry = server.post("/payments", "k1", "{\"amount\":100}").await;
+
+    assert_eq!(first.status, 201);
+    assert_eq!(first.text(), "run 1: {\"amount\":100}");
+    assert!(!first.is_replay() && first.header("idempotent-replayed").is_none());
+    assert!(retry.is_replay());
+    assert_eq!((retry.status, &retry.body), (first.status, &first.body));
+    assert_eq!(retry.header("content-type"), first.header("content-type"));
+    assert_eq!(first.header("idempotency-key"), Some("\"k1\""));
+    assert_eq!(retry.header("idempotency-key"), Some("\"k1\""));
+    assert_eq!(counters.runs(), 1);
+    assert_eq!(server.outcomes(), [Outcome::Executed, Outcome::Replayed]);
+}
+
+#[tokio::test]
+async fn concurrent_identical_requests_execute_once_and_the_others_conflict() {
+    // Goal: 64 identical requests at once run the handler exactly once; while it runs,
+    // the other 63 get 409 problem+json with Retry-After.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, mut started) = serve(&store, |b| b).await;
+    let server = Arc::new(server);
+    let (replies_tx, mut replies) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..64 {
+        let (server, replies_tx) = (Arc::clone(&server), replies_tx.clone());
+        tokio::spawn(async move { replies_tx.send(server.post("/gated", "same", "{}").await) });
+    }
+    let mut conflicts = Vec::new();
+    for _ in 0..63 {
+        conflicts.push(replies.recv().await.expect("every request is answered"));
+    }
+    assert_eq!(started.recv().await, Some(1), "the one execution is held at the gate");
+    counters.gate.add_permits(1);
+    let executed = replies.recv().await.expect("the execution is answered");
+
+    assert_eq!(executed.status, 201);
+    assert_eq!(executed.text(), "run 1");
+    for conflict in &conflicts {
+        assert_eq!(conflict.status, 409);
+        assert_eq!(conflict.problem()["type"], "https://example.invalid/idem/problems/in-progress");
+        let retry_after: u64 =
+            conflict.header("retry-after").expect("409 carries Retry-After").parse().expect("seconds");
+        assert!((1..=60).contains(&retry_after), "within the 60 s lease: {retry_after}");
+        assert_eq!(conflict.header("idempotency-key"), Some("\"same\""));
+    }
+    assert_eq!(counters.runs(), 1);
+}
+
+#[tokio::test]
+async fn with_the_wait_policy_concurrent_requests_all_get_the_one_response() {
+    // Goal: under ConflictPolicy::Wait, the 63 requests that find the claim taken wait for
+    // it and replay the one execution's response.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, mut started) =
+        serve(&store, |b| b.conflict(ConflictPolicy::Wait(Duration::from_secs(60)))).await;
+    let server = Arc::new(server);
+    let mut requests = Vec::new();
+    for _ in 0..64 {
+        let server = Arc::clone(&server);
+        requests.push(tokio::spawn(async move { server.post("/gated", "same", "{}").await }));
+    }
+    assert_eq!(started.recv().await, Some(1));
+    // Every request has asked for the claim (63 found it taken) before the handler may finish.
+    while store.claims.load(Ordering::SeqCst) < 64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    counters.gate.add_permits(1);
+    let mut replies = Vec::new();
+    for request in requests {
+        replies.push(request.await.expect("request tasks do not panic"));
+    }
+
+    assert!(replies.iter().all(|reply| reply.status == 201 && reply.text() == "run 1"));
+    assert_eq!(replies.iter().filter(|reply| reply.is_replay()).count(), 63);
+    assert_eq!(counters.runs(), 1);
+}
+
+#[tokio::test]
+async fn same_key_for_another_body_path_or_method_is_422_and_never_executes() {
+    // Goal: G5: a request whose fingerprint differs from the recorded one is refused with
+    // 422 and its handler does not run, whatever part differs.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b).await;
+    assert_eq!(server.post("/payments", "k", "{\"amount\":100}").await.status, 201);
+
+    let other_body = server.post("/payments", "k", "{\"amount\":999}").await;
+    let other_query = server.post("/payments?currency=eur", "k", "{\"amount\":100}").await;
+    let other_method = server.send(server.request("PATCH", "/payments", &[b"k"]), "{\"amount\":100}").await;
+
+    for reply in [&other_body, &other_query, &other_method] {
+        assert_eq!(reply.status, 422, "{reply:?}");
+        assert_eq!(reply.problem()["type"], "https://example.invalid/idem/problems/key-reused");
+    }
+    assert_eq!(counters.runs(), 1);
+    assert_eq!(server.outcomes()[1..], [Outcome::Mismatch; 3]);
+}
+
+#[tokio::test]
+async fn bad_or_missing_keys_are_400_problems_and_record_nothing() {
+    // Goal: a missing, empty, too long, control-character, space-holding or repeated key
+    // is a 400 problem+json; nothing runs and nothing is recorded.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b).await;
+    let too_long = vec![b'a'; 256];
+    let cases: [(&str, &[&[u8]]); 6] = [
+        ("missing", &[]),
+        ("empty", &[b""]),
+        ("256 characters", &[&too_long]),
+        ("control character", &[b"a\tb"]),
+        ("space", &[b"a b"]),
+        ("two headers", &[b"a", b"b"]),
+    ];
+    for (case, keys) in cases {
+        let reply = server.send(server.request("POST", "/payments", keys), "{}").await;
+        assert_eq!(reply.status, 400, "{case}: {reply:?}");
+        let slug = if keys.is_empty() { "key-missing" } else { "key-invalid" };
+        assert_eq!(reply.problem()["type"], format!("https://example.invalid/idem/problems/{slug}"), "{case}");
+        assert_eq!(reply.header("idempotency-key"), None, "{case}: no valid key to echo");
+    }
+    assert_eq!(counters.runs(), 0);
+    assert_eq!(store.claims.load(Ordering::SeqCst), 0);
+    assert!(store.memory.is_empty());
+}
+
+#[tokio::test]
+async fn quoted_and_bare_spellings_are_one_key() {
+    // Goal: `"k"` and `k` name the same record, and the key is echoed as an sf-string.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b).await;
+    let quoted = server.post("/payments", "\"k\"", "{}").await;
+    let bare = server.post("/payments", "k", "{}").await;
+    assert_eq!(quoted.status, 201);
+    assert!(bare.is_replay());
+    assert_eq!(bare.body, quoted.body);
+    assert_eq!(bare.header("idempotency-key"), Some("\"k\""));
+    assert_eq!(counters.runs(), 1);
+}
+
+#[tokio::test]
+async fn two_principals_with_one_key_get_two_executions_and_no_leak() {
+    // Goal: G4: the same key from two credentials is two records; each replay returns the
+    // caller's own response.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b).await;
+    let as_user =
+        |user: &str| server.request("POST", "/payments", &[b"k"]).header("authorization", format!("Bearer {user}"));
+
+    let alice = server.send(as_user("alice"), "{\"from\":\"alice\"}").await;
+    let bob = server.send(as_user("bob"), "{\"from\":\"bob\"}").await;
+    let alice_again = server.send(as_user("alice"), "{\"from\":\"alice\"}").await;
+    let bob_again = server.send(as_user("bob"), "{\"from\":\"bob\"}").await;
+
+    assert_eq!((alice.status.as_u16(), bob.status.as_u16()), (201, 201));
+    assert!(!alice.is_replay() && !bob.is_replay());
+    assert_eq!(counters.runs(), 2);
+    assert!(alice_again.is_replay() && bob_again.is_replay());
+    assert_eq!(alice_again.body, alice.body);
+    assert_eq!(bob_again.body, bob.body);
+    assert_ne!(alice.body, bob.body);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_records_nothing_and_the_key_stays_usable() {
+    // Goal: a request body longer than the limit is refused with 413 before any claim, so
+    // the client can fix the body and reuse the key.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b.request_body_bytes_max(16)).await;
+
+    let too_large = server.post("/payments", "k", "{\"amount\":1000000}").await;
+    assert_eq!(too_large.status, 413);
+    too_large.problem();
+    assert_eq!(too_large.header("idempotency-key"), Some("\"k\""));
+    assert!(store.memory.is_empty());
+    assert_eq!(counters.runs(), 0);
+
+    let fixed = server.post("/payments", "k", "{\"amount\":1}").await;
+    assert_eq!(fixed.status, 201);
+    assert!(!fixed.is_replay());
+    assert_eq!(counters.runs(), 1);
+}
+
+#[tokio::test]
+async fn a_server_error_releases_the_claim_so_a_retry_executes() {
+    // Goal: a 5xx is not recorded; the retry runs the handler again, and its 201 is recorded.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b).await;
+
+    let failed = server.post("/flaky", "k", "{}").await;
+    assert_eq!(failed.status, 500);
+    assert!(store.record(&anonymous("k")).await.is_none(), "the claim is released");
+    let retried = server.post("/flaky", "k", "{}").await;
+    let replayed = server.post("/flaky", "k", "{}").await;
+
+    assert_eq!((retried.status, retried.text(), retried.is_replay()), (http::StatusCode::CREATED, "run 2", false));
+    assert!(replayed.is_replay());
+    assert_eq!(replayed.text(), "run 2");
+    assert_eq!(counters.runs(), 2);
+    assert_eq!(server.outcomes(), [Outcome::Released, Outcome::Executed, Outcome::Replayed]);
+}
+
+#[tokio::test]
+async fn server_errors_are_recorded_when_configured() {
+    // Goal: with store_server_errors, a 5xx is recorded and replayed like any response.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b.store_server_errors(true)).await;
+    let failed = server.post("/flaky", "k", "{}").await;
+    let retried = server.post("/flaky", "k", "{}").await;
+    assert_eq!(
+        (failed.status, retried.status),
+        (http::StatusCode::INTERNAL_SERVER_ERROR, http::StatusCode::INTERNAL_SERVER_ERROR)
+    );
+    assert!(retried.is_replay());
+    assert_eq!(counters.runs(), 1);
+}
+
+#[tokio::test]
+async fn recorded_headers_exclude_date_set_cookie_and_denied_headers() {
+    // Goal: the record and the replay carry end-to-end headers only: no Date, no
+    // Set-Cookie, nothing on the deny list.
+    let store = Arc::new(TestStore::default());
+    let (server, _, _) = serve(&store, |b| b.deny_header(http::HeaderName::from_static("x-internal-trace"))).await;
+
+    let first = server.post("/headers", "k", "{}").await;
+    let replay = server.post("/headers", "k", "{}").await;
+
+    assert_eq!(first.header("set-cookie"), Some("session=secret"), "the first answer is the handler's own");
+    let record = store.record(&anonymous("k")).await.expect("the response is recorded");
+    let RecordState::Completed { response } = record.state else { panic!("the record is completed: {record:?}") };
+    let names: Vec<&str> = response.headers.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["content-type", "location"]);
+    assert!(replay.is_replay());
+    assert_eq!(replay.header("location"), Some("/payments/1"));
+    assert_eq!(replay.header("set-cookie"), None);
+    assert_eq!(replay.header("x-internal-trace"), None);
+    assert_ne!(replay.header("date"), Some("Tue, 01 Jan 2030 00:00:00 GMT"), "Date is the server's, not recorded");
+}
+
+#[tokio::test]
+async fn an_unavailable_store_is_503_and_the_handler_never_runs() {
+    // Goal: G8: when the store cannot claim, the answer is 503 problem+json with the
+    // store's Retry-After, and the handler does not run.
+    let store = Arc::new(TestStore::default());
+    store.fail_claims.store(true, Ordering::SeqCst);
+    let (server, counters, _) = serve(&store, |b| b).await;
+
+    let reply = server.post("/payments", "k", "{}").await;
+
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.problem()["type"], "https://example.invalid/idem/problems/store-unavailable");
+    assert_eq!(reply.header("retry-after"), Some("7"));
+    assert_eq!(counters.runs(), 0);
+    assert_eq!(server.outcomes(), [Outcome::StoreFailed]);
+}
+
+#[tokio::test]
+async fn a_store_failing_at_completion_answers_the_handlers_response_unrecorded() {
+    // Goal: when recording fails after the handler ran, the completion is retried a bounded
+    // number of times and then the handler's response is answered (the client has its
+    // answer and need not retry); the outcome says it is unrecorded.
+    let store = Arc::new(TestStore::default());
+    store.fail_completes.store(true, Ordering::SeqCst);
+    let (server, counters, _) = serve(&store, |b| b).await;
+
+    let reply = server.post("/payments", "k", "{}").await;
+
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.text(), "run 1: {}");
+    assert_eq!(store.completes.load(Ordering::SeqCst), 3, "bounded retries");
+    assert_eq!(counters.runs(), 1);
+    assert_eq!(server.outcomes(), [Outcome::Unrecorded]);
+}
+
+#[tokio::test]
+async fn a_response_too_large_to_record_is_replaced_by_a_recorded_problem() {
+    // Goal: a response over the recording limit never lets a retry run the handler again:
+    // a problem is recorded and answered instead, to the first request and to retries.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b.response_body_bytes_max(1024)).await;
+
+    let first = server.post("/large", "k", "{}").await;
+    let retry = server.post("/large", "k", "{}").await;
+
+    assert_eq!(first.status, 500);
+    assert_eq!(first.problem()["type"], "https://example.invalid/idem/problems/response-too-large");
+    assert!(retry.is_replay());
+    assert_eq!(retry.body, first.body);
+    assert_eq!(counters.runs(), 1);
+}
+
+#[tokio::test]
+async fn methods_without_a_key_requirement_pass_through_untouched() {
+    // Goal: a GET, and with MissingKey::PassThrough a keyless POST, reach the handler
+    // without any idempotency header being added and without a record.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b.missing_key(MissingKey::PassThrough)).await;
+
+    let keyless = server.send(server.request("POST", "/payments", &[]), "{}").await;
+    let again = server.send(server.request("POST", "/payments", &[]), "{}").await;
+    let get = server.send(server.request("GET", "/payments", &[b"k"]), "").await;
+
+    assert_eq!((keyless.status, again.status), (http::StatusCode::CREATED, http::StatusCode::CREATED));
+    assert_eq!(get.status, 405, "the app's own answer to GET");
+    for reply in [&keyless, &again, &get] {
+        assert_eq!(reply.header("idempotency-key"), None);
+        assert_eq!(reply.header("idempotent-replayed"), None);
+    }
+    assert_eq!(counters.runs(), 2);
+    assert!(store.memory.is_empty());
+    assert_eq!(server.outcomes(), [Outcome::PassedThrough; 3]);
+}
+
+#[tokio::test]
+async fn a_plain_tower_service_works_without_axum() {
+    // Goal: the layer wraps any tower service over http types (the plain hyper case).
+    let store = Arc::new(TestStore::default());
+    let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = Arc::clone(&runs);
+    let service = tower::service_fn(move |_request: http::Request<idem_http::Body>| {
+        let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let body = http_body_util::Full::new(bytes::Bytes::from(format!("plain {run}")));
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder().status(201).body(body).expect("static response"),
+            )
+        }
+    });
+    let server = Harness::start(IdempotencyLayer::new(Arc::clone(&store)).layer(service)).await;
+
+    let first = server.post("/anything", "k", "{}").await;
+    let retry = server.post("/anything", "k", "{}").await;
+
+    assert_eq!((first.status, first.text()), (http::StatusCode::CREATED, "plain 1"));
+    assert!(retry.is_replay());
+    assert_eq!(retry.text(), "plain 1");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_client_disconnect_does_not_cancel_the_handler() {
+    // Goal: when the client goes away mid-handler and the server drops the response
+    // future, the handler still runs to its end and the record is completed; a retry
+    // replays it and the side effect happened once.
+    use tokio::io::AsyncWriteExt;
+    let store = Arc::new(TestStore::default());
+    let (server, counters, mut started) = serve(&store, |b| b).await;
+
+    let mut client = tokio::net::TcpStream::connect(server.addr).await.expect("the server listens");
+    let request = "POST /gated HTTP/1.1\r\nhost: test\r\nidempotency-key: gone\r\ncontent-length: 2\r\n\r\n{}";
+    client.write_all(request.as_bytes()).await.expect("the server reads");
+    assert_eq!(started.recv().await, Some(1));
+    drop(client);
+    server.dropped.notified().await;
+    assert_eq!(counters.finished.load(Ordering::SeqCst), 0, "the handler is still at the gate");
+
+    counters.gate.add_permits(1);
+    let id = anonymous("gone");
+    for _ in 0..1000 {
+        if matches!(store.record(&id).await.map(|record| record.state), Some(RecordState::Completed { .. })) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let retry = server.post("/gated", "gone", "{}").await;
+
+    assert!(retry.is_replay(), "{retry:?}");
+    assert_eq!((retry.status, retry.text()), (http::StatusCode::CREATED, "run 1"));
+    assert_eq!(counters.runs(), 1);
+    assert_eq!(counters.finished.load(Ordering::SeqCst), 1);
+}
+
+/// Runs the lapsed-lease scenario on `path` and returns (stale reply, take-over reply).
+///
+/// Request A's handler is held; the clock passes A's lease; request B takes the claim
+/// over, runs and completes; then A's handler finishes and its completion is refused.
+async fn lapsed_lease_scenario(path: &str) -> (support::Reply, support::Reply, support::Counters, Harness) {
+    let store = Arc::new(TestStore::default());
+    let clock = ManualClock::new(Timestamp::from_unix_ms(1_700_000_000_000));
+    let (server, counters, mut started) =
+        serve(&store, |b| b.lease(Duration::from_secs(10)).retention(Duration::from_secs(3600)).clock(clock.clone()))
+            .await;
+    let server = Arc::new(server);
+
+    let stale = {
+        let server = Arc::clone(&server);
+        let path = path.to_owned();
+        tokio::spawn(async move { server.post(&path, "k", "{}").await })
+    };
+    assert_eq!(started.recv().await, Some(1));
+    clock.advance(Duration::from_secs(11));
+    let take_over = server.post(path, "k", "{}").await;
+    counters.gate.add_permits(1);
+    let stale = stale.await.expect("request tasks do not panic");
+    let server = Arc::try_unwrap(server).unwrap_or_else(|_| unreachable!("the request task has finished"));
+    (stale, take_over, counters, server)
+}
+
+#[tokio::test]
+async fn a_handler_slower_than_its_lease_never_answers_its_own_response() {
+    // Goal: separate mode: after the lease lapses, a retry takes over and runs the handler
+    // (the documented separate-mode gap); the stale execution's completion is refused and
+    // it answers the recorded response, never its own (G2, G3).
+    let (stale, take_over, counters, server) = lapsed_lease_scenario("/first-run-gated").await;
+
+    assert_eq!(
+        (take_over.status, take_over.text(), take_over.is_replay()),
+        (http::StatusCode::CREATED, "run 2", false)
+    );
+    assert_eq!(stale.text(), "run 2", "the stale request answers the recorded response");
+    assert!(stale.is_replay());
+    assert_eq!(counters.runs(), 2);
+    assert_eq!(server.outcomes(), [Outcome::Executed, Outcome::Superseded]);
+}
+
+#[tokio::test]
+async fn atomic_mode_stale_completion_is_refused_and_the_replay_answered() {
+    // Goal: atomic mode: the stale handler's own completion is refused (its transaction
+    // would roll back) and the layer answers the recorded response instead of its own.
+    let (stale, take_over, counters, server) = lapsed_lease_scenario("/atomic-first-run-gated").await;
+
+    assert_eq!(take_over.text(), "run 2");
+    assert!(stale.is_replay());
+    assert_eq!(stale.text(), "run 2");
+    assert_eq!(counters.runs(), 2);
+    assert_eq!(server.outcomes(), [Outcome::Executed, Outcome::Superseded]);
+}
+
+#[tokio::test]
+async fn atomic_mode_handler_completion_is_not_repeated_by_the_layer() {
+    // Goal: when the handler completed the record itself, the layer does not complete
+    // again, and retries replay what the handler recorded.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b).await;
+
+    let first = server.post("/atomic", "k", "{}").await;
+    let retry = server.post("/atomic", "k", "{}").await;
+
+    assert_eq!((first.status, first.text()), (http::StatusCode::CREATED, "run 1"));
+    assert_eq!(store.completes.load(Ordering::SeqCst), 1, "only the handler's completion");
+    assert!(retry.is_replay());
+    assert_eq!(retry.body, first.body);
+    assert_eq!(counters.runs(), 1);
+}
