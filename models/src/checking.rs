@@ -1,9 +1,12 @@
 //! Running the checker and reading its verdicts, shared by the CLI and the tests.
 
-use stateright::{Checker, Expectation, Model};
+use std::collections::BTreeSet;
 
-use crate::model::IdemModel;
+use stateright::{Checker, Expectation, HasDiscoveries, Model, Path};
+
+use crate::model::{Action, IdemModel};
 use crate::properties;
+use crate::state::State;
 use crate::story::story;
 
 /// How to search the state space.
@@ -113,7 +116,8 @@ impl Verdict {
     }
 }
 
-/// The verdict for every property, in the model's order, after [`join`].
+/// The verdict for every property, in the model's order, after [`join`]. Each story is
+/// the shortest one there is (see [`shortest_discovery`]).
 #[must_use]
 pub fn verdicts(checker: &RunningChecker) -> Vec<Verdict> {
     let model = checker.model();
@@ -122,7 +126,10 @@ pub fn verdicts(checker: &RunningChecker) -> Vec<Verdict> {
         .properties()
         .into_iter()
         .map(|property| {
-            let found = discoveries.get(property.name).map(|path| story(model, path));
+            let found = discoveries.get(property.name).map(|path| {
+                let shortest = shortest_discovery(model, property.name, path.clone().into_actions().len());
+                story(model, shortest.as_ref().unwrap_or(path))
+            });
             let outcome = match (property.expectation, found) {
                 (Expectation::Sometimes, Some(story)) => Outcome::Reached(story),
                 (Expectation::Sometimes, None) => Outcome::NotReached,
@@ -132,4 +139,38 @@ pub fn verdicts(checker: &RunningChecker) -> Vec<Verdict> {
             Verdict { property: property.name, guarantee: properties::guarantee(property.name), outcome }
         })
         .collect()
+}
+
+/// The shortest path to a discovery of `property`, given that one of `steps` steps exists.
+///
+/// stateright 0.31 keeps the *last* discovery it meets for a property, not the first, so
+/// even a single-threaded BFS may report a long path. A BFS bounded at depth `d` can only
+/// report paths shorter than `d`, and whether one exists only grows with `d`; a binary
+/// search over `d` finds the shortest length, and the path found at that bound has it.
+#[must_use]
+pub fn shortest_discovery(model: &IdemModel, property: &'static str, steps: usize) -> Option<Path<State, Action>> {
+    // A path of n steps holds n + 1 states, the last at depth n + 1; a bound of n + 2 admits it.
+    let search = |steps: usize| {
+        let checker = model
+            .clone()
+            .checker()
+            .target_max_depth(steps + 2)
+            .finish_when(HasDiscoveries::AnyOf(BTreeSet::from([property])))
+            .spawn_bfs()
+            .join();
+        checker.discovery(property)
+    };
+    let (mut too_short, mut long_enough) = (None, steps);
+    let mut found = None;
+    while too_short.map_or(0, |n| n + 1) < long_enough {
+        let middle = too_short.map_or(0, |n| n + 1) + (long_enough - too_short.map_or(0, |n| n + 1)) / 2;
+        match search(middle) {
+            Some(path) => {
+                long_enough = path.clone().into_actions().len().min(middle);
+                found = Some(path);
+            }
+            None => too_short = Some(middle),
+        }
+    }
+    found.or_else(|| search(long_enough))
 }

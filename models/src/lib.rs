@@ -9,7 +9,9 @@ pub mod properties;
 mod state;
 mod story;
 
-pub use checking::{Outcome, RunningChecker, Search, SearchError, Strategy, Verdict, join, spawn, verdicts};
+pub use checking::{
+    Outcome, RunningChecker, Search, SearchError, Strategy, Verdict, join, shortest_discovery, spawn, verdicts,
+};
 pub use config::{ACTORS_MAX, Config, ConfigError, FAULTS_MAX, Mode, NetworkKind, Variant};
 pub use model::{Action, IdemModel, LEASE, Operation, RETENTION, SendKind};
 pub use state::{

@@ -390,6 +390,9 @@ impl IdemModel {
             (None, _) => state.ghost.owner[slot] = Some(op),
         }
         teller.tell(|| match took_over {
+            None if believed.is_some() => {
+                format!("execute under fence {}, but the claim is never written (check-then-act)", fence(claim.fence))
+            }
             None => {
                 format!("execute under fence {} (lease until {})", fence(claim.fence), time(claim.lease_expires_at))
             }

@@ -4,12 +4,14 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use idem_model::{Outcome, RunningChecker, Search, Strategy, Verdict};
+use idem_model::{NetworkKind, Outcome, RunningChecker, Search, Strategy, Verdict};
 
 use crate::model_options::ModelOptions;
 
 /// How often the progress line on stderr is refreshed.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// How often to look whether the checker is done (small runs end in milliseconds).
+const POLL_EVERY: Duration = Duration::from_millis(10);
 
 /// Options of `idem check`.
 #[derive(clap::Args, Debug)]
@@ -48,9 +50,13 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let search = Search { strategy: args.strategy, symmetry: args.symmetry, threads, depth_max: args.depth };
     let started = Instant::now();
     let mut checker = idem_model::spawn(model, search)?;
+    let mut shown = Instant::now();
     while !checker.is_done() {
-        std::thread::sleep(PROGRESS_EVERY);
-        eprint!("\r{}   ", progress(&checker, started.elapsed()));
+        std::thread::sleep(POLL_EVERY);
+        if shown.elapsed() >= PROGRESS_EVERY {
+            eprint!("\r{}   ", progress(&checker, started.elapsed()));
+            shown = Instant::now();
+        }
     }
     idem_model::join(&mut checker);
     let elapsed = started.elapsed();
@@ -108,14 +114,18 @@ fn describe(options: &ModelOptions, search: Search) -> String {
     let symmetry = if search.symmetry { " with symmetry reduction" } else { "" };
     let depth = search.depth_max.map_or(String::new(), |depth| format!(", depth at most {depth} (incomplete)"));
     format!(
-        "model: {} clients, {} servers, {} operation(s) each{}, {} network ({} fault(s)), {} crash(es), {} lapse(s), \
+        "model: {} clients, {} servers, {} operation(s) each{}, {} network{}, {} crash(es), {} lapse(s), \
          {} failure(s), {} resend(s), {} mode, variant {}\nsearch: {strategy}{symmetry}, {} thread(s){depth}",
         config.clients,
         config.servers,
         config.ops_per_client,
         if config.key_reuse { " + a reused key" } else { "" },
         config.network,
-        config.network_faults,
+        match config.network {
+            NetworkKind::Ordered => String::new(),
+            NetworkKind::Duplicating => format!(" ({} duplicate(s))", config.network_faults),
+            NetworkKind::Lossy => format!(" ({} loss(es))", config.network_faults),
+        },
         config.crashes,
         config.lapses,
         config.failures,
