@@ -49,10 +49,14 @@
 //!     .layer(IdempotencyLayer::new(store.clone()))
 //!     .layer(Extension(store.clone()));
 //!
-//! let request = Request::post("/payments").header("idempotency-key", "k1").body(axum::body::Body::empty()).unwrap();
-//! let response = app.oneshot(request).await.unwrap();
+//! let request = || Request::post("/payments").header("idempotency-key", "k1").body(axum::body::Body::empty()).unwrap();
+//! let response = app.clone().oneshot(request()).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::CREATED);
-//! assert_eq!(store.len(), 1);
+//! let retry = app.oneshot(request()).await.unwrap();
+//! assert_eq!(retry.headers()["idempotent-replayed"], "true");
+//! let id = idem_core::RecordId::new(idem_core::Principal::anonymous(), "k1".try_into().unwrap());
+//! let record = store.get(&id).await.unwrap();
+//! assert!(matches!(record.unwrap().state, RecordState::Completed { .. }));
 //! # });
 //! ```
 

@@ -105,7 +105,11 @@ where
         };
     }
     match decision {
-        Decision::Execute(claim) | Decision::TakeOver { claim, .. } => {
+        Decision::Execute(claim) => execute(keyed, inner, parts, body, &fingerprint, claim).await,
+        Decision::TakeOver { claim, stale } => {
+            // The earlier holder is presumed crashed; in separate mode its side effect may
+            // have happened, which is why this is worth a warning.
+            tracing::warn!(key = keyed.id.key.as_str(), ?stale, fence = ?claim.fence, "taking over a lapsed claim");
             execute(keyed, inner, parts, body, &fingerprint, claim).await
         }
         Decision::Replay(stored) => Ok((replay(stored), Outcome::Replayed)),
