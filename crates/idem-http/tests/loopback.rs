@@ -111,6 +111,35 @@ async fn with_the_wait_policy_concurrent_requests_all_get_the_one_response() {
 }
 
 #[tokio::test]
+async fn a_waiting_request_runs_the_handler_itself_when_the_holder_fails() {
+    // Goal: under ConflictPolicy::Wait, when the request holding the claim fails (5xx,
+    // claim released), the waiting request claims and runs the handler instead of
+    // answering 409 or the failure.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, mut started) =
+        serve(&store, |b| b.conflict(ConflictPolicy::Wait(Duration::from_secs(60)))).await;
+    let server = Arc::new(server);
+    let holder = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move { server.post("/first-run-fails-gated", "k", "{}").await })
+    };
+    assert_eq!(started.recv().await, Some(1));
+    let waiter = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move { server.post("/first-run-fails-gated", "k", "{}").await })
+    };
+    while store.claims.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    counters.gate.add_permits(1);
+    let (holder, waiter) = (holder.await.expect("no panic"), waiter.await.expect("no panic"));
+
+    assert_eq!(holder.status, 500);
+    assert_eq!((waiter.status, waiter.text(), waiter.is_replay()), (http::StatusCode::CREATED, "run 2", false));
+    assert_eq!(counters.runs(), 2);
+}
+
+#[tokio::test]
 async fn same_key_for_another_body_path_or_method_is_422_and_never_executes() {
     // Goal: G5: a request whose fingerprint differs from the recorded one is refused with
     // 422 and its handler does not run, whatever part differs.

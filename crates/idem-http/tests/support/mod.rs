@@ -196,6 +196,7 @@ pub fn app(store: Arc<TestStore>) -> (Router, Counters, mpsc::UnboundedReceiver<
         .route("/gated", post(gated))
         .route("/first-run-gated", post(first_run_gated))
         .route("/flaky", post(flaky))
+        .route("/first-run-fails-gated", post(first_run_fails_gated))
         .route("/headers", post(with_headers))
         .route("/large", post(large))
         .route("/atomic", post(atomic))
@@ -234,6 +235,17 @@ async fn flaky(State(counters): State<Counters>) -> impl IntoResponse {
     let run = counters.runs.fetch_add(1, Ordering::SeqCst) + 1;
     let status = if run == 1 { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
     (status, format!("run {run}"))
+}
+
+/// The first run waits at the gate and then fails with 500; later runs answer 201.
+async fn first_run_fails_gated(State(counters): State<Counters>) -> impl IntoResponse {
+    let run = counters.runs.fetch_add(1, Ordering::SeqCst) + 1;
+    let _ = counters.started_tx.send(run);
+    if run == 1 {
+        counters.gate.acquire().await.expect("the gate is never closed").forget();
+        return (StatusCode::INTERNAL_SERVER_ERROR, format!("run {run}"));
+    }
+    (StatusCode::CREATED, format!("run {run}"))
 }
 
 /// A response with headers that must and must not be recorded.
