@@ -478,7 +478,7 @@ impl IdemModel {
                 teller.tell(|| {
                     format!(
                         "{}: accepted, answers {}",
-                        self.tell_completion(server, handler.op, presented),
+                        self.tell_completion(server, &handler, presented),
                         tell_response(&response)
                     )
                 });
@@ -489,7 +489,7 @@ impl IdemModel {
                     let rollback = if atomic { ", the transaction rolls back with its side effect" } else { "" };
                     format!(
                         "{}: refused ({refusal}){rollback}; answers 503",
-                        self.tell_completion(server, handler.op, presented)
+                        self.tell_completion(server, &handler, presented)
                     )
                 });
                 self.answer(state, handler.op, server, Answer::LostClaim, None);
@@ -602,16 +602,22 @@ impl IdemModel {
         )
     }
 
-    fn tell_completion(&self, server: ServerIndex, op: OpIndex, presented: Fence) -> String {
+    fn tell_completion(&self, server: ServerIndex, handler: &Handler, presented: Fence) -> String {
+        let op = handler.op;
+        let presented = if presented == handler.fence {
+            fence(presented)
+        } else {
+            format!("{} (its own claim's fence is {})", fence(presented), fence(handler.fence))
+        };
         match self.config.mode {
             Mode::Atomic => format!(
                 "server {} runs the side effect of {} and completes under fence {} in one transaction",
                 server + 1,
                 self.who(op),
-                fence(presented)
+                presented
             ),
             Mode::Separate => {
-                format!("server {} completes {} under fence {}", server + 1, self.who(op), fence(presented))
+                format!("server {} completes {} under fence {}", server + 1, self.who(op), presented)
             }
         }
     }

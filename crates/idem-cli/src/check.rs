@@ -1,6 +1,6 @@
 //! `idem check`: model-check the protocol and print a verdict per property.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,9 @@ const POLL_EVERY: Duration = Duration::from_millis(10);
 pub(crate) struct Args {
     #[command(flatten)]
     model: ModelOptions,
-    /// Search strategy: bfs (shortest counterexamples) or dfs (less memory; allows --symmetry).
-    #[arg(long, default_value = "bfs", value_parser = parse_strategy)]
+    /// Search strategy: dfs (little memory, fastest here; allows --symmetry) or bfs (level by
+    /// level). Either way each counterexample printed is a shortest one.
+    #[arg(long, default_value = "dfs", value_parser = parse_strategy)]
     strategy: Strategy,
     /// Symmetry reduction over server replicas (DFS only).
     #[arg(long)]
@@ -50,17 +51,27 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let search = Search { strategy: args.strategy, symmetry: args.symmetry, threads, depth_max: args.depth };
     let started = Instant::now();
     let mut checker = idem_model::spawn(model, search)?;
+    // On a terminal the progress line rewrites itself; in a log it appears every few seconds.
+    let terminal = std::io::stderr().is_terminal();
+    let every = if terminal { PROGRESS_EVERY } else { PROGRESS_EVERY * 10 };
     let mut shown = Instant::now();
     while !checker.is_done() {
         std::thread::sleep(POLL_EVERY);
-        if shown.elapsed() >= PROGRESS_EVERY {
-            eprint!("\r{}   ", progress(&checker, started.elapsed()));
+        if shown.elapsed() >= every {
+            let line = progress(&checker, started.elapsed());
+            if terminal {
+                eprint!("\r{line}   ")
+            } else {
+                eprintln!("{line}")
+            }
             shown = Instant::now();
         }
     }
     idem_model::join(&mut checker);
     let elapsed = started.elapsed();
-    eprint!("\r{}\r", " ".repeat(100));
+    if terminal {
+        eprint!("\r{}\r", " ".repeat(100));
+    }
     let verdicts = idem_model::verdicts(&checker);
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", describe(&args.model, search))?;
