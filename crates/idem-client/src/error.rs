@@ -1,0 +1,126 @@
+//! Why a request through the layer did not produce a response.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use idem_core::{Key, KeyError};
+
+/// An error from a body or a transport, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why one attempt did not produce a final response (and so may be retried).
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The inner service failed: the connection was refused, reset, or closed before a response.
+    #[error("connection error: {0}")]
+    Transport(#[source] BoxError),
+    /// No response headers arrived within the per-attempt timeout.
+    #[error("no response within {0:?}")]
+    TimedOut(Duration),
+    /// The server answered with a status that asks for a retry (409, 429, 503 by default).
+    #[error("server answered {status}")]
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The server's `Retry-After`, when given in seconds.
+        retry_after: Option<Duration>,
+        /// The start of the response body (at most [`crate::FAILURE_BODY_BYTES_MAX`]), e.g. a problem+json.
+        body: Bytes,
+    },
+}
+
+/// Why the layer returns no response.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    /// The request body is longer than the configured limit; nothing was sent.
+    #[error("request body is longer than {bytes_max} bytes; nothing was sent")]
+    BodyTooLarge {
+        /// The limit ([`crate::IdempotentRetryBuilder::body_bytes_max`]).
+        bytes_max: usize,
+    },
+    /// The request body could not be read; nothing was sent.
+    #[error("request body could not be read: {0}; nothing was sent")]
+    Body(#[source] BoxError),
+    /// The request's own `Idempotency-Key` header is not a valid key; nothing was sent.
+    #[error("the request's idempotency-key header is invalid: {0}; nothing was sent")]
+    InvalidKey(#[from] KeyError),
+    /// The request has several `Idempotency-Key` headers; nothing was sent.
+    #[error("the request has {count} idempotency-key headers, at most one is allowed; nothing was sent")]
+    SeveralKeys {
+        /// How many.
+        count: usize,
+    },
+    /// The request's `Idempotency-Key` header and its [`crate::OperationKey`] differ; nothing was sent.
+    #[error(
+        "the request's idempotency-key header {header} differs from its operation key {operation}; nothing was sent"
+    )]
+    ConflictingKeys {
+        /// The key in the header.
+        header: Key,
+        /// The key in the extension.
+        operation: Key,
+    },
+    /// The server answered 422: this key was already used for a different request
+    /// (method, path or body). Not retried: the caller must use a new key or resend the
+    /// original request.
+    #[error("idempotency key {key} was already used for a different request (422 after {attempts} attempts)")]
+    KeyReused {
+        /// The key.
+        key: Key,
+        /// Attempts made, the one answered 422 included.
+        attempts: u32,
+        /// The start of the response body (the server's problem+json).
+        body: Bytes,
+    },
+    /// Every attempt allowed failed; the last failure is attached.
+    #[error("gave up after {attempts} attempts with idempotency key {key}: {last}")]
+    Exhausted {
+        /// The key sent on every attempt; resend with it to learn the outcome.
+        key: Key,
+        /// Attempts made.
+        attempts: u32,
+        /// Why the last attempt failed.
+        last: Failure,
+    },
+    /// The overall deadline passed (or would pass before the next attempt could start).
+    #[error("deadline of {deadline:?} reached after {attempts} attempts with idempotency key {key}")]
+    DeadlineExceeded {
+        /// The key sent on every attempt; resend with it to learn the outcome.
+        key: Key,
+        /// Attempts made (an attempt cut short by the deadline included).
+        attempts: u32,
+        /// The configured overall deadline.
+        deadline: Duration,
+        /// Why the last finished attempt failed, if one did.
+        last: Option<Failure>,
+    },
+    /// A request that needs no key (passed through, never retried) failed in the inner service.
+    #[error("request failed: {0}")]
+    Transport(#[source] BoxError),
+}
+
+impl RetryError {
+    /// The key the request was sent with, when it got that far.
+    #[must_use]
+    pub fn key(&self) -> Option<&Key> {
+        match self {
+            RetryError::KeyReused { key, .. }
+            | RetryError::Exhausted { key, .. }
+            | RetryError::DeadlineExceeded { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Attempts made before the error (0 when nothing was sent).
+    #[must_use]
+    pub fn attempts(&self) -> u32 {
+        match self {
+            RetryError::KeyReused { attempts, .. }
+            | RetryError::Exhausted { attempts, .. }
+            | RetryError::DeadlineExceeded { attempts, .. } => *attempts,
+            RetryError::Transport(_) => 1,
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Client-side tower middleware that makes retries of mutating HTTP requests safe.
+//!
+//! [`IdempotentRetryLayer`] wraps any tower `Service<http::Request<Full<Bytes>>>`: a hyper
+//! client over tokio TCP, or over turmoil's simulated TCP in the simulations. It holds the
+//! client's levers from SPEC ("Client side"):
+//!
+//! * **A fresh key per logical operation.** A POST or PATCH without an `Idempotency-Key`
+//!   gets one from the [`KeyGenerator`] ([`UuidV4Keys`] by default, [`SeededKeys`] for
+//!   deterministic runs), sent as a structured-field string (`"550e8400-…"`). A caller
+//!   whose operation spans several calls passes its own: an [`OperationKey`] extension or
+//!   an `Idempotency-Key` header it set (never overwritten).
+//! * **The same key and the same bytes on every retry.** The body is buffered once (up to
+//!   a limit) and resent identically.
+//! * **Retries that are safe because of the key**: on connection errors, per-attempt
+//!   timeouts, 409, 429 and 503, with exponential backoff and full jitter (or the server's
+//!   `Retry-After`), bounded by an attempt count and an overall deadline. 400, 413 and 422
+//!   are never retried; a 422 (the key was used for a different request) is
+//!   [`RetryError::KeyReused`].
+//! * **A replay is a normal answer.** The final response carries a [`RetryReport`]: the
+//!   key, the attempts, and whether the server replayed its recorded response.
+//!
+//! # Example
+//!
+//! A payment through a hyper client; the server here is a real loopback HTTP server with
+//! idem-http's layer (in the project, `idem serve`).
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, StatusCode};
+//! use http_body_util::{BodyExt, Full};
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use idem_client::{IdempotentRetryLayer, OperationKey, RetryReport};
+//! use idem_core::Key;
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let app = axum::Router::new()
+//! #     .route("/payments", axum::routing::post(|| async { (StatusCode::CREATED, "{\"id\":\"pay_1\"}") }))
+//! #     .layer(idem_http::IdempotencyLayer::new(std::sync::Arc::new(idem_core::MemoryStore::default())));
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! # let server = format!("http://{}", listener.local_addr().unwrap());
+//! # tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+//! let hyper = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let client = ServiceBuilder::new()
+//!     .layer(
+//!         IdempotentRetryLayer::builder()
+//!             .attempts_max(5)
+//!             .attempt_timeout(Duration::from_secs(5))
+//!             .deadline(Duration::from_secs(20))
+//!             .build()
+//!             .expect("a valid configuration"),
+//!     )
+//!     .service(hyper);
+//!
+//! // One logical operation, one key: a resubmission (after a crash, say) reuses it.
+//! let key = Key::try_from("order-42-payment").unwrap();
+//! let pay = || {
+//!     Request::post(format!("{server}/payments"))
+//!         .header("content-type", "application/json")
+//!         .extension(OperationKey(key.clone()))
+//!         .body(String::from(r#"{"amount":"100.00","currency":"USD","destination":"merchant-id-xyz"}"#))
+//!         .unwrap()
+//! };
+//!
+//! let first = client.clone().oneshot(pay()).await.expect("the server answers");
+//! let report = first.extensions().get::<RetryReport>().cloned().unwrap();
+//! assert_eq!(first.status(), StatusCode::CREATED);
+//! assert_eq!((report.key.as_ref(), report.replayed), (Some(&key), false));
+//! let first_body = first.into_body().collect().await.unwrap().to_bytes();
+//!
+//! // The same operation again: the server replays its answer instead of paying twice.
+//! let again = client.oneshot(pay()).await.expect("the server answers");
+//! assert!(again.extensions().get::<RetryReport>().unwrap().replayed);
+//! assert_eq!(again.into_body().collect().await.unwrap().to_bytes(), first_body);
+//! # });
+//! ```
+//!
+//! For simulations, [`IdempotentRetryBuilder::seed`] fixes both the keys and the jitter.
+//!
+//! # Determinism
+//!
+//! On the retry path time is read only from tokio's clock (`tokio::time::Instant`,
+//! `sleep`, `timeout_at`), which tokio's paused time and turmoil drive, never from
+//! `std::time`. Randomness comes only from the configured [`KeyGenerator`] and jitter
+//! source (`rand::RngCore`); with seeded ones, the same run sends the same keys and waits
+//! the same times.
+//!
+//! # Contents
+//!
+//! * [`layer`]: [`IdempotentRetryLayer`]; [`config`]: [`IdempotentRetryBuilder`] and its bounds.
+//! * [`service`]: [`IdempotentRetry`]; [`future`]: [`ResponseFuture`].
+//! * [`keys`]: [`KeyGenerator`], [`UuidV4Keys`], [`SeededKeys`], [`OperationKey`].
+//! * [`backoff`]: [`Backoff`] and `Retry-After`.
+//! * [`report`]: [`RetryReport`]; [`error`]: [`RetryError`], [`Failure`].
+
+pub mod backoff;
+mod body;
+pub mod config;
+pub mod error;
+pub mod future;
+pub mod keys;
+pub mod layer;
+pub mod report;
+pub mod service;
+
+pub use backoff::Backoff;
+pub use body::FAILURE_BODY_BYTES_MAX;
+pub use config::{ConfigError, IdempotentRetryBuilder};
+pub use error::{BoxError, Failure, RetryError};
+pub use future::ResponseFuture;
+pub use keys::{KeyGenerator, OperationKey, SeededKeys, UuidV4Keys};
+pub use layer::IdempotentRetryLayer;
+pub use report::RetryReport;
+pub use service::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotentRetry};
