@@ -1,0 +1,165 @@
+//! The embedded durable store for idem: idempotency records in a SQLite file.
+//!
+//! [`SqliteStore`] implements idem-core's [`Store`](idem_core::Store) (claim, complete,
+//! release, get, purge) and adds atomic mode: [`SqliteStore::complete_in`] completes a
+//! claim inside the caller's own transaction, so the handler's business writes and the
+//! completion with its fence check commit together or not at all. It decides nothing:
+//! every read-decide-write reads the record, asks [`idem_core::transition`] what to do,
+//! and writes the answer, in one `BEGIN IMMEDIATE` transaction.
+//!
+//! # Contents
+//!
+//! * [`SqliteOptions`]: the file, the size limits, the pool.
+//! * [`SqliteStore`]: [`SqliteStore::open`], the [`Store`](idem_core::Store) impl,
+//!   [`SqliteStore::begin_write`], [`SqliteStore::complete_in`], [`SqliteStore::pool`].
+//! * [`OpenError`]: why a file could not be opened, worded for a CLI to print.
+//!
+//! # Atomic mode
+//!
+//! The payments handler inserts its row and completes the claim in one transaction. If
+//! its lease lapsed and another request took the claim over, `complete_in` answers
+//! `Refused`, the handler rolls back, and the payment is not written: the side effect
+//! happens at most once even across lease lapses (SPEC G1).
+//!
+//! ```
+//! use idem_core::{Decision, Fenced, Fingerprint, Key, Policy, Principal, RecordId};
+//! use idem_core::{Store, StoredResponse, Timestamp};
+//! use idem_sqlite::{SqliteOptions, SqliteStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("idem.db");
+//! let store = SqliteStore::open(SqliteOptions::new(&path)).await?;
+//! // The application's own tables live in the same file, migrated on the same pool.
+//! sqlx::query("CREATE TABLE payments (id TEXT PRIMARY KEY, amount INTEGER NOT NULL)")
+//!     .execute(store.pool())
+//!     .await?;
+//!
+//! let id = RecordId::new(Principal::new("alice")?, Key::parse(b"order-42")?);
+//! let fingerprint = Fingerprint::of("POST", "/payments", b"{\"amount\":100}");
+//! let (now, policy) = (Timestamp::from_unix_ms(1_000), Policy::default());
+//! let Decision::Execute(claim) = store.claim(&id, &fingerprint, now, &policy).await? else {
+//!     unreachable!("a new key executes")
+//! };
+//!
+//! // The handler: business write and completion in one transaction.
+//! let response = StoredResponse::new(201, &b"{\"payment_id\":\"pay_1\"}"[..]);
+//! let mut tx = store.begin_write().await?;
+//! sqlx::query("INSERT INTO payments (id, amount) VALUES ('pay_1', 100)").execute(&mut *tx).await?;
+//! match store.complete_in(&mut tx, &id, claim.fence, response.clone(), now, &policy).await? {
+//!     Fenced::Applied => tx.commit().await?,
+//!     Fenced::Refused(_) => tx.rollback().await?, // stale claim: the payment is not written
+//! }
+//!
+//! // A retry replays the recorded response; the payment exists once.
+//! assert_eq!(store.claim(&id, &fingerprint, now, &policy).await?, Decision::Replay(response));
+//! let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(store.pool()).await?;
+//! assert_eq!(payments, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! In separate mode (a handler whose side effect lives elsewhere) the layer calls
+//! [`Store::complete`](idem_core::Store::complete) after the handler instead; the
+//! completion is still fenced (G3), but a side effect committed before a crash can repeat.
+//!
+//! # Why sqlx
+//!
+//! Both drivers wrap the same SQLite C library (bundled, so the SQL features below do not
+//! depend on the system's copy). The choice is about the shape of the API around it:
+//!
+//! * **sqlx** is async: every connection runs on its own worker thread and callers await
+//!   it, so the store needs no `spawn_blocking` of its own, and it brings a bounded pool
+//!   with an acquire timeout and embedded migrations (`sqlx::migrate!`). Its
+//!   `Transaction` is what the atomic-mode recipe hands to the handler; idem-postgres
+//!   will hand out the same type over PostgreSQL, with the same migrations story, so a
+//!   handler written for one store reads the same for the other.
+//! * **rusqlite** is synchronous and thinner (no worker thread per connection, direct
+//!   access to every SQLite API), which would make a single-threaded embedded tool a
+//!   little faster. But each call would need `spawn_blocking`, a pool (r2d2 or our own),
+//!   our own migration runner, and a transaction type that cannot cross an `.await`,
+//!   which is exactly where a handler's business writes happen.
+//!
+//! sqlx meets every requirement here (`BEGIN IMMEDIATE` via `begin_with`, busy timeout,
+//! WAL and `synchronous` as connection options), so it is the long-term driver.
+//!
+//! # Durability: WAL and `synchronous=FULL`
+//!
+//! [`SqliteStore::open`] switches the file to write-ahead logging and every connection to
+//! `synchronous=FULL`. In WAL mode a commit appends to the `-wal` file; with `FULL`,
+//! SQLite syncs that file before the commit returns. So once `complete` (or the commit
+//! after `complete_in`) returns, and therefore before any client can have seen the
+//! response, the record survives a crash of the process and of the machine (G7). The
+//! weaker `NORMAL` would sync only at checkpoints and may lose the last commits on power
+//! loss. WAL also lets readers ([`Store::get`](idem_core::Store::get)) run while a writer
+//! holds the lock. Keep the `-wal` and `-shm` files beside the database: they are part of it.
+//!
+//! # Concurrency
+//!
+//! SQLite has one writer at a time. Every read-decide-write starts with
+//! `BEGIN IMMEDIATE`, which takes the write lock first and waits for it up to the busy
+//! timeout ([`SqliteOptions::busy_timeout`]); a deferred transaction that read first
+//! would instead fail with `SQLITE_BUSY` when another writer committed in between. That
+//! single lock is what makes each transition atomic against every other connection and
+//! process on the same file. Fresh fences come from the one-row counter `idem_fence`,
+//! raised in the claim's transaction only when the decision takes a claim, so fences are
+//! never reused, not after a release, a take-over or a purge.
+//!
+//! # Schema
+//!
+//! Migrations are embedded (`migrations/` in this crate) and run by `open`; sqlx notes
+//! them in [`MIGRATIONS_TABLE`] (`_idem_migrations`), not in its default table, so an
+//! application's own `sqlx::migrate!` on [`SqliteStore::pool`] keeps its own list. Every
+//! idem table starts with `idem_`; all times are unix milliseconds.
+//!
+//! | table | column | meaning |
+//! |---|---|---|
+//! | `idem_records` | `principal`, `idem_key` | the record id, primary key (`''` is the anonymous principal) |
+//! | | `fingerprint` | 32 bytes of SHA-256 |
+//! | | `fence` | the fence of the claim that made the record what it is |
+//! | | `state` | `'in_flight'` or `'completed'` |
+//! | | `lease_expires_at` | in flight: when the claim lapses; completed: NULL |
+//! | | `expires_at` | end of retention |
+//! | | `forgettable_at` | `Record::forgettable_at`, indexed (with the id) for purging |
+//! | | `status`, `headers`, `body` | completed: the stored response; in flight: NULL |
+//! | | `stored_bytes` | what the row counts against [`SqliteOptions::stored_bytes_max`] |
+//! | `idem_fence` | `next_fence` | the next fence to issue; only grows |
+//! | `idem_usage` | `records`, `stored_bytes` | totals for the size limits, kept in step with `idem_records` |
+//!
+//! Headers are one BLOB: a version byte `1`, the number of headers as a big-endian `u32`,
+//! then per header the name's length (big-endian `u32`) and UTF-8 bytes, and the value's
+//! length (big-endian `u32`) and bytes. Times past `i64::MAX` ms are stored as `i64::MAX`
+//! (the store's end of time, as [`idem_core::Timestamp`] saturates); every other integer
+//! is converted with a check, and a stored value out of range is
+//! [`StoreError::Corrupt`](idem_core::StoreError::Corrupt).
+//!
+//! # Bounds
+//!
+//! [`SqliteOptions::records_max`] and [`SqliteOptions::stored_bytes_max`] bound what the
+//! store holds, counted as [`idem_core::MemoryStore`] counts it; at a limit new claims get
+//! [`StoreError::Full`](idem_core::StoreError::Full), live records are never evicted, and
+//! completions of granted claims are always accepted.
+//! [`Store::purge_expired`](idem_core::Store::purge_expired) deletes at most `batch_max`
+//! expired records per call, walking the `forgettable_at` index, in one short transaction.
+//! The pool holds at most [`SqliteOptions::connections_max`] connections.
+//!
+//! # Failures
+//!
+//! | error | cause | what changed |
+//! |---|---|---|
+//! | [`OpenError`] | the file cannot be opened, created, switched to WAL or migrated; or the options are invalid | nothing usable was opened |
+//! | `StoreError::Unavailable` | the driver failed: I/O error, disk full, pool closed; with `retry_after` when another writer held the lock past the busy timeout or no connection came free | unknown for `claim`, `complete` (see the [`Store`](idem_core::Store) docs on retrying); nothing for a failed `complete_in` once its transaction rolls back |
+//! | `StoreError::Full` | a size limit is reached | nothing |
+//! | `StoreError::Corrupt` | a row (or the file) holds what this version cannot read: a hand-edited row, a newer schema, a damaged file | nothing |
+//!
+//! Fence refusals are not errors but [`idem_core::Fenced::Refused`].
+
+mod codec;
+mod error;
+mod options;
+mod store;
+
+pub use error::OpenError;
+pub use options::{CONNECTIONS_MAX_LIMIT, SqliteOptions};
+pub use store::{MIGRATIONS_TABLE, SqliteStore, Usage, WriteTransaction};

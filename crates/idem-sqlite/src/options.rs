@@ -1,0 +1,126 @@
+//! How to open a [`crate::SqliteStore`]: the file, its size limits and its pool.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The most connections a pool may be given. SQLite has one writer at a time, so more
+/// connections only add readers and memory; this bound catches a misplaced zero or unit.
+pub const CONNECTIONS_MAX_LIMIT: u32 = 64;
+
+/// Where the store lives and how big it may grow.
+///
+/// ```
+/// use std::time::Duration;
+/// use idem_sqlite::SqliteOptions;
+///
+/// let options = SqliteOptions::new("./idem.db")
+///     .records_max(1_000_000)
+///     .stored_bytes_max(1 << 30)
+///     .connections_max(8)
+///     .busy_timeout(Duration::from_secs(2));
+/// assert_eq!(options.path().to_str(), Some("./idem.db"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    pub(crate) path: PathBuf,
+    pub(crate) create_if_missing: bool,
+    pub(crate) records_max: u64,
+    pub(crate) stored_bytes_max: u64,
+    pub(crate) connections_max: u32,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) acquire_timeout: Duration,
+}
+
+impl SqliteOptions {
+    /// The store in the file at `path`, created if missing, with the defaults:
+    /// 1,000,000 records, 1 GiB of ids and responses, 8 connections, a 5 s busy timeout
+    /// and a 5 s wait for a free connection.
+    #[must_use]
+    pub fn new(path: impl AsRef<Path>) -> SqliteOptions {
+        SqliteOptions {
+            path: path.as_ref().to_path_buf(),
+            create_if_missing: true,
+            records_max: 1_000_000,
+            stored_bytes_max: 1 << 30,
+            connections_max: 8,
+            busy_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether opening creates a missing file (default `true`); `false` makes a missing
+    /// file an [`crate::OpenError`], e.g. for a CLI that inspects an existing store.
+    #[must_use]
+    pub fn create_if_missing(mut self, create: bool) -> SqliteOptions {
+        self.create_if_missing = create;
+        self
+    }
+
+    /// Most records held at once, live or expired but not yet purged; at the limit new
+    /// claims get [`idem_core::StoreError::Full`].
+    #[must_use]
+    pub fn records_max(mut self, records_max: u64) -> SqliteOptions {
+        self.records_max = records_max;
+        self
+    }
+
+    /// Most bytes of ids, responses and bookkeeping held at once, counted as
+    /// [`idem_core::MemoryStore`] counts them; at the limit new claims get
+    /// [`idem_core::StoreError::Full`]. Completions of granted claims are always accepted,
+    /// so the count may overshoot by the responses of the claims in flight.
+    #[must_use]
+    pub fn stored_bytes_max(mut self, stored_bytes_max: u64) -> SqliteOptions {
+        self.stored_bytes_max = stored_bytes_max;
+        self
+    }
+
+    /// Most connections in the pool, 1..=[`CONNECTIONS_MAX_LIMIT`]. Each is a SQLite
+    /// handle on its own thread; writers still take turns.
+    #[must_use]
+    pub fn connections_max(mut self, connections_max: u32) -> SqliteOptions {
+        self.connections_max = connections_max;
+        self
+    }
+
+    /// How long a writer waits for another writer's transaction before its statement fails
+    /// with `SQLITE_BUSY` (reported as [`idem_core::StoreError::Unavailable`]).
+    #[must_use]
+    pub fn busy_timeout(mut self, busy_timeout: Duration) -> SqliteOptions {
+        self.busy_timeout = busy_timeout;
+        self
+    }
+
+    /// How long a call waits for a free pooled connection before it fails with
+    /// [`idem_core::StoreError::Unavailable`].
+    #[must_use]
+    pub fn acquire_timeout(mut self, acquire_timeout: Duration) -> SqliteOptions {
+        self.acquire_timeout = acquire_timeout;
+        self
+    }
+
+    /// Why these options cannot open a store, if they cannot.
+    pub(crate) fn problem(&self) -> Option<String> {
+        if self.connections_max == 0 || self.connections_max > CONNECTIONS_MAX_LIMIT {
+            return Some(format!(
+                "connections_max is {}; it must be 1..={CONNECTIONS_MAX_LIMIT}",
+                self.connections_max
+            ));
+        }
+        if self.records_max == 0 {
+            return Some("records_max is 0; the store could take no claim".to_owned());
+        }
+        if self.stored_bytes_max == 0 {
+            return Some("stored_bytes_max is 0; the store could take no claim".to_owned());
+        }
+        if self.acquire_timeout.is_zero() {
+            return Some("acquire_timeout is 0; no call could get a connection".to_owned());
+        }
+        None
+    }
+}

@@ -1,0 +1,538 @@
+//! SqliteStore on real SQLite files: the decision table, fences, atomic mode,
+//! concurrency, durability, purging, limits, and bad files.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{at, fingerprint, id, open, open_with, options_in, policy, response};
+use idem_core::{Claim, Decision, Fence, Fenced, Record, RecordState, Refusal, Store, StoreError};
+use idem_sqlite::{OpenError, SqliteOptions, SqliteStore, Usage};
+
+fn expect_claim(decision: Decision) -> Claim {
+    decision.claim().unwrap_or_else(|| panic!("expected a claim, got {decision:?}"))
+}
+
+// ---- the decision table, row by row ----
+
+#[tokio::test]
+async fn absent_record_executes_with_first_fence() {
+    // Goal: a new record id executes under fence 1 and is stored in flight with its lease.
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let decision = t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap();
+    assert_eq!(decision, Decision::Execute(Claim { fence: Fence::FIRST, lease_expires_at: at(2_000) }));
+    let stored = t.store.get(&id).await.unwrap().expect("the claim is stored");
+    assert_eq!(stored.fence, Fence::FIRST);
+    assert_eq!(stored.state, RecordState::InFlight { lease_expires_at: at(2_000) });
+    assert_eq!(stored.expires_at, at(11_000));
+}
+
+#[tokio::test]
+async fn conflict_while_in_flight_with_valid_lease() {
+    // Goal: a second request while the lease is valid gets Conflict with the time left, and nothing changes.
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let _ = expect_claim(t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap());
+    let before = t.store.get(&id).await.unwrap();
+    let decision = t.store.claim(&id, &fp, at(1_300), &policy()).await.unwrap();
+    assert_eq!(decision, Decision::Conflict { retry_after: Duration::from_millis(700) });
+    assert_eq!(t.store.get(&id).await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn take_over_after_lease_lapse_with_new_fence() {
+    // Goal: once the lease lapsed, the next request takes over under a newer fence and names the stale one.
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let first = expect_claim(t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap());
+    let decision = t.store.claim(&id, &fp, at(2_000), &policy()).await.unwrap();
+    let Decision::TakeOver { claim, stale } = decision else { panic!("expected a take-over, got {decision:?}") };
+    assert_eq!(stale, first.fence);
+    assert!(claim.fence > first.fence);
+    assert_eq!(t.store.get(&id).await.unwrap().unwrap().fence, claim.fence);
+}
+
+#[tokio::test]
+async fn replay_after_completion() {
+    // Goal: after completion, the same request gets the stored status, headers and body byte for byte.
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let claim = expect_claim(t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap());
+    let stored = response("{\"payment_id\":\"pay_1\"}");
+    assert_eq!(
+        t.store.complete(&id, claim.fence, stored.clone(), at(1_500), &policy()).await.unwrap(),
+        Fenced::Applied
+    );
+    assert_eq!(t.store.claim(&id, &fp, at(1_600), &policy()).await.unwrap(), Decision::Replay(stored.clone()));
+    // Long after the lease, still within retention (completion at 1.5 s + 10 s).
+    assert_eq!(t.store.claim(&id, &fp, at(11_499), &policy()).await.unwrap(), Decision::Replay(stored));
+}
+
+#[tokio::test]
+async fn mismatch_never_executes_in_flight_or_completed() {
+    // Goal: another fingerprint under the same key is Mismatch, whether the record is in flight or completed.
+    let t = open().await;
+    let (id, fp, other) = (id("alice", "k1"), fingerprint("a"), fingerprint("b"));
+    let claim = expect_claim(t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap());
+    assert_eq!(t.store.claim(&id, &other, at(1_100), &policy()).await.unwrap(), Decision::Mismatch);
+    // Even with the lease lapsed, a different request does not take over.
+    assert_eq!(t.store.claim(&id, &other, at(5_000), &policy()).await.unwrap(), Decision::Mismatch);
+    let _ = t.store.complete(&id, claim.fence, response("x"), at(1_200), &policy()).await.unwrap();
+    assert_eq!(t.store.claim(&id, &other, at(1_300), &policy()).await.unwrap(), Decision::Mismatch);
+}
+
+#[tokio::test]
+async fn expired_record_executes_again_with_newer_fence() {
+    // Goal: a completed record past its retention counts as absent: the next request executes under a newer fence.
+    let t = open().await;
+    let (id, fp, other) = (id("alice", "k1"), fingerprint("a"), fingerprint("b"));
+    let claim = expect_claim(t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap());
+    let _ = t.store.complete(&id, claim.fence, response("x"), at(1_000), &policy()).await.unwrap();
+    // Retention ends at 11 s; an expired key may be reused even for another request.
+    let decision = t.store.claim(&id, &other, at(11_000), &policy()).await.unwrap();
+    let Decision::Execute(again) = decision else { panic!("expected Execute, got {decision:?}") };
+    assert!(again.fence > claim.fence);
+}
+
+#[tokio::test]
+async fn principals_never_share_a_record() {
+    // Goal: the same key from two principals (one anonymous) makes two records (G4).
+    let t = open().await;
+    let fp = fingerprint("a");
+    let alice = expect_claim(t.store.claim(&id("alice", "k1"), &fp, at(0), &policy()).await.unwrap());
+    let _ = t.store.complete(&id("alice", "k1"), alice.fence, response("alice's"), at(0), &policy()).await.unwrap();
+    let decision = t.store.claim(&id("", "k1"), &fp, at(0), &policy()).await.unwrap();
+    assert!(matches!(decision, Decision::Execute(_)), "got {decision:?}");
+    let decision = t.store.claim(&id("bob", "k1"), &fp, at(0), &policy()).await.unwrap();
+    assert!(matches!(decision, Decision::Execute(_)), "got {decision:?}");
+}
+
+// ---- fences (G3) ----
+
+#[tokio::test]
+async fn stale_fence_is_refused_and_record_untouched() {
+    // Goal: after a take-over, completion and release with the old fence are refused and change nothing.
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let first = expect_claim(t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap());
+    let second = expect_claim(t.store.claim(&id, &fp, at(2_500), &policy()).await.unwrap());
+    let before = t.store.get(&id).await.unwrap();
+    let usage = t.store.usage().await.unwrap();
+    let stale = Refusal::StaleFence { presented: first.fence, current: second.fence };
+
+    let completed = t.store.complete(&id, first.fence, response("late"), at(2_600), &policy()).await.unwrap();
+    assert_eq!(completed, Fenced::Refused(stale));
+    assert_eq!(t.store.release(&id, first.fence).await.unwrap(), Fenced::Refused(stale));
+    assert_eq!(t.store.get(&id).await.unwrap(), before);
+    assert_eq!(t.store.usage().await.unwrap(), usage);
+}
+
+#[tokio::test]
+async fn completed_record_refuses_other_fences_and_keeps_first_response() {
+    // Goal: once completed, other fences are refused; the same fence is accepted and the first response stays (G2).
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let claim = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    let first = response("first");
+    assert_eq!(t.store.complete(&id, claim.fence, first.clone(), at(0), &policy()).await.unwrap(), Fenced::Applied);
+    let already = Fenced::Refused(Refusal::AlreadyCompleted { completed_by: claim.fence });
+    let other = Fence::new(claim.fence.get() + 7);
+    assert_eq!(t.store.complete(&id, other, response("other"), at(1), &policy()).await.unwrap(), already);
+    assert_eq!(t.store.release(&id, claim.fence).await.unwrap(), already);
+    assert_eq!(t.store.complete(&id, claim.fence, response("again"), at(2), &policy()).await.unwrap(), Fenced::Applied);
+    assert_eq!(t.store.claim(&id, &fp, at(3), &policy()).await.unwrap(), Decision::Replay(first));
+}
+
+#[tokio::test]
+async fn release_frees_the_key_and_its_fence_is_refused_afterwards() {
+    // Goal: a release deletes the claim, a retry executes under a newer fence, and the released fence is refused.
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let first = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    assert_eq!(t.store.release(&id, first.fence).await.unwrap(), Fenced::Applied);
+    assert_eq!(t.store.get(&id).await.unwrap(), None);
+    assert_eq!(t.store.usage().await.unwrap(), Usage { records: 0, stored_bytes: 0 });
+    let no_record = Fenced::Refused(Refusal::NoRecord);
+    assert_eq!(t.store.complete(&id, first.fence, response("x"), at(1), &policy()).await.unwrap(), no_record);
+    assert_eq!(t.store.release(&id, first.fence).await.unwrap(), no_record);
+    let second = expect_claim(t.store.claim(&id, &fp, at(1), &policy()).await.unwrap());
+    assert!(second.fence > first.fence);
+    let stale = Refusal::StaleFence { presented: first.fence, current: second.fence };
+    assert_eq!(
+        t.store.complete(&id, first.fence, response("x"), at(2), &policy()).await.unwrap(),
+        Fenced::Refused(stale)
+    );
+}
+
+#[tokio::test]
+async fn fences_never_reused_across_release_take_over_purge_and_reopen() {
+    // Goal: every claim of one record id gets a strictly newer fence, whatever happened in between.
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let mut fences = Vec::new();
+    let claim = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    fences.push(claim.fence);
+    assert_eq!(t.store.release(&id, claim.fence).await.unwrap(), Fenced::Applied);
+    fences.push(expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap()).fence);
+    // Take-over after the lease lapses.
+    let claim = expect_claim(t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap());
+    fences.push(claim.fence);
+    let _ = t.store.complete(&id, claim.fence, response("x"), at(1_000), &policy()).await.unwrap();
+    // Purge after retention, then claim again.
+    assert_eq!(t.store.purge_expired(at(11_000), 10).await.unwrap(), 1);
+    fences.push(expect_claim(t.store.claim(&id, &fp, at(11_000), &policy()).await.unwrap()).fence);
+    // Close, reopen, take over again.
+    t.store.close().await;
+    let reopened = SqliteStore::open(SqliteOptions::new(&t.path)).await.unwrap();
+    fences.push(expect_claim(reopened.claim(&id, &fp, at(12_000), &policy()).await.unwrap()).fence);
+    assert!(fences.windows(2).all(|pair| pair[0] < pair[1]), "fences {fences:?} must only grow");
+}
+
+// ---- atomic mode ----
+
+async fn create_payments(store: &SqliteStore) {
+    sqlx::query("CREATE TABLE payments (id TEXT PRIMARY KEY, amount INTEGER NOT NULL)")
+        .execute(store.pool())
+        .await
+        .expect("the application's table is created");
+}
+
+async fn payments(store: &SqliteStore) -> Vec<String> {
+    sqlx::query_scalar("SELECT id FROM payments ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .expect("payments are readable")
+}
+
+#[tokio::test]
+async fn atomic_completion_commits_with_business_row() {
+    // Goal: a business row and complete_in in one transaction commit together; retries replay.
+    let t = open().await;
+    create_payments(&t.store).await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let claim = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    let stored = response("{\"payment_id\":\"pay_1\"}");
+    let mut tx = t.store.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO payments VALUES ('pay_1', 100)").execute(&mut *tx).await.unwrap();
+    let outcome = t.store.complete_in(&mut tx, &id, claim.fence, stored.clone(), at(10), &policy()).await.unwrap();
+    assert_eq!(outcome, Fenced::Applied);
+    tx.commit().await.unwrap();
+    assert_eq!(payments(&t.store).await, ["pay_1"]);
+    assert_eq!(t.store.claim(&id, &fp, at(20), &policy()).await.unwrap(), Decision::Replay(stored));
+}
+
+#[tokio::test]
+async fn atomic_completion_with_stale_fence_rolls_back_business_row() {
+    // Goal: a handler whose lease lapsed and was taken over gets Refused, and its rollback
+    // removes its business row; the new claim is untouched (G1 in atomic mode).
+    let t = open().await;
+    create_payments(&t.store).await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let stale = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    let current = expect_claim(t.store.claim(&id, &fp, at(1_500), &policy()).await.unwrap());
+    let before = t.store.get(&id).await.unwrap();
+
+    let mut tx = t.store.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO payments VALUES ('pay_stale', 100)").execute(&mut *tx).await.unwrap();
+    let outcome =
+        t.store.complete_in(&mut tx, &id, stale.fence, response("stale"), at(1_600), &policy()).await.unwrap();
+    assert_eq!(outcome, Fenced::Refused(Refusal::StaleFence { presented: stale.fence, current: current.fence }));
+    tx.rollback().await.unwrap();
+
+    assert!(payments(&t.store).await.is_empty(), "the stale handler's payment must not exist");
+    assert_eq!(t.store.get(&id).await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn atomic_completion_twice_with_same_fence_is_refused() {
+    // Goal: a second transaction completing with the fence that already completed is
+    // refused, so its business writes (a second payment) roll back.
+    let t = open().await;
+    create_payments(&t.store).await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let claim = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    for (payment, expected) in [
+        ("pay_1", Fenced::Applied),
+        ("pay_2", Fenced::Refused(Refusal::AlreadyCompleted { completed_by: claim.fence })),
+    ] {
+        let mut tx = t.store.begin_write().await.unwrap();
+        sqlx::query("INSERT INTO payments VALUES (?1, 100)").bind(payment).execute(&mut *tx).await.unwrap();
+        let outcome =
+            t.store.complete_in(&mut tx, &id, claim.fence, response(payment), at(1), &policy()).await.unwrap();
+        assert_eq!(outcome, expected);
+        match outcome {
+            Fenced::Applied => tx.commit().await.unwrap(),
+            Fenced::Refused(_) => tx.rollback().await.unwrap(),
+        }
+    }
+    assert_eq!(payments(&t.store).await, ["pay_1"]);
+}
+
+#[tokio::test]
+async fn dropped_atomic_transaction_leaves_claim_in_flight() {
+    // Goal: a handler that completes but never commits (a crash) leaves no completion and no business row.
+    let t = open().await;
+    create_payments(&t.store).await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let claim = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    {
+        let mut tx = t.store.begin_write().await.unwrap();
+        sqlx::query("INSERT INTO payments VALUES ('pay_1', 100)").execute(&mut *tx).await.unwrap();
+        let _ = t.store.complete_in(&mut tx, &id, claim.fence, response("x"), at(1), &policy()).await.unwrap();
+    }
+    assert!(payments(&t.store).await.is_empty());
+    let record = t.store.get(&id).await.unwrap().unwrap();
+    assert!(matches!(record.state, RecordState::InFlight { .. }), "got {record:?}");
+}
+
+// ---- concurrency ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_of_one_id_execute_exactly_once() {
+    // Goal: 32 concurrent claims of one record id, through two stores on the same file
+    // (as two processes would), yield exactly one Execute; the rest see Conflict.
+    let t = open().await;
+    let second = SqliteStore::open(SqliteOptions::new(&t.path)).await.unwrap();
+    let stores = [Arc::new(t.store.clone()), Arc::new(second)];
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let mut tasks = Vec::new();
+    for n in 0..32 {
+        let store = Arc::clone(&stores[n % 2]);
+        let (id, fp) = (id.clone(), fp);
+        tasks.push(tokio::spawn(async move { store.claim(&id, &fp, at(0), &policy()).await }));
+    }
+    let mut executes = 0;
+    for task in tasks {
+        match task.await.expect("claim tasks do not panic").expect("claims succeed") {
+            Decision::Execute(_) => executes += 1,
+            Decision::Conflict { .. } => {}
+            other => panic!("unexpected decision {other:?}"),
+        }
+    }
+    assert_eq!(executes, 1);
+    assert_eq!(t.store.usage().await.unwrap().records, 1);
+}
+
+// ---- durability ----
+
+#[tokio::test]
+async fn completed_records_replay_identically_after_reopen() {
+    // Goal: close the store, reopen the same file: completed records replay byte for byte (G7),
+    // in-flight claims keep their fence, and the file is in WAL with synchronous=FULL.
+    let t = open().await;
+    let (done, pending, fp) = (id("alice", "done"), id("", "pending"), fingerprint("a"));
+    let claim = expect_claim(t.store.claim(&done, &fp, at(0), &policy()).await.unwrap());
+    let stored = response("{\"payment_id\":\"pay_1\"}");
+    let _ = t.store.complete(&done, claim.fence, stored.clone(), at(0), &policy()).await.unwrap();
+    let pending_claim = expect_claim(t.store.claim(&pending, &fp, at(0), &policy()).await.unwrap());
+    let records_before: Vec<Option<Record>> =
+        vec![t.store.get(&done).await.unwrap(), t.store.get(&pending).await.unwrap()];
+    t.store.close().await;
+
+    let reopened = SqliteStore::open(SqliteOptions::new(&t.path)).await.unwrap();
+    let records_after = vec![reopened.get(&done).await.unwrap(), reopened.get(&pending).await.unwrap()];
+    assert_eq!(records_after, records_before);
+    assert_eq!(reopened.claim(&done, &fp, at(100), &policy()).await.unwrap(), Decision::Replay(stored));
+    assert_eq!(
+        reopened.complete(&pending, pending_claim.fence, response("later"), at(100), &policy()).await.unwrap(),
+        Fenced::Applied
+    );
+    let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(reopened.pool()).await.unwrap();
+    assert_eq!(journal_mode, "wal");
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(reopened.pool()).await.unwrap();
+    assert_eq!(synchronous, 2, "2 is FULL");
+}
+
+// ---- purging ----
+
+#[tokio::test]
+async fn purge_deletes_only_expired_records_in_bounded_batches() {
+    // Goal: purge removes at most batch_max expired records per call, oldest first, and
+    // never a live record (nor an in-flight one whose lease outlasts its retention).
+    let t = open().await;
+    let fp = fingerprint("a");
+    // Six records completed at t=0 (retention ends at 10 s), four at t=5 s (ends at 15 s).
+    for (n, now) in (0..10).map(|n| (n, if n < 6 { 0 } else { 5_000 })) {
+        let id = id("alice", &format!("k{n}"));
+        let claim = expect_claim(t.store.claim(&id, &fp, at(now), &policy()).await.unwrap());
+        let _ = t.store.complete(&id, claim.fence, response("x"), at(now), &policy()).await.unwrap();
+    }
+    let long_lease = idem_core::Policy::new(Duration::from_secs(20), Duration::from_secs(21)).unwrap();
+    let _ = expect_claim(t.store.claim(&id("bob", "long"), &fp, at(0), &long_lease).await.unwrap());
+
+    assert_eq!(t.store.purge_expired(at(10_000), 4).await.unwrap(), 4);
+    assert_eq!(t.store.purge_expired(at(10_000), 4).await.unwrap(), 2);
+    assert_eq!(t.store.purge_expired(at(10_000), 4).await.unwrap(), 0);
+    assert_eq!(t.store.usage().await.unwrap().records, 5);
+    for n in 0..10 {
+        let held = t.store.get(&id("alice", &format!("k{n}"))).await.unwrap().is_some();
+        assert_eq!(held, n >= 6, "record k{n}");
+    }
+    assert!(t.store.get(&id("bob", "long")).await.unwrap().is_some());
+    assert_eq!(t.store.purge_expired(at(15_000), 0).await.unwrap(), 0, "a zero batch purges nothing");
+    assert_eq!(t.store.purge_expired(at(15_000), 100).await.unwrap(), 4);
+    assert_eq!(t.store.purge_expired(at(21_000), 100).await.unwrap(), 1);
+    assert_eq!(t.store.usage().await.unwrap(), Usage { records: 0, stored_bytes: 0 });
+}
+
+// ---- limits ----
+
+#[tokio::test]
+async fn full_store_refuses_new_claims_but_completes_granted_ones() {
+    // Goal: at records_max, new ids are refused with Full and nothing changes; granted claims
+    // still complete and replay; purging expired records makes room again.
+    let t = open_with(|options| options.records_max(2)).await;
+    let fp = fingerprint("a");
+    let first = expect_claim(t.store.claim(&id("a", "1"), &fp, at(0), &policy()).await.unwrap());
+    let _ = expect_claim(t.store.claim(&id("a", "2"), &fp, at(0), &policy()).await.unwrap());
+    let refused = t.store.claim(&id("a", "3"), &fp, at(0), &policy()).await;
+    assert!(matches!(&refused, Err(StoreError::Full { what }) if what == "2 records"), "got {refused:?}");
+    assert_eq!(t.store.get(&id("a", "3")).await.unwrap(), None);
+    let stored = response("x");
+    assert_eq!(
+        t.store.complete(&id("a", "1"), first.fence, stored.clone(), at(0), &policy()).await.unwrap(),
+        Fenced::Applied
+    );
+    assert_eq!(t.store.claim(&id("a", "1"), &fp, at(1), &policy()).await.unwrap(), Decision::Replay(stored));
+    assert_eq!(t.store.purge_expired(at(11_000), 10).await.unwrap(), 2);
+    let _ = expect_claim(t.store.claim(&id("a", "3"), &fp, at(11_000), &policy()).await.unwrap());
+}
+
+#[tokio::test]
+async fn byte_limit_refuses_new_claims() {
+    // Goal: once stored bytes reach stored_bytes_max, new claims are refused with Full.
+    let t = open_with(|options| options.stored_bytes_max(200)).await;
+    let fp = fingerprint("a");
+    let claim = expect_claim(t.store.claim(&id("a", "1"), &fp, at(0), &policy()).await.unwrap());
+    let _ = t.store.complete(&id("a", "1"), claim.fence, response(&"x".repeat(300)), at(0), &policy()).await.unwrap();
+    let refused = t.store.claim(&id("a", "2"), &fp, at(0), &policy()).await;
+    assert!(matches!(&refused, Err(StoreError::Full { what }) if what == "200 bytes"), "got {refused:?}");
+}
+
+// ---- damaged rows ----
+
+async fn damaged(statement: &'static str) -> StoreError {
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let claim = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    let _ = t.store.complete(&id, claim.fence, response("x"), at(0), &policy()).await.unwrap();
+    sqlx::query(statement).execute(t.store.pool()).await.expect("the damaging statement runs");
+    let read = t.store.get(&id).await;
+    let claimed = t.store.claim(&id, &fp, at(1), &policy()).await;
+    assert!(matches!(claimed, Err(StoreError::Corrupt { .. })), "claim on a damaged row: {claimed:?}");
+    read.expect_err("a damaged row does not read back")
+}
+
+#[tokio::test]
+async fn damaged_rows_are_corrupt_not_panics() {
+    // Goal: every kind of undecodable row is StoreError::Corrupt with a detail, never a panic.
+    for statement in [
+        "UPDATE idem_records SET fingerprint = x'00'",
+        "UPDATE idem_records SET fence = -1",
+        "UPDATE idem_records SET fence = 0",
+        "UPDATE idem_records SET state = 'weird'",
+        "UPDATE idem_records SET status = 70000",
+        "UPDATE idem_records SET status = NULL",
+        "UPDATE idem_records SET headers = x'0102'",
+        "UPDATE idem_records SET body = NULL",
+        "UPDATE idem_records SET expires_at = -5",
+        "UPDATE idem_records SET forgettable_at = 1",
+        "UPDATE idem_records SET state = 'in_flight'",
+    ] {
+        let error = damaged(statement).await;
+        assert!(matches!(&error, StoreError::Corrupt { detail } if !detail.is_empty()), "{statement}: {error:?}");
+    }
+}
+
+#[tokio::test]
+async fn fence_counter_behind_a_record_is_corrupt_not_a_reused_fence() {
+    // Goal: a fence counter lowered by hand is reported as Corrupt instead of reusing a fence or panicking.
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let _ = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    sqlx::query("UPDATE idem_fence SET next_fence = 1").execute(t.store.pool()).await.unwrap();
+    let taken_over = t.store.claim(&id, &fp, at(5_000), &policy()).await;
+    assert!(matches!(taken_over, Err(StoreError::Corrupt { .. })), "got {taken_over:?}");
+}
+
+// ---- opening ----
+
+#[tokio::test]
+async fn text_file_is_a_readable_open_error() {
+    // Goal: a text file named idem.db is refused with an error that names the file and the cause.
+    let dir = tempfile::tempdir().unwrap();
+    let options = options_in(&dir);
+    std::fs::write(options.path(), "this is not a database, it is a shopping list\n".repeat(100)).unwrap();
+    let error = SqliteStore::open(options.clone()).await.expect_err("a text file is not a database");
+    assert!(matches!(error, OpenError::NotADatabase { .. }), "got {error:?}");
+    let message = error.to_string();
+    assert!(message.contains(&options.path().display().to_string()), "{message}");
+    assert!(message.contains("not a SQLite database"), "{message}");
+}
+
+#[tokio::test]
+async fn missing_directory_is_a_readable_open_error() {
+    // Goal: a path in a directory that does not exist fails to open with the path in the message.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-dir").join("idem.db");
+    let error = SqliteStore::open(SqliteOptions::new(&path)).await.expect_err("the directory is missing");
+    assert!(matches!(error, OpenError::CannotOpen { .. }), "got {error:?}");
+    assert!(error.to_string().contains(&path.display().to_string()), "{error}");
+}
+
+#[tokio::test]
+async fn missing_file_without_create_is_an_open_error() {
+    // Goal: create_if_missing(false) refuses to open a file that is not there (and does not create it).
+    let dir = tempfile::tempdir().unwrap();
+    let options = options_in(&dir).create_if_missing(false);
+    let error = SqliteStore::open(options.clone()).await.expect_err("the file is missing");
+    assert!(matches!(error, OpenError::CannotOpen { .. }), "got {error:?}");
+    assert!(!options.path().exists());
+}
+
+#[tokio::test]
+async fn invalid_options_are_refused_before_touching_the_file() {
+    // Goal: a zero-connection pool or zero limits are an InvalidOptions error naming the setting.
+    let dir = tempfile::tempdir().unwrap();
+    for (options, setting) in [
+        (options_in(&dir).connections_max(0), "connections_max"),
+        (options_in(&dir).connections_max(1_000), "connections_max"),
+        (options_in(&dir).records_max(0), "records_max"),
+        (options_in(&dir).stored_bytes_max(0), "stored_bytes_max"),
+        (options_in(&dir).acquire_timeout(Duration::ZERO), "acquire_timeout"),
+    ] {
+        let error = SqliteStore::open(options.clone()).await.expect_err("the options are invalid");
+        assert!(matches!(error, OpenError::InvalidOptions { .. }), "got {error:?}");
+        assert!(error.to_string().contains(setting), "{error}");
+        assert!(!options.path().exists());
+    }
+}
+
+#[tokio::test]
+async fn application_migrations_coexist_with_idem_migrations() {
+    // Goal: an application's own sqlx migrations on the same pool and idem's migrations
+    // keep separate lists, so each reopen succeeds for both.
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let t = open().await;
+    let app = Migrator::with_migrations(vec![Migration::new(
+        1,
+        "payments".into(),
+        MigrationType::Simple,
+        sqlx::SqlSafeStr::into_sql_str("CREATE TABLE payments (id TEXT PRIMARY KEY)"),
+        false,
+    )]);
+    app.run(t.store.pool()).await.expect("the application's migrations run beside idem's");
+    t.store.close().await;
+    let reopened = SqliteStore::open(SqliteOptions::new(&t.path)).await.expect("idem's migrations still apply");
+    app.run(reopened.pool()).await.expect("the application's migrations are still in step");
+    let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .fetch_all(reopened.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        tables,
+        ["_idem_migrations", "_sqlx_migrations", "idem_fence", "idem_records", "idem_usage", "payments"]
+    );
+}
