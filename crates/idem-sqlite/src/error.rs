@@ -1,6 +1,6 @@
 //! Errors: why a store cannot be opened, and how driver errors become [`StoreError`]s.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use idem_core::StoreError;
@@ -9,6 +9,8 @@ use idem_core::StoreError;
 const SQLITE_BUSY: i32 = 5;
 /// `SQLITE_LOCKED`: a conflict inside one connection's shared cache.
 const SQLITE_LOCKED: i32 = 6;
+/// `SQLITE_CANTOPEN`: the file cannot be opened or created.
+const SQLITE_CANTOPEN: i32 = 14;
 /// `SQLITE_CORRUPT`: the file's structure is damaged.
 const SQLITE_CORRUPT: i32 = 11;
 /// `SQLITE_NOTADB`: the file is not a SQLite database.
@@ -37,10 +39,12 @@ pub enum OpenError {
         path: PathBuf,
     },
     /// The file could not be opened or created (missing directory, permissions, locks).
-    #[error("cannot open the SQLite database {}: {source}", .path.display())]
+    #[error("cannot open the SQLite database {}{hint}: {source}", .path.display())]
     CannotOpen {
         /// The file.
         path: PathBuf,
+        /// A likely cause seen on the file system (e.g. " (its directory does not exist)"), or empty.
+        hint: &'static str,
         /// What SQLite or the pool reported.
         #[source]
         source: sqlx::Error,
@@ -54,8 +58,19 @@ pub enum OpenError {
         /// The journal mode SQLite reported instead.
         journal_mode: String,
     },
-    /// idem's tables could not be created or brought up to date (e.g. the file was written
-    /// by a newer idem whose migrations this version does not know).
+    /// The file was migrated by a newer idem: it holds a migration this version does not
+    /// know, so this version could misread its tables.
+    #[error(
+        "the SQLite database {} holds idem migration {version}, which this version of idem does not know (written by a newer idem?)",
+        .path.display()
+    )]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// The unknown migration's version.
+        version: i64,
+    },
+    /// idem's tables could not be created or brought up to date.
     #[error("cannot migrate idem's tables in {}: {source}", .path.display())]
     Migrate {
         /// The file.
@@ -71,7 +86,8 @@ impl OpenError {
     pub(crate) fn from_sqlx(path: PathBuf, source: sqlx::Error) -> OpenError {
         match sqlite_code(&source) {
             Some(SQLITE_NOTADB) => OpenError::NotADatabase { path },
-            _ => OpenError::CannotOpen { path, source },
+            Some(SQLITE_CANTOPEN) => OpenError::CannotOpen { hint: cannot_open_hint(&path), path, source },
+            _ => OpenError::CannotOpen { path, hint: "", source },
         }
     }
 
@@ -79,8 +95,27 @@ impl OpenError {
     pub(crate) fn from_migrate(path: PathBuf, source: sqlx::migrate::MigrateError) -> OpenError {
         match source {
             sqlx::migrate::MigrateError::Execute(error) => OpenError::from_sqlx(path, error),
+            sqlx::migrate::MigrateError::VersionMissing(version) => OpenError::NewerSchema { path, version },
             source => OpenError::Migrate { path, source },
         }
+    }
+}
+
+/// What the file system suggests about `SQLITE_CANTOPEN`.
+fn cannot_open_hint(path: &Path) -> &'static str {
+    let directory = match path.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+        Some(parent) => parent,
+        None => return "",
+    };
+    if !directory.is_dir() {
+        " (its directory does not exist)"
+    } else if !path.exists() {
+        " (the file does not exist)"
+    } else if path.is_dir() {
+        " (it is a directory)"
+    } else {
+        ""
     }
 }
 

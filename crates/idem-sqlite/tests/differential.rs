@@ -116,7 +116,7 @@ async fn run<S: Store>(store: &S, ops: &[Op], policy: &Policy) -> Vec<Answer> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
     #[test]
     fn sqlite_store_answers_like_memory_store(ops in proptest::collection::vec(op(), 1..40)) {
@@ -127,7 +127,7 @@ proptest! {
         let policy = Policy::new(Duration::from_millis(1_000), Duration::from_millis(3_000)).expect("lease < retention");
         let memory = MemoryStore::new(MemoryLimits { records_max: RECORDS_MAX, stored_bytes_max: STORED_BYTES_MAX });
         let (expected, actual, usage) = runtime.block_on(async {
-            let dir = tempfile::tempdir().expect("the temp directory is writable");
+            let dir = common::temp_dir(true);
             let options = SqliteOptions::new(dir.path().join("idem.db"))
                 .records_max(RECORDS_MAX as u64)
                 .stored_bytes_max(STORED_BYTES_MAX as u64)

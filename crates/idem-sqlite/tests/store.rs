@@ -479,7 +479,18 @@ async fn missing_directory_is_a_readable_open_error() {
     let path = dir.path().join("no-such-dir").join("idem.db");
     let error = SqliteStore::open(SqliteOptions::new(&path)).await.expect_err("the directory is missing");
     assert!(matches!(error, OpenError::CannotOpen { .. }), "got {error:?}");
-    assert!(error.to_string().contains(&path.display().to_string()), "{error}");
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("directory does not exist"), "{message}");
+}
+
+#[tokio::test]
+async fn directory_path_is_a_readable_open_error() {
+    // Goal: a path that names a directory is refused with a message that says so.
+    let dir = tempfile::tempdir().unwrap();
+    let error = SqliteStore::open(SqliteOptions::new(dir.path())).await.expect_err("a directory is not a database");
+    assert!(matches!(error, OpenError::CannotOpen { .. }), "got {error:?}");
+    assert!(error.to_string().contains("it is a directory"), "{error}");
 }
 
 #[tokio::test]
@@ -489,6 +500,7 @@ async fn missing_file_without_create_is_an_open_error() {
     let options = options_in(&dir).create_if_missing(false);
     let error = SqliteStore::open(options.clone()).await.expect_err("the file is missing");
     assert!(matches!(error, OpenError::CannotOpen { .. }), "got {error:?}");
+    assert!(error.to_string().contains("the file does not exist"), "{error}");
     assert!(!options.path().exists());
 }
 
@@ -535,4 +547,68 @@ async fn application_migrations_coexist_with_idem_migrations() {
         tables,
         ["_idem_migrations", "_sqlx_migrations", "idem_fence", "idem_records", "idem_usage", "payments"]
     );
+}
+
+// ---- an unreachable store (G8: refused, never a claim without the store) ----
+
+#[tokio::test]
+async fn busy_writer_past_busy_timeout_is_unavailable_with_retry_hint() {
+    // Goal: while another connection (here another store on the file, as another process
+    // would) holds the write lock past the busy timeout, a claim fails with Unavailable and
+    // a retry hint, takes nothing, and succeeds once the lock is free.
+    let t = open().await;
+    let impatient =
+        SqliteStore::open(SqliteOptions::new(&t.path).busy_timeout(Duration::from_millis(20))).await.unwrap();
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let holder = t.store.begin_write().await.unwrap();
+    let refused = impatient.claim(&id, &fp, at(0), &policy()).await;
+    assert!(matches!(refused, Err(StoreError::Unavailable { retry_after: Some(_), .. })), "got {refused:?}");
+    holder.rollback().await.unwrap();
+    assert_eq!(t.store.get(&id).await.unwrap(), None, "the refused claim took nothing");
+    let _ = expect_claim(impatient.claim(&id, &fp, at(0), &policy()).await.unwrap());
+}
+
+#[tokio::test]
+async fn exhausted_pool_is_unavailable_with_retry_hint() {
+    // Goal: when every pooled connection is busy past the acquire timeout, calls fail with
+    // Unavailable and a retry hint instead of waiting without bound.
+    let t = open_with(|options| options.connections_max(1).acquire_timeout(Duration::from_millis(20))).await;
+    let holder = t.store.begin_write().await.unwrap();
+    let refused = t.store.get(&id("alice", "k1")).await;
+    assert!(matches!(refused, Err(StoreError::Unavailable { retry_after: Some(_), .. })), "got {refused:?}");
+    holder.rollback().await.unwrap();
+    assert_eq!(t.store.get(&id("alice", "k1")).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn closed_store_is_unavailable() {
+    // Goal: every operation on a closed store is Unavailable, never a panic.
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    t.store.close().await;
+    assert!(matches!(t.store.claim(&id, &fp, at(0), &policy()).await, Err(StoreError::Unavailable { .. })));
+    let completed = t.store.complete(&id, Fence::FIRST, response("x"), at(0), &policy()).await;
+    assert!(matches!(completed, Err(StoreError::Unavailable { .. })));
+    assert!(matches!(t.store.release(&id, Fence::FIRST).await, Err(StoreError::Unavailable { .. })));
+    assert!(matches!(t.store.get(&id).await, Err(StoreError::Unavailable { .. })));
+    assert!(matches!(t.store.purge_expired(at(0), 10).await, Err(StoreError::Unavailable { .. })));
+    assert!(matches!(t.store.begin_write().await, Err(StoreError::Unavailable { .. })));
+}
+
+#[tokio::test]
+async fn file_from_a_newer_idem_is_a_readable_open_error() {
+    // Goal: a file whose idem migrations include one this version does not know is refused
+    // with an error naming the file and the migration, instead of being misread.
+    let t = open().await;
+    sqlx::query(
+        "INSERT INTO _idem_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', 1, x'00', 0)",
+    )
+    .execute(t.store.pool())
+    .await
+    .unwrap();
+    t.store.close().await;
+    let error = SqliteStore::open(SqliteOptions::new(&t.path)).await.expect_err("the schema is newer");
+    assert!(matches!(error, OpenError::NewerSchema { version: 9999, .. }), "got {error:?}");
+    assert!(error.to_string().contains(&t.path.display().to_string()), "{error}");
 }

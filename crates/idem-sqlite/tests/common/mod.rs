@@ -16,6 +16,15 @@ pub struct TempStore {
     pub dir: TempDir,
 }
 
+/// A fresh temporary directory, in memory-backed `/dev/shm` when `fast` and the machine
+/// has it: the files are real SQLite files either way, but there `fsync` costs nothing,
+/// which keeps tests that open hundreds of stores quick. Durability tests use the disk.
+pub fn temp_dir(fast: bool) -> TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if fast && shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() };
+    dir.expect("the temp directory is writable")
+}
+
 /// Options for `idem.db` in `dir`.
 pub fn options_in(dir: &TempDir) -> SqliteOptions {
     SqliteOptions::new(dir.path().join("idem.db"))
