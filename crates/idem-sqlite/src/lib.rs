@@ -141,14 +141,16 @@
 //! [`StoreError::Full`](idem_core::StoreError::Full), live records are never evicted, and
 //! completions of granted claims are always accepted.
 //! [`Store::purge_expired`](idem_core::Store::purge_expired) deletes at most `batch_max`
-//! expired records per call, walking the `forgettable_at` index, in one short transaction.
+//! expired records per call, the earliest `forgettable_at` first (ties by record id),
+//! walking the `forgettable_at` index in one short transaction; each record is checked
+//! with [`idem_core::transition::expire`] before it goes.
 //! The pool holds at most [`SqliteOptions::connections_max`] connections.
 //!
 //! # Failures
 //!
 //! | error | cause | what changed |
 //! |---|---|---|
-//! | [`OpenError`] | the file cannot be opened, created, switched to WAL or migrated; or the options are invalid | nothing usable was opened |
+//! | [`OpenError`] | the options are invalid; the file cannot be opened or created, is not a SQLite database, stays out of WAL, or was migrated by a newer idem | nothing usable was opened |
 //! | `StoreError::Unavailable` | the driver failed: I/O error, disk full, pool closed; with `retry_after` when another writer held the lock past the busy timeout or no connection came free | unknown for `claim`, `complete` (see the [`Store`](idem_core::Store) docs on retrying); nothing for a failed `complete_in` once its transaction rolls back |
 //! | `StoreError::Full` | a size limit is reached | nothing |
 //! | `StoreError::Corrupt` | a row (or the file) holds what this version cannot read: a hand-edited row, a newer schema, a damaged file | nothing |

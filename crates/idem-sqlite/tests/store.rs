@@ -345,6 +345,40 @@ async fn completed_records_replay_identically_after_reopen() {
     assert_eq!(synchronous, 2, "2 is FULL");
 }
 
+/// Set in the child process of `completed_record_survives_a_crash_of_the_process`: the file to write.
+const CRASH_CHILD_PATH: &str = "IDEM_SQLITE_CRASH_CHILD_PATH";
+
+#[tokio::test]
+async fn completed_record_survives_a_crash_of_the_process() {
+    // Goal: a completion that returned survives the process dying without closing anything
+    // (abort: no destructors, no checkpoint), as G7 needs; run as a child of this test.
+    if let Ok(path) = std::env::var(CRASH_CHILD_PATH) {
+        let store = SqliteStore::open(SqliteOptions::new(&path)).await.unwrap();
+        let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+        let claim = expect_claim(store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+        assert_eq!(
+            store.complete(&id, claim.fence, response("pay_1"), at(0), &policy()).await.unwrap(),
+            Fenced::Applied
+        );
+        std::process::abort();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = options_in(&dir).path().to_path_buf();
+    let status = std::process::Command::new(std::env::current_exe().expect("the test binary knows its path"))
+        .args(["--exact", "completed_record_survives_a_crash_of_the_process", "--test-threads=1"])
+        .env(CRASH_CHILD_PATH, &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("the child test process starts");
+    assert!(!status.success(), "the child must die by abort, after completing");
+    assert!(path.exists(), "the child created the file");
+
+    let store = SqliteStore::open(SqliteOptions::new(&path)).await.unwrap();
+    let replayed = store.claim(&id("alice", "k1"), &fingerprint("a"), at(1), &policy()).await.unwrap();
+    assert_eq!(replayed, Decision::Replay(response("pay_1")));
+}
+
 // ---- purging ----
 
 #[tokio::test]
