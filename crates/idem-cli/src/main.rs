@@ -4,6 +4,7 @@
 mod check;
 mod explore;
 mod model_options;
+mod pay;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,8 @@ enum Command {
     Check(check::Args),
     /// Serve stateright's Explorer web UI to walk the model step by step.
     Explore(explore::Args),
+    /// Send a payment to a running server through the retrying client (a key per payment).
+    Pay(pay::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Explore(args) => explore::run(&args),
+        Command::Pay(args) => pay::run(&args),
     };
     match result {
         Ok(code) => code,

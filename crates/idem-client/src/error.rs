@@ -13,7 +13,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
     /// The inner service failed: the connection was refused, reset, or closed before a response.
-    #[error("connection error: {0}")]
+    #[error("connection error: {}", chain(.0.as_ref()))]
     Transport(#[source] BoxError),
     /// No response headers arrived within the per-attempt timeout.
     #[error("no response within {0:?}")]
@@ -96,7 +96,7 @@ pub enum RetryError {
         last: Option<Failure>,
     },
     /// A request that needs no key (passed through, never retried) failed in the inner service.
-    #[error("request failed: {0}")]
+    #[error("request failed: {}", chain(.0.as_ref()))]
     Transport(#[source] BoxError),
 }
 
@@ -123,4 +123,21 @@ impl RetryError {
             _ => 0,
         }
     }
+}
+
+/// An error and its sources, joined by ": " (hyper's own message alone says only "client error").
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    // Bounded: a source chain is finite, and a cyclic one is cut after a few links.
+    for _ in 0..8 {
+        let Some(next) = source else { break };
+        let next_text = next.to_string();
+        if !text.ends_with(&next_text) {
+            text.push_str(": ");
+            text.push_str(&next_text);
+        }
+        source = next.source();
+    }
+    text
 }
