@@ -13,6 +13,9 @@ const SQLITE_LOCKED: i32 = 6;
 const SQLITE_CANTOPEN: i32 = 14;
 /// `SQLITE_CORRUPT`: the file's structure is damaged.
 const SQLITE_CORRUPT: i32 = 11;
+/// `SQLITE_CONSTRAINT`: one of idem's own statements broke a constraint of idem's tables,
+/// which only stored data that disagrees with itself (e.g. usage counters edited by hand) can cause.
+const SQLITE_CONSTRAINT: i32 = 19;
 /// `SQLITE_NOTADB`: the file is not a SQLite database.
 const SQLITE_NOTADB: i32 = 26;
 
@@ -128,11 +131,14 @@ fn sqlite_code(error: &sqlx::Error) -> Option<i32> {
     Some(extended & 0xff)
 }
 
-/// A driver error as a [`StoreError`]: damaged files are `Corrupt`, everything else is
+/// A driver error from one of idem's own statements as a [`StoreError`]: damaged files
+/// and data that breaks the schema's constraints are `Corrupt`, everything else is
 /// `Unavailable` (with a retry hint when the cause was another writer or a busy pool).
 pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
     match sqlite_code(&error) {
-        Some(SQLITE_CORRUPT | SQLITE_NOTADB) => return StoreError::Corrupt { detail: error.to_string() },
+        Some(SQLITE_CORRUPT | SQLITE_CONSTRAINT | SQLITE_NOTADB) => {
+            return StoreError::Corrupt { detail: error.to_string() };
+        }
         Some(SQLITE_BUSY | SQLITE_LOCKED) => {
             return StoreError::Unavailable { source: error.into(), retry_after: Some(RETRY_AFTER_BUSY) };
         }

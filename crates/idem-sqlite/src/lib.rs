@@ -75,14 +75,17 @@
 //!   `Transaction` is what the atomic-mode recipe hands to the handler; idem-postgres
 //!   will hand out the same type over PostgreSQL, with the same migrations story, so a
 //!   handler written for one store reads the same for the other.
-//! * **rusqlite** is synchronous and thinner (no worker thread per connection, direct
-//!   access to every SQLite API), which would make a single-threaded embedded tool a
-//!   little faster. But each call would need `spawn_blocking`, a pool (r2d2 or our own),
-//!   our own migration runner, and a transaction type that cannot cross an `.await`,
-//!   which is exactly where a handler's business writes happen.
+//! * **rusqlite** is synchronous and thinner: no worker thread and channel hop per
+//!   statement, and direct access to every SQLite API, so each statement costs less. But
+//!   every call from async code would need `spawn_blocking`, we would need a pool (r2d2
+//!   or our own) and a migration runner, and its `Transaction` borrows a `Connection`
+//!   that is not `Sync`, so it cannot be held across an `.await` in a `Send` future: a
+//!   handler could not await anything between its business writes and the completion.
 //!
 //! sqlx meets every requirement here (`BEGIN IMMEDIATE` via `begin_with`, busy timeout,
-//! WAL and `synchronous` as connection options), so it is the long-term driver.
+//! WAL and `synchronous` as connection options, bounded pool, embedded migrations), so
+//! it is the long-term driver. Its per-statement overhead is the price; at a handful of
+//! statements per request it is small next to the `fsync` that each commit waits for.
 //!
 //! # Durability: WAL and `synchronous=FULL`
 //!

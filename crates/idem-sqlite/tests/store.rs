@@ -491,6 +491,19 @@ async fn fence_counter_behind_a_record_is_corrupt_not_a_reused_fence() {
     assert!(matches!(taken_over, Err(StoreError::Corrupt { .. })), "got {taken_over:?}");
 }
 
+#[tokio::test]
+async fn usage_counters_that_disagree_with_records_are_corrupt() {
+    // Goal: a usage row zeroed by hand makes a release (which would drive it negative)
+    // fail as Corrupt and roll back, leaving the claim in place.
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let claim = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    sqlx::query("UPDATE idem_usage SET records = 0, stored_bytes = 0").execute(t.store.pool()).await.unwrap();
+    let released = t.store.release(&id, claim.fence).await;
+    assert!(matches!(released, Err(StoreError::Corrupt { .. })), "got {released:?}");
+    assert_eq!(t.store.get(&id).await.unwrap().map(|record| record.fence), Some(claim.fence));
+}
+
 // ---- opening ----
 
 #[tokio::test]
