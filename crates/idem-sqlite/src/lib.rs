@@ -93,10 +93,12 @@
 //! `synchronous=FULL`. In WAL mode a commit appends to the `-wal` file; with `FULL`,
 //! SQLite syncs that file before the commit returns. So once `complete` (or the commit
 //! after `complete_in`) returns, and therefore before any client can have seen the
-//! response, the record survives a crash of the process and of the machine (G7). The
+//! response, the record survives a crash of the process and of the machine (G7), on a
+//! disk that honours `fsync`. The
 //! weaker `NORMAL` would sync only at checkpoints and may lose the last commits on power
 //! loss. WAL also lets readers ([`Store::get`](idem_core::Store::get)) run while a writer
-//! holds the lock. Keep the `-wal` and `-shm` files beside the database: they are part of it.
+//! holds the lock. Copy or move the `-wal` file with the database: until a checkpoint,
+//! the latest commits live only there.
 //!
 //! # Concurrency
 //!
