@@ -1,0 +1,413 @@
+//! Where payments and users are kept, and how their writes meet the idempotency record.
+//!
+//! [`Ledger`] is the one store-specific piece of the app. Two implementations:
+//!
+//! | ledger | idempotency store | mode | what holds |
+//! |---|---|---|---|
+//! | [`SqliteLedger`] | [`idem_sqlite::SqliteStore`], same file | atomic: the payment row and the completion commit in one transaction | G1-G8 |
+//! | [`MemoryLedger`] | [`idem_core::MemoryStore`] | separate: the layer completes after the handler | all but G1 across lease lapses, and nothing survives a restart (no G7) |
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use idem_core::{Fenced, MemoryStore, Principal, Store, StoreError, StoredResponse, Timestamp};
+use idem_http::ClaimContext;
+use idem_sqlite::SqliteStore;
+use sqlx::Row;
+
+use crate::domain::{Amount, NewPayment, NewUser, Payment, PaymentStatus, User};
+
+/// The most payments listed by `GET /payments` in one answer.
+pub const LIST_LIMIT_MAX: usize = 100;
+
+/// Why the ledger could not do what was asked. Nothing was written in either case.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The database failed or was busy; the caller may retry later.
+    #[error("ledger unavailable: {0}")]
+    Unavailable(#[source] StoreError),
+    /// The ledger is at its size limit.
+    #[error("ledger is full ({what})")]
+    Full {
+        /// Which limit.
+        what: String,
+    },
+    /// A stored row cannot be read back.
+    #[error("ledger holds a row it cannot read: {0}")]
+    Corrupt(String),
+}
+
+impl LedgerError {
+    /// When a client might try again, if the error is passing.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LedgerError::Unavailable(StoreError::Unavailable { retry_after, .. }) => {
+                Some(retry_after.unwrap_or(Duration::from_secs(1)))
+            }
+            LedgerError::Unavailable(_) | LedgerError::Corrupt(_) => None,
+            LedgerError::Full { .. } => Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+fn unavailable(error: sqlx::Error) -> LedgerError {
+    LedgerError::Unavailable(StoreError::unavailable(error))
+}
+
+/// What a handler running under a claim hands to the ledger, so that a ledger in atomic
+/// mode completes the record in the same transaction as its write.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    /// The claim the handler runs under.
+    pub claim: &'a ClaimContext,
+    /// The response to record, as the layer would store it.
+    pub response: &'a StoredResponse,
+}
+
+/// A write and, in atomic mode, the completion that went with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Written; the ledger did not touch the idempotency record (separate mode, or no claim).
+    Alone,
+    /// The completion was applied and the write committed with it.
+    Completed,
+    /// The claim is no longer this execution's: nothing was written (atomic mode, G1).
+    Superseded(Fenced),
+}
+
+/// Where payments and users live; see the module docs for the two implementations.
+pub trait Ledger: Send + Sync + 'static {
+    /// The idempotency store the layer uses with this ledger.
+    type Store: Store + 'static;
+
+    /// The idempotency store, shared with the layer.
+    fn idempotency_store(&self) -> Arc<Self::Store>;
+
+    /// Records `payment`; with a `completion`, an atomic-mode ledger completes the claim in
+    /// the same transaction and writes nothing if the completion is refused.
+    fn insert_payment(
+        &self,
+        payment: &Payment,
+        completion: Option<Completion<'_>>,
+    ) -> impl Future<Output = Result<Written, LedgerError>> + Send;
+
+    /// The payment `payment_id` if it belongs to `principal`.
+    fn payment(
+        &self,
+        principal: &Principal,
+        payment_id: &str,
+    ) -> impl Future<Output = Result<Option<Payment>, LedgerError>> + Send;
+
+    /// Up to `limit` (at most [`LIST_LIMIT_MAX`]) of `principal`'s payments, newest first.
+    fn payments(
+        &self,
+        principal: &Principal,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Payment>, LedgerError>> + Send;
+
+    /// Records `user`, like [`Ledger::insert_payment`].
+    fn insert_user(
+        &self,
+        user: &User,
+        completion: Option<Completion<'_>>,
+    ) -> impl Future<Output = Result<Written, LedgerError>> + Send;
+
+    /// The user `user_id` if `principal` created it.
+    fn user(
+        &self,
+        principal: &Principal,
+        user_id: &str,
+    ) -> impl Future<Output = Result<Option<User>, LedgerError>> + Send;
+}
+
+/// Payments and users in memory, beside a [`MemoryStore`] (separate mode). For benches,
+/// simulations and trying the API out; nothing survives a restart.
+#[derive(Debug)]
+pub struct MemoryLedger {
+    store: Arc<MemoryStore>,
+    rows_max: usize,
+    tables: Mutex<MemoryTables>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryTables {
+    rows: usize,
+    payments: BTreeMap<String, Payment>,
+    /// Each principal's payment ids in the order written, so "newest first" is the reverse.
+    payments_by_principal: BTreeMap<Principal, Vec<String>>,
+    users: BTreeMap<String, User>,
+}
+
+impl MemoryLedger {
+    /// Default bound on payments plus users held.
+    pub const ROWS_MAX_DEFAULT: usize = 1_000_000;
+
+    /// An empty ledger over `store`, holding at most `rows_max` payments and users.
+    #[must_use]
+    pub fn new(store: Arc<MemoryStore>, rows_max: usize) -> MemoryLedger {
+        MemoryLedger { store, rows_max, tables: Mutex::new(MemoryTables::default()) }
+    }
+
+    fn tables(&self) -> std::sync::MutexGuard<'_, MemoryTables> {
+        // Every update below is a single insert after its checks, so a panic elsewhere
+        // cannot leave the tables half-written: a poisoned lock is safe to use.
+        self.tables.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take_row(&self, tables: &mut MemoryTables) -> Result<(), LedgerError> {
+        if tables.rows >= self.rows_max {
+            return Err(LedgerError::Full { what: format!("{} rows", self.rows_max) });
+        }
+        tables.rows += 1;
+        Ok(())
+    }
+}
+
+impl Ledger for MemoryLedger {
+    type Store = MemoryStore;
+
+    fn idempotency_store(&self) -> Arc<MemoryStore> {
+        Arc::clone(&self.store)
+    }
+
+    async fn insert_payment(
+        &self,
+        payment: &Payment,
+        _completion: Option<Completion<'_>>,
+    ) -> Result<Written, LedgerError> {
+        let mut tables = self.tables();
+        self.take_row(&mut tables)?;
+        tables.payments_by_principal.entry(payment.principal.clone()).or_default().push(payment.payment_id.clone());
+        tables.payments.insert(payment.payment_id.clone(), payment.clone());
+        Ok(Written::Alone)
+    }
+
+    async fn payment(&self, principal: &Principal, payment_id: &str) -> Result<Option<Payment>, LedgerError> {
+        Ok(self.tables().payments.get(payment_id).filter(|payment| payment.principal == *principal).cloned())
+    }
+
+    async fn payments(&self, principal: &Principal, limit: usize) -> Result<Vec<Payment>, LedgerError> {
+        let tables = self.tables();
+        let Some(ids) = tables.payments_by_principal.get(principal) else { return Ok(Vec::new()) };
+        let newest_first = ids.iter().rev().take(limit.min(LIST_LIMIT_MAX));
+        Ok(newest_first.filter_map(|id| tables.payments.get(id).cloned()).collect())
+    }
+
+    async fn insert_user(&self, user: &User, _completion: Option<Completion<'_>>) -> Result<Written, LedgerError> {
+        let mut tables = self.tables();
+        self.take_row(&mut tables)?;
+        tables.users.insert(user.user_id.clone(), user.clone());
+        Ok(Written::Alone)
+    }
+
+    async fn user(&self, principal: &Principal, user_id: &str) -> Result<Option<User>, LedgerError> {
+        Ok(self.tables().users.get(user_id).filter(|user| user.principal == *principal).cloned())
+    }
+}
+
+/// The app's tables, beside idem's `idem_*` tables in the same file. `seq` keeps the order
+/// of writes, so "newest first" does not depend on two payments' timestamps differing.
+const SCHEMA: [&str; 3] = [
+    "CREATE TABLE IF NOT EXISTS payments (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        payment_id   TEXT    NOT NULL UNIQUE,
+        principal    TEXT    NOT NULL,
+        amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
+        currency     TEXT    NOT NULL,
+        destination  TEXT    NOT NULL,
+        status       TEXT    NOT NULL,
+        created_at   INTEGER NOT NULL
+    ) STRICT",
+    "CREATE INDEX IF NOT EXISTS payments_by_principal ON payments (principal, seq)",
+    "CREATE TABLE IF NOT EXISTS users (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id    TEXT    NOT NULL UNIQUE,
+        principal  TEXT    NOT NULL,
+        name       TEXT    NOT NULL,
+        email      TEXT    NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT",
+];
+
+/// Payments and users in the SQLite file that holds the idempotency records (atomic mode):
+/// a payment row and its completion commit in one `BEGIN IMMEDIATE` transaction, so a
+/// handler whose claim was taken over writes nothing (G1), and both survive a crash (G7).
+#[derive(Debug, Clone)]
+pub struct SqliteLedger {
+    store: Arc<SqliteStore>,
+}
+
+impl SqliteLedger {
+    /// The ledger in `store`'s file; creates the app's tables if they are missing.
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] if the tables cannot be created.
+    pub async fn open(store: Arc<SqliteStore>) -> Result<SqliteLedger, LedgerError> {
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(store.pool()).await.map_err(unavailable)?;
+        }
+        Ok(SqliteLedger { store })
+    }
+
+    /// The number of payments held, over every principal (for tests and operators).
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`].
+    pub async fn payment_count(&self) -> Result<u64, LedgerError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(unavailable)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Runs `write` in a write transaction and, with a completion, completes the claim in it.
+    async fn write_with<'q>(
+        &self,
+        write: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        completion: Option<Completion<'_>>,
+    ) -> Result<Written, LedgerError> {
+        let mut transaction = self.store.begin_write().await.map_err(LedgerError::Unavailable)?;
+        write.execute(&mut *transaction).await.map_err(unavailable)?;
+        let written = match completion {
+            None => Written::Alone,
+            Some(Completion { claim, response }) => {
+                let now = claim.now();
+                let fenced = self
+                    .store
+                    .complete_in(&mut transaction, claim.id(), claim.fence(), response.clone(), now, claim.policy())
+                    .await
+                    .map_err(LedgerError::Unavailable)?;
+                match fenced {
+                    Fenced::Applied => Written::Completed,
+                    refused @ Fenced::Refused(_) => {
+                        transaction.rollback().await.map_err(unavailable)?;
+                        return Ok(Written::Superseded(refused));
+                    }
+                }
+            }
+        };
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(written)
+    }
+}
+
+fn sql_time(t: Timestamp) -> i64 {
+    i64::try_from(t.unix_ms()).unwrap_or(i64::MAX)
+}
+
+fn principal_of_row(text: &str) -> Result<Principal, LedgerError> {
+    if text.is_empty() {
+        return Ok(Principal::anonymous());
+    }
+    Principal::new(text).map_err(|error| LedgerError::Corrupt(format!("principal {text:?}: {error}")))
+}
+
+fn time_of_row(ms: i64) -> Result<Timestamp, LedgerError> {
+    u64::try_from(ms).map(Timestamp::from_unix_ms).map_err(|_| LedgerError::Corrupt(format!("created_at {ms}")))
+}
+
+fn payment_of_row(row: &sqlx::sqlite::SqliteRow) -> Result<Payment, LedgerError> {
+    let corrupt = |error: sqlx::Error| LedgerError::Corrupt(error.to_string());
+    let amount_minor: i64 = row.try_get("amount_minor").map_err(corrupt)?;
+    let amount = u64::try_from(amount_minor)
+        .ok()
+        .and_then(Amount::from_minor)
+        .ok_or_else(|| LedgerError::Corrupt(format!("amount_minor {amount_minor}")))?;
+    let status: String = row.try_get("status").map_err(corrupt)?;
+    Ok(Payment {
+        payment_id: row.try_get("payment_id").map_err(corrupt)?,
+        principal: principal_of_row(row.try_get("principal").map_err(corrupt)?)?,
+        request: NewPayment {
+            amount,
+            currency: row.try_get("currency").map_err(corrupt)?,
+            destination: row.try_get("destination").map_err(corrupt)?,
+        },
+        status: PaymentStatus::from_name(&status).ok_or_else(|| LedgerError::Corrupt(format!("status {status:?}")))?,
+        created_at: time_of_row(row.try_get("created_at").map_err(corrupt)?)?,
+    })
+}
+
+impl Ledger for SqliteLedger {
+    type Store = SqliteStore;
+
+    fn idempotency_store(&self) -> Arc<SqliteStore> {
+        Arc::clone(&self.store)
+    }
+
+    async fn insert_payment(
+        &self,
+        payment: &Payment,
+        completion: Option<Completion<'_>>,
+    ) -> Result<Written, LedgerError> {
+        let amount_minor =
+            i64::try_from(payment.request.amount.minor()).expect("amounts are bounded far below i64::MAX");
+        let insert = sqlx::query(
+            "INSERT INTO payments (payment_id, principal, amount_minor, currency, destination, status, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(payment.payment_id.clone())
+        .bind(payment.principal.as_str().to_owned())
+        .bind(amount_minor)
+        .bind(payment.request.currency.clone())
+        .bind(payment.request.destination.clone())
+        .bind(payment.status.as_str())
+        .bind(sql_time(payment.created_at));
+        self.write_with(insert, completion).await
+    }
+
+    async fn payment(&self, principal: &Principal, payment_id: &str) -> Result<Option<Payment>, LedgerError> {
+        let row = sqlx::query("SELECT * FROM payments WHERE payment_id = ? AND principal = ?")
+            .bind(payment_id)
+            .bind(principal.as_str())
+            .fetch_optional(self.store.pool())
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(payment_of_row).transpose()
+    }
+
+    async fn payments(&self, principal: &Principal, limit: usize) -> Result<Vec<Payment>, LedgerError> {
+        let limit = i64::try_from(limit.min(LIST_LIMIT_MAX)).expect("the list limit is small");
+        let rows = sqlx::query("SELECT * FROM payments WHERE principal = ? ORDER BY seq DESC LIMIT ?")
+            .bind(principal.as_str())
+            .bind(limit)
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(payment_of_row).collect()
+    }
+
+    async fn insert_user(&self, user: &User, completion: Option<Completion<'_>>) -> Result<Written, LedgerError> {
+        let insert =
+            sqlx::query("INSERT INTO users (user_id, principal, name, email, created_at) VALUES (?, ?, ?, ?, ?)")
+                .bind(user.user_id.clone())
+                .bind(user.principal.as_str().to_owned())
+                .bind(user.request.name.clone())
+                .bind(user.request.email.clone())
+                .bind(sql_time(user.created_at));
+        self.write_with(insert, completion).await
+    }
+
+    async fn user(&self, principal: &Principal, user_id: &str) -> Result<Option<User>, LedgerError> {
+        let row = sqlx::query("SELECT * FROM users WHERE user_id = ? AND principal = ?")
+            .bind(user_id)
+            .bind(principal.as_str())
+            .fetch_optional(self.store.pool())
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else { return Ok(None) };
+        let corrupt = |error: sqlx::Error| LedgerError::Corrupt(error.to_string());
+        Ok(Some(User {
+            user_id: row.try_get("user_id").map_err(corrupt)?,
+            principal: principal_of_row(row.try_get("principal").map_err(corrupt)?)?,
+            request: NewUser {
+                name: row.try_get("name").map_err(corrupt)?,
+                email: row.try_get("email").map_err(corrupt)?,
+            },
+            created_at: time_of_row(row.try_get("created_at").map_err(corrupt)?)?,
+        }))
+    }
+}
