@@ -21,8 +21,8 @@
 //!
 //! # Example
 //!
-//! A payment through a hyper client; the server here is a real loopback HTTP server with
-//! idem-http's layer (in the project, `idem serve`).
+//! A payment through a hyper client to the demo payments server (`idem serve`, here
+//! started on a loopback port).
 //!
 //! ```
 //! use bytes::Bytes;
@@ -36,9 +36,10 @@
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! # let app = axum::Router::new()
-//! #     .route("/payments", axum::routing::post(|| async { (StatusCode::CREATED, "{\"id\":\"pay_1\"}") }))
-//! #     .layer(idem_http::IdempotencyLayer::new(std::sync::Arc::new(idem_core::MemoryStore::default())));
+//! # use std::sync::Arc;
+//! # let ledger = Arc::new(idem_server::MemoryLedger::new(Arc::new(idem_core::MemoryStore::default()), 100));
+//! # let state = idem_server::AppState::new(ledger, Arc::new(idem_core::SystemClock), Arc::new(idem_server::SeededIds::new(1)));
+//! # let app = idem_server::app(state).unwrap();
 //! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! # let server = format!("http://{}", listener.local_addr().unwrap());
 //! # tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -60,7 +61,7 @@
 //!     Request::post(format!("{server}/payments"))
 //!         .header("content-type", "application/json")
 //!         .extension(OperationKey(key.clone()))
-//!         .body(String::from(r#"{"amount":"100.00","currency":"USD","destination":"merchant-id-xyz"}"#))
+//!         .body(String::from(r#"{"amount":100.00,"currency":"USD","destination":"merchant-id-xyz"}"#))
 //!         .unwrap()
 //! };
 //!

@@ -1,7 +1,8 @@
-//! The retrying client against a real server: idem-http's layer and a counting payments
-//! handler behind real TCP on loopback, reached through a real hyper client (wrapped in a
-//! fault-injecting transport where a test says so). Timing tests run on tokio's paused
-//! clock with the same app called in process, so no test sleeps on the wall clock.
+//! The retrying client against the real server: `idem-server`'s payments API (what `idem
+//! serve` runs) on SQLite in atomic mode, behind real TCP on loopback, reached through a
+//! real hyper client (wrapped in a fault-injecting transport where a test says so).
+//! Timing tests run on tokio's paused clock with the same app called in process, so no
+//! test sleeps on the wall clock.
 
 mod support;
 
@@ -13,7 +14,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use idem_client::{Failure, IdempotentRetryLayer, OperationKey, RetryError, RetryReport};
 use idem_core::Key;
-use support::{Fault, Faulty, Server, payment, transport};
+use support::{Fault, Faulty, InProcess, Server, payment, transport};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 
@@ -53,8 +54,11 @@ async fn lost_responses_still_end_in_one_payment_with_the_first_body() {
         let report = report(&response);
         assert_eq!(response.status(), StatusCode::CREATED);
         assert_eq!((report.attempts, report.replayed), (2, true), "the first answer was lost, the retry was replayed");
-        assert_eq!(server.ledger.count(), index + 1, "exactly one execution per payment");
-        assert_eq!(text(response).await, server.ledger.bodies()[index], "the caller sees the first execution's body");
+        assert_eq!(server.payment_count().await, index as u64 + 1, "exactly one payment per logical payment");
+        let answered: serde_json::Value = serde_json::from_slice(&text(response).await).expect("payments are JSON");
+        let recorded =
+            server.payments().await.into_iter().find(|payment| payment["payment_id"] == answered["payment_id"]);
+        assert_eq!(Some(&answered), recorded.as_ref(), "the caller sees the payment the first attempt made");
         keys.push(report.key.expect("a POST gets a key"));
     }
 
@@ -93,23 +97,23 @@ async fn a_key_reused_for_another_request_is_an_error_and_not_retried() {
     let problem: serde_json::Value = serde_json::from_slice(body).expect("the server's 422 is problem+json");
     assert_eq!(problem["status"], 422);
     assert_eq!(transport.seen().len(), 2, "one attempt per operation: the 422 was not retried");
-    assert_eq!(server.ledger.count(), 1, "the mismatching request never executed");
+    assert_eq!(server.payment_count().await, 1, "the mismatching request never executed");
     assert_eq!((error.key(), error.attempts()), (Some(&key), 1));
 }
 
 #[tokio::test]
 async fn bad_requests_and_oversized_bodies_are_final_answers_not_retried() {
-    // Goal: 400 (invalid body) and 413 (over the server's limit) come back after one attempt each.
-    let server = Server::start_with_body_limit(64).await;
+    // Goal: 400 (invalid body) and 413 (over the server's 1 MiB limit) come back after one attempt each.
+    let server = Server::start().await;
     let transport = Faulty::new(transport(), Fault::Nothing);
-    let client = quick().build().expect("valid configuration").layer(transport.clone());
+    let client = quick().body_bytes_max(2 << 20).build().expect("valid configuration").layer(transport.clone());
 
     let bad = client.clone().oneshot(post(server.url("/payments"), "not json")).await.expect("an answer");
     assert_eq!((bad.status(), report(&bad).attempts), (StatusCode::BAD_REQUEST, 1));
-    let large = client.oneshot(post(server.url("/payments"), payment(&"9".repeat(100)))).await.expect("an answer");
+    let large = client.oneshot(post(server.url("/payments"), payment(&"9".repeat(1 << 20)))).await.expect("an answer");
     assert_eq!((large.status(), report(&large).attempts), (StatusCode::PAYLOAD_TOO_LARGE, 1));
     assert_eq!(transport.seen().len(), 2);
-    assert_eq!(server.ledger.count(), 0);
+    assert_eq!(server.payment_count().await, 0);
 }
 
 #[tokio::test]
@@ -205,7 +209,7 @@ async fn seeded_layers_send_reproducible_keys() {
 #[allow(clippy::type_complexity)]
 fn throttled_app(
     retry_after_s: u64,
-    ledger: support::Ledger,
+    router: axum::Router,
 ) -> (
     impl tower::Service<
         Request<Full<Bytes>>,
@@ -217,7 +221,6 @@ fn throttled_app(
     + 'static,
     Arc<Mutex<Vec<Instant>>>,
 ) {
-    let router = support::app(ledger, 1024 * 1024);
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&arrivals);
     let service = tower::service_fn(move |request: Request<Full<Bytes>>| {
@@ -246,8 +249,8 @@ fn throttled_app(
 async fn retry_after_is_honoured_on_the_runtimes_clock() {
     // Goal: after a 429 with Retry-After: 3 the retry comes exactly 3 s later (tokio's paused
     // clock), not after the much shorter jittered backoff.
-    let ledger = support::Ledger::default();
-    let (app, arrivals) = throttled_app(3, ledger.clone());
+    let server = InProcess::new();
+    let (app, arrivals) = throttled_app(3, server.router.clone());
     let client = quick().build().expect("valid configuration").layer(app);
 
     let response = client.oneshot(post("/payments".into(), payment("5.00"))).await.expect("the retry succeeds");
@@ -255,15 +258,15 @@ async fn retry_after_is_honoured_on_the_runtimes_clock() {
     let arrivals = arrivals.lock().expect("no test panics while holding it").clone();
     assert_eq!(arrivals.len(), 2);
     assert_eq!(arrivals[1] - arrivals[0], Duration::from_secs(3));
-    assert_eq!(ledger.count(), 1);
+    assert_eq!(server.payments().await.len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_after_past_the_deadline_gives_up_at_once() {
     // Goal: when the server asks for a wait that would end past the overall deadline, the
     // client stops now (no pointless sleep) and says so, with the key to resume later.
-    let ledger = support::Ledger::default();
-    let (app, _arrivals) = throttled_app(120, ledger.clone());
+    let server = InProcess::new();
+    let (app, _arrivals) = throttled_app(120, server.router.clone());
     let client = quick().deadline(Duration::from_secs(30)).build().expect("valid configuration").layer(app);
 
     let started = Instant::now();
@@ -276,15 +279,15 @@ async fn a_retry_after_past_the_deadline_gives_up_at_once() {
     assert_eq!((*status, *retry_after), (StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(120))));
     assert_eq!(Instant::now() - started, Duration::ZERO, "no time was spent waiting");
     assert!(error.key().is_some());
-    assert_eq!(ledger.count(), 0);
+    assert_eq!(server.payments().await.len(), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_silent_attempt_times_out_and_is_retried() {
     // Goal: an attempt with no answer is cut at the per-attempt timeout and retried with the
     // same key; the payment then executes once.
-    let ledger = support::Ledger::default();
-    let transport = Faulty::new(support::app(ledger.clone(), 1024 * 1024), Fault::FirstAttemptHangs);
+    let server = InProcess::new();
+    let transport = Faulty::new(server.router.clone(), Fault::FirstAttemptHangs);
     let client =
         quick().attempt_timeout(Duration::from_secs(2)).build().expect("valid configuration").layer(transport.clone());
 
@@ -298,15 +301,15 @@ async fn a_silent_attempt_times_out_and_is_retried() {
     );
     let seen = transport.seen();
     assert_eq!(seen[0].key, seen[1].key);
-    assert_eq!(ledger.count(), 1);
+    assert_eq!(server.payments().await.len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_deadline_cuts_an_attempt_short() {
     // Goal: an attempt still waiting when the overall deadline passes ends the request with
     // DeadlineExceeded, exactly at the deadline.
-    let ledger = support::Ledger::default();
-    let transport = Faulty::new(support::app(ledger.clone(), 1024 * 1024), Fault::FirstAttemptHangs);
+    let server = InProcess::new();
+    let transport = Faulty::new(server.router.clone(), Fault::FirstAttemptHangs);
     let client = quick()
         .attempt_timeout(Duration::from_secs(60))
         .deadline(Duration::from_secs(5))
@@ -318,5 +321,5 @@ async fn the_deadline_cuts_an_attempt_short() {
     let error = client.oneshot(post("/payments".into(), payment("5.00"))).await.expect_err("the deadline passes");
     assert!(matches!(error, RetryError::DeadlineExceeded { attempts: 1, last: None, .. }), "{error:?}");
     assert_eq!(Instant::now() - started, Duration::from_secs(5));
-    assert_eq!(ledger.count(), 0);
+    assert_eq!(server.payments().await.len(), 0);
 }

@@ -1,7 +1,7 @@
-//! A real payments server on loopback (idem-http's layer over a `MemoryStore`, an axum
-//! handler that counts its executions), a real hyper client, and a transport wrapper that
-//! records every attempt and injects faults (it forwards to the real transport; it
-//! replaces nothing).
+//! The real payments server (`idem-server`, what `idem serve` runs) on loopback over real
+//! TCP with SQLite in atomic mode, the same app in process for tests on tokio's paused
+//! clock, a real hyper client, and a transport wrapper that records every attempt and
+//! injects faults (it forwards to the real transport; it replaces nothing).
 
 #![allow(dead_code, unreachable_pub)] // each test uses a different part of the support
 
@@ -13,18 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::State;
-use axum::response::IntoResponse;
-use axum::routing::post;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use idem_client::BoxError;
-use idem_core::MemoryStore;
-use idem_http::IdempotencyLayer;
+use idem_core::{ManualClock, MemoryStore, Principal, Timestamp};
+use idem_server::{AppState, Ledger, MemoryLedger, SeededIds, SqliteLedger, app};
+use idem_sqlite::{SqliteOptions, SqliteStore};
 use tower::{Service, ServiceExt};
 
 /// The hyper client every TCP test sends through.
@@ -35,73 +33,71 @@ pub fn transport() -> Transport {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-/// What the payment handler did: the body of every payment it made, in order.
-#[derive(Clone, Default)]
-pub struct Ledger {
-    payments: Arc<Mutex<Vec<Bytes>>>,
+/// The start of the demo's clock (any fixed time: the tests never compare dates).
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(Timestamp::from_unix_ms(1_700_000_000_000)))
 }
 
-impl Ledger {
-    /// Payments made (handler executions that got past validation).
-    pub fn count(&self) -> usize {
-        self.payments.lock().expect("no test panics while holding it").len()
-    }
-
-    /// The body answered by each payment, in order.
-    pub fn bodies(&self) -> Vec<Bytes> {
-        self.payments.lock().expect("no test panics while holding it").clone()
-    }
-}
-
-/// `POST /payments`: a JSON object is a payment (201, `{"id":"pay_N",...}`); anything
-/// else is a 400 problem. The response echoes the request so a test can tell bodies apart.
-async fn create_payment(State(ledger): State<Ledger>, body: Bytes) -> axum::response::Response {
-    let Ok(serde_json::Value::Object(request)) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        let problem = serde_json::json!({"type": "about:blank", "title": "Bad request", "status": 400, "detail": "not a JSON object"});
-        return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/problem+json")], problem.to_string())
-            .into_response();
-    };
-    let mut payments = ledger.payments.lock().expect("no test panics while holding it");
-    let answer = serde_json::json!({"id": format!("pay_{}", payments.len() + 1), "request": request}).to_string();
-    payments.push(Bytes::from(answer.clone()));
-    (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], answer).into_response()
-}
-
-/// The server app: `POST /payments` behind idem-http's layer; `body_bytes_max` is the
-/// layer's request body limit.
-pub fn app(ledger: Ledger, body_bytes_max: usize) -> Router {
-    let layer = IdempotencyLayer::builder(Arc::new(MemoryStore::default()))
-        .request_body_bytes_max(body_bytes_max)
-        .build()
-        .expect("a positive body limit is a valid configuration");
-    Router::new().route("/payments", post(create_payment).get(|| async { "[]" })).layer(layer).with_state(ledger)
-}
-
-/// The app served on 127.0.0.1 over real TCP.
+/// `idem-server`'s app on a SQLite file in a temporary directory, served on 127.0.0.1.
 pub struct Server {
     pub addr: SocketAddr,
-    pub ledger: Ledger,
+    ledger: Arc<SqliteLedger>,
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
     pub async fn start() -> Server {
-        Server::start_with_body_limit(1024 * 1024).await
-    }
-
-    pub async fn start_with_body_limit(body_bytes_max: usize) -> Server {
-        let ledger = Ledger::default();
+        let dir = tempfile::tempdir().expect("a temporary directory can be made");
+        let options = SqliteOptions::new(dir.path().join("idem.db"));
+        let store = Arc::new(SqliteStore::open(options).await.expect("a new SQLite file opens"));
+        let ledger = Arc::new(SqliteLedger::open(store).await.expect("the payments table is created"));
+        let router = app(AppState::new(Arc::clone(&ledger), clock(), Arc::new(SeededIds::new(1))))
+            .expect("the default configuration is valid");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback port 0 can be bound");
         let addr = listener.local_addr().expect("a bound listener has an address");
-        let app = app(ledger.clone(), body_bytes_max);
-        tokio::spawn(
-            async move { axum::serve(listener, app).await.expect("the loopback server runs until the test ends") },
-        );
-        Server { addr, ledger }
+        tokio::spawn(idem_server::serve(listener, router, std::future::pending()));
+        Server { addr, ledger, _dir: dir }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// Payments in the database (all callers).
+    pub async fn payment_count(&self) -> u64 {
+        self.ledger.payment_count().await.expect("the test database is readable")
+    }
+
+    /// The anonymous caller's payments as the API lists them, newest first.
+    pub async fn payments(&self) -> Vec<serde_json::Value> {
+        payments_of(self.ledger.as_ref()).await
+    }
+}
+
+/// `idem-server`'s app on the memory ledger, to call in process: no sockets, so tokio's
+/// paused clock only moves when every task waits on a timer.
+pub struct InProcess {
+    pub router: Router,
+    ledger: Arc<MemoryLedger>,
+}
+
+impl InProcess {
+    pub fn new() -> InProcess {
+        let ledger = Arc::new(MemoryLedger::new(Arc::new(MemoryStore::default()), 1_000));
+        let router = app(AppState::new(Arc::clone(&ledger), clock(), Arc::new(SeededIds::new(1))))
+            .expect("the default configuration is valid");
+        InProcess { router, ledger }
+    }
+
+    /// The anonymous caller's payments as the API lists them.
+    pub async fn payments(&self) -> Vec<serde_json::Value> {
+        payments_of(self.ledger.as_ref()).await
+    }
+}
+
+async fn payments_of<L: Ledger>(ledger: &L) -> Vec<serde_json::Value> {
+    let payments = ledger.payments(&Principal::anonymous(), 100).await.expect("the test ledger is readable");
+    payments.iter().map(|payment| serde_json::from_str(&payment.to_json_text()).expect("payments are JSON")).collect()
 }
 
 /// What the transport saw of one attempt.
@@ -186,7 +182,7 @@ fn body_of(request: &Request<Full<Bytes>>) -> Bytes {
     }
 }
 
-/// A JSON payment body.
+/// A payment body as the demo API takes it.
 pub fn payment(amount: &str) -> String {
     format!(r#"{{"amount":{amount},"currency":"USD","destination":"merchant-id-xyz"}}"#)
 }
