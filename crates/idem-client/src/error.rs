@@ -64,7 +64,7 @@ pub enum RetryError {
     /// The server answered 422: this key was already used for a different request
     /// (method, path or body). Not retried: the caller must use a new key or resend the
     /// original request.
-    #[error("idempotency key {key} was already used for a different request (422 after {attempts} attempts)")]
+    #[error("idempotency key {key} was already used for a different request (422, on attempt {attempts})")]
     KeyReused {
         /// The key.
         key: Key,
