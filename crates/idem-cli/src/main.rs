@@ -5,6 +5,7 @@ mod check;
 mod explore;
 mod model_options;
 mod pay;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,8 @@ enum Command {
     Explore(explore::Args),
     /// Send a payment to a running server through the retrying client (a key per payment).
     Pay(pay::Args),
+    /// Serve the payments/users API with idempotency keys (SQLite or memory store).
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Explore(args) => explore::run(&args),
         Command::Pay(args) => pay::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(code) => code,

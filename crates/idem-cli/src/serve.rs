@@ -1,0 +1,101 @@
+//! `idem serve`: the payments/users API with idempotency keys on a TCP port.
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use idem_core::Policy;
+use idem_http::ConflictPolicy;
+use idem_server::{ServerConfig, StoreSpec};
+
+/// Options of `idem serve`. Each flag can also be set by the environment variable named.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Address and port to listen on (port 0 picks a free one; the log says which).
+    #[arg(long, env = "IDEM_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where idempotency records, payments and users live: sqlite://PATH (a file, durable,
+    /// atomic mode) or memory:// (lost on exit, separate mode).
+    #[arg(long, env = "IDEM_STORE", default_value = "sqlite://./idem.db")]
+    store: StoreSpec,
+    /// How long a completed key is remembered (e.g. 24h, 90m).
+    #[arg(long, env = "IDEM_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// How long a claim holds before another request may take it over (e.g. 60s). Set it
+    /// above the slowest request.
+    #[arg(long, env = "IDEM_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
+    lease: Duration,
+    /// Let a duplicate of a request in flight wait up to this long for its answer (e.g. 5s)
+    /// instead of getting 409 at once.
+    #[arg(long, env = "IDEM_CONFLICT_WAIT", value_parser = humantime::parse_duration)]
+    conflict_wait: Option<Duration>,
+}
+
+/// Why `idem serve` could not run.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServeCliError {
+    /// Lease and retention do not fit together.
+    #[error("invalid --lease/--retention: {0}")]
+    Policy(#[from] idem_core::PolicyError),
+    /// The async runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The server failed.
+    #[error(transparent)]
+    Serve(#[from] idem_server::ServeError),
+}
+
+pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    init_logging();
+    let config = ServerConfig {
+        listen: args.listen,
+        store: args.store.clone(),
+        policy: Policy::new(args.lease, args.retention).map_err(ServeCliError::Policy)?,
+        conflict: args.conflict_wait.map_or(ConflictPolicy::Reject, ConflictPolicy::Wait),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeCliError::Runtime)?;
+    runtime.block_on(idem_server::run(config, shutdown_signal())).map_err(ServeCliError::Serve)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per request (from idem-server) on stderr; `RUST_LOG` overrides. The layer's
+/// own per-request event is left out by default, so each request logs exactly once.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,idem_http=warn,sqlx=warn"));
+    // A second initialisation (never in the binary) would fail harmlessly.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT: finishing requests in progress, then stopping"),
+        () = terminate => tracing::info!("SIGTERM: finishing requests in progress, then stopping"),
+    }
+}
