@@ -145,32 +145,20 @@ pub fn verdicts(checker: &RunningChecker) -> Vec<Verdict> {
 ///
 /// stateright 0.31 keeps the *last* discovery it meets for a property, not the first, so
 /// even a single-threaded BFS may report a long path. A BFS bounded at depth `d` can only
-/// report paths shorter than `d`, and whether one exists only grows with `d`; a binary
-/// search over `d` finds the shortest length, and the path found at that bound has it.
+/// report paths shorter than `d`; raising the bound one step at a time, the first bound
+/// that finds one finds a shortest one. The state space grows quickly with depth, so the
+/// cost is dominated by the last, shortest-admitting bound.
 #[must_use]
 pub fn shortest_discovery(model: &IdemModel, property: &'static str, steps: usize) -> Option<Path<State, Action>> {
-    // A path of n steps holds n + 1 states, the last at depth n + 1; a bound of n + 2 admits it.
-    let search = |steps: usize| {
+    (0..=steps).find_map(|bound| {
+        // A path of n steps holds n + 1 states, the last at depth n + 1; a bound of n + 2 admits it.
         let checker = model
             .clone()
             .checker()
-            .target_max_depth(steps + 2)
+            .target_max_depth(bound + 2)
             .finish_when(HasDiscoveries::AnyOf(BTreeSet::from([property])))
             .spawn_bfs()
             .join();
         checker.discovery(property)
-    };
-    let (mut too_short, mut long_enough) = (None, steps);
-    let mut found = None;
-    while too_short.map_or(0, |n| n + 1) < long_enough {
-        let middle = too_short.map_or(0, |n| n + 1) + (long_enough - too_short.map_or(0, |n| n + 1)) / 2;
-        match search(middle) {
-            Some(path) => {
-                long_enough = path.clone().into_actions().len().min(middle);
-                found = Some(path);
-            }
-            None => too_short = Some(middle),
-        }
-    }
-    found.or_else(|| search(long_enough))
+    })
 }

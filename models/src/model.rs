@@ -558,6 +558,11 @@ impl IdemModel {
         state.send(Message::Reply { op, server, answer });
     }
 
+    /// Whether any always-property fails in `state`.
+    pub(crate) fn is_broken(&self, state: &State) -> bool {
+        state.ghost.broken != 0 || !self.at_most_once(state)
+    }
+
     pub(crate) fn at_most_once(&self, state: &State) -> bool {
         let mut executions = vec![0_u8; self.record_ids];
         for execution in &state.store.ledger {
@@ -707,6 +712,11 @@ impl Model for IdemModel {
     }
 
     fn actions(&self, state: &State, actions: &mut Vec<Action>) {
+        // A state that breaks a guarantee ends its path: what follows a violation adds
+        // states, not insight, and the bug variants' state spaces would explode.
+        if self.is_broken(state) {
+            return;
+        }
         for op in 0..self.operations.len() {
             let op = u8::try_from(op).expect("at most 17 operations");
             if let Some(kind) = self.send_kind(state, op) {

@@ -78,6 +78,9 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     writeln!(out, "{}", summary(&checker, elapsed))?;
     writeln!(out)?;
     write_table(&mut out, &verdicts, args.model.config().key_reuse)?;
+    if verdicts.iter().any(Verdict::is_violation) {
+        writeln!(out, "\nA path ends at its first violation, so \"holds\" above covers the paths up to a violation.")?;
+    }
     for verdict in &verdicts {
         match &verdict.outcome {
             Outcome::Violated(story) => {
