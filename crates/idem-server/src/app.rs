@@ -301,8 +301,10 @@ impl Created {
         Created { headers, body: Bytes::from(body) }
     }
 
-    fn stored(&self, claim: Option<&ClaimContext>) -> Option<idem_core::StoredResponse> {
-        claim.map(|claim| claim.stored_response(StatusCode::CREATED, &self.headers, &self.body))
+    /// The response as the layer stores it, if the ledger completes the claim itself.
+    fn stored<L: Ledger>(&self, ledger: &L, claim: Option<&ClaimContext>) -> Option<idem_core::StoredResponse> {
+        let claim = claim.filter(|_| ledger.completes_in_transaction())?;
+        Some(claim.stored_response(StatusCode::CREATED, &self.headers, &self.body))
     }
 
     /// The answer once the ledger wrote (or refused).
@@ -353,7 +355,7 @@ async fn create_payment<L: Ledger>(
     };
     let created = Created::new(format!("/payments/{}", payment.payment_id), payment.to_json_text());
     before_write(&state).await;
-    let stored = created.stored(claim);
+    let stored = created.stored(&*state.ledger, claim);
     let completion = claim.zip(stored.as_ref()).map(|(claim, response)| Completion { claim, response });
     let written = state.ledger.insert_payment(&payment, completion).await;
     created.answer(&state, written)
@@ -374,7 +376,7 @@ async fn create_user<L: Ledger>(
     let user = User { user_id: fresh_id(&*state.ids, IdKind::User), principal, request, created_at: state.clock.now() };
     let created = Created::new(format!("/users/{}", user.user_id), user.to_json_text());
     before_write(&state).await;
-    let stored = created.stored(claim);
+    let stored = created.stored(&*state.ledger, claim);
     let completion = claim.zip(stored.as_ref()).map(|(claim, response)| Completion { claim, response });
     let written = state.ledger.insert_user(&user, completion).await;
     created.answer(&state, written)

@@ -86,6 +86,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// The idempotency store, shared with the layer.
     fn idempotency_store(&self) -> Arc<Self::Store>;
 
+    /// Whether writes complete the claim in their own transaction (atomic mode). When
+    /// false, handlers need not build the stored response: the layer records it.
+    fn completes_in_transaction(&self) -> bool;
+
     /// Records `payment`; with a `completion`, an atomic-mode ledger completes the claim in
     /// the same transaction and writes nothing if the completion is refused.
     fn insert_payment(
@@ -171,6 +175,10 @@ impl Ledger for MemoryLedger {
 
     fn idempotency_store(&self) -> Arc<MemoryStore> {
         Arc::clone(&self.store)
+    }
+
+    fn completes_in_transaction(&self) -> bool {
+        false
     }
 
     async fn insert_payment(
@@ -336,6 +344,10 @@ impl Ledger for SqliteLedger {
 
     fn idempotency_store(&self) -> Arc<SqliteStore> {
         Arc::clone(&self.store)
+    }
+
+    fn completes_in_transaction(&self) -> bool {
+        true
     }
 
     async fn insert_payment(
