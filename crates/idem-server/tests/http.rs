@@ -359,3 +359,21 @@ async fn odd_authorization_is_401_and_creates_nothing() {
     assert_eq!(server.get("/payments", None).await.json()["payments"].as_array().map(Vec::len), Some(0));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ledger_answers_503_and_gives_the_key_back() {
+    // Goal: at its size bound the ledger refuses with 503 + Retry-After, and the claim is
+    // released (a retry is refused again, not told 409), so the key works once there is room.
+    let server = Server::memory(Setup { rows_max: Some(1), ..Setup::default() }).await;
+    assert_eq!(server.post("/payments", Some("fits"), PAYMENT).await.status, 201);
+    for _ in 0..2 {
+        let refused = server.post("/payments", Some("no-room"), PAYMENT).await;
+        assert_eq!(refused.status, 503, "{refused:?}");
+        assert!(refused.header("retry-after").is_some());
+        assert_eq!(refused.header("content-type"), Some("application/problem+json"));
+    }
+    let text = String::from_utf8(server.get("/metrics", None).await.body.to_vec()).expect("metrics are text");
+    assert!(text.contains("\nidem_store_errors_total 2\n"), "{text}");
+    assert!(text.contains("idem_requests_total{outcome=\"released\"} 2\n"), "{text}");
+    server.stop().await;
+}

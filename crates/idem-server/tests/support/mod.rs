@@ -27,6 +27,8 @@ pub struct Setup {
     pub clock: Option<ManualClock>,
     pub hook: Option<BeforeWriteHook>,
     pub seed: u64,
+    /// Payments plus users the memory ledger holds (default 10,000).
+    pub rows_max: Option<usize>,
 }
 
 /// A running server; stops (gracefully) when dropped or on `stop`.
@@ -51,7 +53,7 @@ impl Server {
 
     /// A server on the memory store.
     pub async fn memory(setup: Setup) -> Server {
-        let ledger = Arc::new(MemoryLedger::new(Arc::new(MemoryStore::default()), 10_000));
+        let ledger = Arc::new(MemoryLedger::new(Arc::new(MemoryStore::default()), setup.rows_max.unwrap_or(10_000)));
         Server::start(AppState::new(ledger, clock(&setup), ids(&setup)), setup).await
     }
 
