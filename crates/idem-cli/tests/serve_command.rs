@@ -93,7 +93,11 @@ async fn serves_the_article_request_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(exit.and_then(|status| status.code()), Some(0), "exit after SIGTERM: {exit:?}");
-    let log: Vec<String> = server.log.try_iter().collect();
+    // The process has exited, so its stderr reaches end of file and the channel closes.
+    let mut log = Vec::new();
+    while let Ok(line) = server.log.recv_timeout(Duration::from_secs(5)) {
+        log.push(line);
+    }
     let outcomes: Vec<&String> = log.iter().filter(|line| line.contains("outcome=")).collect();
     assert!(
         outcomes.iter().any(|line| line.contains("outcome=\"executed\"") || line.contains("outcome=executed")),
