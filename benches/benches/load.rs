@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo bench -p idem-benches --bench load` (env `LOAD_SECONDS`, default 2, per
 //! scenario and round; `LOAD_ROUNDS`, default 3; `LOAD_CONNECTIONS`, default 16). Each
-//! scenario runs once per round, rounds interleaved, and the median round is shown.
+//! scenario runs once per round, rounds interleaved, and the median round is shown;
+//! `LOAD_STORE=memory` or `sqlite` runs one store only.
 //! Prints a Markdown table: requests/s and
 //! p50/p99 latency for first executions (a fresh key per request) and for replays (one key
 //! per connection, sent again and again), and the layer's share of the bare throughput.
@@ -70,7 +71,14 @@ fn main() {
     println!("| store | scenario | requests/s | p50 | p99 | vs bare |");
     println!("|---|---|---:|---:|---:|---:|");
     let variants = [Variant::Bare, Variant::Executions, Variant::Replays];
-    for store in [Store::Memory, Store::Sqlite] {
+    // `LOAD_STORE=memory` or `sqlite` runs one store only (e.g. under a profiler).
+    let only = std::env::var("LOAD_STORE").unwrap_or_default();
+    let stores = [Store::Memory, Store::Sqlite].into_iter().filter(|store| match only.as_str() {
+        "memory" => *store == Store::Memory,
+        "sqlite" => *store == Store::Sqlite,
+        _ => true,
+    });
+    for store in stores {
         // Rounds interleave the scenarios, so a burst of load from elsewhere on the machine
         // hits all of them alike instead of one.
         let mut runs: Vec<Vec<Figures>> = variants.iter().map(|_| Vec::new()).collect();
