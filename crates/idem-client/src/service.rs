@@ -218,7 +218,8 @@ where
     }
 
     /// Sends the request once; `None` when `attempt_at` passed before the response headers
-    /// (or, for a retryable status, before its body's start) arrived.
+    /// arrived. A failed attempt's body is read until `attempt_at` at most (what arrived by
+    /// then is kept).
     async fn attempt(&mut self, attempt_at: Instant, attempts: u32) -> Result<Option<Attempt<ResBody>>, RetryError> {
         let request = Request::from_parts(self.parts.clone(), Full::new(self.body.clone()));
         let response = match tokio::time::timeout_at(attempt_at, self.inner.clone().oneshot(request)).await {
