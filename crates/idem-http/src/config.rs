@@ -71,6 +71,8 @@ pub(crate) struct Config {
     pub(crate) missing_key: MissingKey,
     pub(crate) principal: PrincipalExtractor,
     pub(crate) conflict: ConflictPolicy,
+    /// The longest `Retry-After` a 409 in-progress answer carries.
+    pub(crate) conflict_retry_after_max: Duration,
     pub(crate) store_server_errors: bool,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -85,6 +87,7 @@ impl std::fmt::Debug for Config {
             .field("methods", &self.methods)
             .field("missing_key", &self.missing_key)
             .field("conflict", &self.conflict)
+            .field("conflict_retry_after_max", &self.conflict_retry_after_max)
             .field("store_server_errors", &self.store_server_errors)
             .finish_non_exhaustive()
     }
@@ -94,8 +97,8 @@ impl std::fmt::Debug for Config {
 ///
 /// Defaults: retention 24 h, lease 60 s, request body limit 1 MiB, recorded response
 /// limit 1 MiB, keys required on POST and PATCH, a missing key is a 400, the principal is
-/// [`authorization_principal`], conflicts answer 409 at once, 5xx responses release the
-/// claim, time from [`SystemClock`].
+/// [`authorization_principal`], conflicts answer 409 at once with `Retry-After` at most
+/// 1 s, 5xx responses release the claim, time from [`SystemClock`].
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct IdempotencyBuilder<St> {
     store: Arc<St>,
@@ -108,9 +111,13 @@ pub struct IdempotencyBuilder<St> {
     missing_key: MissingKey,
     principal: PrincipalExtractor,
     conflict: ConflictPolicy,
+    conflict_retry_after_max: Duration,
     store_server_errors: bool,
     clock: Arc<dyn Clock>,
 }
+
+/// Default cap on a 409's `Retry-After`: most requests in flight finish within a second.
+pub const CONFLICT_RETRY_AFTER_MAX_DEFAULT: Duration = Duration::from_secs(1);
 
 impl<St: Store> IdempotencyBuilder<St> {
     pub(crate) fn new(store: Arc<St>) -> IdempotencyBuilder<St> {
@@ -125,6 +132,7 @@ impl<St: Store> IdempotencyBuilder<St> {
             missing_key: MissingKey::Reject,
             principal: Arc::new(authorization_principal),
             conflict: ConflictPolicy::Reject,
+            conflict_retry_after_max: CONFLICT_RETRY_AFTER_MAX_DEFAULT,
             store_server_errors: false,
             clock: Arc::new(SystemClock),
         }
@@ -196,6 +204,17 @@ impl<St: Store> IdempotencyBuilder<St> {
         self
     }
 
+    /// The longest `Retry-After` a 409 in-progress answer carries (default 1 s).
+    ///
+    /// The store knows when the claim in flight lapses (up to the whole lease), but that is
+    /// the worst case, for a crashed holder; a live one usually finishes far sooner. Sending
+    /// the whole lease would make a retrying client with a shorter deadline give up at once,
+    /// so the hint is the lease left, capped at this.
+    pub fn conflict_retry_after_max(mut self, retry_after_max: Duration) -> Self {
+        self.conflict_retry_after_max = retry_after_max;
+        self
+    }
+
     /// Records 5xx responses too, instead of releasing the claim (default: false).
     pub fn store_server_errors(mut self, store: bool) -> Self {
         self.store_server_errors = store;
@@ -235,6 +254,7 @@ impl<St: Store> IdempotencyBuilder<St> {
             missing_key: self.missing_key,
             principal: self.principal,
             conflict: self.conflict,
+            conflict_retry_after_max: self.conflict_retry_after_max,
             store_server_errors: self.store_server_errors,
             clock: self.clock,
         };
@@ -253,6 +273,7 @@ impl<St> std::fmt::Debug for IdempotencyBuilder<St> {
             .field("methods", &self.methods)
             .field("missing_key", &self.missing_key)
             .field("conflict", &self.conflict)
+            .field("conflict_retry_after_max", &self.conflict_retry_after_max)
             .field("store_server_errors", &self.store_server_errors)
             .finish_non_exhaustive()
     }

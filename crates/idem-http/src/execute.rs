@@ -113,7 +113,10 @@ where
             execute(keyed, inner, parts, body, &fingerprint, claim).await
         }
         Decision::Replay(stored) => Ok((replay(stored), Outcome::Replayed)),
-        Decision::Conflict { retry_after } => Ok((kinds::in_progress(retry_after).into_response(), Outcome::Conflict)),
+        Decision::Conflict { retry_after } => {
+            let hint = retry_after.min(config.conflict_retry_after_max);
+            Ok((kinds::in_progress(hint).into_response(), Outcome::Conflict))
+        }
         Decision::Mismatch => Ok((kinds::key_reused().into_response(), Outcome::Mismatch)),
     }
 }
@@ -345,7 +348,8 @@ async fn superseded<St: Store>(keyed: &Keyed<St>, fingerprint: &Fingerprint) -> 
         Ok(Some(record)) if record.fingerprint == *fingerprint && !record.is_expired(now) => match record.state {
             RecordState::Completed { response } => replay(response),
             RecordState::InFlight { lease_expires_at } => {
-                kinds::in_progress(now.until(lease_expires_at)).into_response()
+                let hint = now.until(lease_expires_at).min(keyed.config.conflict_retry_after_max);
+                kinds::in_progress(hint).into_response()
             }
         },
         Ok(_) => kinds::in_progress(RETRY_AFTER_DEFAULT).into_response(),

@@ -89,7 +89,7 @@ pub mod service;
 
 pub use atomic::{ClaimContext, CompletedInTransaction};
 pub use body::{Body, BoxError};
-pub use config::{ConfigError, ConflictPolicy, IdempotencyBuilder, MissingKey};
+pub use config::{CONFLICT_RETRY_AFTER_MAX_DEFAULT, ConfigError, ConflictPolicy, IdempotencyBuilder, MissingKey};
 pub use future::ResponseFuture;
 pub use headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use layer::IdempotencyLayer;

@@ -75,10 +75,37 @@ async fn concurrent_identical_requests_execute_once_and_the_others_conflict() {
         assert_eq!(conflict.problem()["type"], "https://example.invalid/idem/problems/in-progress");
         let retry_after: u64 =
             conflict.header("retry-after").expect("409 carries Retry-After").parse().expect("seconds");
-        assert!((1..=60).contains(&retry_after), "within the 60 s lease: {retry_after}");
+        assert_eq!(retry_after, 1, "the lease left (about 60 s), capped at the default 1 s");
         assert_eq!(conflict.header("idempotency-key"), Some("\"same\""));
     }
     assert_eq!(counters.runs(), 1);
+}
+
+#[tokio::test]
+async fn conflict_retry_after_is_the_lease_left_capped_by_configuration() {
+    // Goal: a 409's Retry-After is the time the claim still holds, never more than the
+    // configured cap (so a retrying client is not told to wait out a whole lease).
+    let store = Arc::new(TestStore::default());
+    let clock = ManualClock::new(Timestamp::from_unix_ms(1_700_000_000_000));
+    let layer_clock = clock.clone();
+    let (server, counters, mut started) = serve(&store, move |b| {
+        b.clock(layer_clock).lease(Duration::from_secs(20)).conflict_retry_after_max(Duration::from_secs(30))
+    })
+    .await;
+    let server = Arc::new(server);
+    let holder = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move { server.post("/gated", "held", "{}").await })
+    };
+    assert_eq!(started.recv().await, Some(1), "the first request holds the claim at the gate");
+    let conflict = server.post("/gated", "held", "{}").await;
+    assert_eq!(conflict.status, 409);
+    assert_eq!(conflict.header("retry-after"), Some("20"), "the whole 20 s lease is left, under the 30 s cap");
+    clock.advance(Duration::from_millis(12_500));
+    let later = server.post("/gated", "held", "{}").await;
+    assert_eq!(later.header("retry-after"), Some("8"), "7.5 s left, rounded up to whole seconds");
+    counters.gate.add_permits(1);
+    assert_eq!(holder.await.expect("the holder finishes").status, 201);
 }
 
 #[tokio::test]
