@@ -8,17 +8,16 @@ use bytes::Bytes;
 use http::Response;
 use http_body::Body as HttpBody;
 use pin_project_lite::pin_project;
-use tokio::task::JoinHandle;
 
 use crate::body::{Body, BoxError, boxed};
-use crate::problem::kinds;
 use crate::{Outcome, service};
 
 pin_project! {
     /// The response future of [`crate::Idempotency`].
     ///
-    /// A keyed request runs in a task of its own (see [`crate::Idempotency`]); dropping
-    /// this future (the client went away) detaches that task, it does not cancel it.
+    /// A keyed request is processed inside this future while it is polled; dropping it
+    /// before the end (the client went away) hands the rest of the work to a task of its
+    /// own, so it is never cancelled (see [`crate::Idempotency`]).
     pub struct ResponseFuture<F, E> {
         #[pin]
         kind: Kind<F, E>,
@@ -29,7 +28,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F, E> {
         PassThrough { #[pin] future: F },
-        Spawned { handle: JoinHandle<Result<Response<Body>, E>> },
+        Keyed { work: Detached<Result<Response<Body>, E>> },
         Ready { response: Option<Response<Body>> },
     }
 }
@@ -39,8 +38,11 @@ impl<F, E> ResponseFuture<F, E> {
         ResponseFuture { kind: Kind::PassThrough { future } }
     }
 
-    pub(crate) fn spawned(handle: JoinHandle<Result<Response<Body>, E>>) -> Self {
-        ResponseFuture { kind: Kind::Spawned { handle } }
+    pub(crate) fn keyed(work: impl Future<Output = Result<Response<Body>, E>> + Send + 'static) -> Self
+    where
+        E: Send + 'static,
+    {
+        ResponseFuture { kind: Kind::Keyed { work: Detached { work: Some(Box::pin(work)), hand_over: run_to_end } } }
     }
 
     pub(crate) fn ready(response: Response<Body>) -> Self {
@@ -64,22 +66,51 @@ where
                 service::finish(&mut response, Outcome::PassedThrough, None);
                 Poll::Ready(Ok(response))
             }
-            KindProj::Spawned { handle } => match ready!(Pin::new(handle).poll(cx)) {
-                Ok(result) => Poll::Ready(result),
-                Err(join_error) => {
-                    // Handler panics are caught inside the task, so this is the runtime
-                    // shutting down (or a bug in the layer): nothing useful was answered.
-                    tracing::error!(error = %join_error, "idempotency task did not finish");
-                    let mut response =
-                        kinds::handler_failed("the request was interrupted by the server").into_response();
-                    service::finish(&mut response, Outcome::Released, None);
-                    Poll::Ready(Ok(response))
-                }
-            },
+            KindProj::Keyed { work } => work.poll(cx),
             KindProj::Ready { response } => {
                 Poll::Ready(Ok(response.take().expect("a ready response future is not polled after completion")))
             }
         }
+    }
+}
+
+/// Work that must run to its end: polled in place, and moved to a task of its own if it
+/// is dropped unfinished. Polling in place spares the common case a task spawn and a
+/// cross-thread wake-up; the hand-over on drop keeps the guarantee that a client going
+/// away never cuts a handler (or its completion) short.
+struct Detached<T> {
+    work: Option<Work<T>>,
+    /// What to do with unfinished work on drop; chosen where `T: Send + 'static` is known.
+    hand_over: fn(Work<T>),
+}
+
+type Work<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<T> Detached<T> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<T> {
+        let work = self.work.as_mut().expect("a response future is not polled after completion");
+        let output = ready!(work.as_mut().poll(cx));
+        self.work = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<T> Drop for Detached<T> {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take() {
+            (self.hand_over)(work);
+        }
+    }
+}
+
+fn run_to_end<T: Send + 'static>(work: Work<T>) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            // Nobody waits for the answer any more; the work itself (the handler and the
+            // record's completion) is what must not be lost.
+            runtime.spawn(async move { drop(work.await) });
+        }
+        Err(_) => tracing::error!("idempotent request dropped outside a tokio runtime; its handler stops here"),
     }
 }
 

@@ -24,11 +24,11 @@ use crate::{Outcome, Problem, ResponseFuture};
 ///
 /// # Runs to its end
 ///
-/// A keyed request is processed in a task of its own (`tokio::spawn`): reading the body,
-/// claiming, running the inner service, recording the response. The response future
-/// only waits for that task, so when the client disconnects and the server drops the
-/// future, the handler still runs to its end and the record is completed; a retry then
-/// gets the replay. This needs a tokio runtime (axum and hyper servers have one).
+/// A keyed request (reading the body, claiming, running the inner service, recording the
+/// response) is processed in the response future. If the server drops that future before
+/// it is done (the client disconnected), the rest of the work moves to a task of its own
+/// (`tokio::spawn`), so the handler still runs to its end and the record is completed; a
+/// retry then gets the replay. This needs a tokio runtime (axum and hyper servers have one).
 ///
 /// The inner service receives the request with its body already read (the layer needs
 /// it whole for the fingerprint), as a [`Body`].
@@ -100,7 +100,7 @@ where
             store: Arc::clone(&self.store),
             id: RecordId::new(principal, key),
         };
-        ResponseFuture::spawned(tokio::spawn(execute::run(keyed, inner, parts, body)))
+        ResponseFuture::keyed(execute::run(keyed, inner, parts, body))
     }
 }
 
