@@ -1,7 +1,8 @@
 //! The keyed path: read the body, claim, run the handler, record, or answer from the store.
 //!
-//! Everything here runs in the task [`crate::Idempotency`] spawns, so it is never cut
-//! short by a client going away.
+//! Everything here runs inside the response future of [`crate::Idempotency`], which hands
+//! it to a task of its own if it is dropped unfinished, so it is never cut short by a
+//! client going away.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

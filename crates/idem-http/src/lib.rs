@@ -48,8 +48,9 @@
 //!
 //! # Guarantees and their limits
 //!
-//! * The handler never runs without a claim (G8), and a keyed request is processed in a
-//!   task of its own, so a client disconnect never cuts a handler short.
+//! * The handler never runs without a claim (G8), and a keyed request whose response
+//!   future is dropped unfinished (the client went away) is handed to a task of its own,
+//!   so a client disconnect never cuts a handler short.
 //! * Separate mode (the layer records the response after the handler returns): a handler
 //!   that outlives its lease may run twice, because a retry may take the lapsed claim
 //!   over. The stale execution's completion is refused (G3) and it answers the recorded
