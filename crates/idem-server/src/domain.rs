@@ -69,7 +69,7 @@ impl Amount {
         };
         let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
             Some(at) => {
-                let exponent = unsigned[at + 1..].parse::<i64>().map_err(|_| ValidationError::AmountNotANumber)?;
+                let exponent = parse_exponent(&unsigned[at + 1..]).ok_or(ValidationError::AmountNotANumber)?;
                 (&unsigned[..at], exponent)
             }
             None => (unsigned, 0),
@@ -90,8 +90,10 @@ impl Amount {
         }
         // Trailing zeros move into the exponent, so `100.000` counts as `100`.
         let significant = digits.trim_end_matches('0');
-        let scale = exponent - i64::try_from(fraction.len()).unwrap_or(i64::MAX)
-            + i64::try_from(digits.len() - significant.len()).unwrap_or(i64::MAX);
+        // Saturating: an exponent that big or small is out of range either way.
+        let scale = exponent
+            .saturating_sub(i64::try_from(fraction.len()).unwrap_or(i64::MAX))
+            .saturating_add(i64::try_from(digits.len() - significant.len()).unwrap_or(i64::MAX));
         // In cents: significant * 10^(scale + 2).
         let cents_exponent = scale.saturating_add(2);
         if cents_exponent < 0 {
@@ -298,6 +300,23 @@ impl User {
     }
 }
 
+/// A JSON number's exponent (`+5`, `-3`, `12`), saturated to `i64`'s range: a client may
+/// send any number of exponent digits, and `1e-99999999999999999999` is still a number
+/// (far too precise), not an error to panic or wrap on.
+fn parse_exponent(text: &str) -> Option<i64> {
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let magnitude =
+        digits.bytes().fold(0i64, |value, digit| value.saturating_mul(10).saturating_add(i64::from(digit - b'0')));
+    Some(if negative { -magnitude } else { magnitude })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,7 +350,13 @@ mod tests {
         assert_eq!(cents("1e-3"), Err(ValidationError::AmountTooPrecise));
         assert_eq!(cents("1000000000.01"), Err(ValidationError::AmountTooLarge));
         assert_eq!(cents("1e400"), Err(ValidationError::AmountTooLarge));
-        assert_eq!(cents("1e-99999999999999999999"), Err(ValidationError::AmountNotANumber));
+        assert_eq!(cents("1e-99999999999999999999"), Err(ValidationError::AmountTooPrecise));
+        assert_eq!(cents("1.5e-9223372036854775808"), Err(ValidationError::AmountTooPrecise));
+        assert_eq!(cents("10e9223372036854775807"), Err(ValidationError::AmountTooLarge));
+        assert_eq!(cents("1e99999999999999999999999"), Err(ValidationError::AmountTooLarge));
+        assert_eq!(cents("0e99999999999999999999999"), Err(ValidationError::AmountNotPositive));
+        assert_eq!(cents("1e"), Err(ValidationError::AmountNotANumber));
+        assert_eq!(cents("1e+-2"), Err(ValidationError::AmountNotANumber));
         assert_eq!(cents(&"9".repeat(100)), Err(ValidationError::AmountTooLarge));
     }
 
