@@ -197,7 +197,7 @@ where
     let mut request = Request::from_parts(parts, full(body));
     request.extensions_mut().insert(context);
 
-    let response = match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
+    let response = match AssertUnwindSafe(async move { inner.call(request).await }).catch_unwind().await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
             // The error goes back to the server as is; the claim is given back so a retry may run.
@@ -205,6 +205,9 @@ where
             return Err(error);
         }
         Err(_panic) => {
+            // Released, as for a 5xx: in atomic mode the panic dropped the handler's
+            // transaction, so nothing was committed. In separate mode a side effect made
+            // before the panic can run again on retry (documented on `Idempotency`).
             tracing::error!(key = keyed.id.key.as_str(), "handler panicked; releasing the claim");
             return Ok(match release(keyed, claim).await {
                 Released::Stale => superseded(keyed, fingerprint).await,
@@ -238,16 +241,21 @@ where
     let body = match read_bounded(response_body, config.response_body_bytes_max, |_| {}).await {
         Ok(body) => body,
         Err(ReadError::TooLarge { bytes_max }) => {
-            return Ok(record_too_large(keyed, fingerprint, claim, bytes_max).await);
+            tracing::error!(
+                key = keyed.id.key.as_str(),
+                bytes_max,
+                "handler's response is longer than response_body_bytes_max; recording a problem instead"
+            );
+            let problem = kinds::response_too_large(bytes_max);
+            return Ok(record_problem(keyed, fingerprint, claim, problem, Outcome::ResponseTooLarge).await);
         }
         Err(ReadError::Broken(error)) => {
-            tracing::error!(key = keyed.id.key.as_str(), %error, "handler's response body failed; releasing the claim");
-            return Ok(match release(keyed, claim).await {
-                Released::Stale => superseded(keyed, fingerprint).await,
-                Released::Yes | Released::Failed => {
-                    (kinds::handler_failed("the handler's response body failed").into_response(), Outcome::Released)
-                }
-            });
+            // The head said the handler succeeded (or refused with a 4xx), so its side
+            // effect may have happened: releasing would let a retry run it again (G1).
+            // The failure is recorded instead, and every retry gets the same answer (G2).
+            tracing::error!(key = keyed.id.key.as_str(), %error, "handler's response body failed; recording a problem instead");
+            let problem = kinds::handler_failed("the handler's response body failed after its status was sent");
+            return Ok(record_problem(keyed, fingerprint, claim, problem, Outcome::Executed).await);
         }
     };
     let stored = config.filter.stored_response(status.as_u16(), &head.headers, body.clone());
@@ -268,31 +276,28 @@ where
     })
 }
 
-/// The handler's response is too long to record. Recording a problem in its place keeps
-/// retries from running the handler again (G1); answering that same problem keeps every
-/// answer for the key the same (G2). The handler's own response is lost, loudly.
-async fn record_too_large<St: Store>(
+/// Records `problem` in place of a response the layer cannot record (too long, or a body
+/// that broke after its head). Recording keeps retries from running the handler again
+/// (G1); answering the same problem keeps every answer for the key the same (G2). The
+/// handler's own response is lost, loudly.
+async fn record_problem<St: Store>(
     keyed: &Keyed<St>,
     fingerprint: &Fingerprint,
     claim: Claim,
-    bytes_max: usize,
+    problem: Problem,
+    outcome: Outcome,
 ) -> Answer {
-    tracing::error!(
-        key = keyed.id.key.as_str(),
-        bytes_max,
-        "handler's response is longer than response_body_bytes_max; recording a problem instead"
-    );
-    let response = kinds::response_too_large(bytes_max).into_response();
+    let response = problem.into_response();
     let (head, problem_body) = response.into_parts();
     let body =
         read_bounded(problem_body, usize::MAX, |_| {}).await.expect("a problem body is in memory and cannot fail");
     let stored = keyed.config.filter.stored_response(head.status.as_u16(), &head.headers, body.clone());
     let response = Response::from_parts(head, full(body));
     match complete(keyed, claim, stored).await {
-        Ok(Fenced::Applied) => (response, Outcome::ResponseTooLarge),
+        Ok(Fenced::Applied) => (response, outcome),
         Ok(Fenced::Refused(_)) => superseded(keyed, fingerprint).await,
         Err(error) => {
-            tracing::error!(key = keyed.id.key.as_str(), %error, "could not record the response-too-large problem");
+            tracing::error!(key = keyed.id.key.as_str(), %error, "could not record the problem in place of the response");
             (response, Outcome::Unrecorded)
         }
     }

@@ -32,6 +32,15 @@ use crate::{Outcome, Problem, ResponseFuture};
 ///
 /// The inner service receives the request with its body already read (the layer needs
 /// it whole for the fingerprint), as a [`Body`].
+///
+/// # When the handler fails
+///
+/// A 5xx response, an error from the inner service, or a panic (caught, answered as a
+/// 500 problem) releases the claim, so a retry runs the handler again: SPEC's rule that a
+/// failing handler committed nothing. In atomic mode that holds by construction (the
+/// failed transaction rolled back); in separate mode a side effect made before the failure
+/// can happen again. A response whose head was 2xx or 4xx but whose body then broke is
+/// not released: the head says the work was done, so a problem is recorded in its place.
 pub struct Idempotency<S, St> {
     inner: S,
     config: Arc<Config>,
@@ -92,7 +101,7 @@ where
             Ok(principal) => principal,
             Err(problem) => return reject(problem, Some(&key)),
         };
-        // The readied service goes to the task; a fresh clone waits for the next poll_ready.
+        // The readied service goes into the response future; a fresh clone waits for the next poll_ready.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let keyed = Keyed {

@@ -426,6 +426,78 @@ async fn a_plain_tower_service_works_without_axum() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
+/// A response body that fails after its head: one chunk, then an error.
+struct BreaksAfterHead {
+    sent: bool,
+}
+
+impl http_body::Body for BreaksAfterHead {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.sent {
+            return std::task::Poll::Ready(Some(Err(std::io::Error::other("the body broke"))));
+        }
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(b"{\"payment\"")))))
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_after_a_success_head_is_recorded_as_a_failure_not_released() {
+    // Goal: G1 — a 201 head means the side effect may have happened, so a body that then
+    // fails is recorded as a problem (not released): the retry replays it, nothing runs twice.
+    let store = Arc::new(TestStore::default());
+    let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = Arc::clone(&runs);
+    let service = tower::service_fn(move |_request: http::Request<idem_http::Body>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let response = http::Response::builder().status(201).body(BreaksAfterHead { sent: false });
+            Ok::<_, std::convert::Infallible>(response.expect("static response"))
+        }
+    });
+    let server = Harness::start(IdempotencyLayer::new(Arc::clone(&store)).layer(service)).await;
+
+    let first = server.post("/anything", "broken", "{}").await;
+    let retry = server.post("/anything", "broken", "{}").await;
+
+    assert_eq!(first.status, http::StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(first.problem()["type"], "https://example.invalid/idem/problems/handler-failed");
+    assert!(retry.is_replay(), "the failure was recorded, so the retry replays it");
+    assert_eq!((retry.status, retry.text()), (first.status, first.text()));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_releases_its_claim() {
+    // Goal: a handler that panics (even in `call`, before its future) answers a 500
+    // problem and gives its claim back, so the retry runs instead of waiting out the lease.
+    let store = Arc::new(TestStore::default());
+    let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = Arc::clone(&runs);
+    let service = tower::service_fn(move |_request: http::Request<idem_http::Body>| {
+        let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(run > 1, "the first call panics on purpose");
+        async move {
+            let body = http_body_util::Full::new(bytes::Bytes::from(format!("run {run}")));
+            Ok::<_, std::convert::Infallible>(http::Response::builder().status(201).body(body).expect("static"))
+        }
+    });
+    let server = Harness::start(IdempotencyLayer::new(Arc::clone(&store)).layer(service)).await;
+
+    let first = server.post("/anything", "panics", "{}").await;
+    let retry = server.post("/anything", "panics", "{}").await;
+
+    assert_eq!(first.status, http::StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!((retry.status, retry.text()), (http::StatusCode::CREATED, "run 2"));
+    assert!(!retry.is_replay());
+}
+
 #[tokio::test]
 async fn a_client_disconnect_does_not_cancel_the_handler() {
     // Goal: when the client goes away mid-handler and the server drops the response
