@@ -250,17 +250,28 @@ impl SqliteStore {
         for row in &rows {
             let principal: String = row.try_get("principal").map_err(store_error)?;
             let key: String = row.try_get("idem_key").map_err(store_error)?;
-            let stored = codec::decode_record(row)?;
-            if transition::expire(&stored.record, now) != Write::Delete {
-                return Err(corrupt(format!("record ({principal:?}, {key:?}) is indexed as expired but is not")));
-            }
+            // A row the index calls expired is forgotten even if it cannot be read back:
+            // refusing would leave it first in every later batch, and purging would stall
+            // for good (and the store fill up). Forgetting a record is always safe: its
+            // fence stops being current, so a late completion is refused (G3).
+            let freed = match codec::decode_record(row) {
+                Ok(stored) if transition::expire(&stored.record, now) == Write::Delete => stored.stored_bytes,
+                Ok(stored) => {
+                    tracing::warn!(principal, key, "record is indexed as expired but is not; purging it as indexed");
+                    stored.stored_bytes
+                }
+                Err(error) => {
+                    tracing::warn!(principal, key, %error, "expired record cannot be read; purging it");
+                    row.try_get::<i64, _>("stored_bytes").ok().and_then(|bytes| u64::try_from(bytes).ok()).unwrap_or(0)
+                }
+            };
             sqlx::query("DELETE FROM idem_records WHERE principal = ?1 AND idem_key = ?2")
                 .bind(&principal)
                 .bind(&key)
                 .execute(&mut *transaction)
                 .await
                 .map_err(store_error)?;
-            freed_bytes = freed_bytes.saturating_add(stored.stored_bytes);
+            freed_bytes = freed_bytes.saturating_add(freed);
         }
         let purged = u64::try_from(rows.len()).expect("a batch of rows in memory counts within u64");
         add_usage(&mut transaction, -signed(purged)?, -signed(freed_bytes)?).await?;

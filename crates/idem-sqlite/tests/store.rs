@@ -481,6 +481,30 @@ async fn damaged_rows_are_corrupt_not_panics() {
 }
 
 #[tokio::test]
+async fn purge_forgets_an_expired_row_it_cannot_read_instead_of_stalling() {
+    // Goal: one damaged expired row does not stop purging for good: it is forgotten along
+    // with the healthy expired rows, and usage is given back.
+    let t = open().await;
+    let fp = fingerprint("a");
+    for key in ["1", "2", "3"] {
+        let claim = expect_claim(t.store.claim(&id("alice", key), &fp, at(0), &policy()).await.unwrap());
+        let _ = t.store.complete(&id("alice", key), claim.fence, response("x"), at(0), &policy()).await.unwrap();
+    }
+    sqlx::query("UPDATE idem_records SET state = 'weird' WHERE idem_key = '1'")
+        .execute(t.store.pool())
+        .await
+        .expect("the damaging statement runs");
+    let after_retention = at(60_000); // a minute: past the 10 s retention
+    assert_eq!(t.store.purge_expired(after_retention, 10).await.expect("purge goes on"), 3);
+    assert_eq!(t.store.purge_expired(after_retention, 10).await.expect("purge goes on"), 0);
+    for key in ["1", "2", "3"] {
+        assert!(t.store.get(&id("alice", key)).await.expect("readable").is_none(), "key {key} was purged");
+    }
+    let claim = t.store.claim(&id("alice", "1"), &fp, after_retention, &policy()).await;
+    assert!(matches!(claim, Ok(Decision::Execute(_))), "the key is usable again: {claim:?}");
+}
+
+#[tokio::test]
 async fn fence_counter_behind_a_record_is_corrupt_not_a_reused_fence() {
     // Goal: a fence counter lowered by hand is reported as Corrupt instead of reusing a fence or panicking.
     let t = open().await;
