@@ -4,7 +4,7 @@
 //! clock (time is the argument `now`), it never draws randomness, and it spawns nothing.
 //! Given the same record and the same arguments, every function returns the same
 //! [`Transition`]. That is what lets the model checker (`models/`) drive these very
-//! functions and the simulations (`sims/`) replay a seed exactly.
+//! functions and the turmoil simulations replay a seed exactly.
 //!
 //! It is the one place where SPEC's decision table lives: [`transition::claim`],
 //! [`transition::complete`], [`transition::release`] and [`transition::expire`]. Stores

@@ -54,7 +54,7 @@ impl StoreError {
 /// that only grows. The shape serves three kinds of backend:
 ///
 /// * an in-process map behind a lock ([`crate::MemoryStore`]);
-/// * a SQL database (idem-sqlite, idem-postgres), which in atomic mode also offers a
+/// * a SQL database (idem-sqlite; a PostgreSQL store is planned), which in atomic mode also offers a
 ///   completion inside the caller's own business transaction, as an inherent method
 ///   taking that backend's transaction type; the methods here are the separate-mode path;
 /// * Redis, where a Lua script performs the transition on the server and the crate is

@@ -2,7 +2,7 @@
 //!
 //! When the layer runs a handler under a claim, it puts a [`ClaimContext`] into the
 //! request's extensions. A handler whose store can share its transaction (idem-sqlite,
-//! idem-postgres) writes its business rows and completes the record with
+//! a planned PostgreSQL store) writes its business rows and completes the record with
 //! [`ClaimContext::stored_response`], [`ClaimContext::fence`] and [`ClaimContext::now`] in
 //! the same transaction, then puts [`CompletedInTransaction`] with the store's answer into
 //! the *response* extensions:

@@ -132,6 +132,11 @@ pub enum ServeError {
 /// Opens the store, binds `config.listen`, and serves until `shutdown` completes; then
 /// finishes the requests in progress and closes the store.
 ///
+/// Limit: a request whose client disconnected during shutdown has been handed to a task
+/// of its own by idem-http, and that task is not awaited here; stopping the runtime can
+/// cut it short. Its claim then stays in flight until the lease lapses (a retry takes it
+/// over), and in atomic mode its transaction rolls back, so nothing is committed twice.
+///
 /// Logs `listening on http://ADDR` (with the bound port, useful with port 0) once ready.
 ///
 /// # Errors
