@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,7 +13,7 @@ use axum::{Extension, Router};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use idem_core::{Clock, Policy};
+use idem_core::{Clock, Policy, Principal};
 use idem_http::{
     ClaimContext, CompletedInTransaction, ConfigError, ConflictPolicy, IdempotencyLayer, Outcome, Problem,
 };
@@ -382,6 +382,18 @@ async fn create_user<L: Ledger>(
     created.answer(&state, written)
 }
 
+/// The caller of a read endpoint, from `Authorization` (see [`principal_of`]); a bad
+/// header is answered with its 401 problem before the handler runs.
+struct Caller(Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _state: &S) -> Result<Caller, Response> {
+        principal_of(&parts.headers).map(Caller).map_err(problem)
+    }
+}
+
 fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, JSON)], body).into_response()
 }
@@ -389,12 +401,8 @@ fn json(status: StatusCode, body: String) -> Response {
 async fn get_payment<L: Ledger>(
     State(state): State<AppState<L>>,
     Path(payment_id): Path<String>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
 ) -> Response {
-    let principal = match principal_of(&headers) {
-        Ok(principal) => principal,
-        Err(refused) => return problem(refused),
-    };
     match state.ledger.payment(&principal, &payment_id).await {
         Ok(Some(payment)) => json(StatusCode::OK, payment.to_json_text()),
         Ok(None) => not_found("payment", &payment_id),
@@ -410,13 +418,9 @@ struct ListQuery {
 
 async fn list_payments<L: Ledger>(
     State(state): State<AppState<L>>,
+    Caller(principal): Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
 ) -> Response {
-    let principal = match principal_of(&headers) {
-        Ok(principal) => principal,
-        Err(refused) => return problem(refused),
-    };
     let limit = match query {
         Ok(Query(ListQuery { limit: None })) => LIST_LIMIT_DEFAULT,
         Ok(Query(ListQuery { limit: Some(limit) })) if (1..=LIST_LIMIT_MAX).contains(&limit) => limit,
@@ -437,12 +441,8 @@ async fn list_payments<L: Ledger>(
 async fn get_user<L: Ledger>(
     State(state): State<AppState<L>>,
     Path(user_id): Path<String>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
 ) -> Response {
-    let principal = match principal_of(&headers) {
-        Ok(principal) => principal,
-        Err(refused) => return problem(refused),
-    };
     match state.ledger.user(&principal, &user_id).await {
         Ok(Some(user)) => json(StatusCode::OK, user.to_json_text()),
         Ok(None) => not_found("user", &user_id),

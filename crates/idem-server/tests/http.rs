@@ -357,6 +357,11 @@ async fn odd_authorization_is_401_and_creates_nothing() {
     .await;
     assert_eq!(reply.status, 401);
     assert_eq!(server.get("/payments", None).await.json()["payments"].as_array().map(Vec::len), Some(0));
+    // The read endpoints refuse the same caller the same way.
+    for path in ["/payments", "/payments/pay_x", "/users/usr_x"] {
+        let read = send(server.addr, Method::GET, path, &[("authorization", b"Basic eDp5")], "").await;
+        assert_eq!(read.status, 401, "GET {path}");
+    }
     server.stop().await;
 }
 
