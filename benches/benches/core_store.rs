@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use idem_core::{
-    Bytes, Decision, Fenced, Fingerprint, Key, MemoryLimits, MemoryStore, Policy, Principal, RecordId, Store,
-    StoredResponse, Timestamp,
+    Bytes, Decision, Fenced, Fingerprint, Key, Limits, MemoryStore, Policy, Principal, RecordId, Store, StoredResponse,
+    Timestamp,
 };
 use pollster::block_on;
 
@@ -43,7 +43,7 @@ impl PlainMap {
 }
 
 fn unbounded_store() -> MemoryStore {
-    MemoryStore::new(MemoryLimits { records_max: usize::MAX, stored_bytes_max: usize::MAX })
+    MemoryStore::new(Limits { records_max: u64::MAX, stored_bytes_max: u64::MAX })
 }
 
 fn store_claim_complete(store: &MemoryStore, id: &RecordId, fingerprint: &Fingerprint, response: &StoredResponse) {

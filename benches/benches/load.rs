@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use idem_core::{MemoryLimits, MemoryStore, SystemClock};
+use idem_core::{Limits, MemoryStore, SystemClock};
 use idem_server::{AppState, Ledger, MemoryLedger, SeededIds, SqliteLedger, app, bare_app};
 use idem_sqlite::{SqliteOptions, SqliteStore};
 
@@ -122,7 +122,7 @@ async fn scenario(store: Store, variant: Variant, connections: usize, duration: 
     let dir = tempfile::tempdir().expect("a temp dir can be made");
     let (router, sqlite) = match store {
         Store::Memory => {
-            let limits = MemoryLimits { records_max: 10_000_000, ..MemoryLimits::default() };
+            let limits = Limits { records_max: 10_000_000, ..Limits::default() };
             let ledger = MemoryLedger::new(Arc::new(MemoryStore::new(limits)), 10_000_000);
             (router(ledger, variant), None)
         }

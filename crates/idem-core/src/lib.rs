@@ -6,9 +6,12 @@
 //! [`Transition`]. That is what lets the model checker (`models/`) drive these very
 //! functions and the turmoil simulations replay a seed exactly.
 //!
-//! It is the one place where SPEC's decision table lives: [`transition::claim`],
-//! [`transition::complete`], [`transition::release`] and [`transition::expire`]. Stores
-//! make those transitions atomic; they do not decide.
+//! It is the one place where SPEC's decision table lives ([`transition`]), and the one
+//! place where the rules around it live: [`step()`] decides everything a store does for an
+//! operation (the record to write, the fence counter, admission at the size limits, the
+//! usage totals), and [`reply`] decides what a server layer answers around a decision.
+//! Stores only read, call [`step()`], and write; the model checker drives the same
+//! [`MemoryState`] that [`MemoryStore`] holds.
 //!
 //! # Contents
 //!
@@ -16,9 +19,13 @@
 //! * [`record`]: [`Principal`], [`RecordId`], [`Fence`], [`StoredResponse`], [`Record`], [`Policy`].
 //! * [`fingerprint`]: [`Fingerprint`], a SHA-256 of method, path and streamed body.
 //! * [`time`]: [`Timestamp`], time as a value.
-//! * [`transition`]: the decision table: [`Decision`], [`Fenced`], [`Refusal`].
+//! * [`transition`]: the decision table: [`Decision`], [`Fenced`], [`Renewal`], [`Refusal`].
+//! * [`step`]: the store step: [`step()`], [`step::op`], [`Step`], [`StoreView`], [`Counters`].
+//! * [`usage`]: [`Usage`], [`Limits`], [`UsageDelta`]: what a store holds and may hold.
+//! * [`reply`]: [`StatusRules`], [`reply::retry_after`], [`reply::superseded`]: the layer's rules.
 //! * [`store`]: the [`Store`] trait every backend implements, and [`StoreError`].
-//! * [`memory`]: [`MemoryStore`], a bounded in-process store.
+//! * [`memory`]: [`MemoryState`] (a store as a value) and [`MemoryStore`] (behind a lock).
+//! * `conformance` (feature `testing`): the suite every store runs.
 //! * [`clock`]: [`Clock`] for callers: [`SystemClock`] and [`ManualClock`] (never read here).
 //!
 //! # Example
@@ -50,18 +57,30 @@ pub mod fingerprint;
 pub mod key;
 pub mod memory;
 pub mod record;
+pub mod reply;
+pub mod step;
 pub mod store;
 pub mod time;
 pub mod transition;
+pub mod usage;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+#[cfg(test)]
+mod conformance_tests;
 
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use key::{KEY_CHARS_MAX, Key, KeyError};
-pub use memory::{MemoryLimits, MemoryStore};
+pub use memory::{MemoryState, MemoryStore};
 pub use record::{
-    Fence, Policy, PolicyError, Principal, PrincipalError, Record, RecordId, RecordState, StoredResponse,
+    Fence, LEASE_DEFAULT, Policy, PolicyError, Principal, PrincipalError, RENEWALS_PER_LEASE, Record, RecordId,
+    RecordState, StoredResponse,
 };
+pub use reply::{Disposition, StatusRules, Superseded};
+pub use step::{Counters, Step, StepError, StoreView, step};
 pub use store::{BoxError, Store, StoreError};
 pub use time::Timestamp;
-pub use transition::{Claim, Decision, Fenced, Refusal, Transition, Write};
+pub use transition::{Claim, Decision, Fenced, Look, Refusal, Renewal, Transition, Write};
+pub use usage::{Limits, Usage, UsageDelta};

@@ -1,84 +1,149 @@
-//! A bounded in-process store: a map behind a lock.
+//! A bounded in-process store: [`MemoryState`], a plain value that applies store steps,
+//! and [`MemoryStore`], that value behind a lock.
+//!
+//! The model checker (`models/`) holds a [`MemoryState`] in its states, so the model and
+//! the shipped store run the same code for every rule.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::transition::{self, Transition, Write};
+use crate::step::{self, Counters, Operation, Step, StepError, StoreView, op};
+use crate::usage::{Limits, Usage};
 use crate::{
-    Decision, Fence, Fenced, Fingerprint, Policy, Record, RecordId, Store, StoreError, StoredResponse, Timestamp,
+    Decision, Fence, Fenced, Fingerprint, Policy, Record, RecordId, Renewal, Store, StoreError, StoredResponse,
+    Timestamp, Write,
 };
 
-/// Size limits of a [`MemoryStore`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemoryLimits {
-    /// Most records held at once.
-    pub records_max: usize,
-    /// Most bytes of ids, responses and bookkeeping held at once (see [`MemoryStore`] for
-    /// how completions may overshoot it).
-    pub stored_bytes_max: usize,
+/// Every record a store holds, its counters and an expiry index: a store as a value.
+///
+/// Deterministic: ordered maps only, no clock, no randomness, so equal histories give
+/// equal (and equally hashed) values. Its only rule of its own is bookkeeping; every
+/// decision is [`step::step`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MemoryState {
+    limits: Limits,
+    counters: Counters,
+    records: BTreeMap<RecordId, Record>,
+    /// Every record by the time it becomes forgettable, so purging finds expired records
+    /// in order without scanning. Keyed by (time, id), so the index depends only on the
+    /// records held, not on the order they arrived in.
+    expiry: BTreeSet<(Timestamp, RecordId)>,
 }
 
-impl Default for MemoryLimits {
-    /// 100,000 records and 256 MiB.
-    fn default() -> Self {
-        MemoryLimits { records_max: 100_000, stored_bytes_max: 256 * 1024 * 1024 }
+impl MemoryState {
+    /// An empty store with the given limits.
+    #[must_use]
+    pub fn new(limits: Limits) -> MemoryState {
+        MemoryState { limits, counters: Counters::EMPTY, records: BTreeMap::new(), expiry: BTreeSet::new() }
+    }
+
+    /// What a store step needs to know about `id`.
+    #[must_use]
+    pub fn view(&self, id: &RecordId) -> StoreView<'_> {
+        StoreView { record: self.records.get(id), counters: self.counters, limits: self.limits }
+    }
+
+    /// Decides `operation` on `id` and applies it: [`step::step`], then [`MemoryState::commit`].
+    ///
+    /// # Errors
+    /// [`StepError`]; nothing changed.
+    pub fn run<O: Operation>(&mut self, id: &RecordId, operation: O) -> Result<O::Answer, StepError> {
+        let step = step::step(id, &self.view(id), operation)?;
+        Ok(self.commit(id, step))
+    }
+
+    /// Writes what `step` names for `id` and returns its answer.
+    pub fn commit<A>(&mut self, id: &RecordId, step: Step<A>) -> A {
+        self.counters = self.counters.after(&step);
+        match step.write {
+            Write::Unchanged => {}
+            Write::Put(record) => {
+                self.unindex(id);
+                self.expiry.insert((record.forgettable_at(), id.clone()));
+                self.records.insert(id.clone(), record);
+            }
+            Write::Delete => {
+                self.unindex(id);
+                self.records.remove(id);
+            }
+        }
+        step.answer
+    }
+
+    fn unindex(&mut self, id: &RecordId) {
+        if let Some(old) = self.records.get(id) {
+            let indexed = self.expiry.remove(&(old.forgettable_at(), id.clone()));
+            debug_assert!(indexed, "every held record is in the expiry index");
+        }
+    }
+
+    /// Forgets up to `batch_max` records that have expired at `now`, earliest first
+    /// (ties by record id), each through the [`op::Expire`] step; returns how many.
+    pub fn purge_expired(&mut self, now: Timestamp, batch_max: usize) -> usize {
+        let due: Vec<RecordId> = self
+            .expiry
+            .iter()
+            .take_while(|(forgettable_at, _)| *forgettable_at <= now)
+            .take(batch_max)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let mut purged = 0;
+        for id in &due {
+            // Expiry admits nothing and issues no fence, so it cannot be refused.
+            if self.run(id, op::Expire { now }).expect("expiry is never refused") {
+                purged += 1;
+            }
+        }
+        debug_assert_eq!(purged, due.len(), "the index lists only records expired at `now`");
+        purged
+    }
+
+    /// The record held for `id`, expired or not.
+    #[must_use]
+    pub fn record(&self, id: &RecordId) -> Option<&Record> {
+        self.records.get(id)
+    }
+
+    /// Every record held, by id.
+    pub fn records(&self) -> impl Iterator<Item = (&RecordId, &Record)> {
+        self.records.iter()
+    }
+
+    /// The store-wide counters.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The size limits.
+    #[must_use]
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 }
 
-/// A [`Store`] in process memory: for tests, the model, single-process services that can
-/// lose their records on restart, and as the reference for other backends.
+/// A [`Store`] in process memory: for tests, single-process services that can lose their
+/// records on restart, and as the reference for other backends. A [`MemoryState`] behind
+/// a mutex; each call is one step under the lock.
 ///
 /// # Limits
 ///
-/// When it holds `records_max` records, or `stored_bytes_max` bytes, it refuses new claims
-/// with [`StoreError::Full`]. It never evicts a live record to make room, and it always
-/// accepts the completion of a claim it granted (refusing it would lose a response that
-/// a client may have been promised), so the byte count can overshoot the limit by at most
-/// the responses of the claims in flight when it filled up. Expired records free their
-/// room when [`Store::purge_expired`] forgets them.
+/// As every store (see [`step::step`]): at [`Limits::records_max`] records or
+/// [`Limits::stored_bytes_max`] bytes it refuses new claims with [`StoreError::Full`],
+/// never evicts a live record, and always accepts the completion of a claim it granted.
+/// Expired records free their room when [`Store::purge_expired`] forgets them.
 ///
 /// It is not durable (G7 needs a durable store) and it is separate mode only.
 #[derive(Debug)]
 pub struct MemoryStore {
-    limits: MemoryLimits,
-    state: Mutex<State>,
-}
-
-#[derive(Debug)]
-struct State {
-    records: HashMap<RecordId, Held>,
-    /// Every record by the time it becomes forgettable, so purging finds expired records
-    /// in order without scanning (and without depending on the map's iteration order).
-    /// Slots are (time, sequence number): integer keys keep the index cheap to update.
-    expiry: BTreeMap<ExpirySlot, RecordId>,
-    next_slot: u64,
-    next_fence: Fence,
-    stored_bytes: usize,
-}
-
-type ExpirySlot = (Timestamp, u64);
-
-#[derive(Debug)]
-struct Held {
-    record: Record,
-    slot: ExpirySlot,
+    state: Mutex<MemoryState>,
 }
 
 impl MemoryStore {
     /// An empty store with the given limits.
     #[must_use]
-    pub fn new(limits: MemoryLimits) -> MemoryStore {
-        MemoryStore {
-            limits,
-            state: Mutex::new(State {
-                records: HashMap::new(),
-                expiry: BTreeMap::new(),
-                next_slot: 0,
-                next_fence: Fence::FIRST,
-                stored_bytes: 0,
-            }),
-        }
+    pub fn new(limits: Limits) -> MemoryStore {
+        MemoryStore { state: Mutex::new(MemoryState::new(limits)) }
     }
 
     /// How many records it holds (live or expired but not yet purged).
@@ -93,141 +158,32 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Bytes it accounts as held.
+    /// What it holds, as its limits count it.
     #[must_use]
-    pub fn stored_bytes(&self) -> usize {
-        self.lock().stored_bytes
+    pub fn usage(&self) -> Usage {
+        self.lock().counters.usage
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    /// A copy of the whole state, for tests and checks.
+    #[must_use]
+    pub fn snapshot(&self) -> MemoryState {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemoryState> {
         // A panic while holding the lock happens only inside idem-core's own asserts, which
         // fire before any write, so the state behind a poisoned lock is still consistent.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn claim_now(
-        &self,
-        id: &RecordId,
-        fingerprint: &Fingerprint,
-        now: Timestamp,
-        policy: &Policy,
-    ) -> Result<Decision, StoreError> {
-        let mut state = self.lock();
-        let fresh_fence = state.next_fence;
-        let existing = state.record(id);
-        let replaces_a_record = existing.is_some();
-        let Transition { outcome, write } = transition::claim(existing, fingerprint, now, policy, fresh_fence);
-        if let Write::Put(_) = write {
-            self.check_room(&state, replaces_a_record)?;
-            state.next_fence = fresh_fence.next();
-        }
-        state.apply(id, write);
-        Ok(outcome)
-    }
-
-    fn check_room(&self, state: &State, replaces_a_record: bool) -> Result<(), StoreError> {
-        if !replaces_a_record && state.records.len() >= self.limits.records_max {
-            return Err(StoreError::Full { what: format!("{} records", self.limits.records_max) });
-        }
-        if state.stored_bytes >= self.limits.stored_bytes_max {
-            return Err(StoreError::Full { what: format!("{} bytes", self.limits.stored_bytes_max) });
-        }
-        Ok(())
-    }
-
-    fn complete_now(
-        &self,
-        id: &RecordId,
-        fence: Fence,
-        response: StoredResponse,
-        now: Timestamp,
-        policy: &Policy,
-    ) -> Fenced {
-        let mut state = self.lock();
-        let Transition { outcome, write } = transition::complete(state.record(id), fence, response, now, policy);
-        state.apply(id, write);
-        outcome
-    }
-
-    fn release_now(&self, id: &RecordId, fence: Fence) -> Fenced {
-        let mut state = self.lock();
-        let Transition { outcome, write } = transition::release(state.record(id), fence);
-        state.apply(id, write);
-        outcome
-    }
-
-    fn purge_now(&self, now: Timestamp, batch_max: usize) -> usize {
-        let mut state = self.lock();
-        let due: Vec<RecordId> = state
-            .expiry
-            .iter()
-            .take_while(|((forgettable_at, _), _)| *forgettable_at <= now)
-            .take(batch_max)
-            .map(|(_, id)| id.clone())
-            .collect();
-        for id in &due {
-            let record = state.record(id).expect("the expiry index lists only held records");
-            let write = transition::expire(record, now);
-            debug_assert_eq!(write, Write::Delete, "indexed by forgettable_at, so due records are expired");
-            state.apply(id, write);
-        }
-        due.len()
+    fn run<O: Operation>(&self, id: &RecordId, operation: O) -> Result<O::Answer, StoreError> {
+        Ok(self.lock().run(id, operation)?)
     }
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        MemoryStore::new(MemoryLimits::default())
-    }
-}
-
-impl State {
-    fn record(&self, id: &RecordId) -> Option<&Record> {
-        self.records.get(id).map(|held| &held.record)
-    }
-
-    fn apply(&mut self, id: &RecordId, write: Write) {
-        match write {
-            Write::Unchanged => {}
-            Write::Put(record) => self.put(id, record),
-            Write::Delete => self.forget(id),
-        }
-    }
-
-    fn put(&mut self, id: &RecordId, record: Record) {
-        let forgettable_at = record.forgettable_at();
-        let added_bytes = id.stored_bytes() + record.stored_bytes();
-        match self.records.entry(id.clone()) {
-            // Replace in place: a completion keeps the map entry, and the index entry too
-            // when the record becomes forgettable at the same time.
-            Entry::Occupied(mut held) => {
-                let held = held.get_mut();
-                self.stored_bytes = self.stored_bytes - (id.stored_bytes() + held.record.stored_bytes()) + added_bytes;
-                if held.slot.0 != forgettable_at {
-                    let indexed = self.expiry.remove(&held.slot);
-                    debug_assert!(indexed.is_some(), "every held record is in the expiry index");
-                    held.slot = (forgettable_at, self.next_slot);
-                    self.next_slot += 1;
-                    self.expiry.insert(held.slot, id.clone());
-                }
-                held.record = record;
-            }
-            Entry::Vacant(vacant) => {
-                self.stored_bytes += added_bytes;
-                let slot = (forgettable_at, self.next_slot);
-                self.next_slot += 1;
-                self.expiry.insert(slot, id.clone());
-                vacant.insert(Held { record, slot });
-            }
-        }
-    }
-
-    fn forget(&mut self, id: &RecordId) {
-        if let Some(held) = self.records.remove(id) {
-            self.stored_bytes -= id.stored_bytes() + held.record.stored_bytes();
-            let indexed = self.expiry.remove(&held.slot);
-            debug_assert!(indexed.is_some(), "every held record is in the expiry index");
-        }
+        MemoryStore::new(Limits::default())
     }
 }
 
@@ -239,7 +195,7 @@ impl Store for MemoryStore {
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
-        self.claim_now(id, fingerprint, now, policy)
+        self.run(id, op::Claim { fingerprint: *fingerprint, now, policy: *policy })
     }
 
     async fn complete(
@@ -250,11 +206,15 @@ impl Store for MemoryStore {
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Fenced, StoreError> {
-        Ok(self.complete_now(id, fence, response, now, policy))
+        self.run(id, op::Complete { fence, response, now, policy: *policy })
     }
 
     async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
-        Ok(self.release_now(id, fence))
+        self.run(id, op::Release { fence })
+    }
+
+    async fn renew(&self, id: &RecordId, fence: Fence, now: Timestamp, policy: &Policy) -> Result<Renewal, StoreError> {
+        self.run(id, op::Renew { fence, now, policy: *policy })
     }
 
     async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
@@ -262,6 +222,6 @@ impl Store for MemoryStore {
     }
 
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
-        Ok(self.purge_now(now, batch_max))
+        Ok(self.lock().purge_expired(now, batch_max))
     }
 }

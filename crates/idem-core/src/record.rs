@@ -143,7 +143,7 @@ impl fmt::Debug for Fence {
 pub const STORED_HEADERS_MAX: usize = 64;
 
 /// A response as recorded for replay: status, the headers worth replaying, body bytes.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct StoredResponse {
     /// HTTP status code.
     pub status: u16,
@@ -168,8 +168,17 @@ impl StoredResponse {
     }
 }
 
+/// The default lease. Short, because the holder renews it every third of a lease while
+/// its handler runs ([`Policy::renew_every`]): a crashed holder blocks its key for at
+/// most this long, which is less than a retrying client's default budget (idem-client's
+/// defaults are checked against it at compile time).
+pub const LEASE_DEFAULT: Duration = Duration::from_secs(10);
+
+/// Renewals per lease: the holder renews every `lease / RENEWALS_PER_LEASE`.
+pub const RENEWALS_PER_LEASE: u32 = 3;
+
 /// How long claims and records live.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Policy {
     lease: Duration,
     retention: Duration,
@@ -193,8 +202,9 @@ pub enum PolicyError {
 }
 
 impl Policy {
-    /// SPEC's defaults: a 60 s lease, 24 h retention.
-    pub const DEFAULT: Policy = Policy { lease: Duration::from_secs(60), retention: Duration::from_secs(24 * 3600) };
+    /// The defaults: a [`LEASE_DEFAULT`] (10 s) lease, renewed while the handler runs, and
+    /// 24 h retention (SPEC, "HTTP behaviour").
+    pub const DEFAULT: Policy = Policy { lease: LEASE_DEFAULT, retention: Duration::from_secs(24 * 3600) };
 
     /// A policy with the given lease and retention.
     ///
@@ -221,6 +231,13 @@ impl Policy {
     pub const fn retention(&self) -> Duration {
         self.retention
     }
+
+    /// How often a holder renews its lease while its handler runs: a third of the lease,
+    /// so two renewals in a row may fail (a store hiccup) before the claim lapses.
+    #[must_use]
+    pub fn renew_every(&self) -> Duration {
+        self.lease / RENEWALS_PER_LEASE
+    }
 }
 
 impl Default for Policy {
@@ -230,7 +247,7 @@ impl Default for Policy {
 }
 
 /// A record as a store keeps it.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct Record {
     /// What the first request asked for; later requests must match it.
     pub fingerprint: Fingerprint,
@@ -243,7 +260,7 @@ pub struct Record {
 }
 
 /// Where a record is in its life. Absent is the lack of a record.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub enum RecordState {
     /// A handler holds the claim `Record::fence` until the lease lapses.
     InFlight {

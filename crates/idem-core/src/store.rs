@@ -4,7 +4,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::{Decision, Fence, Fenced, Fingerprint, Policy, Record, RecordId, StoredResponse, Timestamp};
+use crate::{Decision, Fence, Fenced, Fingerprint, Policy, Record, RecordId, Renewal, StoredResponse, Timestamp};
 
 /// An error from a backend's driver (connection, I/O, protocol).
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -48,10 +48,12 @@ impl StoreError {
 
 /// A place that keeps idempotency records and applies idem-core's transitions atomically.
 ///
-/// Every implementation does the same thing per call: read the record, ask
-/// [`crate::transition`] what to do, write the result, all as one atomic step with
-/// respect to other calls for the same record id, and draw fresh fences from a counter
-/// that only grows. The shape serves three kinds of backend:
+/// Every implementation does the same thing per call: read what [`crate::step()`] needs
+/// (the record, the store-wide counters, the limits), call it with the operation from
+/// [`crate::step::op`], and write what it answers (record, fence counter, usage), all as
+/// one atomic step with respect to other calls for the same record id. The store decides
+/// nothing of its own. Every store runs the conformance suite
+/// (`idem_core::conformance`, feature `testing`). The shape serves three kinds of backend:
 ///
 /// * an in-process map behind a lock ([`crate::MemoryStore`]);
 /// * a SQL database (idem-sqlite; a PostgreSQL store is planned), which in atomic mode also offers a
@@ -101,6 +103,20 @@ pub trait Store: Send + Sync {
     /// `Refused(NoRecord)` (or a newer claim's fence), and there is nothing left to give back.
     /// Not retrying is safe too: the claim lapses with its lease.
     fn release(&self, id: &RecordId, fence: Fence) -> impl Future<Output = Result<Fenced, StoreError>> + Send;
+
+    /// Extends the lease of the claim `fence` to a whole lease from `now` (the holder's
+    /// heartbeat while its handler runs). [`Renewal::Refused`] means another request took
+    /// the claim over: the execution must not answer its own response.
+    ///
+    /// Retry after `Unavailable`: safe, with the same fence; a renewal only ever lengthens
+    /// the lease of the claim that presents it.
+    fn renew(
+        &self,
+        id: &RecordId,
+        fence: Fence,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> impl Future<Output = Result<Renewal, StoreError>> + Send;
 
     /// The record as stored, expired or not (see [`Record::is_expired`]).
     ///

@@ -2,7 +2,8 @@
 //!
 //! Each function takes the record as the store holds it (or `None`), the request's
 //! facts and `now`, and returns a [`Transition`]: what to answer and what to write.
-//! A store's only job is to make read-decide-write atomic; it never decides itself.
+//! A store does not call these directly: it calls [`crate::step()`], which wraps them with
+//! the store-wide rules (fence counter, admission, usage), and applies what it answers.
 
 use std::time::Duration;
 
@@ -106,14 +107,58 @@ pub enum Fenced {
     Refused(Refusal),
 }
 
-/// Decides a new request for a record id (SPEC's decision table).
+/// What SPEC's decision table says about a request for a record id, read-only: the
+/// part of [`claim`] that takes no claim. A waiting request looks until the claim in
+/// flight is done, and an execution that lost its claim looks to learn what to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a look is a decision to act on"]
+pub enum Look {
+    /// Nothing live is recorded (absent, released, or expired): a claim would execute.
+    Absent,
+    /// The claim in flight lapsed: a claim would take it over.
+    Lapsed {
+        /// The fence of the lapsed claim.
+        stale: Fence,
+    },
+    /// The response is recorded: replay it.
+    Replay(StoredResponse),
+    /// Another request holds a valid claim.
+    InProgress {
+        /// How long until that claim lapses.
+        lease_left: Duration,
+    },
+    /// The key was used for a different request.
+    Mismatch,
+}
+
+/// Looks at `record` for a request with `fingerprint` at `now` (SPEC's decision table).
+/// A record that has expired counts as absent; a different fingerprint is a mismatch
+/// whether the record is in flight or completed.
+pub fn look(record: Option<&Record>, fingerprint: &Fingerprint, now: Timestamp) -> Look {
+    let Some(record) = record.filter(|record| !record.is_expired(now)) else {
+        return Look::Absent;
+    };
+    if record.fingerprint != *fingerprint {
+        return Look::Mismatch;
+    }
+    match &record.state {
+        RecordState::Completed { response } => Look::Replay(response.clone()),
+        RecordState::InFlight { lease_expires_at } if now < *lease_expires_at => {
+            Look::InProgress { lease_left: now.until(*lease_expires_at) }
+        }
+        RecordState::InFlight { .. } => Look::Lapsed { stale: record.fence },
+    }
+}
+
+/// Decides a new request for a record id (SPEC's decision table, through [`look`]).
 ///
 /// `fresh_fence` is the fence a new claim would carry; the store draws it from a counter
 /// that only grows, and it is used only if the decision is to execute.
 ///
 /// # Panics
 /// If `fresh_fence` is not newer than the record's fence: the store broke the rule that
-/// fences are never reused, and continuing would break G3.
+/// fences are never reused, and continuing would break G3. ([`crate::step()`] checks this
+/// first and answers an error instead.)
 pub fn claim(
     record: Option<&Record>,
     fingerprint: &Fingerprint,
@@ -121,23 +166,15 @@ pub fn claim(
     policy: &Policy,
     fresh_fence: Fence,
 ) -> Transition<Decision> {
-    let live = record.filter(|record| !record.is_expired(now));
-    let Some(record) = live else {
-        return execute(Decision::Execute, fingerprint, now, policy, fresh_fence);
-    };
-    if record.fingerprint != *fingerprint {
-        return unchanged(Decision::Mismatch);
-    }
-    match &record.state {
-        RecordState::Completed { response } => unchanged(Decision::Replay(response.clone())),
-        RecordState::InFlight { lease_expires_at } if now < *lease_expires_at => {
-            unchanged(Decision::Conflict { retry_after: now.until(*lease_expires_at) })
-        }
-        RecordState::InFlight { .. } => {
-            assert!(fresh_fence > record.fence, "store reused fence {fresh_fence:?} (record holds {:?})", record.fence);
-            let stale = record.fence;
+    match look(record, fingerprint, now) {
+        Look::Absent => execute(Decision::Execute, fingerprint, now, policy, fresh_fence),
+        Look::Lapsed { stale } => {
+            assert!(fresh_fence > stale, "store reused fence {fresh_fence:?} (record holds {stale:?})");
             execute(|claim| Decision::TakeOver { claim, stale }, fingerprint, now, policy, fresh_fence)
         }
+        Look::Replay(response) => unchanged(Decision::Replay(response)),
+        Look::InProgress { lease_left } => unchanged(Decision::Conflict { retry_after: lease_left }),
+        Look::Mismatch => unchanged(Decision::Mismatch),
     }
 }
 
@@ -188,6 +225,69 @@ pub fn complete(
         FenceState::CompletedBy(completed_by) if completed_by == fence => unchanged(Fenced::Applied),
         FenceState::CompletedBy(completed_by) => unchanged(Fenced::Refused(Refusal::AlreadyCompleted { completed_by })),
         FenceState::Refused(refusal) => unchanged(Fenced::Refused(refusal)),
+    }
+}
+
+/// Records `response` for the claim `fence` inside the caller's business transaction
+/// (atomic mode, SPEC "Modes"); the caller commits on [`Fenced::Applied`] and rolls back
+/// on [`Fenced::Refused`].
+///
+/// The same as [`complete`] except for a repeated completion: completing again with the
+/// fence that already completed the record is *refused* (`AlreadyCompleted` naming that
+/// very fence), because the second transaction's business writes would repeat the first
+/// one's (G1).
+pub fn complete_in_transaction(
+    record: Option<&Record>,
+    fence: Fence,
+    response: StoredResponse,
+    now: Timestamp,
+    policy: &Policy,
+) -> Transition<Fenced> {
+    match check_fence(record, fence) {
+        FenceState::CompletedBy(completed_by) => unchanged(Fenced::Refused(Refusal::AlreadyCompleted { completed_by })),
+        FenceState::Current(_) | FenceState::Refused(_) => complete(record, fence, response, now, policy),
+    }
+}
+
+/// Whether a renewal took effect, and until when the claim now holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a refused renewal means the execution was taken over and must not answer its own response"]
+pub enum Renewal {
+    /// The fence holds the current claim; its lease now ends at `lease_expires_at`.
+    Renewed {
+        /// The claim's new end.
+        lease_expires_at: Timestamp,
+    },
+    /// The fence does not hold the current claim (G3); nothing changed.
+    Refused(Refusal),
+}
+
+/// Extends the lease of the claim `fence` to a whole lease from `now` (SPEC "renewal"):
+/// the holder's heartbeat while its handler runs.
+///
+/// Accepted only while `fence` holds the current claim (G3), even after its lease lapsed,
+/// as long as no other request took over, the same rule as [`complete`]. A renewal never
+/// shortens a lease (a replica whose clock lags cannot cut another's time short). A
+/// completed record refuses renewal, also from the fence that completed it: the handler
+/// is done.
+pub fn renew(record: Option<&Record>, fence: Fence, now: Timestamp, policy: &Policy) -> Transition<Renewal> {
+    match check_fence(record, fence) {
+        FenceState::Current(record) => {
+            let RecordState::InFlight { lease_expires_at } = record.state else {
+                unreachable!("check_fence answers Current only for a record in flight")
+            };
+            let renewed = lease_expires_at.max(now.saturating_add(policy.lease()));
+            let answer = Renewal::Renewed { lease_expires_at: renewed };
+            if renewed == lease_expires_at {
+                return unchanged(answer);
+            }
+            let record = Record { state: RecordState::InFlight { lease_expires_at: renewed }, ..record.clone() };
+            Transition { outcome: answer, write: Write::Put(record) }
+        }
+        FenceState::CompletedBy(completed_by) => {
+            unchanged(Renewal::Refused(Refusal::AlreadyCompleted { completed_by }))
+        }
+        FenceState::Refused(refusal) => unchanged(Renewal::Refused(refusal)),
     }
 }
 

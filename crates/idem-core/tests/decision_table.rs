@@ -240,7 +240,7 @@ fn purge_forgets_only_expired_records_in_bounded_batches() {
 #[test]
 fn full_store_refuses_new_claims_and_keeps_live_records() {
     // Goal: bounded store — at the limit new ids are refused with Full; held records still replay and complete.
-    let store = MemoryStore::new(idem_core::MemoryLimits { records_max: 2, stored_bytes_max: 1 << 20 });
+    let store = MemoryStore::new(idem_core::Limits { records_max: 2, stored_bytes_max: 1 << 20 });
     let fp = fingerprint("a");
     let (a, b, c) = (id("alice", "a"), id("alice", "b"), id("alice", "c"));
     let fence_a = claim_executes(&store, &a, &fp, at(0));
@@ -255,7 +255,7 @@ fn full_store_refuses_new_claims_and_keeps_live_records() {
 #[test]
 fn byte_limit_refuses_new_claims() {
     // Goal: the byte budget is enforced at claim time and counts responses.
-    let store = MemoryStore::new(idem_core::MemoryLimits { records_max: 100, stored_bytes_max: 200 });
+    let store = MemoryStore::new(idem_core::Limits { records_max: 100, stored_bytes_max: 200 });
     let fp = fingerprint("a");
     let big = id("alice", "big");
     let fence = claim_executes(&store, &big, &fp, at(0));
@@ -263,11 +263,11 @@ fn byte_limit_refuses_new_claims() {
         block_on(store.complete(&big, fence, StoredResponse::new(201, vec![0u8; 300]), at(0), &policy())).expect("ok"),
         Fenced::Applied
     );
-    assert!(store.stored_bytes() > 200);
+    assert!(store.usage().stored_bytes > 200);
     let refused = block_on(store.claim(&id("alice", "next"), &fp, at(1), &policy()));
     assert!(matches!(refused, Err(idem_core::StoreError::Full { .. })), "got {refused:?}");
     assert_eq!(block_on(store.purge_expired(at(3600), 10)).expect("ok"), 1);
-    assert_eq!(store.stored_bytes(), 0, "purging gives every byte back");
+    assert_eq!(store.usage().stored_bytes, 0, "purging gives every byte back");
 }
 
 #[test]

@@ -1,0 +1,189 @@
+//! The conformance suite on `MemoryStore`, and planted bugs that show the suite catches
+//! a store that keeps a rule of its own instead of applying the store step. (A unit test
+//! module, so that `cargo test -p idem-core` runs it without the `testing` feature.)
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+
+use crate::conformance::{self, CASES, Harness};
+use crate::step::{self, StoreView, op};
+use crate::transition;
+use crate::{
+    Decision, Fence, Fenced, Fingerprint, Limits, MemoryState, MemoryStore, Policy, Record, RecordId, Renewal, Store,
+    StoreError, StoredResponse, Timestamp,
+};
+
+struct Memory;
+
+impl Harness for Memory {
+    type Store = MemoryStore;
+    async fn open(&self, limits: Limits) -> MemoryStore {
+        MemoryStore::new(limits)
+    }
+    async fn break_backend(&self, _: &MemoryStore) -> bool {
+        false
+    }
+}
+
+#[test]
+fn memory_store_passes_the_conformance_suite() {
+    // Goal: MemoryStore keeps every rule of the suite; only the backend-failure case has nothing to check.
+    let report = pollster::block_on(conformance::run(&Memory));
+    assert_eq!(report.passed.len(), CASES.len() - 1, "{report:?}");
+    assert_eq!(
+        report.not_applicable.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        ["failing_backend_never_executes"]
+    );
+}
+
+/// How a planted-bug store departs from the store step.
+#[derive(Clone, Copy)]
+enum Bug {
+    /// Decides claims with `transition::claim` alone: no admission at the size limits.
+    NoAdmission,
+    /// Restarts the fence counter after a release, as a per-record counter would.
+    FenceReuseAfterRelease,
+    /// Accepts renewals without a fence check.
+    UnfencedRenewal,
+    /// Answers Execute when its backend fails.
+    ExecutesWhenDown,
+}
+
+struct Planted {
+    bug: Bug,
+    state: Mutex<MemoryState>,
+    down: Mutex<bool>,
+}
+
+impl Planted {
+    fn run<O: step::Operation>(&self, id: &RecordId, operation: O) -> Result<O::Answer, StoreError> {
+        Ok(self.state.lock().unwrap().run(id, operation)?)
+    }
+}
+
+impl Store for Planted {
+    async fn claim(
+        &self,
+        id: &RecordId,
+        fingerprint: &Fingerprint,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> Result<Decision, StoreError> {
+        let mut state = self.state.lock().unwrap();
+        if *self.down.lock().unwrap() {
+            return match self.bug {
+                Bug::ExecutesWhenDown => {
+                    Ok(Decision::Execute(crate::Claim { fence: Fence::new(999), lease_expires_at: now }))
+                }
+                _ => Err(StoreError::unavailable("down")),
+            };
+        }
+        if let Bug::NoAdmission = self.bug {
+            let view = state.view(id);
+            let t = transition::claim(view.record, fingerprint, now, policy, view.counters.next_fence);
+            let mut limits_off = view;
+            limits_off.limits = Limits { records_max: u64::MAX, stored_bytes_max: u64::MAX };
+            let step = step::step(id, &limits_off, op::Claim { fingerprint: *fingerprint, now, policy: *policy })?;
+            assert_eq!(step.answer, t.outcome);
+            return Ok(state.commit(id, step));
+        }
+        Ok(state.run(id, op::Claim { fingerprint: *fingerprint, now, policy: *policy })?)
+    }
+    async fn complete(
+        &self,
+        id: &RecordId,
+        fence: Fence,
+        response: StoredResponse,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> Result<Fenced, StoreError> {
+        if *self.down.lock().unwrap() {
+            return Err(StoreError::unavailable("down"));
+        }
+        self.run(id, op::Complete { fence, response, now, policy: *policy })
+    }
+    async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
+        let fenced = self.run(id, op::Release { fence })?;
+        if let (Bug::FenceReuseAfterRelease, Fenced::Applied) = (self.bug, fenced) {
+            // Rebuild the state with the counter rewound: the next claim reuses `fence`.
+            let mut state = self.state.lock().unwrap();
+            let mut rewound = MemoryState::new(state.limits());
+            let records: Vec<(RecordId, Record)> = state.records().map(|(id, r)| (id.clone(), r.clone())).collect();
+            for (id, record) in records {
+                let view = StoreView { record: None, counters: rewound.counters(), limits: rewound.limits() };
+                let claim =
+                    op::Claim { fingerprint: record.fingerprint, now: Timestamp::EPOCH, policy: Policy::DEFAULT };
+                let mut step = step::step(&id, &view, claim).expect("room");
+                step.write = crate::Write::Put(record);
+                let _ = rewound.commit(&id, step);
+            }
+            *state = rewound;
+        }
+        Ok(fenced)
+    }
+    async fn renew(&self, id: &RecordId, fence: Fence, now: Timestamp, policy: &Policy) -> Result<Renewal, StoreError> {
+        if let Bug::UnfencedRenewal = self.bug {
+            let current = self.state.lock().unwrap().record(id).map_or(fence, |record| record.fence);
+            return self.run(id, op::Renew { fence: current, now, policy: *policy });
+        }
+        self.run(id, op::Renew { fence, now, policy: *policy })
+    }
+    async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        Ok(self.state.lock().unwrap().record(id).cloned())
+    }
+    async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
+        Ok(self.state.lock().unwrap().purge_expired(now, batch_max))
+    }
+}
+
+struct PlantedHarness(Bug);
+
+impl Harness for PlantedHarness {
+    type Store = Planted;
+    async fn open(&self, limits: Limits) -> Planted {
+        Planted { bug: self.0, state: Mutex::new(MemoryState::new(limits)), down: Mutex::new(false) }
+    }
+    async fn break_backend(&self, store: &Planted) -> bool {
+        *store.down.lock().unwrap() = true;
+        true
+    }
+}
+
+/// Runs the suite on a planted bug and returns the failure message.
+fn failure(bug: Bug) -> String {
+    let outcome = catch_unwind(AssertUnwindSafe(|| pollster::block_on(conformance::run(&PlantedHarness(bug)))));
+    let panic = outcome.expect_err("the suite must fail on a planted bug");
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_suite_catches_a_store_without_admission() {
+    // Goal: a store that skips admission at the size limits fails the capacity case.
+    let message = failure(Bug::NoAdmission);
+    assert!(message.contains("full_store_refuses_claims_and_never_evicts"), "{message}");
+}
+
+#[test]
+fn the_suite_catches_a_store_that_reuses_fences() {
+    // Goal: a store that rewinds its fence counter after a release fails the release case.
+    let message = failure(Bug::FenceReuseAfterRelease);
+    assert!(message.contains("fence_is_refused_after_release"), "{message}");
+}
+
+#[test]
+fn the_suite_catches_unfenced_renewals() {
+    // Goal: a store that renews for any fence fails the stale-fence case (G3).
+    let message = failure(Bug::UnfencedRenewal);
+    assert!(message.contains("stale_fence_is_refused_after_take_over"), "{message}");
+}
+
+#[test]
+fn the_suite_catches_a_store_that_executes_when_down() {
+    // Goal: a store that answers Execute with its backend down fails the G8 case.
+    let message = failure(Bug::ExecutesWhenDown);
+    assert!(message.contains("failing_backend_never_executes"), "{message}");
+}

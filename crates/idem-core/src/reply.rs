@@ -1,0 +1,99 @@
+//! The rules around a decision that a server layer answers by: which handler responses
+//! are recorded and which give the claim back, the `Retry-After` hint of an answer "in
+//! progress", and what an execution that lost its claim answers instead of its own
+//! response. idem-http applies these; the model checker drives the same functions.
+
+use std::time::Duration;
+
+use crate::transition::{self, Look};
+use crate::{Fingerprint, Record, StoredResponse, Timestamp};
+
+/// What becomes of a claim once its handler answered with a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Disposition {
+    /// Record the response; every retry replays it.
+    Record,
+    /// Give the claim back without a response, so a retry may execute (the handler must
+    /// not have committed anything).
+    Release,
+}
+
+/// Which statuses record and which release (SPEC "HTTP behaviour"): 2xx and 4xx record,
+/// except the "try again later" answers 408, 425 and 429; 5xx release. A configuration
+/// may choose otherwise with these switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct StatusRules {
+    /// Record 5xx responses too, instead of releasing.
+    pub record_server_errors: bool,
+    /// Record 408, 425 and 429 too, instead of releasing.
+    pub record_try_later: bool,
+}
+
+/// The "try again later" statuses: 408 Request Timeout, 425 Too Early, 429 Too Many Requests.
+pub const TRY_LATER_STATUSES: [u16; 3] = [408, 425, 429];
+
+impl StatusRules {
+    /// What a handler's response with `status` does to its claim.
+    pub fn disposition(&self, status: u16) -> Disposition {
+        let server_error = (500..600).contains(&status);
+        let try_later = TRY_LATER_STATUSES.contains(&status);
+        if (server_error && !self.record_server_errors) || (try_later && !self.record_try_later) {
+            Disposition::Release
+        } else {
+            Disposition::Record
+        }
+    }
+}
+
+/// The shortest `Retry-After` a layer sends: HTTP counts it in whole seconds, and zero
+/// would invite a retry storm.
+pub const RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
+
+/// The `Retry-After` for an answer "in progress" whose claim holds `lease_left` more:
+/// the lease left, capped at `cap` (a retrying client with a shorter budget than a whole
+/// lease should look again soon), rounded up to whole seconds, at least [`RETRY_AFTER_MIN`].
+#[must_use]
+pub fn retry_after(lease_left: Duration, cap: Duration) -> Duration {
+    let hint = lease_left.min(cap);
+    let whole_seconds = hint.as_secs() + u64::from(hint.subsec_nanos() > 0);
+    Duration::from_secs(whole_seconds).max(RETRY_AFTER_MIN)
+}
+
+/// What an execution whose claim was lost (its completion, release or renewal refused:
+/// another request took it over) answers instead of its own response (G2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Superseded {
+    /// The record is completed: answer the recorded response, as a replay.
+    Replay(StoredResponse),
+    /// Another claim is in flight, or none is held any more: answer "in progress" with
+    /// this lease left (zero when the client may retry at once).
+    InProgress {
+        /// The lease left of the claim in flight, or zero.
+        lease_left: Duration,
+    },
+    /// The key now belongs to a different request: answer the mismatch.
+    Mismatch,
+}
+
+/// What an execution that lost its claim answers, from the record as now stored.
+pub fn superseded(record: Option<&Record>, fingerprint: &Fingerprint, now: Timestamp) -> Superseded {
+    match transition::look(record, fingerprint, now) {
+        Look::Replay(response) => Superseded::Replay(response),
+        Look::InProgress { lease_left } => Superseded::InProgress { lease_left },
+        Look::Absent | Look::Lapsed { .. } => Superseded::InProgress { lease_left: Duration::ZERO },
+        Look::Mismatch => Superseded::Mismatch,
+    }
+}
+
+/// Whether a request waiting for the claim in flight (SPEC: "or wait, if configured")
+/// should keep waiting, given the record it just read: yes while another claim for the
+/// same request holds a valid lease; otherwise it claims, and the decision table answers.
+#[must_use]
+pub fn keep_waiting(record: Option<&Record>, fingerprint: &Fingerprint, now: Timestamp) -> Option<Duration> {
+    match transition::look(record, fingerprint, now) {
+        Look::InProgress { lease_left } => Some(lease_left),
+        Look::Absent | Look::Lapsed { .. } | Look::Replay(_) | Look::Mismatch => None,
+    }
+}
