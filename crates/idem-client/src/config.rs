@@ -12,8 +12,9 @@ use crate::IdempotentRetryLayer;
 use crate::backoff::Backoff;
 use crate::keys::{KeyGenerator, SeededKeys, UuidV4Keys};
 
-/// Default attempts per request, the first included.
-pub const ATTEMPTS_MAX_DEFAULT: u32 = 5;
+/// Default attempts per request, the first included. Chosen so that a client retrying
+/// on 409s outlasts a crashed holder's lease (see the relation checked below).
+pub const ATTEMPTS_MAX_DEFAULT: u32 = 12;
 /// The most attempts a configuration may allow.
 pub const ATTEMPTS_MAX_LIMIT: u32 = 100;
 /// Default ceiling of the first retry's jittered wait.
@@ -35,6 +36,23 @@ pub const NEVER_RETRIED: [StatusCode; 3] =
 
 const _: () = assert!(ATTEMPTS_MAX_DEFAULT >= 1 && ATTEMPTS_MAX_DEFAULT <= ATTEMPTS_MAX_LIMIT);
 const _: () = assert!(DEADLINE_DEFAULT.as_nanos() <= DEADLINE_LIMIT.as_nanos());
+
+// G6 with the shipped defaults: a holder that crashed blocks its key for at most
+// `idem_core::LEASE_DEFAULT` (10 s). A server answers 409 with a `Retry-After` of at least
+// `idem_core::reply::RETRY_AFTER_MIN` (1 s), which this client waits exactly, so its
+// default retries wait at least (ATTEMPTS_MAX_DEFAULT - 1) x 1 s = 11 s, past the lease;
+// and the deadline (30 s) leaves room for the lease, the wait that crosses its end, and
+// one whole attempt after it (10 s + 1 s + 10 s).
+const _: () = assert!(
+    (ATTEMPTS_MAX_DEFAULT as u128 - 1) * idem_core::reply::RETRY_AFTER_MIN.as_nanos()
+        > idem_core::LEASE_DEFAULT.as_nanos()
+);
+const _: () = assert!(
+    DEADLINE_DEFAULT.as_nanos()
+        > idem_core::LEASE_DEFAULT.as_nanos()
+            + idem_core::reply::RETRY_AFTER_MIN.as_nanos()
+            + ATTEMPT_TIMEOUT_DEFAULT.as_nanos()
+);
 const _: () = assert!(BACKOFF_BASE_DEFAULT.as_nanos() <= BACKOFF_MAX_DEFAULT.as_nanos());
 
 /// Why a configuration is refused.

@@ -108,7 +108,9 @@ pub mod service;
 
 pub use backoff::Backoff;
 pub use body::FAILURE_BODY_BYTES_MAX;
-pub use config::{ConfigError, IdempotentRetryBuilder};
+pub use config::{
+    ATTEMPT_TIMEOUT_DEFAULT, ATTEMPTS_MAX_DEFAULT, ConfigError, DEADLINE_DEFAULT, IdempotentRetryBuilder,
+};
 pub use error::{BoxError, Failure, RetryError};
 pub use future::ResponseFuture;
 pub use keys::{KeyGenerator, OperationKey, SeededKeys, UuidV4Keys};
