@@ -4,14 +4,15 @@
 //! The reference shares no code with idem-core's transitions: it keeps its own records,
 //! its own fence counter and its own notion of expiry. After every step the two must agree
 //! on the decision, on the refusal, and on what is stored, and the guarantees the core
-//! alone can break (G1, G2, G3, G5) must hold.
+//! alone can break (G1, G2, G3 for completions, releases and renewals, G5) must hold, and
+//! the usage totals must count exactly the records held.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use idem_core::{
-    Decision, Fence, Fenced, Fingerprint, Key, MemoryStore, Policy, Principal, RecordId, RecordState, Refusal, Store,
-    StoredResponse, Timestamp,
+    Decision, Fence, Fenced, Fingerprint, Key, MemoryStore, Policy, Principal, RecordId, RecordState, Refusal, Renewal,
+    Store, StoredResponse, Timestamp,
 };
 use pollster::block_on;
 use proptest::prelude::*;
@@ -38,6 +39,8 @@ enum Step {
     Complete(usize),
     /// The holder of the n-th granted claim releases it.
     Release(usize),
+    /// The holder of the n-th granted claim renews its lease.
+    Renew(usize),
     /// Time passes.
     Advance(u64),
     /// Expired records are purged, at most this many.
@@ -51,6 +54,7 @@ fn step() -> impl Strategy<Value = Step> {
         4 => request.prop_map(Step::Claim),
         3 => any::<usize>().prop_map(Step::Complete),
         1 => any::<usize>().prop_map(Step::Release),
+        2 => any::<usize>().prop_map(Step::Renew),
         2 => prop_oneof![0..LEASE_MS, LEASE_MS..2 * LEASE_MS, Just(RETENTION_MS)].prop_map(Step::Advance),
         1 => (1usize..4).prop_map(Step::Purge),
     ]
@@ -174,6 +178,20 @@ impl Reference {
         }
     }
 
+    /// A renewal: the current holder's lease runs a whole lease from now (never shorter).
+    fn renew(&mut self, id: RefId, fence: u64, now_ms: u64) -> (RefFenced, Option<u64>) {
+        match self.fenced(id, fence) {
+            RefFenced::Applied => match self.records.get_mut(&id).map(|record| &mut record.state) {
+                Some(RefState::InFlight { lease_end_ms }) => {
+                    *lease_end_ms = (*lease_end_ms).max(now_ms + LEASE_MS);
+                    (RefFenced::Applied, Some(*lease_end_ms))
+                }
+                _ => (RefFenced::Completed { by: fence }, None),
+            },
+            refused => (refused, None),
+        }
+    }
+
     /// The ids a purge at `now_ms` may forget.
     fn due(&self, now_ms: u64) -> Vec<RefId> {
         self.records.iter().filter(|(_, r)| r.gone_at(now_ms)).map(|(id, _)| *id).collect()
@@ -289,7 +307,22 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let fenced = block_on(store.release(&record_id(id), Fence::new(fence))).expect("available");
                 prop_assert_eq!(fenced_to_reference(fenced), reference.release(id, fence));
             }
-            Step::Complete(_) | Step::Release(_) => {}
+            Step::Renew(n) if !history.granted.is_empty() => {
+                let (id, fence) = history.granted[n % history.granted.len()];
+                let renewal =
+                    block_on(store.renew(&record_id(id), Fence::new(fence), now(now_ms), &policy)).expect("available");
+                let got = match renewal {
+                    Renewal::Renewed { lease_expires_at } => (RefFenced::Applied, Some(lease_expires_at.unix_ms())),
+                    Renewal::Refused(refusal) => (fenced_to_reference(Fenced::Refused(refusal)), None),
+                };
+                prop_assert_eq!(got, reference.renew(id, fence, now_ms));
+                if got.0 == RefFenced::Applied {
+                    // G3 for renewals: only the newest claim for the id renews.
+                    let newest = history.granted.iter().rev().find(|(i, _)| *i == id).map(|(_, f)| *f);
+                    prop_assert_eq!(Some(fence), newest, "a stale fence renewed");
+                }
+            }
+            Step::Complete(_) | Step::Release(_) | Step::Renew(_) => {}
             Step::Advance(ms) => now_ms += ms,
             Step::Purge(batch) => {
                 // Which expired records go first is the store's choice; how many, and that
@@ -314,9 +347,21 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// The store holds exactly the reference's records, field by field.
+/// The store holds exactly the reference's records, field by field, and its usage totals
+/// count exactly those records.
 fn check_same_records(store: &MemoryStore, reference: &Reference) -> Result<(), TestCaseError> {
     prop_assert_eq!(store.len(), reference.records.len());
+    let usage = store.usage();
+    prop_assert_eq!(usage.records, reference.records.len() as u64);
+    let held_bytes: u64 = reference
+        .records
+        .keys()
+        .map(|&id| {
+            let record = block_on(store.get(&record_id(id))).expect("available").expect("the reference holds it");
+            idem_core::usage::stored_bytes(&record_id(id), &record)
+        })
+        .sum();
+    prop_assert_eq!(usage.stored_bytes, held_bytes);
     for (&id, expected) in &reference.records {
         let record = block_on(store.get(&record_id(id))).expect("available").expect("the reference holds it");
         prop_assert_eq!(record.fence.get(), expected.fence);
