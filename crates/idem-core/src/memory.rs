@@ -58,9 +58,21 @@ impl MemoryState {
         match step.write {
             Write::Unchanged => {}
             Write::Put(record) => {
-                self.unindex(id);
-                self.expiry.insert((record.forgettable_at(), id.clone()));
-                self.records.insert(id.clone(), record);
+                let forgettable_at = record.forgettable_at();
+                // Replace in place: a completion or renewal keeps the map entry, and the
+                // index entry too when the record becomes forgettable at the same time.
+                if let Some(held) = self.records.get_mut(id) {
+                    let old_forgettable_at = held.forgettable_at();
+                    *held = record;
+                    if old_forgettable_at != forgettable_at {
+                        let indexed = self.expiry.remove(&(old_forgettable_at, id.clone()));
+                        debug_assert!(indexed, "every held record is in the expiry index");
+                        self.expiry.insert((forgettable_at, id.clone()));
+                    }
+                } else {
+                    self.expiry.insert((forgettable_at, id.clone()));
+                    self.records.insert(id.clone(), record);
+                }
             }
             Write::Delete => {
                 self.unindex(id);
