@@ -4,7 +4,9 @@
 //! value that does not fit is a [`StoreError::Corrupt`].
 
 use bytes::Bytes;
-use idem_core::{Fence, Fingerprint, Record, RecordState, StoreError, StoredResponse, Timestamp};
+use idem_core::{
+    Fence, Fingerprint, Key, Principal, Record, RecordId, RecordState, StoreError, StoredResponse, Timestamp,
+};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -18,20 +20,17 @@ pub(crate) const STATE_COMPLETED: &str = "completed";
 /// First byte of the header encoding, so a future encoding can be told apart.
 const HEADERS_VERSION: u8 = 1;
 
-/// The columns [`decode_record`] reads, as a literal for `concat!` (statements stay `&'static str`).
+/// The columns [`decode_record`] reads, from `idem_records AS r`, as a literal for
+/// `concat!` (statements stay `&'static str`). Each is named as its column, so the list
+/// works in a join with tables that share column names (`idem_usage.stored_bytes`).
 macro_rules! record_columns {
     () => {
-        "fingerprint, fence, state, lease_expires_at, expires_at, forgettable_at, status, headers, body, stored_bytes"
+        "r.fingerprint AS fingerprint, r.fence AS fence, r.state AS state, \
+         r.lease_expires_at AS lease_expires_at, r.expires_at AS expires_at, \
+         r.forgettable_at AS forgettable_at, r.status AS status, r.headers AS headers, r.body AS body"
     };
 }
 pub(crate) use record_columns;
-
-/// A record as read from its row, with what the row counts against the size limit.
-#[derive(Debug)]
-pub(crate) struct StoredRecord {
-    pub(crate) record: Record,
-    pub(crate) stored_bytes: u64,
-}
 
 /// The column values of a record, ready to bind.
 #[derive(Debug)]
@@ -110,8 +109,31 @@ pub(crate) fn encode_record(record: &Record) -> Result<RecordRow, StoreError> {
     })
 }
 
+/// The record id of a row's `principal` and `idem_key` (`''` is the anonymous principal).
+pub(crate) fn id_from_sql(principal: &str, key: &str) -> Result<RecordId, StoreError> {
+    let principal = if principal.is_empty() {
+        Principal::anonymous()
+    } else {
+        Principal::new(principal).map_err(|error| corrupt(format!("principal {principal:?}: {error}")))?
+    };
+    // The column holds the key's characters; as a structured-field string they parse back
+    // to exactly that key (a bare value starting with `"` would be read as quoted).
+    let mut quoted = String::with_capacity(key.len() + 2);
+    quoted.push('"');
+    for c in key.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    let parsed = Key::parse(quoted.as_bytes()).map_err(|error| corrupt(format!("idem_key {key:?}: {error}")))?;
+    debug_assert_eq!(parsed.as_str(), key, "a quoted key parses back to its characters");
+    Ok(RecordId::new(principal, parsed))
+}
+
 /// Reads a record from a row that holds the columns of `record_columns!`.
-pub(crate) fn decode_record(row: &SqliteRow) -> Result<StoredRecord, StoreError> {
+pub(crate) fn decode_record(row: &SqliteRow) -> Result<Record, StoreError> {
     let fingerprint: Vec<u8> = row.try_get("fingerprint").map_err(store_error)?;
     let fingerprint: [u8; 32] = fingerprint
         .as_slice()
@@ -121,7 +143,6 @@ pub(crate) fn decode_record(row: &SqliteRow) -> Result<StoredRecord, StoreError>
     let state: String = row.try_get("state").map_err(store_error)?;
     let expires_at = time_from_sql("expires_at", row.try_get("expires_at").map_err(store_error)?)?;
     let forgettable_at: i64 = row.try_get("forgettable_at").map_err(store_error)?;
-    let stored_bytes = count_from_sql("stored_bytes", row.try_get("stored_bytes").map_err(store_error)?)?;
 
     let state = match state.as_str() {
         STATE_IN_FLIGHT => {
@@ -141,7 +162,7 @@ pub(crate) fn decode_record(row: &SqliteRow) -> Result<StoredRecord, StoreError>
             record.forgettable_at().unix_ms()
         )));
     }
-    Ok(StoredRecord { record, stored_bytes })
+    Ok(record)
 }
 
 fn decode_response(row: &SqliteRow) -> Result<StoredResponse, StoreError> {
@@ -254,6 +275,27 @@ mod tests {
         assert!(matches!(decode_headers(&huge_count), Err(StoreError::Corrupt { .. })));
         let bad_utf8 = [HEADERS_VERSION, 0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0, 0, 0, 0];
         assert!(matches!(decode_headers(&bad_utf8), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn ids_read_back_as_stored() {
+        // Goal: every key's characters, including quotes and backslashes in any place, and
+        // the anonymous principal read back to the id they were stored from.
+        for key in ["k1", "\"", "\"abc\"", "a\\b", "\\\"", "\"".repeat(255).as_str()] {
+            let id = id_from_sql("", key).unwrap();
+            assert_eq!((id.principal.is_anonymous(), id.key.as_str()), (true, key));
+            assert_eq!(id_from_sql("alice", key).unwrap().principal.as_str(), "alice");
+        }
+    }
+
+    #[test]
+    fn damaged_ids_are_corrupt() {
+        // Goal: a principal or key that idem-core would not accept is Corrupt, never a panic.
+        for (principal, key) in
+            [("alice", ""), ("alice", "a b"), ("alice", "é"), ("a\u{7}", "k"), ("alice", "k".repeat(256).as_str())]
+        {
+            assert!(matches!(id_from_sql(principal, key), Err(StoreError::Corrupt { .. })), "{principal:?} {key:?}");
+        }
     }
 
     #[test]

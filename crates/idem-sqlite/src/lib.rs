@@ -1,17 +1,30 @@
 //! The embedded durable store for idem: idempotency records in a SQLite file.
 //!
 //! [`SqliteStore`] implements idem-core's [`Store`](idem_core::Store) (claim, complete,
-//! release, get, purge) and adds atomic mode: [`SqliteStore::complete_in`] completes a
-//! claim inside the caller's own transaction, so the handler's business writes and the
-//! completion with its fence check commit together or not at all. It decides nothing:
-//! every read-decide-write reads the record, asks [`idem_core::transition`] what to do,
-//! and writes the answer, in one `BEGIN IMMEDIATE` transaction.
+//! release, renew, get, purge) and adds atomic mode: [`SqliteStore::complete_in`]
+//! completes a claim inside the caller's own transaction, so the handler's business
+//! writes and the completion with its fence check commit together or not at all.
+//!
+//! The store is I/O around [`idem_core::step()`] and decides nothing of its own. Every
+//! read-decide-write is one `BEGIN IMMEDIATE` transaction: one statement reads the record
+//! and the store-wide counters (`idem_fence`, `idem_usage`), the store's
+//! [`Limits`](idem_core::Limits) complete the [`StoreView`](idem_core::StoreView),
+//! `step` decides, and the store writes exactly what the [`Step`](idem_core::Step) names:
+//! the record row put or deleted, the fence counter set, the usage delta added. A step
+//! that writes nothing (a conflict, a replay, a refusal) ends without a commit. The
+//! decision table, fences, admission at the size limits, usage accounting and atomic
+//! mode's refusal of a repeated completion are all idem-core's; `tests/conformance.rs`
+//! runs idem-core's conformance suite on real files, and `tests/differential.rs` pins the
+//! store to [`idem_core::MemoryStore`] on random histories.
 //!
 //! # Contents
 //!
-//! * [`SqliteOptions`]: the file, the size limits, the pool.
-//! * [`SqliteStore`]: [`SqliteStore::open`], the [`Store`](idem_core::Store) impl,
-//!   [`SqliteStore::begin_write`], [`SqliteStore::complete_in`], [`SqliteStore::pool`].
+//! * [`SqliteOptions`]: the file, the size limits ([`SqliteOptions::limits`]), the pool.
+//! * [`SqliteStore`]: [`SqliteStore::open`], the [`Store`](idem_core::Store) impl (with
+//!   [`Store::renew`](idem_core::Store::renew), the holder's heartbeat),
+//!   [`SqliteStore::begin_write`], [`SqliteStore::complete_in`], [`SqliteStore::usage`],
+//!   [`SqliteStore::pool`].
+//! * [`Usage`]: idem-core's usage totals, re-exported.
 //! * [`OpenError`]: why a file could not be opened, worded for a CLI to print.
 //!
 //! # Atomic mode
@@ -107,9 +120,9 @@
 //! timeout ([`SqliteOptions::busy_timeout`]); a deferred transaction that read first
 //! would instead fail with `SQLITE_BUSY` when another writer committed in between. That
 //! single lock is what makes each transition atomic against every other connection and
-//! process on the same file. Fresh fences come from the one-row counter `idem_fence`,
-//! raised in the claim's transaction only when the decision takes a claim, so fences are
-//! never reused, not after a release, a take-over or a purge.
+//! process on the same file. Fresh fences come from the one-row counter `idem_fence`, set
+//! in the claim's transaction to the value the step names when it issues a fence, so
+//! fences are never reused, not after a release, a take-over or a purge.
 //!
 //! # Schema
 //!
@@ -128,9 +141,9 @@
 //! | | `expires_at` | end of retention |
 //! | | `forgettable_at` | `Record::forgettable_at`, indexed (with the id) for purging |
 //! | | `status`, `headers`, `body` | completed: the stored response; in flight: NULL |
-//! | | `stored_bytes` | what the row counts against [`SqliteOptions::stored_bytes_max`] |
+//! | | `stored_bytes` | what the record costs, [`idem_core::usage::stored_bytes`]; read back only to recover from a damaged row |
 //! | `idem_fence` | `next_fence` | the next fence to issue; only grows |
-//! | `idem_usage` | `records`, `stored_bytes` | totals for the size limits, kept in step with `idem_records` |
+//! | `idem_usage` | `records`, `stored_bytes` | totals for the size limits: each step's usage delta is added in its transaction |
 //!
 //! Headers are one BLOB: a version byte `1`, the number of headers as a big-endian `u32`,
 //! then per header the name's length (big-endian `u32`) and UTF-8 bytes, and the value's
@@ -141,14 +154,20 @@
 //!
 //! # Bounds
 //!
-//! [`SqliteOptions::records_max`] and [`SqliteOptions::stored_bytes_max`] bound what the
-//! store holds, counted as [`idem_core::MemoryStore`] counts it; at a limit new claims get
-//! [`StoreError::Full`](idem_core::StoreError::Full), live records are never evicted, and
-//! completions of granted claims are always accepted.
-//! [`Store::purge_expired`](idem_core::Store::purge_expired) deletes at most `batch_max`
-//! expired records per call, the earliest `forgettable_at` first (ties by record id),
-//! walking the `forgettable_at` index in one short transaction; each record is checked
-//! with [`idem_core::transition::expire`] before it goes.
+//! [`SqliteOptions::records_max`] and [`SqliteOptions::stored_bytes_max`] are the store's
+//! [`Limits`](idem_core::Limits); idem-core's step admits claims against them as in every
+//! store: at a limit new claims get [`StoreError::Full`](idem_core::StoreError::Full),
+//! live records are never evicted, and completions of granted claims are always accepted.
+//! [`Store::purge_expired`](idem_core::Store::purge_expired) forgets at most `batch_max`
+//! expired records per call, the earliest `forgettable_at` first (ties by record id), in
+//! one short transaction: the `forgettable_at` index only finds the candidates, each goes
+//! through idem-core's [`op::Expire`](idem_core::step::op::Expire) step, and the batch's
+//! usage deltas are written once.
+//!
+//! Damage recovery (not a protocol rule): a due row that cannot be read back (a
+//! hand-edited row, a row from another version) is forgotten anyway, giving back what its
+//! `stored_bytes` column says, because refusing would leave it first in every later batch
+//! and stall purging for good. Forgetting is safe: its fence stops being current (G3).
 //! The pool holds at most [`SqliteOptions::connections_max`] connections.
 //!
 //! # Failures
@@ -156,9 +175,9 @@
 //! | error | cause | what changed |
 //! |---|---|---|
 //! | [`OpenError`] | the options are invalid; the file cannot be opened or created, is not a SQLite database, stays out of WAL, or was migrated by a newer idem | nothing usable was opened |
-//! | `StoreError::Unavailable` | the driver failed: I/O error, disk full, pool closed; with `retry_after` when another writer held the lock past the busy timeout or no connection came free | unknown for `claim`, `complete` (see the [`Store`](idem_core::Store) docs on retrying); nothing for a failed `complete_in` once its transaction rolls back |
-//! | `StoreError::Full` | a size limit is reached | nothing |
-//! | `StoreError::Corrupt` | a row (or the file) holds what this version cannot read: a hand-edited row, a newer schema, a damaged file | nothing |
+//! | `StoreError::Unavailable` | the driver failed: I/O error, disk full, pool closed; with `retry_after` when another writer held the lock past the busy timeout or no connection came free | unknown for `claim`, `complete`, `release`, `renew`, `purge_expired` (see the [`Store`](idem_core::Store) docs on retrying); nothing for a failed `complete_in` once its transaction rolls back |
+//! | `StoreError::Full` | a size limit is reached (idem-core's admission refused a claim) | nothing |
+//! | `StoreError::Corrupt` | a row (or the file) holds what this version cannot read: a hand-edited row, a newer schema, a damaged file; or the counters disagree with the records (a fence counter not past a record's fence, usage totals that would go below zero) | nothing (a purge still forgets a due row it cannot read, see Bounds) |
 //!
 //! Fence refusals are not errors but [`idem_core::Fenced::Refused`].
 
@@ -168,5 +187,8 @@ mod options;
 mod store;
 
 pub use error::OpenError;
+/// What a store holds, as its size limits count it (idem-core's, re-exported for
+/// callers of [`SqliteStore::usage`]).
+pub use idem_core::Usage;
 pub use options::{CONNECTIONS_MAX_LIMIT, SqliteOptions};
-pub use store::{MIGRATIONS_TABLE, SqliteStore, Usage, WriteTransaction};
+pub use store::{MIGRATIONS_TABLE, SqliteStore, WriteTransaction};

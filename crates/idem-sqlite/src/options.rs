@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use idem_core::Limits;
+
 /// The most connections a pool may be given. SQLite has one writer at a time, so more
 /// connections only add readers and memory; this bound catches a misplaced zero or unit.
 pub const CONNECTIONS_MAX_LIMIT: u32 = 64;
@@ -19,13 +21,13 @@ pub const CONNECTIONS_MAX_LIMIT: u32 = 64;
 ///     .connections_max(8)
 ///     .busy_timeout(Duration::from_secs(2));
 /// assert_eq!(options.path().to_str(), Some("./idem.db"));
+/// assert_eq!(options.limits().records_max, 1_000_000);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqliteOptions {
     pub(crate) path: PathBuf,
     pub(crate) create_if_missing: bool,
-    pub(crate) records_max: u64,
-    pub(crate) stored_bytes_max: u64,
+    pub(crate) limits: Limits,
     pub(crate) connections_max: u32,
     pub(crate) busy_timeout: Duration,
     pub(crate) acquire_timeout: Duration,
@@ -40,8 +42,7 @@ impl SqliteOptions {
         SqliteOptions {
             path: path.as_ref().to_path_buf(),
             create_if_missing: true,
-            records_max: 1_000_000,
-            stored_bytes_max: 1 << 30,
+            limits: Limits { records_max: 1_000_000, stored_bytes_max: 1 << 30 },
             connections_max: 8,
             busy_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(5),
@@ -52,6 +53,12 @@ impl SqliteOptions {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The size limits the store's steps admit claims against ([`idem_core::step::step`]).
+    #[must_use]
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Whether opening creates a missing file (default `true`); `false` makes a missing
@@ -66,17 +73,17 @@ impl SqliteOptions {
     /// claims get [`idem_core::StoreError::Full`].
     #[must_use]
     pub fn records_max(mut self, records_max: u64) -> SqliteOptions {
-        self.records_max = records_max;
+        self.limits.records_max = records_max;
         self
     }
 
-    /// Most bytes of ids, responses and bookkeeping held at once, counted as
-    /// [`idem_core::MemoryStore`] counts them; at the limit new claims get
+    /// Most bytes of ids, responses and bookkeeping held at once, counted by
+    /// [`idem_core::usage::stored_bytes`] as in every store; at the limit new claims get
     /// [`idem_core::StoreError::Full`]. Completions of granted claims are always accepted,
     /// so the count may overshoot by the responses of the claims in flight.
     #[must_use]
     pub fn stored_bytes_max(mut self, stored_bytes_max: u64) -> SqliteOptions {
-        self.stored_bytes_max = stored_bytes_max;
+        self.limits.stored_bytes_max = stored_bytes_max;
         self
     }
 
@@ -112,10 +119,10 @@ impl SqliteOptions {
                 self.connections_max
             ));
         }
-        if self.records_max == 0 {
+        if self.limits.records_max == 0 {
             return Some("records_max is 0; the store could take no claim".to_owned());
         }
-        if self.stored_bytes_max == 0 {
+        if self.limits.stored_bytes_max == 0 {
             return Some("stored_bytes_max is 0; the store could take no claim".to_owned());
         }
         if self.acquire_timeout.is_zero() {

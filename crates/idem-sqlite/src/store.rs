@@ -1,17 +1,23 @@
-//! [`SqliteStore`]: idem-core's transitions applied in SQLite transactions.
+//! [`SqliteStore`]: idem-core's store step, read and written in SQLite transactions.
+//!
+//! Every read-decide-write here has the same shape, in one `BEGIN IMMEDIATE` transaction:
+//! [`decide`] reads the record and the store-wide counters and calls
+//! [`idem_core::step::step`]; [`write`] writes exactly what the [`Step`] names. The
+//! store has no rule of its own about the protocol.
 
-use idem_core::transition::{self, Transition, Write};
+use idem_core::step::{self, Counters, Operation, Step, StoreView, op};
 use idem_core::{
-    Decision, Fence, Fenced, Fingerprint, Policy, Record, RecordId, Refusal, Store, StoreError, StoredResponse,
-    Timestamp,
+    Decision, Fence, Fenced, Fingerprint, Limits, Policy, Record, RecordId, Renewal, Store, StoreError, StoredResponse,
+    Timestamp, Usage, UsageDelta, Write, usage,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Connection, Row, Sqlite, Transaction};
 
-use crate::codec::{self, StoredRecord, record_columns};
+use crate::codec::{self, record_columns};
 use crate::error::{OpenError, corrupt, store_error};
 use crate::options::SqliteOptions;
 
@@ -30,14 +36,34 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// [`SqliteStore::begin_write`]. It commits with `commit()`; dropped, it rolls back.
 pub type WriteTransaction = Transaction<'static, Sqlite>;
 
-/// What a store holds, as its size limits count it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    /// Records held, live or expired but not yet purged.
-    pub records: u64,
-    /// Bytes of ids, responses and bookkeeping, counted as [`idem_core::MemoryStore`] counts them.
-    pub stored_bytes: u64,
+/// The store-wide counters, named apart from the record's columns, for `concat!`.
+macro_rules! counter_columns {
+    () => {
+        "f.next_fence AS next_fence, u.records AS usage_records, u.stored_bytes AS usage_stored_bytes"
+    };
 }
+
+/// The two one-row counter tables, joined; `WHERE f.id = 1` completes it.
+macro_rules! counter_tables {
+    () => {
+        "idem_fence AS f JOIN idem_usage AS u ON u.id = 1"
+    };
+}
+
+/// Everything a step reads for one record id, in one statement: the counters, and the
+/// record if one is held (`held` tells a missing record from a row of NULLs).
+const READ_VIEW: &str = concat!(
+    "SELECT ",
+    counter_columns!(),
+    ", r.principal IS NOT NULL AS held, ",
+    record_columns!(),
+    " FROM ",
+    counter_tables!(),
+    " LEFT JOIN idem_records AS r ON r.principal = ?1 AND r.idem_key = ?2 WHERE f.id = 1"
+);
+
+/// The counters alone.
+const READ_COUNTERS: &str = concat!("SELECT ", counter_columns!(), " FROM ", counter_tables!(), " WHERE f.id = 1");
 
 /// The durable store: records in a SQLite file, in WAL mode with `synchronous=FULL`.
 ///
@@ -46,8 +72,7 @@ pub struct Usage {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    records_max: u64,
-    stored_bytes_max: u64,
+    limits: Limits,
 }
 
 impl SqliteStore {
@@ -86,7 +111,7 @@ impl SqliteStore {
             .connect_with(connect)
             .await
             .map_err(|error| OpenError::from_sqlx(path, error))?;
-        Ok(SqliteStore { pool, records_max: options.records_max, stored_bytes_max: options.stored_bytes_max })
+        Ok(SqliteStore { pool, limits: options.limits() })
     }
 
     /// The connection pool, for an application's own migrations and queries on the same
@@ -123,9 +148,10 @@ impl SqliteStore {
     /// must come from [`SqliteStore::begin_write`] (or otherwise hold the write lock), so
     /// that no take-over slips in between this check and the commit.
     ///
-    /// Unlike [`Store::complete`], a second completion with the fence that already
-    /// completed the record is refused (`Refused(AlreadyCompleted)` naming that very fence):
-    /// its transaction's business writes would repeat the first one's.
+    /// This is idem-core's [`op::CompleteInTransaction`]: unlike [`Store::complete`], a
+    /// second completion with the fence that already completed the record is refused
+    /// (`Refused(AlreadyCompleted)` naming that very fence), because its transaction's
+    /// business writes would repeat the first one's.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] for driver errors, [`StoreError::Corrupt`] for a row it
@@ -139,11 +165,10 @@ impl SqliteStore {
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Fenced, StoreError> {
-        let (outcome, wrote) = complete_on(transaction, id, fence, response, now, policy).await?;
-        match outcome {
-            Fenced::Applied if !wrote => Ok(Fenced::Refused(Refusal::AlreadyCompleted { completed_by: fence })),
-            outcome => Ok(outcome),
-        }
+        let operation = op::CompleteInTransaction { fence, response, now, policy: *policy };
+        let step = decide(transaction, self.limits, id, operation).await?;
+        // The caller commits (or rolls back) with its business writes.
+        write(transaction, id, step).await
     }
 
     /// What the store holds, as its size limits count it.
@@ -152,131 +177,90 @@ impl SqliteStore {
     /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
     pub async fn usage(&self) -> Result<Usage, StoreError> {
         let mut connection = self.pool.acquire().await.map_err(store_error)?;
-        read_usage(&mut connection).await
+        Ok(read_counters(&mut connection).await?.usage)
     }
 
-    async fn claim_now(
-        &self,
-        id: &RecordId,
-        fingerprint: &Fingerprint,
-        now: Timestamp,
-        policy: &Policy,
-    ) -> Result<Decision, StoreError> {
+    /// One operation as one write transaction: [`decide`], then [`write`] and commit, or
+    /// neither when the step writes nothing (the transaction then ends without a commit).
+    async fn run<O: Operation>(&self, id: &RecordId, operation: O) -> Result<O::Answer, StoreError> {
         let mut transaction = self.begin_write().await?;
-        let current = read_record(&mut transaction, id).await?;
-        let fresh_fence = read_next_fence(&mut transaction).await?;
-        if let Some(current) = &current
-            && current.record.fence >= fresh_fence
-        {
-            // idem-core would panic on a reused fence; a counter behind a record is damage.
-            return Err(corrupt(format!(
-                "the fence counter ({fresh_fence:?}) is not past the record's fence ({:?})",
-                current.record.fence
-            )));
+        let step = decide(&mut transaction, self.limits, id, operation).await?;
+        if step.writes_nothing() {
+            // Dropping the transaction rolls it back: nothing was written, nothing to sync.
+            return Ok(step.answer);
         }
-        let Transition { outcome, write } =
-            transition::claim(current.as_ref().map(|c| &c.record), fingerprint, now, policy, fresh_fence);
-        if let Write::Put(_) = write {
-            self.check_room(&mut transaction, current.is_some()).await?;
-            write_next_fence(&mut transaction, fresh_fence.next()).await?;
-        }
-        apply(&mut transaction, id, current.as_ref(), write).await?;
+        let answer = write(&mut transaction, id, step).await?;
         transaction.commit().await.map_err(store_error)?;
-        Ok(outcome)
-    }
-
-    /// Refuses a new claim at a size limit, as [`idem_core::MemoryStore`] does: a claim
-    /// that replaces a held (expired) record adds no record, only bytes.
-    async fn check_room(&self, connection: &mut SqliteConnection, replaces_a_record: bool) -> Result<(), StoreError> {
-        let usage = read_usage(connection).await?;
-        if !replaces_a_record && usage.records >= self.records_max {
-            return Err(StoreError::Full { what: format!("{} records", self.records_max) });
-        }
-        if usage.stored_bytes >= self.stored_bytes_max {
-            return Err(StoreError::Full { what: format!("{} bytes", self.stored_bytes_max) });
-        }
-        Ok(())
-    }
-
-    async fn complete_now(
-        &self,
-        id: &RecordId,
-        fence: Fence,
-        response: StoredResponse,
-        now: Timestamp,
-        policy: &Policy,
-    ) -> Result<Fenced, StoreError> {
-        let mut transaction = self.begin_write().await?;
-        let (outcome, wrote) = complete_on(&mut transaction, id, fence, response, now, policy).await?;
-        if wrote {
-            transaction.commit().await.map_err(store_error)?;
-        }
-        Ok(outcome)
-    }
-
-    async fn release_now(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
-        let mut transaction = self.begin_write().await?;
-        let current = read_record(&mut transaction, id).await?;
-        let Transition { outcome, write } = transition::release(current.as_ref().map(|c| &c.record), fence);
-        if write != Write::Unchanged {
-            apply(&mut transaction, id, current.as_ref(), write).await?;
-            transaction.commit().await.map_err(store_error)?;
-        }
-        Ok(outcome)
+        Ok(answer)
     }
 
     async fn get_now(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         let mut connection = self.pool.acquire().await.map_err(store_error)?;
-        Ok(read_record(&mut connection, id).await?.map(|stored| stored.record))
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            record_columns!(),
+            " FROM idem_records AS r WHERE r.principal = ?1 AND r.idem_key = ?2"
+        ))
+        .bind(id.principal.as_str())
+        .bind(id.key.as_str())
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(codec::decode_record).transpose()
     }
 
+    /// Forgets up to `batch_max` due records in one transaction: candidates come from the
+    /// `forgettable_at` index, each goes through [`op::Expire`], and the usage deltas of
+    /// the whole batch are written once.
     async fn purge_now(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
         if batch_max == 0 {
             return Ok(0);
         }
         let limit = i64::try_from(batch_max).unwrap_or(i64::MAX);
         let mut transaction = self.begin_write().await?;
+        let counters = read_counters(&mut transaction).await?;
         let rows = sqlx::query(concat!(
-            "SELECT principal, idem_key, ",
+            "SELECT r.principal AS principal, r.idem_key AS idem_key, r.stored_bytes AS stored_bytes, ",
             record_columns!(),
-            " FROM idem_records WHERE forgettable_at <= ?1 ORDER BY forgettable_at, principal, idem_key LIMIT ?2"
+            " FROM idem_records AS r WHERE r.forgettable_at <= ?1",
+            " ORDER BY r.forgettable_at, r.principal, r.idem_key LIMIT ?2"
         ))
         .bind(codec::time_to_sql(now))
         .bind(limit)
         .fetch_all(&mut *transaction)
         .await
         .map_err(store_error)?;
-        let mut freed_bytes: u64 = 0;
+        let mut purged = 0;
+        let mut batch = UsageDelta::NONE;
         for row in &rows {
             let principal: String = row.try_get("principal").map_err(store_error)?;
             let key: String = row.try_get("idem_key").map_err(store_error)?;
-            // A row the index calls expired is forgotten even if it cannot be read back:
-            // refusing would leave it first in every later batch, and purging would stall
-            // for good (and the store fill up). Forgetting a record is always safe: its
-            // fence stops being current, so a late completion is refused (G3).
-            let freed = match codec::decode_record(row) {
-                Ok(stored) if transition::expire(&stored.record, now) == Write::Delete => stored.stored_bytes,
-                Ok(stored) => {
-                    tracing::warn!(principal, key, "record is indexed as expired but is not; purging it as indexed");
-                    stored.stored_bytes
+            let read = codec::id_from_sql(&principal, &key)
+                .and_then(|id| codec::decode_record(row).map(|record| (id, record)));
+            let delta = match read {
+                Ok((id, record)) => {
+                    // Expiry issues no fence and admits nothing, so every step of the batch
+                    // reads the counters as the batch found them.
+                    let view = StoreView { record: Some(&record), counters, limits: self.limits };
+                    let step = step::step(&id, &view, op::Expire { now })?;
+                    debug_assert!(step.next_fence.is_none(), "expiry issues no fence");
+                    // The index and the record agree (decode_record checks the column), so
+                    // every candidate has expired.
+                    debug_assert!(step.answer, "the forgettable_at index lists only expired records");
+                    if !step.answer {
+                        continue;
+                    }
+                    write_record(&mut transaction, &id, step.write).await?;
+                    step.usage
                 }
-                Err(error) => {
-                    tracing::warn!(principal, key, %error, "expired record cannot be read; purging it");
-                    row.try_get::<i64, _>("stored_bytes").ok().and_then(|bytes| u64::try_from(bytes).ok()).unwrap_or(0)
-                }
+                Err(error) => forget_damaged(&mut transaction, row, &principal, &key, &error).await?,
             };
-            sqlx::query("DELETE FROM idem_records WHERE principal = ?1 AND idem_key = ?2")
-                .bind(&principal)
-                .bind(&key)
-                .execute(&mut *transaction)
-                .await
-                .map_err(store_error)?;
-            freed_bytes = freed_bytes.saturating_add(freed);
+            batch = sum(batch, delta)?;
+            purged += 1;
         }
-        let purged = u64::try_from(rows.len()).expect("a batch of rows in memory counts within u64");
-        add_usage(&mut transaction, -signed(purged)?, -signed(freed_bytes)?).await?;
+        add_usage(&mut transaction, batch).await?;
         transaction.commit().await.map_err(store_error)?;
-        Ok(rows.len())
+        Ok(purged)
     }
 }
 
@@ -300,129 +284,68 @@ fn migrator() -> Migrator {
     migrator
 }
 
-/// The record transition for a completion, applied on `connection` (inside a transaction
-/// the caller commits). Returns the outcome and whether anything was written.
-async fn complete_on(
+/// Reads what [`step::step`] needs for `id` on `connection` (inside a write transaction)
+/// and decides `operation`: the record, the counters and the store's limits.
+async fn decide<O: Operation>(
     connection: &mut SqliteConnection,
+    limits: Limits,
     id: &RecordId,
-    fence: Fence,
-    response: StoredResponse,
-    now: Timestamp,
-    policy: &Policy,
-) -> Result<(Fenced, bool), StoreError> {
-    let current = read_record(connection, id).await?;
-    let Transition { outcome, write } =
-        transition::complete(current.as_ref().map(|c| &c.record), fence, response, now, policy);
-    let wrote = write != Write::Unchanged;
-    apply(connection, id, current.as_ref(), write).await?;
-    Ok((outcome, wrote))
-}
-
-async fn read_record(connection: &mut SqliteConnection, id: &RecordId) -> Result<Option<StoredRecord>, StoreError> {
-    let row =
-        sqlx::query(concat!("SELECT ", record_columns!(), " FROM idem_records WHERE principal = ?1 AND idem_key = ?2"))
-            .bind(id.principal.as_str())
-            .bind(id.key.as_str())
-            .fetch_optional(&mut *connection)
-            .await
-            .map_err(store_error)?;
-    row.as_ref().map(codec::decode_record).transpose()
-}
-
-async fn read_next_fence(connection: &mut SqliteConnection) -> Result<Fence, StoreError> {
-    let next: Option<i64> = sqlx::query_scalar("SELECT next_fence FROM idem_fence WHERE id = 1")
-        .fetch_optional(&mut *connection)
-        .await
-        .map_err(store_error)?;
-    codec::fence_from_sql("idem_fence.next_fence", next.ok_or_else(|| corrupt("the fence counter row is missing"))?)
-}
-
-async fn write_next_fence(connection: &mut SqliteConnection, next: Fence) -> Result<(), StoreError> {
-    let next = codec::fence_to_sql(next).map_err(|_| corrupt("the fence counter is exhausted"))?;
-    sqlx::query("UPDATE idem_fence SET next_fence = ?1 WHERE id = 1 AND next_fence < ?1")
-        .bind(next)
-        .execute(&mut *connection)
-        .await
-        .map_err(store_error)
-        .and_then(|done| match done.rows_affected() {
-            1 => Ok(()),
-            _ => Err(corrupt("the fence counter did not grow")),
-        })
-}
-
-async fn read_usage(connection: &mut SqliteConnection) -> Result<Usage, StoreError> {
-    let row = sqlx::query("SELECT records, stored_bytes FROM idem_usage WHERE id = 1")
+    operation: O,
+) -> Result<Step<O::Answer>, StoreError> {
+    let row = sqlx::query(READ_VIEW)
+        .bind(id.principal.as_str())
+        .bind(id.key.as_str())
         .fetch_optional(&mut *connection)
         .await
         .map_err(store_error)?
-        .ok_or_else(|| corrupt("the usage row is missing"))?;
-    Ok(Usage {
-        records: codec::count_from_sql("idem_usage.records", row.try_get("records").map_err(store_error)?)?,
-        stored_bytes: codec::count_from_sql(
-            "idem_usage.stored_bytes",
-            row.try_get("stored_bytes").map_err(store_error)?,
-        )?,
-    })
+        .ok_or_else(missing_counters)?;
+    let counters = decode_counters(&row)?;
+    let held: bool = row.try_get("held").map_err(store_error)?;
+    let record = if held { Some(codec::decode_record(&row)?) } else { None };
+    Ok(step::step(id, &StoreView { record: record.as_ref(), counters, limits }, operation)?)
 }
 
-async fn add_usage(connection: &mut SqliteConnection, records: i64, stored_bytes: i64) -> Result<(), StoreError> {
-    if records == 0 && stored_bytes == 0 {
-        return Ok(());
+/// Writes what `step` names on `connection` (the caller commits): the record, the fence
+/// counter, the usage delta, each only if it changes. Returns the step's answer.
+async fn write<A>(connection: &mut SqliteConnection, id: &RecordId, step: Step<A>) -> Result<A, StoreError> {
+    let Step { answer, write, next_fence, usage } = step;
+    write_record(connection, id, write).await?;
+    if let Some(next_fence) = next_fence {
+        let next_fence = codec::fence_to_sql(next_fence).map_err(|_| corrupt("the fence counter is exhausted"))?;
+        let done = sqlx::query("UPDATE idem_fence SET next_fence = ?1 WHERE id = 1")
+            .bind(next_fence)
+            .execute(&mut *connection)
+            .await
+            .map_err(store_error)?;
+        one_row(&done, "idem_fence")?;
     }
-    sqlx::query("UPDATE idem_usage SET records = records + ?1, stored_bytes = stored_bytes + ?2 WHERE id = 1")
-        .bind(records)
-        .bind(stored_bytes)
-        .execute(&mut *connection)
-        .await
-        .map_err(store_error)
-        .and_then(|done| match done.rows_affected() {
-            1 => Ok(()),
-            _ => Err(corrupt("the usage row is missing")),
-        })
+    add_usage(connection, usage).await?;
+    Ok(answer)
 }
 
-fn signed(count: u64) -> Result<i64, StoreError> {
-    codec::count_to_sql("a usage change", count)
-}
-
-/// Writes what a transition decided, and keeps the usage row in step.
-async fn apply(
-    connection: &mut SqliteConnection,
-    id: &RecordId,
-    current: Option<&StoredRecord>,
-    write: Write,
-) -> Result<(), StoreError> {
-    let old_bytes = current.map_or(0, |c| c.stored_bytes);
+/// Puts or deletes the record row of `id`. A put stores the cost idem-core counts the
+/// record at ([`usage::stored_bytes`]) in the row's `stored_bytes` column.
+async fn write_record(connection: &mut SqliteConnection, id: &RecordId, write: Write) -> Result<(), StoreError> {
     match write {
         Write::Unchanged => Ok(()),
-        Write::Put(record) => {
-            let new_bytes = u64::try_from(id.stored_bytes() + record.stored_bytes())
-                .map_err(|_| corrupt("a record's size does not fit u64"))?;
-            put_record(connection, id, &record, new_bytes).await?;
-            let added_records = i64::from(current.is_none());
-            add_usage(connection, added_records, signed(new_bytes)? - signed(old_bytes)?).await
-        }
+        Write::Put(record) => put_record(connection, id, &record).await,
         Write::Delete => {
-            let deleted = sqlx::query("DELETE FROM idem_records WHERE principal = ?1 AND idem_key = ?2")
+            let done = sqlx::query("DELETE FROM idem_records WHERE principal = ?1 AND idem_key = ?2")
                 .bind(id.principal.as_str())
                 .bind(id.key.as_str())
                 .execute(&mut *connection)
                 .await
-                .map_err(store_error)?
-                .rows_affected();
-            debug_assert_eq!(deleted, u64::from(current.is_some()), "transitions delete only held records");
-            add_usage(connection, -signed(deleted)?, -signed(old_bytes)?).await
+                .map_err(store_error)?;
+            // The step deletes only a record it was shown, read in this same transaction.
+            debug_assert_eq!(done.rows_affected(), 1, "a step deletes only a held record");
+            Ok(())
         }
     }
 }
 
-async fn put_record(
-    connection: &mut SqliteConnection,
-    id: &RecordId,
-    record: &Record,
-    stored_bytes: u64,
-) -> Result<(), StoreError> {
+async fn put_record(connection: &mut SqliteConnection, id: &RecordId, record: &Record) -> Result<(), StoreError> {
     let row = codec::encode_record(record)?;
+    let stored_bytes = codec::count_to_sql("stored_bytes", usage::stored_bytes(id, record))?;
     sqlx::query(
         "INSERT INTO idem_records (principal, idem_key, fingerprint, fence, state, lease_expires_at, \
          expires_at, forgettable_at, status, headers, body, stored_bytes) \
@@ -444,11 +367,94 @@ async fn put_record(
     .bind(row.status)
     .bind(row.headers)
     .bind(row.body)
-    .bind(signed(stored_bytes)?)
+    .bind(stored_bytes)
     .execute(&mut *connection)
     .await
     .map_err(store_error)?;
     Ok(())
+}
+
+/// Adds `delta` to the usage row, if it changes anything. The row's `CHECK`s refuse a
+/// total below zero, which only totals edited by hand can cause: that is `Corrupt`, and
+/// the transaction rolls back.
+async fn add_usage(connection: &mut SqliteConnection, delta: UsageDelta) -> Result<(), StoreError> {
+    if delta.is_none() {
+        return Ok(());
+    }
+    let done =
+        sqlx::query("UPDATE idem_usage SET records = records + ?1, stored_bytes = stored_bytes + ?2 WHERE id = 1")
+            .bind(delta.records)
+            .bind(delta.stored_bytes)
+            .execute(&mut *connection)
+            .await
+            .map_err(store_error)?;
+    one_row(&done, "idem_usage")
+}
+
+/// Damage recovery, not a protocol rule: a row the index calls due that cannot be read
+/// back (a hand-edited row, a row from another version) is forgotten anyway. Refusing
+/// would leave it first in every later batch, and purging would stall for good (and the
+/// store fill up). Forgetting a record is always safe: its fence stops being current, so
+/// a late completion is refused (G3); the fence counter is not touched. Its usage is given
+/// back as its `stored_bytes` column says (nothing, if that is unreadable too).
+async fn forget_damaged(
+    connection: &mut SqliteConnection,
+    row: &SqliteRow,
+    principal: &str,
+    key: &str,
+    error: &StoreError,
+) -> Result<UsageDelta, StoreError> {
+    tracing::warn!(principal, key, %error, "expired record cannot be read; purging it");
+    sqlx::query("DELETE FROM idem_records WHERE principal = ?1 AND idem_key = ?2")
+        .bind(principal)
+        .bind(key)
+        .execute(&mut *connection)
+        .await
+        .map_err(store_error)?;
+    let stored_bytes = row.try_get::<i64, _>("stored_bytes").ok().filter(|bytes| *bytes >= 0).unwrap_or(0);
+    Ok(UsageDelta { records: -1, stored_bytes: -stored_bytes })
+}
+
+/// Two deltas as one; a sum past `i64` is damage (no batch frees that much).
+fn sum(a: UsageDelta, b: UsageDelta) -> Result<UsageDelta, StoreError> {
+    let records = a.records.checked_add(b.records);
+    let stored_bytes = a.stored_bytes.checked_add(b.stored_bytes);
+    match (records, stored_bytes) {
+        (Some(records), Some(stored_bytes)) => Ok(UsageDelta { records, stored_bytes }),
+        _ => Err(corrupt("a purge batch frees more than an SQLite integer counts")),
+    }
+}
+
+async fn read_counters(connection: &mut SqliteConnection) -> Result<Counters, StoreError> {
+    let row = sqlx::query(READ_COUNTERS)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(missing_counters)?;
+    decode_counters(&row)
+}
+
+fn decode_counters(row: &SqliteRow) -> Result<Counters, StoreError> {
+    let column = |name: &str| row.try_get::<i64, _>(name).map_err(store_error);
+    Ok(Counters {
+        next_fence: codec::fence_from_sql("idem_fence.next_fence", column("next_fence")?)?,
+        usage: Usage {
+            records: codec::count_from_sql("idem_usage.records", column("usage_records")?)?,
+            stored_bytes: codec::count_from_sql("idem_usage.stored_bytes", column("usage_stored_bytes")?)?,
+        },
+    })
+}
+
+fn missing_counters() -> StoreError {
+    corrupt("the counter rows (idem_fence, idem_usage) are missing")
+}
+
+/// A statement on a one-row table must have changed that row.
+fn one_row(done: &SqliteQueryResult, table: &str) -> Result<(), StoreError> {
+    match done.rows_affected() {
+        1 => Ok(()),
+        _ => Err(corrupt(format!("the {table} row is missing"))),
+    }
 }
 
 impl Store for SqliteStore {
@@ -459,7 +465,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
-        self.claim_now(id, fingerprint, now, policy).await
+        self.run(id, op::Claim { fingerprint: *fingerprint, now, policy: *policy }).await
     }
 
     async fn complete(
@@ -470,11 +476,15 @@ impl Store for SqliteStore {
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Fenced, StoreError> {
-        self.complete_now(id, fence, response, now, policy).await
+        self.run(id, op::Complete { fence, response, now, policy: *policy }).await
     }
 
     async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
-        self.release_now(id, fence).await
+        self.run(id, op::Release { fence }).await
+    }
+
+    async fn renew(&self, id: &RecordId, fence: Fence, now: Timestamp, policy: &Policy) -> Result<Renewal, StoreError> {
+        self.run(id, op::Renew { fence, now, policy: *policy }).await
     }
 
     async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {

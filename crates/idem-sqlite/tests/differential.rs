@@ -1,5 +1,6 @@
 //! SqliteStore against idem-core's MemoryStore: the same random operations give the same
-//! outcomes, records, errors and usage.
+//! outcomes, records, errors, usage and fence counter. Both are I/O around
+//! `idem_core::step`, so this pins what the SQL around it reads and writes.
 
 mod common;
 
@@ -7,14 +8,13 @@ use std::time::Duration;
 
 use common::{at, fingerprint, id};
 use idem_core::{
-    Bytes, Decision, Fence, Fenced, MemoryLimits, MemoryStore, Policy, Record, RecordId, Store, StoreError,
+    Bytes, Decision, Fence, Fenced, Limits, MemoryStore, Policy, Record, RecordId, Renewal, Store, StoreError,
     StoredResponse, Timestamp,
 };
 use idem_sqlite::{SqliteOptions, SqliteStore, Usage};
 use proptest::prelude::*;
 
-const RECORDS_MAX: usize = 4;
-const STORED_BYTES_MAX: usize = 700;
+const LIMITS: Limits = Limits { records_max: 4, stored_bytes_max: 700 };
 /// Larger than the number of ids, so a purge with it takes every due record.
 const PURGE_ALL: usize = 100;
 
@@ -33,12 +33,18 @@ enum Op {
         id: usize,
         fence: u64,
     },
+    Renew {
+        id: usize,
+        fence: u64,
+    },
     Get {
         id: usize,
     },
-    /// Purge every due record: which of several records due at the same instant goes first
-    /// is not specified by the `Store` trait, so partial batches are tested on their own.
-    Purge,
+    /// Purge up to `batch_max` due records. Both stores take them earliest first, ties
+    /// by record id (principal, then key, byte order), so partial batches agree too.
+    Purge {
+        batch_max: usize,
+    },
     Advance {
         ms: u64,
     },
@@ -51,8 +57,9 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (id.clone(), 0..2usize).prop_map(|(id, fingerprint)| Op::Claim { id, fingerprint }),
         3 => (id.clone(), 1..=10u64, 0..300usize).prop_map(|(id, fence, body_bytes)| Op::Complete { id, fence, body_bytes }),
         2 => (id.clone(), 1..=10u64).prop_map(|(id, fence)| Op::Release { id, fence }),
+        2 => (id.clone(), 1..=10u64).prop_map(|(id, fence)| Op::Renew { id, fence }),
         1 => id.prop_map(|id| Op::Get { id }),
-        1 => Just(Op::Purge),
+        1 => prop_oneof![Just(1usize), Just(2), Just(PURGE_ALL)].prop_map(|batch_max| Op::Purge { batch_max }),
         2 => prop_oneof![Just(0u64), Just(400), Just(1_000), Just(4_000)].prop_map(|ms| Op::Advance { ms }),
     ]
 }
@@ -66,6 +73,7 @@ fn ids() -> Vec<RecordId> {
 enum Answer {
     Decision(Decision),
     Fenced(Fenced),
+    Renewal(Renewal),
     Record(Option<Record>),
     Purged(usize),
     Full(String),
@@ -103,8 +111,11 @@ async fn run<S: Store>(store: &S, ops: &[Op], policy: &Policy) -> Vec<Answer> {
                 Answer::Fenced,
             ),
             Op::Release { id, fence } => answer(store.release(&ids[*id], Fence::new(*fence)).await, Answer::Fenced),
+            Op::Renew { id, fence } => {
+                answer(store.renew(&ids[*id], Fence::new(*fence), now, policy).await, Answer::Renewal)
+            }
             Op::Get { id } => answer(store.get(&ids[*id]).await, Answer::Record),
-            Op::Purge => answer(store.purge_expired(now, PURGE_ALL).await, Answer::Purged),
+            Op::Purge { batch_max } => answer(store.purge_expired(now, *batch_max).await, Answer::Purged),
             Op::Advance { ms } => {
                 now = Timestamp::from_unix_ms(now.unix_ms() + ms);
                 Answer::Advanced
@@ -115,33 +126,61 @@ async fn run<S: Store>(store: &S, ops: &[Op], policy: &Policy) -> Vec<Answer> {
     answers
 }
 
+/// What the SQLite file holds besides the records: the counters, and the rows' own sums.
+#[derive(Debug, PartialEq, Eq)]
+struct Totals {
+    next_fence: u64,
+    usage: Usage,
+    /// Rows in idem_records and the sum of their stored_bytes column.
+    rows: Usage,
+}
+
+async fn totals(store: &SqliteStore) -> Totals {
+    let next_fence: i64 = sqlx::query_scalar("SELECT next_fence FROM idem_fence")
+        .fetch_one(store.pool())
+        .await
+        .expect("the fence counter is readable");
+    let (rows, bytes): (i64, i64) = sqlx::query_as("SELECT count(*), coalesce(sum(stored_bytes), 0) FROM idem_records")
+        .fetch_one(store.pool())
+        .await
+        .expect("the records are readable");
+    let count = |value: i64| u64::try_from(value).expect("counts are not negative");
+    Totals {
+        next_fence: count(next_fence),
+        usage: store.usage().await.expect("usage is readable"),
+        rows: Usage { records: count(rows), stored_bytes: count(bytes) },
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
     #[test]
     fn sqlite_store_answers_like_memory_store(ops in proptest::collection::vec(op(), 1..40)) {
-        // Goal: for any sequence of claims, completions, releases, reads, purges and clock
-        // steps, SqliteStore answers exactly as the reference MemoryStore does (decisions,
-        // fences, refusals, stored records, Full errors) and counts the same usage.
+        // Goal: for any sequence of claims, completions, releases, renewals, reads, purges and
+        // clock steps, SqliteStore answers exactly as the reference MemoryStore does (decisions,
+        // fences, refusals, renewals, stored records, Full errors), ends with the same usage
+        // and fence counter, and its usage row is the sum of its rows' stored_bytes.
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime starts");
         let policy = Policy::new(Duration::from_millis(1_000), Duration::from_millis(3_000)).expect("lease < retention");
-        let memory = MemoryStore::new(MemoryLimits { records_max: RECORDS_MAX, stored_bytes_max: STORED_BYTES_MAX });
-        let (expected, actual, usage) = runtime.block_on(async {
+        let memory = MemoryStore::new(LIMITS);
+        let (expected, actual, totals) = runtime.block_on(async {
             let dir = common::temp_dir(true);
             let options = SqliteOptions::new(dir.path().join("idem.db"))
-                .records_max(RECORDS_MAX as u64)
-                .stored_bytes_max(STORED_BYTES_MAX as u64)
+                .records_max(LIMITS.records_max)
+                .stored_bytes_max(LIMITS.stored_bytes_max)
                 .connections_max(1);
             let sqlite = SqliteStore::open(options).await.expect("a fresh file opens");
             let expected = run(&memory, &ops, &policy).await;
             let actual = run(&sqlite, &ops, &policy).await;
-            let usage = sqlite.usage().await.expect("usage is readable");
+            let totals = totals(&sqlite).await;
             sqlite.close().await;
-            (expected, actual, usage)
+            (expected, actual, totals)
         });
         for (index, (expected, actual)) in expected.iter().zip(&actual).enumerate() {
             prop_assert_eq!(expected, actual, "operation {} ({:?})", index, ops[index]);
         }
-        prop_assert_eq!(usage, Usage { records: memory.len() as u64, stored_bytes: memory.stored_bytes() as u64 });
+        let reference = memory.snapshot().counters();
+        prop_assert_eq!(totals, Totals { next_fence: reference.next_fence.get(), usage: reference.usage, rows: reference.usage });
     }
 }

@@ -1,5 +1,8 @@
-//! SqliteStore on real SQLite files: the decision table, fences, atomic mode,
-//! concurrency, durability, purging, limits, and bad files.
+//! SqliteStore on real SQLite files: what idem-core's conformance suite
+//! (`tests/conformance.rs`) does not see. The first fence and the anonymous principal as
+//! stored, the usage row and the `stored_bytes` column, renewals that persist and move the
+//! purge index, atomic mode, concurrency across connections, durability, purging, damaged
+//! rows, and bad files.
 
 mod common;
 
@@ -7,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{at, fingerprint, id, open, open_with, options_in, policy, response};
-use idem_core::{Claim, Decision, Fence, Fenced, Record, RecordState, Refusal, Store, StoreError};
+use idem_core::{Claim, Decision, Fence, Fenced, Record, RecordState, Refusal, Renewal, Store, StoreError};
 use idem_sqlite::{OpenError, SqliteOptions, SqliteStore, Usage};
 
 fn expect_claim(decision: Decision) -> Claim {
     decision.claim().unwrap_or_else(|| panic!("expected a claim, got {decision:?}"))
 }
 
-// ---- the decision table, row by row ----
+// ---- what the rows hold ----
 
 #[tokio::test]
 async fn absent_record_executes_with_first_fence() {
@@ -27,73 +30,6 @@ async fn absent_record_executes_with_first_fence() {
     assert_eq!(stored.fence, Fence::FIRST);
     assert_eq!(stored.state, RecordState::InFlight { lease_expires_at: at(2_000) });
     assert_eq!(stored.expires_at, at(11_000));
-}
-
-#[tokio::test]
-async fn conflict_while_in_flight_with_valid_lease() {
-    // Goal: a second request while the lease is valid gets Conflict with the time left, and nothing changes.
-    let t = open().await;
-    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
-    let _ = expect_claim(t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap());
-    let before = t.store.get(&id).await.unwrap();
-    let decision = t.store.claim(&id, &fp, at(1_300), &policy()).await.unwrap();
-    assert_eq!(decision, Decision::Conflict { retry_after: Duration::from_millis(700) });
-    assert_eq!(t.store.get(&id).await.unwrap(), before);
-}
-
-#[tokio::test]
-async fn take_over_after_lease_lapse_with_new_fence() {
-    // Goal: once the lease lapsed, the next request takes over under a newer fence and names the stale one.
-    let t = open().await;
-    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
-    let first = expect_claim(t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap());
-    let decision = t.store.claim(&id, &fp, at(2_000), &policy()).await.unwrap();
-    let Decision::TakeOver { claim, stale } = decision else { panic!("expected a take-over, got {decision:?}") };
-    assert_eq!(stale, first.fence);
-    assert!(claim.fence > first.fence);
-    assert_eq!(t.store.get(&id).await.unwrap().unwrap().fence, claim.fence);
-}
-
-#[tokio::test]
-async fn replay_after_completion() {
-    // Goal: after completion, the same request gets the stored status, headers and body byte for byte.
-    let t = open().await;
-    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
-    let claim = expect_claim(t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap());
-    let stored = response("{\"payment_id\":\"pay_1\"}");
-    assert_eq!(
-        t.store.complete(&id, claim.fence, stored.clone(), at(1_500), &policy()).await.unwrap(),
-        Fenced::Applied
-    );
-    assert_eq!(t.store.claim(&id, &fp, at(1_600), &policy()).await.unwrap(), Decision::Replay(stored.clone()));
-    // Long after the lease, still within retention (completion at 1.5 s + 10 s).
-    assert_eq!(t.store.claim(&id, &fp, at(11_499), &policy()).await.unwrap(), Decision::Replay(stored));
-}
-
-#[tokio::test]
-async fn mismatch_never_executes_in_flight_or_completed() {
-    // Goal: another fingerprint under the same key is Mismatch, whether the record is in flight or completed.
-    let t = open().await;
-    let (id, fp, other) = (id("alice", "k1"), fingerprint("a"), fingerprint("b"));
-    let claim = expect_claim(t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap());
-    assert_eq!(t.store.claim(&id, &other, at(1_100), &policy()).await.unwrap(), Decision::Mismatch);
-    // Even with the lease lapsed, a different request does not take over.
-    assert_eq!(t.store.claim(&id, &other, at(5_000), &policy()).await.unwrap(), Decision::Mismatch);
-    let _ = t.store.complete(&id, claim.fence, response("x"), at(1_200), &policy()).await.unwrap();
-    assert_eq!(t.store.claim(&id, &other, at(1_300), &policy()).await.unwrap(), Decision::Mismatch);
-}
-
-#[tokio::test]
-async fn expired_record_executes_again_with_newer_fence() {
-    // Goal: a completed record past its retention counts as absent: the next request executes under a newer fence.
-    let t = open().await;
-    let (id, fp, other) = (id("alice", "k1"), fingerprint("a"), fingerprint("b"));
-    let claim = expect_claim(t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap());
-    let _ = t.store.complete(&id, claim.fence, response("x"), at(1_000), &policy()).await.unwrap();
-    // Retention ends at 11 s; an expired key may be reused even for another request.
-    let decision = t.store.claim(&id, &other, at(11_000), &policy()).await.unwrap();
-    let Decision::Execute(again) = decision else { panic!("expected Execute, got {decision:?}") };
-    assert!(again.fence > claim.fence);
 }
 
 #[tokio::test]
@@ -127,22 +63,6 @@ async fn stale_fence_is_refused_and_record_untouched() {
     assert_eq!(t.store.release(&id, first.fence).await.unwrap(), Fenced::Refused(stale));
     assert_eq!(t.store.get(&id).await.unwrap(), before);
     assert_eq!(t.store.usage().await.unwrap(), usage);
-}
-
-#[tokio::test]
-async fn completed_record_refuses_other_fences_and_keeps_first_response() {
-    // Goal: once completed, other fences are refused; the same fence is accepted and the first response stays (G2).
-    let t = open().await;
-    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
-    let claim = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
-    let first = response("first");
-    assert_eq!(t.store.complete(&id, claim.fence, first.clone(), at(0), &policy()).await.unwrap(), Fenced::Applied);
-    let already = Fenced::Refused(Refusal::AlreadyCompleted { completed_by: claim.fence });
-    let other = Fence::new(claim.fence.get() + 7);
-    assert_eq!(t.store.complete(&id, other, response("other"), at(1), &policy()).await.unwrap(), already);
-    assert_eq!(t.store.release(&id, claim.fence).await.unwrap(), already);
-    assert_eq!(t.store.complete(&id, claim.fence, response("again"), at(2), &policy()).await.unwrap(), Fenced::Applied);
-    assert_eq!(t.store.claim(&id, &fp, at(3), &policy()).await.unwrap(), Decision::Replay(first));
 }
 
 #[tokio::test]
@@ -253,6 +173,7 @@ async fn atomic_completion_twice_with_same_fence_is_refused() {
     create_payments(&t.store).await;
     let (id, fp) = (id("alice", "k1"), fingerprint("a"));
     let claim = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    let mut usage_after_first = None;
     for (payment, expected) in [
         ("pay_1", Fenced::Applied),
         ("pay_2", Fenced::Refused(Refusal::AlreadyCompleted { completed_by: claim.fence })),
@@ -266,8 +187,31 @@ async fn atomic_completion_twice_with_same_fence_is_refused() {
             Fenced::Applied => tx.commit().await.unwrap(),
             Fenced::Refused(_) => tx.rollback().await.unwrap(),
         }
+        if payment == "pay_1" {
+            usage_after_first = Some(t.store.usage().await.unwrap());
+        }
     }
-    assert_eq!(payments(&t.store).await, ["pay_1"]);
+    assert_eq!(payments(&t.store).await, ["pay_1"], "the repeated completion's payment rolled back");
+    assert_eq!(t.store.claim(&id, &fp, at(2), &policy()).await.unwrap(), Decision::Replay(response("pay_1")));
+    assert_eq!(Some(t.store.usage().await.unwrap()), usage_after_first, "the refusal wrote nothing");
+}
+
+#[tokio::test]
+async fn atomic_completion_after_a_separate_completion_is_refused() {
+    // Goal: complete_in with the fence that Store::complete already used is refused too
+    // (the record holds a response from outside this transaction), so the business write rolls back.
+    let t = open().await;
+    create_payments(&t.store).await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let claim = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    let _ = t.store.complete(&id, claim.fence, response("separate"), at(1), &policy()).await.unwrap();
+    let mut tx = t.store.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO payments VALUES ('pay_1', 100)").execute(&mut *tx).await.unwrap();
+    let outcome = t.store.complete_in(&mut tx, &id, claim.fence, response("atomic"), at(2), &policy()).await.unwrap();
+    assert_eq!(outcome, Fenced::Refused(Refusal::AlreadyCompleted { completed_by: claim.fence }));
+    tx.rollback().await.unwrap();
+    assert!(payments(&t.store).await.is_empty());
+    assert_eq!(t.store.claim(&id, &fp, at(3), &policy()).await.unwrap(), Decision::Replay(response("separate")));
 }
 
 #[tokio::test]
@@ -411,38 +355,100 @@ async fn purge_deletes_only_expired_records_in_bounded_batches() {
     assert_eq!(t.store.usage().await.unwrap(), Usage { records: 0, stored_bytes: 0 });
 }
 
-// ---- limits ----
+// ---- renewal ----
 
 #[tokio::test]
-async fn full_store_refuses_new_claims_but_completes_granted_ones() {
-    // Goal: at records_max, new ids are refused with Full and nothing changes; granted claims
-    // still complete and replay; purging expired records makes room again.
-    let t = open_with(|options| options.records_max(2)).await;
-    let fp = fingerprint("a");
-    let first = expect_claim(t.store.claim(&id("a", "1"), &fp, at(0), &policy()).await.unwrap());
-    let _ = expect_claim(t.store.claim(&id("a", "2"), &fp, at(0), &policy()).await.unwrap());
-    let refused = t.store.claim(&id("a", "3"), &fp, at(0), &policy()).await;
-    assert!(matches!(&refused, Err(StoreError::Full { what }) if what == "2 records"), "got {refused:?}");
-    assert_eq!(t.store.get(&id("a", "3")).await.unwrap(), None);
-    let stored = response("x");
+async fn renewal_persists_across_reopen_and_moves_the_purge_index() {
+    // Goal: a renewed lease is in the file (a reopened store still sees it, so a retry gets
+    // Conflict, not a take-over), and a lease renewed past the retention's end moves the
+    // record's forgettable_at, so purging does not forget a claim that is still held.
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    // Lease 1 s, retention 10 s: the claim at 0 expires at 10 s, its lease ends at 1 s.
+    let claim = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    let renewed = t.store.renew(&id, claim.fence, at(600), &policy()).await.unwrap();
+    assert_eq!(renewed, Renewal::Renewed { lease_expires_at: at(1_600) });
+    t.store.close().await;
+
+    let reopened = SqliteStore::open(SqliteOptions::new(&t.path)).await.unwrap();
+    let held = reopened.get(&id).await.unwrap().expect("the claim is held");
+    assert_eq!(held.state, RecordState::InFlight { lease_expires_at: at(1_600) });
+    let retry = reopened.claim(&id, &fp, at(1_200), &policy()).await.unwrap();
+    assert_eq!(retry, Decision::Conflict { retry_after: Duration::from_millis(400) });
+
+    // Renewed at 9.5 s, the lease outlasts the retention (10 s) by half a second.
+    let renewed = reopened.renew(&id, claim.fence, at(9_500), &policy()).await.unwrap();
+    assert_eq!(renewed, Renewal::Renewed { lease_expires_at: at(10_500) });
+    let forgettable_at: i64 =
+        sqlx::query_scalar("SELECT forgettable_at FROM idem_records").fetch_one(reopened.pool()).await.unwrap();
+    assert_eq!(forgettable_at, 10_500);
+    assert_eq!(reopened.purge_expired(at(10_000), 10).await.unwrap(), 0, "the held claim is not due");
     assert_eq!(
-        t.store.complete(&id("a", "1"), first.fence, stored.clone(), at(0), &policy()).await.unwrap(),
+        reopened.complete(&id, claim.fence, response("late but held"), at(10_200), &policy()).await.unwrap(),
         Fenced::Applied
     );
-    assert_eq!(t.store.claim(&id("a", "1"), &fp, at(1), &policy()).await.unwrap(), Decision::Replay(stored));
-    assert_eq!(t.store.purge_expired(at(11_000), 10).await.unwrap(), 2);
-    let _ = expect_claim(t.store.claim(&id("a", "3"), &fp, at(11_000), &policy()).await.unwrap());
+    assert_eq!(
+        reopened.claim(&id, &fp, at(10_300), &policy()).await.unwrap(),
+        Decision::Replay(response("late but held"))
+    );
 }
 
 #[tokio::test]
-async fn byte_limit_refuses_new_claims() {
-    // Goal: once stored bytes reach stored_bytes_max, new claims are refused with Full.
-    let t = open_with(|options| options.stored_bytes_max(200)).await;
+async fn renewal_that_changes_nothing_keeps_the_row() {
+    // Goal: a renewal stamped before the lease's end minus a lease (a lagging clock) answers
+    // the lease as it is and leaves the row exactly as it was.
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let claim = expect_claim(t.store.claim(&id, &fp, at(1_000), &policy()).await.unwrap());
+    let before = t.store.get(&id).await.unwrap();
+    let renewed = t.store.renew(&id, claim.fence, at(500), &policy()).await.unwrap();
+    assert_eq!(renewed, Renewal::Renewed { lease_expires_at: at(2_000) });
+    assert_eq!(t.store.get(&id).await.unwrap(), before);
+}
+
+// ---- usage ----
+
+#[tokio::test]
+async fn stored_bytes_column_and_usage_row_count_as_idem_core_counts() {
+    // Goal: every row's stored_bytes is idem_core::usage::stored_bytes of its record, and the
+    // usage row is the sum over the rows, through claims, completions, releases, take-overs
+    // and a purge (which must read every id back, anonymous and oddly spelled ones too).
+    let t = open().await;
     let fp = fingerprint("a");
-    let claim = expect_claim(t.store.claim(&id("a", "1"), &fp, at(0), &policy()).await.unwrap());
-    let _ = t.store.complete(&id("a", "1"), claim.fence, response(&"x".repeat(300)), at(0), &policy()).await.unwrap();
-    let refused = t.store.claim(&id("a", "2"), &fp, at(0), &policy()).await;
-    assert!(matches!(&refused, Err(StoreError::Full { what }) if what == "200 bytes"), "got {refused:?}");
+    // The third key's characters are `"a\b`: they start with a quote, so only their
+    // structured-field spelling parses back to them.
+    let ids = [id("alice", "k1"), id("", "k2"), id("bob", r#""\"a\\b""#), id("bob", "k4")];
+    assert_eq!(ids[2].key.as_str(), r#""a\b"#);
+    for (n, id) in ids.iter().enumerate() {
+        let claim = expect_claim(t.store.claim(id, &fp, at(0), &policy()).await.unwrap());
+        if n % 2 == 0 {
+            let body = "x".repeat(10 * n + 1);
+            let _ = t.store.complete(id, claim.fence, response(&body), at(0), &policy()).await.unwrap();
+        }
+    }
+    let _ = expect_claim(t.store.claim(&ids[1], &fp, at(5_000), &policy()).await.unwrap()); // take-over
+    let k4 = t.store.get(&ids[3]).await.unwrap().expect("k4 is held");
+    assert_eq!(t.store.release(&ids[3], k4.fence).await.unwrap(), Fenced::Applied);
+
+    let mut expected = Usage { records: 0, stored_bytes: 0 };
+    for id in &ids[..3] {
+        let record = t.store.get(id).await.unwrap().expect("the record is held");
+        let column: i64 =
+            sqlx::query_scalar("SELECT stored_bytes FROM idem_records WHERE principal = ?1 AND idem_key = ?2")
+                .bind(id.principal.as_str())
+                .bind(id.key.as_str())
+                .fetch_one(t.store.pool())
+                .await
+                .unwrap();
+        let counted = idem_core::usage::stored_bytes(id, &record);
+        assert_eq!(u64::try_from(column).unwrap(), counted, "{id:?}");
+        expected = Usage { records: expected.records + 1, stored_bytes: expected.stored_bytes + counted };
+    }
+    assert_eq!(t.store.usage().await.unwrap(), expected);
+
+    // Purging reads each id back from its row and gives back exactly what it counted.
+    assert_eq!(t.store.purge_expired(at(60_000), 10).await.unwrap(), 3);
+    assert_eq!(t.store.usage().await.unwrap(), Usage { records: 0, stored_bytes: 0 });
 }
 
 // ---- damaged rows ----
@@ -513,6 +519,25 @@ async fn fence_counter_behind_a_record_is_corrupt_not_a_reused_fence() {
     sqlx::query("UPDATE idem_fence SET next_fence = 1").execute(t.store.pool()).await.unwrap();
     let taken_over = t.store.claim(&id, &fp, at(5_000), &policy()).await;
     assert!(matches!(taken_over, Err(StoreError::Corrupt { .. })), "got {taken_over:?}");
+}
+
+#[tokio::test]
+async fn fence_counter_behind_makes_every_step_corrupt_and_purge_keeps_the_evidence() {
+    // Goal: with the fence counter lowered by hand, completion, renewal and purge of a record
+    // at or past it fail as Corrupt and change nothing: the record (whose fence a new claim
+    // could otherwise reuse) is kept, not forgotten as damage.
+    let t = open().await;
+    let (id, fp) = (id("alice", "k1"), fingerprint("a"));
+    let claim = expect_claim(t.store.claim(&id, &fp, at(0), &policy()).await.unwrap());
+    sqlx::query("UPDATE idem_fence SET next_fence = 1").execute(t.store.pool()).await.unwrap();
+    let before = t.store.get(&id).await.unwrap();
+    let completed = t.store.complete(&id, claim.fence, response("x"), at(100), &policy()).await;
+    assert!(matches!(completed, Err(StoreError::Corrupt { .. })), "got {completed:?}");
+    let renewed = t.store.renew(&id, claim.fence, at(100), &policy()).await;
+    assert!(matches!(renewed, Err(StoreError::Corrupt { .. })), "got {renewed:?}");
+    let purged = t.store.purge_expired(at(60_000), 10).await;
+    assert!(matches!(purged, Err(StoreError::Corrupt { .. })), "got {purged:?}");
+    assert_eq!(t.store.get(&id).await.unwrap(), before);
 }
 
 #[tokio::test]
@@ -661,7 +686,10 @@ async fn closed_store_is_unavailable() {
     let completed = t.store.complete(&id, Fence::FIRST, response("x"), at(0), &policy()).await;
     assert!(matches!(completed, Err(StoreError::Unavailable { .. })));
     assert!(matches!(t.store.release(&id, Fence::FIRST).await, Err(StoreError::Unavailable { .. })));
+    let renewed = t.store.renew(&id, Fence::FIRST, at(0), &policy()).await;
+    assert!(matches!(renewed, Err(StoreError::Unavailable { .. })));
     assert!(matches!(t.store.get(&id).await, Err(StoreError::Unavailable { .. })));
+    assert!(matches!(t.store.usage().await, Err(StoreError::Unavailable { .. })));
     assert!(matches!(t.store.purge_expired(at(0), 10).await, Err(StoreError::Unavailable { .. })));
     assert!(matches!(t.store.begin_write().await, Err(StoreError::Unavailable { .. })));
 }
