@@ -81,6 +81,7 @@ fn completion_changes_bytes_not_records_and_issues_no_fence() {
         UsageDelta { records: 0, stored_bytes: signed(usage::stored_bytes(&id("k1"), completed)) - signed(before) }
     );
     assert_eq!(step.usage.stored_bytes, 100);
+    assert!(!step.writes_nothing(), "a completion issues no fence but still writes its record");
 }
 
 #[test]
