@@ -211,7 +211,10 @@ impl SqliteStore {
 
     /// Forgets up to `batch_max` due records in one transaction: candidates come from the
     /// `forgettable_at` index, each goes through [`op::Expire`], and the usage deltas of
-    /// the whole batch are written once.
+    /// the whole batch are written once. A step error (a fence counter not past a due
+    /// record's fence) fails the batch as `Corrupt` and keeps the record: forgetting it
+    /// would let a new claim reuse its fence. Only a row that cannot be read at all is
+    /// forgotten as damage ([`forget_damaged`]).
     async fn purge_now(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
         if batch_max == 0 {
             return Ok(0);
