@@ -85,7 +85,9 @@ impl<A> Step<A> {
     /// Whether the step writes nothing: a store may skip its write (and its commit).
     #[must_use]
     pub fn writes_nothing(&self) -> bool {
-        self.write == Write::Unchanged && self.next_fence.is_none() && self.usage.is_none()
+        // A step that issues a fence or changes the usage always writes its record too.
+        debug_assert!(self.write != Write::Unchanged || (self.next_fence.is_none() && self.usage.is_none()));
+        self.write == Write::Unchanged
     }
 }
 

@@ -95,6 +95,22 @@ fn release_and_expiry_give_back_what_the_record_cost() {
     assert_eq!(state.run(&id("k2"), op::Expire { now: at(3600) }), Ok(true));
     assert_eq!(state.counters().usage, Usage::default());
     assert_eq!(state.counters().next_fence, Fence::new(3), "fences are not given back");
+    assert!(UsageDelta::NONE.is_none());
+    assert!(!UsageDelta { records: 0, stored_bytes: -1 }.is_none());
+}
+
+#[test]
+fn memory_store_reports_what_it_holds() {
+    // Goal: the accessors a caller sizes and watches a store by tell the truth.
+    let limits = Limits { records_max: 7, stored_bytes_max: 9_000 };
+    let store = idem_core::MemoryStore::new(limits);
+    assert!(store.is_empty());
+    assert_eq!(store.snapshot().limits(), limits);
+    let _ = pollster::block_on(idem_core::Store::claim(&store, &id("k1"), &fingerprint(), at(0), &policy()));
+    assert!(!store.is_empty());
+    assert_eq!(store.len(), 1);
+    assert_eq!(store.usage().records, 1);
+    assert_eq!(store.snapshot().records().count(), 1);
 }
 
 #[test]
