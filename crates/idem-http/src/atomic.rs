@@ -15,6 +15,12 @@
 //!
 //! A handler that does not insert the marker is completed by the layer (separate mode).
 //!
+//! While the handler runs, the layer renews its claim (every [`Policy::renew_every`]). If a
+//! renewal is refused, another request has taken the claim over: [`ClaimContext::lost`]
+//! turns true, the handler's completion will be refused (its transaction should roll back),
+//! and the layer will not answer its response. A long handler may check `lost()` to stop
+//! early; it need not, the fence check is what keeps G1.
+//!
 //! # Examples
 //!
 //! A handler that completes the record itself. `MemoryStore` has no transactions, so here
@@ -61,6 +67,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -74,7 +81,7 @@ use crate::headers::HeaderFilter;
 pub struct ClaimContext {
     pub(crate) id: RecordId,
     pub(crate) fence: Fence,
-    pub(crate) lease_expires_at: Timestamp,
+    pub(crate) lease: Arc<LeaseState>,
     pub(crate) policy: Policy,
     pub(crate) filter: Arc<HeaderFilter>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -93,10 +100,19 @@ impl ClaimContext {
         self.fence
     }
 
-    /// When the claim lapses if not completed; past it another request may take over.
+    /// When the claim lapses if not completed or renewed again; past it another request
+    /// may take over. The layer renews the claim while the handler runs, so this moves on.
     #[must_use]
     pub fn lease_expires_at(&self) -> Timestamp {
-        self.lease_expires_at
+        self.lease.expires_at()
+    }
+
+    /// Whether the claim was lost: a renewal was refused because another request took the
+    /// claim over. The handler's completion will be refused and its response will not be
+    /// answered, so a handler may stop early (its transaction rolls back either way).
+    #[must_use]
+    pub fn lost(&self) -> bool {
+        self.lease.is_lost()
     }
 
     /// The lease and retention the layer uses; pass it to the completion.
@@ -130,9 +146,42 @@ impl std::fmt::Debug for ClaimContext {
         f.debug_struct("ClaimContext")
             .field("id", &self.id)
             .field("fence", &self.fence)
-            .field("lease_expires_at", &self.lease_expires_at)
+            .field("lease_expires_at", &self.lease_expires_at())
+            .field("lost", &self.lost())
             .field("policy", &self.policy)
             .finish_non_exhaustive()
+    }
+}
+
+/// The claim as its renewals left it, shared by the layer's renewal and the handler's
+/// [`ClaimContext`].
+#[derive(Debug)]
+pub(crate) struct LeaseState {
+    expires_at_ms: AtomicU64,
+    lost: AtomicBool,
+}
+
+impl LeaseState {
+    pub(crate) fn new(expires_at: Timestamp) -> LeaseState {
+        LeaseState { expires_at_ms: AtomicU64::new(expires_at.unix_ms()), lost: AtomicBool::new(false) }
+    }
+
+    pub(crate) fn expires_at(&self) -> Timestamp {
+        Timestamp::from_unix_ms(self.expires_at_ms.load(Ordering::SeqCst))
+    }
+
+    /// A renewal moved the lease's end to `expires_at` (a renewal never shortens it).
+    pub(crate) fn renewed(&self, expires_at: Timestamp) {
+        self.expires_at_ms.fetch_max(expires_at.unix_ms(), Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// A renewal was refused: the claim belongs to another request now, for good (G3).
+    pub(crate) fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
     }
 }
 

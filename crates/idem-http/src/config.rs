@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::request::Parts;
 use http::{HeaderName, Method};
-use idem_core::{Clock, Policy, PolicyError, Principal, Store, SystemClock};
+use idem_core::{Clock, Policy, PolicyError, Principal, StatusRules, Store, SystemClock};
 
 use crate::headers::HeaderFilter;
 use crate::principal::{PrincipalExtractor, authorization_principal};
@@ -71,9 +71,10 @@ pub(crate) struct Config {
     pub(crate) missing_key: MissingKey,
     pub(crate) principal: PrincipalExtractor,
     pub(crate) conflict: ConflictPolicy,
-    /// The longest `Retry-After` a 409 in-progress answer carries.
+    /// The cap of a 409 in-progress answer's `Retry-After` ([`idem_core::reply::retry_after`]).
     pub(crate) conflict_retry_after_max: Duration,
-    pub(crate) store_server_errors: bool,
+    /// Which handler statuses record and which release the claim.
+    pub(crate) status_rules: StatusRules,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -88,17 +89,19 @@ impl std::fmt::Debug for Config {
             .field("missing_key", &self.missing_key)
             .field("conflict", &self.conflict)
             .field("conflict_retry_after_max", &self.conflict_retry_after_max)
-            .field("store_server_errors", &self.store_server_errors)
+            .field("status_rules", &self.status_rules)
             .finish_non_exhaustive()
     }
 }
 
 /// Builds an [`IdempotencyLayer`]; start with [`IdempotencyLayer::builder`].
 ///
-/// Defaults: retention 24 h, lease 60 s, request body limit 1 MiB, recorded response
-/// limit 1 MiB, keys required on POST and PATCH, a missing key is a 400, the principal is
+/// Defaults: retention 24 h, lease [`idem_core::LEASE_DEFAULT`] (10 s, renewed every third
+/// of it while the handler runs), request body limit 1 MiB, recorded response limit
+/// 1 MiB, keys required on POST and PATCH, a missing key is a 400, the principal is
 /// [`authorization_principal`], conflicts answer 409 at once with `Retry-After` at most
-/// 1 s, 5xx responses release the claim, time from [`SystemClock`].
+/// 1 s, 2xx and 4xx responses are recorded except 408, 425 and 429, which release the
+/// claim like 5xx responses do ([`StatusRules`]'s default), time from [`SystemClock`].
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct IdempotencyBuilder<St> {
     store: Arc<St>,
@@ -112,7 +115,7 @@ pub struct IdempotencyBuilder<St> {
     principal: PrincipalExtractor,
     conflict: ConflictPolicy,
     conflict_retry_after_max: Duration,
-    store_server_errors: bool,
+    status_rules: StatusRules,
     clock: Arc<dyn Clock>,
 }
 
@@ -133,7 +136,7 @@ impl<St: Store> IdempotencyBuilder<St> {
             principal: Arc::new(authorization_principal),
             conflict: ConflictPolicy::Reject,
             conflict_retry_after_max: CONFLICT_RETRY_AFTER_MAX_DEFAULT,
-            store_server_errors: false,
+            status_rules: StatusRules::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -144,8 +147,15 @@ impl<St: Store> IdempotencyBuilder<St> {
         self
     }
 
-    /// How long a claim stays valid without completion (default 60 s). Set it above the
-    /// slowest handler: a handler that outlives its lease may be run a second time.
+    /// How long a claim stays valid without completion or renewal (default
+    /// [`idem_core::LEASE_DEFAULT`], 10 s).
+    ///
+    /// The layer renews the claim every [`Policy::renew_every`] (a third of the lease) on
+    /// the runtime's timer while the handler runs, so a slow handler keeps its claim however
+    /// long it runs, and the lease only bounds how long a crashed holder blocks its key. It
+    /// must outlast a renewal's delay: if two renewals in a row fail (the store is down),
+    /// the claim may lapse and a retry take it over. Keep it shorter than a retrying
+    /// client's budget (idem-client's defaults outlast the default lease).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
@@ -209,15 +219,25 @@ impl<St: Store> IdempotencyBuilder<St> {
     /// The store knows when the claim in flight lapses (up to the whole lease), but that is
     /// the worst case, for a crashed holder; a live one usually finishes far sooner. Sending
     /// the whole lease would make a retrying client with a shorter deadline give up at once,
-    /// so the hint is the lease left, capped at this.
+    /// so the hint is the lease left, capped at this ([`idem_core::reply::retry_after`]:
+    /// rounded up to whole seconds, at least [`idem_core::reply::RETRY_AFTER_MIN`], 1 s).
     pub fn conflict_retry_after_max(mut self, retry_after_max: Duration) -> Self {
         self.conflict_retry_after_max = retry_after_max;
         self
     }
 
     /// Records 5xx responses too, instead of releasing the claim (default: false).
+    /// Sets [`StatusRules::record_server_errors`].
     pub fn store_server_errors(mut self, store: bool) -> Self {
-        self.store_server_errors = store;
+        self.status_rules.record_server_errors = store;
+        self
+    }
+
+    /// Records the "try again later" responses 408, 425 and 429 too, instead of releasing
+    /// the claim (default: false; SPEC: they release it, like a 5xx, so the retry the
+    /// client was told to make runs the handler). Sets [`StatusRules::record_try_later`].
+    pub fn store_try_later(mut self, store: bool) -> Self {
+        self.status_rules.record_try_later = store;
         self
     }
 
@@ -255,7 +275,7 @@ impl<St: Store> IdempotencyBuilder<St> {
             principal: self.principal,
             conflict: self.conflict,
             conflict_retry_after_max: self.conflict_retry_after_max,
-            store_server_errors: self.store_server_errors,
+            status_rules: self.status_rules,
             clock: self.clock,
         };
         Ok(IdempotencyLayer::from_parts(Arc::new(config), self.store))
@@ -274,7 +294,7 @@ impl<St> std::fmt::Debug for IdempotencyBuilder<St> {
             .field("missing_key", &self.missing_key)
             .field("conflict", &self.conflict)
             .field("conflict_retry_after_max", &self.conflict_retry_after_max)
-            .field("store_server_errors", &self.store_server_errors)
+            .field("status_rules", &self.status_rules)
             .finish_non_exhaustive()
     }
 }
@@ -313,14 +333,32 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_spec() {
-        // Goal: 24 h retention, 60 s lease, 1 MiB body, POST and PATCH keyed, 409 on conflict.
+        // Goal: 24 h retention, the core's 10 s lease, 1 MiB body, POST and PATCH keyed,
+        // 409 on conflict, 5xx and 408/425/429 release.
         let layer = builder().build().expect("defaults are valid");
         let config = layer.config();
         assert_eq!(config.policy, Policy::DEFAULT);
+        assert_eq!(config.policy.lease(), idem_core::LEASE_DEFAULT);
+        assert_eq!(config.policy.lease(), Duration::from_secs(10));
+        assert_eq!(config.status_rules, StatusRules { record_server_errors: false, record_try_later: false });
         assert_eq!(config.request_body_bytes_max, 1024 * 1024);
         assert_eq!(config.methods, [Method::POST, Method::PATCH]);
         assert_eq!(config.missing_key, MissingKey::Reject);
         assert_eq!(config.conflict, ConflictPolicy::Reject);
-        assert!(!config.store_server_errors);
+    }
+
+    #[test]
+    fn the_status_switches_set_the_core_rules() {
+        // Goal: each builder switch sets its own field of idem-core's StatusRules, and only it.
+        let server_errors = builder().store_server_errors(true).build().expect("valid");
+        let try_later = builder().store_try_later(true).build().expect("valid");
+        assert_eq!(
+            server_errors.config().status_rules,
+            StatusRules { record_server_errors: true, record_try_later: false }
+        );
+        assert_eq!(
+            try_later.config().status_rules,
+            StatusRules { record_server_errors: false, record_try_later: true }
+        );
     }
 }

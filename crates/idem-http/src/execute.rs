@@ -1,9 +1,17 @@
-//! The keyed path: read the body, claim, run the handler, record, or answer from the store.
+//! The keyed path: read the body, claim, run the handler while renewing its claim, record,
+//! or answer from the store.
 //!
 //! Everything here runs inside the response future of [`crate::Idempotency`], which hands
 //! it to a task of its own if it is dropped unfinished, so it is never cut short by a
 //! client going away.
+//!
+//! The protocol's rules are idem-core's, not this module's: the decision table
+//! ([`Store::claim`]), which statuses record and which release ([`StatusRules`]), the
+//! `Retry-After` of an answer "in progress" ([`reply::retry_after`]), whether a waiting
+//! request keeps waiting ([`reply::keep_waiting`]), and what an execution that lost its
+//! claim answers ([`reply::superseded`]). This module does the I/O around them.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +21,12 @@ use futures::FutureExt;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
-use idem_core::{
-    Claim, Decision, Fenced, Fingerprint, Record, RecordId, RecordState, Store, StoreError, StoredResponse,
-};
+use idem_core::reply::{self, Disposition, Superseded};
+use idem_core::{Claim, Decision, Fenced, Fingerprint, RecordId, Refusal, Renewal, Store, StoreError, StoredResponse};
+use tokio::time::{Instant, MissedTickBehavior};
 use tower::Service;
 
+use crate::atomic::LeaseState;
 use crate::body::{Body, BoxError, ReadError, full, read_bounded};
 use crate::config::{Config, ConflictPolicy, WAIT_MAX};
 use crate::headers::IDEMPOTENT_REPLAYED;
@@ -34,8 +43,6 @@ const WAIT_POLL_FIRST: Duration = Duration::from_millis(10);
 const WAIT_POLL_MAX: Duration = Duration::from_millis(250);
 /// Most looks at the store by one waiting request, whatever the clock does.
 const WAIT_POLLS_MAX: u32 = 1024;
-/// `Retry-After` when no better hint exists (a store error without one, a claim just given back).
-const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(1);
 
 // The poll bound must not cut the longest allowed wait short at the longest pause.
 const _: () = assert!(WAIT_POLLS_MAX as u128 * WAIT_POLL_MAX.as_millis() > WAIT_MAX.as_millis());
@@ -99,8 +106,10 @@ where
         Ok(decision) => decision,
         Err(error) => return Ok(store_failed(&error)),
     };
-    if let (Decision::Conflict { .. }, ConflictPolicy::Wait(wait_max)) = (&decision, config.conflict) {
-        decision = match wait_for_turn(keyed, &fingerprint, wait_max).await {
+    if let (Decision::Conflict { retry_after: lease_left }, ConflictPolicy::Wait(wait_max)) =
+        (&decision, config.conflict)
+    {
+        decision = match wait_for_turn(keyed, &fingerprint, wait_max, *lease_left).await {
             Ok(decision) => decision,
             Err(error) => return Ok(store_failed(&error)),
         };
@@ -114,26 +123,24 @@ where
             execute(keyed, inner, parts, body, &fingerprint, claim).await
         }
         Decision::Replay(stored) => Ok((replay(stored), Outcome::Replayed)),
-        Decision::Conflict { retry_after } => {
-            let hint = retry_after.min(config.conflict_retry_after_max);
-            Ok((kinds::in_progress(hint).into_response(), Outcome::Conflict))
-        }
+        Decision::Conflict { retry_after: lease_left } => Ok((in_progress(config, lease_left), Outcome::Conflict)),
         Decision::Mismatch => Ok((kinds::key_reused().into_response(), Outcome::Mismatch)),
     }
 }
 
 /// Polls the store with backoff until the request in flight is done, at most `wait_max`
 /// of sleeping on the runtime's timer and [`WAIT_POLLS_MAX`] looks. Returns the first
-/// decision that is not a conflict, or the conflict if the wait ran out.
+/// decision that is not a conflict, or the conflict (with the lease left at the last look)
+/// if the wait ran out. Whether to keep waiting is [`reply::keep_waiting`]'s answer.
 async fn wait_for_turn<St: Store>(
     keyed: &Keyed<St>,
     fingerprint: &Fingerprint,
     wait_max: Duration,
+    mut lease_left: Duration,
 ) -> Result<Decision, StoreError> {
     let (config, store, id) = (&keyed.config, &keyed.store, &keyed.id);
     let mut waited = Duration::ZERO;
     let mut pause = WAIT_POLL_FIRST;
-    let mut retry_after = RETRY_AFTER_DEFAULT;
     for _ in 0..WAIT_POLLS_MAX {
         if waited >= wait_max {
             break;
@@ -144,36 +151,40 @@ async fn wait_for_turn<St: Store>(
         pause = (pause * 2).min(WAIT_POLL_MAX);
 
         // A cheap read first: only claim (a write in SQL stores) once the holder is done.
-        let now = config.clock.now();
-        if let Some(lease_left) = store.get(id).await?.and_then(|record| lease_left(&record, fingerprint, now)) {
-            retry_after = lease_left;
+        let record = store.get(id).await?;
+        if let Some(left) = reply::keep_waiting(record.as_ref(), fingerprint, config.clock.now()) {
+            lease_left = left;
             continue;
         }
         match store.claim(id, fingerprint, config.clock.now(), &config.policy).await? {
-            Decision::Conflict { retry_after: left } => retry_after = left,
+            Decision::Conflict { retry_after: left } => lease_left = left,
             decision => return Ok(decision),
         }
     }
-    Ok(Decision::Conflict { retry_after })
+    Ok(Decision::Conflict { retry_after: lease_left })
 }
 
-/// How long the claim on `record` still holds, if it is a live claim for the same request.
-fn lease_left(record: &Record, fingerprint: &Fingerprint, now: idem_core::Timestamp) -> Option<Duration> {
-    match record.state {
-        RecordState::InFlight { lease_expires_at }
-            if record.fingerprint == *fingerprint && !record.is_expired(now) && now < lease_expires_at =>
-        {
-            Some(now.until(lease_expires_at))
-        }
-        _ => None,
-    }
+/// What became of the handler, read while its claim was being renewed.
+enum Ran<E> {
+    /// The inner service returned an error.
+    Failed(E),
+    /// The handler panicked (caught).
+    Panicked,
+    /// The handler completed the record in its own transaction (atomic mode); the store's answer.
+    CompletedInTransaction(Fenced, Response<Body>),
+    /// A status whose claim is given back ([`Disposition::Release`]); its body is not read.
+    Release(Response<Body>),
+    /// A response to record, with its whole body.
+    Record(http::response::Parts, Bytes),
+    /// A response that cannot be recorded; this problem is recorded in its place.
+    Unrecordable(Problem, Outcome),
 }
 
-/// Runs the handler under `claim`, then records, releases or, if the claim was lost,
-/// answers what the store holds.
+/// Runs the handler under `claim` while renewing the claim, then records, releases or, if
+/// the claim was lost, answers what the store holds ([`reply::superseded`]).
 async fn execute<S, St, ResBody>(
     keyed: &Keyed<St>,
-    mut inner: S,
+    inner: S,
     parts: Parts,
     body: Bytes,
     fingerprint: &Fingerprint,
@@ -186,10 +197,11 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let config = &keyed.config;
+    let lease = Arc::new(LeaseState::new(claim.lease_expires_at));
     let context = ClaimContext {
         id: keyed.id.clone(),
         fence: claim.fence,
-        lease_expires_at: claim.lease_expires_at,
+        lease: Arc::clone(&lease),
         policy: config.policy,
         filter: Arc::clone(&config.filter),
         clock: Arc::clone(&config.clock),
@@ -197,83 +209,175 @@ where
     let mut request = Request::from_parts(parts, full(body));
     request.extensions_mut().insert(context);
 
-    let response = match AssertUnwindSafe(async move { inner.call(request).await }).catch_unwind().await {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => {
+    let ran = while_renewing(keyed, claim, &lease, run_handler(keyed, inner, request)).await;
+
+    if let Ran::CompletedInTransaction(Fenced::Applied, response) = ran {
+        // The store recorded this very response under this claim's fence: it is the answer.
+        return Ok((response, Outcome::Executed));
+    }
+    if lease.is_lost() {
+        // A renewal was refused: another request holds or completed the claim, and this
+        // execution's completion or release would be refused too (G3). Its own response
+        // must not be answered (G2).
+        tracing::warn!(
+            key = keyed.id.key.as_str(),
+            fence = ?claim.fence,
+            "the handler finished after its claim was taken over; answering what the store holds instead of its response"
+        );
+        return Ok(superseded(keyed, fingerprint).await);
+    }
+    match ran {
+        Ran::Failed(error) => {
             // The error goes back to the server as is; the claim is given back so a retry may run.
             let _ = release(keyed, claim).await;
-            return Err(error);
+            Err(error)
         }
-        Err(_panic) => {
+        Ran::Panicked => {
             // Released, as for a 5xx: in atomic mode the panic dropped the handler's
             // transaction, so nothing was committed. In separate mode a side effect made
             // before the panic can run again on retry (documented on `Idempotency`).
             tracing::error!(key = keyed.id.key.as_str(), "handler panicked; releasing the claim");
-            return Ok(match release(keyed, claim).await {
+            Ok(match release(keyed, claim).await {
                 Released::Stale => superseded(keyed, fingerprint).await,
                 Released::Yes | Released::Failed => {
                     (kinds::handler_failed("the handler failed").into_response(), Outcome::Released)
                 }
-            });
+            })
         }
-    };
-
-    match response.extensions().get::<CompletedInTransaction>() {
-        Some(CompletedInTransaction(Fenced::Applied)) => {
-            return Ok((response.map(crate::body::boxed), Outcome::Executed));
-        }
-        Some(CompletedInTransaction(Fenced::Refused(refusal))) => {
+        Ran::CompletedInTransaction(Fenced::Applied, _) => unreachable!("answered above"),
+        Ran::CompletedInTransaction(Fenced::Refused(refusal), _) => {
             tracing::warn!(key = keyed.id.key.as_str(), %refusal, "handler's own completion was refused; its claim was taken over");
-            return Ok(superseded(keyed, fingerprint).await);
+            Ok(superseded(keyed, fingerprint).await)
         }
-        None => {}
-    }
-
-    let status = response.status();
-    if status.is_server_error() && !config.store_server_errors {
-        return Ok(match release(keyed, claim).await {
+        Ran::Release(response) => Ok(match release(keyed, claim).await {
             Released::Stale => superseded(keyed, fingerprint).await,
-            Released::Yes | Released::Failed => (response.map(crate::body::boxed), Outcome::Released),
-        });
+            Released::Yes | Released::Failed => (response, Outcome::Released),
+        }),
+        Ran::Unrecordable(problem, outcome) => Ok(record_problem(keyed, fingerprint, claim, problem, outcome).await),
+        Ran::Record(head, body) => {
+            let stored = config.filter.stored_response(head.status.as_u16(), &head.headers, body.clone());
+            let response = Response::from_parts(head, full(body));
+            Ok(match complete(keyed, claim, stored).await {
+                Ok(Fenced::Applied) => (response, Outcome::Executed),
+                Ok(Fenced::Refused(refusal)) => {
+                    tracing::warn!(key = keyed.id.key.as_str(), %refusal, "completion refused; this execution's claim was taken over");
+                    superseded(keyed, fingerprint).await
+                }
+                Err(error) => {
+                    // Answering the handler's response is the safer choice: the client has its
+                    // answer and need not retry. A 503 would invite a retry that, once the lease
+                    // lapses, runs the handler again (separate mode).
+                    tracing::error!(key = keyed.id.key.as_str(), %error, "could not record the response; answering it unrecorded");
+                    (response, Outcome::Unrecorded)
+                }
+            })
+        }
     }
+}
 
+/// Calls the handler (catching a panic) and, for a response to record, reads its body.
+/// Runs inside [`while_renewing`], so a slow handler or a slow body keeps its claim.
+async fn run_handler<S, St, ResBody>(keyed: &Keyed<St>, mut inner: S, request: Request<Body>) -> Ran<S::Error>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let response = match AssertUnwindSafe(async move { inner.call(request).await }).catch_unwind().await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => return Ran::Failed(error),
+        Err(_panic) => return Ran::Panicked,
+    };
+    let (config, key) = (&keyed.config, keyed.id.key.as_str());
+    if let Some(CompletedInTransaction(fenced)) = response.extensions().get::<CompletedInTransaction>().copied() {
+        return Ran::CompletedInTransaction(fenced, response.map(crate::body::boxed));
+    }
+    if config.status_rules.disposition(response.status().as_u16()) == Disposition::Release {
+        return Ran::Release(response.map(crate::body::boxed));
+    }
     let (head, response_body) = response.into_parts();
-    let body = match read_bounded(response_body, config.response_body_bytes_max, |_| {}).await {
-        Ok(body) => body,
+    match read_bounded(response_body, config.response_body_bytes_max, |_| {}).await {
+        Ok(body) => Ran::Record(head, body),
         Err(ReadError::TooLarge { bytes_max }) => {
             tracing::error!(
-                key = keyed.id.key.as_str(),
+                key,
                 bytes_max,
                 "handler's response is longer than response_body_bytes_max; recording a problem instead"
             );
-            let problem = kinds::response_too_large(bytes_max);
-            return Ok(record_problem(keyed, fingerprint, claim, problem, Outcome::ResponseTooLarge).await);
+            Ran::Unrecordable(kinds::response_too_large(bytes_max), Outcome::ResponseTooLarge)
         }
         Err(ReadError::Broken(error)) => {
             // The head said the handler succeeded (or refused with a 4xx), so its side
             // effect may have happened: releasing would let a retry run it again (G1).
             // The failure is recorded instead, and every retry gets the same answer (G2).
-            tracing::error!(key = keyed.id.key.as_str(), %error, "handler's response body failed; recording a problem instead");
+            tracing::error!(key, %error, "handler's response body failed; recording a problem instead");
             let problem = kinds::handler_failed("the handler's response body failed after its status was sent");
-            return Ok(record_problem(keyed, fingerprint, claim, problem, Outcome::Executed).await);
+            Ran::Unrecordable(problem, Outcome::Executed)
         }
+    }
+}
+
+/// Runs `work` to its end while renewing `claim` every [`idem_core::Policy::renew_every`]
+/// on the runtime's timer (which tokio's paused time and turmoil drive). The renewal never
+/// cuts `work` short: it stops when `work` ends, or earlier when a renewal is refused.
+async fn while_renewing<St: Store, T>(
+    keyed: &Keyed<St>,
+    claim: Claim,
+    lease: &LeaseState,
+    work: impl Future<Output = T>,
+) -> T {
+    let renewing = async {
+        renew_until_refused(keyed, claim, lease).await;
+        // Nothing left to renew; the work still runs to its end.
+        std::future::pending::<()>().await;
     };
-    let stored = config.filter.stored_response(status.as_u16(), &head.headers, body.clone());
-    let response = Response::from_parts(head, full(body));
-    Ok(match complete(keyed, claim, stored).await {
-        Ok(Fenced::Applied) => (response, Outcome::Executed),
-        Ok(Fenced::Refused(refusal)) => {
-            tracing::warn!(key = keyed.id.key.as_str(), %refusal, "completion refused; this execution's claim was taken over");
-            superseded(keyed, fingerprint).await
+    tokio::select! {
+        biased;
+        output = work => output,
+        () = renewing => unreachable!("renewing ends only by pending forever"),
+    }
+}
+
+/// Renews `claim` at each tick until the store refuses; a store error is logged and the
+/// renewal tried again at the next tick (two failures in a row still leave a third of the
+/// lease). Loops as long as the handler runs (each turn waits a tick): a slow handler
+/// keeps its claim however long it takes.
+async fn renew_until_refused<St: Store>(keyed: &Keyed<St>, claim: Claim, lease: &LeaseState) {
+    let (config, id) = (&keyed.config, &keyed.id);
+    let every = config.policy.renew_every();
+    debug_assert!(!every.is_zero(), "a lease is at least 1 ms, so a third of it is not zero");
+    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match keyed.store.renew(id, claim.fence, config.clock.now(), &config.policy).await {
+            Ok(Renewal::Renewed { lease_expires_at }) => lease.renewed(lease_expires_at),
+            Ok(Renewal::Refused(Refusal::AlreadyCompleted { completed_by })) if completed_by == claim.fence => {
+                // The handler completed the record itself (atomic mode) and is about to
+                // return: the claim is done, not lost.
+                return;
+            }
+            Ok(Renewal::Refused(refusal)) => {
+                tracing::warn!(
+                    key = id.key.as_str(),
+                    fence = ?claim.fence,
+                    %refusal,
+                    "renewal refused: another request took the claim over; this execution will not answer its response"
+                );
+                lease.lose();
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(key = id.key.as_str(), %error, "could not renew the claim; trying again at the next tick");
+            }
         }
-        Err(error) => {
-            // Answering the handler's response is the safer choice: the client has its
-            // answer and need not retry. A 503 would invite a retry that, once the lease
-            // lapses, runs the handler again (separate mode).
-            tracing::error!(key = keyed.id.key.as_str(), %error, "could not record the response; answering it unrecorded");
-            (response, Outcome::Unrecorded)
-        }
-    })
+    }
+}
+
+/// The 409 for a claim in flight that holds `lease_left` more; its `Retry-After` is
+/// [`reply::retry_after`] with the configured cap.
+fn in_progress(config: &Config, lease_left: Duration) -> Response<Body> {
+    kinds::in_progress(reply::retry_after(lease_left, config.conflict_retry_after_max)).into_response()
 }
 
 /// Records `problem` in place of a response the layer cannot record (too long, or a body
@@ -346,19 +450,16 @@ async fn release<St: Store>(keyed: &Keyed<St>, claim: Claim) -> Released {
 }
 
 /// This execution lost its claim, so its response must not be answered (G2): answer what
-/// the store holds now, the recorded response or a 409 while another claim is in flight.
+/// the store holds now, as [`reply::superseded`] says: the recorded response, a 409 while
+/// another claim is in flight (or none is), or a 422 if the key now belongs to another request.
 async fn superseded<St: Store>(keyed: &Keyed<St>, fingerprint: &Fingerprint) -> Answer {
-    let now = keyed.config.clock.now();
     let response = match keyed.store.get(&keyed.id).await {
         Err(error) => store_failed(&error).0,
-        Ok(Some(record)) if record.fingerprint == *fingerprint && !record.is_expired(now) => match record.state {
-            RecordState::Completed { response } => replay(response),
-            RecordState::InFlight { lease_expires_at } => {
-                let hint = now.until(lease_expires_at).min(keyed.config.conflict_retry_after_max);
-                kinds::in_progress(hint).into_response()
-            }
+        Ok(record) => match reply::superseded(record.as_ref(), fingerprint, keyed.config.clock.now()) {
+            Superseded::Replay(stored) => replay(stored),
+            Superseded::InProgress { lease_left } => in_progress(&keyed.config, lease_left),
+            Superseded::Mismatch => kinds::key_reused().into_response(),
         },
-        Ok(_) => kinds::in_progress(RETRY_AFTER_DEFAULT).into_response(),
     };
     (response, Outcome::Superseded)
 }
@@ -395,9 +496,9 @@ fn store_failed(error: &StoreError) -> Answer {
     tracing::warn!(%error, "idempotency store failed");
     let problem = match error {
         StoreError::Unavailable { retry_after, .. } => {
-            kinds::store_unavailable(retry_after.unwrap_or(RETRY_AFTER_DEFAULT), error)
+            kinds::store_unavailable(retry_after.unwrap_or(reply::RETRY_AFTER_MIN), error)
         }
-        StoreError::Full { .. } => kinds::store_unavailable(RETRY_AFTER_DEFAULT, error),
+        StoreError::Full { .. } => kinds::store_unavailable(reply::RETRY_AFTER_MIN, error),
         StoreError::Corrupt { detail } => kinds::store_corrupt(detail),
     };
     (problem.into_response(), Outcome::StoreFailed)

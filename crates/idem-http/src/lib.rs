@@ -7,16 +7,23 @@
 //!
 //! | store says | the layer answers |
 //! |---|---|
-//! | execute (new key, or lapsed claim taken over) | runs the handler; records a 2xx/4xx, releases on 5xx |
+//! | execute (new key, or lapsed claim taken over) | runs the handler, renewing the claim; records a 2xx/4xx, releases on 5xx, 408, 425 and 429 |
 //! | replay | the recorded status, headers and body, plus `Idempotent-Replayed: true` |
 //! | in progress | 409 with `Retry-After` (or waits, with [`ConflictPolicy::Wait`]) |
-//! | mismatch | 422, the handler does not run |
+//! | mismatch (another method, path or body), in flight or completed | 422, the handler does not run |
 //! | store error | 503 with `Retry-After`, the handler does not run (G8) |
 //!
 //! Every response after a valid key echoes it in `Idempotency-Key`. Errors are
 //! `application/problem+json` ([`Problem`]). A request refused before its claim (bad key,
 //! body over the limit: 413) records nothing. Each response carries an [`Outcome`] in its
 //! extensions.
+//!
+//! The layer decides nothing of its own: which statuses record and which release
+//! ([`idem_core::StatusRules`], switched by [`IdempotencyBuilder::store_server_errors`]
+//! and [`IdempotencyBuilder::store_try_later`]), the `Retry-After` of a 409
+//! ([`idem_core::reply::retry_after`]), whether a waiting request keeps waiting
+//! ([`idem_core::reply::keep_waiting`]) and what an execution that lost its claim answers
+//! ([`idem_core::reply::superseded`]) are idem-core's, which the model checker drives too.
 //!
 //! # Examples
 //!
@@ -46,15 +53,41 @@
 //! # });
 //! ```
 //!
+//! # Leases, renewal and retrying clients
+//!
+//! A claim holds for a lease, [`idem_core::LEASE_DEFAULT`] (10 s) by default. While the
+//! handler runs (and while its response body is read), the layer renews the claim every
+//! [`idem_core::Policy::renew_every`], a third of the lease (3.3 s by default), on the
+//! runtime's timer; a store error on renewal is logged and retried at the next tick. So a
+//! slow handler keeps its claim however long it runs, and the lease only bounds how long a
+//! crashed holder blocks its key: at most 10 s by default. Until then duplicates get 409
+//! with a `Retry-After` of the lease left, capped at 1 s by default and never under 1 s
+//! ([`IdempotencyBuilder::conflict_retry_after_max`]).
+//!
+//! idem-client's defaults outlast that (checked at compile time in idem-client): of its 20
+//! attempts, up to 8 may fail fast on the transport (the attempt a crash cuts off,
+//! connections refused while the server restarts), and the other 11 retries wait at least
+//! 11 × 1 s = 11 s on 409s, longer than the 10 s lease; its 30 s deadline is longer than
+//! the lease, one 1 s wait that crosses its end and one whole 10 s attempt after it
+//! (10 + 1 + 10 = 21 s). A lease set longer than the default needs a client budget to match.
+//!
+//! If a renewal is refused, another request has taken the claim over (the store was
+//! unreachable for a whole lease, or the holder's process stalled). The execution then
+//! neither records nor answers its response: when the handler finishes, it answers what
+//! the store holds ([`idem_core::reply::superseded`]): the recorded response, a 409, or a
+//! 422 if the key now belongs to another request. Atomic-mode handlers can see this as
+//! [`ClaimContext::lost`].
+//!
 //! # Guarantees and their limits
 //!
 //! * The handler never runs without a claim (G8), and a keyed request whose response
 //!   future is dropped unfinished (the client went away) is handed to a task of its own,
 //!   so a client disconnect never cuts a handler short.
 //! * Separate mode (the layer records the response after the handler returns): a handler
-//!   that outlives its lease may run twice, because a retry may take the lapsed claim
-//!   over. The stale execution's completion is refused (G3) and it answers the recorded
-//!   response or a 409, never its own (G2).
+//!   whose claim lapses anyway (renewals failing for a whole lease, a stalled process) may
+//!   run twice, because a retry may take the lapsed claim over. The stale execution's
+//!   completion is refused (G3) and it answers the recorded response or a 409, never its
+//!   own (G2).
 //! * Atomic mode ([`atomic`]): the handler completes the record in its own transaction,
 //!   so a stale execution's business writes roll back with its refused completion (G1).
 //! * If the store fails while recording (after bounded retries), the handler's response
@@ -63,8 +96,9 @@
 //!
 //! # Determinism
 //!
-//! Time on the request path comes from the configured [`idem_core::Clock`]; waiting uses
-//! the runtime's timer (`tokio::time`), which tokio's paused time and turmoil drive. There
+//! Time on the request path comes from the configured [`idem_core::Clock`]; waiting and
+//! the renewal ticks use the runtime's timer (`tokio::time`), which tokio's paused time and
+//! turmoil drive. There
 //! is no randomness, and no behaviour depends on a hash map's iteration order.
 //!
 //! # Contents

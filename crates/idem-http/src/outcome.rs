@@ -20,8 +20,8 @@ pub enum Outcome {
     /// The handler ran under a claim and its response is recorded (by the layer, or by the
     /// handler in its own transaction).
     Executed,
-    /// The handler ran under a claim and failed (5xx, error or panic): the claim was
-    /// released, so a retry runs the handler again.
+    /// The handler ran under a claim and failed (5xx, error or panic) or said "try again
+    /// later" (408, 425, 429): the claim was released, so a retry runs the handler again.
     Released,
     /// The handler ran, but recording its response failed after bounded retries (the store
     /// went away); the handler's response was returned. Its claim lapses with the lease.
@@ -40,8 +40,9 @@ pub enum Outcome {
     Rejected,
     /// The store could not be used: 503 (or 500 for an unreadable record), the handler did not run.
     StoreFailed,
-    /// The handler ran, but its claim had been taken over (its lease lapsed), so its
-    /// response was not answered; the recorded response or a 409 was answered instead.
+    /// The handler ran, but its claim had been taken over (its lease lapsed; a renewal or
+    /// the completion was refused), so its response was not answered; the recorded
+    /// response, a 409, or a 422 (the key now belongs to another request) was answered instead.
     Superseded,
 }
 

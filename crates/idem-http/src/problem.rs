@@ -94,11 +94,13 @@ impl Problem {
 }
 
 /// `Retry-After` in whole seconds: rounded up, so a client never comes back early, and at
-/// least 1, because 0 invites a busy loop.
+/// least [`idem_core::reply::RETRY_AFTER_MIN`], because 0 invites a busy loop. (The layer's
+/// own hints already come whole from [`idem_core::reply::retry_after`]; this is the
+/// header's encoding, saturating, for any duration a caller passes.)
 pub(crate) fn retry_after_s(retry_after: Duration) -> u64 {
     let whole = retry_after.as_secs();
     let rounded_up = if retry_after.subsec_nanos() > 0 { whole.saturating_add(1) } else { whole };
-    rounded_up.max(1)
+    rounded_up.max(idem_core::reply::RETRY_AFTER_MIN.as_secs())
 }
 
 /// The problems the layer itself answers.

@@ -20,7 +20,7 @@ use crate::{Outcome, Problem, ResponseFuture};
 ///
 /// Built by [`crate::IdempotencyLayer`]. Requests whose method needs no key pass through
 /// untouched. A keyed request is decided by the store: replayed, refused (409, 422), or
-/// run under a claim and recorded.
+/// run under a claim, renewed while it runs, and recorded.
 ///
 /// # Runs to its end
 ///
@@ -37,7 +37,8 @@ use crate::{Outcome, Problem, ResponseFuture};
 ///
 /// A 5xx response, an error from the inner service, or a panic (caught, answered as a
 /// 500 problem) releases the claim, so a retry runs the handler again: SPEC's rule that a
-/// failing handler committed nothing. In atomic mode that holds by construction (the
+/// failing handler committed nothing. So do the "try again later" answers 408, 425 and
+/// 429 ([`idem_core::StatusRules`]; both switchable on the builder). In atomic mode that holds by construction (the
 /// failed transaction rolled back); in separate mode a side effect made before the failure
 /// can happen again. A response whose head was 2xx or 4xx but whose body then broke is
 /// not released: the head says the work was done, so a problem is recorded in its place.

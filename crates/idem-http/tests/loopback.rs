@@ -8,23 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use idem_core::{ManualClock, RecordState, Timestamp};
-use idem_http::{ConflictPolicy, IdempotencyBuilder, IdempotencyLayer, MissingKey, Outcome};
-use support::{Harness, TestStore, anonymous, app};
+use idem_http::{ConflictPolicy, IdempotencyLayer, MissingKey, Outcome};
+use support::{Harness, TestStore, anonymous, serve};
 use tower::Layer;
-
-fn builder(store: &Arc<TestStore>) -> IdempotencyBuilder<TestStore> {
-    IdempotencyLayer::builder(Arc::clone(store))
-}
-
-/// A server running the test app behind a layer built from `configure(builder)`.
-async fn serve(
-    store: &Arc<TestStore>,
-    configure: impl FnOnce(IdempotencyBuilder<TestStore>) -> IdempotencyBuilder<TestStore>,
-) -> (Harness, support::Counters, tokio::sync::mpsc::UnboundedReceiver<u64>) {
-    let layer = configure(builder(store)).build().expect("test configurations are valid");
-    let (router, counters, started) = app(Arc::clone(store));
-    (Harness::start(layer.layer(router)).await, counters, started)
-}
 
 #[tokio::test]
 async fn replay_is_byte_identical_and_marked_only_on_replays() {
@@ -75,7 +61,7 @@ async fn concurrent_identical_requests_execute_once_and_the_others_conflict() {
         assert_eq!(conflict.problem()["type"], "https://example.invalid/idem/problems/in-progress");
         let retry_after: u64 =
             conflict.header("retry-after").expect("409 carries Retry-After").parse().expect("seconds");
-        assert_eq!(retry_after, 1, "the lease left (about 60 s), capped at the default 1 s");
+        assert_eq!(retry_after, 1, "the lease left (about 10 s), capped at the default 1 s");
         assert_eq!(conflict.header("idempotency-key"), Some("\"same\""));
     }
     assert_eq!(counters.runs(), 1);
@@ -83,8 +69,9 @@ async fn concurrent_identical_requests_execute_once_and_the_others_conflict() {
 
 #[tokio::test]
 async fn conflict_retry_after_is_the_lease_left_capped_by_configuration() {
-    // Goal: a 409's Retry-After is the time the claim still holds, never more than the
-    // configured cap (so a retrying client is not told to wait out a whole lease).
+    // Goal: a 409's Retry-After is idem-core's rule: the time the claim still holds, never
+    // more than the configured cap (so a retrying client is not told to wait out a whole
+    // lease), rounded up to whole seconds.
     let store = Arc::new(TestStore::default());
     let clock = ManualClock::new(Timestamp::from_unix_ms(1_700_000_000_000));
     let layer_clock = clock.clone();
@@ -104,6 +91,11 @@ async fn conflict_retry_after_is_the_lease_left_capped_by_configuration() {
     clock.advance(Duration::from_millis(12_500));
     let later = server.post("/gated", "held", "{}").await;
     assert_eq!(later.header("retry-after"), Some("8"), "7.5 s left, rounded up to whole seconds");
+    let core_rule = |lease_left_ms, cap_s| {
+        idem_core::reply::retry_after(Duration::from_millis(lease_left_ms), Duration::from_secs(cap_s)).as_secs()
+    };
+    assert_eq!(conflict.header("retry-after"), Some(core_rule(20_000, 30).to_string().as_str()));
+    assert_eq!(later.header("retry-after"), Some(core_rule(7_500, 30).to_string().as_str()));
     counters.gate.add_permits(1);
     assert_eq!(holder.await.expect("the holder finishes").status, 201);
 }
@@ -287,6 +279,102 @@ async fn a_server_error_releases_the_claim_so_a_retry_executes() {
     assert_eq!(replayed.text(), "run 2");
     assert_eq!(counters.runs(), 2);
     assert_eq!(server.outcomes(), [Outcome::Released, Outcome::Executed, Outcome::Replayed]);
+}
+
+#[tokio::test]
+async fn try_later_statuses_release_the_claim_so_a_retry_executes() {
+    // Goal: SPEC: 408, 425 and 429 are "try again later" answers: like a 5xx they release
+    // the claim instead of being recorded, so the retry the client was told to make runs.
+    for status in [408_u16, 425, 429] {
+        let store = Arc::new(TestStore::default());
+        let (server, counters, _) = serve(&store, |b| b).await;
+        let path = format!("/first-run-answers/{status}");
+
+        let first = server.post(&path, "k", "{}").await;
+        assert_eq!(first.status.as_u16(), status);
+        assert!(store.record(&anonymous("k")).await.is_none(), "{status}: the claim is released");
+        let retried = server.post(&path, "k", "{}").await;
+
+        assert_eq!((retried.status, retried.text(), retried.is_replay()), (http::StatusCode::CREATED, "run 2", false));
+        assert_eq!(counters.runs(), 2, "{status}");
+        assert_eq!(server.outcomes(), [Outcome::Released, Outcome::Executed], "{status}");
+    }
+}
+
+#[tokio::test]
+async fn try_later_statuses_are_recorded_when_configured() {
+    // Goal: with store_try_later, a 429 is recorded and replayed like any response, while a
+    // 5xx still releases (the two switches are independent).
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b.store_try_later(true)).await;
+    let first = server.post("/first-run-answers/429", "k", "{}").await;
+    let retried = server.post("/first-run-answers/429", "k", "{}").await;
+    let failed = server.post("/first-run-answers/503", "other", "{}").await;
+
+    assert_eq!(first.status, http::StatusCode::TOO_MANY_REQUESTS);
+    assert!(retried.is_replay());
+    assert_eq!((retried.status, retried.text()), (http::StatusCode::TOO_MANY_REQUESTS, "run 1"));
+    assert_eq!(failed.status, http::StatusCode::CREATED, "runs count per server: the 503 path's run is run 2");
+    assert_eq!(counters.runs(), 2);
+    assert_eq!(server.outcomes(), [Outcome::Executed, Outcome::Replayed, Outcome::Executed]);
+}
+
+#[tokio::test]
+async fn a_different_body_while_in_flight_is_422_under_both_conflict_policies() {
+    // Goal: SPEC: the same key with another body while the first request is still in
+    // flight is a mismatch (422 at once, the handler does not run), not a 409, whether
+    // conflicts are rejected or waited for.
+    for conflict in [ConflictPolicy::Reject, ConflictPolicy::Wait(Duration::from_secs(5))] {
+        let store = Arc::new(TestStore::default());
+        let (server, counters, mut started) = serve(&store, |b| b.conflict(conflict)).await;
+        let server = Arc::new(server);
+        let holder = {
+            let server = Arc::clone(&server);
+            tokio::spawn(async move { server.post("/gated", "k", "{\"amount\":1}").await })
+        };
+        assert_eq!(started.recv().await, Some(1), "{conflict:?}");
+
+        let other_body = server.post("/gated", "k", "{\"amount\":2}").await;
+        assert_eq!(other_body.status, 422, "{conflict:?}: {other_body:?}");
+        assert_eq!(other_body.problem()["type"], "https://example.invalid/idem/problems/key-reused");
+        assert_eq!(counters.finished.load(Ordering::SeqCst), 0, "{conflict:?}: answered while the holder is held");
+
+        counters.gate.add_permits(1);
+        assert_eq!(holder.await.expect("no panic").status, 201);
+        assert_eq!(counters.runs(), 1, "{conflict:?}");
+        assert_eq!(server.outcomes(), [Outcome::Mismatch, Outcome::Executed], "{conflict:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_superseded_execution_whose_key_now_holds_another_request_answers_422() {
+    // Goal: an execution whose claim lapsed and whose record then expired, while the key
+    // was used for another body, answers per the core's rule: 422 (the key now belongs to
+    // a different request), neither its own response nor a 409.
+    let store = Arc::new(TestStore::default());
+    let clock = ManualClock::new(Timestamp::from_unix_ms(1_700_000_000_000));
+    let layer_clock = clock.clone();
+    let (server, counters, mut started) =
+        serve(&store, move |b| b.lease(Duration::from_secs(10)).retention(Duration::from_secs(11)).clock(layer_clock))
+            .await;
+    let server = Arc::new(server);
+    let stale = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move { server.post("/first-run-gated", "k", "{\"amount\":1}").await })
+    };
+    assert_eq!(started.recv().await, Some(1));
+    clock.advance(Duration::from_secs(12));
+    let other = server.post("/first-run-gated", "k", "{\"amount\":2}").await;
+    assert_eq!((other.status, other.text()), (http::StatusCode::CREATED, "run 2"), "the expired key is free");
+    counters.gate.add_permits(1);
+    let stale = stale.await.expect("request tasks do not panic");
+
+    assert_eq!(stale.status, 422, "{stale:?}");
+    assert_eq!(stale.problem()["type"], "https://example.invalid/idem/problems/key-reused");
+    assert_eq!(server.outcomes(), [Outcome::Executed, Outcome::Superseded]);
+    let replay = server.post("/first-run-gated", "k", "{\"amount\":2}").await;
+    assert!(replay.is_replay());
+    assert_eq!(replay.text(), "run 2", "the record is the second request's");
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Path, State};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use bytes::Bytes;
@@ -22,12 +22,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use idem_core::{
-    Decision, Fence, Fenced, Fingerprint, MemoryStore, Policy, Record, RecordId, Store, StoreError, StoredResponse,
-    Timestamp,
+    Clock, Decision, Fence, Fenced, Fingerprint, MemoryStore, Policy, Record, RecordId, Renewal, Store, StoreError,
+    StoredResponse, Timestamp,
 };
-use idem_http::{Body, ClaimContext, CompletedInTransaction, Outcome};
+use idem_http::{Body, ClaimContext, CompletedInTransaction, IdempotencyBuilder, IdempotencyLayer, Outcome};
 use tokio::sync::{Notify, Semaphore, mpsc};
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 /// A server on 127.0.0.1 serving `service`, a client for it, and what the server saw.
 pub struct Harness {
@@ -181,6 +181,16 @@ impl Counters {
     }
 }
 
+/// A server running the test app behind a layer built from `configure(builder)`.
+pub async fn serve(
+    store: &Arc<TestStore>,
+    configure: impl FnOnce(IdempotencyBuilder<TestStore>) -> IdempotencyBuilder<TestStore>,
+) -> (Harness, Counters, mpsc::UnboundedReceiver<u64>) {
+    let layer = configure(IdempotencyLayer::builder(Arc::clone(store))).build().expect("test configurations are valid");
+    let (router, counters, started) = app(Arc::clone(store));
+    (Harness::start(layer.layer(router)).await, counters, started)
+}
+
 /// The app and a receiver that yields each gated run's number when it starts.
 pub fn app(store: Arc<TestStore>) -> (Router, Counters, mpsc::UnboundedReceiver<u64>) {
     let (started_tx, started_rx) = mpsc::unbounded_channel();
@@ -196,6 +206,7 @@ pub fn app(store: Arc<TestStore>) -> (Router, Counters, mpsc::UnboundedReceiver<
         .route("/gated", post(gated))
         .route("/first-run-gated", post(first_run_gated))
         .route("/flaky", post(flaky))
+        .route("/first-run-answers/{status}", post(first_run_answers))
         .route("/first-run-fails-gated", post(first_run_fails_gated))
         .route("/headers", post(with_headers))
         .route("/large", post(large))
@@ -234,6 +245,14 @@ async fn first_run_gated(State(counters): State<Counters>) -> impl IntoResponse 
 async fn flaky(State(counters): State<Counters>) -> impl IntoResponse {
     let run = counters.runs.fetch_add(1, Ordering::SeqCst) + 1;
     let status = if run == 1 { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
+    (status, format!("run {run}"))
+}
+
+/// The first run answers the status in the path; later runs answer 201.
+async fn first_run_answers(State(counters): State<Counters>, Path(status): Path<u16>) -> impl IntoResponse {
+    let run = counters.runs.fetch_add(1, Ordering::SeqCst) + 1;
+    let status =
+        if run == 1 { StatusCode::from_u16(status).expect("tests send valid statuses") } else { StatusCode::CREATED };
     (status, format!("run {run}"))
 }
 
@@ -310,8 +329,14 @@ pub struct TestStore {
     pub memory: MemoryStore,
     pub claims: AtomicU64,
     pub completes: AtomicU64,
+    /// Renewals asked for, failed ones included.
+    pub renewals: AtomicU64,
+    /// Renewals the memory store answered `Renewed`.
+    pub renewed: AtomicU64,
     pub fail_claims: AtomicBool,
     pub fail_completes: AtomicBool,
+    /// Renewals fail as if the store were unreachable (they never reach the memory store).
+    pub fail_renewals: AtomicBool,
 }
 
 impl TestStore {
@@ -361,12 +386,44 @@ impl Store for TestStore {
         self.memory.release(id, fence).await
     }
 
+    async fn renew(&self, id: &RecordId, fence: Fence, now: Timestamp, policy: &Policy) -> Result<Renewal, StoreError> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        if self.fail_renewals.load(Ordering::SeqCst) {
+            return Err(Self::injected(1));
+        }
+        let renewal = self.memory.renew(id, fence, now, policy).await?;
+        if matches!(renewal, Renewal::Renewed { .. }) {
+            self.renewed.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(renewal)
+    }
+
     async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         self.memory.get(id).await
     }
 
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
         self.memory.purge_expired(now, batch_max).await
+    }
+}
+
+/// A clock that reads tokio's clock, so that paused time moves the layer's `now` and its
+/// renewal ticks together. Create it inside the runtime.
+#[derive(Clone, Debug)]
+pub struct TokioClock {
+    start: tokio::time::Instant,
+    base: Timestamp,
+}
+
+impl TokioClock {
+    pub fn new(base: Timestamp) -> TokioClock {
+        TokioClock { start: tokio::time::Instant::now(), base }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        self.base.saturating_add(self.start.elapsed())
     }
 }
 
