@@ -13,8 +13,15 @@ use crate::backoff::Backoff;
 use crate::keys::{KeyGenerator, SeededKeys, UuidV4Keys};
 
 /// Default attempts per request, the first included. Chosen so that a client retrying
-/// on 409s outlasts a crashed holder's lease (see the relation checked below).
-pub const ATTEMPTS_MAX_DEFAULT: u32 = 12;
+/// on 409s outlasts a crashed holder's lease even after the crash and the server's
+/// restart have used up attempts of their own (see the relation checked below).
+pub const ATTEMPTS_MAX_DEFAULT: u32 = 20;
+/// Attempts the default budget sets aside for failures that are retried after a jittered
+/// backoff, which may be near zero, instead of a server's `Retry-After`: the attempt a
+/// server crash cuts off and the connections refused while the server restarts. Eight
+/// covers a restart of several seconds (the expected backoff before the eighth retry is
+/// about 5.6 s, and a longer restart uses up as much of the orphaned lease).
+pub const FAST_FAILURES_ALLOWED: u32 = 8;
 /// The most attempts a configuration may allow.
 pub const ATTEMPTS_MAX_LIMIT: u32 = 100;
 /// Default ceiling of the first retry's jittered wait.
@@ -39,12 +46,16 @@ const _: () = assert!(DEADLINE_DEFAULT.as_nanos() <= DEADLINE_LIMIT.as_nanos());
 
 // G6 with the shipped defaults: a holder that crashed blocks its key for at most
 // `idem_core::LEASE_DEFAULT` (10 s). A server answers 409 with a `Retry-After` of at least
-// `idem_core::reply::RETRY_AFTER_MIN` (1 s), which this client waits exactly, so its
-// default retries wait at least (ATTEMPTS_MAX_DEFAULT - 1) x 1 s = 11 s, past the lease;
-// and the deadline (30 s) leaves room for the lease, the wait that crosses its end, and
-// one whole attempt after it (10 s + 1 s + 10 s).
+// `idem_core::reply::RETRY_AFTER_MIN` (1 s), which this client waits exactly. Of the
+// default attempts, the first (cut off by the crash) and up to FAST_FAILURES_ALLOWED - 1
+// connection failures while the server restarts wait only a jittered backoff; the other
+// retries, at least (ATTEMPTS_MAX_DEFAULT - 1 - FAST_FAILURES_ALLOWED) = 11 of them, each
+// wait at least 1 s on a 409, 11 s in all, past the lease. The deadline (30 s) leaves room
+// for the lease, the wait that crosses its end, and one whole attempt after it
+// (10 s + 1 s + 10 s).
+const _: () = assert!(FAST_FAILURES_ALLOWED < ATTEMPTS_MAX_DEFAULT);
 const _: () = assert!(
-    (ATTEMPTS_MAX_DEFAULT as u128 - 1) * idem_core::reply::RETRY_AFTER_MIN.as_nanos()
+    (ATTEMPTS_MAX_DEFAULT - 1 - FAST_FAILURES_ALLOWED) as u128 * idem_core::reply::RETRY_AFTER_MIN.as_nanos()
         > idem_core::LEASE_DEFAULT.as_nanos()
 );
 const _: () = assert!(

@@ -80,6 +80,24 @@
 //!
 //! For simulations, [`IdempotentRetryBuilder::seed`] fixes both the keys and the jitter.
 //!
+//! # The default budget and the server's lease
+//!
+//! A server that crashes while handling a request leaves its claim on the key until the
+//! claim's lease lapses: idem-http's default lease is 10 s ([`idem_core::LEASE_DEFAULT`];
+//! a live server renews it every 3.3 s, so only a crashed one lets it run out). Until
+//! then each retry gets 409 with a `Retry-After` of at least 1 s
+//! ([`idem_core::reply::RETRY_AFTER_MIN`]), which this client waits. The defaults outlast
+//! that, checked at compile time in [`config`]:
+//!
+//! * [`ATTEMPTS_MAX_DEFAULT`] = 20 attempts: up to [`config::FAST_FAILURES_ALLOWED`] = 8
+//!   may fail fast on the transport (the attempt the crash cut off, connections refused
+//!   while the server restarts, each retried after a jittered backoff that may be near
+//!   zero), and the other 11 retries each wait at least 1 s on a 409: 11 s > 10 s.
+//! * [`DEADLINE_DEFAULT`] = 30 s > the lease, one 1 s wait that crosses its end and one
+//!   whole [`ATTEMPT_TIMEOUT_DEFAULT`] attempt after it (10 s + 1 s + 10 s = 21 s).
+//!
+//! A server configured with a longer lease needs a client budget to match.
+//!
 //! # Determinism
 //!
 //! On the retry path time is read only from tokio's clock (`tokio::time::Instant`,
