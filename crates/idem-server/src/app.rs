@@ -61,7 +61,8 @@ impl<L> Clone for AppState<L> {
 }
 
 impl<L: Ledger> AppState<L> {
-    /// State with SPEC's defaults: lease 60 s, retention 24 h, 409 on conflicts, fresh metrics.
+    /// State with SPEC's defaults ([`Policy::DEFAULT`]: a 10 s lease, renewed by the layer
+    /// while a handler runs, and 24 h retention), 409 on conflicts, fresh metrics.
     /// Time comes from `clock` and ids from `ids`, for the layer and the handlers alike.
     #[must_use]
     pub fn new(ledger: Arc<L>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGenerator>) -> AppState<L> {

@@ -24,7 +24,7 @@
 //!
 //! # Ready for simulation
 //!
-//! [`app`] builds the router from an [`AppState`] alone: no listener ([`serve`] takes any
+//! [`app()`] builds the router from an [`AppState`] alone: no listener ([`serve()`] takes any
 //! axum listener), no concrete store (any [`Ledger`]). On the request path, time comes
 //! from the state's [`idem_core::Clock`] and ids from its [`IdGenerator`]; nothing reads
 //! `std::time` or OS randomness (latency metrics use tokio's clock, which turmoil
@@ -56,12 +56,12 @@
 //!
 //! # Contents
 //!
-//! * [`app`]: [`app()`], [`bare_app`], [`AppState`].
+//! * [`app`](mod@app): [`app()`], [`bare_app`], [`AppState`].
 //! * [`ledger`]: [`Ledger`], [`SqliteLedger`], [`MemoryLedger`].
 //! * [`domain`]: request validation and the JSON answered.
 //! * [`ids`]: [`IdGenerator`], [`SeededIds`]. [`time`]: RFC 3339 from a timestamp.
 //! * [`principal`]: the caller. [`metrics`]: [`Metrics`].
-//! * [`serve`]: [`serve()`], [`run`], [`ServerConfig`], [`StoreSpec`].
+//! * [`serve`](mod@serve): [`serve()`], [`run`], [`ServerConfig`], [`StoreSpec`].
 
 pub mod app;
 pub mod domain;

@@ -318,6 +318,74 @@ async fn a_handler_slower_than_its_lease_is_taken_over_and_its_write_rolls_back(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_held_past_several_leases_keeps_its_claim_by_renewal_and_commits_once() {
+    // Goal: atomic mode with renewal: a payment handler held at its write for five leases
+    // (on the layer's clock) keeps its claim because the layer renews it in the SQLite
+    // store; duplicates meanwhile get 409, not a take-over; the handler's own completion in
+    // its transaction is applied, and there is exactly one payment.
+    let (_dir, path) = temp_db();
+    let clock = manual_clock();
+    let lease = Duration::from_secs(1);
+    let policy = idem_core::Policy::new(lease, Duration::from_secs(3600)).expect("a valid policy");
+    let (entered, gate, calls) = (Arc::new(Notify::new()), Arc::new(Semaphore::new(0)), Arc::new(AtomicUsize::new(0)));
+    let hook: idem_server::BeforeWriteHook = {
+        let (entered, gate, calls) = (Arc::clone(&entered), Arc::clone(&gate), Arc::clone(&calls));
+        Arc::new(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let (entered, gate) = (Arc::clone(&entered), Arc::clone(&gate));
+            Box::pin(async move {
+                entered.notify_one();
+                let _permit = gate.acquire().await.expect("the gate is never closed");
+            })
+        })
+    };
+    let setup = Setup { clock: Some(clock.clone()), hook: Some(hook), policy: Some(policy), ..Setup::default() };
+    let server = Server::sqlite(&path, setup).await;
+    let store = Arc::clone(server.store.as_ref().expect("a SQLite server"));
+    let id = idem_core::RecordId::new(idem_core::Principal::anonymous(), "held".try_into().expect("a valid key"));
+
+    let addr = server.addr;
+    let slow =
+        tokio::spawn(
+            async move { send(addr, Method::POST, "/payments", &[("idempotency-key", b"held")], PAYMENT).await },
+        );
+    entered.notified().await;
+    for _ in 0..2 {
+        // Past the claim's lease on the layer's clock; only a renewal keeps the claim now.
+        clock.advance(5 * lease);
+        let now = idem_core::Clock::now(&clock);
+        // The renewal ticks run on the runtime's timer (a third of the 1 s lease); wait for
+        // one to land, at most 200 looks.
+        let mut renewed = false;
+        for _ in 0..200 {
+            let record = idem_core::Store::get(&*store, &id).await.expect("the file is readable").expect("held");
+            if matches!(record.state, idem_core::RecordState::InFlight { lease_expires_at } if lease_expires_at > now) {
+                renewed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(renewed, "the layer renewed the claim after the clock passed its lease");
+        let duplicate = server.post("/payments", Some("held"), PAYMENT).await;
+        assert_eq!(duplicate.status, 409, "the renewed claim holds: {:?}", duplicate.body);
+    }
+
+    gate.add_permits(1);
+    let first = slow.await.expect("the client task does not panic");
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert!(!first.is_replay());
+    let retry = server.post("/payments", Some("held"), PAYMENT).await;
+    assert!(retry.is_replay());
+    assert_identical(&first, &retry);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the handler ran once");
+    assert_eq!(server.payment_count().await, 1);
+    let text = String::from_utf8(server.get("/metrics", None).await.body.to_vec()).expect("metrics are text");
+    assert!(text.contains("idem_requests_total{outcome=\"conflict\"} 2\n"), "{text}");
+    assert!(text.contains("idem_requests_total{outcome=\"executed\"} 1\n"), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_answer_outside_the_layer() {
     // Goal: /healthz and /metrics need no key, and metrics count outcomes in Prometheus text.
     let server = Server::memory(Setup::default()).await;

@@ -29,6 +29,8 @@ pub struct Setup {
     pub seed: u64,
     /// Payments plus users the memory ledger holds (default 10,000).
     pub rows_max: Option<usize>,
+    /// Lease and retention (default [`Policy::DEFAULT`]).
+    pub policy: Option<Policy>,
 }
 
 /// A running server; stops (gracefully) when dropped or on `stop`.
@@ -64,7 +66,7 @@ impl Server {
         if let Some(hook) = setup.hook {
             state = state.with_before_write_hook(hook);
         }
-        state = state.with_policy(Policy::DEFAULT);
+        state = state.with_policy(setup.policy.unwrap_or(Policy::DEFAULT));
         let router = app(state).expect("test configurations are valid");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback has free ports");
         let addr = listener.local_addr().expect("a bound listener has an address");
