@@ -17,6 +17,11 @@ use tower::{Layer, ServiceExt};
 /// The most bytes of the server's answer printed (the demo API answers a few hundred).
 const ANSWER_BYTES_MAX: usize = 1024 * 1024;
 
+/// `--attempt-timeout`'s default: the client library's [`idem_client::ATTEMPT_TIMEOUT_DEFAULT`].
+const ATTEMPT_TIMEOUT_DEFAULT_TEXT: &str = "10s";
+/// `--deadline`'s default: the client library's [`idem_client::DEADLINE_DEFAULT`].
+const DEADLINE_DEFAULT_TEXT: &str = "30s";
+
 /// Options of `idem pay`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -40,14 +45,15 @@ pub(crate) struct Args {
     /// Bearer token of the payer; keys and payments are scoped to it.
     #[arg(long, env = "IDEM_TOKEN", value_parser = parse_token)]
     token: Option<String>,
-    /// Attempts at most, the first included.
-    #[arg(long, default_value_t = 5)]
+    /// Attempts at most, the first included. The default (the client library's) waits out
+    /// the lease of a server that crashed while holding the key (`idem serve`'s default lease).
+    #[arg(long, default_value_t = idem_client::ATTEMPTS_MAX_DEFAULT)]
     attempts: u32,
     /// How long one attempt may wait for an answer (e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = ATTEMPT_TIMEOUT_DEFAULT_TEXT, value_parser = humantime::parse_duration)]
     attempt_timeout: Duration,
     /// How long all attempts together may take (e.g. 30s).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = DEADLINE_DEFAULT_TEXT, value_parser = humantime::parse_duration)]
     deadline: Duration,
 }
 
@@ -192,5 +198,25 @@ mod tests {
         assert!(parse_key("has space").unwrap_err().contains("0x20"));
         assert!(parse_token("a\nb").is_err());
         assert!(parse_destination("").is_err());
+    }
+
+    #[test]
+    fn the_retry_defaults_are_the_client_librarys() {
+        // Goal: `idem pay` without flags retries exactly as idem-client's defaults do, whose
+        // budget is checked against the server's default lease.
+        let parse = |text| humantime::parse_duration(text).expect("the defaults are durations");
+        assert_eq!(parse(ATTEMPT_TIMEOUT_DEFAULT_TEXT), idem_client::ATTEMPT_TIMEOUT_DEFAULT);
+        assert_eq!(parse(DEADLINE_DEFAULT_TEXT), idem_client::DEADLINE_DEFAULT);
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            pay: Args,
+        }
+        let cli = Cli::try_parse_from(["pay", "--amount", "1", "--currency", "USD", "--destination", "m"])
+            .expect("the required flags are given");
+        assert_eq!(cli.pay.attempts, idem_client::ATTEMPTS_MAX_DEFAULT);
+        assert_eq!(cli.pay.attempt_timeout, idem_client::ATTEMPT_TIMEOUT_DEFAULT);
+        assert_eq!(cli.pay.deadline, idem_client::DEADLINE_DEFAULT);
     }
 }

@@ -9,6 +9,10 @@ use idem_core::Policy;
 use idem_http::ConflictPolicy;
 use idem_server::{ServerConfig, StoreSpec};
 
+/// `--lease`'s default: idem-core's [`idem_core::LEASE_DEFAULT`], as the flag writes it
+/// (a test checks that the two agree).
+const LEASE_DEFAULT_TEXT: &str = "10s";
+
 /// Options of `idem serve`. Each flag can also be set by the environment variable named.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -22,9 +26,11 @@ pub(crate) struct Args {
     /// How long a completed key is remembered (e.g. 24h, 90m).
     #[arg(long, env = "IDEM_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     retention: Duration,
-    /// How long a claim holds before another request may take it over (e.g. 60s). Set it
-    /// above the slowest request.
-    #[arg(long, env = "IDEM_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
+    /// How long a claim holds without renewal before another request may take it over
+    /// (e.g. 10s). The lease is renewed every third of it while the request runs, so a
+    /// slow request keeps its claim; the lease bounds how long a crashed server blocks a
+    /// key, and should stay shorter than the clients' retry budget.
+    #[arg(long, env = "IDEM_LEASE", default_value = LEASE_DEFAULT_TEXT, value_parser = humantime::parse_duration)]
     lease: Duration,
     /// Let a duplicate of a request in flight wait up to this long for its answer (e.g. 5s)
     /// instead of getting 409 at once.
@@ -97,5 +103,17 @@ async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => tracing::info!("SIGINT: finishing requests in progress, then stopping"),
         () = terminate => tracing::info!("SIGTERM: finishing requests in progress, then stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_flag_defaults_to_the_core_lease() {
+        // Goal: `idem serve` without --lease uses idem-core's default lease, whatever it becomes.
+        let parsed = humantime::parse_duration(LEASE_DEFAULT_TEXT).expect("the default is a duration");
+        assert_eq!(parsed, idem_core::LEASE_DEFAULT);
     }
 }

@@ -58,12 +58,21 @@ fn an_unopenable_store_is_a_readable_error() {
 
 #[test]
 fn help_names_the_store_schemes_and_environment_variables() {
-    // Goal: --help tells a newcomer which stores exist and which variables set each flag.
+    // Goal: --help tells a newcomer which stores exist, which variables set each flag, and
+    // that the (10 s) lease is renewed while a request runs.
     let output = idem_serve(&["--help"], &[]);
     let help = String::from_utf8_lossy(&output.stdout);
-    for expected in
-        ["sqlite://PATH", "memory://", "IDEM_LISTEN", "IDEM_STORE", "IDEM_RETENTION", "IDEM_LEASE", "24h", "60s"]
-    {
+    for expected in [
+        "sqlite://PATH",
+        "memory://",
+        "IDEM_LISTEN",
+        "IDEM_STORE",
+        "IDEM_RETENTION",
+        "IDEM_LEASE",
+        "24h",
+        "10s",
+        "renewed",
+    ] {
         assert!(help.contains(expected), "missing {expected:?} in\n{help}");
     }
 }

@@ -32,8 +32,13 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `idem serve` on `127.0.0.1:0` with `args` and waits for its "listening" line.
     pub fn start(store: &str, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_on("127.0.0.1:0", store, args)
+    }
+
+    /// Starts `idem serve` listening on `listen` with `args` and waits for its "listening" line.
+    pub fn start_on(listen: &str, store: &str, args: &[&str]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_idem"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--store", store])
+            .args(["serve", "--listen", listen, "--store", store])
             .args(args)
             .env("RUST_LOG", "info,idem_http=warn")
             .stdin(Stdio::null())
@@ -64,10 +69,25 @@ impl ServerProcess {
         ServerProcess::start(&format!("sqlite://{}", path.display()), args)
     }
 
+    /// Starts it on the SQLite file `path`, listening on `listen` (a restart on the same
+    /// address keeps the clients' URL valid).
+    pub fn sqlite_on(listen: SocketAddr, path: &Path, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_on(&listen.to_string(), &format!("sqlite://{}", path.display()), args)
+    }
+
     /// Kills the process with SIGKILL (no shutdown, no flush) and reaps it.
     pub fn kill(mut self) {
         self.child.kill().expect("the server process can be killed");
         self.child.wait().expect("the killed process is reaped");
+    }
+
+    /// Kills the process with SIGKILL, reaps it, and returns every log line not read yet,
+    /// to the end of its stderr.
+    pub fn kill_and_read_log(mut self) -> Vec<String> {
+        self.child.kill().expect("the server process can be killed");
+        self.child.wait().expect("the killed process is reaped");
+        // The process is gone, so its stderr ends and the reading thread closes the channel.
+        self.log.iter().collect()
     }
 
     /// The process, for signals and exit codes.
@@ -81,6 +101,12 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback address with a port that was free a moment ago (bound, read, released).
+pub fn free_loopback_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback port 0 can be bound");
+    listener.local_addr().expect("a bound listener has an address")
 }
 
 fn wait_for_address(log: &mpsc::Receiver<String>, seen: &mut Vec<String>) -> Option<SocketAddr> {
