@@ -56,7 +56,7 @@ pub const RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
 #[must_use]
 pub fn retry_after(lease_left: Duration, cap: Duration) -> Duration {
     let hint = lease_left.min(cap);
-    let whole_seconds = hint.as_secs() + u64::from(hint.subsec_nanos() > 0);
+    let whole_seconds = hint.as_secs().saturating_add(u64::from(hint.subsec_nanos() > 0));
     Duration::from_secs(whole_seconds).max(RETRY_AFTER_MIN)
 }
 

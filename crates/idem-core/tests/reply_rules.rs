@@ -51,6 +51,7 @@ fn retry_after_is_the_lease_left_capped_in_whole_seconds() {
     assert_eq!(reply::retry_after(Duration::from_secs(60), cap), cap);
     assert_eq!(reply::retry_after(Duration::ZERO, cap), RETRY_AFTER_MIN);
     assert_eq!(reply::retry_after(Duration::from_millis(1), Duration::ZERO), RETRY_AFTER_MIN);
+    assert_eq!(reply::retry_after(Duration::MAX, Duration::MAX), Duration::from_secs(u64::MAX), "saturates");
 }
 
 #[test]
