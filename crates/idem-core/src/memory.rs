@@ -4,7 +4,8 @@
 //! The model checker (`models/`) holds a [`MemoryState`] in its states, so the model and
 //! the shipped store run the same code for every rule.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::step::{self, Counters, Operation, Step, StepError, StoreView, op};
@@ -16,25 +17,46 @@ use crate::{
 
 /// Every record a store holds, its counters and an expiry index: a store as a value.
 ///
-/// Deterministic: ordered maps only, no clock, no randomness, so equal histories give
-/// equal (and equally hashed) values. Its only rule of its own is bookkeeping; every
-/// decision is [`step::step`]'s.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Deterministic: no clock, no randomness, and nothing iterates the hash map (purges,
+/// [`MemoryState::records`] and hashing walk the ordered expiry index), so equal states
+/// hash equally whatever order their records arrived in. Its only rule of its own is
+/// bookkeeping; every decision is [`step::step`]'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryState {
     limits: Limits,
     counters: Counters,
-    records: BTreeMap<RecordId, Record>,
+    /// A hash map: lookups by id are the hot path of every step.
+    records: HashMap<RecordId, Record>,
     /// Every record by the time it becomes forgettable, so purging finds expired records
-    /// in order without scanning. Keyed by (time, id), so the index depends only on the
-    /// records held, not on the order they arrived in.
-    expiry: BTreeSet<(Timestamp, RecordId)>,
+    /// in order without scanning. Ties are broken by the record's fence, which no two held
+    /// records share (fences are never reused), so the index has integer keys and depends
+    /// only on the records held.
+    expiry: BTreeMap<ExpirySlot, RecordId>,
+}
+
+/// A held record's place in the expiry index: (forgettable at, fence).
+type ExpirySlot = (Timestamp, Fence);
+
+fn slot(record: &Record) -> ExpirySlot {
+    (record.forgettable_at(), record.fence)
+}
+
+impl Hash for MemoryState {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.limits.hash(state);
+        self.counters.hash(state);
+        for (id, record) in self.records() {
+            id.hash(state);
+            record.hash(state);
+        }
+    }
 }
 
 impl MemoryState {
     /// An empty store with the given limits.
     #[must_use]
     pub fn new(limits: Limits) -> MemoryState {
-        MemoryState { limits, counters: Counters::EMPTY, records: BTreeMap::new(), expiry: BTreeSet::new() }
+        MemoryState { limits, counters: Counters::EMPTY, records: HashMap::new(), expiry: BTreeMap::new() }
     }
 
     /// What a store step needs to know about `id`.
@@ -58,44 +80,39 @@ impl MemoryState {
         match step.write {
             Write::Unchanged => {}
             Write::Put(record) => {
-                let forgettable_at = record.forgettable_at();
+                let new_slot = slot(&record);
                 // Replace in place: a completion or renewal keeps the map entry, and the
                 // index entry too when the record becomes forgettable at the same time.
                 if let Some(held) = self.records.get_mut(id) {
-                    let old_forgettable_at = held.forgettable_at();
+                    let old_slot = slot(held);
                     *held = record;
-                    if old_forgettable_at != forgettable_at {
-                        let indexed = self.expiry.remove(&(old_forgettable_at, id.clone()));
-                        debug_assert!(indexed, "every held record is in the expiry index");
-                        self.expiry.insert((forgettable_at, id.clone()));
+                    if old_slot != new_slot {
+                        let indexed = self.expiry.remove(&old_slot);
+                        debug_assert!(indexed.is_some(), "every held record is in the expiry index");
+                        self.expiry.insert(new_slot, id.clone());
                     }
                 } else {
-                    self.expiry.insert((forgettable_at, id.clone()));
+                    self.expiry.insert(new_slot, id.clone());
                     self.records.insert(id.clone(), record);
                 }
             }
             Write::Delete => {
-                self.unindex(id);
-                self.records.remove(id);
+                if let Some(old) = self.records.remove(id) {
+                    let indexed = self.expiry.remove(&slot(&old));
+                    debug_assert!(indexed.is_some(), "every held record is in the expiry index");
+                }
             }
         }
         step.answer
     }
 
-    fn unindex(&mut self, id: &RecordId) {
-        if let Some(old) = self.records.get(id) {
-            let indexed = self.expiry.remove(&(old.forgettable_at(), id.clone()));
-            debug_assert!(indexed, "every held record is in the expiry index");
-        }
-    }
-
     /// Forgets up to `batch_max` records that have expired at `now`, earliest first
-    /// (ties by record id), each through the [`op::Expire`] step; returns how many.
+    /// (ties by fence), each through the [`op::Expire`] step; returns how many.
     pub fn purge_expired(&mut self, now: Timestamp, batch_max: usize) -> usize {
         let due: Vec<RecordId> = self
             .expiry
             .iter()
-            .take_while(|(forgettable_at, _)| *forgettable_at <= now)
+            .take_while(|((forgettable_at, _), _)| *forgettable_at <= now)
             .take(batch_max)
             .map(|(_, id)| id.clone())
             .collect();
@@ -117,9 +134,9 @@ impl MemoryState {
         self.records.get(id)
     }
 
-    /// Every record held, by id.
+    /// Every record held, in expiry order (then by fence): deterministic.
     pub fn records(&self) -> impl Iterator<Item = (&RecordId, &Record)> {
-        self.records.iter()
+        self.expiry.values().map(|id| (id, &self.records[id]))
     }
 
     /// The store-wide counters.
