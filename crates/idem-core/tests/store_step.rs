@@ -170,6 +170,15 @@ fn equal_histories_give_equal_states() {
     let _ = two.run(&id("a"), claim_op(at(0)));
     // Same records, but the fences went to different ids: the states differ only there.
     assert_ne!(one, two);
+    // The model checker deduplicates states by hash: equal states hash equally, and these
+    // two (which differ only in which id holds which fence) hash apart.
+    let hash = |state: &MemoryState| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(state, &mut hasher);
+        std::hash::Hasher::finish(&hasher)
+    };
+    assert_eq!(hash(&one), hash(&one.clone()));
+    assert_ne!(hash(&one), hash(&two));
     let _ = one.purge_expired(at(10_000), 10);
     let _ = two.purge_expired(at(10_000), 10);
     assert_eq!(one, two, "after both purged everything, only the counters remain, and they agree");
