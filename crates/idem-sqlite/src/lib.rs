@@ -159,7 +159,8 @@
 //! store: at a limit new claims get [`StoreError::Full`](idem_core::StoreError::Full),
 //! live records are never evicted, and completions of granted claims are always accepted.
 //! [`Store::purge_expired`](idem_core::Store::purge_expired) forgets at most `batch_max`
-//! expired records per call, the earliest `forgettable_at` first (ties by record id), in
+//! expired records per call, the earliest `forgettable_at` first (ties by fence, as in
+//! `idem_core::MemoryState`; no two held records share a fence), in
 //! one short transaction: the `forgettable_at` index only finds the candidates, each goes
 //! through idem-core's [`op::Expire`](idem_core::step::op::Expire) step, and the batch's
 //! usage deltas are written once.

@@ -226,7 +226,7 @@ impl SqliteStore {
             "SELECT r.principal AS principal, r.idem_key AS idem_key, r.stored_bytes AS stored_bytes, ",
             record_columns!(),
             " FROM idem_records AS r WHERE r.forgettable_at <= ?1",
-            " ORDER BY r.forgettable_at, r.principal, r.idem_key LIMIT ?2"
+            " ORDER BY r.forgettable_at, r.fence LIMIT ?2"
         ))
         .bind(codec::time_to_sql(now))
         .bind(limit)

@@ -41,7 +41,7 @@ enum Op {
         id: usize,
     },
     /// Purge up to `batch_max` due records. Both stores take them earliest first, ties
-    /// by record id (principal, then key, byte order), so partial batches agree too.
+    /// by fence (unique among held records), so partial batches agree too.
     Purge {
         batch_max: usize,
     },
