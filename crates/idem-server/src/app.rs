@@ -15,7 +15,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use idem_core::{Clock, Policy, Principal};
 use idem_http::{
-    ClaimContext, CompletedInTransaction, ConfigError, ConflictPolicy, IdempotencyLayer, Outcome, Problem,
+    ClaimContext, CompletedInTransaction, ConfigError, ConflictPolicy, IdempotencyLayer, Outcome, PrincipalExtractor,
+    Problem,
 };
 
 use crate::domain::{NewPayment, NewUser, Payment, PaymentStatus, User, ValidationError};
@@ -34,6 +35,11 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// A hook that the payment and user handlers await after building their row and before
 /// writing it. Test-only: see [`AppState::with_before_write_hook`].
 pub type BeforeWriteHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A function applied to the handler routes inside the idempotency layer (so its layers
+/// see what the handlers answer before the idempotency layer does). Test-only: see
+/// [`crate::AppBuilder::wrap_handlers`].
+pub type HandlerWrap<L> = Arc<dyn Fn(Router<AppState<L>>) -> Router<AppState<L>> + Send + Sync>;
 
 /// Everything the handlers use. Cloning is cheap (shared pointers).
 pub struct AppState<L> {
@@ -112,6 +118,18 @@ impl<L: Ledger> AppState<L> {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
+
+    /// The clock the layer and the handlers read.
+    #[must_use]
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The lease and retention of idempotency records.
+    #[must_use]
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
 }
 
 /// The API with the idempotency layer: what `idem serve` runs.
@@ -120,15 +138,32 @@ impl<L: Ledger> AppState<L> {
 ///
 /// # Errors
 /// [`ConfigError`] if the conflict wait is longer than the layer allows.
+///
+/// The same as [`crate::AppBuilder::from_state`]`(state).build()` without the purge task;
+/// the builder also takes a principal extractor and a handler wrap.
 pub fn app<L: Ledger>(state: AppState<L>) -> Result<Router, ConfigError> {
+    layered_app(state, Arc::new(|parts: &http::request::Parts| principal_of(&parts.headers)), None)
+}
+
+/// The API with the idempotency layer, whose principal comes from `principal`, and with
+/// `wrap` applied to the handler routes inside the layer: what [`crate::AppBuilder`] builds.
+pub(crate) fn layered_app<L: Ledger>(
+    state: AppState<L>,
+    principal: PrincipalExtractor,
+    wrap: Option<HandlerWrap<L>>,
+) -> Result<Router, ConfigError> {
     let layer = IdempotencyLayer::builder(state.ledger.idempotency_store())
         .lease(state.policy.lease())
         .retention(state.policy.retention())
         .conflict(state.conflict)
         .clock(Arc::clone(&state.clock))
-        .principal(|parts| principal_of(&parts.headers))
+        .principal(move |parts| principal(parts))
         .build()?;
-    Ok(assemble(api_routes().layer(layer), state))
+    let handlers = match wrap {
+        Some(wrap) => wrap(api_routes()),
+        None => api_routes(),
+    };
+    Ok(assemble(handlers.layer(layer), state))
 }
 
 /// The same API and handlers without the idempotency layer (no key needed, nothing

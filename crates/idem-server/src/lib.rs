@@ -22,10 +22,14 @@
 //! | `sqlite://PATH` ([`SqliteLedger`]) | atomic: the payment row and the completion commit in one SQLite transaction | yes, also when a slow handler's lease lapses: its transaction fails the fence check and rolls back | yes | yes (WAL, `synchronous=FULL`) |
 //! | `memory://` ([`MemoryLedger`]) | separate: the layer completes after the handler | only while handlers finish within their lease: a lapsed lease lets a retry run the handler again (its stale completion is refused, G3) | yes | no: a restart forgets everything |
 //!
-//! # Ready for simulation
+//! # Ready for simulation: the composition root
 //!
-//! [`app()`] builds the router from an [`AppState`] alone: no listener ([`serve()`] takes any
-//! axum listener), no concrete store (any [`Ledger`]). On the request path, time comes
+//! [`AppBuilder`] ([`compose`]) builds the [`App`] (router and purge task) from injected
+//! parts: a [`Ledger`] and its store, a clock, an id generator, a purge schedule, a principal
+//! extractor. No listener ([`serve()`] takes any axum listener), no system clock, no OS
+//! seeding inside: [`run`] (what `idem serve` calls) adds those, and the simulations
+//! (`idem-sim`) add turmoil's TCP and simulated time, so a simulated replica is the shipped
+//! router and layer. [`app()`] is the same router from an [`AppState`]. On the request path, time comes
 //! from the state's [`idem_core::Clock`] and ids from its [`IdGenerator`]; nothing reads
 //! `std::time` or OS randomness (latency metrics use tokio's clock, which turmoil
 //! drives), and no behaviour depends on a hash map's iteration order.
@@ -56,6 +60,7 @@
 //!
 //! # Contents
 //!
+//! * [`compose`]: [`AppBuilder`], [`App`], [`PurgeSchedule`]: the composition root.
 //! * [`app`](mod@app): [`app()`], [`bare_app`], [`AppState`].
 //! * [`ledger`]: [`Ledger`], [`SqliteLedger`], [`MemoryLedger`].
 //! * [`domain`]: request validation and the JSON answered.
@@ -64,6 +69,7 @@
 //! * [`serve`](mod@serve): [`serve()`], [`run`], [`ServerConfig`], [`StoreSpec`].
 
 pub mod app;
+pub mod compose;
 pub mod domain;
 pub mod ids;
 pub mod ledger;
@@ -72,7 +78,8 @@ pub mod principal;
 pub mod serve;
 pub mod time;
 
-pub use app::{AppState, BeforeWriteHook, app, bare_app};
+pub use app::{AppState, BeforeWriteHook, HandlerWrap, app, bare_app};
+pub use compose::{App, AppBuilder, PurgeSchedule};
 pub use ids::{IdGenerator, SeededIds};
 pub use ledger::{Ledger, LedgerError, MemoryLedger, SqliteLedger};
 pub use metrics::Metrics;

@@ -1,28 +1,23 @@
 //! Running the app on a socket: [`serve`] for any listener, [`run`] for what `idem serve` does
-//! (open the store named by a [`StoreSpec`], bind, serve until shut down, close).
+//! (open the store named by a [`StoreSpec`], build the app from its parts with
+//! [`AppBuilder`], bind, serve until shut down, close). This is the only place that picks
+//! the system clock, OS-seeded ids and a TCP listener.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use idem_core::{Clock, MemoryStore, Policy, Store, SystemClock};
+use idem_core::{Clock, MemoryStore, Policy, SystemClock};
 use idem_http::{ConfigError, ConflictPolicy};
 use idem_sqlite::{OpenError, SqliteOptions, SqliteStore};
 use rand::Rng;
 
-use crate::app::{AppState, app};
+use crate::compose::{AppBuilder, PurgeSchedule};
 use crate::ids::SeededIds;
 use crate::ledger::{Ledger, LedgerError, MemoryLedger, SqliteLedger};
-
-/// How often expired idempotency records are purged.
-const PURGE_EVERY: Duration = Duration::from_secs(60);
-/// Records deleted per purge call, and calls per round: bounded work per minute.
-const PURGE_BATCH: usize = 1_000;
-const PURGE_BATCHES_PER_ROUND: usize = 100;
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits
 /// for the requests in progress to finish (graceful shutdown).
@@ -164,42 +159,25 @@ async fn serve_ledger<L: Ledger>(
     config: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // The composition root gets the real parts here, and only here: the system clock, ids
+    // seeded once from the OS (the request path never draws OS randomness), a TCP listener.
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    // Ids are seeded once here, at start-up; the request path never draws OS randomness.
     let ids = Arc::new(SeededIds::new(rand::rng().random()));
-    let ledger = Arc::new(ledger);
-    let state = AppState::new(Arc::clone(&ledger), Arc::clone(&clock), ids)
-        .with_policy(config.policy)
-        .with_conflict(config.conflict);
-    let router = app(state)?;
+    let app = AppBuilder::new(Arc::new(ledger), clock, ids)
+        .policy(config.policy)
+        .conflict(config.conflict)
+        .purge(PurgeSchedule::DEFAULT)
+        .build()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind { listen: config.listen, source })?;
     let bound = listener.local_addr().map_err(|source| ServeError::Bind { listen: config.listen, source })?;
     tracing::info!(lease = ?config.policy.lease(), retention = ?config.policy.retention(), "listening on http://{bound}");
-    let purging = tokio::spawn(purge_forever(ledger.idempotency_store(), clock));
-    let served = serve(listener, router, shutdown).await.map_err(ServeError::Serve);
+    let purging = tokio::spawn(app.purge_forever());
+    let served = serve(listener, app.router(), shutdown).await.map_err(ServeError::Serve);
     purging.abort();
     tracing::info!("stopped");
     served
-}
-
-/// Forgets expired idempotency records now and then, in bounded batches.
-async fn purge_forever<St: Store>(store: Arc<St>, clock: Arc<dyn Clock>) {
-    let mut every = tokio::time::interval(PURGE_EVERY);
-    loop {
-        every.tick().await;
-        for _ in 0..PURGE_BATCHES_PER_ROUND {
-            match store.purge_expired(clock.now(), PURGE_BATCH).await {
-                Ok(purged) if purged == PURGE_BATCH => continue,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "purging expired records failed; trying again later");
-                    break;
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

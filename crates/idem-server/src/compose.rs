@@ -1,0 +1,188 @@
+//! The composition root: the app built from injected parts (ledger and its store, clock,
+//! id generator, purge schedule, principal extractor), with no I/O of its own.
+//!
+//! [`AppBuilder`] opens no listener, reads no system clock and draws no OS randomness:
+//! whoever builds it passes those in. `idem serve` ([`crate::run`]) passes SQLite or
+//! memory, [`idem_core::SystemClock`] and ids seeded once from the OS, then adds a TCP
+//! listener and runs [`App::purge_forever`]; the simulations (`sims/`, crate `idem-sim`)
+//! pass a store reached over a simulated network, a clock reading simulated time and
+//! seeded ids, and serve the very same router on turmoil's TCP.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use http::{Request, StatusCode};
+//! use idem_core::{ManualClock, MemoryStore, Timestamp};
+//! use idem_server::{AppBuilder, MemoryLedger, PurgeSchedule, SeededIds};
+//! use tower::ServiceExt;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let ledger = Arc::new(MemoryLedger::new(Arc::new(MemoryStore::default()), 1_000));
+//! let clock = Arc::new(ManualClock::new(Timestamp::from_unix_ms(1_700_000_000_000)));
+//! let app = AppBuilder::new(ledger, clock, Arc::new(SeededIds::new(7)))
+//!     .purge(PurgeSchedule::DEFAULT)
+//!     .build()
+//!     .unwrap();
+//! // `app.purge_forever()` is the purge task, for the caller to spawn on its runtime.
+//! let pay = Request::post("/payments").header("idempotency-key", "k1")
+//!     .body(axum::body::Body::from(r#"{"amount": 1.00, "currency": "EUR", "destination": "m"}"#)).unwrap();
+//! assert_eq!(app.router().oneshot(pay).await.unwrap().status(), StatusCode::CREATED);
+//! # });
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use idem_core::{Clock, Policy, Store};
+use idem_http::{ConfigError, ConflictPolicy, PrincipalExtractor};
+
+use crate::app::{AppState, BeforeWriteHook, HandlerWrap, layered_app};
+use crate::ids::IdGenerator;
+use crate::ledger::Ledger;
+use crate::principal::principal_of;
+
+/// How often expired idempotency records are forgotten, in bounded work per round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeSchedule {
+    /// Time between rounds (on the runtime's timer, which turmoil drives).
+    pub every: Duration,
+    /// Records deleted per store call.
+    pub batch_max: usize,
+    /// Store calls per round at most.
+    pub batches_per_round_max: usize,
+}
+
+impl PurgeSchedule {
+    /// Every minute, 1,000 records per call, at most 100 calls per round.
+    pub const DEFAULT: PurgeSchedule =
+        PurgeSchedule { every: Duration::from_secs(60), batch_max: 1_000, batches_per_round_max: 100 };
+}
+
+impl Default for PurgeSchedule {
+    fn default() -> Self {
+        PurgeSchedule::DEFAULT
+    }
+}
+
+/// Builds an [`App`] from its parts; see the module docs.
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct AppBuilder<L> {
+    state: AppState<L>,
+    purge: PurgeSchedule,
+    principal: PrincipalExtractor,
+    wrap: Option<HandlerWrap<L>>,
+}
+
+impl<L: Ledger> AppBuilder<L> {
+    /// An app over `ledger` (and its idempotency store), reading time from `clock` and ids
+    /// from `ids`, with [`AppState::new`]'s defaults, [`PurgeSchedule::DEFAULT`] and the
+    /// `Authorization: Bearer` principal ([`principal_of`]).
+    pub fn new(ledger: Arc<L>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGenerator>) -> AppBuilder<L> {
+        AppBuilder::from_state(AppState::new(ledger, clock, ids))
+    }
+
+    /// An app over a state already configured.
+    pub fn from_state(state: AppState<L>) -> AppBuilder<L> {
+        AppBuilder {
+            state,
+            purge: PurgeSchedule::DEFAULT,
+            principal: Arc::new(|parts: &http::request::Parts| principal_of(&parts.headers)),
+            wrap: None,
+        }
+    }
+
+    /// Lease and retention of idempotency records.
+    pub fn policy(mut self, policy: Policy) -> AppBuilder<L> {
+        self.state = self.state.with_policy(policy);
+        self
+    }
+
+    /// What a request gets while the same key is in flight.
+    pub fn conflict(mut self, conflict: ConflictPolicy) -> AppBuilder<L> {
+        self.state = self.state.with_conflict(conflict);
+        self
+    }
+
+    /// How [`App::purge_forever`] purges.
+    pub fn purge(mut self, purge: PurgeSchedule) -> AppBuilder<L> {
+        self.purge = purge;
+        self
+    }
+
+    /// Who the idempotency layer says is asking (default: [`principal_of`]). Keys are scoped
+    /// by it (G4); the simulations' planted bug `unscoped-keys` passes one that ignores the caller.
+    pub fn principal(mut self, principal: PrincipalExtractor) -> AppBuilder<L> {
+        self.principal = principal;
+        self
+    }
+
+    /// **Test hook**, see [`AppState::with_before_write_hook`].
+    pub fn before_write(mut self, hook: BeforeWriteHook) -> AppBuilder<L> {
+        self.state = self.state.with_before_write_hook(hook);
+        self
+    }
+
+    /// **Test hook.** Applies `wrap` to the handler routes inside the idempotency layer, so
+    /// its layers see each handler's own response. `idem serve` never sets it; the
+    /// simulations use it to plant an HTTP-layer bug from outside idem-http.
+    pub fn wrap_handlers(mut self, wrap: HandlerWrap<L>) -> AppBuilder<L> {
+        self.wrap = Some(wrap);
+        self
+    }
+
+    /// The app.
+    ///
+    /// # Errors
+    /// [`ConfigError`] if the idempotency layer refuses the configuration.
+    pub fn build(self) -> Result<App<L>, ConfigError> {
+        let router = layered_app(self.state.clone(), self.principal, self.wrap)?;
+        Ok(App { router, state: self.state, purge: self.purge })
+    }
+}
+
+/// The app built from its parts: the router to serve and the purge task to run.
+pub struct App<L> {
+    router: Router,
+    state: AppState<L>,
+    purge: PurgeSchedule,
+}
+
+impl<L: Ledger> App<L> {
+    /// The router: the API, the idempotency layer, metrics. Serve it on any listener.
+    #[must_use]
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The state the handlers share (ledger, clock, metrics).
+    #[must_use]
+    pub fn state(&self) -> &AppState<L> {
+        &self.state
+    }
+
+    /// Forgets expired idempotency records every [`PurgeSchedule::every`] on the runtime's
+    /// timer, at the app's clock's time, in bounded batches; never returns. Spawn it.
+    pub fn purge_forever(&self) -> impl Future<Output = ()> + Send + 'static {
+        purge_forever(self.state.ledger().idempotency_store(), Arc::clone(self.state.clock()), self.purge)
+    }
+}
+
+async fn purge_forever<St: Store>(store: Arc<St>, clock: Arc<dyn Clock>, schedule: PurgeSchedule) {
+    let mut every = tokio::time::interval(schedule.every);
+    loop {
+        every.tick().await;
+        for _ in 0..schedule.batches_per_round_max {
+            match store.purge_expired(clock.now(), schedule.batch_max).await {
+                Ok(purged) if purged == schedule.batch_max => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "purging expired records failed; trying again later");
+                    break;
+                }
+            }
+        }
+    }
+}
