@@ -1,0 +1,230 @@
+//! The history: every client invocation and answer, every store operation, every
+//! execution and every fault, in the order they happened, with simulated time. Checkers
+//! read it after the run (Jepsen style); its text is the run's trace.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use idem_core::{Fence, Fingerprint, RecordId, StoredResponse};
+
+use crate::clock::sim_ms;
+
+/// Which store operation a [`StoreEvent`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreOp {
+    Claim,
+    Complete,
+    CompleteInTransaction,
+    Release,
+    Renew,
+    Get,
+}
+
+/// The record as the store host held it before an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    Absent,
+    InFlight(Fence),
+    Completed(Fence),
+}
+
+impl Held {
+    pub(crate) fn fence(self) -> Option<Fence> {
+        match self {
+            Held::Absent => None,
+            Held::InFlight(fence) | Held::Completed(fence) => Some(fence),
+        }
+    }
+}
+
+/// One operation the store host applied.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreEvent {
+    /// The replica that asked.
+    pub(crate) replica: usize,
+    /// The store host's lifetime (bumped by every boot of a volatile store).
+    pub(crate) epoch: u32,
+    pub(crate) op: StoreOp,
+    pub(crate) id: RecordId,
+    /// The fence the replica presented (fenced operations).
+    pub(crate) presented: Option<Fence>,
+    pub(crate) before: Held,
+    /// The claim's fingerprint (claims).
+    pub(crate) fingerprint: Option<Fingerprint>,
+    /// The fence a claim issued and whether the in-flight record was written with it.
+    pub(crate) issued: Option<(Fence, bool)>,
+    /// Whether a fenced operation applied (`Fenced::Applied`, `Renewed`).
+    pub(crate) applied: bool,
+    /// The response a completion recorded, if it applied.
+    pub(crate) recorded: Option<StoredResponse>,
+    /// The answer, as text.
+    pub(crate) answer: String,
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    /// A fault was injected or reverted.
+    Fault(String),
+    /// A client submitted an operation (again: `submission` > 1 after an error).
+    Invoke { client: usize, op: usize, submission: u32, token: &'static str, key: String, body: Bytes },
+    /// An attempt of an operation left the client for a replica.
+    Send { client: usize, op: usize, replica: usize },
+    /// An attempt's answer reached the client.
+    Answer { client: usize, op: usize, replica: usize, answer: Answer },
+    /// An attempt failed on the transport or was cut off by the client's timeout.
+    Lost { client: usize, op: usize, replica: usize, why: String },
+    /// A submission ended with an error from the client layer.
+    Failed { client: usize, op: usize, why: String },
+    /// An operation ended: with an answer's status, or given up.
+    End { client: usize, op: usize, status: Option<u16> },
+    /// The store host applied an operation.
+    Store(Box<StoreEvent>),
+    /// A store call from a replica failed (timeout, connection), outcome unknown.
+    StoreCallFailed { replica: usize, op: &'static str, why: String },
+    /// A handler reached its write (the side effect) under a claim.
+    Execute { replica: usize, id: RecordId, fence: Fence, body: Bytes },
+    /// The store host committed a payment with its completion.
+    Payment { epoch: u32, id: RecordId, fence: Fence, payment_id: String },
+}
+
+/// An HTTP answer as the client saw it: what G2 compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) replayed: bool,
+    /// The headers a replay must repeat: all but `date`, `content-length`, the key echo
+    /// and `idempotent-replayed`, in the order received.
+    pub(crate) headers: Vec<(String, Bytes)>,
+    pub(crate) body: Bytes,
+}
+
+impl Answer {
+    pub(crate) fn header(&self, name: &str) -> Option<&Bytes> {
+        self.headers.iter().find(|(header, _)| header == name).map(|(_, value)| value)
+    }
+}
+
+/// One entry of the history.
+#[derive(Debug, Clone)]
+pub(crate) struct Event {
+    pub(crate) at_ms: u64,
+    pub(crate) kind: Kind,
+}
+
+impl Event {
+    /// The idempotency key this event is about, if any (for stories).
+    pub(crate) fn key(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Invoke { key, .. } => Some(key),
+            Kind::Store(event) => Some(event.id.key.as_str()),
+            Kind::Execute { id, .. } | Kind::Payment { id, .. } => Some(id.key.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The (client, op) this event is about, if any.
+    pub(crate) fn op(&self) -> Option<(usize, usize)> {
+        match &self.kind {
+            Kind::Invoke { client, op, .. }
+            | Kind::Send { client, op, .. }
+            | Kind::Answer { client, op, .. }
+            | Kind::Lost { client, op, .. }
+            | Kind::Failed { client, op, .. }
+            | Kind::End { client, op, .. } => Some((*client, *op)),
+            _ => None,
+        }
+    }
+}
+
+fn short(principal: &idem_core::Principal) -> &str {
+    let name = principal.as_str();
+    if name.is_empty() { "anonymous" } else { &name[..name.len().min(8)] }
+}
+
+struct Id<'a>(&'a RecordId);
+
+impl fmt::Display for Id<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", short(&self.0.principal), self.0.key.as_str())
+    }
+}
+
+struct Text<'a>(&'a [u8]);
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN_MAX: usize = 160;
+        let shown = &self.0[..self.0.len().min(SHOWN_MAX)];
+        write!(f, "{}", String::from_utf8_lossy(shown))?;
+        if self.0.len() > SHOWN_MAX { write!(f, "…") } else { Ok(()) }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:>6}.{:03}s ", self.at_ms / 1000, self.at_ms % 1000)?;
+        match &self.kind {
+            Kind::Fault(text) => write!(f, "fault   {text}"),
+            Kind::Invoke { client, op, submission, token, key, body } => {
+                write!(f, "invoke  c{client}.{op} #{submission} {token} key={key} {}", Text(body))
+            }
+            Kind::Send { client, op, replica } => write!(f, "send    c{client}.{op} -> replica-{replica}"),
+            Kind::Answer { client, op, replica, answer } => write!(
+                f,
+                "answer  c{client}.{op} <- replica-{replica} {}{} location={} {}",
+                answer.status,
+                if answer.replayed { " replayed" } else { "" },
+                Text(answer.header("location").map_or(&b"-"[..], |value| value)),
+                Text(&answer.body)
+            ),
+            Kind::Lost { client, op, replica, why } => write!(f, "lost    c{client}.{op} <- replica-{replica}: {why}"),
+            Kind::Failed { client, op, why } => write!(f, "failed  c{client}.{op}: {why}"),
+            Kind::End { client, op, status: Some(status) } => write!(f, "end     c{client}.{op} {status}"),
+            Kind::End { client, op, status: None } => write!(f, "end     c{client}.{op} gave up"),
+            Kind::Store(event) => {
+                let StoreEvent { replica, epoch, op, id, presented, before, issued, answer, .. } = &**event;
+                write!(f, "store   e{epoch} replica-{replica} {op:?} {} ", Id(id))?;
+                if let Some(fence) = presented {
+                    write!(f, "presents {fence:?} ")?;
+                }
+                write!(f, "held {before:?} -> {answer}")?;
+                match issued {
+                    Some((fence, true)) => write!(f, " (claim {fence:?} written)"),
+                    Some((fence, false)) => write!(f, " (claim {fence:?} NOT written)"),
+                    None => Ok(()),
+                }
+            }
+            Kind::StoreCallFailed { replica, op, why } => write!(f, "unreach replica-{replica} {op}: {why}"),
+            Kind::Execute { replica, id, fence, body } => {
+                write!(f, "execute replica-{replica} {} under {fence:?}: {}", Id(id), Text(body))
+            }
+            Kind::Payment { epoch, id, fence, payment_id } => {
+                write!(f, "payment e{epoch} {} under {fence:?}: {payment_id}", Id(id))
+            }
+        }
+    }
+}
+
+/// The shared recorder every host writes to. The simulation runs on one thread, in a
+/// fixed order, so the order of events is the same for the same seed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Recorder {
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Recorder {
+    /// Records `kind` at the current simulated time.
+    pub(crate) fn record(&self, kind: Kind) {
+        self.record_at(sim_ms(), kind);
+    }
+
+    pub(crate) fn record_at(&self, at_ms: u64, kind: Kind) {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner).push(Event { at_ms, kind });
+    }
+
+    pub(crate) fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
