@@ -116,18 +116,22 @@ impl Verdict {
     }
 }
 
-/// The verdict for every property, in the model's order, after [`join`]. Each story is
-/// the shortest one there is (see [`shortest_discovery`]).
+/// The verdict for every property, in the model's order, after [`join`]. Each
+/// counterexample is the shortest one there is (see [`shortest_discovery`]); so is each
+/// example of a reachability property when `examples` is set, otherwise an example is the
+/// path the search happened to find (finding the shortest costs a bounded search each).
 #[must_use]
-pub fn verdicts(checker: &RunningChecker) -> Vec<Verdict> {
+pub fn verdicts(checker: &RunningChecker, examples: bool) -> Vec<Verdict> {
     let model = checker.model();
     let discoveries = checker.discoveries();
     model
         .properties()
         .into_iter()
         .map(|property| {
+            let shortest = examples || property.expectation != Expectation::Sometimes;
             let found = discoveries.get(property.name).map(|path| {
-                let shortest = shortest_discovery(model, property.name, path.clone().into_actions().len());
+                let steps = path.clone().into_actions().len();
+                let shortest = if shortest { shortest_discovery(model, property.name, steps) } else { None };
                 story(model, shortest.as_ref().unwrap_or(path))
             });
             let outcome = match (property.expectation, found) {
@@ -144,13 +148,14 @@ pub fn verdicts(checker: &RunningChecker) -> Vec<Verdict> {
 /// The shortest path to a discovery of `property`, given that one of `steps` steps exists.
 ///
 /// stateright 0.31 keeps the *last* discovery it meets for a property, not the first, so
-/// even a single-threaded BFS may report a long path. A BFS bounded at depth `d` can only
-/// report paths shorter than `d`; raising the bound one step at a time, the first bound
-/// that finds one finds a shortest one. The state space grows quickly with depth, so the
-/// cost is dominated by the last, shortest-admitting bound.
+/// even a single-threaded BFS may report a long path. A BFS bounded at depth `d` reports
+/// only paths shorter than `d`, and whether it finds one at all only grows with `d`; so a
+/// binary search over the bound finds the smallest bound that admits a discovery, and the
+/// path found there is a shortest one. Each probe is a bounded BFS; long paths (a client
+/// using up a dozen attempts) need only a handful of probes.
 #[must_use]
 pub fn shortest_discovery(model: &IdemModel, property: &'static str, steps: usize) -> Option<Path<State, Action>> {
-    (0..=steps).find_map(|bound| {
+    let probe = |bound: usize| {
         // A path of n steps holds n + 1 states, the last at depth n + 1; a bound of n + 2 admits it.
         let checker = model
             .clone()
@@ -160,5 +165,22 @@ pub fn shortest_discovery(model: &IdemModel, property: &'static str, steps: usiz
             .spawn_bfs()
             .join();
         checker.discovery(property)
-    })
+    };
+    // Invariant: no path of fewer than `low` steps; a path of at most `high` steps exists.
+    let (mut low, mut high) = (0, steps);
+    let mut shortest = None;
+    while low < high {
+        let middle = low + (high - low) / 2;
+        match probe(middle) {
+            Some(path) => {
+                high = path.clone().into_actions().len().min(middle);
+                shortest = Some(path);
+            }
+            None => low = middle + 1,
+        }
+    }
+    match shortest {
+        Some(path) if path.clone().into_actions().len() == low => Some(path),
+        _ => probe(low),
+    }
 }

@@ -1,30 +1,49 @@
-//! What to check: how many actors, which faults, which mode, which variant of the store.
+//! What to check: how many actors, which faults, which mode, which client policy, which
+//! variant of the store.
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// At most this many clients, servers or operations per client: the state space grows
 /// exponentially with each, and these bounds already take minutes.
 pub const ACTORS_MAX: u8 = 4;
-/// At most this many faults of one kind (crashes, lapses, failures, resends, network faults).
+/// At most this many faults of one kind (crashes, lapses, slow handlers, failures, network
+/// faults, delays, outages).
 pub const FAULTS_MAX: u8 = 4;
+/// At most this many attempts per operation (idem-client allows 100; the model's state
+/// space grows with every attempt, and its serial numbers are bytes).
+pub const ATTEMPTS_MAX: u32 = 24;
+/// The longest client deadline or attempt timeout the model takes: an hour of logical time.
+pub const CLIENT_TIME_MAX: Duration = Duration::from_secs(3600);
+
+/// How long a healthy handler runs at most: a second, what idem-http's 409 `Retry-After`
+/// cap ([`idem_http::CONFLICT_RETRY_AFTER_MAX_DEFAULT`]) assumes of requests in flight. A
+/// handler that takes longer is the fault `slow` (or `lapses`, if it also stops renewing).
+pub const HANDLER_TIME_DEFAULT: Duration = Duration::from_secs(1);
+
+/// How long a slow handler runs at most: two leases, so it lives only by renewing.
+pub const SLOW_HANDLER_TIME_DEFAULT: Duration = Duration::from_secs(20);
 
 /// How the business side effect commits relative to the completion (SPEC, "Modes").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
-    /// Side effect and completion commit in one fenced transaction.
+    /// Side effect and completion commit in one fenced transaction (`op::CompleteInTransaction`).
     Atomic,
-    /// The side effect commits on its own, before the (fenced) completion.
+    /// The side effect commits on its own, before the fenced completion (`op::Complete`).
     Separate,
 }
 
 /// Which store/server code runs: the correct one, or one with a planted bug.
+///
+/// A bug never copies a rule of idem-core: it tampers with what the server passes to
+/// `MemoryState` (the view, the operation's fields, the step before it is committed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
-    /// Calls idem-core's transitions straight.
+    /// Drives idem-core's store step as shipped.
     Correct,
-    /// Check-then-act: decides with `claim` but never writes the claim, so two requests
-    /// can both see "absent" and both execute.
+    /// Check-then-act: decides with the claim step but never writes the claim, and later
+    /// completes against the record it believes it wrote.
     NoClaim,
     /// Completes with the record's current fence instead of the handler's own.
     NoFenceCheck,
@@ -34,17 +53,51 @@ pub enum Variant {
     NoFingerprintCheck,
     /// Draws fences from a per-record counter that starts again after a release.
     FenceReuse,
+    /// Claims with the old 60 s lease: a crashed holder blocks its key for longer than a
+    /// client's default budget (G6).
+    LongLease,
+    /// Fail open: when the store is down the server runs the handler anyway, without a claim (G8).
+    FailOpen,
 }
 
 /// How messages travel between clients and servers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NetworkKind {
-    /// Any order, and a message may be delivered twice (`network_faults` times in all).
+    /// Any order, and a request may be delivered twice (`network_faults` times in all).
     Duplicating,
     /// First in, first out per client-server pair; nothing lost or duplicated.
     Ordered,
     /// Any order, and a message may be lost (`network_faults` times in all).
     Lossy,
+}
+
+/// The client's retry policy: idem-client's defaults unless overridden.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientPolicy {
+    /// Attempts per operation, the first included ([`idem_client::ATTEMPTS_MAX_DEFAULT`]).
+    pub attempts_max: u32,
+    /// The time all attempts and waits of one operation may take ([`idem_client::DEADLINE_DEFAULT`]).
+    pub deadline: Duration,
+    /// The time one attempt may take without an answer ([`idem_client::ATTEMPT_TIMEOUT_DEFAULT`]).
+    pub attempt_timeout: Duration,
+    /// The backoff before a retry that got no `Retry-After` (a timeout, a reset, a 503
+    /// without it): idem-client's defaults. The model waits its ceiling, see the crate docs.
+    pub backoff: idem_client::Backoff,
+}
+
+impl Default for ClientPolicy {
+    /// idem-client's shipped defaults.
+    fn default() -> ClientPolicy {
+        ClientPolicy {
+            attempts_max: idem_client::ATTEMPTS_MAX_DEFAULT,
+            deadline: idem_client::DEADLINE_DEFAULT,
+            attempt_timeout: idem_client::ATTEMPT_TIMEOUT_DEFAULT,
+            backoff: idem_client::Backoff {
+                base: idem_client::config::BACKOFF_BASE_DEFAULT,
+                max: idem_client::config::BACKOFF_MAX_DEFAULT,
+            },
+        }
+    }
 }
 
 /// Why a name or a configuration is refused.
@@ -66,11 +119,11 @@ pub enum ConfigError {
         /// The option.
         what: &'static str,
         /// The value given.
-        given: u8,
+        given: u64,
         /// The smallest value accepted.
-        min: u8,
+        min: u64,
         /// The largest value accepted.
-        max: u8,
+        max: u64,
     },
 }
 
@@ -86,18 +139,42 @@ pub struct Config {
     pub ops_per_client: u8,
     /// Client 1 also sends a request that reuses key `k1` with a different amount.
     pub key_reuse: bool,
-    /// Server crashes (a crash loses the server's running handlers; it restarts at once).
+    /// Server crashes (a crash loses the server's running handlers and resets their
+    /// connections; it restarts at once).
     pub crashes: u8,
-    /// Lease lapses while the claim's holder is still running (a slow handler).
+    /// Stalls: a running handler pauses and stops renewing its lease, so its lease may
+    /// lapse while it still runs; the pause may last any time. If it renews again, it is
+    /// a slow handler from then on.
     pub lapses: u8,
-    /// Handler failures before the side effect (the claim is released, 500 answered).
+    /// Slow handlers: a running handler takes longer than `handler_time`, up to
+    /// `slow_handler_time`, renewing its lease on schedule (without renewals its lease
+    /// lapses while it runs).
+    pub slow: u8,
+    /// Handler failures before the side effect (503; the claim is released).
     pub failures: u8,
-    /// Timer resends per operation while an earlier send may still be in flight.
-    pub resends: u8,
     /// How the network behaves.
     pub network: NetworkKind,
     /// Duplicate deliveries (duplicating network) or losses (lossy network) in all.
     pub network_faults: u8,
+    /// Delays in all: the network holds a message back while the clock moves (a slow
+    /// network). Any other message arrives before the clock moves.
+    pub delays: u8,
+    /// Store outages: while the store is down requests get 503, completions fail, and time
+    /// does not pass (an outage is shorter than any wait).
+    pub outages: u8,
+    /// Whether a running handler renews its lease (the layer's heartbeat, every
+    /// `Policy::renew_every`).
+    pub renewals: bool,
+    /// How long a handler runs at most unless it is slow or stalled (a fault).
+    pub handler_time: Duration,
+    /// How long a slow handler runs at most (a stalled one that resumes, too).
+    pub slow_handler_time: Duration,
+    /// G6 is promised to every operation that met at most this many faults (a fault an
+    /// operation meets: its handler crashed, stalled, was slow or failed, its message was
+    /// duplicated, lost or delayed, it met the store down).
+    pub progress_faults: u8,
+    /// The client's retry policy.
+    pub client: ClientPolicy,
     /// Atomic or separate side effects.
     pub mode: Mode,
     /// Correct store code or a planted bug.
@@ -105,20 +182,30 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// The README's configuration: 2 clients, 2 servers, 1 operation each, a duplicating
-    /// network, 1 crash, 1 lease lapse, atomic mode, the correct store.
+    /// The configuration `idem check` runs: 2 clients (alice and bob both use key `k1`;
+    /// alice also reuses it with another amount), 2 servers, 1 operation each, a
+    /// duplicating network with 1 duplicate, 1 crash, 1 stall, 1 store outage, renewals,
+    /// idem-client's default retry policy, atomic mode, the correct store. Delays are off:
+    /// each one multiplies the search by about ten (see docs/model.md for the figures).
     fn default() -> Config {
         Config {
             clients: 2,
             servers: 2,
             ops_per_client: 1,
-            key_reuse: false,
+            key_reuse: true,
             crashes: 1,
             lapses: 1,
+            slow: 0,
             failures: 0,
-            resends: 1,
             network: NetworkKind::Duplicating,
             network_faults: 1,
+            delays: 0,
+            outages: 1,
+            renewals: true,
+            handler_time: HANDLER_TIME_DEFAULT,
+            slow_handler_time: SLOW_HANDLER_TIME_DEFAULT,
+            progress_faults: 1,
+            client: ClientPolicy::default(),
             mode: Mode::Atomic,
             variant: Variant::Correct,
         }
@@ -137,24 +224,40 @@ impl Config {
             ("operations per client", self.ops_per_client, 1, ACTORS_MAX),
             ("crashes", self.crashes, 0, FAULTS_MAX),
             ("lapses", self.lapses, 0, FAULTS_MAX),
+            ("slow handlers", self.slow, 0, FAULTS_MAX),
             ("failures", self.failures, 0, FAULTS_MAX),
-            ("resends", self.resends, 0, FAULTS_MAX),
+            ("delays", self.delays, 0, FAULTS_MAX),
             ("network faults", self.network_faults, 0, FAULTS_MAX),
+            ("outages", self.outages, 0, FAULTS_MAX),
         ];
         for (what, given, min, max) in checks {
             if given < min || given > max {
-                return Err(ConfigError::OutOfRange { what, given, min, max });
+                return Err(ConfigError::OutOfRange { what, given: given.into(), min: min.into(), max: max.into() });
+            }
+        }
+        let attempts = self.client.attempts_max;
+        if !(1..=ATTEMPTS_MAX).contains(&attempts) {
+            return Err(ConfigError::OutOfRange {
+                what: "attempts",
+                given: attempts.into(),
+                min: 1,
+                max: ATTEMPTS_MAX.into(),
+            });
+        }
+        let whole_ms = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        let time_max_ms = whole_ms(CLIENT_TIME_MAX);
+        for (what, duration) in [
+            ("deadline (ms)", self.client.deadline),
+            ("attempt timeout (ms)", self.client.attempt_timeout),
+            ("handler time (ms)", self.handler_time),
+            ("slow handler time (ms)", self.slow_handler_time),
+        ] {
+            let given = whole_ms(duration);
+            if !(1..=time_max_ms).contains(&given) {
+                return Err(ConfigError::OutOfRange { what, given, min: 1, max: time_max_ms });
             }
         }
         Ok(())
-    }
-
-    /// The most requests one operation sends (first send, timer resends, retries). G6 is
-    /// checked within this bound: every fault can cost an operation at most two extra sends.
-    #[must_use]
-    pub fn sends_max(&self) -> u8 {
-        let faults = self.crashes + self.lapses + self.failures + self.network_faults;
-        1 + self.resends + 2 * faults
     }
 }
 
@@ -209,5 +312,7 @@ named!(
     UnscopedKeys = "unscoped-keys",
     NoFingerprintCheck = "no-fingerprint-check",
     FenceReuse = "fence-reuse",
+    LongLease = "long-lease",
+    FailOpen = "fail-open",
 );
 named!(NetworkKind, "network", Duplicating = "duplicating", Ordered = "ordered", Lossy = "lossy");

@@ -1,72 +1,93 @@
 //! A stateright model of the idempotency-key protocol that drives idem-core itself.
 //!
-//! Every decision about a record is taken by idem-core's own functions,
-//! [`idem_core::transition::claim`], [`complete`](idem_core::transition::complete) and
-//! [`release`](idem_core::transition::release), on real [`idem_core::Record`]s, with a real
-//! [`idem_core::Policy`], [`idem_core::Fence`]s and [`idem_core::Timestamp`]s. The store in
-//! the model only applies the `Write` those functions return; it does not decide. Planted
-//! bugs ([`Variant`]) change what the store passes to those functions or skip a write,
-//! never idem-core.
+//! The model's store *is* idem-core's store: an [`idem_core::MemoryState`], the very value
+//! `MemoryStore` holds, changed only by idem-core's store step ([`idem_core::step()`]
+//! through `MemoryState::run`) with the operations of [`idem_core::step::op`]: `Claim`,
+//! `CompleteInTransaction` (atomic mode), `Complete` (separate mode), `Release`, `Renew`,
+//! and `Expire` (through `MemoryState::purge_expired`). Fences, admission, usage and the
+//! decision table are idem-core's; so are the answers around a decision: the 409's
+//! `Retry-After` ([`idem_core::reply::retry_after`], capped at idem-http's default), what
+//! an execution that lost its claim answers ([`idem_core::reply::superseded`]), and which
+//! handler statuses release ([`idem_core::StatusRules`]). The model moves messages, runs
+//! the clock, injects faults and keeps ghost facts for the properties; it decides no
+//! protocol question. Planted bugs ([`Variant`]) tamper with what the server passes to the
+//! store (the view, the operation's fields, the step before it is committed), never with
+//! idem-core, and never by a second copy of a rule.
 //!
 //! # What is modelled
 //!
-//! * **Clients**, one principal each (alice, bob, ...). Each has one or more logical
-//!   operations, a key and a payload (`POST /payments {"amount":N}`); operation `n` of every
-//!   client uses key `kn`, so two principals use the same key strings. With `key_reuse`,
-//!   client 1 also reuses `k1` with another amount. A client sends, resends early on a
-//!   timer (bounded), and retries after an attempt ended without a final answer (lost,
-//!   crashed, 409, 5xx), honouring `Retry-After`: it does not retry while the record is
-//!   claimed under a valid lease. 201, replays and 422 are final.
-//! * **Servers** (replicas): a request arrives and the store claims; the handler then runs
-//!   the side effect and completes (atomic mode: one fenced step; separate mode: two
-//!   steps), or fails before its side effect and releases. A server may crash; it restarts
-//!   at once with its running handlers gone, their claims left in the store.
-//! * **The store**: the records, a store-wide fence counter that only grows (as
-//!   `MemoryStore` does), a logical clock `now`, and the business ledger. In atomic mode a
-//!   completion and its side effect commit together or not at all; in separate mode the
-//!   side effect commits on its own, and a refused completion cannot take it back.
-//! * **The network**: unordered with duplicate delivery (default), FIFO per client/server
-//!   pair, or unordered and lossy.
-//! * **Time**: only the store's clock exists. A *lease lapse* moves it to the lease's end:
-//!   while the holder still runs (a slow handler; a fault, bounded) or after the holder
-//!   crashed (recovery; always possible).
+//! * **Clients**, one principal each (alice, bob, ...), with idem-client's retry policy
+//!   ([`ClientPolicy`], its defaults: 12 attempts, a 30 s deadline, a 10 s attempt
+//!   timeout, backoff from 100 ms doubling to 5 s). Operation `n` of every client is
+//!   `POST /payments {"amount":100n}` with key `kn`, so principals share key strings; with
+//!   `key_reuse`, client 1 also reuses `k1` with another amount. One attempt is out at a
+//!   time. A 409 or a store's 503 is retried after exactly its `Retry-After`; a reset
+//!   connection, a handler's 503 or a timed-out attempt after the backoff; 201, a replay
+//!   and 422 are final. When the attempts or the deadline run out the client gives up.
+//! * **Servers** (replicas): a request arrives and the store decides. A handler holding a
+//!   claim renews its lease while it runs, then runs the side effect and completes (atomic
+//!   mode: one step, `CompleteInTransaction`; separate mode: the side effect, then
+//!   `Complete`), or fails before its side effect (503) and releases. An execution whose
+//!   completion, release or renewal is refused answers `reply::superseded`.
+//! * **The store**: the `MemoryState`, a logical clock, whether it is up, and the business
+//!   ledger. While it is down a request gets 503 and no handler runs (G8); a completion
+//!   fails: atomic mode rolls back and answers 503, separate mode answers its response
+//!   unrecorded (its side effect had committed); the claim stays and lapses.
+//! * **Faults**, each with a budget: server crashes (handlers lost, their connections
+//!   reset), stalls (a handler stops renewing, so its lease may lapse while it runs),
+//!   handler failures, early timeouts (an attempt times out while still alive), duplicated
+//!   or lost messages, store outages.
+//! * **Retention**: once nothing for a record is alive any more, time may pass to its
+//!   forgettable time and the store purges it; it must be gone afterwards.
+//!
+//! # Time
+//!
+//! The clock moves only when someone waits, and then to the end of the wait: a client's
+//! `Retry-After` or backoff, an attempt's timeout, a record's retention. The clock never
+//! skips a pending timer (every client wakes exactly when its wait ends), never passes the
+//! lease end of a running holder that did not stall (it renews in time; renewals are
+//! offered whenever the clock moved since the holder's last one), and does not move while
+//! the store is down (an outage is shorter than any wait). Messages and handler steps take
+//! no time.
 //!
 //! # What is abstracted away
 //!
-//! * HTTP itself: headers, status lines and parsing are idem-http's and are tested there.
-//!   The model's requests carry a fingerprint computed by idem-core; its responses are
-//!   `201` with a body naming the principal, key, amount and execution (`alice/k1/100#2`).
-//! * Retention: records are kept for an hour and no run of the model lasts that long in
-//!   logical time, so `expire` is never called.
-//! * Store failures (G8) and durability across store restarts (G7): the store is one
-//!   atomic, always-available object, as the SQL stores are within a transaction.
-//! * Real backoff: a retry is sent when the client's earlier attempts are over, which is
-//!   what a timeout plus backoff amounts to once the attempt is really lost; premature
-//!   timeouts are the separate, bounded timer resends.
+//! * HTTP itself: parsing, header filtering and problem+json are idem-http's and tested
+//!   there. A response is 201 with a `location` and a body that name the execution
+//!   (`alice/k1/100#2`), so any mix-up of status, stored headers or body is visible.
+//! * Backoff jitter: the model waits the backoff's ceiling, the longest draw, which is the
+//!   worst case for the deadline. A 409's `Retry-After` is whole seconds, so a shorter draw
+//!   cannot save the client an attempt against a lease.
+//! * Durability across store restarts (G7): an outage loses nothing; that is the store
+//!   crates' business and the simulations'.
+//! * A crashed server restarts at once; requests to it wait (a load balancer or TCP
+//!   retry); losing them is what the lossy network is for.
 //!
 //! # Why a plain `Model` and not stateright's actors
 //!
 //! The store is a shared object whose operations are atomic (one transaction each). As an
 //! actor it would add a message round trip, and so extra interleavings, to every store
-//! call without modelling anything real. The fault budgets, the three network kinds and
-//! the ghost facts the properties read are also simpler to state as explicit state and
-//! actions than through the actor framework's fixed network semantics.
+//! call without modelling anything real. The fault budgets, the clock, the three network
+//! kinds and the ghost facts the properties read are also simpler to state as explicit
+//! state and actions than through the actor framework's fixed network semantics.
 //!
 //! # Progress (G6) and stateright's `eventually`
 //!
 //! stateright checks `eventually` properties only at terminal states, and it does not tell
 //! a cycle from a join of two paths, so a path that loops forever would go unchecked. The
-//! model is therefore built without cycles: every fault spends a budget, every send counts
-//! against a per-operation maximum ([`Config::sends_max`]), each claim draws a fresh fence,
-//! each lapse moves the clock forward, and every other step consumes a message or a
-//! handler. So every path ends in a state with no successors, where the property is
-//! checked. The property itself ("every operation has its final answer") never turns
-//! false once true, so the path by which a state was first reached does not matter either.
-//! A test walks the whole state graph of a configuration and asserts there is no cycle.
+//! model is therefore built without cycles: every fault spends a budget, every attempt
+//! counts against the client's attempts, the clock only moves forward, a renewal needs the
+//! clock to have moved, and every other step consumes a message or a handler. So every
+//! path ends in a state with no successors, where the property is checked: either every
+//! operation has its final answer, or a client gave up (a violation, with the story of
+//! how). The property never turns false once true, so the path by which a state was first
+//! reached does not matter either. A test walks the whole state graph of a configuration
+//! and asserts there is no cycle.
 //!
 //! # Contents
 //!
-//! * [`Config`], [`Config::into_model`]: what to check; [`Variant`], [`Mode`], [`NetworkKind`].
+//! * [`Config`], [`Config::into_model`]: what to check; [`ClientPolicy`], [`Variant`],
+//!   [`Mode`], [`NetworkKind`].
 //! * [`IdemModel`]: the model; [`State`], [`Action`].
 //! * [`properties`]: the properties, named in plain words, and the guarantee each checks.
 //! * [`spawn`], [`verdicts`], [`shortest_discovery`]: run a check, read its verdicts.
@@ -82,10 +103,13 @@ mod story;
 pub use checking::{
     Outcome, RunningChecker, Search, SearchError, Strategy, Verdict, join, shortest_discovery, spawn, verdicts,
 };
-pub use config::{ACTORS_MAX, Config, ConfigError, FAULTS_MAX, Mode, NetworkKind, Variant};
-pub use model::{Action, IdemModel, LEASE, Operation, RETENTION, SendKind};
+pub use config::{
+    ACTORS_MAX, ATTEMPTS_MAX, CLIENT_TIME_MAX, ClientPolicy, Config, ConfigError, FAULTS_MAX, HANDLER_TIME_DEFAULT,
+    Mode, NetworkKind, SLOW_HANDLER_TIME_DEFAULT, Variant,
+};
+pub use model::{Action, FAILURE_STATUS, IdemModel, LONG_LEASE, Operation, POLICY};
 pub use state::{
-    Answer, Broken, Budgets, Execution, Ghost, Handler, Message, OpIndex, OpState, Serial, Server, ServerIndex, Slot,
-    Stage, State, Store, StoredRecord,
+    Answer, AttemptNumber, Broken, Budgets, Execution, Ghost, GiveUp, Handler, Message, OpIndex, OpState, Pace, Phase,
+    Serial, Server, ServerIndex, Slot, SlotGhost, Stage, State, Store,
 };
 pub use story::story;

@@ -7,16 +7,24 @@ use crate::state::{Answer, Broken, Message, State};
 
 /// G1: a side effect commits at most once per (principal, key).
 pub const AT_MOST_ONCE: &str = "at most one execution per record id";
-/// G2: every answer carrying a response carries the first recorded one.
+/// G2: every answer carrying a response carries the first recorded one: the same status,
+/// stored headers and body.
 pub const REPLAY_FIDELITY: &str = "replays equal the first response";
-/// G3: a completion is accepted only from the execution whose claim is current.
-pub const NO_STALE_COMPLETION: &str = "no stale completion is accepted";
+/// G3: a completion, release or renewal is applied only for the execution whose claim is current.
+pub const NO_STALE_COMPLETION: &str = "no stale completion, release or renewal is applied";
+/// G3: a completion, release or renewal that is refused leaves the record as it was.
+pub const REFUSAL_CHANGES_NOTHING: &str = "a refused operation leaves the record unchanged";
 /// G4: a response recorded for one principal never reaches another.
 pub const ISOLATION: &str = "no replay crosses principals";
 /// G5: a request whose payload differs from the record's never executes (nor gets that
 /// record's response).
 pub const MISMATCH_NEVER_EXECUTES: &str = "a mismatch never executes";
-/// G6: every client's every operation ends with a final answer.
+/// G8: a handler runs only under a claim the store granted.
+pub const NOTHING_RUNS_WITHOUT_A_CLAIM: &str = "nothing runs without a claim";
+/// Retention: once a record's time is over and the store purged, the record is gone.
+pub const EXPIRED_IS_FORGOTTEN: &str = "an expired record is forgotten";
+/// G6: every client's every operation ends with a final answer (every operation that met
+/// no more faults than `Config::progress_faults`).
 pub const PROGRESS: &str = "every client gets its final response";
 /// Reachability: a retry is answered from the record.
 pub const REPLAY_HAPPENS: &str = "a replay happens";
@@ -26,22 +34,42 @@ pub const TAKE_OVER_HAPPENS: &str = "a take-over happens";
 pub const CONFLICT_ANSWERED: &str = "a conflict is answered";
 /// Reachability: a reused key with another payload gets 422.
 pub const MISMATCH_ANSWERED: &str = "a mismatch is answered";
+/// Reachability: a running handler extends its lease.
+pub const RENEWAL_HAPPENS: &str = "a lease is renewed";
+/// Reachability: a request meets a store outage and gets 503.
+pub const OUTAGE_ANSWERED: &str = "a store outage is answered 503";
+/// Reachability: a response is answered that the store could not record.
+pub const UNRECORDED_ANSWERED: &str = "an unrecorded response is answered";
+/// Reachability: a completed record is forgotten after its retention.
+pub const FORGETTING_HAPPENS: &str = "a record is forgotten after its retention";
 
 /// Every property, with the guarantee (or reachability goal) it stands for.
-pub const GUARANTEES: [(&str, &str); 10] = [
+pub const GUARANTEES: [(&str, &str); 17] = [
     (AT_MOST_ONCE, "G1"),
     (REPLAY_FIDELITY, "G2"),
     (NO_STALE_COMPLETION, "G3"),
+    (REFUSAL_CHANGES_NOTHING, "G3"),
     (ISOLATION, "G4"),
     (MISMATCH_NEVER_EXECUTES, "G5"),
+    (NOTHING_RUNS_WITHOUT_A_CLAIM, "G8"),
+    (EXPIRED_IS_FORGOTTEN, "TTL"),
     (PROGRESS, "G6"),
     (REPLAY_HAPPENS, "reachable"),
     (TAKE_OVER_HAPPENS, "reachable"),
     (CONFLICT_ANSWERED, "reachable"),
     (MISMATCH_ANSWERED, "reachable"),
+    (RENEWAL_HAPPENS, "reachable"),
+    (OUTAGE_ANSWERED, "reachable"),
+    (UNRECORDED_ANSWERED, "reachable"),
+    (FORGETTING_HAPPENS, "reachable"),
 ];
 
-/// The guarantee a property checks ("G1".."G6"), or "reachable" for a `sometimes`.
+/// The `always` and `eventually` properties: the guarantees proper.
+pub fn guarantees() -> impl Iterator<Item = &'static str> {
+    GUARANTEES.iter().filter(|(_, guarantee)| *guarantee != "reachable").map(|(name, _)| *name)
+}
+
+/// The guarantee a property checks ("G1".."G8", "TTL"), or "reachable" for a `sometimes`.
 #[must_use]
 pub fn guarantee(property: &str) -> &'static str {
     GUARANTEES.iter().find(|(name, _)| *name == property).map_or("?", |(_, guarantee)| guarantee)
@@ -53,29 +81,39 @@ pub fn expectation(property: &str) -> Expectation {
     all().into_iter().find(|p| p.name == property).map_or(Expectation::Always, |p| p.expectation)
 }
 
-fn replied(state: &State, answer: Answer) -> bool {
-    state.network.iter().any(|m| matches!(m, Message::Reply { answer: a, .. } if *a == answer))
-        || state.ops.iter().any(|op| op.answer == Some(answer))
+/// Whether a client received an answer of the wanted kind last, or one is on its way.
+fn replied(state: &State, wanted: fn(Answer) -> bool) -> bool {
+    state.ops.iter().any(|op| op.last.is_some_and(wanted))
+        || state.network.iter().any(|m| matches!(m, Message::Reply { answer, .. } if wanted(*answer)))
 }
 
 pub(crate) fn all() -> Vec<Property<IdemModel>> {
     vec![
         Property::always(AT_MOST_ONCE, |model: &IdemModel, state: &State| model.at_most_once(state)),
         Property::always(REPLAY_FIDELITY, |_, state: &State| !state.broke(Broken::Replay)),
-        Property::always(NO_STALE_COMPLETION, |_, state: &State| !state.broke(Broken::StaleCompletion)),
+        Property::always(NO_STALE_COMPLETION, |_, state: &State| !state.broke(Broken::StaleWrite)),
+        Property::always(REFUSAL_CHANGES_NOTHING, |_, state: &State| !state.broke(Broken::RefusedChanged)),
         Property::always(ISOLATION, |_, state: &State| !state.broke(Broken::CrossPrincipal)),
         Property::always(MISMATCH_NEVER_EXECUTES, |_, state: &State| !state.broke(Broken::Mismatch)),
+        Property::always(NOTHING_RUNS_WITHOUT_A_CLAIM, |_, state: &State| !state.broke(Broken::NoClaim)),
+        Property::always(EXPIRED_IS_FORGOTTEN, |_, state: &State| !state.broke(Broken::NotForgotten)),
         // Sound because the model is acyclic and the predicate never turns false again;
         // see the crate docs, "Progress". A path that broke a safety property ends there
         // (see `actions`); progress is judged on the paths that stay safe.
         Property::eventually(PROGRESS, |model: &IdemModel, state: &State| {
-            state.ops.iter().all(|op| op.answer.is_some()) || model.is_broken(state)
+            state.ops.iter().all(|op| op.answer().is_some() || !model.progress_promised(op)) || model.is_broken(state)
         }),
-        Property::sometimes(REPLAY_HAPPENS, |_, state: &State| replied(state, Answer::Replayed)),
-        Property::sometimes(TAKE_OVER_HAPPENS, |_, state: &State| {
-            state.servers.iter().any(|server| server.handlers.iter().any(|h| h.took_over))
+        Property::sometimes(REPLAY_HAPPENS, |_, state: &State| replied(state, |a| a == Answer::Replayed)),
+        Property::sometimes(TAKE_OVER_HAPPENS, |_, state: &State| state.handlers().any(|(_, h)| h.took_over)),
+        Property::sometimes(CONFLICT_ANSWERED, |_, state: &State| {
+            replied(state, |a| matches!(a, Answer::Conflict { .. }))
         }),
-        Property::sometimes(CONFLICT_ANSWERED, |_, state: &State| replied(state, Answer::Conflict)),
-        Property::sometimes(MISMATCH_ANSWERED, |_, state: &State| replied(state, Answer::Mismatch)),
+        Property::sometimes(MISMATCH_ANSWERED, |_, state: &State| replied(state, |a| a == Answer::Mismatch)),
+        Property::sometimes(RENEWAL_HAPPENS, |model: &IdemModel, state: &State| model.renewed(state)),
+        Property::sometimes(OUTAGE_ANSWERED, |_, state: &State| {
+            replied(state, |a| matches!(a, Answer::Unavailable { .. }))
+        }),
+        Property::sometimes(UNRECORDED_ANSWERED, |_, state: &State| replied(state, |a| a == Answer::Unrecorded)),
+        Property::sometimes(FORGETTING_HAPPENS, |model: &IdemModel, state: &State| model.forgotten(state)),
     ]
 }

@@ -1,84 +1,80 @@
-//! The model's state: clients, servers, the store (holding idem-core `Record`s), the
+//! The model's state: clients, servers, the store (an idem-core `MemoryState`), the
 //! network, the fault budgets, and the ghost facts the properties read.
 
-use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
-use idem_core::{Bytes, Fence, Record, RecordState, StoredResponse, Timestamp};
+use idem_core::{Fence, MemoryState, Record, Timestamp};
 use stateright::Representative;
 
 /// An index into the model's operations (which also names the client and the key).
 pub type OpIndex = u8;
-/// An index into the store's record slots (one per record id the store can tell apart).
+/// An index into the store's record ids (one per record id the store can tell apart).
 pub type Slot = u8;
 /// A server replica's index.
 pub type ServerIndex = u8;
 /// The ghost serial number of one execution grant (one `Execute` or `TakeOver`).
-pub type Serial = u8;
+pub type Serial = u16;
+/// An attempt's number within its operation, from 1.
+pub type AttemptNumber = u8;
 
-/// An idem-core [`Record`] as the store holds it, hashable so that it can live in a
-/// model state (idem-core's types do not derive `Hash`; the model should not ask them to).
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct StoredRecord(pub Record);
-
-impl Hash for StoredRecord {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        let Record { fingerprint, fence, expires_at, state: record_state } = &self.0;
-        fingerprint.hash(state);
-        fence.hash(state);
-        expires_at.hash(state);
-        match record_state {
-            RecordState::InFlight { lease_expires_at } => {
-                0_u8.hash(state);
-                lease_expires_at.hash(state);
-            }
-            RecordState::Completed { response } => {
-                1_u8.hash(state);
-                hash_response(response, state);
-            }
-        }
-    }
-}
-
-fn hash_response<H: Hasher>(response: &StoredResponse, state: &mut H) {
-    response.status.hash(state);
-    response.headers.hash(state);
-    response.body.hash(state);
-}
-
-/// A response as it travels back to a client: what the properties need, nothing more.
+/// An answer as it travels back to a client: what the client needs to decide, nothing
+/// more. What a response carries (status, stored headers, body) is checked when a server
+/// answers, and kept in the ghost facts.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Answer {
     /// 201: the handler ran and its completion was accepted.
     Created,
+    /// 201 answered without being recorded: the store failed at the completion (separate
+    /// mode; the side effect had committed on its own).
+    Unrecorded,
     /// The stored response, replayed (`Idempotent-Replayed: true`).
     Replayed,
-    /// 409: another request holds a valid claim.
-    Conflict,
+    /// 409 with a `Retry-After`: another request holds a valid claim.
+    Conflict {
+        /// The `Retry-After` in whole seconds.
+        retry_after_s: u8,
+    },
     /// 422: the key was used for a different request.
     Mismatch,
-    /// 500: the handler failed before its side effect and released the claim.
+    /// 503 from the handler itself, which failed before its side effect (no `Retry-After`).
     Failed,
-    /// 503: the completion was refused (the claim was lost to a take-over); in atomic mode
-    /// the side effect rolled back with it.
-    LostClaim,
+    /// 503 with a `Retry-After`: the store could not be reached.
+    Unavailable {
+        /// The `Retry-After` in whole seconds.
+        retry_after_s: u8,
+    },
+    /// No HTTP answer: the server crashed with the request and the connection was reset.
+    Reset,
 }
 
 impl Answer {
-    /// Whether the client stops retrying on this answer (SPEC: 2xx, replays and 422).
+    /// Whether the client stops retrying on this answer (idem-client: everything except
+    /// 409, 429, 503 and transport errors; a 422 ends it with an error, never retried).
     #[must_use]
     pub const fn is_final(self) -> bool {
-        matches!(self, Answer::Created | Answer::Replayed | Answer::Mismatch)
+        matches!(self, Answer::Created | Answer::Unrecorded | Answer::Replayed | Answer::Mismatch)
     }
 
-    /// The HTTP status this answer stands for.
+    /// The `Retry-After` the answer carries, if any.
+    #[must_use]
+    pub fn retry_after(self) -> Option<Duration> {
+        match self {
+            Answer::Conflict { retry_after_s } | Answer::Unavailable { retry_after_s } => {
+                Some(Duration::from_secs(retry_after_s.into()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The HTTP status this answer stands for (0 for a reset connection).
     #[must_use]
     pub const fn status(self) -> u16 {
         match self {
-            Answer::Created | Answer::Replayed => 201,
-            Answer::Conflict => 409,
+            Answer::Created | Answer::Unrecorded | Answer::Replayed => 201,
+            Answer::Conflict { .. } => 409,
             Answer::Mismatch => 422,
-            Answer::Failed => 500,
-            Answer::LostClaim => 503,
+            Answer::Failed | Answer::Unavailable { .. } => 503,
+            Answer::Reset => 0,
         }
     }
 }
@@ -86,21 +82,30 @@ impl Answer {
 /// A message in the network.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Message {
-    /// A client's request for an operation, to a server.
+    /// A client's request for one attempt of an operation, to a server.
     Request {
         /// The operation (and so the client, key and payload).
         op: OpIndex,
+        /// Which attempt of it.
+        attempt: AttemptNumber,
         /// The server it is addressed to.
         server: ServerIndex,
+        /// Held back by the network (a fault): the clock may move while it travels.
+        delayed: bool,
     },
-    /// A server's answer to an operation's request.
+    /// A server's answer to an attempt. It is only ever sent to a client still waiting
+    /// for that attempt (otherwise its connection is closed and the answer goes nowhere).
     Reply {
         /// The operation answered.
         op: OpIndex,
+        /// Which attempt of it.
+        attempt: AttemptNumber,
         /// The server answering.
         server: ServerIndex,
         /// What it answered.
         answer: Answer,
+        /// Held back by the network (a fault): the clock may move while it travels.
+        delayed: bool,
     },
 }
 
@@ -113,6 +118,14 @@ impl Message {
         }
     }
 
+    /// The attempt the message belongs to.
+    #[must_use]
+    pub const fn attempt(self) -> AttemptNumber {
+        match self {
+            Message::Request { attempt, .. } | Message::Reply { attempt, .. } => attempt,
+        }
+    }
+
     /// The server at the other end.
     #[must_use]
     pub const fn server(self) -> ServerIndex {
@@ -121,10 +134,31 @@ impl Message {
         }
     }
 
+    /// Whether the network holds it back.
+    #[must_use]
+    pub const fn delayed(self) -> bool {
+        match self {
+            Message::Request { delayed, .. } | Message::Reply { delayed, .. } => delayed,
+        }
+    }
+
+    /// The same message, held back by the network.
+    #[must_use]
+    pub const fn held_back(self) -> Message {
+        match self {
+            Message::Request { op, attempt, server, .. } => Message::Request { op, attempt, server, delayed: true },
+            Message::Reply { op, attempt, server, answer, .. } => {
+                Message::Reply { op, attempt, server, answer, delayed: true }
+            }
+        }
+    }
+
     const fn with_server(self, server: ServerIndex) -> Message {
         match self {
-            Message::Request { op, .. } => Message::Request { op, server },
-            Message::Reply { op, answer, .. } => Message::Reply { op, server, answer },
+            Message::Request { op, attempt, delayed, .. } => Message::Request { op, attempt, server, delayed },
+            Message::Reply { op, attempt, answer, delayed, .. } => {
+                Message::Reply { op, attempt, server, answer, delayed }
+            }
         }
     }
 }
@@ -138,11 +172,26 @@ pub enum Stage {
     Effected,
 }
 
+/// How a running handler behaves in time.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Pace {
+    /// It answers within the configured handler time and renews on schedule.
+    Healthy,
+    /// It takes longer than the handler time, up to the slow handler time (a fault),
+    /// renewing on schedule.
+    Slow,
+    /// It paused and stopped renewing (a fault): its lease may lapse while it runs, for
+    /// any time. A renewal ends the pause; it is slow from then on.
+    Stalled,
+}
+
 /// A request a server is executing under a claim (in memory: a crash loses it).
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct Handler {
     /// The operation it executes.
     pub op: OpIndex,
+    /// The attempt whose request it executes (its answer goes there).
+    pub attempt: AttemptNumber,
     /// Ghost: which execution grant this is.
     pub serial: Serial,
     /// The fence the store handed out with the claim.
@@ -151,9 +200,16 @@ pub struct Handler {
     pub took_over: bool,
     /// Where it is.
     pub stage: Stage,
+    /// When it started (claimed).
+    pub started_at: Timestamp,
+    /// When it last renewed its lease (or claimed): the next renewal is due a third of a
+    /// lease later.
+    pub renewed_at: Timestamp,
+    /// How it behaves in time.
+    pub pace: Pace,
     /// Variant `no-claim` only: the record the claim would have written, which the
     /// handler believes it holds (the store never saw it).
-    pub believed: Option<StoredRecord>,
+    pub believed: Option<Record>,
 }
 
 /// One server replica: its running handlers, in the order they started.
@@ -172,28 +228,80 @@ pub struct Execution {
     pub serial: Serial,
 }
 
-/// The store: idempotency records and, in atomic mode, the business ledger beside them.
+/// The store: idem-core's own store value, its clock, and the business ledger beside it.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct Store {
-    /// Records by slot, exactly as idem-core's transitions left them.
-    pub records: Vec<Option<StoredRecord>>,
-    /// The store-wide fence counter: the fence the next claim gets. It only grows.
-    pub next_fence: Fence,
-    /// The store's logical clock; only a lease lapse moves it.
+    /// The records, the fence counter and the usage, exactly as `MemoryStore` holds them;
+    /// changed only by `MemoryState::run`/`commit` with idem-core's store step.
+    pub memory: MemoryState,
+    /// The logical clock; it moves only when someone waits (see the crate docs, "Time").
     pub now: Timestamp,
+    /// Whether the store can be reached.
+    pub up: bool,
     /// Side effects that committed (the business ledger), in order.
     pub ledger: Vec<Execution>,
 }
 
+/// Why a client gave up on an operation (idem-client's `RetryError`s other than 422).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum GiveUp {
+    /// Every attempt was used.
+    Exhausted,
+    /// The overall deadline passed, or the next wait would end past it.
+    Deadline,
+}
+
+/// Where a client is with one operation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Phase {
+    /// Not started.
+    Idle,
+    /// An attempt is out; it times out at `sent_at` + the attempt timeout (or the deadline).
+    Waiting {
+        /// When the attempt was sent.
+        sent_at: Timestamp,
+    },
+    /// Waiting before the next attempt (a `Retry-After` or a backoff).
+    Sleeping {
+        /// When the next attempt is sent.
+        until: Timestamp,
+    },
+    /// A final answer arrived.
+    Done(Answer),
+    /// The client gave up without a final answer.
+    GaveUp(GiveUp),
+}
+
 /// A client's view of one logical operation.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct OpState {
-    /// Requests sent so far (first send, timer resends and retries).
-    pub sends: u8,
-    /// Of those, timer resends sent while an earlier request was still alive.
-    pub early_resends: u8,
+    /// Where it is.
+    pub phase: Phase,
+    /// Attempts sent so far.
+    pub attempts: AttemptNumber,
+    /// Faults this operation met, counted up to one more than G6 tolerates.
+    pub faults: u8,
+    /// The answer the client received last, until it sends its next attempt.
+    pub last: Option<Answer>,
+    /// When the whole operation must be over (set by the first attempt).
+    pub deadline_at: Timestamp,
+}
+
+impl OpState {
+    /// Whether the operation has ended, with or without its final answer.
+    #[must_use]
+    pub const fn is_over(&self) -> bool {
+        matches!(self.phase, Phase::Done(_) | Phase::GaveUp(_))
+    }
+
     /// The final answer, once one arrived.
-    pub answer: Option<Answer>,
+    #[must_use]
+    pub const fn answer(&self) -> Option<Answer> {
+        match self.phase {
+            Phase::Done(answer) => Some(answer),
+            _ => None,
+        }
+    }
 }
 
 /// Facts the properties read that no real component keeps ("history variables").
@@ -201,27 +309,43 @@ pub struct OpState {
 pub struct Ghost {
     /// Execution grants issued so far.
     pub serials: Serial,
-    /// Per store slot: the grant whose claim is current (the newest one).
-    pub current: Vec<Option<Serial>>,
-    /// Per store slot: the operation whose request created the record.
-    pub owner: Vec<Option<OpIndex>>,
-    /// Per store slot: the first response a completion recorded.
-    pub first_response: Vec<Option<Bytes>>,
+    /// Per store slot.
+    pub slots: Vec<SlotGhost>,
     /// Guarantees a step broke (bits of [`Broken`]).
-    pub broken: u8,
+    pub broken: u16,
+}
+
+/// History variables of one store slot.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct SlotGhost {
+    /// The grant whose claim is current (the newest one).
+    pub current: Option<Serial>,
+    /// The operation whose request created the record.
+    pub owner: Option<OpIndex>,
+    /// The execution (operation and grant) whose response a completion recorded first;
+    /// the model rebuilds that response to compare answers with it.
+    pub first_response: Option<(OpIndex, Serial)>,
 }
 
 /// Bits for [`Ghost::broken`]: which guarantee an event broke.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Broken {
-    /// G2: an answer carried a response other than the first recorded one.
+    /// G2: an answer carried a response (status, stored headers or body) other than the
+    /// first recorded one.
     Replay = 1,
-    /// G3: a completion was accepted from an execution whose claim is not current.
-    StaleCompletion = 2,
+    /// G3: a completion, release or renewal was applied for an execution whose claim is
+    /// not current.
+    StaleWrite = 2,
     /// G4: an answer carried a response recorded for another principal.
     CrossPrincipal = 4,
     /// G5: a request executed, or was answered with a response, for another payload.
     Mismatch = 8,
+    /// G3: a completion, release or renewal was refused and the record changed anyway.
+    RefusedChanged = 16,
+    /// G8: a handler started without a claim granted by the store.
+    NoClaim = 32,
+    /// Retention: a purge at a record's forgettable time left the record in the store.
+    NotForgotten = 64,
 }
 
 /// Faults still allowed (each is spent when it happens, which keeps the model finite).
@@ -229,12 +353,18 @@ pub enum Broken {
 pub struct Budgets {
     /// Server crashes left.
     pub crashes: u8,
-    /// Lapses of a lease whose holder still runs.
+    /// Stalls of a running holder left.
     pub lapses: u8,
+    /// Slow handlers left.
+    pub slow: u8,
     /// Handler failures left.
     pub failures: u8,
     /// Duplicate deliveries or losses left.
     pub network_faults: u8,
+    /// Messages the network may still hold back.
+    pub delays: u8,
+    /// Store outages left.
+    pub outages: u8,
 }
 
 /// The whole system at one moment.
@@ -260,7 +390,11 @@ impl State {
     /// Whether a step broke the given guarantee.
     #[must_use]
     pub fn broke(&self, guarantee: Broken) -> bool {
-        self.ghost.broken & guarantee as u8 != 0
+        self.ghost.broken & guarantee as u16 != 0
+    }
+
+    pub(crate) fn mark(&mut self, guarantee: Broken) {
+        self.ghost.broken |= guarantee as u16;
     }
 
     /// Adds a message: at its sorted place (unordered) or at the end (ordered).
@@ -272,6 +406,15 @@ impl State {
             self.network.insert(at, message);
         }
     }
+
+    /// Every running handler, with its server.
+    pub fn handlers(&self) -> impl Iterator<Item = (ServerIndex, &Handler)> {
+        self.servers.iter().enumerate().flat_map(|(server, replica)| {
+            // At most ACTORS_MAX servers, so an index fits in a u8.
+            let server = u8::try_from(server).expect("at most ACTORS_MAX servers");
+            replica.handlers.iter().map(move |handler| (server, handler))
+        })
+    }
 }
 
 /// Server replicas are interchangeable: states that differ only by which replica is which
@@ -280,8 +423,11 @@ impl Representative for State {
     fn representative(&self) -> State {
         let servers = self.servers.len();
         let signature = |server: usize| {
-            let handlers: Vec<_> =
-                self.servers[server].handlers.iter().map(|h| (h.op, h.serial, h.stage, h.took_over)).collect();
+            let handlers: Vec<_> = self.servers[server]
+                .handlers
+                .iter()
+                .map(|h| (h.op, h.attempt, h.serial, h.fence, h.stage, h.took_over, h.started_at, h.renewed_at, h.pace))
+                .collect();
             let mut messages: Vec<Message> =
                 self.network.iter().filter(|m| usize::from(m.server()) == server).map(|m| m.with_server(0)).collect();
             messages.sort_unstable();
@@ -292,7 +438,6 @@ impl Representative for State {
         order.sort_by(|a, b| signatures[*a].cmp(&signatures[*b]));
         let mut renamed = vec![0; servers];
         for (new, old) in order.iter().enumerate() {
-            // At most ACTORS_MAX servers, so an index fits in a u8.
             renamed[*old] = u8::try_from(new).expect("at most ACTORS_MAX servers");
         }
         let mut representative = self.clone();

@@ -1,13 +1,19 @@
-//! Small configurations checked completely: every guarantee holds, the interesting paths
-//! are reachable, and the state counts are pinned so that a change to the model's
-//! semantics cannot slip by unnoticed.
+//! Configurations checked completely: every guarantee holds, the interesting paths are
+//! reachable, and the state counts are pinned so that a change to the model's semantics,
+//! to idem-core's store step or to idem-client's retry defaults cannot slip by unnoticed.
 
 use std::collections::HashMap;
 
-use idem_model::properties::{CONFLICT_ANSWERED, MISMATCH_ANSWERED, PROGRESS, REPLAY_HAPPENS, TAKE_OVER_HAPPENS};
-use idem_model::{Config, IdemModel, Mode, NetworkKind, Outcome, Search, State, Strategy, Variant};
+use idem_model::properties::{
+    CONFLICT_ANSWERED, EXPIRED_IS_FORGOTTEN, FORGETTING_HAPPENS, MISMATCH_ANSWERED, OUTAGE_ANSWERED, PROGRESS,
+    RENEWAL_HAPPENS, REPLAY_HAPPENS, TAKE_OVER_HAPPENS, UNRECORDED_ANSWERED,
+};
+use idem_model::{
+    Action, ClientPolicy, Config, IdemModel, Message, Mode, NetworkKind, Outcome, Search, State, Strategy, Variant,
+};
 use stateright::{Checker, Model};
 
+/// `clients` clients and `servers` servers on a reliable FIFO network, nothing failing.
 fn config(clients: u8, servers: u8) -> Config {
     Config {
         clients,
@@ -16,12 +22,16 @@ fn config(clients: u8, servers: u8) -> Config {
         key_reuse: false,
         crashes: 0,
         lapses: 0,
+        slow: 0,
         failures: 0,
-        resends: 1,
         network: NetworkKind::Ordered,
         network_faults: 0,
+        delays: 0,
+        outages: 0,
+        client: ClientPolicy::default(),
         mode: Mode::Atomic,
         variant: Variant::Correct,
+        ..Config::default()
     }
 }
 
@@ -29,46 +39,107 @@ fn model(config: Config) -> IdemModel {
     config.into_model().expect("the test configurations are within bounds")
 }
 
-#[test]
-fn one_client_one_server_holds_every_guarantee() {
-    // Goal: the smallest system with a resend replays instead of executing twice.
-    let checker = model(config(1, 1)).checker().spawn_bfs().join();
-    checker.assert_no_discovery(PROGRESS);
-    for property in idem_model::properties::GUARANTEES.iter().map(|(name, _)| *name).take(6) {
+/// Asserts that every guarantee (`always` and `eventually`) holds.
+fn assert_guarantees(checker: &impl Checker<IdemModel>) {
+    for property in idem_model::properties::guarantees() {
         checker.assert_no_discovery(property);
     }
-    checker.assert_any_discovery(REPLAY_HAPPENS);
-    checker.assert_any_discovery(CONFLICT_ANSWERED);
-    assert_eq!(checker.unique_state_count(), 17);
+}
+
+/// DFS on both cores with symmetry reduction, as `idem check` runs by default.
+fn check_like_the_cli(config: Config) -> idem_model::RunningChecker {
+    let search = Search { strategy: Strategy::Dfs, symmetry: true, threads: 2, depth_max: None };
+    let mut checker = idem_model::spawn(model(config), search).expect("DFS allows symmetry");
+    idem_model::join(&mut checker);
+    checker
 }
 
 #[test]
-fn faults_and_misuse_hold_every_guarantee_and_reach_every_path() {
-    // Goal: with a resend, a crash, a lapse, a handler failure and a reused key, all
-    // guarantees hold and replays, take-overs, conflicts and mismatches all happen.
-    let faulty = Config { key_reuse: true, crashes: 1, lapses: 1, failures: 1, ..config(1, 1) };
-    let checker = model(faulty).checker().spawn_bfs().join();
-    checker.assert_properties();
-    assert_eq!(checker.unique_state_count(), 33_717);
+fn one_client_one_server_holds_every_guarantee() {
+    // Goal: the smallest system with a duplicated request replays instead of executing twice.
+    let duplicating = Config { network: NetworkKind::Duplicating, network_faults: 1, ..config(1, 1) };
+    let checker = model(duplicating).checker().spawn_bfs().join();
+    assert_guarantees(&checker);
+    checker.assert_any_discovery(REPLAY_HAPPENS);
+    checker.assert_any_discovery(CONFLICT_ANSWERED);
+    checker.assert_any_discovery(FORGETTING_HAPPENS);
+    assert_eq!(checker.unique_state_count(), 23);
+}
+
+#[test]
+fn every_fault_and_misuse_hold_every_guarantee_and_reach_every_path() {
+    // Goal: with a crash, a stall, a slow handler, a handler failure, a duplicate, a store
+    // outage and a reused key, all guarantees hold and every interesting path (replay,
+    // take-over, conflict, mismatch, renewal, outage, forgetting) happens. Delays have
+    // their own test: together with all of these they take minutes.
+    let faulty = Config {
+        key_reuse: true,
+        crashes: 1,
+        lapses: 1,
+        slow: 1,
+        failures: 1,
+        network: NetworkKind::Duplicating,
+        network_faults: 1,
+        outages: 1,
+        ..config(1, 1)
+    };
+    let checker = model(faulty).checker().threads(2).spawn_dfs().join();
+    assert_guarantees(&checker);
+    for reachable in [
+        REPLAY_HAPPENS,
+        TAKE_OVER_HAPPENS,
+        CONFLICT_ANSWERED,
+        MISMATCH_ANSWERED,
+        RENEWAL_HAPPENS,
+        OUTAGE_ANSWERED,
+        FORGETTING_HAPPENS,
+    ] {
+        checker.assert_any_discovery(reachable);
+    }
+    assert_eq!(checker.discovery(UNRECORDED_ANSWERED), None, "atomic mode never answers unrecorded");
+    assert_eq!(checker.unique_state_count(), 1_455_146);
+}
+
+/// A lossy network that also holds a message back while time passes, with a crash and a
+/// stall: the configuration where a delayed request or answer meets a take-over.
+fn lossy_and_delaying() -> Config {
+    Config { crashes: 1, lapses: 1, network: NetworkKind::Lossy, network_faults: 1, delays: 1, ..config(1, 1) }
+}
+
+#[test]
+fn a_message_held_back_while_time_passes_breaks_no_guarantee() {
+    // Goal: a request delivered after its client timed out and retried, or an answer that
+    // arrives late, neither executes twice nor answers a stale response.
+    let checker = model(lossy_and_delaying()).checker().threads(2).spawn_dfs().join();
+    assert_guarantees(&checker);
+    checker.assert_any_discovery(TAKE_OVER_HAPPENS);
+    checker.assert_any_discovery(REPLAY_HAPPENS);
+    assert_eq!(checker.unique_state_count(), 83_663);
 }
 
 #[test]
 fn two_principals_sharing_a_key_string_stay_apart() {
-    // Goal: alice and bob both send key k1 through a lossy network; neither sees the other's response.
-    let lossy = Config { lapses: 1, network: NetworkKind::Lossy, network_faults: 1, ..config(2, 1) };
-    let checker = model(lossy).checker().spawn_bfs().join();
-    for property in idem_model::properties::GUARANTEES.iter().map(|(name, _)| *name).take(6) {
-        checker.assert_no_discovery(property);
-    }
+    // Goal: alice and bob both send key k1 through a lossy network, a crash and a stall;
+    // neither sees the other's response.
+    let lossy = Config { crashes: 1, lapses: 1, network: NetworkKind::Lossy, network_faults: 1, ..config(2, 1) };
+    let checker = model(lossy).checker().threads(2).spawn_dfs().join();
+    assert_guarantees(&checker);
     checker.assert_any_discovery(TAKE_OVER_HAPPENS);
     assert_eq!(checker.discovery(MISMATCH_ANSWERED), None, "nobody reuses a key here");
-    assert_eq!(checker.unique_state_count(), 26_075);
+    assert_eq!(checker.unique_state_count(), 96_280);
 }
 
 #[test]
 fn symmetry_reduction_explores_fewer_states_with_the_same_verdicts() {
     // Goal: treating server replicas as interchangeable shrinks the search, not its findings.
-    let faulty = Config { crashes: 1, lapses: 1, network: NetworkKind::Duplicating, network_faults: 1, ..config(1, 2) };
+    let faulty = Config {
+        crashes: 1,
+        lapses: 1,
+        network: NetworkKind::Duplicating,
+        network_faults: 1,
+        outages: 1,
+        ..config(1, 2)
+    };
     let plain = Search { strategy: Strategy::Dfs, symmetry: false, threads: 1, depth_max: None };
     let reduced = Search { symmetry: true, ..plain };
     let mut full = idem_model::spawn(model(faulty.clone()), plain).expect("DFS takes these options");
@@ -76,24 +147,52 @@ fn symmetry_reduction_explores_fewer_states_with_the_same_verdicts() {
     idem_model::join(&mut full);
     idem_model::join(&mut symmetric);
     let kinds = |checker: &idem_model::RunningChecker| {
-        idem_model::verdicts(checker)
+        idem_model::verdicts(checker, false)
             .into_iter()
             .map(|v| (v.property, matches!(v.outcome, Outcome::Holds | Outcome::Reached(_))))
             .collect::<Vec<_>>()
     };
     assert_eq!(kinds(&full), kinds(&symmetric));
-    let unreachable = |property: &str| property == MISMATCH_ANSWERED; // nobody reuses a key here
-    assert!(kinds(&full).iter().all(|(property, fine)| *fine || unreachable(property)), "{:?}", kinds(&full));
+    // Nobody reuses a key, nothing is slow, and atomic mode never answers unrecorded.
+    let unreachable = [MISMATCH_ANSWERED, RENEWAL_HAPPENS, UNRECORDED_ANSWERED];
+    assert!(kinds(&full).iter().all(|(property, fine)| *fine || unreachable.contains(property)), "{:?}", kinds(&full));
     assert!(symmetric.unique_state_count() < full.unique_state_count());
-    assert_eq!((full.unique_state_count(), symmetric.unique_state_count()), (1_854, 978));
+    assert_eq!((full.unique_state_count(), symmetric.unique_state_count()), (35_507, 21_637));
+}
+
+#[test]
+fn default_configuration_holds_every_guarantee_with_the_shipped_client() {
+    // Goal: `idem check`'s configuration holds G1-G8, progress included, with idem-client's
+    // default retry policy; its size is pinned (docs/model.md gives the same figure).
+    let checker = check_like_the_cli(Config::default());
+    let verdicts = idem_model::verdicts(&checker, false);
+    let violated: Vec<_> = verdicts.iter().filter(|v| v.is_violation()).collect();
+    assert!(violated.is_empty(), "{violated:#?}");
+    for reachable in
+        [REPLAY_HAPPENS, TAKE_OVER_HAPPENS, CONFLICT_ANSWERED, MISMATCH_ANSWERED, OUTAGE_ANSWERED, FORGETTING_HAPPENS]
+    {
+        checker.assert_any_discovery(reachable);
+    }
+    assert_eq!(checker.unique_state_count(), 3_410_853);
+}
+
+#[test]
+fn separate_mode_breaks_only_at_most_once_and_its_state_count_is_pinned() {
+    // Goal: the same configuration in separate mode loses G1 (and only G1; the completion
+    // is still fenced), and the size of its search is pinned.
+    let separate = Config { mode: Mode::Separate, ..Config::default() };
+    let checker = check_like_the_cli(separate);
+    let violated: Vec<_> =
+        idem_model::verdicts(&checker, false).into_iter().filter(|v| v.is_violation()).map(|v| v.property).collect();
+    assert_eq!(violated, [idem_model::properties::AT_MOST_ONCE]);
+    assert_eq!(checker.unique_state_count(), 7_903_545);
 }
 
 #[test]
 fn state_graph_has_no_cycles_so_eventually_is_sound() {
     // Goal: every path ends in a state without successors, which is what makes
     // stateright's `eventually` (checked at terminal states only) a sound check of G6.
-    let faulty = Config { key_reuse: true, crashes: 1, lapses: 1, failures: 1, ..config(1, 1) };
-    let model = model(faulty);
+    let model = model(lossy_and_delaying());
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         OnPath,
@@ -122,5 +221,63 @@ fn state_graph_has_no_cycles_so_eventually_is_sound() {
         }
     }
     assert!(marks.values().all(|mark| *mark == Mark::Done));
-    assert!(marks.len() > 1000, "the search covered the configuration ({} states)", marks.len());
+    // The walk saw exactly the states the checker counts: it covered the whole configuration.
+    let counted = model.checker().spawn_bfs().join().unique_state_count();
+    assert_eq!(marks.len(), counted);
+}
+
+/// Every state of `model`, breadth first.
+fn every_state(model: &IdemModel) -> Vec<State> {
+    let mut seen: HashMap<State, ()> = HashMap::new();
+    let mut queue: Vec<State> = model.init_states();
+    let mut all = Vec::new();
+    while let Some(state) = queue.pop() {
+        if seen.insert(state.clone(), ()).is_some() {
+            continue;
+        }
+        queue.extend(model.next_states(&state));
+        all.push(state);
+    }
+    all
+}
+
+#[test]
+fn a_refused_renewal_stops_the_execution_and_answers_from_the_record() {
+    // Goal: a handler whose claim was taken over learns it from its renewal, stops, and
+    // never answers its own response: its client gets what the record says (SPEC, renewal).
+    let stalling = Config { lapses: 1, network: NetworkKind::Duplicating, network_faults: 1, ..config(1, 1) };
+    let model = model(stalling);
+    let mut refused = 0;
+    for state in every_state(&model) {
+        let mut actions = Vec::new();
+        model.actions(&state, &mut actions);
+        for action in actions {
+            let Action::Renew { server, serial } = action else { continue };
+            let line = model.format_step(&state, action).expect("enabled actions apply");
+            if !line.contains("refused") {
+                continue;
+            }
+            refused += 1;
+            let next = model.next_state(&state, action).expect("enabled actions apply");
+            assert!(
+                next.handlers().all(|(on, handler)| on != server || handler.serial != serial),
+                "a refused renewal ends the execution: {line}"
+            );
+            assert!(!line.contains("answers 201 location"), "a superseded execution answers from the record: {line}");
+            let answered_own = next.network.iter().any(|m| matches!(m, Message::Reply { .. }));
+            assert!(!answered_own, "answers travel at once on this network: {line}");
+        }
+    }
+    assert!(refused > 0, "some renewal is refused after a take-over");
+}
+
+#[test]
+fn expiry_forgets_a_settled_record_and_nothing_runs_again() {
+    // Goal: once nothing for a record is alive, its retention ends and the purge forgets it;
+    // the guarantees hold across forgetting.
+    let checker = model(Config { crashes: 1, ..config(2, 1) }).checker().spawn_bfs().join();
+    checker.assert_any_discovery(FORGETTING_HAPPENS);
+    checker.assert_no_discovery(EXPIRED_IS_FORGOTTEN);
+    checker.assert_no_discovery(PROGRESS);
+    assert_guarantees(&checker);
 }

@@ -1,11 +1,16 @@
 //! Each planted bug is found: the checker reports a counterexample for the property the
-//! bug breaks, and the correct store holds that property in the same configuration.
+//! bug breaks, and the correct store holds that property in the same configuration. Also
+//! the counterexamples that are not bugs but limits: separate mode, and progress when one
+//! operation meets more faults than idem-client's default budget absorbs.
 
-use idem_model::properties::{AT_MOST_ONCE, ISOLATION, MISMATCH_NEVER_EXECUTES, NO_STALE_COMPLETION};
-use idem_model::{Config, IdemModel, Mode, NetworkKind, Variant};
+use idem_model::properties::{
+    AT_MOST_ONCE, ISOLATION, MISMATCH_NEVER_EXECUTES, NO_STALE_COMPLETION, NOTHING_RUNS_WITHOUT_A_CLAIM, PROGRESS,
+};
+use idem_model::{Action, Config, IdemModel, Mode, NetworkKind, State, Variant};
 use stateright::{Checker, Model, Path};
 
-/// The smallest system: one client, one server, nothing fails unless a test says so.
+/// The smallest system: one client, one server, a reliable network, nothing fails unless
+/// a test says so; idem-client's default retry policy.
 fn small() -> Config {
     Config {
         clients: 1,
@@ -14,12 +19,15 @@ fn small() -> Config {
         key_reuse: false,
         crashes: 0,
         lapses: 0,
+        slow: 0,
         failures: 0,
-        resends: 1,
         network: NetworkKind::Ordered,
         network_faults: 0,
+        delays: 0,
+        outages: 0,
         mode: Mode::Atomic,
         variant: Variant::Correct,
+        ..Config::default()
     }
 }
 
@@ -28,68 +36,134 @@ fn model(config: Config) -> IdemModel {
 }
 
 /// The counterexample the checker finds for `property`, if any.
-fn counterexample(config: Config, property: &'static str) -> Option<Path<idem_model::State, idem_model::Action>> {
-    model(config).checker().spawn_bfs().join().discovery(property)
+fn counterexample(config: Config, property: &'static str) -> Option<Path<State, Action>> {
+    model(config).checker().threads(2).spawn_dfs().join().discovery(property)
 }
 
-/// Asserts that `variant` breaks `property` in `config` and that the correct store does not.
-fn assert_found(config: Config, variant: Variant, property: &'static str) -> Vec<String> {
-    assert_eq!(counterexample(config.clone(), property), None, "the correct store holds {property:?}");
-    let buggy = Config { variant, ..config };
-    let path = counterexample(buggy.clone(), property).unwrap_or_else(|| panic!("{variant} breaks {property:?}"));
-    let model = model(buggy);
+/// The shortest counterexample for `property` in `config`, as a story.
+fn shortest_story(config: Config, property: &'static str) -> Vec<String> {
+    let path = counterexample(config.clone(), property).unwrap_or_else(|| panic!("{property:?} is violated"));
+    let model = model(config);
     let shortest = idem_model::shortest_discovery(&model, property, path.clone().into_actions().len());
     idem_model::story(&model, shortest.as_ref().unwrap_or(&path))
 }
 
+/// Asserts that `variant` breaks `property` in `config` and that the correct store does
+/// not; returns the shortest story.
+fn assert_found(config: Config, variant: Variant, property: &'static str) -> Vec<String> {
+    assert_eq!(counterexample(config.clone(), property), None, "the correct store holds {property:?}");
+    shortest_story(Config { variant, ..config }, property)
+}
+
 #[test]
 fn check_then_act_executes_twice() {
-    // Goal: without a written claim, a resend executes concurrently with the first request (G1).
-    let story = assert_found(small(), Variant::NoClaim, AT_MOST_ONCE);
-    assert!(story.iter().filter(|line| line.contains("never written")).count() == 2, "{story:#?}");
+    // Goal: without a written claim, a duplicated request executes next to the first (G1).
+    let config = Config { network: NetworkKind::Duplicating, network_faults: 1, ..small() };
+    let story = assert_found(config, Variant::NoClaim, AT_MOST_ONCE);
+    assert_eq!(story.iter().filter(|line| line.contains("never written")).count(), 2, "{story:#?}");
 }
 
 #[test]
 fn completion_without_fence_check_accepts_a_stale_handler() {
-    // Goal: after a lapse and a take-over, the first handler's completion must be refused (G3).
+    // Goal: after a stall, a lapse and a take-over, the first handler's completion must be refused (G3).
     let config = Config { lapses: 1, ..small() };
     let story = assert_found(config, Variant::NoFenceCheck, NO_STALE_COMPLETION);
-    assert!(story.iter().any(|line| line.contains("lapses")), "{story:#?}");
+    assert!(story.iter().any(|line| line.contains("stalls")), "{story:#?}");
     assert!(story.iter().any(|line| line.contains("take over")), "{story:#?}");
 }
 
 #[test]
 fn keys_not_scoped_by_principal_replay_across_principals() {
     // Goal: alice and bob both use key k1; an unscoped store replays one's response to the other (G4).
-    let config = Config { clients: 2, resends: 0, ..small() };
+    let config = Config { clients: 2, ..small() };
     let story = assert_found(config, Variant::UnscopedKeys, ISOLATION);
     assert!(story.last().is_some_and(|line| line.contains("replay")), "{story:#?}");
 }
 
 #[test]
 fn missing_fingerprint_check_lets_a_reused_key_execute() {
-    // Goal: a reused key with another amount takes over a lapsed claim and runs (G5).
-    let config = Config { key_reuse: true, lapses: 1, resends: 0, ..small() };
+    // Goal: a reused key with another amount is answered 700's recorded response instead
+    // of 422; with a stalled holder it would even take the claim over and run (G5).
+    let config = Config { key_reuse: true, lapses: 1, ..small() };
     let story = assert_found(config, Variant::NoFingerprintCheck, MISMATCH_NEVER_EXECUTES);
-    assert!(story.iter().any(|line| line.contains("amount=700")), "{story:#?}");
+    let last = story.last().expect("a counterexample has steps");
+    assert!(last.contains("amount=100") && last.contains("replay") && last.contains("alice/k1/700"), "{story:#?}");
 }
 
 #[test]
 fn fences_restarting_after_release_let_a_stale_handler_complete() {
     // Goal: a per-record fence counter hands a stale fence out again after a release (G3).
-    let config = Config { lapses: 1, failures: 1, resends: 2, ..small() };
+    let config = Config { lapses: 1, failures: 1, ..small() };
     let story = assert_found(config, Variant::FenceReuse, NO_STALE_COMPLETION);
     assert!(story.iter().any(|line| line.contains("releases")), "{story:#?}");
 }
 
 #[test]
+fn the_old_long_lease_outlasts_the_clients_budget() {
+    // Goal: with the 60 s lease idem-core had before renewals, one crashed holder blocks
+    // its key longer than idem-client's default attempts and deadline: the client gives up (G6).
+    let config = Config { crashes: 1, ..small() };
+    let story = assert_found(config, Variant::LongLease, PROGRESS);
+    assert!(story.iter().any(|line| line.contains("crashes")), "{story:#?}");
+    assert!(story.iter().any(|line| line.contains("gives up")), "{story:#?}");
+}
+
+#[test]
+fn failing_open_runs_a_handler_without_a_claim() {
+    // Goal: a server that runs the handler while the store is down breaks G8.
+    let config = Config { outages: 1, ..small() };
+    let story = assert_found(config, Variant::FailOpen, NOTHING_RUNS_WITHOUT_A_CLAIM);
+    assert!(story.iter().any(|line| line.contains("unreachable")), "{story:#?}");
+    assert!(story.last().is_some_and(|line| line.contains("without a claim")), "{story:#?}");
+}
+
+#[test]
 fn separate_mode_executes_twice_after_a_lease_lapse() {
-    // Goal: SPEC's expected counterexample: in separate mode a lapse lets the side effect run twice (G1).
+    // Goal: SPEC's expected counterexample: in separate mode a stalled holder's lease
+    // lapses, a retry takes over, and the side effect runs twice (G1). The path is pinned.
     let config = Config { lapses: 1, ..small() };
     assert_eq!(counterexample(config.clone(), AT_MOST_ONCE), None, "atomic mode holds G1");
-    let separate = Config { mode: Mode::Separate, ..config };
-    let model = model(separate);
-    let path = model.clone().checker().spawn_bfs().join().discovery(AT_MOST_ONCE).expect("separate mode breaks G1");
-    let story = idem_model::story(&model, &path);
-    assert!(story.iter().any(|line| line.contains("lapses while its holder is still running")), "{story:#?}");
+    let story = shortest_story(Config { mode: Mode::Separate, ..config }, AT_MOST_ONCE);
+    let expected = [
+        "1. client 1 (alice) sends POST /payments key=k1 amount=100 (deadline t=30s): attempt 1 of 20 to server 1",
+        "2. server 1 receives POST /payments key=k1 amount=100 from client 1 (alice) (attempt 1); the store \
+         decides: execute under fence f1 (lease until t=10s)",
+        "3. server 1's handler for alice's k1 (amount=100) (fence f1) stalls and stops renewing; its lease ends \
+         at t=10s",
+        "4. at t=10s client 1 (alice)'s attempt 1 times out while it is still on its way or running; it backs \
+         off 0.1 s until t=10.1s",
+        "5. at t=10.1s client 1 (alice) retries: attempt 2 of 20 to server 1",
+        "6. server 1 receives POST /payments key=k1 amount=100 from client 1 (alice) (attempt 2); the store \
+         decides: take over the lapsed claim, execute under fence f2 (f1 is stale now)",
+        "7. server 1 runs the side effect of alice's k1 (amount=100) on its own (separate mode): the ledger now \
+         holds 1 payment(s) for alice/k1",
+        "8. server 1 runs the side effect of alice's k1 (amount=100) on its own (separate mode): the ledger now \
+         holds 2 payment(s) for alice/k1",
+    ];
+    assert_eq!(story, expected);
+}
+
+#[test]
+fn renewals_keep_a_slow_handlers_claim_even_in_separate_mode() {
+    // Goal: a handler slower than its lease keeps its claim by renewing, so no retry takes
+    // it over and separate mode holds G1; without renewals its lease lapses under it.
+    let slow = Config { slow: 1, mode: Mode::Separate, ..small() };
+    assert_eq!(counterexample(slow.clone(), AT_MOST_ONCE), None, "renewals keep the claim");
+    let story = shortest_story(Config { renewals: false, ..slow }, AT_MOST_ONCE);
+    assert!(story.iter().any(|line| line.contains("turns out slow")), "{story:#?}");
+    assert!(story.iter().any(|line| line.contains("take over")), "{story:#?}");
+}
+
+#[test]
+fn two_faults_on_one_operation_can_outlast_the_default_retry_budget() {
+    // Goal: G6 is promised to an operation that meets at most one fault. Demanding it
+    // whatever the faults shows the limit of idem-client's defaults: a store outage costs
+    // an attempt, then a crash orphans the claim, and the 409s until its lease lapses use
+    // up the rest.
+    let two_faults = Config { crashes: 1, outages: 1, ..small() };
+    assert_eq!(counterexample(two_faults.clone(), PROGRESS), None, "one fault per operation is absorbed");
+    let story = shortest_story(Config { progress_faults: u8::MAX, ..two_faults }, PROGRESS);
+    assert!(story.iter().any(|line| line.contains("store is down")), "{story:#?}");
+    assert!(story.iter().any(|line| line.contains("crashes")), "{story:#?}");
+    assert!(story.iter().any(|line| line.contains("gives up")), "{story:#?}");
 }

@@ -4,7 +4,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use idem_model::{NetworkKind, Outcome, RunningChecker, Search, Strategy, Verdict};
+use idem_model::{Config, Mode, NetworkKind, Outcome, RunningChecker, Search, Strategy, Verdict};
 
 use crate::model_options::ModelOptions;
 
@@ -22,16 +22,20 @@ pub(crate) struct Args {
     /// level). Either way each counterexample printed is a shortest one.
     #[arg(long, default_value = "dfs", value_parser = parse_strategy)]
     strategy: Strategy,
-    /// Symmetry reduction over server replicas (DFS only).
-    #[arg(long)]
+    /// Symmetry reduction over server replicas: on by default under DFS; with bfs it is refused.
+    #[arg(long, conflicts_with = "no_symmetry")]
     symmetry: bool,
+    /// Explore states that differ only by which server replica is which separately.
+    #[arg(long)]
+    no_symmetry: bool,
     /// Checker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
     /// Explore paths of at most this many steps (the check is then incomplete).
     #[arg(long)]
     depth: Option<usize>,
-    /// Also print the example story of each reachability property.
+    /// Also print the example story of each reachability property (a shortest one: each
+    /// costs a bounded breadth-first search, which takes long on large configurations).
     #[arg(long)]
     examples: bool,
 }
@@ -48,7 +52,8 @@ fn parse_strategy(given: &str) -> Result<Strategy, String> {
 pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let model = args.model.model()?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let search = Search { strategy: args.strategy, symmetry: args.symmetry, threads, depth_max: args.depth };
+    let symmetry = args.symmetry || (args.strategy == Strategy::Dfs && !args.no_symmetry);
+    let search = Search { strategy: args.strategy, symmetry, threads, depth_max: args.depth };
     let started = Instant::now();
     let mut checker = idem_model::spawn(model, search)?;
     // On a terminal the progress line rewrites itself; in a log it appears every few seconds.
@@ -72,12 +77,12 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if terminal {
         eprint!("\r{}\r", " ".repeat(100));
     }
-    let verdicts = idem_model::verdicts(&checker);
+    let verdicts = idem_model::verdicts(&checker, args.examples);
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", describe(&args.model, search))?;
     writeln!(out, "{}", summary(&checker, elapsed))?;
     writeln!(out)?;
-    write_table(&mut out, &verdicts, args.model.config().key_reuse)?;
+    write_table(&mut out, &verdicts, &args.model.config(), args.examples)?;
     if verdicts.iter().any(Verdict::is_violation) {
         writeln!(out, "\nA path ends at its first violation, so \"holds\" above covers the paths up to a violation.")?;
     }
@@ -127,9 +132,13 @@ fn describe(options: &ModelOptions, search: Search) -> String {
     };
     let symmetry = if search.symmetry { " with symmetry reduction" } else { "" };
     let depth = search.depth_max.map_or(String::new(), |depth| format!(", depth at most {depth} (incomplete)"));
+    let client = config.client;
     format!(
-        "model: {} clients, {} servers, {} operation(s) each{}, {} network{}, {} crash(es), {} lapse(s), \
-         {} failure(s), {} resend(s), {} mode, variant {}\nsearch: {strategy}{symmetry}, {} thread(s){depth}",
+        "model: {} clients, {} servers, {} operation(s) each{}, {} network{}, {} crash(es), {} stall(s), \
+         {} slow handler(s), {} failure(s), {} delay(s), {} outage(s), renewals {}, handlers take up to {} (slow ones {}), \
+         {} mode, variant {}\n\
+         client: {} attempts, deadline {}, attempt timeout {}; G6 judged for operations that met at most {} fault(s)\n\
+         search: {strategy}{symmetry}, {} thread(s){depth}",
         config.clients,
         config.servers,
         config.ops_per_client,
@@ -142,10 +151,19 @@ fn describe(options: &ModelOptions, search: Search) -> String {
         },
         config.crashes,
         config.lapses,
+        config.slow,
         config.failures,
-        config.resends,
+        config.delays,
+        config.outages,
+        if config.renewals { "on" } else { "off" },
+        humantime::format_duration(config.handler_time),
+        humantime::format_duration(config.slow_handler_time),
         config.mode,
         config.variant,
+        client.attempts_max,
+        humantime::format_duration(client.deadline),
+        humantime::format_duration(client.attempt_timeout),
+        config.progress_faults,
         search.threads,
     )
 }
@@ -170,20 +188,42 @@ fn peak_memory_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
-fn write_table(out: &mut impl std::io::Write, verdicts: &[Verdict], key_reuse: bool) -> std::io::Result<()> {
+fn write_table(
+    out: &mut impl std::io::Write,
+    verdicts: &[Verdict],
+    config: &Config,
+    examples: bool,
+) -> std::io::Result<()> {
     let width = verdicts.iter().map(|v| v.property.len()).max().unwrap_or(0);
     writeln!(out, "{:<10} {:<width$}  verdict", "guarantee", "property")?;
     for verdict in verdicts {
         let outcome = match &verdict.outcome {
             Outcome::Holds => "holds".to_owned(),
             Outcome::Violated(story) => format!("VIOLATED ({} steps, below)", story.len()),
-            Outcome::Reached(story) => format!("reached ({} steps)", story.len()),
-            Outcome::NotReached if verdict.property == idem_model::properties::MISMATCH_ANSWERED && !key_reuse => {
-                "not reached (no request reuses a key; try --key-reuse)".to_owned()
-            }
-            Outcome::NotReached => "not reached".to_owned(),
+            Outcome::Reached(story) if examples => format!("reached ({} steps, below)", story.len()),
+            Outcome::Reached(_) => "reached".to_owned(),
+            Outcome::NotReached => match not_reached_because(verdict.property, config) {
+                Some(why) => format!("not reached ({why})"),
+                None => "not reached".to_owned(),
+            },
         };
         writeln!(out, "{:<10} {:<width$}  {outcome}", verdict.guarantee, verdict.property)?;
     }
     Ok(())
+}
+
+/// Why a reachability property cannot be reached in `config`, when the configuration says so.
+fn not_reached_because(property: &str, config: &Config) -> Option<&'static str> {
+    use idem_model::properties::{MISMATCH_ANSWERED, OUTAGE_ANSWERED, RENEWAL_HAPPENS, UNRECORDED_ANSWERED};
+    if property == MISMATCH_ANSWERED && !config.key_reuse {
+        Some("no request reuses a key; try --key-reuse")
+    } else if property == OUTAGE_ANSWERED && config.outages == 0 {
+        Some("no store outage; try --outages 1")
+    } else if property == UNRECORDED_ANSWERED && (config.outages == 0 || config.mode != Mode::Separate) {
+        Some("only separate mode answers unrecorded, during an outage")
+    } else if property == RENEWAL_HAPPENS && !config.renewals {
+        Some("renewals are off")
+    } else {
+        None
+    }
 }

@@ -1,47 +1,88 @@
 //! The model's configuration as command-line options, shared by `check` and `explore`.
+//! Every default is `idem_model::Config::default()`'s, so `idem check` with no options
+//! checks exactly the configuration the docs give figures for.
+
+use std::time::Duration;
 
 use clap::Args;
-use idem_model::{Config, ConfigError, IdemModel, Mode, NetworkKind, Variant};
+use idem_model::{ClientPolicy, Config, ConfigError, IdemModel, Mode, NetworkKind, Variant};
 
 /// Which system to model.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ModelOptions {
-    /// Clients (each its own principal: alice, bob, carol, dave).
-    #[arg(long, default_value_t = 2)]
+    /// Clients (each its own principal: alice, bob, carol, dave; all use key k1).
+    #[arg(long, default_value_t = Config::default().clients)]
     clients: u8,
     /// Server replicas sharing one store.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = Config::default().servers)]
     servers: u8,
     /// Logical operations per client (operation n uses key kn).
-    #[arg(long = "ops", default_value_t = 1)]
+    #[arg(long = "ops", default_value_t = Config::default().ops_per_client)]
     ops_per_client: u8,
-    /// Client 1 also reuses key k1 with a different amount (expects 422).
-    #[arg(long)]
+    /// Client 1 also reuses key k1 with a different amount (expects 422) [default: on]
+    #[arg(long, overrides_with = "no_key_reuse")]
     key_reuse: bool,
-    /// Server crashes (a crash loses the server's running handlers).
-    #[arg(long, default_value_t = 1)]
+    /// Nobody reuses a key with a different amount.
+    #[arg(long)]
+    no_key_reuse: bool,
+    /// Server crashes (a crash loses the server's running handlers and resets their connections).
+    #[arg(long, default_value_t = Config::default().crashes)]
     crashes: u8,
-    /// Lease lapses while the claim's holder is still running (0 turns them off).
-    #[arg(long, default_value_t = 1)]
+    /// Stalls: a running handler stops renewing, so its lease may lapse while it runs (0 turns them off).
+    #[arg(long, default_value_t = Config::default().lapses)]
     lapses: u8,
-    /// Handler failures before the side effect (each releases its claim).
-    #[arg(long, default_value_t = 0)]
+    /// Slow handlers: a handler runs past --handler-time, renewing its lease on schedule.
+    #[arg(long, default_value_t = Config::default().slow)]
+    slow: u8,
+    /// How long a handler runs at most unless it is slow or stalled.
+    #[arg(long, default_value_t = Config::default().handler_time.into(), value_parser = parse_duration)]
+    handler_time: humantime::Duration,
+    /// How long a slow handler runs at most (and a stalled one once it renews again).
+    #[arg(long, default_value_t = Config::default().slow_handler_time.into(), value_parser = parse_duration)]
+    slow_time: humantime::Duration,
+    /// Handler failures before the side effect (each answers 503 and releases its claim).
+    #[arg(long, default_value_t = Config::default().failures)]
     failures: u8,
-    /// Early timer resends per operation.
-    #[arg(long, default_value_t = 1)]
-    resends: u8,
     /// Network: duplicating (unordered, duplicates), ordered (FIFO, reliable), lossy (unordered, drops).
-    #[arg(long, default_value_t = NetworkKind::Duplicating)]
+    #[arg(long, default_value_t = Config::default().network)]
     network: NetworkKind,
     /// Duplicate deliveries (duplicating) or losses (lossy) in all.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = Config::default().network_faults)]
     network_faults: u8,
+    /// Delays in all: the network holds a message back while time passes (any other message
+    /// arrives before the clock moves).
+    #[arg(long, default_value_t = Config::default().delays)]
+    delays: u8,
+    /// Store outages: requests meanwhile get 503 and run nothing; completions fail (G8).
+    #[arg(long, default_value_t = Config::default().outages)]
+    outages: u8,
+    /// Handlers do not renew their leases (every lease then lapses as time passes, also under a running handler).
+    #[arg(long)]
+    no_renewals: bool,
+    /// G6 is judged for every operation that met at most this many faults (a large number
+    /// demands progress whatever the faults).
+    #[arg(long, default_value_t = Config::default().progress_faults)]
+    progress_faults: u8,
+    /// The client's attempts per operation, the first included [default: idem-client's]
+    #[arg(long, default_value_t = Config::default().client.attempts_max)]
+    attempts: u32,
+    /// The client's deadline for one operation, all attempts and waits [default: idem-client's]
+    #[arg(long, default_value_t = Config::default().client.deadline.into(), value_parser = parse_duration)]
+    deadline: humantime::Duration,
+    /// The client's timeout of one attempt without an answer [default: idem-client's]
+    #[arg(long, default_value_t = Config::default().client.attempt_timeout.into(), value_parser = parse_duration)]
+    attempt_timeout: humantime::Duration,
     /// atomic: side effect and completion in one fenced transaction; separate: side effect on its own.
-    #[arg(long, default_value_t = Mode::Atomic)]
+    #[arg(long, default_value_t = Config::default().mode)]
     mode: Mode,
-    /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, no-fingerprint-check, fence-reuse.
-    #[arg(long, default_value_t = Variant::Correct)]
+    /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, no-fingerprint-check,
+    /// fence-reuse, long-lease, fail-open.
+    #[arg(long, default_value_t = Config::default().variant)]
     variant: Variant,
+}
+
+fn parse_duration(given: &str) -> Result<humantime::Duration, String> {
+    given.parse::<humantime::Duration>().map_err(|error| format!("{error} (e.g. 30s, 1m, 500ms)"))
 }
 
 impl ModelOptions {
@@ -51,13 +92,25 @@ impl ModelOptions {
             clients: self.clients,
             servers: self.servers,
             ops_per_client: self.ops_per_client,
-            key_reuse: self.key_reuse,
+            key_reuse: self.key_reuse || (Config::default().key_reuse && !self.no_key_reuse),
             crashes: self.crashes,
             lapses: self.lapses,
+            slow: self.slow,
             failures: self.failures,
-            resends: self.resends,
             network: self.network,
             network_faults: self.network_faults,
+            delays: self.delays,
+            outages: self.outages,
+            renewals: !self.no_renewals,
+            handler_time: Duration::from(self.handler_time),
+            slow_handler_time: Duration::from(self.slow_time),
+            progress_faults: self.progress_faults,
+            client: ClientPolicy {
+                attempts_max: self.attempts,
+                deadline: Duration::from(self.deadline),
+                attempt_timeout: Duration::from(self.attempt_timeout),
+                ..ClientPolicy::default()
+            },
             mode: self.mode,
             variant: self.variant,
         }
