@@ -152,7 +152,6 @@ pub struct App<L> {
 
 impl<L: Ledger> App<L> {
     /// The router: the API, the idempotency layer, metrics. Serve it on any listener.
-    #[must_use]
     pub fn router(&self) -> Router {
         self.router.clone()
     }
