@@ -1,0 +1,134 @@
+//! Helpers shared by the integration tests: stores on the real Redis, each under a key
+//! prefix of its own, deleted when the test ends (also when it fails).
+
+#![allow(dead_code, unreachable_pub)] // each test binary uses its own subset
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use idem_core::{Bytes, Fingerprint, Key, Policy, Principal, RecordId, StoredResponse, Timestamp};
+use idem_redis::{RedisOptions, RedisStore};
+
+/// The Redis the tests use: `IDEM_TEST_REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("IDEM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A prefix no other run or harness open shares: process id, clock and a counter.
+pub fn unique_prefix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is past 1970").as_nanos();
+    format!("idem-test-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Options for a fresh prefix on the test Redis.
+pub fn options() -> RedisOptions {
+    RedisOptions::new(&redis_url()).expect("the test URL parses").prefix(&unique_prefix()).expect("test prefixes are valid")
+}
+
+/// Opens a store, or fails the test saying how to start Redis: never a silent skip.
+pub async fn open(options: RedisOptions) -> RedisStore {
+    match RedisStore::open(options).await {
+        Ok(store) => store,
+        Err(error) => panic!(
+            "these tests need a Redis server: {error}\n\
+             start one with `redis-server --daemonize yes --save \"\" --appendonly no`, \
+             or point IDEM_TEST_REDIS_URL at one"
+        ),
+    }
+}
+
+/// Deletes the keys of every prefix it was told about when dropped, with a blocking
+/// connection, so a failing test cleans up too.
+#[derive(Default)]
+pub struct Cleanup {
+    prefixes: Mutex<Vec<String>>,
+}
+
+impl Cleanup {
+    pub fn track(&self, options: &RedisOptions) {
+        self.prefixes.lock().expect("no test thread panicked holding the list").push(options.key_prefix().to_owned());
+    }
+
+    /// Keys left under the tracked prefixes.
+    pub fn keys_left(&self) -> usize {
+        let prefixes = self.prefixes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let Ok(mut connection) = redis::Client::open(redis_url()).and_then(|client| client.get_connection()) else {
+            return 0;
+        };
+        prefixes.iter().map(|prefix| scan(&mut connection, prefix).len()).sum()
+    }
+}
+
+fn scan(connection: &mut redis::Connection, prefix: &str) -> Vec<Vec<u8>> {
+    let mut cursor: u64 = 0;
+    let mut keys = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{{{prefix}}}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query(connection)
+            .expect("SCAN answers");
+        keys.extend(batch);
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let prefixes = self.prefixes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let Ok(mut connection) = redis::Client::open(redis_url()).and_then(|client| client.get_connection()) else {
+            return;
+        };
+        for prefix in prefixes {
+            let keys = scan(&mut connection, &prefix);
+            if !keys.is_empty() {
+                let _: Result<u64, _> = redis::cmd("DEL").arg(keys).query(&mut connection);
+            }
+        }
+    }
+}
+
+pub fn id(principal: &str, key: &str) -> RecordId {
+    let principal =
+        if principal.is_empty() { Principal::anonymous() } else { Principal::new(principal).expect("test principals are valid") };
+    RecordId::new(principal, Key::parse(key.as_bytes()).expect("test keys are valid"))
+}
+
+pub fn fingerprint(body: &str) -> Fingerprint {
+    Fingerprint::of("POST", "/payments", body.as_bytes())
+}
+
+pub fn at(unix_ms: u64) -> Timestamp {
+    Timestamp::from_unix_ms(unix_ms)
+}
+
+/// The wall clock, as the HTTP layer's `SystemClock` gives it.
+pub fn wall_now() -> Timestamp {
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is past 1970").as_millis();
+    Timestamp::from_unix_ms(u64::try_from(ms).expect("ms since 1970 fit u64"))
+}
+
+/// A 1 s lease and a 10 s retention.
+pub fn policy() -> Policy {
+    Policy::new(Duration::from_secs(1), Duration::from_secs(10)).expect("lease is shorter than retention")
+}
+
+/// A response with headers, including a binary value, and a body.
+pub fn response(body: &str) -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        headers: vec![
+            ("content-type".to_owned(), Bytes::from_static(b"application/json")),
+            ("x-trace".to_owned(), Bytes::from_static(&[0, 1, 254, 255])),
+        ],
+        body: Bytes::copy_from_slice(body.as_bytes()),
+    }
+}
