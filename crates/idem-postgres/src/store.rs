@@ -1,0 +1,696 @@
+//! [`PostgresStore`]: idem-core's store step, read and written in PostgreSQL transactions.
+//!
+//! Every read-decide-write here has the same shape, in one transaction: [`decide`] locks
+//! and reads the record, reads the counters and the database's clock in one statement and
+//! calls [`idem_core::step::step`]; [`write`] writes exactly what the [`Step`] names in
+//! one statement. The store has no rule of its own about the protocol.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use idem_core::step::{self, Counters, Operation, Step, StoreView, op};
+use idem_core::{
+    Decision, Fence, Fenced, Fingerprint, Limits, Policy, Record, RecordId, Renewal, Store, StoreError, StoredResponse,
+    Timestamp, Usage, UsageDelta, Write, usage,
+};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, Postgres, Row, Transaction};
+
+use crate::codec::{self, RECORD_COLUMNS, USAGE_SHARDS, usage_shard};
+use crate::error::{Failure, OpenError, corrupt, store_error};
+use crate::options::{PostgresOptions, TimeSource};
+
+/// The table (in the store's schema) in which sqlx's migrator notes idem's applied
+/// migrations. It is not the migrator's default (`_sqlx_migrations`), so an application
+/// that runs its own `sqlx::migrate!` in the same schema keeps its own list.
+pub const MIGRATIONS_TABLE: &str = "_idem_migrations";
+
+/// A transaction on a pooled connection from [`PostgresStore::begin_write`]. It commits
+/// with `commit()`; dropped, it rolls back.
+pub type WriteTransaction = Transaction<'static, Postgres>;
+
+/// The database's clock in unix milliseconds.
+const DB_NOW_MS: &str = "floor(extract(epoch FROM clock_timestamp()) * 1000)::int8";
+
+/// Backoff after contention: 2 ms doubling per retry up to 64 ms, with jitter.
+const BACKOFF_FIRST: Duration = Duration::from_millis(2);
+const BACKOFF_MAX: Duration = Duration::from_millis(64);
+
+/// How a step reads the fence counter (the sequence `idem_fence_seq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FenceRead {
+    /// `nextval`: the value a claim issues if its step puts a new claim. Drawing reserves it
+    /// for this transaction (so the write has nothing left to advance); a draw the step does
+    /// not use leaves a gap.
+    Draw,
+    /// The next value without drawing it: operations that never issue a fence, which read
+    /// the counter only for idem-core's check that it is past the record's fence.
+    Peek,
+}
+
+/// Every statement, with the schema spelled out, built once at open.
+#[derive(Debug)]
+struct Statements {
+    read_view_draw: Arc<str>,
+    read_view_peek: Arc<str>,
+    read_counters: Arc<str>,
+    read_record: Arc<str>,
+    insert_record: Arc<str>,
+    update_record: Arc<str>,
+    delete_record: Arc<str>,
+    purge_due: Arc<str>,
+    purge_delete: Arc<str>,
+    purge_usage: Arc<str>,
+    usage_totals: Arc<str>,
+}
+
+impl Statements {
+    fn new(schema: &str) -> Statements {
+        // `schema` is a plain identifier (checked by the options), safe between quotes.
+        let s = format!("\"{schema}\"");
+        let usage_sums = format!(
+            "(SELECT coalesce(sum(records), 0)::int8 FROM {s}.idem_usage) AS usage_records, \
+             (SELECT coalesce(sum(stored_bytes), 0)::int8 FROM {s}.idem_usage) AS usage_stored_bytes"
+        );
+        let peek = format!("(SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {s}.idem_fence_seq)");
+        // The record is locked in a lateral subquery; the outer projection (the fence counter,
+        // the clock) is evaluated at the join, after the lock is granted, so a claim that
+        // waited for the lock draws a fence after the holder's and reads the time after its
+        // commit. The usage sums read the statement's snapshot (see the crate docs).
+        let read_view = |fence: &str| {
+            format!(
+                "SELECT x.held IS NOT NULL AS held, x.fingerprint, x.fence, x.state, x.lease_expires_at, \
+                 x.expires_at, x.forgettable_at, x.status, x.headers, x.body, \
+                 {fence} AS next_fence, {usage_sums}, {DB_NOW_MS} AS db_now \
+                 FROM (SELECT 1) AS one LEFT JOIN LATERAL \
+                 (SELECT true AS held, {RECORD_COLUMNS} FROM {s}.idem_records AS r \
+                 WHERE r.principal = $1 AND r.idem_key = $2 FOR UPDATE) AS x ON true"
+            )
+        };
+        // The usage delta goes to the record's shard, only when the record write happened
+        // and the delta changes something.
+        let usage_cte = |first: u32| {
+            let (records, bytes, shard) = (first, first + 1, first + 2);
+            format!(
+                "u AS (UPDATE {s}.idem_usage SET records = records + ${records}, \
+                 stored_bytes = stored_bytes + ${bytes} WHERE shard = ${shard} \
+                 AND (${records} <> 0 OR ${bytes} <> 0) AND EXISTS (SELECT 1 FROM w) RETURNING 1) \
+                 SELECT (SELECT count(*) FROM w) AS written, (SELECT count(*) FROM u) AS counted"
+            )
+        };
+        let columns = "fingerprint, fence, state, lease_expires_at, expires_at, forgettable_at, status, headers, \
+                       body, stored_bytes";
+        let arc = |sql: String| Arc::<str>::from(sql);
+        Statements {
+            read_view_draw: arc(read_view(&format!("nextval('{s}.idem_fence_seq')"))),
+            read_view_peek: arc(read_view(&peek)),
+            read_counters: arc(format!("SELECT {peek} AS next_fence, {usage_sums}, {DB_NOW_MS} AS db_now")),
+            read_record: arc(format!(
+                "SELECT {RECORD_COLUMNS} FROM {s}.idem_records AS r WHERE r.principal = $1 AND r.idem_key = $2"
+            )),
+            // A new record id: two transactions that both found it absent race here, and the
+            // unique key lets exactly one insert; the other inserts nothing and runs again.
+            insert_record: arc(format!(
+                "WITH w AS (INSERT INTO {s}.idem_records (principal, idem_key, {columns}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (principal, idem_key) DO NOTHING RETURNING 1), {}",
+                usage_cte(13)
+            )),
+            update_record: arc(format!(
+                "WITH w AS (UPDATE {s}.idem_records SET fingerprint = $3, fence = $4, state = $5, \
+                 lease_expires_at = $6, expires_at = $7, forgettable_at = $8, status = $9, headers = $10, \
+                 body = $11, stored_bytes = $12 WHERE principal = $1 AND idem_key = $2 RETURNING 1), {}",
+                usage_cte(13)
+            )),
+            delete_record: arc(format!(
+                "WITH w AS (DELETE FROM {s}.idem_records WHERE principal = $1 AND idem_key = $2 RETURNING 1), {}",
+                usage_cte(3)
+            )),
+            // Rows other transactions hold are skipped: they are being worked on, and the
+            // next batch finds them if they are still due.
+            purge_due: arc(format!(
+                "SELECT r.principal AS principal, r.idem_key AS idem_key, r.stored_bytes AS stored_bytes, \
+                 {RECORD_COLUMNS} FROM {s}.idem_records AS r WHERE r.forgettable_at <= $1 \
+                 ORDER BY r.forgettable_at, r.fence LIMIT $2 FOR UPDATE SKIP LOCKED"
+            )),
+            purge_delete: arc(format!(
+                "DELETE FROM {s}.idem_records WHERE (principal, idem_key) IN \
+                 (SELECT * FROM unnest($1::text[], $2::text[]))"
+            )),
+            purge_usage: arc(format!(
+                "UPDATE {s}.idem_usage AS u SET records = u.records + d.records, \
+                 stored_bytes = u.stored_bytes + d.stored_bytes \
+                 FROM unnest($1::int4[], $2::int8[], $3::int8[]) AS d(shard, records, stored_bytes) \
+                 WHERE u.shard = d.shard"
+            )),
+            usage_totals: arc(format!("SELECT count(*) AS shards, {usage_sums} FROM {s}.idem_usage")),
+        }
+    }
+}
+
+/// The durable, shared store: records in PostgreSQL, decided by idem-core's store step.
+///
+/// Cloning is cheap and shares the pool. See the crate docs for the schema, the atomic-mode
+/// recipe, time, concurrency and what each failure means.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    limits: Limits,
+    time: TimeSource,
+    retries_max: u32,
+    schema: String,
+    sql: Statements,
+}
+
+/// A query on one of the prebuilt statements.
+fn query(sql: &Arc<str>) -> sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(AssertSqlSafe(Arc::clone(sql)))
+}
+
+impl PostgresStore {
+    /// Connects to `options`' database, creates the schema if missing, runs idem's
+    /// migrations in it (on one connection whose `search_path` is the schema, under
+    /// sqlx's migration lock, so replicas starting together migrate once), checks the
+    /// usage shards, and opens the pool.
+    ///
+    /// # Errors
+    /// [`OpenError`], whose message names the database and the reason (for an unreachable
+    /// server, how to start one).
+    pub async fn open(options: PostgresOptions) -> Result<PostgresStore, OpenError> {
+        let connect = PgConnectOptions::from_str(&options.url).map_err(|error| OpenError::InvalidOptions {
+            target: redacted(&options.url),
+            detail: format!("the URL does not parse: {error}"),
+        })?;
+        let target = format!("{}:{}/{}", connect.get_host(), connect.get_port(), connect.get_database().unwrap_or(""));
+        if let Some(detail) = options.problem() {
+            return Err(OpenError::InvalidOptions { target, detail });
+        }
+        let timeout_ms = options.statement_timeout.as_millis();
+        let connect = connect.application_name("idem").options([("statement_timeout", format!("{timeout_ms}ms"))]);
+
+        let mut setup = PgConnection::connect_with(&connect)
+            .await
+            .map_err(|source| OpenError::Connect { target: target.clone(), source })?;
+        let prepared = prepare(&mut setup, &options, &target).await;
+        // Closing only says goodbye on a connection that is dropped anyway.
+        let _ = setup.close().await;
+        prepared?;
+
+        let pool = PgPoolOptions::new()
+            .max_connections(options.connections_max)
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(true)
+            .connect_with(connect)
+            .await
+            .map_err(|source| OpenError::Connect { target, source })?;
+        let inner = Inner {
+            limits: options.limits,
+            time: options.time,
+            retries_max: options.retries_max,
+            sql: Statements::new(&options.schema),
+            schema: options.schema,
+        };
+        Ok(PostgresStore { pool, inner: Arc::new(inner) })
+    }
+
+    /// The connection pool, for an application's own queries on the same database.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema idem's tables live in.
+    #[must_use]
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// Closes the pool: waits for connections in use to come back, then closes them all.
+    /// Later calls fail with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a transaction (`BEGIN`, read committed) on a pooled connection, for the
+    /// atomic-mode recipe: business writes, then [`PostgresStore::complete_in`], then commit.
+    /// Any other transaction on the same database works as well (see `complete_in`).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when no connection comes within the acquire timeout.
+    pub async fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        self.pool.begin().await.map_err(store_error)
+    }
+
+    /// Completes the claim `fence` inside the caller's transaction (atomic mode): the
+    /// fence check and the completion commit or roll back with the caller's business writes.
+    ///
+    /// On [`Fenced::Applied`], commit; on [`Fenced::Refused`], roll back: the claim is no
+    /// longer the caller's, and its business writes must not land (G1). The record's row
+    /// stays locked (`FOR UPDATE`) until the caller's transaction ends, so no take-over
+    /// slips in between this check and the commit. Two statements in the caller's
+    /// transaction: the locked read (record, counters, clock), and the write.
+    ///
+    /// `now` is ignored under [`TimeSource::Database`] (the default): retention counts from
+    /// the database's clock, read in the caller's transaction.
+    ///
+    /// This is idem-core's [`op::CompleteInTransaction`]: unlike [`Store::complete`], a
+    /// second completion with the fence that already completed the record is refused
+    /// (`Refused(AlreadyCompleted)` naming that very fence), because its transaction's
+    /// business writes would repeat the first one's.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] for driver errors (including a serialization failure or
+    /// deadlock in the caller's transaction, which is not retried here: the caller's
+    /// transaction is aborted and only the caller can run it again), [`StoreError::Corrupt`]
+    /// for a row it cannot read. Either way, roll back.
+    pub async fn complete_in(
+        &self,
+        transaction: &mut Transaction<'_, Postgres>,
+        id: &RecordId,
+        fence: Fence,
+        response: StoredResponse,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> Result<Fenced, StoreError> {
+        let policy = *policy;
+        let operation = |now| op::CompleteInTransaction { fence, response: response.clone(), now, policy };
+        let inner = &self.inner;
+        let attempt = async {
+            let (step, held) = decide(transaction, inner, id, FenceRead::Peek, now, operation).await?;
+            // The caller commits (or rolls back) with its business writes.
+            write(transaction, inner, id, held, step).await
+        };
+        attempt.await.map_err(Failure::into_store_error)
+    }
+
+    /// What the store holds, as its size limits count it (the sums over the usage shards).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    pub async fn usage(&self) -> Result<Usage, StoreError> {
+        let row = query(&self.inner.sql.usage_totals).fetch_one(&self.pool).await.map_err(store_error)?;
+        decode_usage(&row)
+    }
+
+    /// One operation as one transaction, run again after contention (bounded, with backoff).
+    async fn run<O: Operation>(
+        &self,
+        id: &RecordId,
+        fence_read: FenceRead,
+        now: Timestamp,
+        operation: impl Fn(Timestamp) -> O,
+    ) -> Result<O::Answer, StoreError> {
+        let mut retries = 0;
+        loop {
+            match self.attempt(id, fence_read, now, &operation).await {
+                Ok(answer) => return Ok(answer),
+                Err(Failure::Contention(source)) if retries < self.inner.retries_max => {
+                    tracing::debug!(retries, error = %source, "store operation lost to contention; running it again");
+                    tokio::time::sleep(backoff(retries)).await;
+                    retries += 1;
+                }
+                Err(failure) => return Err(failure.into_store_error()),
+            }
+        }
+    }
+
+    /// One attempt: [`decide`], then [`write`] and commit, or neither when the step writes
+    /// nothing (the transaction then rolls back: nothing to flush).
+    async fn attempt<O: Operation>(
+        &self,
+        id: &RecordId,
+        fence_read: FenceRead,
+        now: Timestamp,
+        operation: &impl Fn(Timestamp) -> O,
+    ) -> Result<O::Answer, Failure> {
+        let mut transaction = self.pool.begin().await?;
+        let (step, held) = decide(&mut transaction, &self.inner, id, fence_read, now, operation).await?;
+        if step.writes_nothing() {
+            // Dropping the transaction queues its rollback on the connection.
+            return Ok(step.answer);
+        }
+        let answer = write(&mut transaction, &self.inner, id, held, step).await?;
+        transaction.commit().await?;
+        Ok(answer)
+    }
+
+    /// Forgets up to `batch_max` due records in one transaction, skipping rows other
+    /// transactions hold: candidates come from the `forgettable_at` index, each goes
+    /// through [`op::Expire`], the batch is deleted in one statement and its usage deltas
+    /// are added per shard in another.
+    async fn purge_attempt(&self, now: Timestamp, batch_max: usize) -> Result<usize, Failure> {
+        let sql = &self.inner.sql;
+        let limit = i64::try_from(batch_max).unwrap_or(i64::MAX);
+        let mut transaction = self.pool.begin().await?;
+        let counters_row = query(&sql.read_counters).fetch_one(&mut *transaction).await?;
+        let (counters, db_now) = decode_counters(&counters_row)?;
+        let now = self.now(now, db_now);
+        let rows =
+            query(&sql.purge_due).bind(codec::time_to_sql(now)).bind(limit).fetch_all(&mut *transaction).await?;
+        let (mut principals, mut keys) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+        let mut deltas: BTreeMap<i32, UsageDelta> = BTreeMap::new();
+        for row in &rows {
+            let principal: String = row.try_get("principal").map_err(store_error)?;
+            let key: String = row.try_get("idem_key").map_err(store_error)?;
+            let read = codec::id_from_sql(&principal, &key)
+                .and_then(|id| codec::decode_record(row).map(|record| (id, record)));
+            let (shard, delta) = match read {
+                Ok((id, record)) => {
+                    let view = StoreView { record: Some(&record), counters, limits: self.inner.limits };
+                    let step = step::step(&id, &view, op::Expire { now })?;
+                    debug_assert!(step.next_fence.is_none(), "expiry issues no fence");
+                    // The index and the record agree (decode_record checks the column), so
+                    // every candidate has expired.
+                    debug_assert!(step.answer, "the forgettable_at index lists only expired records");
+                    if !step.answer {
+                        continue;
+                    }
+                    debug_assert_eq!(step.write, Write::Delete, "an expired record is deleted");
+                    (usage_shard(&id), step.usage)
+                }
+                Err(error) => forget_damaged(row, &principal, &key, &error),
+            };
+            let total = deltas.entry(shard).or_insert(UsageDelta::NONE);
+            *total = sum(*total, delta)?;
+            principals.push(principal);
+            keys.push(key);
+        }
+        if principals.is_empty() {
+            return Ok(0);
+        }
+        let deleted = query(&sql.purge_delete).bind(&principals).bind(&keys).execute(&mut *transaction).await?;
+        // Every row was locked by this transaction, so every one is deleted.
+        debug_assert_eq!(deleted.rows_affected(), u64::try_from(principals.len()).unwrap_or(u64::MAX));
+        let shards: Vec<i32> = deltas.keys().copied().collect();
+        let records: Vec<i64> = deltas.values().map(|delta| delta.records).collect();
+        let bytes: Vec<i64> = deltas.values().map(|delta| delta.stored_bytes).collect();
+        query(&sql.purge_usage).bind(&shards).bind(&records).bind(&bytes).execute(&mut *transaction).await?;
+        transaction.commit().await?;
+        Ok(principals.len())
+    }
+
+    fn now(&self, caller: Timestamp, database: Timestamp) -> Timestamp {
+        pick_now(self.inner.time, caller, database)
+    }
+}
+
+fn pick_now(time: TimeSource, caller: Timestamp, database: Timestamp) -> Timestamp {
+    match time {
+        TimeSource::Database => database,
+        TimeSource::Caller => caller,
+    }
+}
+
+/// How long to wait before retry number `retries` (0-based): doubling from
+/// [`BACKOFF_FIRST`] to [`BACKOFF_MAX`], then a random point in its upper half, so
+/// transactions that collided do not collide again in step.
+fn backoff(retries: u32) -> Duration {
+    let ceiling = BACKOFF_FIRST.saturating_mul(1 << retries.min(10)).min(BACKOFF_MAX);
+    ceiling.mul_f64(rand::random_range(0.5..=1.0))
+}
+
+/// Creates the schema, migrates it and checks the usage shards.
+async fn prepare(connection: &mut PgConnection, options: &PostgresOptions, target: &str) -> Result<(), OpenError> {
+    let schema = &options.schema;
+    let fail = |detail: String| OpenError::Migrate { target: target.to_owned(), schema: schema.clone(), detail };
+    // The name is a plain identifier (checked by the options), safe between quotes.
+    let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+    let search_path = format!("SET search_path TO \"{schema}\"");
+    for statement in [create, search_path] {
+        sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut *connection).await.map_err(|e| fail(e.to_string()))?;
+    }
+    migrator().run(&mut *connection).await.map_err(|error| match error {
+        sqlx::migrate::MigrateError::VersionMissing(version) => {
+            OpenError::NewerSchema { target: target.to_owned(), schema: schema.clone(), version }
+        }
+        error => fail(error.to_string()),
+    })?;
+    let row = query(&Statements::new(schema).usage_totals)
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(|error| fail(error.to_string()))?;
+    let shards: i64 = row.try_get("shards").map_err(|error| fail(error.to_string()))?;
+    if shards != i64::from(USAGE_SHARDS) {
+        return Err(fail(format!("idem_usage has {shards} shard rows, not {USAGE_SHARDS}")));
+    }
+    Ok(())
+}
+
+/// idem's migrations (the crate's `migrations/` folder), noted in [`MIGRATIONS_TABLE`].
+fn migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
+
+/// Locks and reads what [`step::step`] needs for `id` (record, counters, clock) in one
+/// statement on `connection` (inside a transaction) and decides the operation made for
+/// the decision's time. Returns the step and whether a record was held.
+async fn decide<O: Operation>(
+    connection: &mut PgConnection,
+    inner: &Inner,
+    id: &RecordId,
+    fence_read: FenceRead,
+    now: Timestamp,
+    operation: impl Fn(Timestamp) -> O,
+) -> Result<(Step<O::Answer>, bool), Failure> {
+    let sql = match fence_read {
+        FenceRead::Draw => &inner.sql.read_view_draw,
+        FenceRead::Peek => &inner.sql.read_view_peek,
+    };
+    let row = query(sql).bind(id.principal.as_str()).bind(id.key.as_str()).fetch_one(&mut *connection).await?;
+    let (counters, db_now) = decode_counters(&row)?;
+    let held: bool = row.try_get("held").map_err(store_error)?;
+    let record = if held { Some(codec::decode_record(&row)?) } else { None };
+    let now = pick_now(inner.time, now, db_now);
+    let view = StoreView { record: record.as_ref(), counters, limits: inner.limits };
+    let step = step::step(id, &view, operation(now))?;
+    debug_assert!(
+        fence_read == FenceRead::Draw || step.next_fence.is_none(),
+        "only claims issue fences, and claims draw one"
+    );
+    Ok((step, held))
+}
+
+/// Writes what `step` names on `connection` in one statement (the caller commits): the
+/// record put (inserted when none was held, updated otherwise) or deleted, and the usage
+/// delta added to the record id's shard. The fence counter needs no write: the fence a
+/// step issues was drawn from the sequence by [`decide`]. Returns the step's answer.
+async fn write<A>(
+    connection: &mut PgConnection,
+    inner: &Inner,
+    id: &RecordId,
+    held: bool,
+    step: Step<A>,
+) -> Result<A, Failure> {
+    let Step { answer, write, next_fence, usage } = step;
+    if let (Some(next_fence), Write::Put(record)) = (next_fence, &write) {
+        debug_assert_eq!(record.fence.next(), next_fence, "the step issues the fence it was shown");
+    }
+    let sql = &inner.sql;
+    let shard = usage_shard(id);
+    let principal = id.principal.as_str();
+    let key = id.key.as_str();
+    let row = match &write {
+        Write::Unchanged => {
+            debug_assert!(usage.is_none(), "a step that writes no record changes no usage");
+            return Ok(answer);
+        }
+        Write::Put(record) => {
+            let values = codec::encode_record(record)?;
+            let stored_bytes = codec::count_to_sql("stored_bytes", usage::stored_bytes(id, record))?;
+            let statement = if held { &sql.update_record } else { &sql.insert_record };
+            query(statement)
+                .bind(principal)
+                .bind(key)
+                .bind(values.fingerprint)
+                .bind(values.fence)
+                .bind(values.state)
+                .bind(values.lease_expires_at)
+                .bind(values.expires_at)
+                .bind(values.forgettable_at)
+                .bind(values.status)
+                .bind(values.headers)
+                .bind(values.body)
+                .bind(stored_bytes)
+                .bind(usage.records)
+                .bind(usage.stored_bytes)
+                .bind(shard)
+                .fetch_one(&mut *connection)
+                .await?
+        }
+        Write::Delete => {
+            query(&sql.delete_record)
+                .bind(principal)
+                .bind(key)
+                .bind(usage.records)
+                .bind(usage.stored_bytes)
+                .bind(shard)
+                .fetch_one(&mut *connection)
+                .await?
+        }
+    };
+    let written: i64 = row.try_get("written").map_err(store_error)?;
+    let counted: i64 = row.try_get("counted").map_err(store_error)?;
+    if written != 1 {
+        if !held && matches!(write, Write::Put(_)) {
+            // Another transaction inserted this record id after this one read it absent:
+            // the unique key decided the race. Run again; the next attempt sees its record.
+            return Err(Failure::Contention("a concurrent claim inserted the same record id first".into()));
+        }
+        // The row was locked by this transaction's read, so it cannot have gone.
+        return Err(corrupt(format!("the record row changed under its lock ({written} rows written)")).into());
+    }
+    if counted != i64::from(!usage.is_none()) {
+        return Err(corrupt(format!("the idem_usage row of shard {shard} is missing")).into());
+    }
+    Ok(answer)
+}
+
+/// Damage recovery, not a protocol rule: a row the index calls due that cannot be read
+/// back (a hand-edited row, a row from another version) is forgotten anyway. Refusing
+/// would leave it first in every later batch, and purging would stall for good (and the
+/// store fill up). Forgetting a record is always safe: its fence stops being current, so
+/// a late completion is refused (G3); the fence counter is not touched. Its usage is given
+/// back as its `stored_bytes` column says (nothing, if that is unreadable too), to the
+/// shard of its id (shard 0 if the id is unreadable too).
+fn forget_damaged(row: &PgRow, principal: &str, key: &str, error: &StoreError) -> (i32, UsageDelta) {
+    tracing::warn!(principal, key, %error, "expired record cannot be read; purging it");
+    let shard = codec::id_from_sql(principal, key).map_or(0, |id| usage_shard(&id));
+    let stored_bytes = row.try_get::<i64, _>("stored_bytes").ok().filter(|bytes| *bytes >= 0).unwrap_or(0);
+    (shard, UsageDelta { records: -1, stored_bytes: -stored_bytes })
+}
+
+/// Two deltas as one; a sum past `i64` is damage (no batch frees that much).
+fn sum(a: UsageDelta, b: UsageDelta) -> Result<UsageDelta, StoreError> {
+    let records = a.records.checked_add(b.records);
+    let stored_bytes = a.stored_bytes.checked_add(b.stored_bytes);
+    match (records, stored_bytes) {
+        (Some(records), Some(stored_bytes)) => Ok(UsageDelta { records, stored_bytes }),
+        _ => Err(corrupt("a purge batch frees more than a PostgreSQL bigint counts")),
+    }
+}
+
+/// The counters and the database's clock from a row with `next_fence`, the usage sums
+/// and `db_now`.
+fn decode_counters(row: &PgRow) -> Result<(Counters, Timestamp), StoreError> {
+    let next_fence = codec::fence_from_sql("idem_fence_seq", row.try_get("next_fence").map_err(store_error)?)?;
+    let db_now: i64 = row.try_get("db_now").map_err(store_error)?;
+    let db_now = u64::try_from(db_now).map_err(|_| corrupt(format!("the database's clock reads {db_now} ms")))?;
+    Ok((Counters { next_fence, usage: decode_usage(row)? }, Timestamp::from_unix_ms(db_now)))
+}
+
+fn decode_usage(row: &PgRow) -> Result<Usage, StoreError> {
+    let column = |name: &str| row.try_get::<i64, _>(name).map_err(store_error);
+    Ok(Usage {
+        records: codec::count_from_sql("idem_usage.records", column("usage_records")?)?,
+        stored_bytes: codec::count_from_sql("idem_usage.stored_bytes", column("usage_stored_bytes")?)?,
+    })
+}
+
+/// `url` without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+impl Store for PostgresStore {
+    /// Under [`TimeSource::Database`], `now` is ignored: the database's clock decides.
+    async fn claim(
+        &self,
+        id: &RecordId,
+        fingerprint: &Fingerprint,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> Result<Decision, StoreError> {
+        let (fingerprint, policy) = (*fingerprint, *policy);
+        self.run(id, FenceRead::Draw, now, |now| op::Claim { fingerprint, now, policy }).await
+    }
+
+    /// Under [`TimeSource::Database`], `now` is ignored: the database's clock decides.
+    async fn complete(
+        &self,
+        id: &RecordId,
+        fence: Fence,
+        response: StoredResponse,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> Result<Fenced, StoreError> {
+        let policy = *policy;
+        self.run(id, FenceRead::Peek, now, |now| op::Complete { fence, response: response.clone(), now, policy })
+            .await
+    }
+
+    async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
+        self.run(id, FenceRead::Peek, Timestamp::EPOCH, |_| op::Release { fence }).await
+    }
+
+    /// Under [`TimeSource::Database`], `now` is ignored: the database's clock decides.
+    async fn renew(&self, id: &RecordId, fence: Fence, now: Timestamp, policy: &Policy) -> Result<Renewal, StoreError> {
+        let policy = *policy;
+        self.run(id, FenceRead::Peek, now, |now| op::Renew { fence, now, policy }).await
+    }
+
+    async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let row = query(&self.inner.sql.read_record)
+            .bind(id.principal.as_str())
+            .bind(id.key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        row.as_ref().map(codec::decode_record).transpose()
+    }
+
+    /// Under [`TimeSource::Database`], `now` is ignored: the database's clock decides what
+    /// has expired, so a purger with a fast clock cannot forget live records.
+    async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
+        if batch_max == 0 {
+            return Ok(0);
+        }
+        let mut retries = 0;
+        loop {
+            match self.purge_attempt(now, batch_max).await {
+                Ok(purged) => return Ok(purged),
+                Err(Failure::Contention(_)) if retries < self.inner.retries_max => {
+                    tokio::time::sleep(backoff(retries)).await;
+                    retries += 1;
+                }
+                Err(failure) => return Err(failure.into_store_error()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        // Goal: every wait lies in the upper half of a ceiling that doubles from 2 ms to 64 ms.
+        for retries in 0..30 {
+            let ceiling = BACKOFF_FIRST.saturating_mul(1 << retries.min(10)).min(BACKOFF_MAX);
+            let wait = backoff(retries);
+            assert!(wait <= ceiling && wait >= ceiling / 2, "retry {retries}: {wait:?} of {ceiling:?}");
+        }
+        assert!(backoff(20) <= BACKOFF_MAX);
+    }
+
+    #[test]
+    fn urls_lose_their_password() {
+        // Goal: messages never carry credentials.
+        assert_eq!(redacted("postgres://u:secret@h:5432/d"), "postgres://…@h:5432/d");
+        assert_eq!(redacted("postgres://h/d"), "postgres://h/d");
+    }
+}
