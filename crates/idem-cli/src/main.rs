@@ -6,6 +6,7 @@ mod explore;
 mod model_options;
 mod pay;
 mod serve;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,8 @@ enum Command {
     Pay(pay::Args),
     /// Serve the payments/users API with idempotency keys (SQLite or memory store).
     Serve(serve::Args),
+    /// Simulate the shipped server, replicas and store over a faulty network (turmoil), seed by seed.
+    Sim(sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Explore(args) => explore::run(&args),
         Command::Pay(args) => pay::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Sim(args) => sim::run(&args),
     };
     match result {
         Ok(code) => code,

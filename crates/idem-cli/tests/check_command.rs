@@ -3,7 +3,8 @@
 use std::process::{Command, Output};
 
 /// A tiny configuration that checks in milliseconds.
-const SMALL: &[&str] = &["--clients", "1", "--servers", "1", "--crashes", "0", "--lapses", "0", "--threads", "1"];
+const SMALL: &[&str] =
+    &["--clients", "1", "--servers", "1", "--crashes", "0", "--lapses", "0", "--no-key-reuse", "--threads", "1"];
 
 fn idem(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_idem")).args(args).output().expect("the idem binary runs")
@@ -34,7 +35,12 @@ fn planted_bug_fails_with_a_numbered_story() {
     assert_eq!(output.status.code(), Some(1), "{}{}", stdout(&output), stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("VIOLATED: at most one execution per record id (G1)"), "{text}");
-    assert!(text.contains("  1. client 1 (alice) sends POST /payments key=k1 amount=100 (deadline t=30s): attempt 1 of 20 to server 1"), "{text}");
+    assert!(
+        text.contains(
+            "  1. client 1 (alice) sends POST /payments key=k1 amount=100 (deadline t=30s): attempt 1 of 20 to server 1"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
