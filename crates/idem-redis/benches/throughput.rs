@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use idem_core::{Bytes, Decision, Fenced, Fingerprint, Key, Policy, Principal, RecordId, Store, StoredResponse, Timestamp};
+use idem_core::{
+    Bytes, Decision, Fenced, Fingerprint, Key, Policy, Principal, RecordId, Store, StoredResponse, Timestamp,
+};
 use idem_redis::{RedisOptions, RedisStore};
 
 const CLIENTS: [usize; 2] = [1, 16];
@@ -64,7 +66,8 @@ fn main() {
     let url = std::env::var("IDEM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let seconds: u64 = std::env::var("IDEM_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
     let duration = Duration::from_secs(seconds);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
     runtime.block_on(async move {
         let run = std::process::id();
         let prefix = format!("idem-bench-{run}");

@@ -110,7 +110,8 @@ pub(crate) fn id_from_field(field: &[u8]) -> Result<RecordId, StoreError> {
         quoted.push(c);
     }
     quoted.push(b'"');
-    let parsed = Key::parse(&quoted).map_err(|error| corrupt(format!("key {:?}: {error}", String::from_utf8_lossy(key))))?;
+    let parsed =
+        Key::parse(&quoted).map_err(|error| corrupt(format!("key {:?}: {error}", String::from_utf8_lossy(key))))?;
     Ok(RecordId::new(principal, parsed))
 }
 
@@ -149,10 +150,7 @@ impl Held {
         let bad = || corrupt(format!("{:?} is not a held entry", String::from_utf8_lossy(value)));
         let text = std::str::from_utf8(value).map_err(|_| bad())?;
         let (fence, bytes) = text.split_once(' ').ok_or_else(bad)?;
-        Ok(Held {
-            fence: Fence::new(fence.parse().map_err(|_| bad())?),
-            bytes: bytes.parse().map_err(|_| bad())?,
-        })
+        Ok(Held { fence: Fence::new(fence.parse().map_err(|_| bad())?), bytes: bytes.parse().map_err(|_| bad())? })
     }
 }
 

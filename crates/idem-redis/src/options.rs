@@ -35,9 +35,7 @@ pub enum OptionsError {
         reason: String,
     },
     /// The prefix is empty, too long, or holds a character other than `A-Z a-z 0-9 . _ : -`.
-    #[error(
-        "key prefix {0:?} must be 1 to {PREFIX_BYTES_MAX} characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'"
-    )]
+    #[error("key prefix {0:?} must be 1 to {PREFIX_BYTES_MAX} characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'")]
     Prefix(String),
 }
 

@@ -195,12 +195,8 @@ impl RedisStore {
             .await
             .map_err(|_| OpenError::TimedOut { url: url.clone(), timeout })?
             .map_err(unreachable)?;
-        let version = info
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_owned();
+        let version =
+            info.lines().find_map(|line| line.strip_prefix("redis_version:")).unwrap_or("unknown").trim().to_owned();
         let number = |part: Option<&str>| part.and_then(|part| part.parse::<u32>().ok()).unwrap_or(0);
         let mut parts = version.split('.');
         if (number(parts.next()), number(parts.next())) < (6, 2) {
@@ -252,8 +248,11 @@ impl RedisStore {
     /// `Unavailable` when Redis does not answer, `Corrupt` for a damaged counter.
     pub async fn next_fence(&self) -> Result<Option<Fence>, StoreError> {
         self.bounded(async {
-            let next: Option<u64> =
-                redis::cmd("GET").arg(&self.keys.fence).query_async(&mut self.reads.clone()).await.map_err(redis_error)?;
+            let next: Option<u64> = redis::cmd("GET")
+                .arg(&self.keys.fence)
+                .query_async(&mut self.reads.clone())
+                .await
+                .map_err(redis_error)?;
             Ok(next.map(Fence::new))
         })
         .await
@@ -283,7 +282,8 @@ impl RedisStore {
                 .await
                 .map_err(redis_error)?;
             if !keys.is_empty() {
-                let gone: u64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut connection).await.map_err(redis_error)?;
+                let gone: u64 =
+                    redis::cmd("UNLINK").arg(&keys).query_async(&mut connection).await.map_err(redis_error)?;
                 deleted += gone;
             }
             if next == 0 {
@@ -429,8 +429,13 @@ impl RedisStore {
                 seconds.saturating_mul(1_000_000).saturating_add(micros).saturating_mul(1 << FENCE_SEED_SHIFT).max(1)
             }
         };
-        let _: Value =
-            redis::cmd("SET").arg(&self.keys.fence).arg(seed).arg("NX").query_async(connection).await.map_err(redis_error)?;
+        let _: Value = redis::cmd("SET")
+            .arg(&self.keys.fence)
+            .arg(seed)
+            .arg("NX")
+            .query_async(connection)
+            .await
+            .map_err(redis_error)?;
         Ok(())
     }
 

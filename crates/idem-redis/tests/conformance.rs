@@ -17,8 +17,7 @@ impl Harness for Redis {
     type Store = RedisStore;
 
     async fn open(&self, limits: Limits) -> RedisStore {
-        let options =
-            common::options().records_max(limits.records_max).stored_bytes_max(limits.stored_bytes_max);
+        let options = common::options().records_max(limits.records_max).stored_bytes_max(limits.stored_bytes_max);
         assert_eq!(options.limits(), limits, "the options carry the suite's limits");
         self.cleanup.track(&options);
         common::open(options).await

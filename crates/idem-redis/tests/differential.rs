@@ -20,14 +20,33 @@ const PURGE_ALL: usize = 100;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Claim { id: usize, fingerprint: usize },
-    Complete { id: usize, fence: u64, body_bytes: usize },
-    Release { id: usize, fence: u64 },
-    Renew { id: usize, fence: u64 },
-    Get { id: usize },
+    Claim {
+        id: usize,
+        fingerprint: usize,
+    },
+    Complete {
+        id: usize,
+        fence: u64,
+        body_bytes: usize,
+    },
+    Release {
+        id: usize,
+        fence: u64,
+    },
+    Renew {
+        id: usize,
+        fence: u64,
+    },
+    Get {
+        id: usize,
+    },
     /// Both stores purge earliest first, ties by fence, so partial batches agree too.
-    Purge { batch_max: usize },
-    Advance { ms: u64 },
+    Purge {
+        batch_max: usize,
+    },
+    Advance {
+        ms: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {

@@ -111,7 +111,8 @@ async fn fences_after_redis_lost_its_data_exceed_every_earlier_fence() {
     let alice = id("alice", "k1");
     let mut stale = Vec::new();
     for _ in 0..3 {
-        let Decision::Execute(claim) = store.claim(&alice, &fingerprint("a"), wall_now(), &policy()).await.unwrap() else {
+        let Decision::Execute(claim) = store.claim(&alice, &fingerprint("a"), wall_now(), &policy()).await.unwrap()
+        else {
             panic!("the key executes")
         };
         assert_eq!(store.release(&alice, claim.fence).await.unwrap(), Fenced::Applied);

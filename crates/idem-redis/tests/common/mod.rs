@@ -24,7 +24,10 @@ pub fn unique_prefix() -> String {
 
 /// Options for a fresh prefix on the test Redis.
 pub fn options() -> RedisOptions {
-    RedisOptions::new(&redis_url()).expect("the test URL parses").prefix(&unique_prefix()).expect("test prefixes are valid")
+    RedisOptions::new(&redis_url())
+        .expect("the test URL parses")
+        .prefix(&unique_prefix())
+        .expect("test prefixes are valid")
 }
 
 /// Opens a store, or fails the test saying how to start Redis: never a silent skip.
@@ -97,8 +100,11 @@ impl Drop for Cleanup {
 }
 
 pub fn id(principal: &str, key: &str) -> RecordId {
-    let principal =
-        if principal.is_empty() { Principal::anonymous() } else { Principal::new(principal).expect("test principals are valid") };
+    let principal = if principal.is_empty() {
+        Principal::anonymous()
+    } else {
+        Principal::new(principal).expect("test principals are valid")
+    };
     RecordId::new(principal, Key::parse(key.as_bytes()).expect("test keys are valid"))
 }
 
