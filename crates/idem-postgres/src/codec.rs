@@ -310,7 +310,10 @@ mod tests {
     fn shards_are_stable_and_in_range() {
         // Goal: the shard of an id never changes between versions (stored totals depend on
         // it) and every id lands in 0..USAGE_SHARDS.
-        assert_eq!(usage_shard(&id_from_sql("alice", "k1").unwrap()), usage_shard(&id_from_sql("alice", "k1").unwrap()));
+        assert_eq!(
+            usage_shard(&id_from_sql("alice", "k1").unwrap()),
+            usage_shard(&id_from_sql("alice", "k1").unwrap())
+        );
         assert_eq!(usage_shard(&id_from_sql("", "k").unwrap()), 28, "pinned: FNV-1a of \"\\0k\" modulo 64");
         let mut seen = std::collections::BTreeSet::new();
         for n in 0..1000 {

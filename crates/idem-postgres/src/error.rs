@@ -35,9 +35,7 @@ pub enum OpenError {
         detail: String,
     },
     /// No connection could be made (server down, wrong host or port, authentication).
-    #[error(
-        "cannot connect to PostgreSQL at {target} (is it running? e.g. `pg_ctlcluster 15 main start`): {source}"
-    )]
+    #[error("cannot connect to PostgreSQL at {target} (is it running? e.g. `pg_ctlcluster 15 main start`): {source}")]
     Connect {
         /// The database, as host:port/name.
         target: String,
@@ -125,7 +123,8 @@ pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {
 /// lost, server shutting down or starting up, timeouts, a closed pool) is `Unavailable`,
 /// with a retry hint when the cause was a busy database or pool.
 pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
-    let busy = |error: sqlx::Error| StoreError::Unavailable { source: error.into(), retry_after: Some(RETRY_AFTER_BUSY) };
+    let busy =
+        |error: sqlx::Error| StoreError::Unavailable { source: error.into(), retry_after: Some(RETRY_AFTER_BUSY) };
     match sqlstate(&error).as_deref() {
         Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED | QUERY_CANCELED | LOCK_NOT_AVAILABLE) => return busy(error),
         Some(code) if code.starts_with(INTEGRITY_CLASS) => return StoreError::Corrupt { detail: error.to_string() },

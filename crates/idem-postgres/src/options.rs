@@ -204,7 +204,9 @@ impl PostgresOptions {
 fn is_plain_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-    first_ok && name.len() <= SCHEMA_CHARS_MAX && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    first_ok
+        && name.len() <= SCHEMA_CHARS_MAX
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 #[cfg(test)]

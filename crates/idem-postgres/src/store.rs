@@ -75,7 +75,8 @@ impl Statements {
             "(SELECT coalesce(sum(records), 0)::int8 FROM {s}.idem_usage) AS usage_records, \
              (SELECT coalesce(sum(stored_bytes), 0)::int8 FROM {s}.idem_usage) AS usage_stored_bytes"
         );
-        let peek = format!("(SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {s}.idem_fence_seq)");
+        let peek =
+            format!("(SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {s}.idem_fence_seq)");
         // The record is locked in a lateral subquery; the outer projection (the fence counter,
         // the clock) is evaluated at the join, after the lock is granted, so a claim that
         // waited for the lock draws a fence after the holder's and reads the time after its
@@ -354,8 +355,7 @@ impl PostgresStore {
         let counters_row = query(&sql.read_counters).fetch_one(&mut *transaction).await?;
         let (counters, db_now) = decode_counters(&counters_row)?;
         let now = self.now(now, db_now);
-        let rows =
-            query(&sql.purge_due).bind(codec::time_to_sql(now)).bind(limit).fetch_all(&mut *transaction).await?;
+        let rows = query(&sql.purge_due).bind(codec::time_to_sql(now)).bind(limit).fetch_all(&mut *transaction).await?;
         let (mut principals, mut keys) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
         let mut deltas: BTreeMap<i32, UsageDelta> = BTreeMap::new();
         for row in &rows {
@@ -628,8 +628,7 @@ impl Store for PostgresStore {
         policy: &Policy,
     ) -> Result<Fenced, StoreError> {
         let policy = *policy;
-        self.run(id, FenceRead::Peek, now, |now| op::Complete { fence, response: response.clone(), now, policy })
-            .await
+        self.run(id, FenceRead::Peek, now, |now| op::Complete { fence, response: response.clone(), now, policy }).await
     }
 
     async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {

@@ -94,9 +94,8 @@ async fn restart_under_load_loses_nothing_and_runs_nothing_twice() {
     // pool reconnects by itself and they finish. G1: every key's payment row exists at most
     // once. G7: every acknowledged payment has its row and a completed record.
     let schemas = Schemas::default();
-    let store = schemas
-        .open_with(|options| options.connections_max(4).acquire_timeout(Duration::from_millis(300)))
-        .await;
+    let store =
+        schemas.open_with(|options| options.connections_max(4).acquire_timeout(Duration::from_millis(300))).await;
     let payments = format!("\"{}\".payments", store.schema());
     sqlx::raw_sql(AssertSqlSafe(format!("CREATE TABLE {payments} (key TEXT NOT NULL)")))
         .execute(store.pool())
@@ -113,9 +112,8 @@ async fn restart_under_load_loses_nothing_and_runs_nothing_twice() {
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let version = cluster_version();
-    let restart = tokio::task::spawn_blocking(move || {
-        Command::new("pg_ctlcluster").args([&version, "main", "restart"]).status()
-    });
+    let restart =
+        tokio::task::spawn_blocking(move || Command::new("pg_ctlcluster").args([&version, "main", "restart"]).status());
     let status = restart.await.expect("the restart task ran").expect("pg_ctlcluster runs (as root or postgres)");
     assert!(status.success(), "pg_ctlcluster restart failed: {status}");
 

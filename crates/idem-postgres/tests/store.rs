@@ -202,9 +202,8 @@ async fn atomic_completion_rolls_back_with_the_callers_transaction() {
     execute(&store, &format!("CREATE TABLE {payments} (key TEXT NOT NULL, fence BIGINT NOT NULL)")).await;
     let insert = format!("INSERT INTO {payments} (key, fence) VALUES ($1, $2)");
     let count = format!("SELECT count(*) FROM {payments}");
-    let payments_count = || async {
-        sqlx::query_scalar::<_, i64>(AssertSqlSafe(count.clone())).fetch_one(store.pool()).await.unwrap()
-    };
+    let payments_count =
+        || async { sqlx::query_scalar::<_, i64>(AssertSqlSafe(count.clone())).fetch_one(store.pool()).await.unwrap() };
     let alice = id("alice", "k1");
     let Decision::Execute(first) = store.claim(&alice, &fingerprint("a"), at(0), &policy()).await.unwrap() else {
         panic!("a new key executes")
@@ -282,7 +281,8 @@ async fn usage_totals_match_the_rows() {
         }
     }
     let _ = store.purge_expired(at(14_000), 7).await.unwrap();
-    let totals = format!("SELECT count(*), coalesce(sum(stored_bytes), 0)::int8 FROM \"{}\".idem_records", store.schema());
+    let totals =
+        format!("SELECT count(*), coalesce(sum(stored_bytes), 0)::int8 FROM \"{}\".idem_records", store.schema());
     let row = sqlx::query(AssertSqlSafe(totals)).fetch_one(store.pool()).await.unwrap();
     let (rows, bytes): (i64, i64) = (row.get(0), row.get(1));
     let usage = store.usage().await.unwrap();

@@ -70,7 +70,10 @@ impl Drop for Schemas {
                 let mut connection = PgConnection::connect(&url()).await.map_err(|e| e.to_string())?;
                 for name in names {
                     let statement = format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
-                    sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut connection).await.map_err(|e| e.to_string())?;
+                    sqlx::raw_sql(AssertSqlSafe(statement))
+                        .execute(&mut connection)
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
                 Ok::<(), String>(())
             })
