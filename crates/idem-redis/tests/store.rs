@@ -143,7 +143,7 @@ async fn unreachable_redis_is_an_error_within_the_timeouts() {
         .response_timeout(Duration::from_millis(200));
     let start = Instant::now();
     let error = RedisStore::open(options).await.expect_err("nothing listens on port 1");
-    assert!(start.elapsed() < Duration::from_secs(2), "bounded by the timeouts: {:?}", start.elapsed());
+    assert!(start.elapsed() < Duration::from_secs(5), "bounded by the timeouts: {:?}", start.elapsed());
     assert!(matches!(error, OpenError::Unreachable { .. } | OpenError::TimedOut { .. }), "{error:?}");
     assert!(error.to_string().contains("redis-server --daemonize yes"), "{error}");
 
