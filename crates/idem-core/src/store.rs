@@ -56,14 +56,15 @@ impl StoreError {
 /// (`idem_core::conformance`, feature `testing`). The shape serves three kinds of backend:
 ///
 /// * an in-process map behind a lock ([`crate::MemoryStore`]);
-/// * a SQL database (idem-sqlite; a PostgreSQL store is planned), which in atomic mode also offers a
+/// * a SQL database (idem-sqlite, idem-postgres), which in atomic mode also offers a
 ///   completion inside the caller's own business transaction, as an inherent method
 ///   taking that backend's transaction type; the methods here are the separate-mode path;
-/// * Redis, where a Lua script performs the transition on the server and the crate is
-///   tested against idem-core's functions instead of calling them.
+/// * Redis (idem-redis), which reads under `WATCH`, calls the step, and writes what it
+///   answers in one `MULTI`/`EXEC`, retried when the watch aborts it.
 ///
 /// Time comes in as `now`; stores never read a clock, so the model, the simulations and
-/// tests decide what time it is.
+/// tests decide what time it is. (idem-postgres can instead take the database's clock,
+/// an option of that store, so replicas with skewed clocks agree.)
 ///
 /// # Which failures are safe to retry
 ///
