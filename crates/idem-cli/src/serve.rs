@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use idem_core::Policy;
 use idem_http::ConflictPolicy;
-use idem_server::{ServerConfig, StoreSpec};
+use idem_server::{DbSpec, ServerConfig, StoreSpec};
 
 /// `--lease`'s default: idem-core's [`idem_core::LEASE_DEFAULT`], as the flag writes it
 /// (a test checks that the two agree).
@@ -19,10 +19,19 @@ pub(crate) struct Args {
     /// Address and port to listen on (port 0 picks a free one; the log says which).
     #[arg(long, env = "IDEM_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Where idempotency records, payments and users live: sqlite://PATH (a file, durable,
-    /// atomic mode) or memory:// (lost on exit, separate mode).
+    /// Where idempotency records live (and, except with Redis, payments and users too):
+    /// sqlite://PATH (a file, durable, atomic mode: G1-G8), postgres://USER@HOST:PORT/DB
+    /// or postgresql://… with optional ?schema=NAME (durable, shared by replicas, atomic
+    /// mode: G1-G8), redis://HOST:PORT[/N] or rediss://… with optional ?prefix=NAME (shared
+    /// by replicas, separate mode; needs --db), or memory:// (lost on exit, separate mode).
+    /// The startup log says which mode runs and which guarantees hold in it.
     #[arg(long, env = "IDEM_STORE", default_value = "sqlite://./idem.db")]
     store: StoreSpec,
+    /// With a Redis store only, and then required: where payments and users live,
+    /// sqlite://PATH (one process) or postgres://USER@HOST:PORT/DB[?schema=NAME] (shared by
+    /// replicas). Records and rows then commit separately (separate mode).
+    #[arg(long, env = "IDEM_DB")]
+    db: Option<DbSpec>,
     /// How long a completed key is remembered (e.g. 24h, 90m).
     #[arg(long, env = "IDEM_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     retention: Duration,
@@ -57,6 +66,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let config = ServerConfig {
         listen: args.listen,
         store: args.store.clone(),
+        db: args.db.clone(),
         policy: Policy::new(args.lease, args.retention).map_err(ServeCliError::Policy)?,
         conflict: args.conflict_wait.map_or(ConflictPolicy::Reject, ConflictPolicy::Wait),
     };

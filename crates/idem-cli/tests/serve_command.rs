@@ -28,12 +28,12 @@ fn stderr(output: &Output) -> String {
 fn bad_flags_and_values_are_readable_errors() {
     // Goal: each bad setting exits non-zero with a message that names the problem, never a panic.
     let cases: [BadCase<'_>; 6] = [
-        (&["--store", "postgres://localhost/db"], &[], "sqlite://PATH"),
+        (&["--store", "mysql://localhost/db"], &[], "sqlite://PATH"),
         (&["--store", "sqlite://"], &[], "needs a file path"),
         (&["--lease", "soon"], &[], "--lease"),
         (&["--lease", "10s", "--retention", "5s"], &[], "must be longer than the lease"),
         (&["--listen", "localhost"], &[], "--listen"),
-        (&[], &[("IDEM_STORE", "redis://x")], "unknown store"),
+        (&[], &[("IDEM_STORE", "mysql://x")], "unknown store"),
     ];
     for (args, env, expected) in cases {
         let output = idem_serve(args, env);

@@ -1,10 +1,12 @@
 //! Where payments and users are kept, and how their writes meet the idempotency record.
 //!
-//! [`Ledger`] is the one store-specific piece of the app. Two implementations:
+//! [`Ledger`] is the one store-specific piece of the app. Its implementations:
 //!
 //! | ledger | idempotency store | mode | what holds |
 //! |---|---|---|---|
 //! | [`SqliteLedger`] | [`idem_sqlite::SqliteStore`], same file | atomic: the payment row and the completion commit in one transaction | G1-G8 |
+//! | [`PostgresLedger`](crate::PostgresLedger) | [`idem_postgres::PostgresStore`], same database and schema | atomic: the payment row and the completion commit in one PostgreSQL transaction | G1-G8, for any number of replicas |
+//! | [`SeparateLedger`](crate::SeparateLedger) | any store (Redis) beside a SQLite or PostgreSQL ledger | separate: the layer completes after the handler | all but G1 across lease lapses and crashes after the side effect; G7 as the store keeps its records |
 //! | [`MemoryLedger`] | [`idem_core::MemoryStore`] | separate: the layer completes after the handler | all but G1 across lease lapses, and nothing survives a restart (no G7) |
 
 use std::collections::BTreeMap;
@@ -53,7 +55,7 @@ impl LedgerError {
     }
 }
 
-fn unavailable(error: sqlx::Error) -> LedgerError {
+pub(crate) fn unavailable(error: sqlx::Error) -> LedgerError {
     LedgerError::Unavailable(StoreError::unavailable(error))
 }
 
@@ -303,18 +305,18 @@ impl SqliteLedger {
     }
 }
 
-fn sql_time(t: Timestamp) -> i64 {
+pub(crate) fn sql_time(t: Timestamp) -> i64 {
     i64::try_from(t.unix_ms()).unwrap_or(i64::MAX)
 }
 
-fn principal_of_row(text: &str) -> Result<Principal, LedgerError> {
+pub(crate) fn principal_of_row(text: &str) -> Result<Principal, LedgerError> {
     if text.is_empty() {
         return Ok(Principal::anonymous());
     }
     Principal::new(text).map_err(|error| LedgerError::Corrupt(format!("principal {text:?}: {error}")))
 }
 
-fn time_of_row(ms: i64) -> Result<Timestamp, LedgerError> {
+pub(crate) fn time_of_row(ms: i64) -> Result<Timestamp, LedgerError> {
     u64::try_from(ms).map(Timestamp::from_unix_ms).map_err(|_| LedgerError::Corrupt(format!("created_at {ms}")))
 }
 

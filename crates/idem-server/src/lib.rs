@@ -74,7 +74,9 @@ pub mod domain;
 pub mod ids;
 pub mod ledger;
 pub mod metrics;
+pub mod postgres_ledger;
 pub mod principal;
+pub mod separate_ledger;
 pub mod serve;
 pub mod time;
 
@@ -83,4 +85,6 @@ pub use compose::{App, AppBuilder, PurgeSchedule};
 pub use ids::{IdGenerator, SeededIds};
 pub use ledger::{Ledger, LedgerError, MemoryLedger, SqliteLedger};
 pub use metrics::Metrics;
-pub use serve::{ServeError, ServerConfig, StoreSpec, StoreSpecError, run, serve};
+pub use postgres_ledger::PostgresLedger;
+pub use separate_ledger::SeparateLedger;
+pub use serve::{DbSpec, PostgresUrl, ServeError, ServerConfig, StoreSpec, StoreSpecError, run, serve};

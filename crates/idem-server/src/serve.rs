@@ -12,12 +12,16 @@ use std::sync::Arc;
 use axum::Router;
 use idem_core::{Clock, MemoryStore, Policy, SystemClock};
 use idem_http::{ConfigError, ConflictPolicy};
+use idem_postgres::{PostgresOptions, PostgresStore};
+use idem_redis::{RedisOptions, RedisStore};
 use idem_sqlite::{OpenError, SqliteOptions, SqliteStore};
 use rand::Rng;
 
 use crate::compose::{AppBuilder, PurgeSchedule};
 use crate::ids::SeededIds;
 use crate::ledger::{Ledger, LedgerError, MemoryLedger, SqliteLedger};
+use crate::postgres_ledger::PostgresLedger;
+use crate::separate_ledger::SeparateLedger;
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits
 /// for the requests in progress to finish (graceful shutdown).
@@ -38,21 +42,117 @@ where
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
-/// Which store `idem serve` uses, written as a URL.
+/// A PostgreSQL database as `idem serve` names it: `postgres://…` or `postgresql://…`, with
+/// an optional `schema=NAME` query parameter (idem's own; taken out of the URL before the
+/// driver sees it). Without it, the schema is `public`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresUrl {
+    /// The URL for the driver, without `schema=`.
+    pub url: String,
+    /// The schema for idem's tables and the app's, if one was named.
+    pub schema: Option<String>,
+}
+
+impl PostgresUrl {
+    fn parse(given: &str) -> Result<PostgresUrl, StoreSpecError> {
+        let (base, query) = given.split_once('?').map_or((given, None), |(base, query)| (base, Some(query)));
+        let mut schema = None;
+        let mut kept = Vec::new();
+        for pair in query.into_iter().flat_map(|query| query.split('&')).filter(|pair| !pair.is_empty()) {
+            match pair.strip_prefix("schema=") {
+                Some(name) => schema = Some(name.to_owned()),
+                None => kept.push(pair),
+            }
+        }
+        let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+        sqlx::postgres::PgConnectOptions::from_str(&url)
+            .map_err(|error| StoreSpecError::BadUrl { given: redact(given), reason: error.to_string() })?;
+        Ok(PostgresUrl { url, schema })
+    }
+
+    /// The options to open the store with.
+    #[must_use]
+    pub fn options(&self) -> PostgresOptions {
+        let options = PostgresOptions::new(self.url.clone());
+        match &self.schema {
+            Some(schema) => options.schema(schema.clone()),
+            None => options,
+        }
+    }
+
+    /// `host:port/database`, schema `NAME`: the database without its password, for logs.
+    #[must_use]
+    pub fn target(&self) -> String {
+        let schema = self.schema.as_deref().unwrap_or("public");
+        match sqlx::postgres::PgConnectOptions::from_str(&self.url) {
+            Ok(connect) => format!(
+                "{}:{}/{} (schema {schema})",
+                connect.get_host(),
+                connect.get_port(),
+                connect.get_database().unwrap_or("")
+            ),
+            Err(_) => format!("{} (schema {schema})", redact(&self.url)),
+        }
+    }
+}
+
+/// `scheme://user:password@rest` as `scheme://user:***@rest`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Which store `idem serve` keeps idempotency records in, written as a URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
-    /// `sqlite://PATH`: a SQLite file, durable, atomic mode.
+    /// `sqlite://PATH`: a SQLite file, durable, atomic mode (payments and users in it too).
     Sqlite(PathBuf),
     /// `memory://`: in memory, lost on exit, separate mode.
     Memory,
+    /// `postgres://…` or `postgresql://…` (optionally `?schema=NAME`): durable, shared by
+    /// any number of replicas, atomic mode (payments and users in the same schema).
+    Postgres(PostgresUrl),
+    /// `redis://…` or `rediss://…` (optionally `?prefix=NAME`): shared by replicas, separate
+    /// mode; payments and users live in the `--db` database ([`DbSpec`]).
+    Redis(String),
 }
+
+/// Where payments and users live when the idempotency store cannot hold them (`--db`, with
+/// a Redis store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbSpec {
+    /// `sqlite://PATH`: one process's file.
+    Sqlite(PathBuf),
+    /// `postgres://…` or `postgresql://…`, optionally `?schema=NAME`: shared by replicas.
+    Postgres(PostgresUrl),
+}
+
+/// The accepted store URLs, for error messages.
+const STORE_FORMS: &str = "sqlite://PATH (e.g. sqlite://./idem.db), memory://, \
+postgres://USER@HOST:PORT/DB[?schema=NAME] (or postgresql://), or redis://HOST:PORT[/N][?prefix=NAME] (or rediss://)";
 
 /// Why a store URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreSpecError {
-    /// The scheme is neither `sqlite://` nor `memory://`.
-    #[error("unknown store {given:?}; expected sqlite://PATH (e.g. sqlite://./idem.db) or memory://")]
+    /// The scheme is not one of the accepted ones.
+    #[error("unknown store {given:?}; accepted schemes: {STORE_FORMS}")]
     UnknownScheme {
+        /// What was given.
+        given: String,
+    },
+    /// `--db` names something other than SQLite or PostgreSQL.
+    #[error(
+        "unknown database {given:?} for --db; accepted: sqlite://PATH or postgres://USER@HOST:PORT/DB[?schema=NAME]"
+    )]
+    UnknownDb {
         /// What was given.
         given: String,
     },
@@ -65,6 +165,22 @@ pub enum StoreSpecError {
         /// What was given.
         given: String,
     },
+    /// A PostgreSQL or Redis URL that does not parse.
+    #[error("malformed store URL {given}: {reason}")]
+    BadUrl {
+        /// What was given, without its password.
+        given: String,
+        /// What the parser said.
+        reason: String,
+    },
+}
+
+fn sqlite_path(path: &str) -> Result<PathBuf, StoreSpecError> {
+    if path.is_empty() { Err(StoreSpecError::MissingPath) } else { Ok(path.into()) }
+}
+
+fn is_postgres(given: &str) -> bool {
+    given.starts_with("postgres://") || given.starts_with("postgresql://")
 }
 
 impl FromStr for StoreSpec {
@@ -72,7 +188,7 @@ impl FromStr for StoreSpec {
 
     fn from_str(given: &str) -> Result<StoreSpec, StoreSpecError> {
         if let Some(path) = given.strip_prefix("sqlite://") {
-            return if path.is_empty() { Err(StoreSpecError::MissingPath) } else { Ok(StoreSpec::Sqlite(path.into())) };
+            return sqlite_path(path).map(StoreSpec::Sqlite);
         }
         if let Some(rest) = given.strip_prefix("memory://") {
             return if rest.is_empty() {
@@ -81,7 +197,29 @@ impl FromStr for StoreSpec {
                 Err(StoreSpecError::MemoryWithPath { given: given.to_owned() })
             };
         }
+        if is_postgres(given) {
+            return PostgresUrl::parse(given).map(StoreSpec::Postgres);
+        }
+        if given.starts_with("redis://") || given.starts_with("rediss://") {
+            RedisOptions::new(given)
+                .map_err(|error| StoreSpecError::BadUrl { given: redact(given), reason: error.to_string() })?;
+            return Ok(StoreSpec::Redis(given.to_owned()));
+        }
         Err(StoreSpecError::UnknownScheme { given: given.to_owned() })
+    }
+}
+
+impl FromStr for DbSpec {
+    type Err = StoreSpecError;
+
+    fn from_str(given: &str) -> Result<DbSpec, StoreSpecError> {
+        if let Some(path) = given.strip_prefix("sqlite://") {
+            return sqlite_path(path).map(DbSpec::Sqlite);
+        }
+        if is_postgres(given) {
+            return PostgresUrl::parse(given).map(DbSpec::Postgres);
+        }
+        Err(StoreSpecError::UnknownDb { given: given.to_owned() })
     }
 }
 
@@ -90,8 +228,11 @@ impl FromStr for StoreSpec {
 pub struct ServerConfig {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// Which store.
+    /// Which store holds the idempotency records.
     pub store: StoreSpec,
+    /// Where payments and users live when the store cannot hold them: required with a Redis
+    /// store, refused with the others (they keep both in one database, or in memory).
+    pub db: Option<DbSpec>,
     /// Lease and retention.
     pub policy: Policy,
     /// 409 at once, or wait for the request in flight.
@@ -104,6 +245,28 @@ pub enum ServeError {
     /// The SQLite store could not be opened.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// The PostgreSQL store could not be opened (bad options, unreachable, migration).
+    #[error(transparent)]
+    OpenPostgres(#[from] idem_postgres::OpenError),
+    /// The Redis options were refused.
+    #[error("invalid Redis store: {0}")]
+    RedisOptions(#[from] idem_redis::OptionsError),
+    /// Redis could not be reached.
+    #[error(transparent)]
+    OpenRedis(#[from] idem_redis::OpenError),
+    /// A Redis store without `--db`.
+    #[error(
+        "a Redis store keeps only idempotency records; name where payments and users live with --db sqlite://PATH or --db postgres://USER@HOST:PORT/DB"
+    )]
+    DbRequired,
+    /// `--db` with a store that keeps payments and users itself.
+    #[error(
+        "--db is only for a Redis store; with {store} payments, users and idempotency records live in the same place"
+    )]
+    DbNotUsed {
+        /// The store's scheme.
+        store: &'static str,
+    },
     /// The app's tables could not be created.
     #[error("cannot prepare the payments and users tables: {0}")]
     Ledger(#[from] LedgerError),
@@ -137,22 +300,73 @@ pub enum ServeError {
 /// # Errors
 /// [`ServeError`], worded for a person.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    match (&config.store, &config.db) {
+        (StoreSpec::Redis(_), None) => return Err(ServeError::DbRequired),
+        (StoreSpec::Sqlite(_), Some(_)) => return Err(ServeError::DbNotUsed { store: "sqlite://" }),
+        (StoreSpec::Postgres(_), Some(_)) => return Err(ServeError::DbNotUsed { store: "postgres://" }),
+        (StoreSpec::Memory, Some(_)) => return Err(ServeError::DbNotUsed { store: "memory://" }),
+        _ => {}
+    }
     match &config.store {
         StoreSpec::Sqlite(path) => {
             let store = Arc::new(SqliteStore::open(SqliteOptions::new(path)).await?);
             let ledger = SqliteLedger::open(Arc::clone(&store)).await?;
             tracing::info!(path = %path.display(), "store: SQLite (atomic mode)");
+            tracing::info!("mode: atomic; {ATOMIC_GUARANTEES} (SQLite: WAL, synchronous=FULL)");
             let served = serve_ledger(ledger, &config, shutdown).await;
             store.close().await;
+            served
+        }
+        StoreSpec::Postgres(database) => {
+            let store = Arc::new(PostgresStore::open(database.options()).await?);
+            let ledger = PostgresLedger::open(Arc::clone(&store)).await?;
+            tracing::info!(database = %database.target(), "store: PostgreSQL (atomic mode)");
+            tracing::info!("mode: atomic; {ATOMIC_GUARANTEES}, for every replica on this database and schema");
+            let served = serve_ledger(ledger, &config, shutdown).await;
+            store.close().await;
+            served
+        }
+        StoreSpec::Redis(url) => {
+            let options = RedisOptions::new(url)?;
+            let target = format!("{} (prefix {})", options.url_redacted(), options.key_prefix());
+            let store = Arc::new(RedisStore::open(options).await?);
+            let served = match config.db.as_ref().ok_or(ServeError::DbRequired)? {
+                DbSpec::Sqlite(path) => {
+                    let rows_store = Arc::new(SqliteStore::open(SqliteOptions::new(path)).await?);
+                    let rows = Arc::new(SqliteLedger::open(Arc::clone(&rows_store)).await?);
+                    tracing::info!(store = %target, db = %path.display(), "store: Redis, payments and users in SQLite (separate mode)");
+                    tracing::info!("mode: separate; {SEPARATE_GUARANTEES}");
+                    let served = serve_ledger(SeparateLedger::new(rows, Arc::clone(&store)), &config, shutdown).await;
+                    rows_store.close().await;
+                    served
+                }
+                DbSpec::Postgres(database) => {
+                    let rows_store = Arc::new(PostgresStore::open(database.options()).await?);
+                    let rows = Arc::new(PostgresLedger::open(Arc::clone(&rows_store)).await?);
+                    tracing::info!(store = %target, db = %database.target(), "store: Redis, payments and users in PostgreSQL (separate mode)");
+                    tracing::info!("mode: separate; {SEPARATE_GUARANTEES}");
+                    let served = serve_ledger(SeparateLedger::new(rows, Arc::clone(&store)), &config, shutdown).await;
+                    rows_store.close().await;
+                    served
+                }
+            };
+            store.close();
             served
         }
         StoreSpec::Memory => {
             let store = Arc::new(MemoryStore::default());
             tracing::warn!("store: memory (separate mode); everything is lost on exit");
+            tracing::info!("mode: separate; {SEPARATE_GUARANTEES}; no G7: a restart forgets every record");
             serve_ledger(MemoryLedger::new(store, MemoryLedger::ROWS_MAX_DEFAULT), &config, shutdown).await
         }
     }
 }
+
+/// What `idem serve` says holds in atomic mode (docs/guarantees.md).
+const ATOMIC_GUARANTEES: &str = "guarantees G1-G8 hold: the payment row and the idempotency completion commit in one transaction, so a handler whose lease lapsed writes nothing";
+
+/// What `idem serve` says holds in separate mode (docs/guarantees.md).
+const SEPARATE_GUARANTEES: &str = "guarantees G2-G6 and G8 hold; G1 (at most once) holds only while each holder keeps its lease and does not crash after its side effect (a lapsed lease or a crash between the payment and the completion can run it twice); G7 only as far as the store keeps its records (Redis: appendonly yes, appendfsync always; without persistence a Redis restart forgets every record and retries execute again)";
 
 async fn serve_ledger<L: Ledger>(
     ledger: L,
@@ -186,13 +400,47 @@ mod tests {
 
     #[test]
     fn store_urls_parse_or_say_what_is_expected() {
-        // Goal: the two schemes parse; anything else is an error that names the accepted forms.
+        // Goal: the accepted schemes parse; anything else is an error that names the accepted forms.
         assert_eq!("sqlite://./idem.db".parse(), Ok(StoreSpec::Sqlite("./idem.db".into())));
         assert_eq!("sqlite:///tmp/x.db".parse(), Ok(StoreSpec::Sqlite("/tmp/x.db".into())));
         assert_eq!("memory://".parse(), Ok(StoreSpec::Memory));
         assert_eq!("sqlite://".parse::<StoreSpec>(), Err(StoreSpecError::MissingPath));
         assert!(matches!("memory://x".parse::<StoreSpec>(), Err(StoreSpecError::MemoryWithPath { .. })));
-        let unknown = "postgres://localhost/db".parse::<StoreSpec>().expect_err("not supported here");
-        assert!(unknown.to_string().contains("sqlite://PATH"), "{unknown}");
+        assert_eq!(
+            "postgres://u@h:5432/d".parse(),
+            Ok(StoreSpec::Postgres(PostgresUrl { url: "postgres://u@h:5432/d".into(), schema: None }))
+        );
+        assert_eq!(
+            "postgresql://u@h/d?sslmode=disable&schema=idem_a".parse(),
+            Ok(StoreSpec::Postgres(PostgresUrl {
+                url: "postgresql://u@h/d?sslmode=disable".into(),
+                schema: Some("idem_a".into())
+            }))
+        );
+        assert_eq!("redis://127.0.0.1:6379".parse(), Ok(StoreSpec::Redis("redis://127.0.0.1:6379".into())));
+        assert!(matches!("rediss://h:6380/0?prefix=p".parse::<StoreSpec>(), Ok(StoreSpec::Redis(_))));
+        assert!(matches!("redis://h?prefix=a*b".parse::<StoreSpec>(), Err(StoreSpecError::BadUrl { .. })));
+        let unknown = "mysql://localhost/db".parse::<StoreSpec>().expect_err("not a store");
+        for scheme in ["sqlite://PATH", "memory://", "postgres://", "postgresql://", "redis://", "rediss://"] {
+            assert!(unknown.to_string().contains(scheme), "{unknown}");
+        }
+    }
+
+    #[test]
+    fn db_urls_are_sqlite_or_postgres() {
+        // Goal: --db takes the two SQL databases and names them when refused.
+        assert_eq!("sqlite://x.db".parse(), Ok(DbSpec::Sqlite("x.db".into())));
+        assert!(matches!("postgres://u@h/d".parse::<DbSpec>(), Ok(DbSpec::Postgres(_))));
+        let refused = "redis://h".parse::<DbSpec>().expect_err("not a database for rows");
+        assert!(refused.to_string().contains("sqlite://PATH") && refused.to_string().contains("postgres://"));
+    }
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        // Goal: a URL's password is never printed.
+        assert_eq!(redact("postgres://u:secret@h:1/d?x=1"), "postgres://u:***@h:1/d?x=1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        let target = PostgresUrl::parse("postgres://u:secret@h:1/d").expect("parses").target();
+        assert!(!target.contains("secret"), "{target}");
     }
 }

@@ -1,0 +1,258 @@
+//! Payments and users in the PostgreSQL database (and schema) that holds the idempotency
+//! records: [`PostgresLedger`], atomic mode for any number of replicas.
+
+use std::sync::Arc;
+
+use idem_core::{Fenced, Principal};
+use idem_postgres::PostgresStore;
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::domain::{Amount, NewPayment, NewUser, Payment, PaymentStatus, User};
+use crate::ledger::{
+    Completion, LIST_LIMIT_MAX, Ledger, LedgerError, Written, principal_of_row, sql_time, time_of_row, unavailable,
+};
+
+/// Serialises the creation of the app's tables among replicas starting at the same
+/// moment: concurrent `CREATE TABLE IF NOT EXISTS` of one name can fail in PostgreSQL
+/// (a unique violation in its catalog). An arbitrary constant, "idem" + "app".
+const TABLES_LOCK: i64 = 0x6964_656d_0061_7070;
+
+/// The statements, with the schema written in (it is a plain identifier, checked by
+/// idem-postgres when the store was opened).
+#[derive(Debug)]
+struct Statements {
+    schema: [String; 4],
+    insert_payment: String,
+    payment: String,
+    payments: String,
+    count_payments: String,
+    insert_user: String,
+    user: String,
+}
+
+impl Statements {
+    fn new(schema: &str) -> Statements {
+        let s = format!("\"{schema}\"");
+        Statements {
+            schema: [
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {s}.payments (
+                        seq          BIGSERIAL PRIMARY KEY,
+                        payment_id   TEXT   NOT NULL UNIQUE,
+                        principal    TEXT   NOT NULL,
+                        amount_minor BIGINT NOT NULL CHECK (amount_minor > 0),
+                        currency     TEXT   NOT NULL,
+                        destination  TEXT   NOT NULL,
+                        status       TEXT   NOT NULL,
+                        created_at   BIGINT NOT NULL
+                    )"
+                ),
+                format!("CREATE INDEX IF NOT EXISTS payments_by_principal ON {s}.payments (principal, seq)"),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {s}.users (
+                        seq        BIGSERIAL PRIMARY KEY,
+                        user_id    TEXT   NOT NULL UNIQUE,
+                        principal  TEXT   NOT NULL,
+                        name       TEXT   NOT NULL,
+                        email      TEXT   NOT NULL,
+                        created_at BIGINT NOT NULL
+                    )"
+                ),
+                format!("CREATE INDEX IF NOT EXISTS users_by_principal ON {s}.users (principal, user_id)"),
+            ],
+            insert_payment: format!(
+                "INSERT INTO {s}.payments (payment_id, principal, amount_minor, currency, destination, status, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            ),
+            payment: format!("SELECT * FROM {s}.payments WHERE payment_id = $1 AND principal = $2"),
+            payments: format!("SELECT * FROM {s}.payments WHERE principal = $1 ORDER BY seq DESC LIMIT $2"),
+            count_payments: format!("SELECT count(*) FROM {s}.payments"),
+            insert_user: format!(
+                "INSERT INTO {s}.users (user_id, principal, name, email, created_at) VALUES ($1, $2, $3, $4, $5)"
+            ),
+            user: format!("SELECT * FROM {s}.users WHERE user_id = $1 AND principal = $2"),
+        }
+    }
+}
+
+fn sql(text: &str) -> AssertSqlSafe<String> {
+    AssertSqlSafe(text.to_owned())
+}
+
+/// Payments and users in the PostgreSQL schema that holds the idempotency records (atomic
+/// mode): a payment row and its completion commit in one transaction
+/// ([`PostgresStore::begin_write`], then [`PostgresStore::complete_in`]), so a handler
+/// whose claim was taken over, on this replica or another, writes nothing (G1), and both
+/// survive a crash of the server or of PostgreSQL (G7).
+#[derive(Debug, Clone)]
+pub struct PostgresLedger {
+    store: Arc<PostgresStore>,
+    sql: Arc<Statements>,
+}
+
+impl PostgresLedger {
+    /// The ledger in `store`'s database and schema; creates the app's tables (`payments`,
+    /// `users`) there if they are missing, once even when replicas start together.
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] if the tables cannot be created.
+    pub async fn open(store: Arc<PostgresStore>) -> Result<PostgresLedger, LedgerError> {
+        let statements = Statements::new(store.schema());
+        let mut transaction = store.pool().begin().await.map_err(unavailable)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(TABLES_LOCK)
+            .execute(&mut *transaction)
+            .await
+            .map_err(unavailable)?;
+        for statement in &statements.schema {
+            sqlx::query(sql(statement)).execute(&mut *transaction).await.map_err(unavailable)?;
+        }
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(PostgresLedger { store, sql: Arc::new(statements) })
+    }
+
+    /// The number of payments held, over every principal (for tests and operators).
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`].
+    pub async fn payment_count(&self) -> Result<u64, LedgerError> {
+        let count: i64 = sqlx::query_scalar(sql(&self.sql.count_payments))
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(unavailable)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Runs `write` in a transaction and, with a completion, completes the claim in it.
+    async fn write_with(
+        &self,
+        write: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        completion: Option<Completion<'_>>,
+    ) -> Result<Written, LedgerError> {
+        let mut transaction = self.store.begin_write().await.map_err(LedgerError::Unavailable)?;
+        write.execute(&mut *transaction).await.map_err(unavailable)?;
+        let written = match completion {
+            None => Written::Alone,
+            Some(Completion { claim, response }) => {
+                let now = claim.now();
+                // On an error the transaction is dropped, which rolls it back: nothing lands.
+                let fenced = self
+                    .store
+                    .complete_in(&mut transaction, claim.id(), claim.fence(), response.clone(), now, claim.policy())
+                    .await
+                    .map_err(LedgerError::Unavailable)?;
+                match fenced {
+                    Fenced::Applied => Written::Completed,
+                    refused @ Fenced::Refused(_) => {
+                        transaction.rollback().await.map_err(unavailable)?;
+                        return Ok(Written::Superseded(refused));
+                    }
+                }
+            }
+        };
+        transaction.commit().await.map_err(unavailable)?;
+        Ok(written)
+    }
+}
+
+fn payment_of_row(row: &sqlx::postgres::PgRow) -> Result<Payment, LedgerError> {
+    let corrupt = |error: sqlx::Error| LedgerError::Corrupt(error.to_string());
+    let amount_minor: i64 = row.try_get("amount_minor").map_err(corrupt)?;
+    let amount = u64::try_from(amount_minor)
+        .ok()
+        .and_then(Amount::from_minor)
+        .ok_or_else(|| LedgerError::Corrupt(format!("amount_minor {amount_minor}")))?;
+    let status: String = row.try_get("status").map_err(corrupt)?;
+    Ok(Payment {
+        payment_id: row.try_get("payment_id").map_err(corrupt)?,
+        principal: principal_of_row(row.try_get("principal").map_err(corrupt)?)?,
+        request: NewPayment {
+            amount,
+            currency: row.try_get("currency").map_err(corrupt)?,
+            destination: row.try_get("destination").map_err(corrupt)?,
+        },
+        status: PaymentStatus::from_name(&status).ok_or_else(|| LedgerError::Corrupt(format!("status {status:?}")))?,
+        created_at: time_of_row(row.try_get("created_at").map_err(corrupt)?)?,
+    })
+}
+
+impl Ledger for PostgresLedger {
+    type Store = PostgresStore;
+
+    fn idempotency_store(&self) -> Arc<PostgresStore> {
+        Arc::clone(&self.store)
+    }
+
+    fn completes_in_transaction(&self) -> bool {
+        true
+    }
+
+    async fn insert_payment(
+        &self,
+        payment: &Payment,
+        completion: Option<Completion<'_>>,
+    ) -> Result<Written, LedgerError> {
+        let amount_minor =
+            i64::try_from(payment.request.amount.minor()).expect("amounts are bounded far below i64::MAX");
+        let insert = sqlx::query(sql(&self.sql.insert_payment))
+            .bind(payment.payment_id.clone())
+            .bind(payment.principal.as_str().to_owned())
+            .bind(amount_minor)
+            .bind(payment.request.currency.clone())
+            .bind(payment.request.destination.clone())
+            .bind(payment.status.as_str())
+            .bind(sql_time(payment.created_at));
+        self.write_with(insert, completion).await
+    }
+
+    async fn payment(&self, principal: &Principal, payment_id: &str) -> Result<Option<Payment>, LedgerError> {
+        let row = sqlx::query(sql(&self.sql.payment))
+            .bind(payment_id)
+            .bind(principal.as_str())
+            .fetch_optional(self.store.pool())
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(payment_of_row).transpose()
+    }
+
+    async fn payments(&self, principal: &Principal, limit: usize) -> Result<Vec<Payment>, LedgerError> {
+        let limit = i64::try_from(limit.min(LIST_LIMIT_MAX)).expect("the list limit is small");
+        let rows = sqlx::query(sql(&self.sql.payments))
+            .bind(principal.as_str())
+            .bind(limit)
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(payment_of_row).collect()
+    }
+
+    async fn insert_user(&self, user: &User, completion: Option<Completion<'_>>) -> Result<Written, LedgerError> {
+        let insert = sqlx::query(sql(&self.sql.insert_user))
+            .bind(user.user_id.clone())
+            .bind(user.principal.as_str().to_owned())
+            .bind(user.request.name.clone())
+            .bind(user.request.email.clone())
+            .bind(sql_time(user.created_at));
+        self.write_with(insert, completion).await
+    }
+
+    async fn user(&self, principal: &Principal, user_id: &str) -> Result<Option<User>, LedgerError> {
+        let row = sqlx::query(sql(&self.sql.user))
+            .bind(user_id)
+            .bind(principal.as_str())
+            .fetch_optional(self.store.pool())
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else { return Ok(None) };
+        let corrupt = |error: sqlx::Error| LedgerError::Corrupt(error.to_string());
+        Ok(Some(User {
+            user_id: row.try_get("user_id").map_err(corrupt)?,
+            principal: principal_of_row(row.try_get("principal").map_err(corrupt)?)?,
+            request: NewUser {
+                name: row.try_get("name").map_err(corrupt)?,
+                email: row.try_get("email").map_err(corrupt)?,
+            },
+            created_at: time_of_row(row.try_get("created_at").map_err(corrupt)?)?,
+        }))
+    }
+}
