@@ -1,4 +1,5 @@
-//! The demo payments/users API behind `idem serve`, built on idem-http and idem-sqlite.
+//! The demo payments/users API behind `idem serve`, built on idem-http and the stores
+//! (idem-sqlite, idem-postgres, idem-redis).
 //!
 //! | route | does |
 //! |---|---|
@@ -20,6 +21,8 @@
 //! | store | mode | G1 at most once | G2-G6, G8 | G7 durability |
 //! |---|---|---|---|---|
 //! | `sqlite://PATH` ([`SqliteLedger`]) | atomic: the payment row and the completion commit in one SQLite transaction | yes, also when a slow handler's lease lapses: its transaction fails the fence check and rolls back | yes | yes (WAL, `synchronous=FULL`) |
+//! | `postgres://…[?schema=NAME]` ([`PostgresLedger`]) | atomic: the payment row and the completion commit in one PostgreSQL transaction, for any number of replicas on the database | yes, also across replicas and lapsed leases | yes | yes (PostgreSQL's default `fsync`, `synchronous_commit=on`) |
+//! | `redis://…[?prefix=NAME]` with `--db sqlite://…` or `postgres://…` ([`SeparateLedger`]) | separate: payments in the database, records in Redis, the layer completes after the handler | only while each holder keeps its lease and does not crash between payment and completion, and Redis keeps its records | yes | only with Redis persistence (`appendonly yes`, `appendfsync always`); without it a Redis restart forgets every record and retries execute again |
 //! | `memory://` ([`MemoryLedger`]) | separate: the layer completes after the handler | only while handlers finish within their lease: a lapsed lease lets a retry run the handler again (its stale completion is refused, G3) | yes | no: a restart forgets everything |
 //!
 //! # Ready for simulation: the composition root
@@ -62,11 +65,12 @@
 //!
 //! * [`compose`]: [`AppBuilder`], [`App`], [`PurgeSchedule`]: the composition root.
 //! * [`app`](mod@app): [`app()`], [`bare_app`], [`AppState`].
-//! * [`ledger`]: [`Ledger`], [`SqliteLedger`], [`MemoryLedger`].
+//! * [`ledger`]: [`Ledger`], [`SqliteLedger`], [`MemoryLedger`]; [`postgres_ledger`]: [`PostgresLedger`];
+//!   [`separate_ledger`]: [`SeparateLedger`].
 //! * [`domain`]: request validation and the JSON answered.
 //! * [`ids`]: [`IdGenerator`], [`SeededIds`]. [`time`]: RFC 3339 from a timestamp.
 //! * [`principal`]: the caller. [`metrics`]: [`Metrics`].
-//! * [`serve`](mod@serve): [`serve()`], [`run`], [`ServerConfig`], [`StoreSpec`].
+//! * [`serve`](mod@serve): [`serve()`], [`run`], [`ServerConfig`], [`StoreSpec`], [`DbSpec`].
 
 pub mod app;
 pub mod compose;
