@@ -22,7 +22,7 @@ pub(crate) struct Args {
     /// Where idempotency records live (and, except with Redis, payments and users too):
     /// sqlite://PATH (a file, durable, atomic mode: G1-G8), postgres://USER@HOST:PORT/DB
     /// or postgresql://… with optional ?schema=NAME (durable, shared by replicas, atomic
-    /// mode: G1-G8), redis://HOST:PORT[/N] or rediss://… with optional ?prefix=NAME (shared
+    /// mode: G1-G8), redis://HOST:PORT[/N] (or rediss://… where the build has TLS) with optional ?prefix=NAME (shared
     /// by replicas, separate mode; needs --db), or memory:// (lost on exit, separate mode).
     /// The startup log says which mode runs and which guarantees hold in it.
     #[arg(long, env = "IDEM_STORE", default_value = "sqlite://./idem.db")]

@@ -254,6 +254,14 @@ pub enum ServeError {
     /// Redis could not be reached.
     #[error(transparent)]
     OpenRedis(#[from] idem_redis::OpenError),
+    /// A PostgreSQL database did not answer in time at start (a host that drops packets).
+    #[error("PostgreSQL at {target} did not answer within {timeout:?} (is it running and reachable?)")]
+    PostgresTimedOut {
+        /// The database, without its password.
+        target: String,
+        /// How long `idem serve` waited.
+        timeout: std::time::Duration,
+    },
     /// A Redis store without `--db`.
     #[error(
         "a Redis store keeps only idempotency records; name where payments and users live with --db sqlite://PATH or --db postgres://USER@HOST:PORT/DB"
@@ -318,7 +326,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             served
         }
         StoreSpec::Postgres(database) => {
-            let store = Arc::new(PostgresStore::open(database.options()).await?);
+            let store = Arc::new(open_postgres(database).await?);
             let ledger = PostgresLedger::open(Arc::clone(&store)).await?;
             tracing::info!(database = %database.target(), "store: PostgreSQL (atomic mode)");
             tracing::info!("mode: atomic; {ATOMIC_GUARANTEES}, for every replica on this database and schema");
@@ -341,7 +349,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
                     served
                 }
                 DbSpec::Postgres(database) => {
-                    let rows_store = Arc::new(PostgresStore::open(database.options()).await?);
+                    let rows_store = Arc::new(open_postgres(database).await?);
                     let rows = Arc::new(PostgresLedger::open(Arc::clone(&rows_store)).await?);
                     tracing::info!(store = %target, db = %database.target(), "store: Redis, payments and users in PostgreSQL (separate mode)");
                     tracing::info!("mode: separate; {SEPARATE_GUARANTEES}");
@@ -359,6 +367,17 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             tracing::info!("mode: separate; {SEPARATE_GUARANTEES}; no G7: a restart forgets every record");
             serve_ledger(MemoryLedger::new(store, MemoryLedger::ROWS_MAX_DEFAULT), &config, shutdown).await
         }
+    }
+}
+
+/// How long `idem serve` waits at start for PostgreSQL to answer and idem's migrations to
+/// run (a replica starting beside another waits for its migration lock).
+const POSTGRES_OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn open_postgres(database: &PostgresUrl) -> Result<PostgresStore, ServeError> {
+    match tokio::time::timeout(POSTGRES_OPEN_TIMEOUT, PostgresStore::open(database.options())).await {
+        Ok(opened) => Ok(opened?),
+        Err(_) => Err(ServeError::PostgresTimedOut { target: database.target(), timeout: POSTGRES_OPEN_TIMEOUT }),
     }
 }
 
@@ -418,7 +437,12 @@ mod tests {
             }))
         );
         assert_eq!("redis://127.0.0.1:6379".parse(), Ok(StoreSpec::Redis("redis://127.0.0.1:6379".into())));
-        assert!(matches!("rediss://h:6380/0?prefix=p".parse::<StoreSpec>(), Ok(StoreSpec::Redis(_))));
+        // rediss:// (TLS) parses when the redis driver was built with TLS; otherwise the
+        // error says so.
+        match "rediss://h:6380/0?prefix=p".parse::<StoreSpec>() {
+            Ok(spec) => assert!(matches!(spec, StoreSpec::Redis(_))),
+            Err(error) => assert!(error.to_string().contains("TLS"), "{error}"),
+        }
         assert!(matches!("redis://h?prefix=a*b".parse::<StoreSpec>(), Err(StoreSpecError::BadUrl { .. })));
         let unknown = "mysql://localhost/db".parse::<StoreSpec>().expect_err("not a store");
         for scheme in ["sqlite://PATH", "memory://", "postgres://", "postgresql://", "redis://", "rediss://"] {
