@@ -343,7 +343,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
                     let rows_store = Arc::new(SqliteStore::open(SqliteOptions::new(path)).await?);
                     let rows = Arc::new(SqliteLedger::open(Arc::clone(&rows_store)).await?);
                     tracing::info!(store = %target, db = %path.display(), "store: Redis, payments and users in SQLite (separate mode)");
-                    tracing::info!("mode: separate; {SEPARATE_GUARANTEES}");
+                    tracing::info!("mode: separate; {SEPARATE_GUARANTEES}; {REDIS_DURABILITY}");
                     let served = serve_ledger(SeparateLedger::new(rows, Arc::clone(&store)), &config, shutdown).await;
                     rows_store.close().await;
                     served
@@ -352,7 +352,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
                     let rows_store = Arc::new(open_postgres(database).await?);
                     let rows = Arc::new(PostgresLedger::open(Arc::clone(&rows_store)).await?);
                     tracing::info!(store = %target, db = %database.target(), "store: Redis, payments and users in PostgreSQL (separate mode)");
-                    tracing::info!("mode: separate; {SEPARATE_GUARANTEES}");
+                    tracing::info!("mode: separate; {SEPARATE_GUARANTEES}; {REDIS_DURABILITY}");
                     let served = serve_ledger(SeparateLedger::new(rows, Arc::clone(&store)), &config, shutdown).await;
                     rows_store.close().await;
                     served
@@ -385,7 +385,10 @@ async fn open_postgres(database: &PostgresUrl) -> Result<PostgresStore, ServeErr
 const ATOMIC_GUARANTEES: &str = "guarantees G1-G8 hold: the payment row and the idempotency completion commit in one transaction, so a handler whose lease lapsed writes nothing";
 
 /// What `idem serve` says holds in separate mode (docs/guarantees.md).
-const SEPARATE_GUARANTEES: &str = "guarantees G2-G6 and G8 hold; G1 (at most once) holds only while each holder keeps its lease and does not crash after its side effect (a lapsed lease or a crash between the payment and the completion can run it twice); G7 only as far as the store keeps its records (Redis: appendonly yes, appendfsync always; without persistence a Redis restart forgets every record and retries execute again)";
+const SEPARATE_GUARANTEES: &str = "guarantees G2-G6 and G8 hold; G1 (at most once) holds only while each holder keeps its lease and does not crash after its side effect (a lapsed lease or a crash between the payment and the completion can run it twice)";
+
+/// What `idem serve` says about G7 with Redis (docs/guarantees.md).
+const REDIS_DURABILITY: &str = "G7 only with Redis persistence (appendonly yes, appendfsync always); without it a Redis restart forgets every record and retries of payments already made execute again";
 
 async fn serve_ledger<L: Ledger>(
     ledger: L,
