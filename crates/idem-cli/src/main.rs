@@ -28,7 +28,7 @@ enum Command {
     Explore(explore::Args),
     /// Send a payment to a running server through the retrying client (a key per payment).
     Pay(pay::Args),
-    /// Serve the payments/users API with idempotency keys (SQLite or memory store).
+    /// Serve the payments/users API with idempotency keys (SQLite, PostgreSQL, Redis or memory store).
     Serve(serve::Args),
     /// Simulate the shipped server, replicas and store over a faulty network (turmoil), seed by seed.
     Sim(sim::Args),
