@@ -6,7 +6,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use idem_core::{Fingerprint, Principal, RecordId, StoredResponse};
+use idem_core::{Fence, Fingerprint, Principal, RecordId, StoredResponse};
 
 use crate::faults::ms;
 use crate::history::{Answer, Event, Kind, StoreOp};
@@ -92,6 +92,7 @@ pub(crate) fn check(events: &[Event], settings: &Settings, run_error: Option<&st
     let mut recorded: BTreeMap<RecordId, (u32, StoredResponse)> = BTreeMap::new();
     let mut epochs: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
     let mut recorded_for: BTreeMap<Bytes, Principal> = BTreeMap::new();
+    let mut issued: BTreeMap<RecordId, BTreeSet<Fence>> = BTreeMap::new();
     for event in events {
         match &event.kind {
             Kind::Payment { epoch, id, payment_id, .. } => {
@@ -102,6 +103,18 @@ pub(crate) fn check(events: &[Event], settings: &Settings, run_error: Option<&st
                 if let Some(response) = &store.recorded {
                     recorded.entry(store.id.clone()).or_insert_with(|| (store.epoch, response.clone()));
                     recorded_for.entry(response.body.clone()).or_insert_with(|| store.id.principal.clone());
+                }
+                // G3's premise: a fence is never issued twice for a record id, not across a
+                // store that lost its state either, or a stale execution could match a new claim.
+                if let Some((fence, _)) = store.issued
+                    && !issued.entry(store.id.clone()).or_default().insert(fence)
+                {
+                    violate(
+                        "G3",
+                        store.id.key.as_str().to_owned(),
+                        format!("fence {fence:?} was issued twice for this record (store lifetime {})", store.epoch),
+                        facts.story_of_key(store.id.key.as_str()),
+                    );
                 }
                 // G3: a fenced operation applies only with the fence of the record it changes.
                 let fenced = matches!(

@@ -108,7 +108,7 @@ pub(crate) fn run(seed: u64, scenario: Scenario, variant: Variant) -> RunReport 
         .max_message_latency(LATENCY_MAX)
         .build();
 
-    let disk: Disk = Arc::new(Mutex::new(HostState::new(0)));
+    let disk: Disk = Arc::new(Mutex::new(HostState::new(0, world.variant)));
     let store_boots = Arc::new(AtomicU32::new(0));
     {
         let world = Arc::clone(&world);
@@ -116,7 +116,7 @@ pub(crate) fn run(seed: u64, scenario: Scenario, variant: Variant) -> RunReport 
             let boot = store_boots.fetch_add(1, Ordering::SeqCst);
             if !world.settings.durable_store && boot > 0 {
                 // A volatile store starts empty: everything it held is lost.
-                *disk.lock().unwrap_or_else(PoisonError::into_inner) = HostState::new(boot);
+                *disk.lock().unwrap_or_else(PoisonError::into_inner) = HostState::new(boot, world.variant);
             }
             store::host(Arc::clone(&disk), Arc::clone(&world.mailbox), world.variant, world.recorder.clone())
         });
@@ -388,7 +388,7 @@ async fn replica_software(world: Arc<World>, replica: usize) -> turmoil::Result 
         Variant::StaleAnswersOwn => {
             builder = builder.wrap_handlers(Arc::new(|routes| routes.layer(from_fn(capture_own))))
         }
-        Variant::Correct | Variant::NoClaim | Variant::NoFenceCheck => {}
+        Variant::Correct | Variant::NoClaim | Variant::NoFenceCheck | Variant::FenceReset => {}
     }
     let app = builder.build()?;
     tokio::spawn(app.purge_forever());

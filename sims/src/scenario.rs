@@ -94,18 +94,28 @@ pub enum Variant {
     /// An execution whose claim was taken over answers its own response (the HTTP layer's
     /// rule, planted around the real layer by a handler wrap).
     StaleAnswersOwn,
+    /// A volatile store host that lost its state starts its fence counter at f1 again, so
+    /// it can issue a fence an execution from before the loss still holds (run it with the
+    /// `volatile-store` scenario; a durable host never loses its counter).
+    FenceReset,
 }
 
 impl Variant {
     /// Every variant's name, in [`Variant::ALL`] order.
-    pub const NAMES: [&'static str; 5] =
-        ["correct", "no-claim", "no-fence-check", "unscoped-keys", "stale-answers-own"];
+    pub const NAMES: [&'static str; 6] =
+        ["correct", "no-claim", "no-fence-check", "unscoped-keys", "stale-answers-own", "fence-reset"];
     /// Every variant.
-    pub const ALL: [Variant; 5] =
-        [Variant::Correct, Variant::NoClaim, Variant::NoFenceCheck, Variant::UnscopedKeys, Variant::StaleAnswersOwn];
+    pub const ALL: [Variant; 6] = [
+        Variant::Correct,
+        Variant::NoClaim,
+        Variant::NoFenceCheck,
+        Variant::UnscopedKeys,
+        Variant::StaleAnswersOwn,
+        Variant::FenceReset,
+    ];
     /// The planted bugs.
-    pub const BUGS: [Variant; 4] =
-        [Variant::NoClaim, Variant::NoFenceCheck, Variant::UnscopedKeys, Variant::StaleAnswersOwn];
+    pub const BUGS: [Variant; 5] =
+        [Variant::NoClaim, Variant::NoFenceCheck, Variant::UnscopedKeys, Variant::StaleAnswersOwn, Variant::FenceReset];
 
     /// The name used on the command line.
     #[must_use]
@@ -116,6 +126,7 @@ impl Variant {
             Variant::NoFenceCheck => "no-fence-check",
             Variant::UnscopedKeys => "unscoped-keys",
             Variant::StaleAnswersOwn => "stale-answers-own",
+            Variant::FenceReset => "fence-reset",
         }
     }
 
@@ -130,6 +141,7 @@ impl Variant {
             }
             Variant::UnscopedKeys => "keys are not scoped by principal",
             Variant::StaleAnswersOwn => "an execution whose claim was taken over answers its own response",
+            Variant::FenceReset => "a volatile store that lost its state issues fences from f1 again",
         }
     }
 }

@@ -161,15 +161,25 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(epoch: u32) -> HostState {
+    pub(crate) fn new(epoch: u32, variant: Variant) -> HostState {
+        // The planted bug `fence-reset`: every lifetime issues fences from f1.
+        let first_fence = if variant == Variant::FenceReset { Fence::FIRST } else { first_fence_of(epoch) };
         HostState {
             epoch,
-            store: MemoryState::new(Limits::default()),
+            // A volatile host that booted again must not issue a fence that an execution
+            // from an earlier lifetime still holds (G3); each lifetime gets its own range.
+            store: MemoryState::new(Limits::default()).with_fences_from(first_fence),
             payments: BTreeMap::new(),
             by_principal: BTreeMap::new(),
             users: BTreeMap::new(),
         }
     }
+}
+
+/// The first fence a store host issues in lifetime `epoch`: 2^40 fences per lifetime, far
+/// more than a run issues.
+fn first_fence_of(epoch: u32) -> Fence {
+    Fence::new((u64::from(epoch) << 40) + 1)
 }
 
 /// The host's "disk": survives a bounce of a durable host.

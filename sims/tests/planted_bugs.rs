@@ -5,7 +5,12 @@ use idem_sim::{Scenario, Variant};
 
 /// Runs `seeds` with `variant`, logs every catch, and asserts that `guarantee` was found.
 fn caught(variant: Variant, seeds: std::ops::Range<u64>, guarantee: &str) -> Vec<u64> {
-    let sweep = idem_sim::sweep(seeds.clone(), Scenario::Default, variant, 2, &|_| {});
+    caught_in(Scenario::Default, variant, seeds, guarantee)
+}
+
+/// [`caught`] in `scenario`.
+fn caught_in(scenario: Scenario, variant: Variant, seeds: std::ops::Range<u64>, guarantee: &str) -> Vec<u64> {
+    let sweep = idem_sim::sweep(seeds.clone(), scenario, variant, 2, &|_| {});
     let mut caught_by = Vec::new();
     for report in &sweep.failures {
         let found: Vec<&str> = report.violations.iter().map(|violation| violation.guarantee).collect();
@@ -50,6 +55,14 @@ fn a_stale_execution_answering_its_own_response_is_caught_as_a_replay_that_diffe
     // gives its client an answer other than the recorded one (G2); found in seeds 0..40
     // (seed 22 at the time of writing).
     caught(Variant::StaleAnswersOwn, 0..40, "G2");
+}
+
+#[test]
+fn a_volatile_store_restarting_its_fences_is_caught_issuing_a_fence_twice() {
+    // Goal: a store that lost its state and counts fences from f1 again can hand a new
+    // claim the fence a stale execution still holds (G3's premise); the shipped host gives
+    // each lifetime its own range (`MemoryState::with_fences_from`).
+    caught_in(Scenario::VolatileStore, Variant::FenceReset, 0..60, "G3");
 }
 
 #[test]

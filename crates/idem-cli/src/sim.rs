@@ -33,7 +33,8 @@ pub(crate) struct Args {
     /// default (the store keeps its state across a bounce) or volatile-store (a bounce loses it).
     #[arg(long, default_value_t = Scenario::Default)]
     scenario: Scenario,
-    /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, stale-answers-own.
+    /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, stale-answers-own,
+    /// fence-reset (with --scenario volatile-store).
     #[arg(long, default_value_t = Variant::Correct)]
     variant: Variant,
     /// Threads running seeds side by side (default: one per core).

@@ -59,6 +59,18 @@ impl MemoryState {
         MemoryState { limits, counters: Counters::EMPTY, records: HashMap::new(), expiry: BTreeMap::new() }
     }
 
+    /// This store with its fence counter moved to `next_fence`, if that is ahead.
+    ///
+    /// What a store that lost its state (a volatile one that restarted) does so that it
+    /// never issues a fence an execution from before the loss still holds (SPEC G3: fences
+    /// are never reused for a record id). idem-redis reseeds from the server's clock; the
+    /// simulation's volatile store host from its boot number.
+    #[must_use]
+    pub fn with_fences_from(mut self, next_fence: Fence) -> MemoryState {
+        self.counters.next_fence = self.counters.next_fence.max(next_fence);
+        self
+    }
+
     /// What a store step needs to know about `id`.
     #[must_use]
     pub fn view(&self, id: &RecordId) -> StoreView<'_> {

@@ -183,3 +183,16 @@ fn equal_histories_give_equal_states() {
     let _ = two.purge_expired(at(10_000), 10);
     assert_eq!(one, two, "after both purged everything, only the counters remain, and they agree");
 }
+
+#[test]
+fn a_reseeded_state_issues_fences_from_the_new_range_and_never_moves_back() {
+    // Goal: a store that lost its state and reseeds its counter never issues a fence from
+    // before the loss (G3's premise), and reseeding with a lower fence changes nothing.
+    let reseeded = MemoryState::new(Limits::default()).with_fences_from(Fence::new(1 << 40));
+    assert_eq!(reseeded.counters().next_fence, Fence::new(1 << 40));
+    let mut state = reseeded.clone().with_fences_from(Fence::new(7));
+    assert_eq!(state.counters().next_fence, Fence::new(1 << 40));
+    let decision = state.run(&id("k"), claim_op(at(0))).expect("an empty store admits a claim");
+    let Decision::Execute(claim) = decision else { panic!("a new key executes") };
+    assert_eq!(claim.fence, Fence::new(1 << 40));
+}
