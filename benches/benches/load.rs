@@ -26,7 +26,8 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use idem_core::{Limits, MemoryStore, SystemClock};
-use idem_server::{AppState, Ledger, MemoryLedger, SeededIds, SqliteLedger, app, bare_app};
+use idem_postgres::{PostgresOptions, PostgresStore};
+use idem_server::{AppState, Ledger, MemoryLedger, PostgresLedger, SeededIds, SqliteLedger, app, bare_app};
 use idem_sqlite::{SqliteOptions, SqliteStore};
 
 const PAYMENT: &str = r#"{"amount": 100.00, "currency": "USD", "destination": "merchant-id-xyz"}"#;
@@ -37,6 +38,19 @@ const WARMUP_REQUESTS: usize = 20;
 enum Store {
     Memory,
     Sqlite,
+    /// `PostgresLedger` + `PostgresStore` (atomic mode) on `LOAD_POSTGRES_URL`, default
+    /// `postgres://postgres@127.0.0.1:5432/test`, in a schema of its own, dropped after.
+    Postgres,
+}
+
+impl Store {
+    fn name(self) -> &'static str {
+        match self {
+            Store::Memory => "memory",
+            Store::Sqlite => "sqlite",
+            Store::Postgres => "postgres",
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -73,11 +87,9 @@ fn main() {
     let variants = [Variant::Bare, Variant::Executions, Variant::Replays];
     // `LOAD_STORE=memory` or `sqlite` runs one store only (e.g. under a profiler).
     let only = std::env::var("LOAD_STORE").unwrap_or_default();
-    let stores = [Store::Memory, Store::Sqlite].into_iter().filter(|store| match only.as_str() {
-        "memory" => *store == Store::Memory,
-        "sqlite" => *store == Store::Sqlite,
-        _ => true,
-    });
+    let stores = [Store::Memory, Store::Sqlite, Store::Postgres]
+        .into_iter()
+        .filter(|store| only.is_empty() || only == store.name());
     for store in stores {
         // Rounds interleave the scenarios, so a burst of load from elsewhere on the machine
         // hits all of them alike instead of one.
@@ -96,7 +108,7 @@ fn main() {
             .collect();
         let bare = medians[0].requests_per_s;
         for (variant, figures) in variants.iter().zip(&medians) {
-            let store_name = if store == Store::Memory { "memory" } else { "sqlite" };
+            let store_name = store.name();
             let name = match variant {
                 Variant::Bare => "bare handler (no layer)",
                 Variant::Executions => "layer, first executions",
@@ -120,17 +132,30 @@ fn micros(us: u64) -> String {
 
 async fn scenario(store: Store, variant: Variant, connections: usize, duration: Duration) -> Figures {
     let dir = tempfile::tempdir().expect("a temp dir can be made");
-    let (router, sqlite) = match store {
+    let (mut sqlite, mut postgres) = (None, None);
+    let router = match store {
         Store::Memory => {
             let limits = Limits { records_max: 10_000_000, ..Limits::default() };
             let ledger = MemoryLedger::new(Arc::new(MemoryStore::new(limits)), 10_000_000);
-            (router(ledger, variant), None)
+            router(ledger, variant)
         }
         Store::Sqlite => {
             let options = SqliteOptions::new(dir.path().join("load.db")).records_max(10_000_000);
             let store = Arc::new(SqliteStore::open(options).await.expect("a temp file opens"));
             let ledger = SqliteLedger::open(Arc::clone(&store)).await.expect("tables are created");
-            (router(ledger, variant), Some(store))
+            sqlite = Some(store);
+            router(ledger, variant)
+        }
+        Store::Postgres => {
+            let url = std::env::var("LOAD_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+            let schema = format!("idem_load_{}", std::process::id());
+            let options = PostgresOptions::new(url).schema(schema).records_max(10_000_000).connections_max(16);
+            let opened = PostgresStore::open(options).await;
+            let store = Arc::new(opened.expect("PostgreSQL is reachable (pg_ctlcluster 15 main start)"));
+            let ledger = PostgresLedger::open(Arc::clone(&store)).await.expect("tables are created");
+            postgres = Some(store);
+            router(ledger, variant)
         }
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback has free ports");
@@ -152,7 +177,12 @@ async fn scenario(store: Store, variant: Variant, connections: usize, duration: 
     let elapsed = started.elapsed();
     let _ = stop.send(());
     server.await.expect("the server task does not panic").expect("the server stops cleanly");
-    if let Some(store) = sqlite {
+    if let Some(store) = sqlite.take() {
+        store.close().await;
+    }
+    if let Some(store) = postgres.take() {
+        let drop_schema = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", store.schema());
+        sqlx::query(sqlx::AssertSqlSafe(drop_schema)).execute(store.pool()).await.expect("the load schema is dropped");
         store.close().await;
     }
     latencies_us.sort_unstable();
