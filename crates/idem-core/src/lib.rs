@@ -26,6 +26,8 @@
 //! * [`store`]: the [`Store`] trait every backend implements, and [`StoreError`].
 //! * [`memory`]: [`MemoryState`] (a store as a value) and [`MemoryStore`] (behind a lock).
 //! * `conformance` (feature `testing`): the suite every store runs.
+//! * `differential` (feature `testing`): random operation sequences a store must answer
+//!   exactly as `MemoryStore` does.
 //! * [`clock`]: [`Clock`] for callers: [`SystemClock`] and [`ManualClock`] (never read here).
 //!
 //! # Example
@@ -68,6 +70,8 @@ pub mod usage;
 pub mod conformance;
 #[cfg(test)]
 mod conformance_tests;
+#[cfg(feature = "testing")]
+pub mod differential;
 
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock, SystemClock};
