@@ -5,7 +5,7 @@
 //! the same counters. Both are I/O around [`crate::step()`], so this pins what a store's
 //! reads and writes around the step do.
 //!
-//! ```ignore
+//! ```text
 //! proptest! {
 //!     #[test]
 //!     fn my_store_answers_like_memory_store(ops in differential::ops()) {
