@@ -174,4 +174,4 @@ mod store;
 
 pub use idem_core::Usage;
 pub use options::{FenceSeed, OptionsError, PREFIX_BYTES_MAX, PREFIX_DEFAULT, RedisOptions};
-pub use store::{FENCE_SEED_SHIFT, NEAR_FULL_BYTES, NEAR_FULL_RECORDS, OpenError, RedisStore};
+pub use store::{FENCE_SEED_SHIFT, OpenError, RedisStore};

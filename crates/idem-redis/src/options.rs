@@ -13,9 +13,10 @@ pub const PREFIX_BYTES_MAX: usize = 64;
 /// its data). See the crate docs, "Restart without persistence".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FenceSeed {
-    /// Redis's own clock (`TIME`) in microseconds × 2^10: a counter recreated after a
-    /// restart starts past every fence the lost counter issued, unless the old one issued
-    /// more than 1024 fences per microsecond on average, or Redis's clock went back.
+    /// Redis's own clock (`TIME`) in milliseconds × 2^10 ([`crate::FENCE_SEED_SHIFT`]): a
+    /// counter recreated after a restart starts past every fence the lost counter issued,
+    /// unless the old one issued more than 1024 fences per millisecond on average, or
+    /// Redis's clock went back.
     ServerClock,
     /// Fence 1, as [`idem_core::MemoryStore`] starts. Only for tests that compare fences
     /// with a memory store: after a restart without persistence it reissues fences that
@@ -50,7 +51,6 @@ pub struct RedisOptions {
     pub(crate) response_timeout: Duration,
     pub(crate) operation_timeout: Duration,
     pub(crate) connections_max: usize,
-    pub(crate) attempts_max: u32,
     pub(crate) fence_seed: FenceSeed,
 }
 
@@ -71,8 +71,7 @@ impl RedisOptions {
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
             operation_timeout: Duration::from_secs(3),
-            connections_max: 16,
-            attempts_max: 32,
+            connections_max: 2,
             fence_seed: FenceSeed::ServerClock,
         };
         // Parse now, so a bad URL is an error at configuration time.
@@ -127,8 +126,7 @@ impl RedisOptions {
         self
     }
 
-    /// How long one store operation may take in all, waiting for a connection and
-    /// retrying aborted transactions included (default 3 s). Past it the operation
+    /// How long one store operation may take in all, reconnecting included (default 3 s). Past it the operation
     /// answers [`idem_core::StoreError::Unavailable`].
     #[must_use]
     pub fn operation_timeout(mut self, timeout: Duration) -> RedisOptions {
@@ -136,19 +134,22 @@ impl RedisOptions {
         self
     }
 
-    /// Connections for transactions, each used by one operation at a time (default 16,
-    /// at least 1). Reads (`get`, the purge's index scan) share one more.
+    /// Multiplexed connections the store dials and uses in turn (default 2, at least 1).
+    /// Each carries many operations at once, pipelined: every operation is one command,
+    /// so no operation needs a connection of its own.
     #[must_use]
     pub fn connections_max(mut self, connections_max: usize) -> RedisOptions {
         self.connections_max = connections_max.max(1);
         self
     }
 
-    /// Attempts of one operation whose transaction was aborted by a concurrent write
-    /// (default 32, at least 1).
+    /// Kept for compatibility; it has no effect. It bounded the attempts of an operation
+    /// whose `WATCH`ed transaction a concurrent write aborted; every operation is now one
+    /// atomic script, which nothing aborts.
     #[must_use]
-    pub fn attempts_max(mut self, attempts_max: u32) -> RedisOptions {
-        self.attempts_max = attempts_max.max(1);
+    #[deprecated(note = "every operation is one atomic Lua script now; nothing is attempted twice")]
+    pub fn attempts_max(self, attempts_max: u32) -> RedisOptions {
+        let _ = attempts_max;
         self
     }
 
