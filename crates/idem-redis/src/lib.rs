@@ -170,6 +170,8 @@
 
 mod codec;
 mod options;
+#[cfg(test)]
+mod planted;
 mod store;
 
 pub use idem_core::Usage;
