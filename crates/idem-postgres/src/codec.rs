@@ -41,7 +41,7 @@ pub(crate) fn usage_shard(id: &RecordId) -> i32 {
 }
 
 /// The column values of a record, ready to bind.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct RecordRow {
     pub(crate) fingerprint: Vec<u8>,
     pub(crate) fence: i64,

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use idem_core::step::{self, Counters, Operation, Step, StoreView, op};
 use idem_core::{
-    Decision, Fence, Fenced, Fingerprint, Limits, Policy, Record, RecordId, Renewal, Store, StoreError, StoredResponse,
-    Timestamp, Usage, UsageDelta, Write, usage,
+    Decision, Fence, Fenced, Fingerprint, Limits, Policy, Record, RecordId, RecordState, Renewal, Store, StoreError,
+    StoredResponse, Timestamp, Usage, UsageDelta, Write, usage,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, Postgres, Row, Transaction};
 
-use crate::codec::{self, RECORD_COLUMNS, USAGE_SHARDS, usage_shard};
+use crate::codec::{self, RECORD_COLUMNS, STATE_IN_FLIGHT, USAGE_SHARDS, usage_shard};
 use crate::error::{Failure, OpenError, corrupt, store_error};
 use crate::options::{PostgresOptions, TimeSource};
 
@@ -39,16 +39,20 @@ const DB_NOW_MS: &str = "floor(extract(epoch FROM clock_timestamp()) * 1000)::in
 const BACKOFF_FIRST: Duration = Duration::from_millis(2);
 const BACKOFF_MAX: Duration = Duration::from_millis(64);
 
-/// How a step reads the fence counter (the sequence `idem_fence_seq`).
+/// How a step reads the record and the fence counter (the sequence `idem_fence_seq`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FenceRead {
-    /// `nextval`: the value a claim issues if its step puts a new claim. Drawing reserves it
-    /// for this transaction (so the write has nothing left to advance); a draw the step does
-    /// not use leaves a gap.
+enum ReadKind {
+    /// A claim, without a lock: `nextval`, the value a claim issues if its step puts a new
+    /// claim. Drawing reserves it for this operation (so the write has nothing left to
+    /// advance); a draw the step does not use leaves a gap.
     Draw,
-    /// The next value without drawing it: operations that never issue a fence, which read
-    /// the counter only for idem-core's check that it is past the record's fence.
+    /// Any other operation, without a lock: the next value without drawing it, read only
+    /// for idem-core's check that the counter is past the record's fence.
     Peek,
+    /// As [`ReadKind::Peek`], locking the record's row (`FOR UPDATE`) until the enclosing
+    /// transaction ends: [`PostgresStore::complete_in`]'s fallback, inside the caller's
+    /// transaction.
+    PeekLocked,
 }
 
 /// Every statement, with the schema spelled out, built once at open.
@@ -56,6 +60,8 @@ enum FenceRead {
 struct Statements {
     read_view_draw: Arc<str>,
     read_view_peek: Arc<str>,
+    read_view_locked: Arc<str>,
+    complete_guarded: Arc<str>,
     read_counters: Arc<str>,
     read_record: Arc<str>,
     insert_record: Arc<str>,
@@ -68,6 +74,7 @@ struct Statements {
 }
 
 impl Statements {
+    #[allow(clippy::too_many_lines)] // one statement after another, each with its comment
     fn new(schema: &str) -> Statements {
         // `schema` is a plain identifier (checked by the options), safe between quotes.
         let s = format!("\"{schema}\"");
@@ -77,18 +84,23 @@ impl Statements {
         );
         let peek =
             format!("(SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {s}.idem_fence_seq)");
-        // The record is locked in a lateral subquery; the outer projection (the fence counter,
-        // the clock) is evaluated at the join, after the lock is granted, so a claim that
-        // waited for the lock draws a fence after the holder's and reads the time after its
-        // commit. The usage sums read the statement's snapshot (see the crate docs).
-        let read_view = |fence: &str| {
+        // The record's row version: the id of the transaction that wrote it (`xmin`). A
+        // later write of the row is another transaction's, so the version differs; a write
+        // guarded by the version read applies only to the row as read (see the crate docs).
+        let version = "r.xmin::text::int8";
+        // The record is read in a lateral subquery (locked, for the locked read); the outer
+        // projection (the fence counter, the clock) is evaluated at the join, after the
+        // record was read (and its lock granted), so a claim draws a fence after the fence
+        // of the record it read was drawn, and reads the time after that record was
+        // written. The usage sums read the statement's snapshot (see the crate docs).
+        let read_view = |fence: &str, lock: &str| {
             format!(
-                "SELECT x.held IS NOT NULL AS held, x.fingerprint, x.fence, x.state, x.lease_expires_at, \
-                 x.expires_at, x.forgettable_at, x.status, x.headers, x.body, \
+                "SELECT x.held IS NOT NULL AS held, x.version, x.fingerprint, x.fence, x.state, \
+                 x.lease_expires_at, x.expires_at, x.forgettable_at, x.status, x.headers, x.body, \
                  {fence} AS next_fence, {usage_sums}, {DB_NOW_MS} AS db_now \
                  FROM (SELECT 1) AS one LEFT JOIN LATERAL \
-                 (SELECT true AS held, {RECORD_COLUMNS} FROM {s}.idem_records AS r \
-                 WHERE r.principal = $1 AND r.idem_key = $2 FOR UPDATE) AS x ON true"
+                 (SELECT true AS held, {version} AS version, {RECORD_COLUMNS} FROM {s}.idem_records AS r \
+                 WHERE r.principal = $1 AND r.idem_key = $2{lock}) AS x ON true"
             )
         };
         // The usage delta goes to the record's shard, only when the record write happened
@@ -98,36 +110,66 @@ impl Statements {
             format!(
                 "u AS (UPDATE {s}.idem_usage SET records = records + ${records}, \
                  stored_bytes = stored_bytes + ${bytes} WHERE shard = ${shard} \
-                 AND (${records} <> 0 OR ${bytes} <> 0) AND EXISTS (SELECT 1 FROM w) RETURNING 1) \
-                 SELECT (SELECT count(*) FROM w) AS written, (SELECT count(*) FROM u) AS counted"
+                 AND (${records} <> 0 OR ${bytes} <> 0) AND EXISTS (SELECT 1 FROM w) RETURNING 1)"
             )
         };
+        let counts = "SELECT (SELECT count(*) FROM w) AS written, (SELECT count(*) FROM u) AS counted";
         let columns = "fingerprint, fence, state, lease_expires_at, expires_at, forgettable_at, status, headers, \
                        body, stored_bytes";
         let arc = |sql: String| Arc::<str>::from(sql);
         Statements {
-            read_view_draw: arc(read_view(&format!("nextval('{s}.idem_fence_seq')"))),
-            read_view_peek: arc(read_view(&peek)),
+            read_view_draw: arc(read_view(&format!("nextval('{s}.idem_fence_seq')"), "")),
+            read_view_peek: arc(read_view(&peek, "")),
+            read_view_locked: arc(read_view(&peek, " FOR UPDATE")),
+            // Atomic mode's completion in one statement (PostgresStore::complete_in): `old`
+            // locks the record's row if it is the claim `$3` in flight and reads the view
+            // around it (counters, clock) after the lock is granted; `w` writes the completion
+            // the store step names for that view (columns `$4`.., bound from the step), its
+            // times counted from the view's clock (`$9`: the caller's time under
+            // TimeSource::Caller, else the clock; `$10`: the retention in ms), only if the
+            // fence counter is past the record's fence (the step's check); `u` adds the usage
+            // delta. The view and what was written come back for the step to check.
+            complete_guarded: arc(format!(
+                "WITH old AS (SELECT x.*, {peek} AS next_fence, {usage_sums}, {DB_NOW_MS} AS db_now \
+                 FROM (SELECT {version} AS version, {RECORD_COLUMNS} FROM {s}.idem_records AS r \
+                 WHERE r.principal = $1 AND r.idem_key = $2 AND r.state = '{STATE_IN_FLIGHT}' AND r.fence = $3 \
+                 FOR UPDATE) AS x), \
+                 t AS (SELECT LEAST(coalesce($9::int8, old.db_now)::numeric + $10::int8, 9223372036854775807)::int8 \
+                 AS at FROM old), \
+                 w AS (UPDATE {s}.idem_records AS r SET state = $4, lease_expires_at = $5, expires_at = t.at, \
+                 forgettable_at = t.at, status = $6, headers = $7, body = $8, stored_bytes = $11 FROM old, t \
+                 WHERE r.principal = $1 AND r.idem_key = $2 AND r.state = '{STATE_IN_FLIGHT}' AND r.fence = $3 \
+                 AND old.next_fence > old.fence \
+                 RETURNING r.expires_at AS written_expires_at, r.forgettable_at AS written_forgettable_at), {}, \
+                 counts AS ({counts}) \
+                 SELECT old.*, w.written_expires_at, w.written_forgettable_at, counts.written, counts.counted \
+                 FROM old CROSS JOIN counts LEFT JOIN w ON true",
+                usage_cte(12)
+            )),
             read_counters: arc(format!("SELECT {peek} AS next_fence, {usage_sums}, {DB_NOW_MS} AS db_now")),
             read_record: arc(format!(
                 "SELECT {RECORD_COLUMNS} FROM {s}.idem_records AS r WHERE r.principal = $1 AND r.idem_key = $2"
             )),
-            // A new record id: two transactions that both found it absent race here, and the
+            // A new record id: two operations that both found it absent race here, and the
             // unique key lets exactly one insert; the other inserts nothing and runs again.
             insert_record: arc(format!(
                 "WITH w AS (INSERT INTO {s}.idem_records (principal, idem_key, {columns}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                 ON CONFLICT (principal, idem_key) DO NOTHING RETURNING 1), {}",
+                 ON CONFLICT (principal, idem_key) DO NOTHING RETURNING 1), {} {counts}",
                 usage_cte(13)
             )),
+            // A held record: only the row version the step read (`$16`); a row another
+            // operation wrote (or deleted) since is left alone, and this one runs again.
             update_record: arc(format!(
-                "WITH w AS (UPDATE {s}.idem_records SET fingerprint = $3, fence = $4, state = $5, \
+                "WITH w AS (UPDATE {s}.idem_records AS r SET fingerprint = $3, fence = $4, state = $5, \
                  lease_expires_at = $6, expires_at = $7, forgettable_at = $8, status = $9, headers = $10, \
-                 body = $11, stored_bytes = $12 WHERE principal = $1 AND idem_key = $2 RETURNING 1), {}",
+                 body = $11, stored_bytes = $12 WHERE r.principal = $1 AND r.idem_key = $2 AND {version} = $16 \
+                 RETURNING 1), {} {counts}",
                 usage_cte(13)
             )),
             delete_record: arc(format!(
-                "WITH w AS (DELETE FROM {s}.idem_records WHERE principal = $1 AND idem_key = $2 RETURNING 1), {}",
+                "WITH w AS (DELETE FROM {s}.idem_records AS r WHERE r.principal = $1 AND r.idem_key = $2 \
+                 AND {version} = $6 RETURNING 1), {} {counts}",
                 usage_cte(3)
             )),
             // Rows other transactions hold are skipped: they are being worked on, and the
@@ -172,7 +214,7 @@ struct Inner {
 }
 
 /// A query on one of the prebuilt statements.
-fn query(sql: &Arc<str>) -> sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments> {
+fn query<'q>(sql: &Arc<str>) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(AssertSqlSafe(Arc::clone(sql)))
 }
 
@@ -257,8 +299,15 @@ impl PostgresStore {
     /// On [`Fenced::Applied`], commit; on [`Fenced::Refused`], roll back: the claim is no
     /// longer the caller's, and its business writes must not land (G1). The record's row
     /// stays locked (`FOR UPDATE`) until the caller's transaction ends, so no take-over
-    /// slips in between this check and the commit. Two statements in the caller's
-    /// transaction: the locked read (record, counters, clock), and the write.
+    /// slips in between this check and the commit.
+    ///
+    /// One statement in the caller's transaction when the claim is still the caller's (the
+    /// usual case): it locks the record's row if it is the claim `fence` in flight, reads
+    /// the counters and the clock, and writes the completion idem-core's step names for
+    /// that record; the view it read comes back and the step checks it decided exactly
+    /// what was written (crate docs, "Round trips"). Otherwise (the claim was taken over,
+    /// released, purged, or completed already) that statement writes nothing, and a second
+    /// one reads the locked record for the step to answer the refusal.
     ///
     /// `now` is ignored under [`TimeSource::Database`] (the default): retention counts from
     /// the database's clock, read in the caller's transaction.
@@ -286,9 +335,16 @@ impl PostgresStore {
         let operation = |now| op::CompleteInTransaction { fence, response: response.clone(), now, policy };
         let inner = &self.inner;
         let attempt = async {
-            let (step, held) = decide(transaction, inner, id, FenceRead::Peek, now, operation).await?;
+            if let Some(answer) = complete_guarded(transaction, inner, id, fence, now, operation).await? {
+                return Ok(answer);
+            }
+            let (step, seen) = decide(transaction, inner, id, ReadKind::PeekLocked, now, operation).await?;
             // The caller commits (or rolls back) with its business writes.
-            write(transaction, inner, id, held, step).await
+            match write(transaction, inner, id, seen, step).await? {
+                Some(answer) => Ok(answer),
+                // The row is locked by this transaction's read, so it cannot have changed.
+                None => Err(corrupt("the record row changed under its lock").into()),
+            }
         };
         attempt.await.map_err(Failure::into_store_error)
     }
@@ -302,17 +358,18 @@ impl PostgresStore {
         decode_usage(&row)
     }
 
-    /// One operation as one transaction, run again after contention (bounded, with backoff).
+    /// One operation, run again after contention (bounded, with backoff).
     async fn run<O: Operation>(
         &self,
         id: &RecordId,
-        fence_read: FenceRead,
+        read: ReadKind,
         now: Timestamp,
         operation: impl Fn(Timestamp) -> O,
     ) -> Result<O::Answer, StoreError> {
+        debug_assert!(read != ReadKind::PeekLocked, "a lock outlives an autocommit read");
         let mut retries = 0;
         loop {
-            match self.attempt(id, fence_read, now, &operation).await {
+            match self.attempt(id, read, now, &operation).await {
                 Ok(answer) => return Ok(answer),
                 Err(Failure::Contention(source)) if retries < self.inner.retries_max => {
                     tracing::debug!(retries, error = %source, "store operation lost to contention; running it again");
@@ -324,24 +381,30 @@ impl PostgresStore {
         }
     }
 
-    /// One attempt: [`decide`], then [`write`] and commit, or neither when the step writes
-    /// nothing (the transaction then rolls back: nothing to flush).
+    /// One attempt, optimistic, on one pooled connection and without a transaction:
+    /// [`decide`] on an unlocked read (one autocommit statement), then [`write`] guarded by
+    /// what was read (one autocommit statement, which commits), or nothing when the step
+    /// writes nothing. A guard that fails (another operation wrote the record in between)
+    /// is contention: nothing was applied, and the operation runs again from its read.
     async fn attempt<O: Operation>(
         &self,
         id: &RecordId,
-        fence_read: FenceRead,
+        read: ReadKind,
         now: Timestamp,
         operation: &impl Fn(Timestamp) -> O,
     ) -> Result<O::Answer, Failure> {
-        let mut transaction = self.pool.begin().await?;
-        let (step, held) = decide(&mut transaction, &self.inner, id, fence_read, now, operation).await?;
+        let mut connection = self.pool.acquire().await?;
+        let (step, seen) = decide(&mut connection, &self.inner, id, read, now, operation).await?;
         if step.writes_nothing() {
-            // Dropping the transaction queues its rollback on the connection.
             return Ok(step.answer);
         }
-        let answer = write(&mut transaction, &self.inner, id, held, step).await?;
-        transaction.commit().await?;
-        Ok(answer)
+        match write(&mut connection, &self.inner, id, seen, step).await? {
+            Some(answer) => Ok(answer),
+            None => Err(Failure::Contention(match seen {
+                Seen::Absent => "a concurrent claim inserted the same record id first".into(),
+                Seen::Held { .. } => "a concurrent operation wrote the record after it was read".into(),
+            })),
+        }
     }
 
     /// Forgets up to `batch_max` due records in one transaction, skipping rows other
@@ -452,46 +515,64 @@ fn migrator() -> Migrator {
     migrator
 }
 
-/// Locks and reads what [`step::step`] needs for `id` (record, counters, clock) in one
-/// statement on `connection` (inside a transaction) and decides the operation made for
-/// the decision's time. Returns the step and whether a record was held.
+/// What a read found of the record: what a write must find for the step to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// No row: the write inserts, and inserts nothing if a row appeared.
+    Absent,
+    /// A row of this version (its `xmin`): the write updates or deletes that version only.
+    Held {
+        /// The row version.
+        version: i64,
+    },
+}
+
+/// Reads what [`step::step`] needs for `id` (record, counters, clock) in one statement on
+/// `connection` (for [`ReadKind::PeekLocked`], locking the record's row in the enclosing
+/// transaction) and decides the operation made for the decision's time. Returns the step
+/// and what was read of the record.
 async fn decide<O: Operation>(
     connection: &mut PgConnection,
     inner: &Inner,
     id: &RecordId,
-    fence_read: FenceRead,
+    read: ReadKind,
     now: Timestamp,
     operation: impl Fn(Timestamp) -> O,
-) -> Result<(Step<O::Answer>, bool), Failure> {
-    let sql = match fence_read {
-        FenceRead::Draw => &inner.sql.read_view_draw,
-        FenceRead::Peek => &inner.sql.read_view_peek,
+) -> Result<(Step<O::Answer>, Seen), Failure> {
+    let sql = match read {
+        ReadKind::Draw => &inner.sql.read_view_draw,
+        ReadKind::Peek => &inner.sql.read_view_peek,
+        ReadKind::PeekLocked => &inner.sql.read_view_locked,
     };
     let row = query(sql).bind(id.principal.as_str()).bind(id.key.as_str()).fetch_one(&mut *connection).await?;
     let (counters, db_now) = decode_counters(&row)?;
     let held: bool = row.try_get("held").map_err(store_error)?;
-    let record = if held { Some(codec::decode_record(&row)?) } else { None };
+    let (record, seen) = if held {
+        let version: i64 = row.try_get("version").map_err(store_error)?;
+        (Some(codec::decode_record(&row)?), Seen::Held { version })
+    } else {
+        (None, Seen::Absent)
+    };
     let now = pick_now(inner.time, now, db_now);
     let view = StoreView { record: record.as_ref(), counters, limits: inner.limits };
     let step = step::step(id, &view, operation(now))?;
-    debug_assert!(
-        fence_read == FenceRead::Draw || step.next_fence.is_none(),
-        "only claims issue fences, and claims draw one"
-    );
-    Ok((step, held))
+    debug_assert!(read == ReadKind::Draw || step.next_fence.is_none(), "only claims issue fences, and claims draw one");
+    Ok((step, seen))
 }
 
-/// Writes what `step` names on `connection` in one statement (the caller commits): the
-/// record put (inserted when none was held, updated otherwise) or deleted, and the usage
-/// delta added to the record id's shard. The fence counter needs no write: the fence a
-/// step issues was drawn from the sequence by [`decide`]. Returns the step's answer.
+/// Writes what `step` names on `connection` in one statement, guarded by what the read
+/// found (`seen`): the record put (inserted when none was seen, else updated if still the
+/// version seen) or deleted (if still the version seen), and the usage delta added to the
+/// record id's shard. The fence counter needs no write: the fence a step issues was drawn
+/// from the sequence by [`decide`]. Returns the step's answer, or `None` when the guard
+/// failed and nothing was written.
 async fn write<A>(
     connection: &mut PgConnection,
     inner: &Inner,
     id: &RecordId,
-    held: bool,
+    seen: Seen,
     step: Step<A>,
-) -> Result<A, Failure> {
+) -> Result<Option<A>, Failure> {
     let Step { answer, write, next_fence, usage } = step;
     if let (Some(next_fence), Write::Put(record)) = (next_fence, &write) {
         debug_assert_eq!(record.fence.next(), next_fence, "the step issues the fence it was shown");
@@ -500,16 +581,19 @@ async fn write<A>(
     let shard = usage_shard(id);
     let principal = id.principal.as_str();
     let key = id.key.as_str();
-    let row = match &write {
-        Write::Unchanged => {
+    let row = match (&write, seen) {
+        (Write::Unchanged, _) => {
             debug_assert!(usage.is_none(), "a step that writes no record changes no usage");
-            return Ok(answer);
+            return Ok(Some(answer));
         }
-        Write::Put(record) => {
+        (Write::Put(record), seen) => {
             let values = codec::encode_record(record)?;
             let stored_bytes = codec::count_to_sql("stored_bytes", usage::stored_bytes(id, record))?;
-            let statement = if held { &sql.update_record } else { &sql.insert_record };
-            query(statement)
+            let (statement, version) = match seen {
+                Seen::Absent => (&sql.insert_record, None),
+                Seen::Held { version } => (&sql.update_record, Some(version)),
+            };
+            let statement = query(statement)
                 .bind(principal)
                 .bind(key)
                 .bind(values.fingerprint)
@@ -524,36 +608,138 @@ async fn write<A>(
                 .bind(stored_bytes)
                 .bind(usage.records)
                 .bind(usage.stored_bytes)
-                .bind(shard)
-                .fetch_one(&mut *connection)
-                .await?
+                .bind(shard);
+            match version {
+                Some(version) => statement.bind(version),
+                None => statement,
+            }
+            .fetch_one(&mut *connection)
+            .await?
         }
-        Write::Delete => {
+        (Write::Delete, Seen::Held { version }) => {
             query(&sql.delete_record)
                 .bind(principal)
                 .bind(key)
                 .bind(usage.records)
                 .bind(usage.stored_bytes)
                 .bind(shard)
+                .bind(version)
                 .fetch_one(&mut *connection)
                 .await?
         }
+        (Write::Delete, Seen::Absent) => unreachable!("the step deletes only a record it was shown"),
     };
     let written: i64 = row.try_get("written").map_err(store_error)?;
     let counted: i64 = row.try_get("counted").map_err(store_error)?;
     if written != 1 {
-        if !held && matches!(write, Write::Put(_)) {
-            // Another transaction inserted this record id after this one read it absent:
-            // the unique key decided the race. Run again; the next attempt sees its record.
-            return Err(Failure::Contention("a concurrent claim inserted the same record id first".into()));
-        }
-        // The row was locked by this transaction's read, so it cannot have gone.
-        return Err(corrupt(format!("the record row changed under its lock ({written} rows written)")).into());
+        debug_assert_eq!(written, 0, "a write names one row by its primary key");
+        debug_assert_eq!(counted, 0, "usage is counted only with a record write");
+        return Ok(None);
     }
     if counted != i64::from(!usage.is_none()) {
         return Err(corrupt(format!("the idem_usage row of shard {shard} is missing")).into());
     }
-    Ok(answer)
+    Ok(Some(answer))
+}
+
+/// Atomic mode's completion in one statement ([`Statements`]' `complete_guarded`) on the
+/// caller's transaction: decide the step on the record as the claim `fence` in flight would
+/// be (its fingerprint and times do not change a completion: the statement keeps the one
+/// and counts the other from the view's clock), write it if the row is that claim, then run
+/// the step again on the view the statement read and check it names exactly what was
+/// written. Returns `None`, having written nothing, when the row is not that claim (or the
+/// fence counter is not past it): then the locked read and the step answer.
+async fn complete_guarded(
+    connection: &mut PgConnection,
+    inner: &Inner,
+    id: &RecordId,
+    fence: Fence,
+    now: Timestamp,
+    operation: impl Fn(Timestamp) -> op::CompleteInTransaction,
+) -> Result<Option<Fenced>, Failure> {
+    // The record the guard admits, at time zero: times are added in the statement.
+    let presumed = Record {
+        fingerprint: Fingerprint::from_bytes([0; 32]),
+        fence,
+        expires_at: Timestamp::EPOCH,
+        state: RecordState::InFlight { lease_expires_at: Timestamp::EPOCH },
+    };
+    let view = StoreView {
+        record: Some(&presumed),
+        counters: Counters { next_fence: fence.next(), usage: Usage::default() },
+        limits: inner.limits,
+    };
+    let planned = step::step(id, &view, operation(Timestamp::EPOCH))?;
+    let Write::Put(completed) = &planned.write else {
+        unreachable!("the step completes the claim in flight that it was shown")
+    };
+    debug_assert!(planned.answer == Fenced::Applied && planned.next_fence.is_none());
+    let values = codec::encode_record(completed)?;
+    // The retention, as the step counted it from time zero.
+    let retention_ms = values.expires_at;
+    let stored_bytes = codec::count_to_sql("stored_bytes", usage::stored_bytes(id, completed))?;
+    let base = match inner.time {
+        TimeSource::Database => None,
+        TimeSource::Caller => Some(codec::time_to_sql(now)),
+    };
+    let shard = usage_shard(id);
+    let row = query(&inner.sql.complete_guarded)
+        .bind(id.principal.as_str())
+        .bind(id.key.as_str())
+        .bind(values.fence)
+        .bind(values.state)
+        .bind(values.lease_expires_at)
+        .bind(values.status)
+        .bind(values.headers.as_deref())
+        .bind(values.body.as_deref())
+        .bind(base)
+        .bind(retention_ms)
+        .bind(stored_bytes)
+        .bind(planned.usage.records)
+        .bind(planned.usage.stored_bytes)
+        .bind(shard)
+        .fetch_optional(&mut *connection)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let written: i64 = row.try_get("written").map_err(store_error)?;
+    let counted: i64 = row.try_get("counted").map_err(store_error)?;
+    if written == 0 {
+        return Ok(None);
+    }
+    if counted != i64::from(!planned.usage.is_none()) {
+        return Err(corrupt(format!("the idem_usage row of shard {shard} is missing")).into());
+    }
+    // The step on the view as read, at the view's time, must name what was written.
+    let (counters, db_now) = decode_counters(&row)?;
+    let old = codec::decode_record(&row)?;
+    let now = pick_now(inner.time, now, db_now);
+    let view = StoreView { record: Some(&old), counters, limits: inner.limits };
+    let step = step::step(id, &view, operation(now))?;
+    let expires_at: Option<i64> = row.try_get("written_expires_at").map_err(store_error)?;
+    let forgettable_at: Option<i64> = row.try_get("written_forgettable_at").map_err(store_error)?;
+    let agrees = match &step.write {
+        Write::Put(record) => {
+            let expected = codec::encode_record(record)?;
+            let as_written = codec::RecordRow {
+                fingerprint: expected.fingerprint.clone(), // the statement keeps the row's
+                fence: codec::fence_to_sql(old.fence)?,    // and its fence
+                expires_at: expires_at.unwrap_or(-1),
+                forgettable_at: forgettable_at.unwrap_or(-1),
+                ..values
+            };
+            record.fingerprint == old.fingerprint
+                && expected == as_written
+                && usage::stored_bytes(id, record) == usage::stored_bytes(id, completed)
+        }
+        Write::Unchanged | Write::Delete => false,
+    };
+    if !agrees || step.answer != planned.answer || step.usage != planned.usage || step.next_fence.is_some() {
+        debug_assert!(false, "the guarded completion wrote what the step does not name: {step:?}");
+        return Err(corrupt(format!("the guarded completion disagrees with the store step ({:?})", step.write)).into());
+    }
+    Ok(Some(step.answer))
 }
 
 /// Damage recovery, not a protocol rule: a row the index calls due that cannot be read
@@ -615,7 +801,7 @@ impl Store for PostgresStore {
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
         let (fingerprint, policy) = (*fingerprint, *policy);
-        self.run(id, FenceRead::Draw, now, |now| op::Claim { fingerprint, now, policy }).await
+        self.run(id, ReadKind::Draw, now, |now| op::Claim { fingerprint, now, policy }).await
     }
 
     /// Under [`TimeSource::Database`], `now` is ignored: the database's clock decides.
@@ -628,17 +814,17 @@ impl Store for PostgresStore {
         policy: &Policy,
     ) -> Result<Fenced, StoreError> {
         let policy = *policy;
-        self.run(id, FenceRead::Peek, now, |now| op::Complete { fence, response: response.clone(), now, policy }).await
+        self.run(id, ReadKind::Peek, now, |now| op::Complete { fence, response: response.clone(), now, policy }).await
     }
 
     async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
-        self.run(id, FenceRead::Peek, Timestamp::EPOCH, |_| op::Release { fence }).await
+        self.run(id, ReadKind::Peek, Timestamp::EPOCH, |_| op::Release { fence }).await
     }
 
     /// Under [`TimeSource::Database`], `now` is ignored: the database's clock decides.
     async fn renew(&self, id: &RecordId, fence: Fence, now: Timestamp, policy: &Policy) -> Result<Renewal, StoreError> {
         let policy = *policy;
-        self.run(id, FenceRead::Peek, now, |now| op::Renew { fence, now, policy }).await
+        self.run(id, ReadKind::Peek, now, |now| op::Renew { fence, now, policy }).await
     }
 
     async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
