@@ -9,7 +9,7 @@ use std::time::Duration;
 /// exponentially with each, and these bounds already take minutes.
 pub const ACTORS_MAX: u8 = 4;
 /// At most this many faults of one kind (crashes, lapses, slow handlers, failures, network
-/// faults, delays, outages).
+/// faults, delays, outages, store crashes).
 pub const FAULTS_MAX: u8 = 4;
 /// At most this many attempts per operation (idem-client allows 100; the model's state
 /// space grows with every attempt, and its serial numbers are bytes).
@@ -58,6 +58,18 @@ pub enum Variant {
     LongLease,
     /// Fail open: when the store is down the server runs the handler anyway, without a claim (G8).
     FailOpen,
+    /// A store that lost unsynced claims restarts with its fence counter where its disk
+    /// left it, so it hands out again fences that executions from before the crash still
+    /// hold (G3: fences are never reused).
+    NoFenceReseed,
+    /// The completion's transaction, too, commits without waiting for the disk: a store
+    /// crash loses it together with the business write it carries, after its response
+    /// was answered.
+    UnsyncedCompletion,
+    /// The completion commits without waiting for the disk while the business write it
+    /// carries is durable on its own (records in a database file of their own: SQLite's
+    /// WAL mode makes a transaction across attached files atomic per file only).
+    CompletionApart,
 }
 
 /// How messages travel between clients and servers.
@@ -162,6 +174,11 @@ pub struct Config {
     /// Store outages: while the store is down requests get 503, completions fail, and time
     /// does not pass (an outage is shorter than any wait).
     pub outages: u8,
+    /// Store crashes: the store loses every write not yet on disk and restarts at once.
+    /// Claims, renewals and releases commit without waiting for the disk; a completion (and
+    /// a purge) waits, and with it everything committed before it (as SQLite's WAL does).
+    /// Running handlers keep running against the store as it came back.
+    pub store_crashes: u8,
     /// Whether a running handler renews its lease (the layer's heartbeat, every
     /// `Policy::renew_every`).
     pub renewals: bool,
@@ -201,6 +218,7 @@ impl Default for Config {
             network_faults: 1,
             delays: 0,
             outages: 1,
+            store_crashes: 0,
             renewals: true,
             handler_time: HANDLER_TIME_DEFAULT,
             slow_handler_time: SLOW_HANDLER_TIME_DEFAULT,
@@ -229,6 +247,7 @@ impl Config {
             ("delays", self.delays, 0, FAULTS_MAX),
             ("network faults", self.network_faults, 0, FAULTS_MAX),
             ("outages", self.outages, 0, FAULTS_MAX),
+            ("store crashes", self.store_crashes, 0, FAULTS_MAX),
         ];
         for (what, given, min, max) in checks {
             if given < min || given > max {
@@ -314,5 +333,8 @@ named!(
     FenceReuse = "fence-reuse",
     LongLease = "long-lease",
     FailOpen = "fail-open",
+    NoFenceReseed = "no-fence-reseed",
+    UnsyncedCompletion = "unsynced-completion",
+    CompletionApart = "completion-apart",
 );
 named!(NetworkKind, "network", Duplicating = "duplicating", Ordered = "ordered", Lossy = "lossy");

@@ -109,7 +109,7 @@ pub use config::{
 };
 pub use model::{Action, FAILURE_STATUS, IdemModel, LONG_LEASE, Operation, POLICY};
 pub use state::{
-    Answer, AttemptNumber, Broken, Budgets, Execution, Ghost, GiveUp, Handler, Message, OpIndex, OpState, Pace, Phase,
-    Serial, Server, ServerIndex, Slot, SlotGhost, Stage, State, Store,
+    Answer, AttemptNumber, Broken, Budgets, Durable, Execution, Ghost, GiveUp, Handler, Message, OpIndex, OpState,
+    Pace, Phase, Serial, Server, ServerIndex, Slot, SlotGhost, Stage, State, Store,
 };
 pub use story::story;

@@ -22,8 +22,8 @@ use stateright::{Model, Property};
 
 use crate::config::{Config, ConfigError, Mode, NetworkKind, Variant};
 use crate::state::{
-    Answer, AttemptNumber, Broken, Budgets, Execution, Ghost, GiveUp, Handler, Message, OpIndex, OpState, Pace, Phase,
-    Serial, Server, ServerIndex, Slot, SlotGhost, Stage, State, Store,
+    Answer, AttemptNumber, Broken, Budgets, Durable, Execution, Ghost, GiveUp, Handler, Message, OpIndex, OpState,
+    Pace, Phase, Serial, Server, ServerIndex, Slot, SlotGhost, Stage, State, Store,
 };
 
 /// The lease and retention every claim gets: idem-core's shipped default (10 s lease,
@@ -153,6 +153,8 @@ pub enum Action {
     /// The store is reachable again although nobody called it (offered only when no call
     /// is left to make: the requests were lost, the handlers crashed).
     StoreUp,
+    /// The store crashes and restarts at once: it loses every write not yet on disk.
+    StoreCrash,
     /// Time passes until a record may be forgotten, and the store purges expired records.
     Expire {
         /// The store slot of the record.
@@ -466,8 +468,10 @@ impl IdemModel {
                 next.store.up = true;
                 teller.tell(|| "the store is reachable again before anyone called it".to_owned());
             }
+            Action::StoreCrash => self.store_crash(&mut next, &mut teller),
             Action::Expire { slot } => self.expire(&mut next, slot, &mut teller),
         }
+        self.forget_durable_if_current(&mut next);
         Some(next)
     }
 
@@ -642,6 +646,7 @@ impl IdemModel {
             }
             _ => None,
         };
+        self.write_unsynced(state);
         let decision = state.store.memory.commit(id, step);
         let (claim, took_over) = match decision {
             Decision::Execute(claim) => (claim, None),
@@ -832,6 +837,11 @@ impl IdemModel {
         };
         let (now, policy) = (state.store.now, self.policy);
         let before = state.store.memory.record(self.slot_id(slot)).cloned();
+        let synced = !matches!(self.config.variant, Variant::UnsyncedCompletion | Variant::CompletionApart);
+        if !synced {
+            // Bug: the completion's commit does not wait for the disk.
+            self.write_unsynced(state);
+        }
         let outcome = if atomic {
             let completion = op::CompleteInTransaction { fence: presented, response: response.clone(), now, policy };
             self.store_step(state, slot, believed, completion)
@@ -850,6 +860,10 @@ impl IdemModel {
                 }
                 if state.ghost.slots[usize::from(slot)].first_response.is_none() {
                     state.ghost.slots[usize::from(slot)].first_response = Some((op, serial));
+                }
+                if synced {
+                    // The commit waits for the disk, and with it everything committed before.
+                    state.store.durable = None;
                 }
                 teller.tell(|| {
                     format!(
@@ -940,6 +954,7 @@ impl IdemModel {
             return self.answer(state, ReplyTo { op, attempt, server }, Answer::Failed, None, teller);
         }
         let before = state.store.memory.record(self.slot_id(slot)).cloned();
+        self.write_unsynced(state);
         let outcome = self
             .store_step(state, slot, None, op::Release { fence: handler.fence })
             .expect("a release admits nothing and issues no fence, so the step never refuses it");
@@ -975,6 +990,7 @@ impl IdemModel {
         let now = self.renewal_due(&handler, state.store.now);
         state.store.now = now;
         let before = state.store.memory.record(self.slot_id(slot)).cloned();
+        self.write_unsynced(state);
         let outcome = self
             .store_step(state, slot, None, op::Renew { fence: handler.fence, now, policy: self.policy })
             .expect("a renewal admits nothing and issues no fence, so the step never refuses it");
@@ -1039,6 +1055,110 @@ impl IdemModel {
         }
     }
 
+    /// Before a write that does not wait for the disk (a claim, renewal or release): keep
+    /// the store as its disk holds it, unless that is kept already or no store crash is
+    /// left to lose anything.
+    fn write_unsynced(&self, state: &mut State) {
+        if state.budgets.store_crashes == 0 || state.store.durable.is_some() {
+            return;
+        }
+        state.store.durable = Some(Durable {
+            memory: state.store.memory.clone(),
+            ledger_len: if self.ledger_in_store() { state.store.ledger.len() } else { 0 },
+            slots: state.ghost.slots.clone(),
+        });
+    }
+
+    /// Whether a store crash can take payments back: only when the completion that carries
+    /// them in its transaction does not wait for the disk (variant `unsynced-completion`,
+    /// atomic mode). Otherwise a payment is durable once it commits: with a completion that
+    /// waits for the disk (atomic mode), or outside the store (separate mode).
+    fn ledger_in_store(&self) -> bool {
+        self.config.mode == Mode::Atomic && self.config.variant == Variant::UnsyncedCompletion
+    }
+
+    /// Whether the restarted store moves its fence counter past every fence it issued
+    /// before the crash (`MemoryState::with_fences_from`, as idem-redis reseeds from its
+    /// clock), so that fences are never reused.
+    fn reseeds_fences(&self) -> bool {
+        self.config.variant != Variant::NoFenceReseed
+    }
+
+    /// Forgets the durable copy once a crash would change nothing: the unsynced writes
+    /// since undid one another (a claim released). Keeps equal systems equal states.
+    fn forget_durable_if_current(&self, state: &mut State) {
+        let Some(durable) = &state.store.durable else { return };
+        let live = &state.store.memory;
+        let same = durable.memory.records().eq(live.records())
+            && (self.reseeds_fences() || durable.memory.counters() == live.counters())
+            && durable.ledger_len == if self.ledger_in_store() { state.store.ledger.len() } else { 0 }
+            && durable
+                .slots
+                .iter()
+                .zip(&state.ghost.slots)
+                .all(|(then, now)| (then.current, then.owner) == (now.current, now.owner));
+        if same {
+            state.store.durable = None;
+        }
+    }
+
+    /// The store crashes and restarts at once with what its disk holds. Running handlers
+    /// keep running; their next store call meets the store as it came back (a claim it lost
+    /// is absent, so a completion, renewal or release is refused with `NoRecord`). A
+    /// payment that committed stays: with a completion that waited for the disk, or outside
+    /// the store (separate mode).
+    fn store_crash(&self, state: &mut State, teller: &mut Teller<'_>) {
+        state.budgets.store_crashes -= 1;
+        let durable = state.store.durable.take().expect("a store crash is offered only with writes not on disk");
+        let next_fence = state.store.memory.counters().next_fence;
+        let lost: Vec<String> = (0..self.slots.len())
+            .filter_map(|slot| {
+                let id = &self.slots[slot];
+                let (now, then) = (state.store.memory.record(id), durable.memory.record(id));
+                (now != then).then(|| {
+                    format!(
+                        "{} goes back from {} to {}",
+                        self.slot_name(slot_index(slot)),
+                        tell_record(now),
+                        tell_record(then)
+                    )
+                })
+            })
+            .collect();
+        let changed: Vec<Slot> = (0..self.slots.len())
+            .filter(|slot| state.store.memory.record(&self.slots[*slot]) != durable.memory.record(&self.slots[*slot]))
+            .map(slot_index)
+            .collect();
+        state.store.memory =
+            if self.reseeds_fences() { durable.memory.with_fences_from(next_fence) } else { durable.memory };
+        if self.ledger_in_store() {
+            state.store.ledger.truncate(durable.ledger_len);
+        }
+        for (now, then) in state.ghost.slots.iter_mut().zip(durable.slots) {
+            // The first recorded response stays history: G2 holds answers to it.
+            *now = SlotGhost { first_response: now.first_response, ..then };
+        }
+        for slot in changed {
+            let ops: Vec<OpIndex> = self.ops_of_slot(slot).collect();
+            for op in ops {
+                if !state.ops[usize::from(op)].is_over() {
+                    self.met_fault(state, op);
+                }
+            }
+        }
+        teller.tell(|| {
+            let fences = if self.reseeds_fences() {
+                format!("its fences go on from {}", fence_name(next_fence))
+            } else {
+                format!("its fence counter goes back to {}", fence_name(state.store.memory.counters().next_fence))
+            };
+            format!(
+                "the store crashes and restarts, losing the writes not yet on disk: {}; {fences}",
+                if lost.is_empty() { "no record changes".to_owned() } else { lost.join(", ") }
+            )
+        });
+    }
+
     /// Time passes to the record's forgettable time and the store purges what expired.
     fn expire(&self, state: &mut State, slot: Slot, teller: &mut Teller<'_>) {
         let id = self.slot_id(slot);
@@ -1046,6 +1166,8 @@ impl IdemModel {
             state.store.memory.record(id).expect("expiry is offered only for a held record").forgettable_at();
         state.store.now = forgettable_at;
         let purged = state.store.memory.purge_expired(forgettable_at, PURGE_BATCH_MAX);
+        // A purge runs off the request path and waits for the disk.
+        state.store.durable = None;
         if state.store.memory.record(id).is_some() {
             state.mark(Broken::NotForgotten);
         }
@@ -1245,6 +1367,7 @@ impl Model for IdemModel {
                 now: Timestamp::EPOCH,
                 up: true,
                 ledger: Vec::new(),
+                durable: None,
             },
             network: Vec::new(),
             ordered: self.config.network == NetworkKind::Ordered,
@@ -1259,6 +1382,7 @@ impl Model for IdemModel {
                 },
                 delays: self.config.delays,
                 outages: self.config.outages,
+                store_crashes: self.config.store_crashes,
             },
             ghost: Ghost { serials: 0, slots: vec![SlotGhost::default(); slots], broken: 0 },
         }]
@@ -1344,6 +1468,10 @@ impl Model for IdemModel {
             if state.budgets.outages > 0 && busy {
                 actions.push(Action::StoreDown);
             }
+            // A store crash with everything on disk loses nothing.
+            if state.budgets.store_crashes > 0 && state.store.durable.is_some() {
+                actions.push(Action::StoreCrash);
+            }
             for slot in 0..self.slots.len() {
                 let slot = u8::try_from(slot).expect("at most 17 slots");
                 let Some(record) = state.store.memory.record(self.slot_id(slot)) else { continue };
@@ -1413,6 +1541,22 @@ struct ReplyTo {
     op: OpIndex,
     attempt: AttemptNumber,
     server: ServerIndex,
+}
+
+fn slot_index(slot: usize) -> Slot {
+    u8::try_from(slot).expect("at most 17 slots")
+}
+
+fn tell_record(record: Option<&Record>) -> String {
+    match record {
+        None => "no record".to_owned(),
+        Some(Record { fence, state: RecordState::InFlight { .. }, .. }) => {
+            format!("a claim under {}", fence_name(*fence))
+        }
+        Some(Record { fence, state: RecordState::Completed { .. }, .. }) => {
+            format!("a completion under {}", fence_name(*fence))
+        }
+    }
 }
 
 fn fence_name(fence: Fence) -> String {

@@ -240,6 +240,24 @@ pub struct Store {
     pub up: bool,
     /// Side effects that committed (the business ledger), in order.
     pub ledger: Vec<Execution>,
+    /// What a store crash would leave: the store as of its last write that waited for the
+    /// disk, while a later one did not (`None`: everything is on disk, or no store crash
+    /// is left to lose anything).
+    pub durable: Option<Durable>,
+}
+
+/// The store as its disk holds it, kept while writes after it are not yet on disk.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Durable {
+    /// The records and counters on disk.
+    pub memory: MemoryState,
+    /// How much of the ledger is on disk (variant `unsynced-completion` only: otherwise a
+    /// payment is durable when it commits, with its completion or outside the store).
+    pub ledger_len: usize,
+    /// The ghost facts of each slot as they were then (the claim current, the owner); a
+    /// crash rolls them back with the records, except the first recorded response, which
+    /// stays history.
+    pub slots: Vec<SlotGhost>,
 }
 
 /// Why a client gave up on an operation (idem-client's `RetryError`s other than 422).
@@ -365,6 +383,8 @@ pub struct Budgets {
     pub delays: u8,
     /// Store outages left.
     pub outages: u8,
+    /// Store crashes left.
+    pub store_crashes: u8,
 }
 
 /// The whole system at one moment.

@@ -18,6 +18,10 @@ const POLL_EVERY: Duration = Duration::from_millis(10);
 pub(crate) struct Args {
     #[command(flatten)]
     model: ModelOptions,
+    /// Store crashes: the store loses the writes not yet on disk (claims, renewals and
+    /// releases commit without waiting for it; a completion waits) and restarts at once.
+    #[arg(long, default_value_t = Config::default().store_crashes)]
+    store_crashes: u8,
     /// Search strategy: dfs (little memory, fastest here; allows --symmetry) or bfs (level by
     /// level). Either way each counterexample printed is a shortest one.
     #[arg(long, default_value = "dfs", value_parser = parse_strategy)]
@@ -40,6 +44,13 @@ pub(crate) struct Args {
     examples: bool,
 }
 
+impl Args {
+    /// The configuration to check: the model options, and the store crashes.
+    fn config(&self) -> Config {
+        Config { store_crashes: self.store_crashes, ..self.model.config() }
+    }
+}
+
 fn parse_strategy(given: &str) -> Result<Strategy, String> {
     match given {
         "bfs" => Ok(Strategy::Bfs),
@@ -50,7 +61,8 @@ fn parse_strategy(given: &str) -> Result<Strategy, String> {
 
 /// Runs the check; exit code 1 when a property is violated.
 pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let model = args.model.model()?;
+    let config = args.config();
+    let model = config.clone().into_model()?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let symmetry = args.symmetry || (args.strategy == Strategy::Dfs && !args.no_symmetry);
     let search = Search { strategy: args.strategy, symmetry, threads, depth_max: args.depth };
@@ -79,10 +91,10 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let verdicts = idem_model::verdicts(&checker, args.examples);
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", describe(&args.model, search))?;
+    writeln!(out, "{}", describe(&config, search))?;
     writeln!(out, "{}", summary(&checker, elapsed))?;
     writeln!(out)?;
-    write_table(&mut out, &verdicts, &args.model.config(), args.examples)?;
+    write_table(&mut out, &verdicts, &config, args.examples)?;
     if verdicts.iter().any(Verdict::is_violation) {
         writeln!(out, "\nA path ends at its first violation, so \"holds\" above covers the paths up to a violation.")?;
     }
@@ -124,8 +136,7 @@ fn per_second(count: usize, elapsed: Duration) -> f64 {
     count / elapsed.as_secs_f64().max(1e-3)
 }
 
-fn describe(options: &ModelOptions, search: Search) -> String {
-    let config = options.config();
+fn describe(config: &Config, search: Search) -> String {
     let strategy = match search.strategy {
         Strategy::Bfs => "BFS",
         Strategy::Dfs => "DFS",
@@ -135,7 +146,7 @@ fn describe(options: &ModelOptions, search: Search) -> String {
     let client = config.client;
     format!(
         "model: {} clients, {} servers, {} operation(s) each{}, {} network{}, {} crash(es), {} stall(s), \
-         {} slow handler(s), {} failure(s), {} delay(s), {} outage(s), renewals {}, handlers take up to {} (slow ones {}), \
+         {} slow handler(s), {} failure(s), {} delay(s), {} outage(s), {} store crash(es), renewals {}, handlers take up to {} (slow ones {}), \
          {} mode, variant {}\n\
          client: {} attempts, deadline {}, attempt timeout {}; G6 judged for operations that met at most {} fault(s)\n\
          search: {strategy}{symmetry}, {} thread(s){depth}",
@@ -155,6 +166,7 @@ fn describe(options: &ModelOptions, search: Search) -> String {
         config.failures,
         config.delays,
         config.outages,
+        config.store_crashes,
         if config.renewals { "on" } else { "off" },
         humantime::format_duration(config.handler_time),
         humantime::format_duration(config.slow_handler_time),

@@ -101,6 +101,8 @@ impl ModelOptions {
             network_faults: self.network_faults,
             delays: self.delays,
             outages: self.outages,
+            // `idem check --store-crashes` sets its own (crates/idem-cli/src/check.rs).
+            store_crashes: Config::default().store_crashes,
             renewals: !self.no_renewals,
             handler_time: Duration::from(self.handler_time),
             slow_handler_time: Duration::from(self.slow_time),
