@@ -367,9 +367,23 @@ impl PostgresStore {
         operation: impl Fn(Timestamp) -> O,
     ) -> Result<O::Answer, StoreError> {
         debug_assert!(read != ReadKind::PeekLocked, "a lock outlives an autocommit read");
+        let operation = &operation;
+        self.retrying(|| async move {
+            let mut connection = self.pool.acquire().await?;
+            self.attempt(&mut connection, id, read, now, operation).await
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it is not contention, at most [`PostgresOptions::retries_max`]
+    /// times more, with backoff.
+    async fn retrying<A, F>(&self, attempt: impl Fn() -> F) -> Result<A, StoreError>
+    where
+        F: Future<Output = Result<A, Failure>>,
+    {
         let mut retries = 0;
         loop {
-            match self.attempt(id, read, now, &operation).await {
+            match attempt().await {
                 Ok(answer) => return Ok(answer),
                 Err(Failure::Contention(source)) if retries < self.inner.retries_max => {
                     tracing::debug!(retries, error = %source, "store operation lost to contention; running it again");
@@ -388,17 +402,17 @@ impl PostgresStore {
     /// is contention: nothing was applied, and the operation runs again from its read.
     async fn attempt<O: Operation>(
         &self,
+        connection: &mut PgConnection,
         id: &RecordId,
         read: ReadKind,
         now: Timestamp,
         operation: &impl Fn(Timestamp) -> O,
     ) -> Result<O::Answer, Failure> {
-        let mut connection = self.pool.acquire().await?;
-        let (step, seen) = decide(&mut connection, &self.inner, id, read, now, operation).await?;
+        let (step, seen) = decide(connection, &self.inner, id, read, now, operation).await?;
         if step.writes_nothing() {
             return Ok(step.answer);
         }
-        match write(&mut connection, &self.inner, id, seen, step).await? {
+        match write(connection, &self.inner, id, seen, step).await? {
             Some(answer) => Ok(answer),
             None => Err(Failure::Contention(match seen {
                 Seen::Absent => "a concurrent claim inserted the same record id first".into(),
@@ -649,13 +663,13 @@ async fn write<A>(
 /// the step again on the view the statement read and check it names exactly what was
 /// written. Returns `None`, having written nothing, when the row is not that claim (or the
 /// fence counter is not past it): then the locked read and the step answer.
-async fn complete_guarded(
+async fn complete_guarded<O: Operation<Answer = Fenced>>(
     connection: &mut PgConnection,
     inner: &Inner,
     id: &RecordId,
     fence: Fence,
     now: Timestamp,
-    operation: impl Fn(Timestamp) -> op::CompleteInTransaction,
+    operation: impl Fn(Timestamp) -> O,
 ) -> Result<Option<Fenced>, Failure> {
     // The record the guard admits, at time zero: times are added in the statement.
     let presumed = Record {
@@ -814,7 +828,18 @@ impl Store for PostgresStore {
         policy: &Policy,
     ) -> Result<Fenced, StoreError> {
         let policy = *policy;
-        self.run(id, ReadKind::Peek, now, |now| op::Complete { fence, response: response.clone(), now, policy }).await
+        let operation = |now| op::Complete { fence, response: response.clone(), now, policy };
+        // The usual case in one statement (see `complete_in`); otherwise the optimistic read
+        // and write on the same connection.
+        let operation = &operation;
+        self.retrying(|| async move {
+            let mut connection = self.pool.acquire().await?;
+            if let Some(answer) = complete_guarded(&mut connection, &self.inner, id, fence, now, operation).await? {
+                return Ok(answer);
+            }
+            self.attempt(&mut connection, id, ReadKind::Peek, now, operation).await
+        })
+        .await
     }
 
     async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
