@@ -4,7 +4,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http_body::Body as HttpBody;
+use http::HeaderMap;
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 
@@ -54,6 +55,13 @@ impl HttpBody for Body {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.0.size_hint()
+    }
+}
+
+impl Default for Body {
+    /// An empty body (what tower-http's `CorsLayer` answers a preflight with).
+    fn default() -> Body {
+        Body::full(Bytes::new())
     }
 }
 
@@ -120,6 +128,98 @@ where
     Ok(buffer.freeze())
 }
 
+/// What reading a handler's response body up to the recording limit found.
+pub(crate) enum ResponseRead {
+    /// The whole body, within the limit and without trailers: it can be recorded.
+    Whole(Bytes),
+    /// The body cannot be recorded, for `why`; `body` still yields all of it, the part
+    /// already read first, then the rest as the handler streams it.
+    NotKept { why: NotKept, body: Body },
+    /// The body failed before the limit was reached.
+    Broken(BoxError),
+}
+
+/// Why a response is not kept for replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NotKept {
+    /// Its body is longer than the recording limit.
+    TooLarge {
+        /// The limit.
+        bytes_max: usize,
+    },
+    /// It carries trailers, which a record cannot hold.
+    Trailers,
+}
+
+/// Reads `body` until its end, the first byte over `bytes_max`, or a trailers frame,
+/// whichever comes first. Holds at most `bytes_max` bytes (plus the one chunk that crossed
+/// the limit, which the handler had already allocated); what was not read stays in the
+/// returned body, so nothing of the response is lost.
+pub(crate) async fn read_to_keep(mut body: Body, bytes_max: usize) -> ResponseRead {
+    if body.size_hint().lower() > bytes_max as u64 {
+        let why = NotKept::TooLarge { bytes_max };
+        return ResponseRead::NotKept { why, body: Body::new(Prefixed { read: None, pending: None, rest: body }) };
+    }
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => return ResponseRead::Broken(error),
+        };
+        let (why, pending) = match frame.into_data() {
+            Ok(chunk) if buffer.len() + chunk.len() <= bytes_max => {
+                buffer.extend_from_slice(&chunk);
+                continue;
+            }
+            Ok(chunk) => (NotKept::TooLarge { bytes_max }, Frame::data(chunk)),
+            Err(frame) if frame.trailers_ref().is_some_and(HeaderMap::is_empty) => continue,
+            Err(frame) => (NotKept::Trailers, frame),
+        };
+        let read = Some(buffer.freeze()).filter(|read| !read.is_empty());
+        return ResponseRead::NotKept { why, body: Body::new(Prefixed { read, pending: Some(pending), rest: body }) };
+    }
+    ResponseRead::Whole(buffer.freeze())
+}
+
+/// A body read in part: the bytes already read, the frame that stopped the reading, then
+/// the rest of the original body.
+struct Prefixed {
+    read: Option<Bytes>,
+    pending: Option<Frame<Bytes>>,
+    rest: Body,
+}
+
+impl HttpBody for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(read) = self.read.take() {
+            return Poll::Ready(Some(Ok(Frame::data(read))));
+        }
+        if let Some(pending) = self.pending.take() {
+            return Poll::Ready(Some(Ok(pending)));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_none() && self.pending.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held = self.read.as_ref().map_or(0, Bytes::len)
+            + self.pending.as_ref().and_then(Frame::data_ref).map_or(0, Bytes::len);
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(held as u64));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(held as u64));
+        }
+        hint
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +257,50 @@ mod tests {
             unreachable!("nothing is read from a body known to be too large")
         }));
         assert!(matches!(read, Err(ReadError::TooLarge { bytes_max: 4 })));
+    }
+
+    fn collect(body: Body) -> (Bytes, Option<HeaderMap>) {
+        let collected = futures::executor::block_on(body.collect()).expect("test bodies do not fail");
+        let trailers = collected.trailers().cloned();
+        (collected.to_bytes(), trailers)
+    }
+
+    #[test]
+    fn a_response_within_the_limit_is_kept_whole() {
+        // Goal: a body that fits, without trailers, comes back whole to be recorded.
+        let kept = futures::executor::block_on(read_to_keep(Body::new(chunked(&[b"ab", b"cd"])), 4));
+        assert!(matches!(kept, ResponseRead::Whole(bytes) if bytes == "abcd"));
+    }
+
+    #[test]
+    fn a_response_over_the_limit_is_not_kept_and_loses_no_byte() {
+        // Goal: the body is read no further than the limit, and the body handed back yields
+        // every byte, in order: the read part, the crossing chunk, the rest.
+        let kept = futures::executor::block_on(read_to_keep(Body::new(chunked(&[b"ab", b"cd", b"ef", b"g"])), 5));
+        let ResponseRead::NotKept { why, body } = kept else { panic!("7 bytes do not fit 5") };
+        assert_eq!(why, NotKept::TooLarge { bytes_max: 5 });
+        assert_eq!(collect(body).0, "abcdefg");
+
+        let declared = futures::executor::block_on(read_to_keep(Body::full("123456"), 5));
+        let ResponseRead::NotKept { why, body } = declared else { panic!("a declared 6 bytes do not fit 5") };
+        assert_eq!(why, NotKept::TooLarge { bytes_max: 5 });
+        assert_eq!(body.size_hint().exact(), Some(6), "the length is still known to the server");
+        assert_eq!(collect(body).0, "123456");
+    }
+
+    #[test]
+    fn a_response_with_trailers_is_not_kept_and_keeps_its_trailers() {
+        // Goal: trailers stop the recording (a record has no place for them), and the body
+        // handed back still carries the data and the trailers.
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let frames =
+            vec![Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"ab"))), Ok(Frame::trailers(trailers.clone()))];
+        let body = Body::new(StreamBody::new(futures::stream::iter(frames)));
+        let ResponseRead::NotKept { why, body } = futures::executor::block_on(read_to_keep(body, 1024)) else {
+            panic!("trailers are not kept")
+        };
+        assert_eq!(why, NotKept::Trailers);
+        assert_eq!(collect(body), (Bytes::from_static(b"ab"), Some(trailers)));
     }
 }

@@ -6,9 +6,11 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{HeaderName, Method};
 use idem_core::{Clock, Policy, PolicyError, Principal, StatusRules, Store, SystemClock};
+use tokio_util::task::TaskTracker;
 
 use crate::headers::HeaderFilter;
 use crate::principal::{PrincipalExtractor, authorization_principal};
+use crate::problem::PROBLEM_TYPE_BASE;
 use crate::{IdempotencyLayer, Problem};
 
 /// Default request body limit: 1 MiB (SPEC).
@@ -76,6 +78,17 @@ pub(crate) struct Config {
     /// Which handler statuses record and which release the claim.
     pub(crate) status_rules: StatusRules,
     pub(crate) clock: Arc<dyn Clock>,
+    /// The base of problem type URIs.
+    pub(crate) problem_type_base: String,
+    /// Tracks every keyed request's work, also after its client went away.
+    pub(crate) tracker: TaskTracker,
+}
+
+impl Config {
+    /// `problem` as a response, its type under the configured base.
+    pub(crate) fn answer(&self, problem: Problem) -> http::Response<crate::Body> {
+        problem.into_response_at(&self.problem_type_base)
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -90,6 +103,7 @@ impl std::fmt::Debug for Config {
             .field("conflict", &self.conflict)
             .field("conflict_retry_after_max", &self.conflict_retry_after_max)
             .field("status_rules", &self.status_rules)
+            .field("problem_type_base", &self.problem_type_base)
             .finish_non_exhaustive()
     }
 }
@@ -101,7 +115,8 @@ impl std::fmt::Debug for Config {
 /// 1 MiB, keys required on POST and PATCH, a missing key is a 400, the principal is
 /// [`authorization_principal`], conflicts answer 409 at once with `Retry-After` at most
 /// 1 s, 2xx and 4xx responses are recorded except 408, 425 and 429, which release the
-/// claim like 5xx responses do ([`StatusRules`]'s default), time from [`SystemClock`].
+/// claim like 5xx responses do ([`StatusRules`]'s default), time from [`SystemClock`],
+/// problem types under [`PROBLEM_TYPE_BASE`], a task tracker of the layer's own.
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct IdempotencyBuilder<St> {
     store: Arc<St>,
@@ -117,6 +132,8 @@ pub struct IdempotencyBuilder<St> {
     conflict_retry_after_max: Duration,
     status_rules: StatusRules,
     clock: Arc<dyn Clock>,
+    problem_type_base: String,
+    tracker: TaskTracker,
 }
 
 /// Default cap on a 409's `Retry-After`: most requests in flight finish within a second.
@@ -138,6 +155,8 @@ impl<St: Store> IdempotencyBuilder<St> {
             conflict_retry_after_max: CONFLICT_RETRY_AFTER_MAX_DEFAULT,
             status_rules: StatusRules::default(),
             clock: Arc::new(SystemClock),
+            problem_type_base: PROBLEM_TYPE_BASE.to_owned(),
+            tracker: TaskTracker::new(),
         }
     }
 
@@ -167,9 +186,12 @@ impl<St: Store> IdempotencyBuilder<St> {
         self
     }
 
-    /// The longest response body the layer records (default 1 MiB). A longer response is
-    /// not answered: the layer records and answers a 500 problem (`response-too-large`)
-    /// instead, so retries never run the handler again (G1 over convenience).
+    /// The longest response body the layer records (default 1 MiB).
+    ///
+    /// A longer response still reaches the first client whole (the layer holds at most this
+    /// many bytes of it, then streams the rest through), and the record is completed, so the
+    /// operation never runs again for the key; retries get a `response-not-kept` problem
+    /// with the original status and `Location` (SPEC "HTTP behaviour"; see the crate docs).
     pub fn response_body_bytes_max(mut self, bytes_max: usize) -> Self {
         self.response_body_bytes_max = bytes_max;
         self
@@ -241,6 +263,29 @@ impl<St: Store> IdempotencyBuilder<St> {
         self
     }
 
+    /// The base of the problem type URIs the layer answers with (default
+    /// [`PROBLEM_TYPE_BASE`], the project's `docs/problems.md#`): each `type` is this base
+    /// plus the problem's slug (RFC 9457 section 3.1.1). Point it at a copy of that page
+    /// that your API's clients can read.
+    pub fn problem_type_base(mut self, base: impl Into<String>) -> Self {
+        self.problem_type_base = base.into();
+        self
+    }
+
+    /// The tracker that every keyed request's work runs under (default: a tracker of the
+    /// layer's own, see [`IdempotencyLayer::task_tracker`]).
+    ///
+    /// A keyed request whose client goes away keeps running, on a task spawned on this
+    /// tracker, until its handler finishes and its record is completed. A server that
+    /// drains at shutdown waits for that work after it stopped accepting requests:
+    /// `tracker.close(); tokio::time::timeout(deadline, tracker.wait()).await` (see the
+    /// crate docs, "Shutdown"). Passing the server's own tracker lets one `wait` cover
+    /// the layer's work and the server's other tasks.
+    pub fn task_tracker(mut self, tracker: TaskTracker) -> Self {
+        self.tracker = tracker;
+        self
+    }
+
     /// Where `now` comes from (default [`SystemClock`]); simulations pass their own.
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Arc::new(clock);
@@ -277,7 +322,10 @@ impl<St: Store> IdempotencyBuilder<St> {
             conflict_retry_after_max: self.conflict_retry_after_max,
             status_rules: self.status_rules,
             clock: self.clock,
+            problem_type_base: self.problem_type_base,
+            tracker: self.tracker,
         };
+        crate::observe::describe();
         Ok(IdempotencyLayer::from_parts(Arc::new(config), self.store))
     }
 }
@@ -295,6 +343,7 @@ impl<St> std::fmt::Debug for IdempotencyBuilder<St> {
             .field("conflict", &self.conflict)
             .field("conflict_retry_after_max", &self.conflict_retry_after_max)
             .field("status_rules", &self.status_rules)
+            .field("problem_type_base", &self.problem_type_base)
             .finish_non_exhaustive()
     }
 }

@@ -25,13 +25,14 @@ use idem_core::reply::{self, Disposition, Superseded};
 use idem_core::{Claim, Decision, Fenced, Fingerprint, RecordId, Refusal, Renewal, Store, StoreError, StoredResponse};
 use tokio::time::{Instant, MissedTickBehavior};
 use tower::Service;
+use tracing::Span;
 
 use crate::atomic::LeaseState;
-use crate::body::{Body, BoxError, ReadError, full, read_bounded};
+use crate::body::{Body, BoxError, NotKept, ReadError, ResponseRead, full, read_bounded, read_to_keep};
 use crate::config::{Config, ConflictPolicy, WAIT_MAX};
 use crate::headers::IDEMPOTENT_REPLAYED;
 use crate::problem::kinds;
-use crate::{ClaimContext, CompletedInTransaction, Outcome, Problem, service};
+use crate::{ClaimContext, CompletedInTransaction, Outcome, Problem, observe, service};
 
 /// Attempts at recording a response before giving up (the first plus retries).
 const COMPLETE_ATTEMPTS_MAX: u32 = 3;
@@ -52,6 +53,10 @@ pub(crate) struct Keyed<St> {
     pub(crate) config: Arc<Config>,
     pub(crate) store: Arc<St>,
     pub(crate) id: RecordId,
+    /// The request's span ([`observe::request_span`]); the work runs inside it.
+    pub(crate) span: Span,
+    /// When the layer received the request.
+    pub(crate) started: Instant,
 }
 
 /// A response and what the layer did to get it.
@@ -72,9 +77,17 @@ where
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    let (mut response, outcome) = decide(&keyed, inner, parts, body).await?;
-    service::finish(&mut response, outcome, Some(&keyed.id.key));
-    Ok(response)
+    match decide(&keyed, inner, parts, body).await {
+        Ok((mut response, outcome)) => {
+            service::finish(&mut response, outcome, Some(&keyed.id.key), Some(&keyed.span), keyed.started);
+            Ok(response)
+        }
+        Err(error) => {
+            // The inner service failed without a response; its claim was given back.
+            observe::answered(Some(&keyed.span), Outcome::Released, None, keyed.started);
+            Err(error)
+        }
+    }
 }
 
 async fn decide<S, St, ReqBody, ResBody>(
@@ -96,22 +109,23 @@ where
     let mut fingerprint = Fingerprint::builder(parts.method.as_str(), path_and_query);
     let body = match read_bounded(body, config.request_body_bytes_max, |chunk| fingerprint.update(chunk)).await {
         Ok(body) => body,
-        Err(ReadError::TooLarge { bytes_max }) => return Ok(rejected(kinds::body_too_large(bytes_max))),
-        Err(ReadError::Broken(error)) => return Ok(rejected(kinds::body_unreadable(error))),
+        Err(ReadError::TooLarge { bytes_max }) => return Ok(rejected(config, kinds::body_too_large(bytes_max))),
+        Err(ReadError::Broken(error)) => return Ok(rejected(config, kinds::body_unreadable(error))),
     };
     let fingerprint = fingerprint.finish();
 
     let now = config.clock.now();
-    let mut decision = match keyed.store.claim(&keyed.id, &fingerprint, now, &config.policy).await {
-        Ok(decision) => decision,
-        Err(error) => return Ok(store_failed(&error)),
-    };
+    let mut decision =
+        match observe::store("claim", keyed.store.claim(&keyed.id, &fingerprint, now, &config.policy).await) {
+            Ok(decision) => decision,
+            Err(error) => return Ok(store_failed(config, &error)),
+        };
     if let (Decision::Conflict { retry_after: lease_left }, ConflictPolicy::Wait(wait_max)) =
         (&decision, config.conflict)
     {
         decision = match wait_for_turn(keyed, &fingerprint, wait_max, *lease_left).await {
             Ok(decision) => decision,
-            Err(error) => return Ok(store_failed(&error)),
+            Err(error) => return Ok(store_failed(config, &error)),
         };
     }
     match decision {
@@ -122,9 +136,9 @@ where
             tracing::warn!(key = keyed.id.key.as_str(), ?stale, fence = ?claim.fence, "taking over a lapsed claim");
             execute(keyed, inner, parts, body, &fingerprint, claim).await
         }
-        Decision::Replay(stored) => Ok((replay(stored), Outcome::Replayed)),
+        Decision::Replay(stored) => Ok((replay(config, stored), Outcome::Replayed)),
         Decision::Conflict { retry_after: lease_left } => Ok((in_progress(config, lease_left), Outcome::Conflict)),
-        Decision::Mismatch => Ok((kinds::key_reused().into_response(), Outcome::Mismatch)),
+        Decision::Mismatch => Ok((config.answer(kinds::key_reused()), Outcome::Mismatch)),
     }
 }
 
@@ -151,12 +165,12 @@ async fn wait_for_turn<St: Store>(
         pause = (pause * 2).min(WAIT_POLL_MAX);
 
         // A cheap read first: only claim (a write in SQL stores) once the holder is done.
-        let record = store.get(id).await?;
+        let record = observe::store("get", store.get(id).await)?;
         if let Some(left) = reply::keep_waiting(record.as_ref(), fingerprint, config.clock.now()) {
             lease_left = left;
             continue;
         }
-        match store.claim(id, fingerprint, config.clock.now(), &config.policy).await? {
+        match observe::store("claim", store.claim(id, fingerprint, config.clock.now(), &config.policy).await)? {
             Decision::Conflict { retry_after: left } => lease_left = left,
             decision => return Ok(decision),
         }
@@ -172,6 +186,9 @@ enum Ran<E> {
     Panicked,
     /// The handler completed the record in its own transaction (atomic mode); the store's answer.
     CompletedInTransaction(Fenced, Response<Body>),
+    /// A response that completed the operation but cannot be recorded (too long, or with
+    /// trailers): its head, and a body that yields all of it.
+    NotKept(http::response::Parts, Body, NotKept),
     /// A status whose claim is given back ([`Disposition::Release`]); its body is not read.
     Release(Response<Body>),
     /// A response to record, with its whole body.
@@ -240,7 +257,7 @@ where
             Ok(match release(keyed, claim).await {
                 Released::Stale => superseded(keyed, fingerprint).await,
                 Released::Yes | Released::Failed => {
-                    (kinds::handler_failed("the handler failed").into_response(), Outcome::Released)
+                    (config.answer(kinds::handler_failed("the handler failed")), Outcome::Released)
                 }
             })
         }
@@ -254,6 +271,7 @@ where
             Released::Yes | Released::Failed => (response, Outcome::Released),
         }),
         Ran::Unrecordable(problem, outcome) => Ok(record_problem(keyed, fingerprint, claim, problem, outcome).await),
+        Ran::NotKept(head, body, why) => Ok(not_kept(keyed, fingerprint, claim, head, body, why).await),
         Ran::Record(head, body) => {
             let stored = config.filter.stored_response(head.status.as_u16(), &head.headers, body.clone());
             let response = Response::from_parts(head, full(body));
@@ -296,17 +314,10 @@ where
         return Ran::Release(response.map(crate::body::boxed));
     }
     let (head, response_body) = response.into_parts();
-    match read_bounded(response_body, config.response_body_bytes_max, |_| {}).await {
-        Ok(body) => Ran::Record(head, body),
-        Err(ReadError::TooLarge { bytes_max }) => {
-            tracing::error!(
-                key,
-                bytes_max,
-                "handler's response is longer than response_body_bytes_max; recording a problem instead"
-            );
-            Ran::Unrecordable(kinds::response_too_large(bytes_max), Outcome::ResponseTooLarge)
-        }
-        Err(ReadError::Broken(error)) => {
+    match read_to_keep(crate::body::boxed(response_body), config.response_body_bytes_max).await {
+        ResponseRead::Whole(body) => Ran::Record(head, body),
+        ResponseRead::NotKept { why, body } => Ran::NotKept(head, body, why),
+        ResponseRead::Broken(error) => {
             // The head said the handler succeeded (or refused with a 4xx), so its side
             // effect may have happened: releasing would let a retry run it again (G1).
             // The failure is recorded instead, and every retry gets the same answer (G2).
@@ -350,7 +361,7 @@ async fn renew_until_refused<St: Store>(keyed: &Keyed<St>, claim: Claim, lease: 
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match keyed.store.renew(id, claim.fence, config.clock.now(), &config.policy).await {
+        match observe::store("renew", keyed.store.renew(id, claim.fence, config.clock.now(), &config.policy).await) {
             Ok(Renewal::Renewed { lease_expires_at }) => lease.renewed(lease_expires_at),
             Ok(Renewal::Refused(Refusal::AlreadyCompleted { completed_by })) if completed_by == claim.fence => {
                 // The handler completed the record itself (atomic mode) and is about to
@@ -377,7 +388,53 @@ async fn renew_until_refused<St: Store>(keyed: &Keyed<St>, claim: Claim, lease: 
 /// The 409 for a claim in flight that holds `lease_left` more; its `Retry-After` is
 /// [`reply::retry_after`] with the configured cap.
 fn in_progress(config: &Config, lease_left: Duration) -> Response<Body> {
-    kinds::in_progress(reply::retry_after(lease_left, config.conflict_retry_after_max)).into_response()
+    config.answer(kinds::in_progress(reply::retry_after(lease_left, config.conflict_retry_after_max)))
+}
+
+/// Completes the record for a response that cannot be kept (longer than the recording
+/// limit, or with trailers) and answers that response itself, whole, to this client.
+///
+/// SPEC "HTTP behaviour": the first client gets its real answer, the operation never runs
+/// again for the key, and retries get a problem saying it completed and its response was
+/// not kept. What is recorded is that problem ([`kinds::response_not_kept`]), with the
+/// original status (the operation's result: a client that retries must not take it for a
+/// failure and try again) and the original `Location`. The record is completed before
+/// the rest of the body streams out, so a client that goes away meanwhile loses only its
+/// copy of the body.
+async fn not_kept<St: Store>(
+    keyed: &Keyed<St>,
+    fingerprint: &Fingerprint,
+    claim: Claim,
+    head: http::response::Parts,
+    body: Body,
+    why: NotKept,
+) -> Answer {
+    let config = &keyed.config;
+    tracing::warn!(
+        key = keyed.id.key.as_str(),
+        ?why,
+        status = head.status.as_u16(),
+        "the handler's response cannot be kept for replay; answering it and recording a response-not-kept problem"
+    );
+    let mut problem = config.answer(kinds::response_not_kept(head.status, why));
+    if let Some(location) = head.headers.get(http::header::LOCATION) {
+        problem.headers_mut().insert(http::header::LOCATION, location.clone());
+    }
+    let (problem_head, problem_body) = problem.into_parts();
+    let problem_body =
+        read_bounded(problem_body, usize::MAX, |_| {}).await.expect("a problem body is in memory and cannot fail");
+    let stored = config.filter.stored_response(problem_head.status.as_u16(), &problem_head.headers, problem_body);
+    match complete(keyed, claim, stored).await {
+        Ok(Fenced::Applied) => (Response::from_parts(head, body), Outcome::ResponseTooLarge),
+        Ok(Fenced::Refused(refusal)) => {
+            tracing::warn!(key = keyed.id.key.as_str(), %refusal, "completion refused; this execution's claim was taken over");
+            superseded(keyed, fingerprint).await
+        }
+        Err(error) => {
+            tracing::error!(key = keyed.id.key.as_str(), %error, "could not record that the response was not kept; answering it unrecorded");
+            (Response::from_parts(head, body), Outcome::Unrecorded)
+        }
+    }
 }
 
 /// Records `problem` in place of a response the layer cannot record (too long, or a body
@@ -391,7 +448,7 @@ async fn record_problem<St: Store>(
     problem: Problem,
     outcome: Outcome,
 ) -> Answer {
-    let response = problem.into_response();
+    let response = keyed.config.answer(problem);
     let (head, problem_body) = response.into_parts();
     let body =
         read_bounded(problem_body, usize::MAX, |_| {}).await.expect("a problem body is in memory and cannot fail");
@@ -415,7 +472,7 @@ async fn complete<St: Store>(keyed: &Keyed<St>, claim: Claim, stored: StoredResp
     let mut attempt = 1;
     loop {
         let now = config.clock.now();
-        match store.complete(id, claim.fence, stored.clone(), now, &config.policy).await {
+        match observe::store("complete", store.complete(id, claim.fence, stored.clone(), now, &config.policy).await) {
             Err(StoreError::Unavailable { source, .. }) if attempt < COMPLETE_ATTEMPTS_MAX => {
                 tracing::warn!(key = id.key.as_str(), attempt, error = %source, "completion failed; retrying");
                 tokio::time::sleep(pause).await;
@@ -438,7 +495,7 @@ enum Released {
 }
 
 async fn release<St: Store>(keyed: &Keyed<St>, claim: Claim) -> Released {
-    match keyed.store.release(&keyed.id, claim.fence).await {
+    match observe::store("release", keyed.store.release(&keyed.id, claim.fence).await) {
         Ok(Fenced::Applied) => Released::Yes,
         Ok(Fenced::Refused(idem_core::Refusal::NoRecord)) => Released::Failed,
         Ok(Fenced::Refused(_)) => Released::Stale,
@@ -453,22 +510,22 @@ async fn release<St: Store>(keyed: &Keyed<St>, claim: Claim) -> Released {
 /// the store holds now, as [`reply::superseded`] says: the recorded response, a 409 while
 /// another claim is in flight (or none is), or a 422 if the key now belongs to another request.
 async fn superseded<St: Store>(keyed: &Keyed<St>, fingerprint: &Fingerprint) -> Answer {
-    let response = match keyed.store.get(&keyed.id).await {
-        Err(error) => store_failed(&error).0,
-        Ok(record) => match reply::superseded(record.as_ref(), fingerprint, keyed.config.clock.now()) {
-            Superseded::Replay(stored) => replay(stored),
-            Superseded::InProgress { lease_left } => in_progress(&keyed.config, lease_left),
-            Superseded::Mismatch => kinds::key_reused().into_response(),
+    let config = &keyed.config;
+    let response = match observe::store("get", keyed.store.get(&keyed.id).await) {
+        Err(error) => store_failed(config, &error).0,
+        Ok(record) => match reply::superseded(record.as_ref(), fingerprint, config.clock.now()) {
+            Superseded::Replay(stored) => replay(config, stored),
+            Superseded::InProgress { lease_left } => in_progress(config, lease_left),
+            Superseded::Mismatch => config.answer(kinds::key_reused()),
         },
     };
     (response, Outcome::Superseded)
 }
 
 /// The recorded response, marked `Idempotent-Replayed: true`.
-fn replay(stored: StoredResponse) -> Response<Body> {
+fn replay(config: &Config, stored: StoredResponse) -> Response<Body> {
     let Ok(status) = StatusCode::from_u16(stored.status) else {
-        return kinds::store_corrupt(format!("recorded status {} is not an HTTP status", stored.status))
-            .into_response();
+        return config.answer(kinds::store_corrupt(format!("recorded status {} is not an HTTP status", stored.status)));
     };
     let mut response = Response::new(full(stored.body));
     *response.status_mut() = status;
@@ -479,7 +536,7 @@ fn replay(stored: StoredResponse) -> Response<Body> {
                 headers.append(name, value);
             }
             _ => {
-                return kinds::store_corrupt(format!("recorded header {name:?} is not a valid header")).into_response();
+                return config.answer(kinds::store_corrupt(format!("recorded header {name:?} is not a valid header")));
             }
         }
     }
@@ -487,12 +544,12 @@ fn replay(stored: StoredResponse) -> Response<Body> {
     response
 }
 
-fn rejected(problem: Problem) -> Answer {
-    (problem.into_response(), Outcome::Rejected)
+fn rejected(config: &Config, problem: Problem) -> Answer {
+    (config.answer(problem), Outcome::Rejected)
 }
 
 /// G8: the store could not decide, so the handler does not run.
-fn store_failed(error: &StoreError) -> Answer {
+fn store_failed(config: &Config, error: &StoreError) -> Answer {
     tracing::warn!(%error, "idempotency store failed");
     let problem = match error {
         StoreError::Unavailable { retry_after, .. } => {
@@ -501,5 +558,5 @@ fn store_failed(error: &StoreError) -> Answer {
         StoreError::Full { .. } => kinds::store_unavailable(reply::RETRY_AFTER_MIN, error),
         StoreError::Corrupt { detail } => kinds::store_corrupt(detail),
     };
-    (problem.into_response(), Outcome::StoreFailed)
+    (config.answer(problem), Outcome::StoreFailed)
 }

@@ -32,7 +32,13 @@ const NEVER_STORED: [HeaderName; 14] = [
     IDEMPOTENT_REPLAYED,
 ];
 
-/// Decides which response headers are stored: everything but [`NEVER_STORED`], the
+/// CORS response headers (`Access-Control-Allow-Origin`, `-Expose-Headers`, ...) are
+/// never stored either: they answer the origin of one request, so a replay must carry the
+/// ones a CORS layer computes for the replaying request, not the first request's.
+const CORS_PREFIX: &str = "access-control-";
+
+/// Decides which response headers are stored: everything but [`NEVER_STORED`], CORS
+/// headers ([`CORS_PREFIX`]), the
 /// headers named in the response's own `Connection` header, and the deny list.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HeaderFilter {
@@ -51,7 +57,8 @@ impl HeaderFilter {
         let mut stored = Vec::new();
         for (name, value) in headers {
             let named_by_connection = connection_named.iter().any(|token| token.eq_ignore_ascii_case(name.as_str()));
-            if NEVER_STORED.contains(name) || self.deny.contains(name) || named_by_connection {
+            let cors = name.as_str().starts_with(CORS_PREFIX);
+            if NEVER_STORED.contains(name) || cors || self.deny.contains(name) || named_by_connection {
                 continue;
             }
             if stored.len() == STORED_HEADERS_MAX {
@@ -95,7 +102,7 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_date_cookies_and_denied_headers_are_not_stored() {
+    fn hop_by_hop_date_cookies_cors_and_denied_headers_are_not_stored() {
         // Goal: only end-to-end, replay-safe headers reach the record, in their order.
         let filter = HeaderFilter::new(vec![HeaderName::from_static("x-request-id")]);
         let stored = filter.stored_headers(&headers(&[
@@ -110,6 +117,8 @@ mod tests {
             ("location", "/payments/1"),
             ("idempotency-key", "\"k\""),
             ("content-length", "2"),
+            ("access-control-allow-origin", "https://a.example"),
+            ("access-control-expose-headers", "idempotent-replayed"),
         ]));
         let names: Vec<&str> = stored.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["content-type", "location"]);

@@ -15,6 +15,17 @@ pub struct IdempotencyLayer<St> {
     store: Arc<St>,
 }
 
+impl<St> IdempotencyLayer<St> {
+    /// The tracker every keyed request's work runs under, including work that goes on after
+    /// its client went away ([`IdempotencyBuilder::task_tracker`]). At shutdown, once the
+    /// server stops accepting requests: `tracker.close()`, then await `tracker.wait()`
+    /// within the drain deadline.
+    #[must_use]
+    pub fn task_tracker(&self) -> &tokio_util::task::TaskTracker {
+        &self.config.tracker
+    }
+}
+
 impl<St: Store> IdempotencyLayer<St> {
     /// A layer with SPEC's defaults (see [`IdempotencyBuilder`]) over `store`.
     #[must_use]

@@ -117,6 +117,7 @@ mod execute;
 pub mod future;
 pub mod headers;
 pub mod layer;
+pub mod observe;
 pub mod outcome;
 pub mod principal;
 pub mod problem;

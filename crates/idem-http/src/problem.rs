@@ -7,8 +7,11 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{Body, full};
 
-/// Where the layer's problem types live; each type is this prefix plus a slug.
-pub const PROBLEM_TYPE_BASE: &str = "https://example.invalid/idem/problems/";
+/// The default base of the layer's problem type URIs: each type is this base plus a slug,
+/// which names a section of `docs/problems.md` in the project's repository (the page that
+/// says, per type, what happened and what a client should do). Set another base with
+/// [`crate::IdempotencyBuilder::problem_type_base`], e.g. to serve the page yourself.
+pub const PROBLEM_TYPE_BASE: &str = concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/problems.md#");
 
 /// The media type of every error the layer answers.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -35,7 +38,8 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem with `status`, the type [`PROBLEM_TYPE_BASE`] + `slug`, a short `title`
+    /// A problem with `status`, the type *base* + `slug` (the layer's configured base,
+    /// [`PROBLEM_TYPE_BASE`] by default), a short `title`
     /// that is the same for every occurrence, and a `detail` about this one.
     #[must_use]
     pub fn new(
@@ -60,10 +64,16 @@ impl Problem {
         self.status
     }
 
-    /// The problem type URI.
+    /// The problem type URI under the default base, [`PROBLEM_TYPE_BASE`].
     #[must_use]
     pub fn type_uri(&self) -> String {
         format!("{PROBLEM_TYPE_BASE}{}", self.slug)
+    }
+
+    /// The slug: the last part of the type URI, after the base.
+    #[must_use]
+    pub fn slug(&self) -> &str {
+        &self.slug
     }
 
     /// The detail about this occurrence.
@@ -73,11 +83,17 @@ impl Problem {
     }
 
     /// The response: status, `Content-Type: application/problem+json`, `Retry-After` if
-    /// set, and a JSON body with `type`, `title`, `status` and `detail`.
+    /// set, and a JSON body with `type` (under [`PROBLEM_TYPE_BASE`]), `title`, `status`
+    /// and `detail`. The layer itself answers with its configured base.
     #[must_use]
     pub fn into_response(self) -> Response<Body> {
+        self.into_response_at(PROBLEM_TYPE_BASE)
+    }
+
+    /// [`Problem::into_response`] with the type under `type_base`.
+    pub(crate) fn into_response_at(self, type_base: &str) -> Response<Body> {
         let json = serde_json::json!({
-            "type": self.type_uri(),
+            "type": format!("{type_base}{}", self.slug),
             "title": self.title,
             "status": self.status.as_u16(),
             "detail": self.detail,
@@ -110,6 +126,7 @@ pub(crate) mod kinds {
     use http::StatusCode;
 
     use super::Problem;
+    use crate::body::NotKept;
 
     pub(crate) fn key_missing() -> Problem {
         Problem::new(
@@ -184,16 +201,58 @@ pub(crate) mod kinds {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "handler-failed", "Handler failed", detail)
     }
 
-    pub(crate) fn response_too_large(bytes_max: usize) -> Problem {
+    /// The answer to retries of a request whose response was not kept: the operation
+    /// completed, with `status` (which this answer carries too, so a client does not retry).
+    pub(crate) fn response_not_kept(status: StatusCode, why: NotKept) -> Problem {
+        let why = match why {
+            NotKept::TooLarge { bytes_max } => format!("was longer than the {bytes_max} bytes that can be kept"),
+            NotKept::Trailers => "carried trailers, which are not kept".to_owned(),
+        };
         Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "response-too-large",
-            "Response too large to record",
+            status,
+            RESPONSE_NOT_KEPT,
+            "Response not kept",
             format!(
-                "the request was processed, but its response is longer than the {bytes_max} bytes \
-                 that can be recorded; this answer is recorded instead so the request is not run again"
+                "the request with this Idempotency-Key was processed and completed with status {}, \
+                 but its response {why}, so it cannot be replayed; do not retry: the operation will \
+                 not run again (look the result up, e.g. at this answer's Location, if any)",
+                status.as_u16()
             ),
         )
+    }
+
+    /// Every slug the layer answers with; `docs/problems.md` has a section for each.
+    #[cfg(test)]
+    pub(crate) const SLUGS: [&str; 10] = [
+        "key-missing",
+        "key-invalid",
+        "body-too-large",
+        "body-unreadable",
+        "in-progress",
+        "key-reused",
+        "store-unavailable",
+        "store-corrupt",
+        "handler-failed",
+        RESPONSE_NOT_KEPT,
+    ];
+
+    const RESPONSE_NOT_KEPT: &str = "response-not-kept";
+
+    /// One problem of each kind, for tests that check them all.
+    #[cfg(test)]
+    pub(crate) fn all() -> Vec<Problem> {
+        vec![
+            key_missing(),
+            key_invalid("test"),
+            body_too_large(1),
+            body_unreadable("test"),
+            in_progress(Duration::from_secs(1)),
+            key_reused(),
+            store_unavailable(Duration::from_secs(1), "test"),
+            store_corrupt("test"),
+            handler_failed("test"),
+            response_not_kept(StatusCode::CREATED, NotKept::Trailers),
+        ]
     }
 }
 
@@ -208,5 +267,44 @@ mod tests {
         assert_eq!(retry_after_s(Duration::from_millis(1)), 1);
         assert_eq!(retry_after_s(Duration::from_secs(2)), 2);
         assert_eq!(retry_after_s(Duration::from_millis(2001)), 3);
+    }
+
+    /// The sections of docs/problems.md: the slug of each `## slug` heading.
+    fn documented_slugs() -> Vec<&'static str> {
+        include_str!("../../../docs/problems.md")
+            .lines()
+            .filter_map(|line| line.strip_prefix("## "))
+            .filter(|heading| heading.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .collect()
+    }
+
+    #[test]
+    fn every_problem_the_layer_answers_has_a_section_in_docs_problems_md() {
+        // Goal: a problem's type URI points to a section that exists (a heading `## slug`
+        // is the anchor `#slug`), and the page documents no type the layer does not answer.
+        let all = kinds::all();
+        let emitted: Vec<&str> = all.iter().map(Problem::slug).collect();
+        let mut listed = kinds::SLUGS.to_vec();
+        assert_eq!(emitted, listed, "kinds::all and kinds::SLUGS name the same kinds");
+        let mut documented = documented_slugs();
+        listed.sort_unstable();
+        documented.sort_unstable();
+        assert_eq!(documented, listed);
+        assert!(PROBLEM_TYPE_BASE.ends_with("docs/problems.md#"), "{PROBLEM_TYPE_BASE}");
+    }
+
+    #[test]
+    fn the_type_base_is_the_configured_one() {
+        // Goal: the type URI is the base the layer was given plus the slug; the public
+        // into_response uses the default base.
+        let at = |base: &str| {
+            let response = kinds::key_missing().into_response_at(base);
+            let body = futures::executor::block_on(http_body_util::BodyExt::collect(response.into_body()))
+                .expect("problem bodies are in memory")
+                .to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&body).expect("problem bodies are JSON")["type"].clone()
+        };
+        assert_eq!(at("https://docs.example/errors#"), "https://docs.example/errors#key-missing");
+        assert_eq!(kinds::key_missing().type_uri(), format!("{PROBLEM_TYPE_BASE}key-missing"));
     }
 }

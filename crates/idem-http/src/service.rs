@@ -7,14 +7,16 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body as HttpBody;
 use idem_core::{Key, RecordId, Store};
+use tokio::time::Instant;
 use tower::Service;
+use tracing::{Instrument, Span};
 
 use crate::body::{Body, BoxError, boxed};
 use crate::config::{Config, MissingKey};
 use crate::execute::{self, Keyed};
 use crate::headers::IDEMPOTENCY_KEY;
 use crate::problem::kinds;
-use crate::{Outcome, Problem, ResponseFuture};
+use crate::{Outcome, Problem, ResponseFuture, observe};
 
 /// Makes a service idempotent for requests that carry an `Idempotency-Key`.
 ///
@@ -27,8 +29,10 @@ use crate::{Outcome, Problem, ResponseFuture};
 /// A keyed request (reading the body, claiming, running the inner service, recording the
 /// response) is processed in the response future. If the server drops that future before
 /// it is done (the client disconnected), the rest of the work moves to a task of its own
-/// (`tokio::spawn`), so the handler still runs to its end and the record is completed; a
-/// retry then gets the replay. This needs a tokio runtime (axum and hyper servers have one).
+/// (spawned on the layer's [`tokio_util::task::TaskTracker`]), so the handler still runs to
+/// its end and the record is completed; a retry then gets the replay, and a draining server
+/// can wait for the work ([`crate::IdempotencyLayer::task_tracker`]). This needs a tokio
+/// runtime (axum and hyper servers have one).
 ///
 /// The inner service receives the request with its body already read (the layer needs
 /// it whole for the fingerprint), as a [`Body`].
@@ -41,7 +45,9 @@ use crate::{Outcome, Problem, ResponseFuture};
 /// 429 ([`idem_core::StatusRules`]; both switchable on the builder). In atomic mode that holds by construction (the
 /// failed transaction rolled back); in separate mode a side effect made before the failure
 /// can happen again. A response whose head was 2xx or 4xx but whose body then broke is
-/// not released: the head says the work was done, so a problem is recorded in its place.
+/// not released: the head says the work was done, so a problem is recorded in its place
+/// (if the body broke within the recording limit; past it the body was already on its way
+/// to the client, and the record says "not kept").
 pub struct Idempotency<S, St> {
     inner: S,
     config: Arc<Config>,
@@ -86,22 +92,25 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let started = Instant::now();
         if !self.config.methods.contains(request.method()) {
-            return ResponseFuture::pass_through(self.inner.call(request.map(boxed)));
+            return ResponseFuture::pass_through(self.inner.call(request.map(boxed)), started);
         }
         let key = match parse_key(request.headers()) {
             Ok(Some(key)) => key,
             Ok(None) if self.config.missing_key == MissingKey::PassThrough => {
-                return ResponseFuture::pass_through(self.inner.call(request.map(boxed)));
+                return ResponseFuture::pass_through(self.inner.call(request.map(boxed)), started);
             }
-            Ok(None) => return reject(kinds::key_missing(), None),
-            Err(problem) => return reject(problem, None),
+            Ok(None) => return reject(&self.config, kinds::key_missing(), None, started),
+            Err(problem) => return reject(&self.config, problem, None, started),
         };
         let (parts, body) = request.into_parts();
+        let span = observe::request_span(&key, &parts.method, parts.uri.path());
         let principal = match (self.config.principal)(&parts) {
             Ok(principal) => principal,
-            Err(problem) => return reject(problem, Some(&key)),
+            Err(problem) => return reject(&self.config, problem, Some((&key, &span)), started),
         };
+        span.record("principal", principal.as_str());
         // The readied service goes into the response future; a fresh clone waits for the next poll_ready.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
@@ -109,8 +118,10 @@ where
             config: Arc::clone(&self.config),
             store: Arc::clone(&self.store),
             id: RecordId::new(principal, key),
+            span: span.clone(),
+            started,
         };
-        ResponseFuture::keyed(execute::run(keyed, inner, parts, body))
+        ResponseFuture::keyed(execute::run(keyed, inner, parts, body).instrument(span), &self.config.tracker)
     }
 }
 
@@ -125,27 +136,39 @@ fn parse_key(headers: &HeaderMap) -> Result<Option<Key>, Problem> {
     Key::parse(value.as_bytes()).map(Some).map_err(|error| kinds::key_invalid(error.to_string()))
 }
 
-fn reject<F, E>(problem: Problem, key: Option<&Key>) -> ResponseFuture<F, E> {
-    let mut response = problem.into_response();
-    finish(&mut response, Outcome::Rejected, key);
+fn reject<F, E>(
+    config: &Config,
+    problem: Problem,
+    keyed: Option<(&Key, &Span)>,
+    started: Instant,
+) -> ResponseFuture<F, E> {
+    let mut response = config.answer(problem);
+    let (key, span) = keyed.unzip();
+    finish(&mut response, Outcome::Rejected, key, span, started);
     ResponseFuture::ready(response)
 }
 
 /// Marks a response on its way out: the outcome in its extensions, the validated key
-/// echoed (as a structured-field string), and the one `tracing` event for the request.
-pub(crate) fn finish(response: &mut Response<Body>, outcome: Outcome, key: Option<&Key>) {
+/// echoed (as a structured-field string; SPEC "HTTP behaviour": every answer after a valid
+/// key, whichever path produced it), the outcome and status on the request's span, the
+/// metrics ([`observe`]), and the one `tracing` event for the request.
+pub(crate) fn finish(
+    response: &mut Response<Body>,
+    outcome: Outcome,
+    key: Option<&Key>,
+    span: Option<&Span>,
+    started: Instant,
+) {
     response.extensions_mut().insert(outcome);
     if let Some(key) = key {
         let echoed = HeaderValue::try_from(key.to_sf_string()).expect("a key's sf-string is visible ASCII");
         response.headers_mut().insert(IDEMPOTENCY_KEY, echoed);
     }
-    tracing::info!(
-        target: "idem_http",
-        outcome = outcome.as_str(),
-        status = response.status().as_u16(),
-        key = key.map(Key::as_str),
-        "idempotency"
-    );
+    let status = response.status().as_u16();
+    observe::answered(span, outcome, Some(status), started);
+    span.unwrap_or(&Span::none()).in_scope(|| {
+        tracing::info!(target: "idem_http", outcome = outcome.as_str(), status, key = key.map(Key::as_str), "idempotency");
+    });
 }
 
 #[cfg(test)]

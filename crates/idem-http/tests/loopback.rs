@@ -58,7 +58,7 @@ async fn concurrent_identical_requests_execute_once_and_the_others_conflict() {
     assert_eq!(executed.text(), "run 1");
     for conflict in &conflicts {
         assert_eq!(conflict.status, 409);
-        assert_eq!(conflict.problem()["type"], "https://example.invalid/idem/problems/in-progress");
+        assert_eq!(conflict.problem()["type"], support::problem_type("in-progress"));
         let retry_after: u64 =
             conflict.header("retry-after").expect("409 carries Retry-After").parse().expect("seconds");
         assert_eq!(retry_after, 1, "the lease left (about 10 s), capped at the default 1 s");
@@ -172,7 +172,7 @@ async fn same_key_for_another_body_path_or_method_is_422_and_never_executes() {
 
     for reply in [&other_body, &other_query, &other_method] {
         assert_eq!(reply.status, 422, "{reply:?}");
-        assert_eq!(reply.problem()["type"], "https://example.invalid/idem/problems/key-reused");
+        assert_eq!(reply.problem()["type"], support::problem_type("key-reused"));
     }
     assert_eq!(counters.runs(), 1);
     assert_eq!(server.outcomes()[1..], [Outcome::Mismatch; 3]);
@@ -197,7 +197,7 @@ async fn bad_or_missing_keys_are_400_problems_and_record_nothing() {
         let reply = server.send(server.request("POST", "/payments", keys), "{}").await;
         assert_eq!(reply.status, 400, "{case}: {reply:?}");
         let slug = if keys.is_empty() { "key-missing" } else { "key-invalid" };
-        assert_eq!(reply.problem()["type"], format!("https://example.invalid/idem/problems/{slug}"), "{case}");
+        assert_eq!(reply.problem()["type"], support::problem_type(slug), "{case}");
         assert_eq!(reply.header("idempotency-key"), None, "{case}: no valid key to echo");
     }
     assert_eq!(counters.runs(), 0);
@@ -336,7 +336,7 @@ async fn a_different_body_while_in_flight_is_422_under_both_conflict_policies() 
 
         let other_body = server.post("/gated", "k", "{\"amount\":2}").await;
         assert_eq!(other_body.status, 422, "{conflict:?}: {other_body:?}");
-        assert_eq!(other_body.problem()["type"], "https://example.invalid/idem/problems/key-reused");
+        assert_eq!(other_body.problem()["type"], support::problem_type("key-reused"));
         assert_eq!(counters.finished.load(Ordering::SeqCst), 0, "{conflict:?}: answered while the holder is held");
 
         counters.gate.add_permits(1);
@@ -370,7 +370,7 @@ async fn a_superseded_execution_whose_key_now_holds_another_request_answers_422(
     let stale = stale.await.expect("request tasks do not panic");
 
     assert_eq!(stale.status, 422, "{stale:?}");
-    assert_eq!(stale.problem()["type"], "https://example.invalid/idem/problems/key-reused");
+    assert_eq!(stale.problem()["type"], support::problem_type("key-reused"));
     assert_eq!(server.outcomes(), [Outcome::Executed, Outcome::Superseded]);
     let replay = server.post("/first-run-gated", "k", "{\"amount\":2}").await;
     assert!(replay.is_replay());
@@ -425,7 +425,7 @@ async fn an_unavailable_store_is_503_and_the_handler_never_runs() {
     let reply = server.post("/payments", "k", "{}").await;
 
     assert_eq!(reply.status, 503);
-    assert_eq!(reply.problem()["type"], "https://example.invalid/idem/problems/store-unavailable");
+    assert_eq!(reply.problem()["type"], support::problem_type("store-unavailable"));
     assert_eq!(reply.header("retry-after"), Some("7"));
     assert_eq!(counters.runs(), 0);
     assert_eq!(server.outcomes(), [Outcome::StoreFailed]);
@@ -449,21 +449,239 @@ async fn a_store_failing_at_completion_answers_the_handlers_response_unrecorded(
     assert_eq!(server.outcomes(), [Outcome::Unrecorded]);
 }
 
+/// Checks that `reply` is the replay of a response that was not kept: the original status
+/// and `Location`, a `response-not-kept` problem, marked as a replay.
+fn assert_not_kept_replay(reply: &support::Reply, status: u16, location: Option<&str>) {
+    assert!(reply.is_replay(), "{reply:?}");
+    assert_eq!(reply.status.as_u16(), status, "the original status, so the client does not retry");
+    let problem = reply.problem();
+    assert_eq!(problem["type"], support::problem_type("response-not-kept"));
+    assert_eq!(reply.header("location"), location);
+    assert_eq!(reply.header("idempotency-key"), Some("\"k\""));
+}
+
 #[tokio::test]
-async fn a_response_too_large_to_record_is_replaced_by_a_recorded_problem() {
-    // Goal: a response over the recording limit never lets a retry run the handler again:
-    // a problem is recorded and answered instead, to the first request and to retries.
+async fn a_response_too_large_to_keep_reaches_the_first_client_whole_and_never_runs_again() {
+    // Goal: SPEC: a response over the recording limit is answered to the first client as
+    // the handler made it (status, Location, every byte); the record is completed, so a
+    // retry does not run the handler, and gets a response-not-kept problem with the
+    // original status and Location.
     let store = Arc::new(TestStore::default());
     let (server, counters, _) = serve(&store, |b| b.response_body_bytes_max(1024)).await;
 
     let first = server.post("/large", "k", "{}").await;
     let retry = server.post("/large", "k", "{}").await;
 
-    assert_eq!(first.status, 500);
-    assert_eq!(first.problem()["type"], "https://example.invalid/idem/problems/response-too-large");
-    assert!(retry.is_replay());
-    assert_eq!(retry.body, first.body);
+    assert_eq!(first.status, 201);
+    assert_eq!(first.body, "x".repeat(4096), "the whole response, not a problem");
+    assert_eq!(first.header("location"), Some("/payments/1"));
+    assert!(!first.is_replay());
+    assert_eq!(first.header("idempotency-key"), Some("\"k\""));
+    assert_not_kept_replay(&retry, 201, Some("/payments/1"));
     assert_eq!(counters.runs(), 1);
+    assert_eq!(server.outcomes(), [Outcome::ResponseTooLarge, Outcome::Replayed]);
+}
+
+#[tokio::test]
+async fn a_streamed_response_over_the_limit_is_recorded_before_it_is_read_to_its_end() {
+    // Goal: bounded memory: the layer does not buffer a long response to its end. The
+    // record is completed and the head answered while the handler's body is still held
+    // (after 2 KiB, past the 1 KiB limit); the client then reads all 4 KiB.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b.response_body_bytes_max(1024)).await;
+
+    let head = server.send_head(server.request("POST", "/large-gated", &[b"k"]), "{}").await;
+    assert_eq!(head.status(), 201);
+    let record = store.record(&anonymous("k")).await.expect("the record exists");
+    let RecordState::Completed { response } = record.state else {
+        panic!("completed before the body ends: {record:?}")
+    };
+    assert_eq!(response.status, 201);
+    assert!(response.body.len() < 1024, "the record holds the problem, not the response");
+    counters.gate.add_permits(1);
+    let body = http_body_util::BodyExt::collect(head.into_body()).await.expect("the body arrives whole").to_bytes();
+
+    assert_eq!(body.len(), 4096);
+    assert_eq!((&body[..2048], &body[2048..]), ("x".repeat(2048).as_bytes(), "y".repeat(2048).as_bytes()));
+    let retry = server.post("/large-gated", "k", "{}").await;
+    assert_not_kept_replay(&retry, 201, Some("/payments/1"));
+    assert_eq!(counters.runs(), 1);
+}
+
+#[tokio::test]
+async fn a_response_with_trailers_is_answered_with_them_and_not_kept() {
+    // Goal: a record cannot hold trailers, so a response that has them is treated as not
+    // kept: the first client gets the body and the trailers, retries get the
+    // response-not-kept problem, and the handler runs once.
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b).await;
+
+    let first = server.send_head(server.request("POST", "/trailers", &[b"k"]).header("te", "trailers"), "{}").await;
+    assert_eq!(first.status(), 200);
+    let collected = http_body_util::BodyExt::collect(first.into_body()).await.expect("the body arrives whole");
+    let trailers = collected.trailers().cloned().expect("the trailers reach the first client");
+    assert_eq!(trailers["x-checksum"], "abc");
+    assert_eq!(collected.to_bytes(), "run 1");
+    let retry = server.post("/trailers", "k", "{}").await;
+
+    assert_not_kept_replay(&retry, 200, None);
+    assert_eq!(counters.runs(), 1);
+    assert_eq!(server.outcomes(), [Outcome::ResponseTooLarge, Outcome::Replayed]);
+}
+
+#[tokio::test]
+async fn every_answer_after_a_valid_key_echoes_it() {
+    // Goal: SPEC: the validated key is echoed on every answer, whichever path made it:
+    // body validation (400 unreadable, 413), the principal extractor's refusal, 409, 422,
+    // 503, a handler's 5xx (released), a handler's own 4xx, a first answer, a replay.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = Arc::new(TestStore::default());
+    let (server, counters, mut started) = serve(&store, |b| {
+        b.request_body_bytes_max(64).principal(|parts| {
+            if parts.headers.contains_key("x-refuse") {
+                Err(idem_http::Problem::new(http::StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", "refused"))
+            } else {
+                Ok(idem_core::Principal::anonymous())
+            }
+        })
+    })
+    .await;
+    let server = Arc::new(server);
+    let mut replies = Vec::new();
+    replies.push(("413", server.post("/payments", "k", &"x".repeat(65)).await));
+    replies
+        .push(("401", server.send(server.request("POST", "/payments", &[b"k"]).header("x-refuse", "1"), "{}").await));
+    replies.push(("handler 500", server.post("/flaky", "k-flaky", "{}").await));
+    replies.push(("handler 404", server.post("/no-such-route", "k-404", "{}").await));
+    let holder = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move { server.post("/gated", "k-held", "{}").await })
+    };
+    assert!(started.recv().await.is_some(), "the holder is at the gate");
+    replies.push(("409", server.post("/gated", "k-held", "{}").await));
+    replies.push(("422", server.post("/gated", "k-held", "{\"other\":1}").await));
+    counters.gate.add_permits(1);
+    replies.push(("201", holder.await.expect("no panic")));
+    replies.push(("replay", server.post("/gated", "k-held", "{}").await));
+    store.fail_claims.store(true, Ordering::SeqCst);
+    replies.push(("503", server.post("/payments", "k-down", "{}").await));
+    store.fail_claims.store(false, Ordering::SeqCst);
+
+    let expected_status = [413, 401, 500, 404, 409, 422, 201, 201, 503];
+    for ((case, reply), status) in replies.iter().zip(expected_status) {
+        assert_eq!(reply.status.as_u16(), status, "{case}: {reply:?}");
+        let key = reply.header("idempotency-key").unwrap_or_else(|| panic!("{case}: no key echoed: {reply:?}"));
+        assert!(key.starts_with("\"k"), "{case}: {key}");
+    }
+
+    // A request body that breaks (invalid chunked encoding) is a 400 that echoes the key too.
+    let mut raw = tokio::net::TcpStream::connect(server.addr).await.expect("the server listens");
+    let request = "POST /payments HTTP/1.1\r\nhost: test\r\nidempotency-key: k-broken\r\n\
+                   transfer-encoding: chunked\r\n\r\nzz\r\n";
+    raw.write_all(request.as_bytes()).await.expect("the server reads");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(read.is_ok(), "the server answers and closes the connection: {answer}");
+    assert!(answer.starts_with("http/1.1 400"), "{answer}");
+    assert!(answer.contains("idempotency-key: \"k-broken\""), "{answer}");
+    assert!(answer.contains("body-unreadable"), "{answer}");
+}
+
+#[tokio::test]
+async fn cors_headers_come_from_the_cors_layer_and_are_never_recorded() {
+    // Goal: with tower-http's CorsLayer outside the idempotency layer, a preflight allows
+    // Idempotency-Key, answers expose Idempotent-Replayed, and a replay's CORS headers are
+    // the CorsLayer's for the replaying request: access-control-* headers a handler set
+    // are not recorded.
+    use http::{HeaderValue, Method};
+    use tower_http::cors::CorsLayer;
+    let store = Arc::new(TestStore::default());
+    let cors = CorsLayer::new()
+        .allow_origin([HeaderValue::from_static("https://a.example"), HeaderValue::from_static("https://b.example")])
+        .allow_methods([Method::POST])
+        .allow_headers([idem_http::IDEMPOTENCY_KEY, http::header::CONTENT_TYPE])
+        .expose_headers([idem_http::IDEMPOTENT_REPLAYED, idem_http::IDEMPOTENCY_KEY]);
+    let (router, counters, _) = support::app(Arc::clone(&store));
+    let service =
+        tower::ServiceBuilder::new().layer(cors).layer(IdempotencyLayer::new(Arc::clone(&store))).service(router);
+    let server = Harness::start(service).await;
+
+    let preflight = server
+        .send(
+            server
+                .request("OPTIONS", "/cors-naive", &[])
+                .header("origin", "https://a.example")
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "idempotency-key, content-type"),
+            "",
+        )
+        .await;
+    assert_eq!(preflight.status, 200);
+    let allowed = preflight.header("access-control-allow-headers").expect("the preflight allows headers");
+    assert!(allowed.contains("idempotency-key"), "{allowed}");
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("https://a.example"));
+
+    let from = |origin: &'static str| server.request("POST", "/cors-naive", &[b"k"]).header("origin", origin);
+    let first = server.send(from("https://a.example"), "{}").await;
+    let replay = server.send(from("https://b.example"), "{}").await;
+
+    assert_eq!(first.status, 201);
+    let record = store.record(&anonymous("k")).await.expect("the response is recorded");
+    let RecordState::Completed { response } = record.state else { panic!("the record is completed: {record:?}") };
+    let names: Vec<&str> = response.headers.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(names.iter().all(|name| !name.starts_with("access-control-")), "{names:?}");
+    assert!(replay.is_replay());
+    let origins: Vec<&str> =
+        replay.headers.get_all("access-control-allow-origin").iter().map(|v| v.to_str().expect("ASCII")).collect();
+    assert_eq!(origins, ["https://b.example"], "the CorsLayer's answer for the replaying origin");
+    assert_eq!(
+        replay.header("access-control-allow-credentials"),
+        None,
+        "the handler's own CORS header is not replayed"
+    );
+    let exposed = replay.header("access-control-expose-headers").expect("the CorsLayer exposes headers");
+    assert!(exposed.contains("idempotent-replayed"), "{exposed}");
+    assert_eq!(counters.runs(), 1);
+    assert_eq!(server.outcomes(), [Outcome::Executed, Outcome::Replayed], "the preflight never reached the layer");
+}
+
+#[tokio::test]
+async fn the_problem_type_base_is_configurable() {
+    // Goal: the type URI of every problem the layer answers is the configured base plus the slug.
+    let store = Arc::new(TestStore::default());
+    let (server, _, _) = serve(&store, |b| b.problem_type_base("https://api.example/problems#")).await;
+    let missing = server.send(server.request("POST", "/payments", &[]), "{}").await;
+    assert_eq!(missing.problem()["type"], "https://api.example/problems#key-missing");
+}
+
+#[tokio::test]
+async fn a_draining_server_can_wait_for_a_request_whose_client_went_away() {
+    // Goal: the work of a request whose client disconnected runs on the layer's task
+    // tracker: after `close`, `wait` does not return while the handler is still running,
+    // and returns once it finished and completed its record.
+    use tokio::io::AsyncWriteExt;
+    let store = Arc::new(TestStore::default());
+    let tracker = tokio_util::task::TaskTracker::new();
+    let (server, counters, mut started) = serve(&store, |b| b.task_tracker(tracker.clone())).await;
+
+    let mut client = tokio::net::TcpStream::connect(server.addr).await.expect("the server listens");
+    let request = "POST /gated HTTP/1.1\r\nhost: test\r\nidempotency-key: gone\r\ncontent-length: 2\r\n\r\n{}";
+    client.write_all(request.as_bytes()).await.expect("the server reads");
+    assert_eq!(started.recv().await, Some(1));
+    drop(client);
+    server.dropped.notified().await;
+    tracker.close();
+    assert_eq!(tracker.len(), 1, "the handed-off request is tracked");
+    let early = tokio::time::timeout(Duration::from_millis(100), tracker.wait()).await;
+    assert!(early.is_err(), "wait does not return while the handler is held at the gate");
+
+    counters.gate.add_permits(1);
+    tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.expect("wait returns once the work is done");
+
+    assert_eq!(counters.finished.load(Ordering::SeqCst), 1);
+    let record = store.record(&anonymous("gone")).await.expect("the record exists");
+    assert!(matches!(record.state, RecordState::Completed { .. }), "completed before wait returned: {record:?}");
 }
 
 #[tokio::test]
@@ -555,7 +773,7 @@ async fn a_body_that_breaks_after_a_success_head_is_recorded_as_a_failure_not_re
     let retry = server.post("/anything", "broken", "{}").await;
 
     assert_eq!(first.status, http::StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(first.problem()["type"], "https://example.invalid/idem/problems/handler-failed");
+    assert_eq!(first.problem()["type"], support::problem_type("handler-failed"));
     assert!(retry.is_replay(), "the failure was recorded, so the retry replays it");
     assert_eq!((retry.status, retry.text()), (first.status, first.text()));
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");

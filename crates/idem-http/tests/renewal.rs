@@ -47,7 +47,7 @@ async fn a_slow_handler_keeps_its_claim_for_three_leases() {
     tokio::time::sleep_until(start + 3 * lease()).await;
     let retry = server.post("/first-run-gated", "slow", "{}").await;
     assert_eq!(retry.status, 409, "{retry:?}");
-    assert_eq!(retry.problem()["type"], "https://example.invalid/idem/problems/in-progress");
+    assert_eq!(retry.problem()["type"], support::problem_type("in-progress"));
     assert_eq!(retry.header("retry-after"), Some("1"), "the lease left, capped at the default 1 s");
     let record = store.record(&anonymous("slow")).await.expect("the claim is held");
     let RecordState::InFlight { lease_expires_at } = record.state else { panic!("still in flight: {record:?}") };
@@ -162,7 +162,7 @@ async fn a_refused_renewal_answers_409_while_the_take_over_runs() {
     counters.gate.add_permits(1);
     let stale = stale.await.expect("request tasks do not panic");
     assert_eq!(stale.status, 409, "{stale:?}");
-    assert_eq!(stale.problem()["type"], "https://example.invalid/idem/problems/in-progress");
+    assert_eq!(stale.problem()["type"], support::problem_type("in-progress"));
     assert_eq!(stale.header("retry-after"), Some("1"));
     assert_eq!(store.completes.load(Ordering::SeqCst), 0, "run 1 did not try to record its response");
 
