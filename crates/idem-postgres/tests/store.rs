@@ -4,10 +4,14 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Schemas, at, connect, fingerprint, id, policy, response, wall_clock};
-use idem_core::{Decision, Fenced, Policy, RecordState, Refusal, Store, StoreError, Timestamp};
+use idem_core::step::{self, Counters, Operation, StoreView, op};
+use idem_core::{
+    Decision, Fence, Fenced, Limits, Policy, Record, RecordId, RecordState, Refusal, Store, StoreError, Timestamp, Write,
+};
 use idem_postgres::{OpenError, PostgresOptions, PostgresStore, TimeSource};
 use sqlx::{AssertSqlSafe, Row};
 
@@ -303,4 +307,210 @@ async fn unreachable_database_says_how_to_start_it() {
         .await
         .expect_err("the schema name is refused");
     assert!(matches!(error, OpenError::InvalidOptions { .. }) && !error.to_string().contains("secret"), "{error}");
+}
+
+/// The fence counter as idem-core's step reads it: the sequence's next value.
+async fn next_fence(store: &PostgresStore) -> Fence {
+    let sql = format!(
+        "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM \"{}\".idem_fence_seq",
+        store.schema()
+    );
+    let next: i64 = sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(store.pool()).await.unwrap();
+    Fence::new(u64::try_from(next).unwrap())
+}
+
+/// What idem-core's step answers for `operation` on the record `store` holds for `id` now,
+/// and the record it leaves there.
+async fn stepped<O: Operation<Answer = Fenced>>(
+    store: &PostgresStore,
+    id: &RecordId,
+    operation: O,
+) -> (Fenced, Option<Record>) {
+    let record = store.get(id).await.unwrap();
+    let counters = Counters { next_fence: next_fence(store).await, usage: store.usage().await.unwrap() };
+    let view = StoreView { record: record.as_ref(), counters, limits: Limits::default() };
+    let step = step::step(id, &view, operation).expect("completions are never refused for room");
+    let after = match step.write {
+        Write::Unchanged => record,
+        Write::Put(record) => Some(record),
+        Write::Delete => None,
+    };
+    (step.answer, after)
+}
+
+/// `record` as the store keeps it: times past `i64::MAX` ms are the store's end of time.
+fn as_stored(record: Record) -> Record {
+    let end = Timestamp::from_unix_ms(u64::try_from(i64::MAX).expect("fits"));
+    let state = match record.state {
+        RecordState::InFlight { lease_expires_at } => RecordState::InFlight { lease_expires_at: lease_expires_at.min(end) },
+        completed @ RecordState::Completed { .. } => completed,
+    };
+    Record { expires_at: record.expires_at.min(end), state, ..record }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guarded_completion_answers_as_the_step_on_the_stored_record() {
+    // Goal: complete_in and complete write the claim in flight in one guarded statement,
+    // presuming the record is that claim; whatever the record really is (live, lapsed but
+    // not taken over, past its retention but not purged, taken over, completed by this
+    // fence or another, released, purged; a retention so long that its end saturates), the
+    // answer and the stored record are exactly what idem-core's step makes of the record
+    // read just before, and the usage totals still match the rows.
+    let schemas = Schemas::default();
+    let store = schemas.open_with(|options| options.time_source(TimeSource::Caller)).await;
+    let long = Policy::new(Duration::from_secs(1), Duration::MAX).expect("lease < retention");
+    let scenarios = [
+        "live",
+        "lapsed",
+        "past retention",
+        "taken over",
+        "completed by this fence",
+        "completed by another",
+        "released",
+        "purged",
+        "long retention",
+    ];
+    for (n, scenario) in scenarios.into_iter().enumerate() {
+        for atomic in [true, false] {
+            let key = id("alice", &format!("k{n}-{atomic}"));
+            let start = at(1_000_000 * u64::try_from(n).unwrap());
+            let policy = if scenario == "long retention" { long } else { policy() };
+            let Decision::Execute(claim) = store.claim(&key, &fingerprint("a"), start, &policy).await.unwrap() else {
+                panic!("{scenario}: a new key executes")
+            };
+            let mut later = start.saturating_add(Duration::from_millis(500));
+            match scenario {
+                "lapsed" => later = start.saturating_add(Duration::from_secs(2)),
+                "past retention" => later = start.saturating_add(Duration::from_secs(30)),
+                "taken over" => {
+                    later = start.saturating_add(Duration::from_secs(2));
+                    let taken = store.claim(&key, &fingerprint("a"), later, &policy).await.unwrap();
+                    assert!(matches!(taken, Decision::TakeOver { .. }), "{scenario}: {taken:?}");
+                }
+                "completed by this fence" => {
+                    let done = store.complete(&key, claim.fence, response("first"), start, &policy).await;
+                    assert_eq!(done.unwrap(), Fenced::Applied);
+                }
+                "completed by another" => {
+                    later = start.saturating_add(Duration::from_secs(2));
+                    let Decision::TakeOver { claim: other, .. } =
+                        store.claim(&key, &fingerprint("a"), later, &policy).await.unwrap()
+                    else {
+                        panic!("{scenario}: the lapsed claim is taken over")
+                    };
+                    let done = store.complete(&key, other.fence, response("other"), later, &policy).await;
+                    assert_eq!(done.unwrap(), Fenced::Applied);
+                }
+                "released" => assert_eq!(store.release(&key, claim.fence).await.unwrap(), Fenced::Applied),
+                "purged" => {
+                    later = start.saturating_add(Duration::from_secs(30));
+                    assert!(store.purge_expired(later, 100).await.unwrap() >= 1, "{scenario}: the record is purged");
+                }
+                _ => {}
+            }
+            let body = response(&format!("done {n}"));
+            let (_, after) = if atomic {
+                let operation = op::CompleteInTransaction { fence: claim.fence, response: body.clone(), now: later, policy };
+                let expected = stepped(&store, &key, operation).await;
+                let mut tx = store.begin_write().await.unwrap();
+                let answer = store.complete_in(&mut tx, &key, claim.fence, body, later, &policy).await.unwrap();
+                tx.commit().await.unwrap();
+                assert_eq!(answer, expected.0, "{scenario}, atomic: the answer");
+                expected
+            } else {
+                let operation = op::Complete { fence: claim.fence, response: body.clone(), now: later, policy };
+                let expected = stepped(&store, &key, operation).await;
+                let answer = store.complete(&key, claim.fence, body, later, &policy).await.unwrap();
+                assert_eq!(answer, expected.0, "{scenario}, separate: the answer");
+                expected
+            };
+            let after = after.map(as_stored);
+            assert_eq!(store.get(&key).await.unwrap(), after, "{scenario}, atomic {atomic}: the stored record");
+        }
+    }
+    let totals =
+        format!("SELECT count(*), coalesce(sum(stored_bytes), 0)::int8 FROM \"{}\".idem_records", store.schema());
+    let row = sqlx::query(AssertSqlSafe(totals)).fetch_one(store.pool()).await.unwrap();
+    let (rows, bytes): (i64, i64) = (row.get(0), row.get(1));
+    let usage = store.usage().await.unwrap();
+    assert_eq!((usage.records, usage.stored_bytes), (u64::try_from(rows).unwrap(), u64::try_from(bytes).unwrap()));
+    schemas.close_all().await;
+}
+
+/// Counts the statements sqlx sends on the current thread (its `sqlx::query` events).
+struct StatementCounter {
+    statements: Arc<AtomicUsize>,
+}
+
+impl tracing::Subscriber for StatementCounter {
+    fn register_callsite(&self, _: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.target() == "sqlx::query"
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if event.metadata().target() == "sqlx::query" {
+            self.statements.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn operations_take_the_round_trips_the_docs_state() {
+    // Goal: the round trips the crate docs promise, counted as the statements sqlx sends:
+    // a claim that executes is two (the read, the guarded write), a completion one, a
+    // replay one; in atomic mode complete_in adds one statement to the caller's transaction
+    // when the claim is still the caller's, and two when it must refuse.
+    let statements = Arc::new(AtomicUsize::new(0));
+    let _counting = tracing::subscriber::set_default(StatementCounter { statements: Arc::clone(&statements) });
+    let schemas = Schemas::default();
+    let store = schemas.open_with(|options| options.time_source(TimeSource::Database)).await;
+    let payments = format!("\"{}\".payments", store.schema());
+    execute(&store, &format!("CREATE TABLE {payments} (key TEXT NOT NULL)")).await;
+    let insert = format!("INSERT INTO {payments} (key) VALUES ($1)");
+    // The statements sent since the last call.
+    let sent = || statements.swap(0, Ordering::Relaxed);
+    let (alice, bob) = (id("alice", "k1"), id("bob", "k1"));
+    let now = Timestamp::EPOCH;
+
+    sent();
+    let Decision::Execute(first) = store.claim(&alice, &fingerprint("a"), now, &policy()).await.unwrap() else {
+        panic!("a new key executes")
+    };
+    assert_eq!(sent(), 2, "a claim that executes");
+    let conflict = store.claim(&alice, &fingerprint("a"), now, &policy()).await.unwrap();
+    assert!(matches!(conflict, Decision::Conflict { .. }), "{conflict:?}");
+    assert_eq!(sent(), 1, "a conflict");
+    let done = store.complete(&alice, first.fence, response("ok"), now, &policy()).await;
+    assert_eq!(done.unwrap(), Fenced::Applied);
+    assert_eq!(sent(), 1, "a completion");
+    let replay = store.claim(&alice, &fingerprint("a"), now, &policy()).await.unwrap();
+    assert!(matches!(replay, Decision::Replay(_)), "{replay:?}");
+    assert_eq!(sent(), 1, "a replay");
+
+    let Decision::Execute(second) = store.claim(&bob, &fingerprint("b"), now, &policy()).await.unwrap() else {
+        panic!("a new key executes")
+    };
+    let mut tx = store.begin_write().await.unwrap();
+    sqlx::query(AssertSqlSafe(insert.clone())).bind("k1").execute(&mut *tx).await.unwrap();
+    sent();
+    let done = store.complete_in(&mut tx, &bob, second.fence, response("ok"), now, &policy()).await;
+    assert_eq!(done.unwrap(), Fenced::Applied);
+    assert_eq!(sent(), 1, "complete_in that applies adds one statement to the caller's transaction");
+    tx.commit().await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    sent();
+    let again = store.complete_in(&mut tx, &bob, second.fence, response("ok"), now, &policy()).await;
+    assert_eq!(again.unwrap(), Fenced::Refused(Refusal::AlreadyCompleted { completed_by: second.fence }));
+    assert_eq!(sent(), 2, "complete_in that refuses adds two");
+    tx.rollback().await.unwrap();
+    schemas.close_all().await;
 }
