@@ -866,8 +866,13 @@ impl IdemModel {
                     state.store.durable = None;
                 }
                 teller.tell(|| {
+                    let disk = match self.config.variant {
+                        _ if synced => "",
+                        Variant::CompletionApart => " (the payment is on disk, the completion not yet)",
+                        _ => " (not on disk yet)",
+                    };
                     format!(
-                        "{}: accepted, answers {}",
+                        "{}: accepted{disk}, answers {}",
                         self.tell_completion(server, &handler, presented),
                         tell_response(&response)
                     )

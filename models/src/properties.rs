@@ -43,8 +43,11 @@ pub const UNRECORDED_ANSWERED: &str = "an unrecorded response is answered";
 /// Reachability: a completed record is forgotten after its retention.
 pub const FORGETTING_HAPPENS: &str = "a record is forgotten after its retention";
 
+/// Reachability: a store crash loses writes that were not on disk yet.
+pub const STORE_CRASH_LOSES_WRITES: &str = "a store crash loses writes not on disk";
+
 /// Every property, with the guarantee (or reachability goal) it stands for.
-pub const GUARANTEES: [(&str, &str); 17] = [
+pub const GUARANTEES: [(&str, &str); 18] = [
     (AT_MOST_ONCE, "G1"),
     (REPLAY_FIDELITY, "G2"),
     (NO_STALE_COMPLETION, "G3"),
@@ -62,6 +65,7 @@ pub const GUARANTEES: [(&str, &str); 17] = [
     (OUTAGE_ANSWERED, "reachable"),
     (UNRECORDED_ANSWERED, "reachable"),
     (FORGETTING_HAPPENS, "reachable"),
+    (STORE_CRASH_LOSES_WRITES, "reachable"),
 ];
 
 /// The `always` and `eventually` properties: the guarantees proper.
@@ -115,5 +119,9 @@ pub(crate) fn all() -> Vec<Property<IdemModel>> {
         }),
         Property::sometimes(UNRECORDED_ANSWERED, |_, state: &State| replied(state, |a| a == Answer::Unrecorded)),
         Property::sometimes(FORGETTING_HAPPENS, |model: &IdemModel, state: &State| model.forgotten(state)),
+        // A store crash is offered only when it loses something (see `actions`).
+        Property::sometimes(STORE_CRASH_LOSES_WRITES, |model: &IdemModel, state: &State| {
+            state.budgets.store_crashes < model.config().store_crashes
+        }),
     ]
 }

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use idem_model::properties::{
-    CONFLICT_ANSWERED, EXPIRED_IS_FORGOTTEN, FORGETTING_HAPPENS, MISMATCH_ANSWERED, OUTAGE_ANSWERED, PROGRESS,
-    RENEWAL_HAPPENS, REPLAY_HAPPENS, TAKE_OVER_HAPPENS, UNRECORDED_ANSWERED,
+    AT_MOST_ONCE, CONFLICT_ANSWERED, EXPIRED_IS_FORGOTTEN, FORGETTING_HAPPENS, MISMATCH_ANSWERED, OUTAGE_ANSWERED,
+    PROGRESS, RENEWAL_HAPPENS, REPLAY_HAPPENS, STORE_CRASH_LOSES_WRITES, TAKE_OVER_HAPPENS, UNRECORDED_ANSWERED,
 };
 use idem_model::{
     Action, ClientPolicy, Config, IdemModel, Message, Mode, NetworkKind, Outcome, Search, State, Strategy, Variant,
@@ -153,8 +153,9 @@ fn symmetry_reduction_explores_fewer_states_with_the_same_verdicts() {
             .collect::<Vec<_>>()
     };
     assert_eq!(kinds(&full), kinds(&symmetric));
-    // Nobody reuses a key, nothing is slow, and atomic mode never answers unrecorded.
-    let unreachable = [MISMATCH_ANSWERED, RENEWAL_HAPPENS, UNRECORDED_ANSWERED];
+    // Nobody reuses a key, nothing is slow, atomic mode never answers unrecorded, and the
+    // store does not crash.
+    let unreachable = [MISMATCH_ANSWERED, RENEWAL_HAPPENS, UNRECORDED_ANSWERED, STORE_CRASH_LOSES_WRITES];
     assert!(kinds(&full).iter().all(|(property, fine)| *fine || unreachable.contains(property)), "{:?}", kinds(&full));
     assert!(symmetric.unique_state_count() < full.unique_state_count());
     assert_eq!((full.unique_state_count(), symmetric.unique_state_count()), (35_507, 21_637));
@@ -186,6 +187,74 @@ fn separate_mode_breaks_only_at_most_once_and_its_state_count_is_pinned() {
         idem_model::verdicts(&checker, false).into_iter().filter(|v| v.is_violation()).map(|v| v.property).collect();
     assert_eq!(violated, [idem_model::properties::AT_MOST_ONCE]);
     assert_eq!(checker.unique_state_count(), 7_903_545);
+}
+
+/// One client (alice, who also reuses k1 with another amount), two servers, a crash, a
+/// stall, a duplicate, a store outage, and a store crash that loses what is not on disk.
+fn store_crashing() -> Config {
+    Config {
+        key_reuse: true,
+        crashes: 1,
+        lapses: 1,
+        network: NetworkKind::Duplicating,
+        network_faults: 1,
+        outages: 1,
+        store_crashes: 1,
+        ..config(1, 2)
+    }
+}
+
+#[test]
+fn claims_lost_in_a_store_crash_break_no_guarantee_in_atomic_mode() {
+    // Goal: a store that commits claims, renewals and releases without waiting for the
+    // disk, and completions with it, keeps G1-G8 in atomic mode: a claim it loses belongs
+    // to an execution that cannot have committed (its completion would have put the claim
+    // on disk). Lost claims are re-granted, to a retry or to a take-over's rival, with new
+    // fences. The size is pinned.
+    let checker = check_like_the_cli(store_crashing());
+    let violated: Vec<_> = idem_model::verdicts(&checker, false).into_iter().filter(|v| v.is_violation()).collect();
+    assert!(violated.is_empty(), "{violated:#?}");
+    for reachable in [STORE_CRASH_LOSES_WRITES, TAKE_OVER_HAPPENS, REPLAY_HAPPENS, MISMATCH_ANSWERED, OUTAGE_ANSWERED] {
+        checker.assert_any_discovery(reachable);
+    }
+    assert_eq!(checker.unique_state_count(), 706_020);
+}
+
+#[test]
+fn claims_lost_in_a_store_crash_break_at_most_once_in_separate_mode() {
+    // Goal: in separate mode a side effect that committed outside the store survives the
+    // crash that loses its claim, so a retry runs it again (G1), and only G1 breaks. The
+    // shortest story is pinned: no other fault is needed.
+    let separate = Config { mode: Mode::Separate, ..store_crashing() };
+    let checker = check_like_the_cli(separate);
+    let violated: Vec<_> =
+        idem_model::verdicts(&checker, false).into_iter().filter(|v| v.is_violation()).map(|v| v.property).collect();
+    assert_eq!(violated, [AT_MOST_ONCE]);
+    assert_eq!(checker.unique_state_count(), 1_317_062);
+
+    let plain = Config { store_crashes: 1, mode: Mode::Separate, ..config(1, 1) };
+    let model = model(plain);
+    let found = model.clone().checker().spawn_bfs().join().discovery(AT_MOST_ONCE).expect("G1 breaks");
+    let shortest = idem_model::shortest_discovery(&model, AT_MOST_ONCE, found.into_actions().len());
+    let story = idem_model::story(&model, &shortest.expect("a shortest path exists when one does"));
+    let expected = [
+        "1. client 1 (alice) sends POST /payments key=k1 amount=100 (deadline t=30s): attempt 1 of 20 to server 1",
+        "2. server 1 receives POST /payments key=k1 amount=100 from client 1 (alice) (attempt 1); the store \
+         decides: execute under fence f1 (lease until t=10s)",
+        "3. server 1 runs the side effect of alice's k1 (amount=100) on its own (separate mode): the ledger now \
+         holds 1 payment(s) for alice/k1",
+        "4. the store crashes and restarts, losing the writes not yet on disk: alice/k1 goes back from a claim \
+         under f1 to no record; its fences go on from f2",
+        "5. server 1 completes alice's k1 (amount=100) under fence f1: refused (no record is in flight for this \
+         id); answers 409 (Retry-After 1 s). client 1 (alice) receives 409 (Retry-After 1 s) for attempt 1; it \
+         waits the Retry-After 1 s until t=1s",
+        "6. at t=1s client 1 (alice) retries: attempt 2 of 20 to server 1",
+        "7. server 1 receives POST /payments key=k1 amount=100 from client 1 (alice) (attempt 2); the store \
+         decides: execute under fence f2 (lease until t=11s)",
+        "8. server 1 runs the side effect of alice's k1 (amount=100) on its own (separate mode): the ledger now \
+         holds 2 payment(s) for alice/k1",
+    ];
+    assert_eq!(story, expected);
 }
 
 #[test]

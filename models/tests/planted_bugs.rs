@@ -5,6 +5,7 @@
 
 use idem_model::properties::{
     AT_MOST_ONCE, ISOLATION, MISMATCH_NEVER_EXECUTES, NO_STALE_COMPLETION, NOTHING_RUNS_WITHOUT_A_CLAIM, PROGRESS,
+    REPLAY_FIDELITY,
 };
 use idem_model::{Action, Config, IdemModel, Mode, NetworkKind, State, Variant};
 use stateright::{Checker, Model, Path};
@@ -166,4 +167,58 @@ fn two_faults_on_one_operation_can_outlast_the_default_retry_budget() {
     assert!(story.iter().any(|line| line.contains("store is down")), "{story:#?}");
     assert!(story.iter().any(|line| line.contains("crashes")), "{story:#?}");
     assert!(story.iter().any(|line| line.contains("gives up")), "{story:#?}");
+}
+
+/// A duplicated request and a store crash: the request's copy is the retry that meets the
+/// store as the crash left it.
+fn store_crashing() -> Config {
+    Config { network: NetworkKind::Duplicating, network_faults: 1, store_crashes: 1, ..small() }
+}
+
+#[test]
+fn a_completion_off_disk_while_its_payment_is_on_disk_executes_twice() {
+    // Goal: atomic mode's G1 under store crashes rests on the completion waiting for the
+    // disk together with the payment it carries. A store whose completion does not wait
+    // while the payment is durable anyway (records in a database file of their own) loses
+    // the completion, and the duplicate runs the payment again (G1). The path is pinned.
+    let story = assert_found(store_crashing(), Variant::CompletionApart, AT_MOST_ONCE);
+    let expected = [
+        "1. client 1 (alice) sends POST /payments key=k1 amount=100 (deadline t=30s): attempt 1 of 20 to server 1",
+        "2. the network duplicates a request; one copy arrives: server 1 receives POST /payments key=k1 amount=100 \
+         from client 1 (alice) (attempt 1); the store decides: execute under fence f1 (lease until t=10s)",
+        "3. server 1 runs the side effect of alice's k1 (amount=100) and completes under fence f1 in one \
+         transaction: accepted (the payment is on disk, the completion not yet), answers 201 \
+         location=/payments/pay_1 \"alice/k1/100#1\". client 1 (alice) receives 201 for attempt 1, final",
+        "4. the store crashes and restarts, losing the writes not yet on disk: alice/k1 goes back from a \
+         completion under f1 to no record; its fences go on from f2",
+        "5. server 1 receives POST /payments key=k1 amount=100 from client 1 (alice) (attempt 1); the store \
+         decides: execute under fence f2 (lease until t=10s)",
+        "6. server 1 runs the side effect of alice's k1 (amount=100) and completes under fence f2 in one \
+         transaction: accepted (the payment is on disk, the completion not yet), answers 201 \
+         location=/payments/pay_2 \"alice/k1/100#2\"",
+    ];
+    assert_eq!(story, expected);
+}
+
+#[test]
+fn a_completion_that_skips_the_fsync_loses_a_response_already_answered() {
+    // Goal: a store whose completion does not wait for the disk loses it with its payment
+    // (no payment twice), but after its response was answered: the next execution answers
+    // another one (G2; and the response the client saw is gone, G7).
+    let story = assert_found(store_crashing(), Variant::UnsyncedCompletion, REPLAY_FIDELITY);
+    assert!(story.iter().any(|line| line.contains("goes back from a completion under f1 to no record")), "{story:#?}");
+    assert!(story.last().is_some_and(|line| line.contains("pay_2")), "{story:#?}");
+    let checker =
+        model(Config { variant: Variant::UnsyncedCompletion, ..store_crashing() }).checker().spawn_bfs().join();
+    assert_eq!(checker.discovery(AT_MOST_ONCE), None, "the payment is lost with its completion, not repeated");
+}
+
+#[test]
+fn a_restarted_store_that_reissues_fences_accepts_a_stale_completion() {
+    // Goal: a store that lost unsynced claims must not draw fences from where its disk
+    // left the counter: an execution from before the crash still holds the fence it would
+    // hand out again, and its completion is accepted for another execution's claim (G3).
+    let story = assert_found(store_crashing(), Variant::NoFenceReseed, NO_STALE_COMPLETION);
+    assert!(story.iter().any(|line| line.contains("its fence counter goes back to f1")), "{story:#?}");
+    assert_eq!(story.iter().filter(|line| line.contains("execute under fence f1")).count(), 2, "{story:#?}");
 }

@@ -226,7 +226,9 @@ fn write_table(
 
 /// Why a reachability property cannot be reached in `config`, when the configuration says so.
 fn not_reached_because(property: &str, config: &Config) -> Option<&'static str> {
-    use idem_model::properties::{MISMATCH_ANSWERED, OUTAGE_ANSWERED, RENEWAL_HAPPENS, UNRECORDED_ANSWERED};
+    use idem_model::properties::{
+        MISMATCH_ANSWERED, OUTAGE_ANSWERED, RENEWAL_HAPPENS, STORE_CRASH_LOSES_WRITES, UNRECORDED_ANSWERED,
+    };
     if property == MISMATCH_ANSWERED && !config.key_reuse {
         Some("no request reuses a key; try --key-reuse")
     } else if property == OUTAGE_ANSWERED && config.outages == 0 {
@@ -235,6 +237,8 @@ fn not_reached_because(property: &str, config: &Config) -> Option<&'static str> 
         Some("only separate mode answers unrecorded, during an outage")
     } else if property == RENEWAL_HAPPENS && !config.renewals {
         Some("renewals are off")
+    } else if property == STORE_CRASH_LOSES_WRITES && config.store_crashes == 0 {
+        Some("no store crash; try --store-crashes 1")
     } else {
         None
     }
