@@ -14,34 +14,30 @@ pub(crate) fn corrupt(detail: impl Into<String>) -> StoreError {
 }
 
 /// The names of every key one store uses, all under `{prefix}` (a Redis Cluster hash
-/// tag, so they hash to one slot and a transaction may touch them all).
+/// tag, so they hash to one slot and one script may touch them all).
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     /// `{prefix}`, the start of every key.
     pub(crate) tagged: String,
-    /// `{prefix}:fence`: the next fence (an integer that only grows).
-    pub(crate) fence: String,
-    /// `{prefix}:usage`: a hash with fields `records` and `bytes`.
-    pub(crate) usage: String,
-    /// `{prefix}:expiry`: a sorted set, score = forgettable-at ms, member = `<fence as 20 digits>:<id field>`
-    /// (written by the script).
+    /// `{prefix}:counters`: a hash with fields `fence` (the next fence, which only grows),
+    /// `records` and `bytes` (the usage totals).
+    pub(crate) counters: String,
+    /// `{prefix}:expiry`: a sorted set, score = forgettable-at ms, member = `<fence as 20
+    /// digits>:<id field>` (written by the script).
     pub(crate) expiry: String,
 }
 
-/// Usage hash field: records held.
+/// Counters hash field: the next fence.
+pub(crate) const COUNTER_FENCE: &str = "fence";
+/// Counters hash field: records held.
 pub(crate) const USAGE_RECORDS: &str = "records";
-/// Usage hash field: bytes held.
+/// Counters hash field: bytes held.
 pub(crate) const USAGE_BYTES: &str = "bytes";
 
 impl Keys {
     pub(crate) fn new(prefix: &str) -> Keys {
         let tagged = format!("{{{prefix}}}");
-        Keys {
-            fence: format!("{tagged}:fence"),
-            usage: format!("{tagged}:usage"),
-            expiry: format!("{tagged}:expiry"),
-            tagged,
-        }
+        Keys { counters: format!("{tagged}:counters"), expiry: format!("{tagged}:expiry"), tagged }
     }
 
     /// `{prefix}:r:<id field>`: the record of `field`.
@@ -147,34 +143,35 @@ pub(crate) fn decode_response(value: &[u8]) -> Result<StoredResponse, StoreError
     Ok(StoredResponse { status, headers, body: Bytes::copy_from_slice(reader.rest) })
 }
 
-/// The record hash's fields, in the order [`RECORD_FIELDS`] names them, as `HMGET` answers.
-pub(crate) type RecordFields = [Option<Vec<u8>>; 5];
-
-/// The fields [`decode_record`] reads: `fence`, `fp`, `exp`, `lease` (empty once
-/// completed), `resp` (empty in flight).
-pub(crate) const RECORD_FIELDS: [&str; 5] = ["fence", "fp", "exp", "lease", "resp"];
-
-/// A record read back from its hash, or `None` when there is none.
-pub(crate) fn decode_record(fields: RecordFields) -> Result<Option<Record>, StoreError> {
-    let [fence, fingerprint, expires_at, lease, response] = fields;
-    let Some(fence) = fence else { return Ok(None) };
-    let fence = decimal("fence", Some(fence))?;
+/// A record read back from its value (see `store.lua`): the fingerprint (32 bytes), then
+/// `"<fence> <expires_at> <lease end, empty once completed> <stored bytes>\n"`, then for
+/// a completed record the response ([`encode_response`]).
+pub(crate) fn decode_record(value: &[u8]) -> Result<Record, StoreError> {
+    let bad = |what: &str| corrupt(format!("a record value {what}"));
+    if value.len() < 32 {
+        return Err(bad("is shorter than a fingerprint"));
+    }
+    let (fingerprint, rest) = value.split_at(32);
+    let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| bad("has no header"))?;
+    let (header, response) = (&rest[..end], &rest[end + 1..]);
+    let header = std::str::from_utf8(header).map_err(|_| bad("header is not text"))?;
+    let parts: Vec<&str> = header.split(' ').collect();
+    let [fence, expires_at, lease, _bytes] = parts[..] else { return Err(bad("header has not four fields")) };
+    let number = |what: &str, text: &str| decimal(what, Some(text.as_bytes().to_vec()));
+    let fence = number("fence", fence)?;
     if fence < Fence::FIRST.get() {
         return Err(corrupt(format!("fence {fence} is not a fence")));
     }
-    let fingerprint: [u8; 32] = fingerprint
-        .as_deref()
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or_else(|| corrupt("a record's fingerprint is not 32 bytes"))?;
-    let expires_at = Timestamp::from_unix_ms(decimal("exp", expires_at)?);
-    let lease = lease.ok_or_else(|| corrupt("a record has no lease field"))?;
+    let expires_at = Timestamp::from_unix_ms(number("expires_at", expires_at)?);
     let state = if lease.is_empty() {
-        let response = response.ok_or_else(|| corrupt("a completed record has no response"))?;
-        RecordState::Completed { response: decode_response(&response)? }
+        RecordState::Completed { response: decode_response(response)? }
+    } else if response.is_empty() {
+        RecordState::InFlight { lease_expires_at: Timestamp::from_unix_ms(number("lease", lease)?) }
     } else {
-        RecordState::InFlight { lease_expires_at: Timestamp::from_unix_ms(decimal("lease", Some(lease))?) }
+        return Err(bad("in flight holds a response"));
     };
-    Ok(Some(Record { fingerprint: Fingerprint::from_bytes(fingerprint), fence: Fence::new(fence), expires_at, state }))
+    let fingerprint: [u8; 32] = fingerprint.try_into().expect("split at 32");
+    Ok(Record { fingerprint: Fingerprint::from_bytes(fingerprint), fence: Fence::new(fence), expires_at, state })
 }
 
 /// An unsigned decimal the script wrote or answered.
@@ -205,26 +202,24 @@ mod tests {
         assert_eq!(id_field(&id("alice", "k1")), b"5:alicek1");
     }
 
-    fn fields(record: &Record) -> RecordFields {
+    fn value(record: &Record) -> Vec<u8> {
         // What the script writes: see store.lua's `put`.
         let (lease, response) = match &record.state {
-            RecordState::InFlight { lease_expires_at } => (lease_expires_at.unix_ms().to_string().into_bytes(), vec![]),
-            RecordState::Completed { response } => (Vec::new(), encode_response(response)),
+            RecordState::InFlight { lease_expires_at } => (lease_expires_at.unix_ms().to_string(), vec![]),
+            RecordState::Completed { response } => (String::new(), encode_response(response)),
         };
-        [
-            Some(record.fence.get().to_string().into_bytes()),
-            Some(record.fingerprint.as_bytes().to_vec()),
-            Some(record.expires_at.unix_ms().to_string().into_bytes()),
-            Some(lease),
-            Some(response),
-        ]
+        let mut value = record.fingerprint.as_bytes().to_vec();
+        value.extend_from_slice(
+            format!("{} {} {lease} 99\n", record.fence.get(), record.expires_at.unix_ms()).as_bytes(),
+        );
+        value.extend_from_slice(&response);
+        value
     }
 
     #[test]
     fn records_round_trip_and_damage_is_corrupt() {
         // Goal: in-flight and completed records (with binary header values) decode back
-        // from their hash fields; a missing record is `None`; every truncated response and
-        // every damaged field is an error value.
+        // from the value the script writes; every truncation is an error value.
         let fingerprint = Fingerprint::of("POST", "/p", b"{}");
         let in_flight = Record {
             fingerprint,
@@ -239,15 +234,12 @@ mod tests {
         };
         let completed = Record { state: RecordState::Completed { response: response.clone() }, ..in_flight.clone() };
         for record in [in_flight, completed] {
-            assert_eq!(decode_record(fields(&record)).unwrap(), Some(record.clone()));
-            for field in 1..5 {
-                let mut damaged = fields(&record);
-                damaged[field] = Some(b"x".to_vec());
-                let answer = decode_record(damaged);
-                assert!(answer.is_err() || field == 4, "field {field}: {answer:?}");
+            let bytes = value(&record);
+            assert_eq!(decode_record(&bytes).unwrap(), record);
+            for cut in 0..bytes.len() - 4 {
+                assert!(decode_record(&bytes[..cut]).is_err(), "cut at {cut}");
             }
         }
-        assert_eq!(decode_record([None, None, None, None, None]).unwrap(), None);
         let bytes = encode_response(&response);
         assert_eq!(decode_response(&bytes).unwrap(), response);
         // Cuts inside the headers are errors; a cut in the body is a shorter body.

@@ -15,8 +15,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError};
 
 use crate::codec::{
-    Keys, RECORD_FIELDS, RecordFields, USAGE_BYTES, USAGE_RECORDS, corrupt, decimal, decode_record, decode_response,
-    encode_response, id_field,
+    COUNTER_FENCE, Keys, USAGE_BYTES, USAGE_RECORDS, corrupt, decimal, decode_record, decode_response, encode_response,
+    id_field,
 };
 use crate::options::{FenceSeed, RedisOptions};
 
@@ -273,7 +273,7 @@ impl RedisStore {
     pub async fn usage(&self) -> Result<Usage, StoreError> {
         self.bounded(async {
             let (records, bytes): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
-                .arg(&self.keys.usage)
+                .arg(&self.keys.counters)
                 .arg(USAGE_RECORDS)
                 .arg(USAGE_BYTES)
                 .query_async(&mut self.connection())
@@ -291,8 +291,9 @@ impl RedisStore {
     /// `Unavailable` when Redis does not answer, `Corrupt` for a damaged counter.
     pub async fn next_fence(&self) -> Result<Option<Fence>, StoreError> {
         self.bounded(async {
-            let next: Option<u64> = redis::cmd("GET")
-                .arg(&self.keys.fence)
+            let next: Option<u64> = redis::cmd("HGET")
+                .arg(&self.keys.counters)
+                .arg(COUNTER_FENCE)
                 .query_async(&mut self.connection())
                 .await
                 .map_err(redis_error)?;
@@ -381,12 +382,11 @@ impl RedisStore {
         reply.map(Answer).map_err(redis_error)
     }
 
-    /// Runs a per-id operation: keys record, held entry, fence counter, usage, index.
+    /// Runs a per-id operation: keys record, held entry, counters, index.
     async fn run(&self, id: &RecordId, operation: &str, args: &[&[u8]]) -> Result<Answer, StoreError> {
         let field = id_field(id);
         let (record, held) = (self.keys.record(&field), self.keys.held(&field));
-        let keys: [&[u8]; 5] =
-            [&record, &held, self.keys.fence.as_bytes(), self.keys.usage.as_bytes(), self.keys.expiry.as_bytes()];
+        let keys: [&[u8]; 4] = [&record, &held, self.keys.counters.as_bytes(), self.keys.expiry.as_bytes()];
         let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 1);
         all.push(&field);
         all.extend_from_slice(args);
@@ -487,19 +487,18 @@ impl Store for RedisStore {
 
     async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         self.bounded(async {
-            let fields: RecordFields = redis::cmd("HMGET")
+            let value: Option<Vec<u8>> = redis::cmd("GET")
                 .arg(self.keys.record(&id_field(id)))
-                .arg(&RECORD_FIELDS[..])
                 .query_async(&mut self.connection())
                 .await
                 .map_err(redis_error)?;
-            decode_record(fields)
+            value.map(|value| decode_record(&value)).transpose()
         })
         .await
     }
 
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
-        let keys: [&[u8]; 3] = [self.keys.fence.as_bytes(), self.keys.usage.as_bytes(), self.keys.expiry.as_bytes()];
+        let keys: [&[u8]; 2] = [self.keys.counters.as_bytes(), self.keys.expiry.as_bytes()];
         let mut purged = 0;
         // Bounded: every round but the last forgets a whole script batch.
         while purged < batch_max {
