@@ -8,15 +8,17 @@
 //! not at all (SPEC "Modes", G1).
 //!
 //! The store is I/O around [`idem_core::step()`] and decides nothing of its own. Every
-//! operation is one transaction: one statement locks the record's row (`SELECT … FOR
-//! UPDATE`), reads the store-wide counters and the database's clock; the store's
-//! [`Limits`](idem_core::Limits) complete the [`StoreView`](idem_core::StoreView); `step`
-//! decides; and one statement writes exactly what the [`Step`](idem_core::Step) names
-//! (record put or deleted, usage delta added), then the transaction commits. A step that
-//! writes nothing (a conflict, a replay, a refusal) ends without a commit. The decision
-//! table, fences, admission at the size limits, usage accounting and atomic mode's refusal
-//! of a repeated completion are all idem-core's; `tests/conformance.rs` runs idem-core's
-//! conformance suite on a real PostgreSQL.
+//! operation is optimistic and takes no transaction of its own: one statement reads the
+//! record (with its row version), the store-wide counters and the database's clock; the
+//! store's [`Limits`](idem_core::Limits) complete the [`StoreView`](idem_core::StoreView);
+//! `step` decides; and one statement writes exactly what the [`Step`](idem_core::Step)
+//! names (record put or deleted, usage delta added), guarded by what was read, and commits
+//! as it ends (autocommit). A guard that finds the record changed writes nothing, and the
+//! operation runs again from its read. A step that writes nothing (a conflict, a replay, a
+//! refusal) ends after the read. The decision table, fences, admission at the size limits,
+//! usage accounting and atomic mode's refusal of a repeated completion are all
+//! idem-core's; `tests/conformance.rs` runs idem-core's conformance suite on a real
+//! PostgreSQL.
 //!
 //! # Contents
 //!
@@ -65,16 +67,52 @@
 //! `complete_in` takes any transaction on the same database (from
 //! [`PostgresStore::begin_write`] or the application's own pool): every statement names
 //! idem's schema, and the row lock it takes holds off take-overs until that transaction
-//! ends. It adds two statement round trips to the business transaction (the locked read,
-//! the write); a claim or a separate-mode completion is four (`BEGIN`, read, write,
-//! `COMMIT`), a conflict or replay three (`BEGIN`, read, and a rollback that rides on the
-//! connection's next use).
+//! ends.
+//!
+//! # Round trips
+//!
+//! Counted as statements sent and answered (`tests/store.rs` counts them); taking a pooled
+//! connection adds sqlx's liveness check (`test_before_acquire`), one more short round trip,
+//! to each operation that runs on the pool, as it does to any query on the pool.
+//!
+//! | operation | statements | commits |
+//! |---|---|---|
+//! | `claim` that executes or takes over | 2: the read (drawing a fence), the guarded write | 1 |
+//! | `claim` that conflicts, replays or mismatches | 1: the read | 0 |
+//! | `complete` of the claim in flight | 1: the guarded completion | 1 |
+//! | `complete` otherwise (repeated, refused) | 2: the guarded completion (writes nothing), the read | 0 |
+//! | `release`, `renew` | 2: the read, the guarded write (1 when the step writes nothing) | 1 (0) |
+//! | `complete_in` of the claim in flight | **1**, in the caller's transaction | the caller's |
+//! | `complete_in` otherwise (refused) | 2: the guarded completion, the locked read | the caller's |
+//!
+//! A contended operation (a guard that failed, `40001`, `40P01`) adds its read and write
+//! again per retry.
+//!
+//! **The guarded completion.** A completion of the claim in flight is the usual case, and
+//! what idem-core's step makes of it depends on no part of the record but its state and
+//! fence: the completed record keeps the claim's fingerprint and fence, holds the response,
+//! and is kept for the retention from the completion's `now`. So the store asks the step
+//! what to write for the record presumed to be "the claim `fence`, in flight", and sends it
+//! as one statement that locks the record's row only if it is that claim (and the fence
+//! counter is past it, the step's damage check), reads the counters and the clock after
+//! the lock is granted, and writes the completion with its end of retention counted from
+//! that clock (`LEAST(now + retention, i64::MAX)`, [`Timestamp`](idem_core::Timestamp)'s
+//! saturating sum as stored), all in one round trip. The statement returns the view it
+//! read; the store runs the step again on that view, at that time, and checks that it
+//! names exactly what was written (record, usage delta, answer). When the row is not that
+//! claim (taken over, completed, released, purged), the statement writes nothing and the
+//! ordinary read and step produce the refusal. A disagreement would be a bug in this
+//! crate's SQL: it is reported as `Corrupt` (in atomic mode the caller then rolls back and
+//! nothing lands; for `complete`, which commits as it writes, the record holds that
+//! completion); `tests/store.rs` runs the guarded completion against the step on every
+//! kind of record.
 //!
 //! # Time (SPEC "lease", "retention"; G1, G3)
 //!
 //! With [`TimeSource::Database`] (the default) the `now` of every decision is the
-//! database's `clock_timestamp()` in unix milliseconds, read in the operation's own
-//! transaction after the record's row lock is granted; the `now` callers pass is ignored.
+//! database's `clock_timestamp()` in unix milliseconds, read in the same statement as the
+//! record the step decides on (after its row lock is granted, where there is one); the
+//! `now` callers pass is ignored.
 //! Replicas whose clocks disagree therefore agree on when a lease lapses and when a record
 //! expires, and a purger with a fast clock cannot forget live records. Decisions still go
 //! through idem-core with that time as its argument. [`TimeSource::Caller`] uses the
@@ -82,28 +120,44 @@
 //!
 //! # Concurrency (G1)
 //!
-//! * **One record id.** Every operation locks the record's row (`FOR UPDATE`) before it
-//!   decides, so operations on one record id take turns. A record id with no row yet has
-//!   nothing to lock: two first claims may both find it absent, but the primary key
-//!   decides, since a new record is written with `INSERT … ON CONFLICT DO NOTHING`, which
-//!   waits for the other insert to commit and then inserts nothing. The loser runs again
-//!   (it counts as contention, below) and now finds the winner's claim: one execution.
+//! * **One record id.** An operation reads the record without a lock, and its write is
+//!   guarded by what it read: a record that was absent is written with `INSERT … ON
+//!   CONFLICT DO NOTHING`, so the primary key decides a race between first claims; a record
+//!   that was held is updated or deleted only if its row is still the version read
+//!   (`WHERE xmin = $version`: the row's `xmin` is the id of the transaction that wrote it,
+//!   so any later write of the row, by another transaction, changes it; the optimistic
+//!   token Npgsql and EF Core use too). A write that finds the row changed (or inserted, or
+//!   deleted) writes nothing, and the operation runs again from its read (it counts as
+//!   contention, below). A write that waits for another transaction's row lock (an atomic
+//!   completion in flight) rechecks its guard on the row that transaction committed. So
+//!   each operation takes effect on the very record its step decided on, at a moment
+//!   between its read and its write, as if the two were one locked section; concurrent
+//!   first claims get one execution, the others find the winner's claim.
 //! * **Fences** come from the sequence `idem_fence_seq`, drawn (`nextval`) in a claim's
-//!   read after the row lock is granted, so a fence drawn for a record id is past every
-//!   fence that record id was given before. Sequences never go back, also not after a
-//!   release, a take-over, a purge or a crash (the claim's commit flushes the draw), so
-//!   fences are never reused (G3). A draw the step does not use (a conflict, a replay)
-//!   leaves a gap; fences need only grow. Unlike a counter row, a sequence is not locked
-//!   until commit, so claims on different record ids commit in parallel (group commit).
+//!   read, after that statement's snapshot was taken. The record the read returns was
+//!   committed before that snapshot, and its fence drawn before its commit, so the fence
+//!   drawn is past it, and the guarded write puts the new claim only over that very
+//!   record. Sequences never go back, also not after a release, a take-over, a purge or a
+//!   crash (a write that commits a drawn fence flushes the draw), so fences are never
+//!   reused (G3). A draw the step does not use (a conflict, a replay, a lost race) leaves a
+//!   gap; fences need only grow. One window: when a record id has no row, nothing is there
+//!   to guard but its absence, so if another claim inserts a record and it is deleted again
+//!   (released, purged) between a first claim's read and its insert, the new claim's fence
+//!   may be below the deleted one's. Fences stay unique and the deleted claim's fence is
+//!   refused as any stale fence; a locked read has the same window (an absent row cannot
+//!   be locked). A sequence takes no lock, so claims on different record
+//!   ids commit in parallel (group commit).
 //! * **Usage shards.** The usage totals live in 64 rows of `idem_usage`; a step adds its
-//!   delta to the shard of its record id (FNV-1a of principal and key, modulo 64), and the
-//!   totals are the sums. Steps on different record ids rarely wait for each other.
-//! * **Contention.** An attempt that PostgreSQL aborts with a serialization failure
-//!   (`40001`), a deadlock (`40P01`), or that lost the insert race above, is rolled back
-//!   and run again, at most [`PostgresOptions::retries_max`] times, with exponential
+//!   delta to the shard of its record id (FNV-1a of principal and key, modulo 64), in the
+//!   statement that writes the record, and the totals are the sums. Steps on different
+//!   record ids rarely wait for each other.
+//! * **Contention.** An attempt whose guard failed, or that PostgreSQL aborts with a
+//!   serialization failure (`40001`) or a deadlock (`40P01`), has applied nothing and runs
+//!   again from its read, at most [`PostgresOptions::retries_max`] times, with exponential
 //!   backoff (2 ms to 64 ms, jittered); then it fails as `Unavailable` with nothing applied.
-//!   `complete_in` does not retry: the caller's transaction is aborted, and only the caller
-//!   can run it again.
+//!   `complete_in` does not retry: its row lock means no guard of its own fails, and a
+//!   serialization failure or deadlock aborts the caller's transaction, which only the
+//!   caller can run again.
 //!
 //! # Bounds
 //!
@@ -111,11 +165,12 @@
 //! store's [`Limits`](idem_core::Limits), admitted against by idem-core's step as in every
 //! store: at a limit new claims get [`StoreError::Full`](idem_core::StoreError::Full), live
 //! records are never evicted, completions of granted claims are always accepted. One
-//! difference from a store with a single writer: a claim reads the totals as of its
-//! statement's snapshot, so claims running at the same moment do not see each other, and
-//! the store may overshoot `records_max` by at most the number of claims that run
-//! concurrently (at most the connections of all replicas' pools); sequential claims, and
-//! the conformance suite, see exact totals.
+//! difference from a store with a single writer: a claim reads the totals in its read and
+//! adds to them in its write, so claims between their read and their write at the same
+//! moment do not see each other, and the store may overshoot `records_max` (and
+//! `stored_bytes_max`) by at most the number of claims that run concurrently, at most the
+//! connections of all replicas' pools (an operation holds one pooled connection from its
+//! read to its write); sequential claims, and the conformance suite, see exact totals.
 //!
 //! [`Store::purge_expired`](idem_core::Store::purge_expired) forgets at most `batch_max`
 //! expired records per call, earliest `forgettable_at` first (ties by fence, as in
@@ -161,9 +216,9 @@
 //! | error | cause | what changed |
 //! |---|---|---|
 //! | [`OpenError`] | invalid options or URL; server unreachable; schema from a newer idem; migration failed | nothing usable was opened |
-//! | `StoreError::Unavailable` | connection lost or refused, server shutting down or starting up, pool closed; with `retry_after` for a statement timeout, a pool with no free connection, or contention past the retries | unknown for `claim`, `complete`, `release`, `renew` if the connection broke during `COMMIT` (see the [`Store`](idem_core::Store) docs on retrying), nothing otherwise; nothing for a failed `complete_in` once its transaction rolls back |
+//! | `StoreError::Unavailable` | connection lost or refused, server shutting down or starting up, pool closed; with `retry_after` for a statement timeout, a pool with no free connection, or contention past the retries | unknown for `claim`, `complete`, `release`, `renew` if the connection broke during their write statement, which commits as it ends (see the [`Store`](idem_core::Store) docs on retrying), nothing otherwise; nothing for a failed `complete_in` once its transaction rolls back |
 //! | `StoreError::Full` | a size limit is reached | nothing |
-//! | `StoreError::Corrupt` | a row holds what this version cannot read, a constraint of idem's tables broke (usage totals edited by hand), or the fence sequence is behind a record | nothing |
+//! | `StoreError::Corrupt` | a row holds what this version cannot read, a constraint of idem's tables broke (usage totals edited by hand), or the fence sequence is behind a record | nothing (a guarded completion that disagrees with the step, a bug: see "Round trips") |
 //!
 //! Fence refusals are not errors but [`idem_core::Fenced::Refused`].
 

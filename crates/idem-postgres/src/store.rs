@@ -1,9 +1,11 @@
-//! [`PostgresStore`]: idem-core's store step, read and written in PostgreSQL transactions.
+//! [`PostgresStore`]: idem-core's store step, read and written in PostgreSQL statements.
 //!
-//! Every read-decide-write here has the same shape, in one transaction: [`decide`] locks
-//! and reads the record, reads the counters and the database's clock in one statement and
-//! calls [`idem_core::step::step`]; [`write`] writes exactly what the [`Step`] names in
-//! one statement. The store has no rule of its own about the protocol.
+//! Every read-decide-write here has the same shape: [`decide`] reads the record (with its
+//! row version), the counters and the database's clock in one statement and calls
+//! [`idem_core::step::step`]; [`write`] writes exactly what the [`Step`] names in one
+//! statement, guarded by what the read found. [`complete_guarded`] is a completion of the
+//! claim in flight in one statement, checked against the step afterwards. The store has
+//! no rule of its own about the protocol.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use common::{Schemas, at, connect, fingerprint, id, policy, response, wall_clock};
 use idem_core::step::{self, Counters, Operation, StoreView, op};
 use idem_core::{
-    Decision, Fence, Fenced, Limits, Policy, Record, RecordId, RecordState, Refusal, Store, StoreError, Timestamp, Write,
+    Decision, Fence, Fenced, Limits, Policy, Record, RecordId, RecordState, Refusal, Store, StoreError, Timestamp,
+    Write,
 };
 use idem_postgres::{OpenError, PostgresOptions, PostgresStore, TimeSource};
 use sqlx::{AssertSqlSafe, Row};
@@ -342,7 +343,9 @@ async fn stepped<O: Operation<Answer = Fenced>>(
 fn as_stored(record: Record) -> Record {
     let end = Timestamp::from_unix_ms(u64::try_from(i64::MAX).expect("fits"));
     let state = match record.state {
-        RecordState::InFlight { lease_expires_at } => RecordState::InFlight { lease_expires_at: lease_expires_at.min(end) },
+        RecordState::InFlight { lease_expires_at } => {
+            RecordState::InFlight { lease_expires_at: lease_expires_at.min(end) }
+        }
         completed @ RecordState::Completed { .. } => completed,
     };
     Record { expires_at: record.expires_at.min(end), state, ..record }
@@ -410,7 +413,8 @@ async fn guarded_completion_answers_as_the_step_on_the_stored_record() {
             }
             let body = response(&format!("done {n}"));
             let (_, after) = if atomic {
-                let operation = op::CompleteInTransaction { fence: claim.fence, response: body.clone(), now: later, policy };
+                let operation =
+                    op::CompleteInTransaction { fence: claim.fence, response: body.clone(), now: later, policy };
                 let expected = stepped(&store, &key, operation).await;
                 let mut tx = store.begin_write().await.unwrap();
                 let answer = store.complete_in(&mut tx, &key, claim.fence, body, later, &policy).await.unwrap();
