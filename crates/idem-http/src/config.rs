@@ -197,8 +197,8 @@ impl<St: Store> IdempotencyBuilder<St> {
         self
     }
 
-    /// Adds a response header that is never recorded (on top of hop-by-hop headers, `Date`
-    /// and `Set-Cookie`, which never are).
+    /// Adds a response header that is never recorded (on top of hop-by-hop headers, `Date`,
+    /// `Set-Cookie` and the CORS `Access-Control-*` headers, which never are).
     pub fn deny_header(mut self, name: HeaderName) -> Self {
         if !self.deny.contains(&name) {
             self.deny.push(name);

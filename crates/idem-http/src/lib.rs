@@ -7,16 +7,21 @@
 //!
 //! | store says | the layer answers |
 //! |---|---|
-//! | execute (new key, or lapsed claim taken over) | runs the handler, renewing the claim; records a 2xx/4xx, releases on 5xx, 408, 425 and 429 |
+//! | execute (new key, or lapsed claim taken over) | runs the handler, renewing the claim; records a 2xx/4xx, releases on 5xx, 408, 425 and 429 (see [Which answers are kept](#which-answers-are-kept)) |
 //! | replay | the recorded status, headers and body, plus `Idempotent-Replayed: true` |
 //! | in progress | 409 with `Retry-After` (or waits, with [`ConflictPolicy::Wait`]) |
 //! | mismatch (another method, path or body), in flight or completed | 422, the handler does not run |
 //! | store error | 503 with `Retry-After`, the handler does not run (G8) |
 //!
-//! Every response after a valid key echoes it in `Idempotency-Key`. Errors are
-//! `application/problem+json` ([`Problem`]). A request refused before its claim (bad key,
-//! body over the limit: 413) records nothing. Each response carries an [`Outcome`] in its
-//! extensions.
+//! Every response after a valid key echoes it in `Idempotency-Key` (SPEC "HTTP
+//! behaviour"), whichever path made it: the handler's answer, a replay, and every problem
+//! the layer answers itself (400 for an unreadable body, 413, 409, 422, 503, a principal
+//! extractor's refusal). The one answer without it is an error returned by the inner
+//! service instead of a response (the layer has no response to mark). Errors are
+//! `application/problem+json` (RFC 9457, [`Problem`]) whose `type` names a section of
+//! `docs/problems.md` (see [Problem types](#problem-types)). A request refused before its
+//! claim (bad key, body over the limit: 413) records nothing. Each response carries an
+//! [`Outcome`] in its extensions.
 //!
 //! The layer decides nothing of its own: which statuses record and which release
 //! ([`idem_core::StatusRules`], switched by [`IdempotencyBuilder::store_server_errors`]
@@ -81,8 +86,9 @@
 //! # Guarantees and their limits
 //!
 //! * The handler never runs without a claim (G8), and a keyed request whose response
-//!   future is dropped unfinished (the client went away) is handed to a task of its own,
-//!   so a client disconnect never cuts a handler short.
+//!   future is dropped unfinished (the client went away) is handed to a task of its own
+//!   on the layer's task tracker, so a client disconnect never cuts a handler short (and
+//!   a draining server can wait for it; see [Shutdown](#shutdown)).
 //! * Separate mode (the layer records the response after the handler returns): a handler
 //!   whose claim lapses anyway (renewals failing for a whole lease, a stalled process) may
 //!   run twice, because a retry may take the lapsed claim over. The stale execution's
@@ -93,6 +99,141 @@
 //! * If the store fails while recording (after bounded retries), the handler's response
 //!   is answered unrecorded ([`Outcome::Unrecorded`]); a retry after the lease lapses
 //!   runs the handler again. Atomic mode does not have this gap.
+//!
+//! # Which answers are kept
+//!
+//! A handler's 2xx and 4xx responses are recorded and replayed; its 5xx and the "try again
+//! later" answers 408 Request Timeout, 425 Too Early and 429 Too Many Requests give the
+//! claim back instead (SPEC "HTTP behaviour": the handler must not have committed
+//! anything), so the retry the client was told to make runs the handler. They are never
+//! replayed. [`IdempotencyBuilder::store_server_errors`] and
+//! [`IdempotencyBuilder::store_try_later`] record them instead; the rule itself is
+//! [`idem_core::StatusRules`].
+//!
+//! A response the layer cannot keep for replay (its body is longer than
+//! [`IdempotencyBuilder::response_body_bytes_max`], 1 MiB by default, or it ends with
+//! trailers) is handled as SPEC says: "a response too large to record still reaches the
+//! first client whole; the operation never runs again for that key, and retries get a
+//! problem saying it completed and its response was not kept".
+//!
+//! * The first client gets the handler's response as it is: status, headers, every byte
+//!   of the body and its trailers. The layer holds at most the limit of it (the part read
+//!   while deciding whether it fits); the rest streams through.
+//! * The record is completed (before the rest of the body streams out) with a
+//!   `response-not-kept` problem ([`Outcome::ResponseTooLarge`]), so a retry never runs
+//!   the handler again (G1).
+//! * A retry gets that problem as a replay (`Idempotent-Replayed: true`) with the
+//!   **original status** and the original `Location` header. The status is the operation's
+//!   result: a 5xx would tell a client (and idem-client) to retry an operation that is
+//!   done, forever, and a 4xx would call a successful request wrong; with the original
+//!   status the client stops, and the problem body says why the body is not the original
+//!   one. The problem's `status` member carries the same status (RFC 9457 section 3.1.3).
+//! * Trailers are not recorded: a record (`idem_core::StoredResponse`) has no place for
+//!   them, and replaying a response without the trailers it was sent with would not be the
+//!   same response (G2). A response with trailers is therefore "not kept", like a long one
+//!   (empty trailers do not count).
+//!
+//! A body that breaks before the limit is reached is recorded as a `handler-failed`
+//! problem (the head said the work was done); one that breaks after it was already on its
+//! way to the client, whose record says "not kept".
+//!
+//! # Problem types
+//!
+//! Each problem's `type` is a base URI plus a slug, and each slug has a section in the
+//! repository's `docs/problems.md` (when it is answered, its status, what a client should
+//! do, which headers come with it; a unit test checks that every problem the layer answers
+//! has one). The base defaults to [`problem::PROBLEM_TYPE_BASE`] (the repository's
+//! `docs/problems.md#`); a server that publishes the page elsewhere sets
+//! [`IdempotencyBuilder::problem_type_base`].
+//!
+//! # CORS
+//!
+//! Put tower-http's `CorsLayer` *outside* the idempotency layer, allow the
+//! `Idempotency-Key` request header and expose `Idempotent-Replayed` (and
+//! `Idempotency-Key`). CORS preflights (`OPTIONS`) are answered by the `CorsLayer` and never
+//! reach the idempotency layer. The layer never records `Access-Control-*` headers (they
+//! answer one request's origin), so a replay carries the ones the `CorsLayer` computes for
+//! the replaying request.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{Router, routing::post};
+//! use http::{Method, Request, StatusCode};
+//! use idem_core::MemoryStore;
+//! use idem_http::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotencyLayer};
+//! use tower::ServiceExt;
+//! use tower_http::cors::CorsLayer;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let cors = CorsLayer::new()
+//!     .allow_origin(["https://app.example".parse().unwrap()])
+//!     .allow_methods([Method::POST])
+//!     .allow_headers([IDEMPOTENCY_KEY, http::header::CONTENT_TYPE])
+//!     .expose_headers([IDEMPOTENT_REPLAYED, IDEMPOTENCY_KEY]);
+//! let app = Router::new()
+//!     .route("/payments", post(|| async { (StatusCode::CREATED, "pay_1") }))
+//!     .layer(IdempotencyLayer::new(Arc::new(MemoryStore::default())))
+//!     .layer(cors); // added last, so it runs first: outside the idempotency layer
+//!
+//! let preflight = Request::options("/payments")
+//!     .header("origin", "https://app.example")
+//!     .header("access-control-request-method", "POST")
+//!     .header("access-control-request-headers", "idempotency-key")
+//!     .body(axum::body::Body::empty())
+//!     .unwrap();
+//! let response = app.oneshot(preflight).await.unwrap();
+//! assert_eq!(response.headers()["access-control-allow-headers"], "idempotency-key,content-type");
+//! # });
+//! ```
+//!
+//! # Shutdown
+//!
+//! Every keyed request's work (claim, handler, completion) is tracked by a
+//! [`tokio_util::task::TaskTracker`], also after its client went away and the work moved
+//! to a task of its own. A server that drains on SIGTERM stops accepting requests, lets
+//! its connections finish, then closes the tracker and waits for it within its deadline,
+//! so no handler is cut short and no record is left in flight (SPEC: "a client disconnect
+//! must not cancel a handler halfway"). The tracker is the layer's own
+//! ([`IdempotencyLayer::task_tracker`]) or one the server passes
+//! ([`IdempotencyBuilder::task_tracker`]):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use axum::{Router, routing::post};
+//! use idem_core::MemoryStore;
+//! use idem_http::IdempotencyLayer;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let layer = IdempotencyLayer::new(Arc::new(MemoryStore::default()));
+//! let tracker = layer.task_tracker().clone();
+//! let app: Router = Router::new().route("/payments", post(|| async { "ok" })).layer(layer);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let shutdown = async {}; // e.g. tokio::signal::ctrl_c() or a SIGTERM stream
+//! axum::serve(listener, app).with_graceful_shutdown(shutdown).await.unwrap();
+//! // Connections are done; requests whose clients went away may still run.
+//! tracker.close();
+//! let drained = tokio::time::timeout(Duration::from_secs(25), tracker.wait()).await;
+//! assert!(drained.is_ok(), "every handler finished and completed its record");
+//! # });
+//! ```
+//!
+//! Work still running at the deadline is cut off with the process: its claim lapses
+//! with its lease and a retry takes it over (in separate mode, the side effect may then
+//! run twice; see below).
+//!
+//! # Observability
+//!
+//! The [`Outcome`] of each request is in its response's extensions. Besides, the layer
+//! reports through `tracing` and the [`metrics`] facade ([`observe`] has the names):
+//!
+//! * one span `idempotency` per keyed request (fields `key`, `principal`, `method`, `path`,
+//!   then `outcome` and `status` once known), holding every event the layer logs for it,
+//!   and one INFO event `idempotency` per answer;
+//! * `idem_requests_total{outcome}` (counter, requests), `idem_request_duration_seconds{outcome}`
+//!   (histogram, seconds, to the response head), `idem_store_errors_total{operation,error}`
+//!   (counter, failed store calls). Install any `metrics` recorder (e.g. a Prometheus
+//!   exporter) to collect them.
 //!
 //! # Determinism
 //!
@@ -108,7 +249,7 @@
 //! * [`atomic`]: [`ClaimContext`], [`CompletedInTransaction`].
 //! * [`problem`]: [`Problem`]; [`principal`]: [`principal::authorization_principal`].
 //! * [`headers`]: header names, and which response headers are recorded.
-//! * [`outcome`]: [`Outcome`]; [`body`]: the [`Body`] type.
+//! * [`outcome`]: [`Outcome`]; [`observe`]: metric names and the span; [`body`]: the [`Body`] type.
 
 pub mod atomic;
 pub mod body;

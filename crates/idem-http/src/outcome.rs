@@ -26,8 +26,10 @@ pub enum Outcome {
     /// The handler ran, but recording its response failed after bounded retries (the store
     /// went away); the handler's response was returned. Its claim lapses with the lease.
     Unrecorded,
-    /// The handler ran, but its response was too large to record; a problem was recorded
-    /// and answered instead, so retries do not run the handler again.
+    /// The handler ran and its response was answered whole, but it could not be kept for
+    /// replay (its body was over the recording limit, or it had trailers): the record holds
+    /// a `response-not-kept` problem instead, so retries do not run the handler again and
+    /// get that problem.
     ResponseTooLarge,
     /// The recorded response was answered; the handler did not run.
     Replayed,
