@@ -518,3 +518,66 @@ async fn operations_take_the_round_trips_the_docs_state() {
     tx.rollback().await.unwrap();
     schemas.close_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_operations_on_one_record_apply_once() {
+    // Goal: G1 and G3 under the optimistic writes: on a claim whose lease lapsed, 32 tasks
+    // on 16 connections take it over, renew, complete and release it with the stale fence
+    // at once; exactly one take-over happens every round, every operation with the stale
+    // fence is refused, and the usage totals still count one record.
+    let schemas = Schemas::default();
+    let store = schemas.open_with(|options| options.connections_max(16).time_source(TimeSource::Caller)).await;
+    for round in 0..5u64 {
+        let key = id("alice", &format!("k{round}"));
+        let start = at(round * 100_000);
+        let Decision::Execute(stale) = store.claim(&key, &fingerprint("a"), start, &policy()).await.unwrap() else {
+            panic!("a new key executes")
+        };
+        let later = start.saturating_add(Duration::from_secs(2));
+        let tasks: Vec<_> = (0..32)
+            .map(|n| {
+                let (store, key) = (store.clone(), key.clone());
+                tokio::spawn(async move {
+                    match n % 4 {
+                        0 | 1 => Some(store.claim(&key, &fingerprint("a"), later, &policy()).await.unwrap()),
+                        // Renewed or refused, completed or refused: the record read afterwards says which.
+                        2 => {
+                            let _ = store.renew(&key, stale.fence, later, &policy()).await.unwrap();
+                            None
+                        }
+                        _ => {
+                            let _ =
+                                store.complete(&key, stale.fence, response("stale"), later, &policy()).await.unwrap();
+                            None
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut take_overs = 0;
+        for task in tasks {
+            match task.await.expect("no task panicked") {
+                Some(Decision::TakeOver { .. }) => take_overs += 1,
+                Some(Decision::Conflict { .. } | Decision::Replay(_)) | None => {}
+                Some(other) => panic!("round {round}: {other:?}"),
+            }
+        }
+        let record = store.get(&key).await.unwrap().expect("the record is held");
+        match record.state {
+            // The stale holder completed (or renewed) before any take-over: none may follow.
+            RecordState::Completed { .. } => assert_eq!(take_overs, 0, "round {round}: {record:?}"),
+            RecordState::InFlight { .. } if record.fence == stale.fence => {
+                assert_eq!(take_overs, 0, "round {round}: a renewal kept the claim: {record:?}");
+            }
+            RecordState::InFlight { .. } => assert_eq!(take_overs, 1, "round {round}: one take-over"),
+        }
+        // Once taken over, the stale fence is refused.
+        if record.fence != stale.fence {
+            let refused = store.complete(&key, stale.fence, response("late"), later, &policy()).await.unwrap();
+            assert!(matches!(refused, Fenced::Refused(Refusal::StaleFence { .. })), "{refused:?}");
+        }
+    }
+    let usage = store.usage().await.unwrap();
+    assert_eq!(usage.records, 5, "one record per round, counted once");
+    schemas.close_all().await;
+}
