@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use idem_core::Policy;
 use idem_http::ConflictPolicy;
-use idem_server::{DbSpec, RequestLimits, ServerConfig, ServerLimits, StoreSpec};
+use idem_server::{DbSpec, FairnessLimits, RequestLimits, ServerConfig, ServerLimits, StoreSpec};
 
 /// `--lease`'s default: idem-core's [`idem_core::LEASE_DEFAULT`], as the flag writes it
 /// (a test checks that the two agree).
@@ -65,6 +65,14 @@ pub(crate) struct Args {
     /// connections are closed.
     #[arg(long, env = "IDEM_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// New idempotency keys per second one caller (principal) may create; past it, 429 with
+    /// Retry-After and nothing recorded. Replays are not counted. 0 turns the limit off.
+    #[arg(long, env = "IDEM_NEW_KEYS_PER_SECOND", default_value_t = FairnessLimits::DEFAULT.new_keys_per_second)]
+    new_keys_per_second: u32,
+    /// New keys one caller may create at once after being idle (the bucket's size).
+    #[arg(long, env = "IDEM_NEW_KEYS_BURST", default_value_t = FairnessLimits::DEFAULT.burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    new_keys_burst: u32,
 }
 
 /// A duration flag that must be above zero (a zero timeout would refuse every client).
@@ -126,6 +134,11 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             body_read_timeout: args.body_read_timeout,
             body_bytes_buffered_max: args.body_buffer_max,
         },
+        fairness: (args.new_keys_per_second > 0).then_some(FairnessLimits {
+            new_keys_per_second: args.new_keys_per_second,
+            burst: args.new_keys_burst,
+            ..FairnessLimits::DEFAULT
+        }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeCliError::Runtime)?;
     runtime.block_on(idem_server::run(config, shutdown_signal())).map_err(ServeCliError::Serve)?;

@@ -22,6 +22,7 @@ use idem_http::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::domain::{NewPayment, NewUser, Payment, PaymentStatus, User, ValidationError};
+use crate::fairness::{Fairness, FairnessLimits, limit_new_keys};
 use crate::ids::{IdGenerator, IdKind, fresh_id};
 use crate::ledger::{Completion, LIST_LIMIT_MAX, Ledger, LedgerError, Page, PageRequest, Written};
 use crate::metrics::Metrics;
@@ -110,6 +111,7 @@ pub struct AppState<L> {
     conflict: ConflictPolicy,
     before_write: Option<BeforeWriteHook>,
     bodies: BodyBudget,
+    fairness: Option<Fairness>,
 }
 
 impl<L> Clone for AppState<L> {
@@ -123,6 +125,7 @@ impl<L> Clone for AppState<L> {
             conflict: self.conflict,
             before_write: self.before_write.clone(),
             bodies: self.bodies.clone(),
+            fairness: self.fairness.clone(),
         }
     }
 }
@@ -142,7 +145,15 @@ impl<L: Ledger> AppState<L> {
             conflict: ConflictPolicy::Reject,
             before_write: None,
             bodies: BodyBudget::new(RequestLimits::DEFAULT),
+            fairness: None,
         }
+    }
+
+    /// Limits how fast each principal may create new keys ([`crate::fairness`]); off unless set.
+    #[must_use]
+    pub fn with_fairness(mut self, limits: FairnessLimits) -> AppState<L> {
+        self.fairness = Some(Fairness::new(limits));
+        self
     }
 
     /// Sets the limits on request bodies (a fresh budget of buffered bytes).
@@ -231,9 +242,16 @@ pub(crate) fn layered_app<L: Ledger>(
     // The layer wraps each keyed handler alone (`MethodRouter::route_layer`), not the router:
     // only a request that reaches a handler is claimed. A 404 for a mistyped path or a 405
     // for a wrong method records nothing, so the corrected request can use the same key.
+    let fairness = state.fairness.clone();
     let keyed = move |handler: MethodRouter<AppState<L>>| {
         let handler = match &wrap {
             Some(wrap) => wrap(handler),
+            None => handler,
+        };
+        // Inside the layer: only executions count against a caller's rate, and a 429 from
+        // here releases the claim.
+        let handler = match &fairness {
+            Some(fairness) => handler.route_layer(middleware::from_fn_with_state(fairness.clone(), limit_new_keys)),
             None => handler,
         };
         handler.route_layer(layer.clone())

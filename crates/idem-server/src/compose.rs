@@ -40,6 +40,7 @@ use idem_core::{Clock, Policy, Store};
 use idem_http::{ConfigError, ConflictPolicy, PrincipalExtractor};
 
 use crate::app::{AppState, BeforeWriteHook, HandlerWrap, RequestLimits, layered_app};
+use crate::fairness::FairnessLimits;
 use crate::ids::IdGenerator;
 use crate::ledger::Ledger;
 use crate::principal::principal_of;
@@ -103,6 +104,12 @@ impl<L: Ledger> AppBuilder<L> {
     /// Limits on request bodies: read timeout, bytes buffered at once.
     pub fn request_limits(mut self, limits: RequestLimits) -> AppBuilder<L> {
         self.state = self.state.with_request_limits(limits);
+        self
+    }
+
+    /// Limits how fast each principal may create new keys (off unless set).
+    pub fn fairness(mut self, limits: FairnessLimits) -> AppBuilder<L> {
+        self.state = self.state.with_fairness(limits);
         self
     }
 

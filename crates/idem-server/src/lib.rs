@@ -75,6 +75,7 @@
 pub mod app;
 pub mod compose;
 pub mod domain;
+pub mod fairness;
 pub mod http_server;
 pub mod ids;
 pub mod ledger;
@@ -87,6 +88,7 @@ pub mod time;
 
 pub use app::{AppState, BeforeWriteHook, HandlerWrap, RequestLimits, app, bare_app};
 pub use compose::{App, AppBuilder, PurgeSchedule};
+pub use fairness::FairnessLimits;
 pub use http_server::{Drained, ServerLimits, serve, serve_with_limits};
 pub use ids::{IdGenerator, SeededIds};
 pub use ledger::{Ledger, LedgerError, MemoryLedger, Page, PageRequest, SqliteLedger};

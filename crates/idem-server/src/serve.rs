@@ -18,6 +18,7 @@ use rand::Rng;
 
 use crate::app::RequestLimits;
 use crate::compose::{AppBuilder, PurgeSchedule};
+use crate::fairness::FairnessLimits;
 use crate::http_server::{Drained, ServerLimits, serve_with_limits};
 use crate::ids::SeededIds;
 use crate::ledger::{Ledger, LedgerError, MemoryLedger, SqliteLedger};
@@ -223,6 +224,8 @@ pub struct ServerConfig {
     pub server_limits: ServerLimits,
     /// Body-read timeout and buffered body bytes.
     pub request_limits: RequestLimits,
+    /// How fast each principal may create new keys; `None` for no limit.
+    pub fairness: Option<FairnessLimits>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -383,7 +386,11 @@ async fn serve_ledger<L: Ledger>(
     // seeded once from the OS (the request path never draws OS randomness), a TCP listener.
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ids = Arc::new(SeededIds::new(rand::rng().random()));
-    let app = AppBuilder::new(Arc::new(ledger), clock, ids)
+    let mut builder = AppBuilder::new(Arc::new(ledger), clock, ids);
+    if let Some(fairness) = config.fairness {
+        builder = builder.fairness(fairness);
+    }
+    let app = builder
         .request_limits(config.request_limits)
         .policy(config.policy)
         .conflict(config.conflict)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use idem_server::{Drained, RequestLimits, ServerLimits};
+use idem_server::{Drained, FairnessLimits, RequestLimits, ServerLimits};
 use support::{PAYMENT, Server, Setup, post_as, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -291,4 +291,30 @@ async fn shutdown_drains_within_its_deadline() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let drained = tokio::time::timeout(Duration::from_secs(5), server.drain()).await.expect("shutdown ends");
     assert_eq!(drained, Drained::Cut(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_caller_creating_keys_too_fast_gets_429_and_others_do_not() {
+    // Goal: past its rate a principal's new keys get 429 with Retry-After and are not
+    // recorded (the same key works later); its replays and other principals are unaffected.
+    let fairness = FairnessLimits { new_keys_per_second: 1, burst: 2, principals_tracked_max: 100 };
+    let (_dir, path) = temp_db();
+    let server = Server::sqlite(&path, Setup { fairness: Some(fairness), ..Setup::default() }).await;
+    assert_eq!(post_as(server.addr, "greedy", "/payments", "g1", PAYMENT).await.status, 201);
+    assert_eq!(post_as(server.addr, "greedy", "/payments", "g2", PAYMENT).await.status, 201);
+    let limited = post_as(server.addr, "greedy", "/payments", "g3", PAYMENT).await;
+    assert_eq!(limited.status, 429, "{limited:?}");
+    assert_eq!(limited.header("content-type"), Some("application/problem+json"));
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    // Replays are not new keys; another caller has its own share.
+    assert!(post_as(server.addr, "greedy", "/payments", "g1", PAYMENT).await.is_replay());
+    assert_eq!(post_as(server.addr, "modest", "/payments", "m1", PAYMENT).await.status, 201);
+    assert_eq!(server.payment_count().await, 3);
+    // The refused key was released, not recorded: after Retry-After it executes.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = post_as(server.addr, "greedy", "/payments", "g3", PAYMENT).await;
+    assert_eq!(later.status, 201, "{later:?}");
+    assert!(!later.is_replay());
+    assert_eq!(server.payment_count().await, 4);
+    server.stop().await;
 }

@@ -37,6 +37,8 @@ pub struct Setup {
     pub server_limits: Option<ServerLimits>,
     /// Body limits (default [`RequestLimits::DEFAULT`]).
     pub request_limits: Option<RequestLimits>,
+    /// Per-principal new-key rate (default: none).
+    pub fairness: Option<idem_server::FairnessLimits>,
 }
 
 /// A running server; stops (gracefully) when dropped or on `stop`.
@@ -75,6 +77,9 @@ impl Server {
         state = state.with_policy(setup.policy.unwrap_or(Policy::DEFAULT));
         if let Some(limits) = setup.request_limits {
             state = state.with_request_limits(limits);
+        }
+        if let Some(fairness) = setup.fairness {
+            state = state.with_fairness(fairness);
         }
         let router = app(state).expect("test configurations are valid");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback has free ports");
