@@ -386,7 +386,7 @@ async fn replica_software(world: Arc<World>, replica: usize) -> turmoil::Result 
     match world.variant {
         Variant::UnscopedKeys => builder = builder.principal(Arc::new(|_| Ok(Principal::anonymous()))),
         Variant::StaleAnswersOwn => {
-            builder = builder.wrap_handlers(Arc::new(|routes| routes.layer(from_fn(capture_own))))
+            builder = builder.wrap_handlers(Arc::new(|routes| routes.route_layer(from_fn(capture_own))))
         }
         Variant::Correct | Variant::NoClaim | Variant::NoFenceCheck | Variant::FenceReset => {}
     }
@@ -397,7 +397,7 @@ async fn replica_software(world: Arc<World>, replica: usize) -> turmoil::Result 
         router = router.layer(from_fn(answer_own));
     }
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", 80)).await?;
-    axum::serve(SimListener(listener), router).await?;
+    idem_server::serve(SimListener(listener), router, std::future::pending()).await?;
     Ok(())
 }
 

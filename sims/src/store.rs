@@ -28,7 +28,7 @@ use idem_core::{
 };
 use idem_server::domain::{Payment, User};
 use idem_server::ledger::{Completion, Written};
-use idem_server::{Ledger, LedgerError};
+use idem_server::{Ledger, LedgerError, Page, PageRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Variant;
@@ -88,7 +88,11 @@ pub(crate) enum Request {
     },
     Payments {
         principal: Principal,
-        limit: usize,
+        page: PageRequest,
+    },
+    Users {
+        principal: Principal,
+        page: PageRequest,
     },
     InsertUser {
         user: User,
@@ -112,6 +116,7 @@ impl Request {
             Request::Purge { .. } => "purge",
             Request::Payment { .. } => "payment",
             Request::Payments { .. } => "payments",
+            Request::Users { .. } => "users",
             Request::InsertUser { .. } => "insert-user",
             Request::User { .. } => "user",
         }
@@ -128,7 +133,8 @@ pub(crate) enum Answer {
     Count(usize),
     Done,
     Payment(Option<Payment>),
-    Payments(Vec<Payment>),
+    Payments(Option<Page<Payment>>),
+    Users(Option<Page<User>>),
     User(Option<User>),
     Refused(step::StepError),
 }
@@ -158,6 +164,8 @@ pub(crate) struct HostState {
     /// Each principal's payment ids in the order written.
     by_principal: BTreeMap<Principal, Vec<String>>,
     users: BTreeMap<String, User>,
+    /// Each principal's user ids in the order written.
+    users_by_principal: BTreeMap<Principal, Vec<String>>,
 }
 
 impl HostState {
@@ -172,6 +180,7 @@ impl HostState {
             payments: BTreeMap::new(),
             by_principal: BTreeMap::new(),
             users: BTreeMap::new(),
+            users_by_principal: BTreeMap::new(),
         }
     }
 }
@@ -338,12 +347,16 @@ fn apply(state: &mut HostState, variant: Variant, replica: usize, request: Reque
         Request::Payment { principal, payment_id } => {
             Answer::Payment(state.payments.get(&payment_id).filter(|payment| payment.principal == principal).cloned())
         }
-        Request::Payments { principal, limit } => {
+        Request::Payments { principal, page } => {
             let ids = state.by_principal.get(&principal).map(Vec::as_slice).unwrap_or_default();
-            let newest_first = ids.iter().rev().take(limit);
-            Answer::Payments(newest_first.filter_map(|id| state.payments.get(id).cloned()).collect())
+            Answer::Payments(page_of(ids, &state.payments, &page))
+        }
+        Request::Users { principal, page } => {
+            let ids = state.users_by_principal.get(&principal).map(Vec::as_slice).unwrap_or_default();
+            Answer::Users(page_of(ids, &state.users, &page))
         }
         Request::InsertUser { user } => {
+            state.users_by_principal.entry(user.principal.clone()).or_default().push(user.user_id.clone());
             state.users.insert(user.user_id.clone(), user);
             Answer::Done
         }
@@ -351,6 +364,18 @@ fn apply(state: &mut HostState, variant: Variant, replica: usize, request: Reque
             Answer::User(state.users.get(&user_id).filter(|user| user.principal == principal).cloned())
         }
     }
+}
+
+/// A page of one principal's rows (`ids` in write order), as the ledgers page: the rows
+/// written before `starting_after`, newest first; `None` for a cursor that is not theirs.
+fn page_of<T: Clone>(ids: &[String], rows: &BTreeMap<String, T>, request: &PageRequest) -> Option<Page<T>> {
+    let end = match &request.starting_after {
+        None => ids.len(),
+        Some(cursor) => ids.iter().position(|id| id == cursor)?,
+    };
+    let limit = request.limit.clamp(1, idem_server::ledger::LIST_LIMIT_MAX);
+    let newest_first: Vec<T> = ids[..end].iter().rev().take(limit).filter_map(|id| rows.get(id).cloned()).collect();
+    Some(Page { items: newest_first, has_more: end > limit })
 }
 
 fn insert_payment(state: &mut HostState, payment: Payment) {
@@ -594,16 +619,29 @@ impl Ledger for RemoteLedger {
         }
     }
 
-    async fn payments(&self, principal: &Principal, limit: usize) -> Result<Vec<Payment>, LedgerError> {
-        let limit = limit.min(idem_server::ledger::LIST_LIMIT_MAX);
-        match self
-            .store
-            .0
-            .call(Request::Payments { principal: principal.clone(), limit })
-            .await
-            .map_err(ledger_error)?
-        {
+    async fn payments(&self, principal: &Principal, page: &PageRequest) -> Result<Option<Page<Payment>>, LedgerError> {
+        let request = Request::Payments { principal: principal.clone(), page: page.clone() };
+        match self.store.0.call(request).await.map_err(ledger_error)? {
             Answer::Payments(payments) => Ok(payments),
+            other => Err(ledger_error(unexpected(&other))),
+        }
+    }
+
+    async fn users(&self, principal: &Principal, page: &PageRequest) -> Result<Option<Page<User>>, LedgerError> {
+        let request = Request::Users { principal: principal.clone(), page: page.clone() };
+        match self.store.0.call(request).await.map_err(ledger_error)? {
+            Answer::Users(users) => Ok(users),
+            other => Err(ledger_error(unexpected(&other))),
+        }
+    }
+
+    /// The store host answers a call: the simulated store keeps everything in memory, so
+    /// reaching it is what "takes a write" means here.
+    async fn check_writable(&self) -> Result<(), LedgerError> {
+        let key = idem_core::Key::parse(b"idem-healthz-probe").expect("a constant, valid key");
+        let id = RecordId::new(Principal::anonymous(), key);
+        match self.store.0.call(Request::Get { id }).await.map_err(ledger_error)? {
+            Answer::Record(_) => Ok(()),
             other => Err(ledger_error(unexpected(&other))),
         }
     }

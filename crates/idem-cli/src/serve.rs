@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use idem_core::Policy;
 use idem_http::ConflictPolicy;
-use idem_server::{DbSpec, ServerConfig, StoreSpec};
+use idem_server::{DbSpec, FairnessLimits, RequestLimits, ServerConfig, ServerLimits, StoreSpec};
 
 /// `--lease`'s default: idem-core's [`idem_core::LEASE_DEFAULT`], as the flag writes it
 /// (a test checks that the two agree).
@@ -45,6 +45,62 @@ pub(crate) struct Args {
     /// instead of getting 409 at once.
     #[arg(long, env = "IDEM_CONFLICT_WAIT", value_parser = humantime::parse_duration)]
     conflict_wait: Option<Duration>,
+    /// Open connections at most; at the cap new connections wait in the kernel's backlog.
+    #[arg(long, env = "IDEM_CONNECTIONS_MAX", default_value_t = ServerLimits::DEFAULT.connections_max,
+          value_parser = connection_count)]
+    connections_max: usize,
+    /// How long a client may take to send a request's headers, and how long a keep-alive
+    /// connection may stay idle between requests; then the connection is closed.
+    #[arg(long, env = "IDEM_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    header_read_timeout: Duration,
+    /// How long a client may take to send a whole request body; past it, 408.
+    #[arg(long, env = "IDEM_BODY_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    body_read_timeout: Duration,
+    /// Request-body bytes held in memory across all requests at once; past it, 503 with
+    /// Retry-After (nothing recorded). At least one full body (1 MiB).
+    #[arg(long, env = "IDEM_BODY_BUFFER_MAX", default_value_t = RequestLimits::DEFAULT.body_bytes_buffered_max,
+          value_parser = body_buffer_bytes)]
+    body_buffer_max: usize,
+    /// On SIGTERM or Ctrl-C, how long requests in progress get to finish before their
+    /// connections are closed.
+    #[arg(long, env = "IDEM_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// New idempotency keys per second one caller (principal) may create; past it, 429 with
+    /// Retry-After and nothing recorded. Replays are not counted. 0 turns the limit off.
+    #[arg(long, env = "IDEM_NEW_KEYS_PER_SECOND", default_value_t = FairnessLimits::DEFAULT.new_keys_per_second)]
+    new_keys_per_second: u32,
+    /// New keys one caller may create at once after being idle (the bucket's size).
+    #[arg(long, env = "IDEM_NEW_KEYS_BURST", default_value_t = FairnessLimits::DEFAULT.burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    new_keys_burst: u32,
+}
+
+/// A duration flag that must be above zero (a zero timeout would refuse every client).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// `--connections-max`: 1 to 1,000,000.
+fn connection_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(count) if (1..=1_000_000).contains(&count) => Ok(count),
+        _ => Err(format!("{text:?} is not a whole number from 1 to 1000000")),
+    }
+}
+
+/// `--body-buffer-max`: a byte count from one full body (1 MiB) to 4 GiB.
+fn body_buffer_bytes(text: &str) -> Result<usize, String> {
+    let bytes: u64 = text.parse().map_err(|_| format!("{text:?} is not a whole number of bytes"))?;
+    let low = idem_server::app::BODY_BYTES_MAX as u64;
+    if (low..=4 << 30).contains(&bytes) {
+        Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
+    } else {
+        Err(format!("must be from {low} (one full body) to {} bytes", 4u64 << 30))
+    }
 }
 
 /// Why `idem serve` could not run.
@@ -69,6 +125,20 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         db: args.db.clone(),
         policy: Policy::new(args.lease, args.retention).map_err(ServeCliError::Policy)?,
         conflict: args.conflict_wait.map_or(ConflictPolicy::Reject, ConflictPolicy::Wait),
+        server_limits: ServerLimits {
+            connections_max: args.connections_max,
+            header_read_timeout: args.header_read_timeout,
+            drain_timeout: args.drain_timeout,
+        },
+        request_limits: RequestLimits {
+            body_read_timeout: args.body_read_timeout,
+            body_bytes_buffered_max: args.body_buffer_max,
+        },
+        fairness: (args.new_keys_per_second > 0).then_some(FairnessLimits {
+            new_keys_per_second: args.new_keys_per_second,
+            burst: args.new_keys_burst,
+            ..FairnessLimits::DEFAULT
+        }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeCliError::Runtime)?;
     runtime.block_on(idem_server::run(config, shutdown_signal())).map_err(ServeCliError::Serve)?;

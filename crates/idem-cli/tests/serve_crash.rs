@@ -128,7 +128,7 @@ async fn sigkilled_server_keeps_one_payment_per_key_and_every_acknowledged_payme
             .await
             .expect("the final server answers");
         let list: serde_json::Value = serde_json::from_slice(&list.body).expect("a JSON list");
-        let destinations: Vec<&str> = list["payments"]
+        let destinations: Vec<&str> = list["data"]
             .as_array()
             .expect("payments is a list")
             .iter()
@@ -387,7 +387,7 @@ async fn burst_with_a_kill(seed: u64) -> usize {
         .await
         .expect("the restarted server answers");
     let list: serde_json::Value = serde_json::from_slice(&list.body).expect("a JSON list");
-    let mut destinations: Vec<&str> = list["payments"]
+    let mut destinations: Vec<&str> = list["data"]
         .as_array()
         .expect("payments is a list")
         .iter()

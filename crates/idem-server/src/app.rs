@@ -4,24 +4,27 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Router};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use idem_core::{Clock, Policy, Principal};
+use idem_core::{Clock, Key, Policy, Principal};
 use idem_http::{
-    ClaimContext, CompletedInTransaction, ConfigError, ConflictPolicy, IdempotencyLayer, Outcome, PrincipalExtractor,
-    Problem,
+    ClaimContext, CompletedInTransaction, ConfigError, ConflictPolicy, IDEMPOTENCY_KEY, IdempotencyLayer, Outcome,
+    PrincipalExtractor, Problem,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::domain::{NewPayment, NewUser, Payment, PaymentStatus, User, ValidationError};
+use crate::fairness::{Fairness, FairnessLimits, limit_new_keys};
 use crate::ids::{IdGenerator, IdKind, fresh_id};
-use crate::ledger::{Completion, LIST_LIMIT_MAX, Ledger, LedgerError, Written};
+use crate::ledger::{Completion, LIST_LIMIT_MAX, Ledger, LedgerError, Page, PageRequest, Written};
 use crate::metrics::Metrics;
 use crate::principal::principal_of;
 
@@ -32,14 +35,71 @@ pub const LIST_LIMIT_DEFAULT: usize = 20;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
+/// Limits on request bodies that are answered with a problem (the connection-level limits
+/// are [`crate::ServerLimits`]). Every field has a flag in `idem serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// How long a client may take to send a whole `POST` body, from when the handler
+    /// starts reading it: past it, 408 and nothing recorded.
+    pub body_read_timeout: Duration,
+    /// Request-body bytes held in memory across all requests at once. A `POST` reserves its
+    /// `Content-Length` (or [`BODY_BYTES_MAX`] when it has none) before reading; when the
+    /// reservation does not fit, 503 with `Retry-After` and nothing recorded. Released when
+    /// the request's answer is ready.
+    pub body_bytes_buffered_max: usize,
+}
+
+impl RequestLimits {
+    /// 10 s to send a body; 64 MiB of bodies in memory at once (64 full-size bodies).
+    pub const DEFAULT: RequestLimits =
+        RequestLimits { body_read_timeout: Duration::from_secs(10), body_bytes_buffered_max: 64 * 1024 * 1024 };
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits::DEFAULT
+    }
+}
+
+/// [`RequestLimits`] in force: the limits and the shared budget of body bytes.
+#[derive(Debug, Clone)]
+struct BodyBudget {
+    limits: RequestLimits,
+    bytes: Arc<Semaphore>,
+}
+
+impl BodyBudget {
+    fn new(limits: RequestLimits) -> BodyBudget {
+        let permits = limits.body_bytes_buffered_max.min(Semaphore::MAX_PERMITS);
+        BodyBudget { limits, bytes: Arc::new(Semaphore::new(permits)) }
+    }
+
+    /// Reserves `bytes` of the budget, or says the server is too busy to buffer them now.
+    fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Response> {
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        match Arc::clone(&self.bytes).try_acquire_many_owned(permits) {
+            Ok(permit) => Ok(permit),
+            Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => Err(problem(
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server-busy",
+                    "Server busy",
+                    "too many request bodies are being received at once; try again shortly",
+                )
+                .with_retry_after(Duration::from_secs(1)),
+            )),
+        }
+    }
+}
+
 /// A hook that the payment and user handlers await after building their row and before
 /// writing it. Test-only: see [`AppState::with_before_write_hook`].
 pub type BeforeWriteHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// A function applied to the handler routes inside the idempotency layer (so its layers
-/// see what the handlers answer before the idempotency layer does). Test-only: see
+/// A function applied to each keyed handler inside the idempotency layer (so its layers
+/// see what the handler answers before the idempotency layer does). Test-only: see
 /// [`crate::AppBuilder::wrap_handlers`].
-pub type HandlerWrap<L> = Arc<dyn Fn(Router<AppState<L>>) -> Router<AppState<L>> + Send + Sync>;
+pub type HandlerWrap<L> = Arc<dyn Fn(MethodRouter<AppState<L>>) -> MethodRouter<AppState<L>> + Send + Sync>;
 
 /// Everything the handlers use. Cloning is cheap (shared pointers).
 pub struct AppState<L> {
@@ -50,6 +110,8 @@ pub struct AppState<L> {
     policy: Policy,
     conflict: ConflictPolicy,
     before_write: Option<BeforeWriteHook>,
+    bodies: BodyBudget,
+    fairness: Option<Fairness>,
 }
 
 impl<L> Clone for AppState<L> {
@@ -62,6 +124,8 @@ impl<L> Clone for AppState<L> {
             policy: self.policy,
             conflict: self.conflict,
             before_write: self.before_write.clone(),
+            bodies: self.bodies.clone(),
+            fairness: self.fairness.clone(),
         }
     }
 }
@@ -80,7 +144,23 @@ impl<L: Ledger> AppState<L> {
             policy: Policy::DEFAULT,
             conflict: ConflictPolicy::Reject,
             before_write: None,
+            bodies: BodyBudget::new(RequestLimits::DEFAULT),
+            fairness: None,
         }
+    }
+
+    /// Limits how fast each principal may create new keys ([`crate::fairness`]); off unless set.
+    #[must_use]
+    pub fn with_fairness(mut self, limits: FairnessLimits) -> AppState<L> {
+        self.fairness = Some(Fairness::new(limits));
+        self
+    }
+
+    /// Sets the limits on request bodies (a fresh budget of buffered bytes).
+    #[must_use]
+    pub fn with_request_limits(mut self, limits: RequestLimits) -> AppState<L> {
+        self.bodies = BodyBudget::new(limits);
+        self
     }
 
     /// Sets the lease and retention of idempotency records.
@@ -159,24 +239,40 @@ pub(crate) fn layered_app<L: Ledger>(
         .clock(Arc::clone(&state.clock))
         .principal(move |parts| principal(parts))
         .build()?;
-    let handlers = match wrap {
-        Some(wrap) => wrap(api_routes()),
-        None => api_routes(),
+    // The layer wraps each keyed handler alone (`MethodRouter::route_layer`), not the router:
+    // only a request that reaches a handler is claimed. A 404 for a mistyped path or a 405
+    // for a wrong method records nothing, so the corrected request can use the same key.
+    let fairness = state.fairness.clone();
+    let keyed = move |handler: MethodRouter<AppState<L>>| {
+        let handler = match &wrap {
+            Some(wrap) => wrap(handler),
+            None => handler,
+        };
+        // Inside the layer: only executions count against a caller's rate, and a 429 from
+        // here releases the claim.
+        let handler = match &fairness {
+            Some(fairness) => handler.route_layer(middleware::from_fn_with_state(fairness.clone(), limit_new_keys)),
+            None => handler,
+        };
+        handler.route_layer(layer.clone())
     };
-    Ok(assemble(handlers.layer(layer), state))
+    Ok(assemble(api_routes(keyed), state))
 }
 
 /// The same API and handlers without the idempotency layer (no key needed, nothing
 /// replayed): the baseline the load benchmark compares [`app`] with.
 pub fn bare_app<L: Ledger>(state: AppState<L>) -> Router {
-    assemble(api_routes(), state)
+    assemble(api_routes(|handler| handler), state)
 }
 
-fn api_routes<L: Ledger>() -> Router<AppState<L>> {
+/// The routes; `keyed` wraps the handlers that take an `Idempotency-Key`.
+fn api_routes<L: Ledger>(
+    keyed: impl Fn(MethodRouter<AppState<L>>) -> MethodRouter<AppState<L>>,
+) -> Router<AppState<L>> {
     Router::new()
-        .route("/payments", post(create_payment::<L>).get(list_payments::<L>))
+        .route("/payments", keyed(post(create_payment::<L>)).get(list_payments::<L>))
         .route("/payments/{payment_id}", get(get_payment::<L>))
-        .route("/users", post(create_user::<L>))
+        .route("/users", keyed(post(create_user::<L>)).get(list_users::<L>))
         .route("/users/{user_id}", get(get_user::<L>))
 }
 
@@ -185,11 +281,40 @@ fn api_routes<L: Ledger>() -> Router<AppState<L>> {
 /// (so a refused body is never claimed, and so never recorded), the idempotency layer.
 fn assemble<L: Ledger>(api: Router<AppState<L>>, state: AppState<L>) -> Router {
     let metrics = Arc::clone(&state.metrics);
-    api.route("/healthz", get(healthz))
+    let bodies = state.bodies.clone();
+    api.route("/healthz", get(healthz::<L>))
+        .route("/livez", get(livez))
         .route("/metrics", get(render_metrics::<L>))
-        .layer(middleware::from_fn(validate_bodies))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(bodies, validate_bodies))
         .layer(middleware::from_fn_with_state(metrics, observe))
         .with_state(state)
+}
+
+/// 404 for a path no route matches (problem+json; nothing is claimed or recorded).
+async fn unknown_route(request: Request) -> Response {
+    let detail = format!("no route for {} {}", request.method(), request.uri().path());
+    let mut response = problem(Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail));
+    echo_key(request.headers(), &mut response);
+    response
+}
+
+/// 405 for a route that exists without this method (axum adds `Allow`; nothing recorded).
+async fn method_not_allowed(request: Request) -> Response {
+    let detail = format!("{} is not allowed on {}", request.method(), request.uri().path());
+    let mut response =
+        problem(Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", detail));
+    echo_key(request.headers(), &mut response);
+    response
+}
+
+/// Puts the request's `Idempotency-Key` on an answer given before the layer saw the
+/// request, when the key is valid (the layer echoes it on its own answers).
+fn echo_key(request: &HeaderMap, response: &mut Response) {
+    if let Some(value) = request.get(IDEMPOTENCY_KEY).filter(|value| Key::parse(value.as_bytes()).is_ok()) {
+        response.headers_mut().insert(IDEMPOTENCY_KEY, value.clone());
+    }
 }
 
 /// A problem as an axum response.
@@ -211,6 +336,22 @@ fn not_found(what: &str, id: &str) -> Response {
     problem(Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("no {what} {id:?} for this caller")))
 }
 
+/// What kind of failure a ledger error is, in words for clients: never the driver's text
+/// (which names files, SQL and error codes); the log keeps that.
+fn failure_class(error: &LedgerError) -> &'static str {
+    match error {
+        LedgerError::Unavailable(idem_core::StoreError::Corrupt { .. }) | LedgerError::Corrupt(_) => {
+            "the database holds a row it cannot read"
+        }
+        LedgerError::Unavailable(idem_core::StoreError::Full { .. }) | LedgerError::Full { .. } => {
+            "the database is at its size limit"
+        }
+        LedgerError::Unavailable(_) => {
+            "the database is unavailable or cannot write (busy, unreachable, or out of disk space)"
+        }
+    }
+}
+
 fn ledger_failed<L>(state: &AppState<L>, error: &LedgerError) -> Response {
     state.metrics.record_ledger_error();
     tracing::error!(%error, "ledger failed");
@@ -218,7 +359,7 @@ fn ledger_failed<L>(state: &AppState<L>, error: &LedgerError) -> Response {
         LedgerError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         LedgerError::Unavailable(_) | LedgerError::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
-    let mut failure = Problem::new(status, "ledger-unavailable", "Ledger unavailable", error.to_string());
+    let mut failure = Problem::new(status, "ledger-unavailable", "Ledger unavailable", failure_class(error));
     if let Some(retry_after) = error.retry_after() {
         failure = failure.with_retry_after(retry_after);
     }
@@ -232,7 +373,12 @@ struct Valid<T>(T);
 /// Reads and validates the bodies of `POST /payments` and `POST /users` before the
 /// idempotency layer sees them: SPEC wants a refused body to record nothing, so the client
 /// may fix it and reuse the key. The bytes go on unchanged (the layer fingerprints them).
-async fn validate_bodies(request: Request, next: Next) -> Response {
+///
+/// In order: a declared type other than JSON is 415; a declared length over
+/// [`BODY_BYTES_MAX`] is 413 before anything is read; the body's bytes are reserved in the
+/// shared budget (503 when it is spent) and read within the body-read timeout (408); then
+/// the fields are validated (400). Every refusal echoes a valid `Idempotency-Key`.
+async fn validate_bodies(State(bodies): State<BodyBudget>, request: Request, next: Next) -> Response {
     let is_post = request.method() == Method::POST;
     let route = match request.uri().path() {
         "/payments" if is_post => Route::Payments,
@@ -240,18 +386,12 @@ async fn validate_bodies(request: Request, next: Next) -> Response {
         _ => return next.run(request).await,
     };
     let (mut parts, body) = request.into_parts();
-    let bytes = match Limited::new(body, BODY_BYTES_MAX).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            let too_large = error.is::<http_body_util::LengthLimitError>();
-            let (status, slug, title) = if too_large {
-                (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Request body too large")
-            } else {
-                (StatusCode::BAD_REQUEST, "body-unreadable", "Request body unreadable")
-            };
-            let mut response = problem(Problem::new(status, slug, title, error.to_string()));
-            response.extensions_mut().insert(Outcome::Rejected);
-            return response;
+    let (bytes, reserved) = match read_body(&bodies, &parts.headers, body).await {
+        Ok(read) => read,
+        Err(mut refused) => {
+            echo_key(&parts.headers, &mut refused);
+            refused.extensions_mut().insert(Outcome::Rejected);
+            return refused;
         }
     };
     let validated = match route {
@@ -262,10 +402,75 @@ async fn validate_bodies(request: Request, next: Next) -> Response {
             parts.extensions.insert(Valid(new));
         }),
     };
-    match validated {
-        Ok(()) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
-        Err(error) => invalid(&error),
+    if let Err(error) = validated {
+        let mut refused = invalid(&error);
+        echo_key(&parts.headers, &mut refused);
+        return refused;
     }
+    let response = next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await;
+    // The body's bytes were held until now (the layer and the handler share them).
+    drop(reserved);
+    response
+}
+
+/// The body of a JSON `POST`, within the limits; or the problem that refuses it.
+async fn read_body(
+    bodies: &BodyBudget,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<(Bytes, OwnedSemaphorePermit), Response> {
+    if !is_json(headers) {
+        return Err(problem(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "the body must be JSON: send Content-Type: application/json",
+        )));
+    }
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > BODY_BYTES_MAX as u64) {
+        return Err(body_too_large());
+    }
+    let reserve = declared.map_or(BODY_BYTES_MAX, |length| usize::try_from(length).unwrap_or(BODY_BYTES_MAX));
+    let reserved = bodies.reserve(reserve)?;
+    let read = tokio::time::timeout(bodies.limits.body_read_timeout, Limited::new(body, BODY_BYTES_MAX).collect());
+    match read.await {
+        Ok(Ok(collected)) => Ok((collected.to_bytes(), reserved)),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(body_too_large()),
+        Ok(Err(error)) => Err(problem(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "body-unreadable",
+            "Request body unreadable",
+            error.to_string(),
+        ))),
+        Err(_) => {
+            let detail = format!("the body did not arrive within {:?}", bodies.limits.body_read_timeout);
+            let mut timed_out = problem(Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-read-timeout",
+                "Request body too slow",
+                detail,
+            ));
+            // The rest of the body may still be on its way: the connection cannot be reused.
+            timed_out.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(timed_out)
+        }
+    }
+}
+
+fn body_too_large() -> Response {
+    let detail = format!("the body must be at most {BODY_BYTES_MAX} bytes");
+    problem(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Request body too large", detail))
+}
+
+/// Whether the declared body type is JSON: `application/json` or `application/…+json`, with
+/// any parameters. A body with no `Content-Type` is read as JSON (RFC 9110 §8.3 leaves
+/// the type to the recipient then); any other declared type is refused with 415.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return true };
+    let Ok(text) = value.to_str() else { return false };
+    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 #[derive(Clone, Copy)]
@@ -298,7 +503,26 @@ async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Ne
     response
 }
 
-async fn healthz() -> Response {
+/// Readiness: `ok` only after the ledger committed a write transaction just now, so a full
+/// disk, a read-only file or a dead database answers 503 here too, not only on payments.
+async fn healthz<L: Ledger>(State(state): State<AppState<L>>) -> Response {
+    match state.ledger.check_writable().await {
+        Ok(()) => ([(header::CONTENT_TYPE, JSON)], "{\"status\":\"ok\"}").into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "health check: the ledger cannot take a write");
+            let mut failed = ledger_failed(&state, &error);
+            *failed.body_mut() = axum::body::Body::from(format!(
+                "{{\"status\":\"unavailable\",\"reason\":\"{}\"}}",
+                failure_class(&error)
+            ));
+            failed.headers_mut().insert(header::CONTENT_TYPE, JSON);
+            failed
+        }
+    }
+}
+
+/// Liveness: the process answers HTTP (whatever its store says).
+async fn livez() -> Response {
     ([(header::CONTENT_TYPE, JSON)], "{\"status\":\"ok\"}").into_response()
 }
 
@@ -446,10 +670,46 @@ async fn get_payment<L: Ledger>(
     }
 }
 
-/// `GET /payments?limit=N`.
+/// `GET /payments` and `GET /users`: Stripe's list parameters.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     limit: Option<usize>,
+    starting_after: Option<String>,
+}
+
+/// The page a list request asks for, or its 400.
+fn page_request(
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<PageRequest, Response> {
+    let invalid =
+        |detail: String| problem(Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", detail));
+    let Ok(Query(query)) = query else {
+        return Err(invalid(format!(
+            "the query takes limit (a whole number from 1 to {LIST_LIMIT_MAX}) and starting_after (an id)"
+        )));
+    };
+    let limit = query.limit.unwrap_or(LIST_LIMIT_DEFAULT);
+    if !(1..=LIST_LIMIT_MAX).contains(&limit) {
+        return Err(invalid(format!("limit must be a whole number from 1 to {LIST_LIMIT_MAX}")));
+    }
+    Ok(PageRequest { limit, starting_after: query.starting_after })
+}
+
+/// A page as Stripe writes a list: `{"object":"list","data":[…],"has_more":…}`.
+fn list_answer<T>(page: Option<Page<T>>, request: &PageRequest, url: &str, to_json: fn(&T) -> String) -> Response {
+    let Some(page) = page else {
+        let cursor = request.starting_after.as_deref().unwrap_or_default();
+        let detail = format!("starting_after {cursor:?} names nothing this caller created");
+        return problem(Problem::new(StatusCode::BAD_REQUEST, "unknown-cursor", "Unknown cursor", detail));
+    };
+    let items: Vec<String> = page.items.iter().map(to_json).collect();
+    let body = format!(
+        "{{\"object\":\"list\",\"url\":\"{url}\",\"has_more\":{},\"data\":[{}]}}",
+        page.has_more,
+        items.join(",")
+    );
+    json(StatusCode::OK, body)
 }
 
 async fn list_payments<L: Ledger>(
@@ -457,19 +717,27 @@ async fn list_payments<L: Ledger>(
     Caller(principal): Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let limit = match query {
-        Ok(Query(ListQuery { limit: None })) => LIST_LIMIT_DEFAULT,
-        Ok(Query(ListQuery { limit: Some(limit) })) if (1..=LIST_LIMIT_MAX).contains(&limit) => limit,
-        _ => {
-            let detail = format!("limit must be a whole number from 1 to {LIST_LIMIT_MAX}");
-            return problem(Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", detail));
-        }
+    let request = match page_request(query) {
+        Ok(request) => request,
+        Err(refused) => return refused,
     };
-    match state.ledger.payments(&principal, limit).await {
-        Ok(payments) => {
-            let items: Vec<String> = payments.iter().map(Payment::to_json_text).collect();
-            json(StatusCode::OK, format!("{{\"payments\":[{}]}}", items.join(",")))
-        }
+    match state.ledger.payments(&principal, &request).await {
+        Ok(page) => list_answer(page, &request, "/payments", Payment::to_json_text),
+        Err(error) => ledger_failed(&state, &error),
+    }
+}
+
+async fn list_users<L: Ledger>(
+    State(state): State<AppState<L>>,
+    Caller(principal): Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let request = match page_request(query) {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    match state.ledger.users(&principal, &request).await {
+        Ok(page) => list_answer(page, &request, "/users", User::to_json_text),
         Err(error) => ledger_failed(&state, &error),
     }
 }

@@ -39,7 +39,8 @@ use axum::Router;
 use idem_core::{Clock, Policy, Store};
 use idem_http::{ConfigError, ConflictPolicy, PrincipalExtractor};
 
-use crate::app::{AppState, BeforeWriteHook, HandlerWrap, layered_app};
+use crate::app::{AppState, BeforeWriteHook, HandlerWrap, RequestLimits, layered_app};
+use crate::fairness::FairnessLimits;
 use crate::ids::IdGenerator;
 use crate::ledger::Ledger;
 use crate::principal::principal_of;
@@ -100,6 +101,18 @@ impl<L: Ledger> AppBuilder<L> {
         self
     }
 
+    /// Limits on request bodies: read timeout, bytes buffered at once.
+    pub fn request_limits(mut self, limits: RequestLimits) -> AppBuilder<L> {
+        self.state = self.state.with_request_limits(limits);
+        self
+    }
+
+    /// Limits how fast each principal may create new keys (off unless set).
+    pub fn fairness(mut self, limits: FairnessLimits) -> AppBuilder<L> {
+        self.state = self.state.with_fairness(limits);
+        self
+    }
+
     /// What a request gets while the same key is in flight.
     pub fn conflict(mut self, conflict: ConflictPolicy) -> AppBuilder<L> {
         self.state = self.state.with_conflict(conflict);
@@ -125,7 +138,7 @@ impl<L: Ledger> AppBuilder<L> {
         self
     }
 
-    /// **Test hook.** Applies `wrap` to the handler routes inside the idempotency layer, so
+    /// **Test hook.** Applies `wrap` to each keyed handler inside the idempotency layer, so
     /// its layers see each handler's own response. `idem serve` never sets it; the
     /// simulations use it to plant an HTTP-layer bug from outside idem-http.
     pub fn wrap_handlers(mut self, wrap: HandlerWrap<L>) -> AppBuilder<L> {

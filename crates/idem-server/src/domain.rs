@@ -49,6 +49,16 @@ pub enum ValidationError {
     /// The email address does not have exactly one `@` with text on both sides.
     #[error("email must contain exactly one '@' with text on both sides")]
     BadEmail,
+    /// A text field holds a control character (U+0000-U+001F, U+007F-U+009F): line breaks,
+    /// tabs, NUL and escapes have no place in a name, an address or a destination, and would
+    /// reach logs and terminals that print the field.
+    #[error("{field} must not contain control characters (found U+{code:04X})")]
+    ControlCharacter {
+        /// Which field.
+        field: &'static str,
+        /// The first one found.
+        code: u32,
+    },
 }
 
 /// An amount of money in minor units (cents), positive and at most [`AMOUNT_MINOR_MAX`].
@@ -202,9 +212,16 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ValidationErr
     serde_json::from_slice(body).map_err(|error| ValidationError::MalformedJson(error.to_string()))
 }
 
+/// A text field: 1 to [`TEXT_CHARS_MAX`] characters, none of them a control character.
 fn check_length(field: &'static str, text: &str) -> Result<(), ValidationError> {
     let chars = text.chars().count();
-    if (1..=TEXT_CHARS_MAX).contains(&chars) { Ok(()) } else { Err(ValidationError::BadLength { field, chars }) }
+    if !(1..=TEXT_CHARS_MAX).contains(&chars) {
+        return Err(ValidationError::BadLength { field, chars });
+    }
+    match text.chars().find(|c| c.is_control()) {
+        Some(control) => Err(ValidationError::ControlCharacter { field, code: u32::from(control) }),
+        None => Ok(()),
+    }
 }
 
 /// The state of a payment. The demo never moves a payment on from `PENDING`.
@@ -406,6 +423,27 @@ mod tests {
         assert_eq!(bad(r#"{"name": "A", "email": "a@b@c"}"#), ValidationError::BadEmail);
         assert_eq!(bad(r#"{"name": "A", "email": "@b"}"#), ValidationError::BadEmail);
         assert!(matches!(bad(r#"{"name": "A", "email": "a@b", "admin": true}"#), ValidationError::MalformedJson(_)));
+    }
+
+    #[test]
+    fn text_fields_refuse_control_characters() {
+        // Goal: a line break, NUL or escape in a name, email or destination is refused and
+        // named; other non-ASCII text is fine.
+        let user = |name: &str| NewUser::parse(format!(r#"{{"name": "{name}", "email": "a@b"}}"#).as_bytes());
+        assert_eq!(
+            user("A\\nB").expect_err("newline"),
+            ValidationError::ControlCharacter { field: "name", code: 0x0A }
+        );
+        assert_eq!(user("A\\u0000").expect_err("NUL"), ValidationError::ControlCharacter { field: "name", code: 0 });
+        assert_eq!(
+            user("A\\u009b").expect_err("C1 CSI"),
+            ValidationError::ControlCharacter { field: "name", code: 0x9B }
+        );
+        assert!(user("Zoë Ådahl 山田").is_ok());
+        let email = NewUser::parse(br#"{"name": "A", "email": "a@b\u001b[31m"}"#).expect_err("escape");
+        assert_eq!(email, ValidationError::ControlCharacter { field: "email", code: 0x1B });
+        let payment = NewPayment::parse(br#"{"amount": 1, "currency": "USD", "destination": "m\tx"}"#);
+        assert_eq!(payment.expect_err("tab"), ValidationError::ControlCharacter { field: "destination", code: 9 });
     }
 
     #[test]

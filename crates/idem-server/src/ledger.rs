@@ -21,8 +21,59 @@ use sqlx::Row;
 
 use crate::domain::{Amount, NewPayment, NewUser, Payment, PaymentStatus, User};
 
-/// The most payments listed by `GET /payments` in one answer.
+/// The most rows listed by `GET /payments` or `GET /users` in one page.
 pub const LIST_LIMIT_MAX: usize = 100;
+
+/// Which page of a caller's rows to list, in Stripe's shape: at most `limit` rows, the
+/// ones written before the row `starting_after` (a payment or user id), newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Rows in the page, 1..=[`LIST_LIMIT_MAX`] (larger values are cut to it).
+    pub limit: usize,
+    /// The last id of the previous page; `None` for the first page.
+    pub starting_after: Option<String>,
+}
+
+impl PageRequest {
+    /// The first page of `limit` rows.
+    #[must_use]
+    pub fn first(limit: usize) -> PageRequest {
+        PageRequest { limit, starting_after: None }
+    }
+
+    fn limit(&self) -> usize {
+        self.limit.clamp(1, LIST_LIMIT_MAX)
+    }
+
+    /// The limit plus one, as SQL binds it: one row more than the page tells `has_more`.
+    pub(crate) fn probe(&self) -> i64 {
+        i64::try_from(self.limit() + 1).expect("the list limit is small")
+    }
+}
+
+/// One page of a caller's rows, newest first.
+///
+/// Rows are ordered by when they were written (a sequence number the ledger assigns), and
+/// a page starts after a row, not at an offset, so paging is stable under concurrent
+/// inserts: a walk from the first page to `has_more == false` sees every row that existed
+/// when it started exactly once (rows written during the walk are newer than its cursor
+/// and appear in a later walk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The rows, newest first.
+    pub items: Vec<T>,
+    /// Whether older rows follow the last one.
+    pub has_more: bool,
+}
+
+impl<T> Page<T> {
+    /// A page from up to `limit + 1` rows read newest first.
+    pub(crate) fn from_probe(mut rows: Vec<T>, request: &PageRequest) -> Page<T> {
+        let has_more = rows.len() > request.limit();
+        rows.truncate(request.limit());
+        Page { items: rows, has_more }
+    }
+}
 
 /// Why the ledger could not do what was asked. Nothing was written in either case.
 #[derive(Debug, thiserror::Error)]
@@ -107,12 +158,13 @@ pub trait Ledger: Send + Sync + 'static {
         payment_id: &str,
     ) -> impl Future<Output = Result<Option<Payment>, LedgerError>> + Send;
 
-    /// Up to `limit` (at most [`LIST_LIMIT_MAX`]) of `principal`'s payments, newest first.
+    /// A page of `principal`'s payments (see [`Page`]), or `None` when
+    /// `page.starting_after` names no payment of theirs.
     fn payments(
         &self,
         principal: &Principal,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<Payment>, LedgerError>> + Send;
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Option<Page<Payment>>, LedgerError>> + Send;
 
     /// Records `user`, like [`Ledger::insert_payment`].
     fn insert_user(
@@ -127,6 +179,17 @@ pub trait Ledger: Send + Sync + 'static {
         principal: &Principal,
         user_id: &str,
     ) -> impl Future<Output = Result<Option<User>, LedgerError>> + Send;
+
+    /// A page of the users `principal` created, like [`Ledger::payments`].
+    fn users(
+        &self,
+        principal: &Principal,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Option<Page<User>>, LedgerError>> + Send;
+
+    /// Whether the ledger can take a write now: `Ok` after a write transaction committed
+    /// (for `/healthz`), the failure otherwise.
+    fn check_writable(&self) -> impl Future<Output = Result<(), LedgerError>> + Send;
 }
 
 /// Payments and users in memory, beside a [`MemoryStore`] (separate mode). For benches,
@@ -141,10 +204,51 @@ pub struct MemoryLedger {
 #[derive(Debug, Default)]
 struct MemoryTables {
     rows: usize,
-    payments: BTreeMap<String, Payment>,
-    /// Each principal's payment ids in the order written, so "newest first" is the reverse.
-    payments_by_principal: BTreeMap<Principal, Vec<String>>,
-    users: BTreeMap<String, User>,
+    payments: MemoryTable<Payment>,
+    users: MemoryTable<User>,
+}
+
+/// Rows by id, and each principal's ids by write order (a sequence number), so that a
+/// page is a range scan like the SQL ledgers' `seq < cursor ORDER BY seq DESC`.
+#[derive(Debug)]
+struct MemoryTable<T> {
+    next_seq: u64,
+    rows: BTreeMap<String, (u64, T)>,
+    by_principal: BTreeMap<Principal, BTreeMap<u64, String>>,
+}
+
+impl<T> Default for MemoryTable<T> {
+    fn default() -> Self {
+        MemoryTable { next_seq: 0, rows: BTreeMap::new(), by_principal: BTreeMap::new() }
+    }
+}
+
+impl<T: Clone> MemoryTable<T> {
+    fn insert(&mut self, principal: &Principal, id: &str, row: T) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_principal.entry(principal.clone()).or_default().insert(seq, id.to_owned());
+        self.rows.insert(id.to_owned(), (seq, row));
+    }
+
+    /// The row `id` if `principal` wrote it.
+    fn get(&self, principal: &Principal, id: &str) -> Option<T> {
+        let (seq, row) = self.rows.get(id)?;
+        self.by_principal.get(principal)?.contains_key(seq).then(|| row.clone())
+    }
+
+    fn page(&self, principal: &Principal, request: &PageRequest) -> Option<Page<T>> {
+        let Some(ids) = self.by_principal.get(principal) else {
+            return request.starting_after.is_none().then(|| Page { items: Vec::new(), has_more: false });
+        };
+        let before = match &request.starting_after {
+            None => u64::MAX,
+            Some(cursor) => *self.rows.get(cursor).map(|(seq, _)| seq).filter(|seq| ids.contains_key(seq))?,
+        };
+        let newest_first = ids.range(..before).rev().take(request.limit() + 1);
+        let rows = newest_first.filter_map(|(_, id)| self.rows.get(id).map(|(_, row)| row.clone())).collect();
+        Some(Page::from_probe(rows, request))
+    }
 }
 
 impl MemoryLedger {
@@ -190,37 +294,42 @@ impl Ledger for MemoryLedger {
     ) -> Result<Written, LedgerError> {
         let mut tables = self.tables();
         self.take_row(&mut tables)?;
-        tables.payments_by_principal.entry(payment.principal.clone()).or_default().push(payment.payment_id.clone());
-        tables.payments.insert(payment.payment_id.clone(), payment.clone());
+        tables.payments.insert(&payment.principal, &payment.payment_id, payment.clone());
         Ok(Written::Alone)
     }
 
     async fn payment(&self, principal: &Principal, payment_id: &str) -> Result<Option<Payment>, LedgerError> {
-        Ok(self.tables().payments.get(payment_id).filter(|payment| payment.principal == *principal).cloned())
+        Ok(self.tables().payments.get(principal, payment_id))
     }
 
-    async fn payments(&self, principal: &Principal, limit: usize) -> Result<Vec<Payment>, LedgerError> {
-        let tables = self.tables();
-        let Some(ids) = tables.payments_by_principal.get(principal) else { return Ok(Vec::new()) };
-        let newest_first = ids.iter().rev().take(limit.min(LIST_LIMIT_MAX));
-        Ok(newest_first.filter_map(|id| tables.payments.get(id).cloned()).collect())
+    async fn payments(&self, principal: &Principal, page: &PageRequest) -> Result<Option<Page<Payment>>, LedgerError> {
+        Ok(self.tables().payments.page(principal, page))
     }
 
     async fn insert_user(&self, user: &User, _completion: Option<Completion<'_>>) -> Result<Written, LedgerError> {
         let mut tables = self.tables();
         self.take_row(&mut tables)?;
-        tables.users.insert(user.user_id.clone(), user.clone());
+        tables.users.insert(&user.principal, &user.user_id, user.clone());
         Ok(Written::Alone)
     }
 
     async fn user(&self, principal: &Principal, user_id: &str) -> Result<Option<User>, LedgerError> {
-        Ok(self.tables().users.get(user_id).filter(|user| user.principal == *principal).cloned())
+        Ok(self.tables().users.get(principal, user_id))
+    }
+
+    async fn users(&self, principal: &Principal, page: &PageRequest) -> Result<Option<Page<User>>, LedgerError> {
+        Ok(self.tables().users.page(principal, page))
+    }
+
+    async fn check_writable(&self) -> Result<(), LedgerError> {
+        // Memory always takes a write; a full ledger still serves replays and reads.
+        Ok(())
     }
 }
 
 /// The app's tables, beside idem's `idem_*` tables in the same file. `seq` keeps the order
 /// of writes, so "newest first" does not depend on two payments' timestamps differing.
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 5] = [
     "CREATE TABLE IF NOT EXISTS payments (
         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
         payment_id   TEXT    NOT NULL UNIQUE,
@@ -240,7 +349,30 @@ const SCHEMA: [&str; 3] = [
         email      TEXT    NOT NULL,
         created_at INTEGER NOT NULL
     ) STRICT",
+    "CREATE INDEX IF NOT EXISTS users_by_principal ON users (principal, seq)",
+    // One row that `/healthz` rewrites: proof that a write transaction commits.
+    "CREATE TABLE IF NOT EXISTS server_health (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        checked_at INTEGER NOT NULL
+    ) STRICT",
 ];
+
+/// A page of `table` (payments or users) for a principal: the rows before the cursor's
+/// `seq`, newest first, one more than the limit to tell `has_more`.
+struct PageSql {
+    cursor: &'static str,
+    page: &'static str,
+}
+
+const PAYMENTS_PAGE: PageSql = PageSql {
+    cursor: "SELECT seq FROM payments WHERE payment_id = ? AND principal = ?",
+    page: "SELECT * FROM payments WHERE principal = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+};
+
+const USERS_PAGE: PageSql = PageSql {
+    cursor: "SELECT seq FROM users WHERE user_id = ? AND principal = ?",
+    page: "SELECT * FROM users WHERE principal = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+};
 
 /// Payments and users in the SQLite file that holds the idempotency records (atomic mode):
 /// a payment row and its completion commit in one `BEGIN IMMEDIATE` transaction, so a
@@ -383,15 +515,8 @@ impl Ledger for SqliteLedger {
         row.as_ref().map(payment_of_row).transpose()
     }
 
-    async fn payments(&self, principal: &Principal, limit: usize) -> Result<Vec<Payment>, LedgerError> {
-        let limit = i64::try_from(limit.min(LIST_LIMIT_MAX)).expect("the list limit is small");
-        let rows = sqlx::query("SELECT * FROM payments WHERE principal = ? ORDER BY seq DESC LIMIT ?")
-            .bind(principal.as_str())
-            .bind(limit)
-            .fetch_all(self.store.pool())
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(payment_of_row).collect()
+    async fn payments(&self, principal: &Principal, page: &PageRequest) -> Result<Option<Page<Payment>>, LedgerError> {
+        self.page(&PAYMENTS_PAGE, principal, page, payment_of_row).await
     }
 
     async fn insert_user(&self, user: &User, completion: Option<Completion<'_>>) -> Result<Written, LedgerError> {
@@ -412,16 +537,62 @@ impl Ledger for SqliteLedger {
             .fetch_optional(self.store.pool())
             .await
             .map_err(unavailable)?;
-        let Some(row) = row else { return Ok(None) };
-        let corrupt = |error: sqlx::Error| LedgerError::Corrupt(error.to_string());
-        Ok(Some(User {
-            user_id: row.try_get("user_id").map_err(corrupt)?,
-            principal: principal_of_row(row.try_get("principal").map_err(corrupt)?)?,
-            request: NewUser {
-                name: row.try_get("name").map_err(corrupt)?,
-                email: row.try_get("email").map_err(corrupt)?,
-            },
-            created_at: time_of_row(row.try_get("created_at").map_err(corrupt)?)?,
-        }))
+        row.as_ref().map(user_of_row).transpose()
     }
+
+    async fn users(&self, principal: &Principal, page: &PageRequest) -> Result<Option<Page<User>>, LedgerError> {
+        self.page(&USERS_PAGE, principal, page, user_of_row).await
+    }
+
+    async fn check_writable(&self) -> Result<(), LedgerError> {
+        let mut transaction = self.store.begin_write().await.map_err(LedgerError::Unavailable)?;
+        sqlx::query("INSERT OR REPLACE INTO server_health (id, checked_at) VALUES (1, CAST(strftime('%s', 'now') AS INTEGER) * 1000)")
+            .execute(&mut *transaction)
+            .await
+            .map_err(unavailable)?;
+        transaction.commit().await.map_err(unavailable)
+    }
+}
+
+impl SqliteLedger {
+    async fn page<T>(
+        &self,
+        sql: &PageSql,
+        principal: &Principal,
+        request: &PageRequest,
+        decode: fn(&sqlx::sqlite::SqliteRow) -> Result<T, LedgerError>,
+    ) -> Result<Option<Page<T>>, LedgerError> {
+        let before = match &request.starting_after {
+            None => i64::MAX,
+            Some(cursor) => {
+                let seq: Option<i64> = sqlx::query_scalar(sql.cursor)
+                    .bind(cursor)
+                    .bind(principal.as_str())
+                    .fetch_optional(self.store.pool())
+                    .await
+                    .map_err(unavailable)?;
+                let Some(seq) = seq else { return Ok(None) };
+                seq
+            }
+        };
+        let rows = sqlx::query(sql.page)
+            .bind(principal.as_str())
+            .bind(before)
+            .bind(request.probe())
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(unavailable)?;
+        let items = rows.iter().map(decode).collect::<Result<Vec<T>, LedgerError>>()?;
+        Ok(Some(Page::from_probe(items, request)))
+    }
+}
+
+fn user_of_row(row: &sqlx::sqlite::SqliteRow) -> Result<User, LedgerError> {
+    let corrupt = |error: sqlx::Error| LedgerError::Corrupt(error.to_string());
+    Ok(User {
+        user_id: row.try_get("user_id").map_err(corrupt)?,
+        principal: principal_of_row(row.try_get("principal").map_err(corrupt)?)?,
+        request: NewUser { name: row.try_get("name").map_err(corrupt)?, email: row.try_get("email").map_err(corrupt)? },
+        created_at: time_of_row(row.try_get("created_at").map_err(corrupt)?)?,
+    })
 }

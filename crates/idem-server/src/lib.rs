@@ -75,6 +75,8 @@
 pub mod app;
 pub mod compose;
 pub mod domain;
+pub mod fairness;
+pub mod http_server;
 pub mod ids;
 pub mod ledger;
 pub mod metrics;
@@ -84,11 +86,13 @@ pub mod separate_ledger;
 pub mod serve;
 pub mod time;
 
-pub use app::{AppState, BeforeWriteHook, HandlerWrap, app, bare_app};
+pub use app::{AppState, BeforeWriteHook, HandlerWrap, RequestLimits, app, bare_app};
 pub use compose::{App, AppBuilder, PurgeSchedule};
+pub use fairness::FairnessLimits;
+pub use http_server::{Drained, ServerLimits, serve, serve_with_limits};
 pub use ids::{IdGenerator, SeededIds};
-pub use ledger::{Ledger, LedgerError, MemoryLedger, SqliteLedger};
+pub use ledger::{Ledger, LedgerError, MemoryLedger, Page, PageRequest, SqliteLedger};
 pub use metrics::Metrics;
 pub use postgres_ledger::PostgresLedger;
 pub use separate_ledger::SeparateLedger;
-pub use serve::{DbSpec, PostgresUrl, ServeError, ServerConfig, StoreSpec, StoreSpecError, run, serve};
+pub use serve::{DbSpec, PostgresUrl, ServeError, ServerConfig, StoreSpec, StoreSpecError, run};

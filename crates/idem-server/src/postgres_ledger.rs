@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::domain::{Amount, NewPayment, NewUser, Payment, PaymentStatus, User};
 use crate::ledger::{
-    Completion, LIST_LIMIT_MAX, Ledger, LedgerError, Written, principal_of_row, sql_time, time_of_row, unavailable,
+    Completion, Ledger, LedgerError, Page, PageRequest, Written, principal_of_row, sql_time, time_of_row, unavailable,
 };
 
 /// Serialises the creation of the app's tables among replicas starting at the same
@@ -21,13 +21,32 @@ const TABLES_LOCK: i64 = 0x6964_656d_0061_7070;
 /// idem-postgres when the store was opened).
 #[derive(Debug)]
 struct Statements {
-    schema: [String; 4],
+    schema: [String; 6],
     insert_payment: String,
     payment: String,
-    payments: String,
+    payments: PageStatements,
     count_payments: String,
     insert_user: String,
     user: String,
+    users: PageStatements,
+    health: String,
+}
+
+/// A page of a table for a principal: the cursor row's `seq`, then the rows before it,
+/// newest first, one more than the limit to tell `has_more`.
+#[derive(Debug)]
+struct PageStatements {
+    cursor: String,
+    page: String,
+}
+
+impl PageStatements {
+    fn new(table: &str, id_column: &str) -> PageStatements {
+        PageStatements {
+            cursor: format!("SELECT seq FROM {table} WHERE {id_column} = $1 AND principal = $2"),
+            page: format!("SELECT * FROM {table} WHERE principal = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"),
+        }
+    }
 }
 
 impl Statements {
@@ -59,18 +78,31 @@ impl Statements {
                     )"
                 ),
                 format!("CREATE INDEX IF NOT EXISTS users_by_principal ON {s}.users (principal, user_id)"),
+                format!("CREATE INDEX IF NOT EXISTS users_by_principal_seq ON {s}.users (principal, seq)"),
+                // One row that `/healthz` rewrites: proof that a write commits.
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {s}.server_health (
+                        id         INTEGER PRIMARY KEY CHECK (id = 1),
+                        checked_at TIMESTAMPTZ NOT NULL
+                    )"
+                ),
             ],
             insert_payment: format!(
                 "INSERT INTO {s}.payments (payment_id, principal, amount_minor, currency, destination, status, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)"
             ),
             payment: format!("SELECT * FROM {s}.payments WHERE payment_id = $1 AND principal = $2"),
-            payments: format!("SELECT * FROM {s}.payments WHERE principal = $1 ORDER BY seq DESC LIMIT $2"),
+            payments: PageStatements::new(&format!("{s}.payments"), "payment_id"),
             count_payments: format!("SELECT count(*) FROM {s}.payments"),
             insert_user: format!(
                 "INSERT INTO {s}.users (user_id, principal, name, email, created_at) VALUES ($1, $2, $3, $4, $5)"
             ),
             user: format!("SELECT * FROM {s}.users WHERE user_id = $1 AND principal = $2"),
+            users: PageStatements::new(&format!("{s}.users"), "user_id"),
+            health: format!(
+                "INSERT INTO {s}.server_health (id, checked_at) VALUES (1, clock_timestamp())
+                 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at"
+            ),
         }
     }
 }
@@ -215,15 +247,8 @@ impl Ledger for PostgresLedger {
         row.as_ref().map(payment_of_row).transpose()
     }
 
-    async fn payments(&self, principal: &Principal, limit: usize) -> Result<Vec<Payment>, LedgerError> {
-        let limit = i64::try_from(limit.min(LIST_LIMIT_MAX)).expect("the list limit is small");
-        let rows = sqlx::query(sql(&self.sql.payments))
-            .bind(principal.as_str())
-            .bind(limit)
-            .fetch_all(self.store.pool())
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(payment_of_row).collect()
+    async fn payments(&self, principal: &Principal, page: &PageRequest) -> Result<Option<Page<Payment>>, LedgerError> {
+        self.page(&self.sql.payments, principal, page, payment_of_row).await
     }
 
     async fn insert_user(&self, user: &User, completion: Option<Completion<'_>>) -> Result<Written, LedgerError> {
@@ -243,16 +268,57 @@ impl Ledger for PostgresLedger {
             .fetch_optional(self.store.pool())
             .await
             .map_err(unavailable)?;
-        let Some(row) = row else { return Ok(None) };
-        let corrupt = |error: sqlx::Error| LedgerError::Corrupt(error.to_string());
-        Ok(Some(User {
-            user_id: row.try_get("user_id").map_err(corrupt)?,
-            principal: principal_of_row(row.try_get("principal").map_err(corrupt)?)?,
-            request: NewUser {
-                name: row.try_get("name").map_err(corrupt)?,
-                email: row.try_get("email").map_err(corrupt)?,
-            },
-            created_at: time_of_row(row.try_get("created_at").map_err(corrupt)?)?,
-        }))
+        row.as_ref().map(user_of_row).transpose()
     }
+
+    async fn users(&self, principal: &Principal, page: &PageRequest) -> Result<Option<Page<User>>, LedgerError> {
+        self.page(&self.sql.users, principal, page, user_of_row).await
+    }
+
+    async fn check_writable(&self) -> Result<(), LedgerError> {
+        sqlx::query(sql(&self.sql.health)).execute(self.store.pool()).await.map_err(unavailable).map(drop)
+    }
+}
+
+impl PostgresLedger {
+    async fn page<T>(
+        &self,
+        statements: &PageStatements,
+        principal: &Principal,
+        request: &PageRequest,
+        decode: fn(&sqlx::postgres::PgRow) -> Result<T, LedgerError>,
+    ) -> Result<Option<Page<T>>, LedgerError> {
+        let before = match &request.starting_after {
+            None => i64::MAX,
+            Some(cursor) => {
+                let seq: Option<i64> = sqlx::query_scalar(sql(&statements.cursor))
+                    .bind(cursor)
+                    .bind(principal.as_str())
+                    .fetch_optional(self.store.pool())
+                    .await
+                    .map_err(unavailable)?;
+                let Some(seq) = seq else { return Ok(None) };
+                seq
+            }
+        };
+        let rows = sqlx::query(sql(&statements.page))
+            .bind(principal.as_str())
+            .bind(before)
+            .bind(request.probe())
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(unavailable)?;
+        let items = rows.iter().map(decode).collect::<Result<Vec<T>, LedgerError>>()?;
+        Ok(Some(Page::from_probe(items, request)))
+    }
+}
+
+fn user_of_row(row: &sqlx::postgres::PgRow) -> Result<User, LedgerError> {
+    let corrupt = |error: sqlx::Error| LedgerError::Corrupt(error.to_string());
+    Ok(User {
+        user_id: row.try_get("user_id").map_err(corrupt)?,
+        principal: principal_of_row(row.try_get("principal").map_err(corrupt)?)?,
+        request: NewUser { name: row.try_get("name").map_err(corrupt)?, email: row.try_get("email").map_err(corrupt)? },
+        created_at: time_of_row(row.try_get("created_at").map_err(corrupt)?)?,
+    })
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use idem_core::{Principal, Store};
 
 use crate::domain::{Payment, User};
-use crate::ledger::{Completion, Ledger, LedgerError, Written};
+use crate::ledger::{Completion, Ledger, LedgerError, Page, PageRequest, Written};
 
 /// A ledger `rows` (SQLite or PostgreSQL) that keeps the payments and users, beside an
 /// idempotency store `store` it cannot share a transaction with (Redis): separate mode.
@@ -63,8 +63,8 @@ impl<L: Ledger, St: Store + 'static> Ledger for SeparateLedger<L, St> {
         self.rows.payment(principal, payment_id).await
     }
 
-    async fn payments(&self, principal: &Principal, limit: usize) -> Result<Vec<Payment>, LedgerError> {
-        self.rows.payments(principal, limit).await
+    async fn payments(&self, principal: &Principal, page: &PageRequest) -> Result<Option<Page<Payment>>, LedgerError> {
+        self.rows.payments(principal, page).await
     }
 
     async fn insert_user(&self, user: &User, _completion: Option<Completion<'_>>) -> Result<Written, LedgerError> {
@@ -73,5 +73,18 @@ impl<L: Ledger, St: Store + 'static> Ledger for SeparateLedger<L, St> {
 
     async fn user(&self, principal: &Principal, user_id: &str) -> Result<Option<User>, LedgerError> {
         self.rows.user(principal, user_id).await
+    }
+
+    async fn users(&self, principal: &Principal, page: &PageRequest) -> Result<Option<Page<User>>, LedgerError> {
+        self.rows.users(principal, page).await
+    }
+
+    /// The rows' database takes a write, and the idempotency store answers a read (a store
+    /// such as Redis has no write to try that would not disturb its records).
+    async fn check_writable(&self) -> Result<(), LedgerError> {
+        self.rows.check_writable().await?;
+        let key = idem_core::Key::parse(b"idem-healthz-probe").expect("a constant, valid key");
+        let probe = idem_core::RecordId::new(Principal::anonymous(), key);
+        self.store.get(&probe).await.map(drop).map_err(LedgerError::Unavailable)
     }
 }

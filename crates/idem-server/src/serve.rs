@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use axum::Router;
 use idem_core::{Clock, MemoryStore, Policy, SystemClock};
 use idem_http::{ConfigError, ConflictPolicy};
 use idem_postgres::{PostgresOptions, PostgresStore};
@@ -17,30 +16,14 @@ use idem_redis::{RedisOptions, RedisStore};
 use idem_sqlite::{OpenError, SqliteOptions, SqliteStore};
 use rand::Rng;
 
+use crate::app::RequestLimits;
 use crate::compose::{AppBuilder, PurgeSchedule};
+use crate::fairness::FairnessLimits;
+use crate::http_server::{Drained, ServerLimits, serve_with_limits};
 use crate::ids::SeededIds;
 use crate::ledger::{Ledger, LedgerError, MemoryLedger, SqliteLedger};
 use crate::postgres_ledger::PostgresLedger;
 use crate::separate_ledger::SeparateLedger;
-
-/// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits
-/// for the requests in progress to finish (graceful shutdown).
-///
-/// Generic over the listener so that simulations can pass their own.
-///
-/// # Errors
-/// What the listener reports (axum's server retries accept errors itself).
-pub async fn serve<L>(
-    listener: L,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-}
 
 /// A PostgreSQL database as `idem serve` names it: `postgres://…` or `postgresql://…`, with
 /// an optional `schema=NAME` query parameter (idem's own; taken out of the URL before the
@@ -237,6 +220,12 @@ pub struct ServerConfig {
     pub policy: Policy,
     /// 409 at once, or wait for the request in flight.
     pub conflict: ConflictPolicy,
+    /// Connections, header-read timeout, drain deadline.
+    pub server_limits: ServerLimits,
+    /// Body-read timeout and buffered body bytes.
+    pub request_limits: RequestLimits,
+    /// How fast each principal may create new keys; `None` for no limit.
+    pub fairness: Option<FairnessLimits>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -296,12 +285,10 @@ pub enum ServeError {
 }
 
 /// Opens the store, binds `config.listen`, and serves until `shutdown` completes; then
-/// finishes the requests in progress and closes the store.
-///
-/// Limit: a request whose client disconnected during shutdown has been handed to a task
-/// of its own by idem-http, and that task is not awaited here; stopping the runtime can
-/// cut it short. Its claim then stays in flight until the lease lapses (a retry takes it
-/// over), and in atomic mode its transaction rolls back, so nothing is committed twice.
+/// drains within [`ServerLimits::drain_timeout`] (no new connections, requests in progress
+/// finish) and closes the store. A request still running at the deadline is cut: its claim
+/// stays in flight until the lease lapses (a retry takes it over), and in atomic mode its
+/// transaction rolls back, so nothing is committed twice and nothing acknowledged is lost.
 ///
 /// Logs `listening on http://ADDR` (with the bound port, useful with port 0) once ready.
 ///
@@ -399,7 +386,12 @@ async fn serve_ledger<L: Ledger>(
     // seeded once from the OS (the request path never draws OS randomness), a TCP listener.
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ids = Arc::new(SeededIds::new(rand::rng().random()));
-    let app = AppBuilder::new(Arc::new(ledger), clock, ids)
+    let mut builder = AppBuilder::new(Arc::new(ledger), clock, ids);
+    if let Some(fairness) = config.fairness {
+        builder = builder.fairness(fairness);
+    }
+    let app = builder
+        .request_limits(config.request_limits)
         .policy(config.policy)
         .conflict(config.conflict)
         .purge(PurgeSchedule::DEFAULT)
@@ -409,11 +401,16 @@ async fn serve_ledger<L: Ledger>(
         .map_err(|source| ServeError::Bind { listen: config.listen, source })?;
     let bound = listener.local_addr().map_err(|source| ServeError::Bind { listen: config.listen, source })?;
     tracing::info!(lease = ?config.policy.lease(), retention = ?config.policy.retention(), "listening on http://{bound}");
+    tracing::info!(limits = ?config.server_limits, requests = ?config.request_limits, "limits");
     let purging = tokio::spawn(app.purge_forever());
-    let served = serve(listener, app.router(), shutdown).await.map_err(ServeError::Serve);
+    let served = serve_with_limits(listener, app.router(), config.server_limits, shutdown).await;
     purging.abort();
-    tracing::info!("stopped");
-    served
+    match served {
+        Ok(Drained::Clean) => tracing::info!("stopped"),
+        Ok(Drained::Cut(connections)) => tracing::warn!(connections, "stopped; the drain deadline cut requests short"),
+        Err(_) => {}
+    }
+    served.map(drop).map_err(ServeError::Serve)
 }
 
 #[cfg(test)]

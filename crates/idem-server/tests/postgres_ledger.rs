@@ -103,7 +103,7 @@ async fn payments_and_users_round_trip_and_replay_on_postgres() {
     assert_eq!(read.json(), first.json());
     let listed = support::send(server.addr, http::Method::GET, "/payments", &auth, "").await.json();
     let ids: Vec<&str> =
-        listed["payments"].as_array().expect("a list").iter().filter_map(|p| p["payment_id"].as_str()).collect();
+        listed["data"].as_array().expect("a list").iter().filter_map(|p| p["payment_id"].as_str()).collect();
     assert_eq!(ids, [second.json()["payment_id"].as_str().unwrap(), first.json()["payment_id"].as_str().unwrap()]);
     let other = [("authorization", &b"Bearer hal"[..])];
     assert_eq!(support::send(server.addr, http::Method::GET, &location, &other, "").await.status, 404);

@@ -108,6 +108,12 @@ impl SqliteStore {
             .max_connections(options.connections_max)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
+            // A connection that comes back still inside a transaction is in a state nobody
+            // knows: SQLite rolls a transaction back by itself on some errors (SQLITE_FULL,
+            // SQLITE_IOERR), after which sqlx's own ROLLBACK fails and its transaction count
+            // stays above zero, so every later `BEGIN` on that connection would fail. Such a
+            // connection is closed, never handed out again; the pool opens a fresh one.
+            .after_release(|connection, _| Box::pin(async move { Ok(!connection.is_in_transaction()) }))
             .connect_with(connect)
             .await
             .map_err(|error| OpenError::from_sqlx(path, error))?;
@@ -186,7 +192,9 @@ impl SqliteStore {
         let mut transaction = self.begin_write().await?;
         let step = decide(&mut transaction, self.limits, id, operation).await?;
         if step.writes_nothing() {
-            // Dropping the transaction rolls it back: nothing was written, nothing to sync.
+            // Nothing was written, nothing to sync: end the transaction now (a dropped one
+            // would end it later, and its connection would come back still inside it).
+            transaction.rollback().await.map_err(store_error)?;
             return Ok(step.answer);
         }
         let answer = write(&mut transaction, id, step).await?;

@@ -207,5 +207,5 @@ pub async fn payments_listed(replica: SocketAddr, authorization: &str) -> Vec<se
         .expect("the replica answers");
     assert_eq!(reply.status, 200, "{reply:?}");
     let listed: serde_json::Value = serde_json::from_slice(&reply.body).expect("the list is JSON");
-    listed["payments"].as_array().expect("a list of payments").clone()
+    listed["data"].as_array().expect("a list of payments").clone()
 }

@@ -12,7 +12,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use idem_core::{Clock, ManualClock, MemoryStore, Policy, SystemClock, Timestamp};
 use idem_http::ConflictPolicy;
-use idem_server::{AppState, BeforeWriteHook, MemoryLedger, SeededIds, SqliteLedger, app};
+use idem_server::{
+    AppState, BeforeWriteHook, Drained, MemoryLedger, RequestLimits, SeededIds, ServerLimits, SqliteLedger, app,
+};
 use idem_sqlite::{SqliteOptions, SqliteStore};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -31,6 +33,12 @@ pub struct Setup {
     pub rows_max: Option<usize>,
     /// Lease and retention (default [`Policy::DEFAULT`]).
     pub policy: Option<Policy>,
+    /// Connection limits (default [`ServerLimits::DEFAULT`]).
+    pub server_limits: Option<ServerLimits>,
+    /// Body limits (default [`RequestLimits::DEFAULT`]).
+    pub request_limits: Option<RequestLimits>,
+    /// Per-principal new-key rate (default: none).
+    pub fairness: Option<idem_server::FairnessLimits>,
 }
 
 /// A running server; stops (gracefully) when dropped or on `stop`.
@@ -39,7 +47,7 @@ pub struct Server {
     pub ledger: Option<Arc<SqliteLedger>>,
     pub store: Option<Arc<SqliteStore>>,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    task: Option<JoinHandle<std::io::Result<Drained>>>,
 }
 
 impl Server {
@@ -67,27 +75,40 @@ impl Server {
             state = state.with_before_write_hook(hook);
         }
         state = state.with_policy(setup.policy.unwrap_or(Policy::DEFAULT));
+        if let Some(limits) = setup.request_limits {
+            state = state.with_request_limits(limits);
+        }
+        if let Some(fairness) = setup.fairness {
+            state = state.with_fairness(fairness);
+        }
         let router = app(state).expect("test configurations are valid");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback has free ports");
         let addr = listener.local_addr().expect("a bound listener has an address");
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(idem_server::serve(listener, router, async move {
+        let limits = setup.server_limits.unwrap_or(ServerLimits::DEFAULT);
+        let task = tokio::spawn(idem_server::serve_with_limits(listener, router, limits, async move {
             let _ = stop.await;
         }));
         Server { addr, ledger: None, store: None, shutdown: Some(shutdown), task: Some(task) }
     }
 
     /// Stops accepting, finishes requests in progress, closes the store.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        assert_eq!(self.drain().await, Drained::Clean, "no request was in progress at the end of the test");
+    }
+
+    /// Stops accepting, drains within the drain deadline, closes the store; says how the
+    /// drain ended.
+    pub async fn drain(mut self) -> Drained {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        if let Some(task) = self.task.take() {
-            task.await.expect("the server task does not panic").expect("the server stops cleanly");
-        }
+        let task = self.task.take().expect("a server runs until drained");
+        let drained = task.await.expect("the server task does not panic").expect("the server stops cleanly");
         if let Some(store) = self.store.take() {
             store.close().await;
         }
+        drained
     }
 
     /// Payments in the file, over every principal.
@@ -168,7 +189,8 @@ pub async fn send(addr: SocketAddr, method: Method, path: &str, headers: &[(&str
         let name = HeaderName::try_from(*name).expect("test header names are valid");
         request = request.header(name, HeaderValue::from_bytes(value).expect("test header values are valid"));
     }
-    if !body.is_empty() {
+    let typed = headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    if !body.is_empty() && !typed {
         request = request.header("content-type", "application/json");
     }
     let request = request.body(Full::new(Bytes::copy_from_slice(body.as_bytes()))).expect("test requests are valid");
