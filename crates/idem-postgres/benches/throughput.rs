@@ -3,8 +3,8 @@
 //!
 //! * `baseline`: one write per operation, `INSERT … ON CONFLICT DO NOTHING` into a table
 //!   shaped like `idem_records` (autocommit: one round trip, one commit).
-//! * `claim+complete`: [`Store::claim`] then [`Store::complete`] (separate mode): two
-//!   transactions, two commits.
+//! * `claim+complete`: [`Store::claim`] then [`Store::complete`] (separate mode): three
+//!   autocommit statements (read, guarded write; guarded completion), two commits.
 //! * `atomic baseline`: a business transaction alone (`BEGIN`, insert, `COMMIT`).
 //! * `atomic claim+complete_in`: `claim`, then the business transaction with
 //!   [`PostgresStore::complete_in`] inside it.
@@ -13,7 +13,12 @@
 //! export CARGO_TARGET_DIR=$HOME/.cache/idem-ci-target
 //! cargo bench -p idem-postgres --bench throughput            # 3 s per measurement
 //! IDEM_BENCH_SECONDS=5 cargo bench -p idem-postgres --bench throughput
+//! IDEM_BENCH_ROUNDS=1 cargo bench -p idem-postgres --bench throughput   # no taking turns
 //! ```
+//!
+//! Each measurement is split into rounds (`IDEM_BENCH_ROUNDS`, default 6) in which the
+//! four workloads take turns, so a change in load or fsync time during the run weighs on
+//! each workload alike; a figure is all its rounds' operations over all their time.
 //!
 //! Needs PostgreSQL at `IDEM_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); works in a fresh schema, dropped at the end.
@@ -119,7 +124,8 @@ impl Bench {
     }
 }
 
-async fn measure(bench: &Arc<Bench>, workload: Workload, clients: usize, seconds: f64) -> f64 {
+/// Runs `workload` on `clients` concurrent clients for `seconds`: operations done, seconds taken.
+async fn measure(bench: &Arc<Bench>, workload: Workload, clients: usize, seconds: f64) -> (f64, f64) {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -139,13 +145,14 @@ async fn measure(bench: &Arc<Bench>, workload: Workload, clients: usize, seconds
     }
     #[allow(clippy::cast_precision_loss)] // counts far below 2^52
     let ops = done.load(Ordering::Relaxed) as f64;
-    ops / started.elapsed().as_secs_f64()
+    (ops, started.elapsed().as_secs_f64())
 }
 
 fn main() {
     let url = std::env::var("IDEM_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let seconds: f64 = std::env::var("IDEM_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let rounds: u32 = std::env::var("IDEM_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     runtime.block_on(async {
         let schema = format!("idem_bench_{}", std::process::id());
@@ -164,16 +171,23 @@ fn main() {
         .await
         .expect("bench tables");
         let bench = Arc::new(Bench { store: store.clone(), schema: schema.clone(), next: AtomicU64::new(0) });
-        println!("{seconds} s per measurement, PostgreSQL at {url}");
+        println!("{seconds} s per measurement in {rounds} rounds taking turns, PostgreSQL at {url}");
         for clients in CLIENTS {
             // Warm the pool up to this many connections.
             let _ = measure(&bench, Workload::Baseline, clients, 0.3).await;
-            let mut figures = Vec::new();
-            for workload in
-                [Workload::Baseline, Workload::ClaimComplete, Workload::AtomicBaseline, Workload::AtomicClaimComplete]
-            {
-                figures.push((workload, measure(&bench, workload, clients, seconds).await));
+            // The workloads take turns in short rounds, so a change in the machine's load or
+            // the disk's fsync time during the run weighs on all of them alike.
+            let workloads =
+                [Workload::Baseline, Workload::ClaimComplete, Workload::AtomicBaseline, Workload::AtomicClaimComplete];
+            let mut totals = [(0.0, 0.0); 4];
+            for _ in 0..rounds {
+                for (workload, total) in workloads.iter().zip(totals.iter_mut()) {
+                    let (ops, elapsed) = measure(&bench, *workload, clients, seconds / f64::from(rounds)).await;
+                    *total = (total.0 + ops, total.1 + elapsed);
+                }
             }
+            let figures: Vec<(Workload, f64)> =
+                workloads.iter().zip(totals).map(|(workload, (ops, elapsed))| (*workload, ops / elapsed)).collect();
             println!("clients = {clients}");
             let (plain, atomic_plain) = (figures[0].1, figures[2].1);
             for (workload, per_second) in figures {
