@@ -36,7 +36,18 @@
 //! * **Faults**, each with a budget: server crashes (handlers lost, their connections
 //!   reset), stalls (a handler stops renewing, so its lease may lapse while it runs),
 //!   handler failures, early timeouts (an attempt times out while still alive), duplicated
-//!   or lost messages, store outages.
+//!   or lost messages, store outages, store crashes.
+//! * **Store crashes** (a durable store that commits claims without waiting for the disk):
+//!   claims, renewals and releases commit unsynced; a completion waits for the disk, and
+//!   with it everything committed before it (SQLite's WAL), and so does a purge. The state
+//!   keeps the store as its disk holds it ([`Durable`]) while later writes are not on disk;
+//!   a store crash rolls the `MemoryState` back to it and restarts the store at once with
+//!   its fence counter moved past every fence issued before (`with_fences_from`, as
+//!   idem-redis reseeds), so fences are never reused. Payments survive: in atomic mode they
+//!   committed with a completion that waited for the disk, in separate mode outside the
+//!   store. Running handlers keep running and meet the store as it came back (a lost
+//!   claim is absent: its completion, renewal or release is refused, `NoRecord`). Planted
+//!   bugs: `no-fence-reseed`, `unsynced-completion`, `completion-apart`.
 //! * **Retention**: once nothing for a record is alive any more, time may pass to its
 //!   forgettable time and the store purges it; it must be gone afterwards.
 //!
@@ -58,8 +69,9 @@
 //! * Backoff jitter: the model waits the backoff's ceiling, the longest draw, which is the
 //!   worst case for the deadline. A 409's `Retry-After` is whole seconds, so a shorter draw
 //!   cannot save the client an attempt against a lease.
-//! * Durability across store restarts (G7): an outage loses nothing; that is the store
-//!   crates' business and the simulations'.
+//! * Durability across store restarts (G7), beyond the store crash above: an outage loses
+//!   nothing, and what a store keeps on disk is the store crates' business and the
+//!   simulations'.
 //! * A crashed server restarts at once; requests to it wait (a load balancer or TCP
 //!   retry); losing them is what the lossy network is for.
 //!
