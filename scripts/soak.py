@@ -233,7 +233,7 @@ async def main():
         row = (time.monotonic() - started, rss_kib(process.pid) / 1024, open_fds(process.pid), ok / 10, failed, p50, p99)
         rows.append(row)
         print(f"t={row[0]:6.0f}s rss={row[1]:6.1f} MiB fds={row[2]:5d} normal={row[3]:7.1f}/s failed={failed} "
-              f"p50={p50:6.1f} ms p99={p99:6.1f} ms", file=sys.stderr, flush=True)
+              f"p50={p50:6.1f} ms p99={p99:6.1f} ms answers={stats.answers}", file=sys.stderr, flush=True)
     stop.set()
     for task in tasks:
         task.cancel()

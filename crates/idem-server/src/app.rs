@@ -42,10 +42,9 @@ pub struct RequestLimits {
     /// How long a client may take to send a whole `POST` body, from when the handler
     /// starts reading it: past it, 408 and nothing recorded.
     pub body_read_timeout: Duration,
-    /// Request-body bytes held in memory across all requests at once. A `POST` reserves its
-    /// `Content-Length` (or [`BODY_BYTES_MAX`] when it has none) before reading; when the
-    /// reservation does not fit, 503 with `Retry-After` and nothing recorded. Released when
-    /// the request's answer is ready.
+    /// Request-body bytes held in memory across all requests at once. A `POST` reserves
+    /// each chunk of its body as it arrives; when a chunk does not fit, 503 with
+    /// `Retry-After` and nothing recorded. Released when the request's answer is ready.
     pub body_bytes_buffered_max: usize,
 }
 
@@ -376,7 +375,8 @@ struct Valid<T>(T);
 ///
 /// In order: a declared type other than JSON is 415; a declared length over
 /// [`BODY_BYTES_MAX`] is 413 before anything is read; the body's bytes are reserved in the
-/// shared budget (503 when it is spent) and read within the body-read timeout (408); then
+/// shared budget as they arrive (503 when it is spent) and read within the body-read
+/// timeout (408); then
 /// the fields are validated (400). Every refusal echoes a valid `Idempotency-Key`.
 async fn validate_bodies(State(bodies): State<BodyBudget>, request: Request, next: Next) -> Response {
     let is_post = request.method() == Method::POST;
@@ -418,7 +418,7 @@ async fn read_body(
     bodies: &BodyBudget,
     headers: &HeaderMap,
     body: axum::body::Body,
-) -> Result<(Bytes, OwnedSemaphorePermit), Response> {
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Response> {
     if !is_json(headers) {
         return Err(problem(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -431,18 +431,8 @@ async fn read_body(
     if declared.is_some_and(|length| length > BODY_BYTES_MAX as u64) {
         return Err(body_too_large());
     }
-    let reserve = declared.map_or(BODY_BYTES_MAX, |length| usize::try_from(length).unwrap_or(BODY_BYTES_MAX));
-    let reserved = bodies.reserve(reserve)?;
-    let read = tokio::time::timeout(bodies.limits.body_read_timeout, Limited::new(body, BODY_BYTES_MAX).collect());
-    match read.await {
-        Ok(Ok(collected)) => Ok((collected.to_bytes(), reserved)),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(body_too_large()),
-        Ok(Err(error)) => Err(problem(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "body-unreadable",
-            "Request body unreadable",
-            error.to_string(),
-        ))),
+    match tokio::time::timeout(bodies.limits.body_read_timeout, collect_within_budget(bodies, body)).await {
+        Ok(read) => read,
         Err(_) => {
             let detail = format!("the body did not arrive within {:?}", bodies.limits.body_read_timeout);
             let mut timed_out = problem(Problem::new(
@@ -456,6 +446,44 @@ async fn read_body(
             Err(timed_out)
         }
     }
+}
+
+/// Reads a body whole, reserving each frame's bytes in the shared budget as it arrives, so
+/// what the budget counts is what is held in memory: a client that declares a large body
+/// and stalls holds only what it sent.
+async fn collect_within_budget(
+    bodies: &BodyBudget,
+    body: axum::body::Body,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Response> {
+    let mut body = Limited::new(body, BODY_BYTES_MAX);
+    let mut buffered = bytes::BytesMut::new();
+    let mut reserved: Option<OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => return Err(body_too_large()),
+            Err(error) => {
+                let detail = error.to_string();
+                return Err(problem(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "body-unreadable",
+                    "Request body unreadable",
+                    detail,
+                )));
+            }
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        let permit = bodies.reserve(data.len())?;
+        match &mut reserved {
+            Some(held) => held.merge(permit),
+            None => reserved = Some(permit),
+        }
+        buffered.extend_from_slice(&data);
+    }
+    Ok((buffered.freeze(), reserved))
 }
 
 fn body_too_large() -> Response {

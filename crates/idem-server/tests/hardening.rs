@@ -220,13 +220,23 @@ async fn slow_bodies_time_out_and_buffered_bytes_are_bounded() {
     // Goal: a body that stalls is answered 408 after the body-read timeout; while a stalled
     // body holds the whole buffer budget, another body gets 503 with Retry-After; neither
     // records anything, so the key works afterwards.
-    let limits = RequestLimits { body_read_timeout: Duration::from_millis(500), body_bytes_buffered_max: 1 << 20 };
+    let budget = 64 * 1024;
+    let limits = RequestLimits { body_read_timeout: Duration::from_millis(500), body_bytes_buffered_max: budget };
     let (_dir, path) = temp_db();
     let server = Server::sqlite(&path, Setup { request_limits: Some(limits), ..Setup::default() }).await;
+    // A client that declares a large body and stalls after a few bytes holds only those.
+    let mut declared_only = TcpStream::connect(server.addr).await.expect("connects");
+    let small_head =
+        "POST /payments HTTP/1.1\r\nhost: x\r\nidempotency-key: k-declared\r\ncontent-length: 1048576\r\n\r\n{";
+    declared_only.write_all(small_head.as_bytes()).await.expect("writes");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(server.post("/payments", Some("k-ok"), PAYMENT).await.status, 201);
     let mut stalled = TcpStream::connect(server.addr).await.expect("connects");
+    // It declares 1 MiB and sends all but 16 bytes of the budget: only what arrived counts.
     let head = format!(
-        "POST /payments HTTP/1.1\r\nhost: x\r\nidempotency-key: k-slow\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{\"amount\"",
-        1 << 20
+        "POST /payments HTTP/1.1\r\nhost: x\r\nidempotency-key: k-slow\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+        1 << 20,
+        " ".repeat(budget - 16)
     );
     stalled.write_all(head.as_bytes()).await.expect("writes");
     // Give the server time to reserve the stalled body's bytes; then the budget is spent.
@@ -239,13 +249,15 @@ async fn slow_bodies_time_out_and_buffered_bytes_are_bounded() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(closed, "the connection is closed after a 408");
-    // Both keys were never claimed.
-    for key in ["k-slow", "k-busy"] {
+    let (declared_answer, _) = read_until_closed(&mut declared_only, Duration::from_secs(5)).await;
+    assert!(String::from_utf8_lossy(&declared_answer).starts_with("HTTP/1.1 408"));
+    // None of the refused keys was claimed.
+    for key in ["k-slow", "k-busy", "k-declared"] {
         let reply = server.post("/payments", Some(key), PAYMENT).await;
         assert_eq!(reply.status, 201);
         assert!(!reply.is_replay());
     }
-    assert_eq!(server.payment_count().await, 2);
+    assert_eq!(server.payment_count().await, 4);
     server.stop().await;
 }
 
