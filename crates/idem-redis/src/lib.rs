@@ -1,16 +1,46 @@
 //! An idempotency store on Redis (separate mode).
 //!
 //! [`RedisStore`] implements idem-core's [`Store`](idem_core::Store) (claim, complete,
-//! release, renew, get, purge) and decides nothing of its own: every operation reads the
-//! record and the counters under `WATCH`, calls [`idem_core::step()`], and writes exactly
-//! what the [`Step`](idem_core::Step) names in one `MULTI`/`EXEC` (the record, the fence
-//! counter, the usage totals, the expiry index). A concurrent write to a watched key
-//! aborts the `EXEC`; the operation then reads and decides again, at most
-//! [`RedisOptions::attempts_max`] times. So there is one decision table, the core's
-//! (ARCHITECTURE: "stores read, call `step`, and write what it names"); no Lua script
-//! mirrors it. `tests/conformance.rs` runs idem-core's conformance suite on the real Redis
-//! and `tests/differential.rs` pins the store to [`idem_core::MemoryStore`] on random
-//! histories.
+//! release, renew, get, purge). Each operation is **one round trip**: one `EVALSHA` of
+//! `src/store.lua`, a Lua script that runs idem-core's store step on the server, atomically
+//! (Redis runs one script at a time): the decision table
+//! (`idem_core::transition`), the fence counter that only grows, admission at the size
+//! limits and the usage accounting (`idem_core::step`, `idem_core::usage`), and the lease
+//! and retention as the record key's Redis expiry. `get` is one `GET`.
+//!
+//! # Why Lua, and what keeps it honest
+//!
+//! The other stores read, call [`idem_core::step()`] in Rust and write what it names. On
+//! Redis that takes a read under `WATCH` and a `MULTI`/`EXEC` write: two round trips per
+//! operation, four per claim+complete, and `WATCH` ties every operation to a connection
+//! of its own, so nothing pipelines (docs/benchmarks.md measured 0.06-0.21 of a plain
+//! `SET NX PX`). The script decides on the server in one round trip instead, so it is a
+//! second copy of the core's rules, which STYLE allows only when pinned to the core:
+//!
+//! * `tests/differential.rs` runs `idem_core::differential` against the script: random
+//!   sequences of claims, completions, releases, renewals, reads, purges and clock steps
+//!   must give the same answers, records, `Full` errors, usage and fence counter as
+//!   [`idem_core::MemoryStore`], which is `step` itself.
+//! * `src/planted.rs` shows the check has teeth: the script with one rule planted wrong (a
+//!   dropped fence check, a lease one millisecond too long, admission one record late)
+//!   is caught on the same fixed-seed cases the shipped script passes.
+//! * `tests/conformance.rs` runs idem-core's conformance suite on the real Redis.
+//!
+//! A change to the core's rules must be made in `store.lua` too; the differential test
+//! fails until it is.
+//!
+//! The script is loaded with `SCRIPT LOAD` at [`RedisStore::open`] (which also checks it
+//! compiles) and run with `EVALSHA`; when Redis answers `NOSCRIPT` (a restart, `SCRIPT
+//! FLUSH`) the operation runs it with `EVAL`, which loads it again: what `redis::Script`
+//! does, with the SHA1 computed by Redis rather than by a dependency of our own.
+//!
+//! **Numbers.** Lua numbers are doubles, exact below 2^53. The script never turns a fence,
+//! a time or a limit into a number where exactness matters: they travel as decimal
+//! strings, compare with an exact string comparison and the counter advances with an
+//! exact decimal increment. Usage totals (bounded by Redis's memory) and key expiries are
+//! the only numbers, and are written back with `%.0f`, never `tostring` (14 digits).
+//! Times `now + lease` and `now + retention` are computed in Rust with idem-core's
+//! saturating arithmetic and passed in.
 //!
 //! # Contents
 //!
@@ -49,19 +79,21 @@
 //!
 //! Every key is under `{prefix}` (default `idem`; `?prefix=` in the URL or
 //! [`RedisOptions::prefix`]). The braces are a Redis Cluster hash tag: all keys of one
-//! store hash to one slot, so one transaction may touch them all.
+//! store hash to one slot, so one script may touch them all (the purge script builds
+//! record keys from index entries; they are in that slot too).
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{p}:r:<id>` | string, with expiry | the record: version 1, fingerprint (32 bytes), fence, `expires_at` ms, state; in flight the lease's end ms, completed the status, headers and body (integers big-endian) |
+//! | `{p}:r:<id>` | string, with expiry | the record: fingerprint (32 bytes), then `"<fence> <expires_at> <lease end> <stored bytes>\n"` (lease end empty once completed), then for a completed record the response (version 2: status, headers, body; integers big-endian) |
 //! | `{p}:h:<id>` | string, no expiry | `"<fence> <bytes>"` of the record held: what to account for if Redis forgets the record by itself |
 //! | `{p}:expiry` | sorted set | score = the record's forgettable time (ms), member = `<fence, 20 digits>:<id>`: the purge's index, earliest first, ties by fence |
-//! | `{p}:fence` | integer | the next fence; only grows (`INCR`) |
-//! | `{p}:usage` | hash | `records`, `bytes`: idem-core's usage totals (`HINCRBY` in the same `MULTI`) |
+//! | `{p}:counters` | hash | `fence` (the next fence; only grows), `records`, `bytes` (idem-core's usage totals) |
 //!
-//! `<id>` is `<principal length>:<principal><key>`, so every record id has one key
-//! (SPEC G4: principals never share a record). Times are milliseconds since the Unix
-//! epoch, sizes bytes, as in idem-core.
+//! A record is one string so that writing it and its expiry is one `SET … PX`; the script
+//! reads its header with one pattern match and never parses the response. `<id>` is
+//! `<principal length>:<principal><key>`, so every record id has one key (SPEC G4:
+//! principals never share a record). Times are milliseconds since the Unix epoch, sizes
+//! bytes, as in idem-core.
 //!
 //! # Time
 //!
@@ -84,47 +116,38 @@
 //! nor stretches retention. A record Redis forgot stays counted in the usage totals (as an
 //! expired record not yet purged counts in every store) until either a later operation on
 //! its id or [`purge_expired`](idem_core::Store::purge_expired) accounts for it from its
-//! `{p}:h:<id>` entry. The purge walks `{p}:expiry` up to `now` in bounded batches
-//! (`ZRANGE … BYSCORE LIMIT`) and runs idem-core's `Expire` step per entry, so it forgets
-//! exactly what the core calls expired (the conformance suite's purge cases); it remains
-//! needed to keep the usage totals and the index small, not to free the records.
+//! `{p}:h:<id>` entry. The purge is one script per batch of at most 128: it walks
+//! `{p}:expiry` up to `now` (`ZRANGEBYSCORE … LIMIT`) and runs idem-core's `Expire` step
+//! per entry, so it forgets exactly what the core calls expired (the conformance suite's
+//! purge cases); it remains needed to keep the usage totals and the index small, not to
+//! free the records.
 //!
 //! # Limits
 //!
 //! Admission at [`Limits`](idem_core::Limits) is the core's (SPEC: the store refuses new
-//! claims when full and never evicts a live record). The usage totals change with every
-//! write, so watching them would make every claim conflict with every other write; a claim
-//! watches them only when its view is within [`NEAR_FULL_RECORDS`] records or
-//! [`NEAR_FULL_BYTES`] bytes of a limit, where admission is then exact under concurrency.
-//! Farther from the limits, concurrent claims may all be admitted on totals read a moment
-//! apart, which cannot cross a limit unless more than 1024 claims race at once. Redis's own
-//! `maxmemory` must not evict keys (`maxmemory-policy noeviction`): an evicted record is a
-//! forgotten record (G1), and `OOM` answers are `Unavailable`.
+//! claims when full and never evicts a live record), and it is exact under concurrency:
+//! the script reads the totals, admits and writes them back with no other operation in
+//! between. Redis's own `maxmemory` must not evict keys (`maxmemory-policy noeviction`):
+//! an evicted record is a forgotten record (G1), and `OOM` answers are `Unavailable`.
 //!
 //! # Fences
 //!
-//! The counter `{p}:fence` is read with the record; a claim that issues a fence writes the
-//! record with the value read and `INCR`s the counter in its `MULTI`. Claims on other ids
-//! do not watch the counter (so they do not abort each other); two ids may then share a
-//! fence number, but one id never sees a fence twice: a claim on an id commits only if
-//! no write to that id's record came between its `WATCH` and its `EXEC`, so it read the
-//! counter after the previous claim's `INCR` (SPEC: fences are never reused for a record
-//! id; G3). When the counter key is missing it is created with `SET NX` from
-//! [`FenceSeed`] before the operation reads again.
+//! A claim that executes issues the counter's value and writes the counter one past it,
+//! in the same script, so no two claims ever share a fence (SPEC: fences are never reused
+//! for a record id; G3). When the counter is missing (a new prefix, or Redis lost its
+//! data) the script creates it from [`FenceSeed`] first.
 //!
 //! # Connections and errors
 //!
-//! Transactions run on a pool of [`RedisOptions::connections_max`] dedicated connections,
-//! one operation per connection at a time, because `WATCH` belongs to a connection. They
-//! are plain multiplexed connections: a `ConnectionManager` reconnects by itself, and a
-//! reconnect between `WATCH` and `EXEC` would silently drop the watch. Single-command
-//! reads (`get`, the purge's index scan, `usage`, `clear`) go through one
-//! `ConnectionManager`. Every connection has a connect timeout and a response timeout,
-//! and every operation an overall [`RedisOptions::operation_timeout`].
+//! Operations share [`RedisOptions::connections_max`] multiplexed connections
+//! (`ConnectionManager`s, default 2), used in turn: each operation is one command, so
+//! concurrent operations pipeline on a connection and a reconnect is harmless (a script
+//! either ran or did not). Every connection has a connect timeout and a response
+//! timeout, and every operation an overall [`RedisOptions::operation_timeout`].
 //!
 //! | error | when | outcome |
 //! |---|---|---|
-//! | `Unavailable` | I/O errors, refused connections, timeouts, `LOADING`/`READONLY`/`OOM`, a closed store, `attempts_max` aborted transactions | unknown (an `EXEC` may have applied before its answer was lost); each `Store` method says whether a retry is safe (G8: the layer answers 503) |
+//! | `Unavailable` | I/O errors, refused connections, timeouts, `LOADING`/`READONLY`/`OOM`/`BUSY`, a closed store | unknown (a script may have run before its answer was lost); each `Store` method says whether a retry is safe (G8: the layer answers 503) |
 //! | `Full` | admission refused a claim at a size limit | nothing changed |
 //! | `Corrupt` | a value under the store's keys does not decode, a key of the wrong type, usage below zero, a counter behind a record | nothing changed |
 //!
@@ -154,19 +177,20 @@
 //!   fence a handler from before the restart still holds; that handler's completion would
 //!   then be accepted over the new claim's (G3), the model's planted `fence-reuse` bug
 //!   (fences that restart). [`FenceSeed::ServerClock`], the default, prevents this: a
-//!   missing counter is recreated from Redis's `TIME` in microseconds × 2^10
-//!   ([`FENCE_SEED_SHIFT`]), which is past every fence the lost counter issued unless it
-//!   issued more than 1024 fences per microsecond of its life on average, or Redis's clock
-//!   stepped back across the restart. Fences then stay below 2^64 until the year 2541.
+//!   missing counter is recreated from Redis's `TIME` in milliseconds × 2^10
+//!   ([`FENCE_SEED_SHIFT`], which says why 10), which is past every fence the lost counter
+//!   issued unless it issued more than 1024 fences per millisecond of its life on average,
+//!   or Redis's clock stepped back across the restart. Seeds stay below 2^53, exact as
+//!   Lua numbers, until the year 2248.
 //!   (`tests/store.rs` simulates the restart by deleting every key of the prefix.)
 //!
 //! Usage totals restart at zero with the records they counted, so limits stay right.
 //!
 //! # Bounds
 //!
-//! Prefix 1..=64 bytes; attempts per operation `attempts_max` (default 32); operation time
-//! `operation_timeout` (default 3 s); connections `connections_max` (default 16) plus one;
-//! purge batches `batch_max`; `clear` in `SCAN` rounds of 500 keys.
+//! Prefix 1..=64 bytes; one script per operation; operation time `operation_timeout`
+//! (default 3 s); connections `connections_max` (default 2); purge batches `batch_max`,
+//! at most 128 records per script; `clear` in `SCAN` rounds of 500 keys.
 
 mod codec;
 mod options;

@@ -1,7 +1,8 @@
 //! RedisStore against idem-core's MemoryStore (`idem_core::differential`): the same random
-//! operations give the same outcomes, records, errors, usage and fence counter. Both are
-//! I/O around `idem_core::step`, so this pins what the Redis commands around it read and
-//! write.
+//! operations give the same outcomes, records, errors, usage and fence counter. MemoryStore
+//! is I/O around `idem_core::step`; RedisStore runs `src/store.lua`, a copy of `step`'s rules
+//! in Lua, so this is what pins the script to the core (src/planted.rs shows it catches a
+//! rule planted wrong in the script).
 
 mod common;
 
@@ -12,7 +13,7 @@ use idem_redis::{FenceSeed, RedisStore};
 use proptest::prelude::*;
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
     fn redis_store_answers_like_memory_store(ops in differential::ops()) {
