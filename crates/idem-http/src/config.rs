@@ -75,6 +75,8 @@ pub(crate) struct Config {
     pub(crate) conflict: ConflictPolicy,
     /// The cap of a 409 in-progress answer's `Retry-After` ([`idem_core::reply::retry_after`]).
     pub(crate) conflict_retry_after_max: Duration,
+    /// The `Retry-After` of a 503 when the store is full.
+    pub(crate) store_full_retry_after: Duration,
     /// Which handler statuses record and which release the claim.
     pub(crate) status_rules: StatusRules,
     pub(crate) clock: Arc<dyn Clock>,
@@ -130,6 +132,7 @@ pub struct IdempotencyBuilder<St> {
     principal: PrincipalExtractor,
     conflict: ConflictPolicy,
     conflict_retry_after_max: Duration,
+    store_full_retry_after: Duration,
     status_rules: StatusRules,
     clock: Arc<dyn Clock>,
     problem_type_base: String,
@@ -138,6 +141,10 @@ pub struct IdempotencyBuilder<St> {
 
 /// Default cap on a 409's `Retry-After`: most requests in flight finish within a second.
 pub const CONFLICT_RETRY_AFTER_MAX_DEFAULT: Duration = Duration::from_secs(1);
+
+/// Default `Retry-After` of the store-full 503: a full store frees room only when expired
+/// records are purged, which a purge on a one-minute schedule does at most this late.
+pub const STORE_FULL_RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(60);
 
 impl<St: Store> IdempotencyBuilder<St> {
     pub(crate) fn new(store: Arc<St>) -> IdempotencyBuilder<St> {
@@ -153,6 +160,7 @@ impl<St: Store> IdempotencyBuilder<St> {
             principal: Arc::new(authorization_principal),
             conflict: ConflictPolicy::Reject,
             conflict_retry_after_max: CONFLICT_RETRY_AFTER_MAX_DEFAULT,
+            store_full_retry_after: STORE_FULL_RETRY_AFTER_DEFAULT,
             status_rules: StatusRules::default(),
             clock: Arc::new(SystemClock),
             problem_type_base: PROBLEM_TYPE_BASE.to_owned(),
@@ -248,6 +256,14 @@ impl<St: Store> IdempotencyBuilder<St> {
         self
     }
 
+    /// The `Retry-After` of the 503 `store-full` answer (default
+    /// [`STORE_FULL_RETRY_AFTER_DEFAULT`], 60 s). A full store takes new keys again only
+    /// once expired records are purged, so set it to the purge's interval.
+    pub fn store_full_retry_after(mut self, retry_after: Duration) -> Self {
+        self.store_full_retry_after = retry_after;
+        self
+    }
+
     /// Records 5xx responses too, instead of releasing the claim (default: false).
     /// Sets [`StatusRules::record_server_errors`].
     pub fn store_server_errors(mut self, store: bool) -> Self {
@@ -320,6 +336,7 @@ impl<St: Store> IdempotencyBuilder<St> {
             principal: self.principal,
             conflict: self.conflict,
             conflict_retry_after_max: self.conflict_retry_after_max,
+            store_full_retry_after: self.store_full_retry_after,
             status_rules: self.status_rules,
             clock: self.clock,
             problem_type_base: self.problem_type_base,

@@ -525,7 +525,8 @@ async fn superseded<St: Store>(keyed: &Keyed<St>, fingerprint: &Fingerprint) -> 
 /// The recorded response, marked `Idempotent-Replayed: true`.
 fn replay(config: &Config, stored: StoredResponse) -> Response<Body> {
     let Ok(status) = StatusCode::from_u16(stored.status) else {
-        return config.answer(kinds::store_corrupt(format!("recorded status {} is not an HTTP status", stored.status)));
+        tracing::error!(status = stored.status, "recorded status is not an HTTP status");
+        return config.answer(kinds::store_corrupt());
     };
     let mut response = Response::new(full(stored.body));
     *response.status_mut() = status;
@@ -536,7 +537,8 @@ fn replay(config: &Config, stored: StoredResponse) -> Response<Body> {
                 headers.append(name, value);
             }
             _ => {
-                return config.answer(kinds::store_corrupt(format!("recorded header {name:?} is not a valid header")));
+                tracing::error!(header = ?name, "recorded header is not a valid header");
+                return config.answer(kinds::store_corrupt());
             }
         }
     }
@@ -549,14 +551,16 @@ fn rejected(config: &Config, problem: Problem) -> Answer {
 }
 
 /// G8: the store could not decide, so the handler does not run.
+/// The problem for a store failure names its class only; the driver's text (file names,
+/// SQL, error codes) stays in the log.
 fn store_failed(config: &Config, error: &StoreError) -> Answer {
     tracing::warn!(%error, "idempotency store failed");
     let problem = match error {
         StoreError::Unavailable { retry_after, .. } => {
-            kinds::store_unavailable(retry_after.unwrap_or(reply::RETRY_AFTER_MIN), error)
+            kinds::store_unavailable(retry_after.unwrap_or(reply::RETRY_AFTER_MIN))
         }
-        StoreError::Full { .. } => kinds::store_unavailable(reply::RETRY_AFTER_MIN, error),
-        StoreError::Corrupt { detail } => kinds::store_corrupt(detail),
+        StoreError::Full { what } => kinds::store_full(what, config.store_full_retry_after),
+        StoreError::Corrupt { .. } => kinds::store_corrupt(),
     };
     (config.answer(problem), Outcome::StoreFailed)
 }

@@ -178,22 +178,34 @@ pub(crate) mod kinds {
         )
     }
 
-    pub(crate) fn store_unavailable(retry_after: Duration, detail: impl std::fmt::Display) -> Problem {
+    pub(crate) fn store_unavailable(retry_after: Duration) -> Problem {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store-unavailable",
             "Idempotency store unavailable",
-            format!("the request was not processed: {detail}"),
+            "the request was not processed: the idempotency store is busy, unreachable or cannot write (for example, out of disk space)",
         )
         .with_retry_after(retry_after)
     }
 
-    pub(crate) fn store_corrupt(detail: impl std::fmt::Display) -> Problem {
+    pub(crate) fn store_full(what: &str, retry_after: Duration) -> Problem {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-full",
+            "Idempotency store full",
+            format!(
+                "the request was not processed: the idempotency store is at its limit of {what} and takes no new keys until expired records are purged; replays still work"
+            ),
+        )
+        .with_retry_after(retry_after)
+    }
+
+    pub(crate) fn store_corrupt() -> Problem {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "store-corrupt",
             "Idempotency record unreadable",
-            format!("the stored record for this key cannot be read: {detail}"),
+            "the stored record for this key cannot be read; nothing was changed",
         )
     }
 
@@ -223,7 +235,7 @@ pub(crate) mod kinds {
 
     /// Every slug the layer answers with; `docs/problems.md` has a section for each.
     #[cfg(test)]
-    pub(crate) const SLUGS: [&str; 10] = [
+    pub(crate) const SLUGS: [&str; 11] = [
         "key-missing",
         "key-invalid",
         "body-too-large",
@@ -231,6 +243,7 @@ pub(crate) mod kinds {
         "in-progress",
         "key-reused",
         "store-unavailable",
+        "store-full",
         "store-corrupt",
         "handler-failed",
         RESPONSE_NOT_KEPT,
@@ -248,8 +261,9 @@ pub(crate) mod kinds {
             body_unreadable("test"),
             in_progress(Duration::from_secs(1)),
             key_reused(),
-            store_unavailable(Duration::from_secs(1), "test"),
-            store_corrupt("test"),
+            store_unavailable(Duration::from_secs(1)),
+            store_full("10 records", Duration::from_secs(60)),
+            store_corrupt(),
             handler_failed("test"),
             response_not_kept(StatusCode::CREATED, NotKept::Trailers),
         ]

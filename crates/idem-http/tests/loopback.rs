@@ -909,3 +909,22 @@ async fn atomic_mode_handler_completion_is_not_repeated_by_the_layer() {
     assert_eq!(retry.body, first.body);
     assert_eq!(counters.runs(), 1);
 }
+
+#[tokio::test]
+async fn a_full_store_answers_store_full_with_the_purge_interval_and_replays_still_work() {
+    // Goal: at the store's record bound a new key gets 503 `store-full` naming the limit, with
+    // the configured Retry-After (the purge's interval), no driver text; replays still work.
+    let store = Arc::new(TestStore {
+        memory: idem_core::MemoryStore::new(idem_core::Limits { records_max: 1, stored_bytes_max: 1 << 20 }),
+        ..TestStore::default()
+    });
+    let (server, counters, _) = serve(&store, |b| b.store_full_retry_after(Duration::from_secs(90))).await;
+    assert_eq!(server.post("/payments", "k1", "{}").await.status, 201);
+    let full = server.post("/payments", "k2", "{}").await;
+    assert_eq!(full.status, 503);
+    assert_eq!(full.header("retry-after"), Some("90"));
+    assert_eq!(full.header("idempotency-key"), Some("\"k2\""));
+    assert!(full.text().contains("store-full") && full.text().contains("1 records"), "{}", full.text());
+    assert!(server.post("/payments", "k1", "{}").await.is_replay());
+    assert_eq!(counters.runs(), 1);
+}

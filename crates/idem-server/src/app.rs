@@ -111,6 +111,10 @@ pub struct AppState<L> {
     before_write: Option<BeforeWriteHook>,
     bodies: BodyBudget,
     fairness: Option<Fairness>,
+    /// Every keyed request's work, also after its client went away: awaited at shutdown.
+    tracker: tokio_util::task::TaskTracker,
+    /// The store-full 503's `Retry-After`: when the next purge may free room.
+    store_full_retry_after: Duration,
 }
 
 impl<L> Clone for AppState<L> {
@@ -125,6 +129,8 @@ impl<L> Clone for AppState<L> {
             before_write: self.before_write.clone(),
             bodies: self.bodies.clone(),
             fairness: self.fairness.clone(),
+            tracker: self.tracker.clone(),
+            store_full_retry_after: self.store_full_retry_after,
         }
     }
 }
@@ -145,7 +151,23 @@ impl<L: Ledger> AppState<L> {
             before_write: None,
             bodies: BodyBudget::new(RequestLimits::DEFAULT),
             fairness: None,
+            tracker: tokio_util::task::TaskTracker::new(),
+            store_full_retry_after: idem_http::config::STORE_FULL_RETRY_AFTER_DEFAULT,
         }
+    }
+
+    /// Sets the store-full 503's `Retry-After` (the purge's interval).
+    #[must_use]
+    pub fn with_store_full_retry_after(mut self, retry_after: Duration) -> AppState<L> {
+        self.store_full_retry_after = retry_after;
+        self
+    }
+
+    /// The tracker of the layer's work: after the server stopped accepting, `close()` it and
+    /// await `wait()` within the drain deadline, so work whose client went away finishes.
+    #[must_use]
+    pub fn task_tracker(&self) -> &tokio_util::task::TaskTracker {
+        &self.tracker
     }
 
     /// Limits how fast each principal may create new keys ([`crate::fairness`]); off unless set.
@@ -236,6 +258,8 @@ pub(crate) fn layered_app<L: Ledger>(
         .retention(state.policy.retention())
         .conflict(state.conflict)
         .clock(Arc::clone(&state.clock))
+        .task_tracker(state.tracker.clone())
+        .store_full_retry_after(state.store_full_retry_after)
         .principal(move |parts| principal(parts))
         .build()?;
     // The layer wraps each keyed handler alone (`MethodRouter::route_layer`), not the router:

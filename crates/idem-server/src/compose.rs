@@ -151,8 +151,10 @@ impl<L: Ledger> AppBuilder<L> {
     /// # Errors
     /// [`ConfigError`] if the idempotency layer refuses the configuration.
     pub fn build(self) -> Result<App<L>, ConfigError> {
-        let router = layered_app(self.state.clone(), self.principal, self.wrap)?;
-        Ok(App { router, state: self.state, purge: self.purge })
+        // A full store frees room at the next purge: that is the store-full 503's Retry-After.
+        let state = self.state.with_store_full_retry_after(self.purge.every);
+        let router = layered_app(state.clone(), self.principal, self.wrap)?;
+        Ok(App { router, state, purge: self.purge })
     }
 }
 

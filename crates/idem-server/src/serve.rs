@@ -403,7 +403,19 @@ async fn serve_ledger<L: Ledger>(
     tracing::info!(lease = ?config.policy.lease(), retention = ?config.policy.retention(), "listening on http://{bound}");
     tracing::info!(limits = ?config.server_limits, requests = ?config.request_limits, "limits");
     let purging = tokio::spawn(app.purge_forever());
+    let draining_from = tokio::time::Instant::now();
     let served = serve_with_limits(listener, app.router(), config.server_limits, shutdown).await;
+    // Work the layer handed to a task of its own when its client went away (it completes
+    // or releases its record) gets what is left of the same drain deadline.
+    let tracker = app.state().task_tracker();
+    tracker.close();
+    let left = config.server_limits.drain_timeout.saturating_sub(draining_from.elapsed());
+    if tokio::time::timeout(left, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            tasks = tracker.len(),
+            "drain deadline passed with keyed work still running; its claims lapse with their leases"
+        );
+    }
     purging.abort();
     match served {
         Ok(Drained::Clean) => tracing::info!("stopped"),
