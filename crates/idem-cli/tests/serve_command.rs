@@ -27,13 +27,17 @@ fn stderr(output: &Output) -> String {
 #[test]
 fn bad_flags_and_values_are_readable_errors() {
     // Goal: each bad setting exits non-zero with a message that names the problem, never a panic.
-    let cases: [BadCase<'_>; 6] = [
+    let cases: [BadCase<'_>; 10] = [
         (&["--store", "mysql://localhost/db"], &[], "sqlite://PATH"),
         (&["--store", "sqlite://"], &[], "needs a file path"),
         (&["--lease", "soon"], &[], "--lease"),
         (&["--lease", "10s", "--retention", "5s"], &[], "must be longer than the lease"),
         (&["--listen", "localhost"], &[], "--listen"),
         (&[], &[("IDEM_STORE", "mysql://x")], "unknown store"),
+        (&["--connections-max", "0"], &[], "--connections-max"),
+        (&["--body-buffer-max", "1000"], &[], "one full body"),
+        (&["--header-read-timeout", "0s"], &[], "longer than zero"),
+        (&[], &[("IDEM_NEW_KEYS_BURST", "0")], "--new-keys-burst"),
     ];
     for (args, env, expected) in cases {
         let output = idem_serve(args, env);
@@ -72,6 +76,12 @@ fn help_names_the_store_schemes_and_environment_variables() {
         "24h",
         "10s",
         "renewed",
+        "IDEM_CONNECTIONS_MAX",
+        "IDEM_HEADER_READ_TIMEOUT",
+        "IDEM_BODY_READ_TIMEOUT",
+        "IDEM_BODY_BUFFER_MAX",
+        "IDEM_DRAIN_TIMEOUT",
+        "IDEM_NEW_KEYS_PER_SECOND",
     ] {
         assert!(help.contains(expected), "missing {expected:?} in\n{help}");
     }
@@ -129,4 +139,22 @@ async fn memory_store_serves_and_warns_that_it_forgets() {
     let health = send(server.addr, Method::GET, "/healthz", &[], "").await.expect("the server answers");
     assert_eq!(health.status, 200);
     assert!(server.startup_log.iter().any(|line| line.contains("lost on exit")), "{:#?}", server.startup_log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_layers_own_numbers() {
+    // Goal: /metrics carries idem-http's `metrics`-facade counters and histogram (the same
+    // numbers a library user's recorder sees), beside the app's own.
+    let server = ServerProcess::start("memory://", &[]);
+    let payment = r#"{"amount": 1.00, "currency": "USD", "destination": "m"}"#;
+    let headers = [("idempotency-key", "metrics-1"), ("content-type", "application/json")];
+    for _ in 0..2 {
+        send(server.addr, Method::POST, "/payments", &headers, payment).await.expect("the server answers");
+    }
+    let metrics = send(server.addr, Method::GET, "/metrics", &[], "").await.expect("the server answers");
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("idem_requests_total{outcome=\"executed\"} 1"), "{text}");
+    assert!(text.contains("idem_requests_total{outcome=\"replayed\"} 1"), "{text}");
+    assert!(text.contains("idem_request_duration_seconds"), "{text}");
+    assert!(text.contains("idem_executions_total 1"), "the app's own counters stay: {text}");
 }

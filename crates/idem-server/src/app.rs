@@ -115,6 +115,9 @@ pub struct AppState<L> {
     tracker: tokio_util::task::TaskTracker,
     /// The store-full 503's `Retry-After`: when the next purge may free room.
     store_full_retry_after: Duration,
+    /// What the `metrics` facade recorded (idem-http's own metrics), if a Prometheus
+    /// recorder is installed in this process.
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl<L> Clone for AppState<L> {
@@ -131,6 +134,7 @@ impl<L> Clone for AppState<L> {
             fairness: self.fairness.clone(),
             tracker: self.tracker.clone(),
             store_full_retry_after: self.store_full_retry_after,
+            prometheus: self.prometheus.clone(),
         }
     }
 }
@@ -153,7 +157,17 @@ impl<L: Ledger> AppState<L> {
             fairness: None,
             tracker: tokio_util::task::TaskTracker::new(),
             store_full_retry_after: idem_http::config::STORE_FULL_RETRY_AFTER_DEFAULT,
+            prometheus: None,
         }
+    }
+
+    /// Renders what the process's Prometheus recorder holds (idem-http's
+    /// `idem_requests_total`, `idem_request_duration_seconds`, `idem_store_errors_total`)
+    /// on `/metrics`, after the app's own counters.
+    #[must_use]
+    pub fn with_prometheus(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> AppState<L> {
+        self.prometheus = Some(handle);
+        self
     }
 
     /// Sets the store-full 503's `Retry-After` (the purge's interval).
@@ -580,7 +594,11 @@ async fn livez() -> Response {
 
 async fn render_metrics<L: Ledger>(State(state): State<AppState<L>>) -> Response {
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
-    ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
+    let mut text = state.metrics.render();
+    if let Some(prometheus) = &state.prometheus {
+        text.push_str(&prometheus.render());
+    }
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 /// The principal: the claim's when running under one (the layer found it), else the header's.

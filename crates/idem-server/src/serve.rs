@@ -386,7 +386,20 @@ async fn serve_ledger<L: Ledger>(
     // seeded once from the OS (the request path never draws OS randomness), a TCP listener.
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ids = Arc::new(SeededIds::new(rand::rng().random()));
-    let mut builder = AppBuilder::new(Arc::new(ledger), clock, ids);
+    let mut state = crate::app::AppState::new(Arc::new(ledger), clock, ids);
+    // idem-http reports through the `metrics` facade; a Prometheus recorder for this process
+    // puts those numbers on `/metrics` beside the app's own.
+    let prometheus = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => {
+            state = state.with_prometheus(handle.clone());
+            Some(handle)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "no Prometheus recorder: /metrics shows the app's counters only");
+            None
+        }
+    };
+    let mut builder = AppBuilder::from_state(state);
     if let Some(fairness) = config.fairness {
         builder = builder.fairness(fairness);
     }
@@ -403,6 +416,16 @@ async fn serve_ledger<L: Ledger>(
     tracing::info!(lease = ?config.policy.lease(), retention = ?config.policy.retention(), "listening on http://{bound}");
     tracing::info!(limits = ?config.server_limits, requests = ?config.request_limits, "limits");
     let purging = tokio::spawn(app.purge_forever());
+    // The recorder's histograms need their upkeep when no exporter listener runs it.
+    let upkeep = prometheus.map(|handle| {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    });
     let draining_from = tokio::time::Instant::now();
     let served = serve_with_limits(listener, app.router(), config.server_limits, shutdown).await;
     // Work the layer handed to a task of its own when its client went away (it completes
@@ -417,6 +440,9 @@ async fn serve_ledger<L: Ledger>(
         );
     }
     purging.abort();
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
+    }
     match served {
         Ok(Drained::Clean) => tracing::info!("stopped"),
         Ok(Drained::Cut(connections)) => tracing::warn!(connections, "stopped; the drain deadline cut requests short"),
