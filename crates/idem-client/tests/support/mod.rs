@@ -21,7 +21,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use idem_client::BoxError;
 use idem_core::{ManualClock, MemoryStore, Principal, Timestamp};
-use idem_server::{AppState, Ledger, MemoryLedger, SeededIds, SqliteLedger, app};
+use idem_server::ledger::LIST_LIMIT_MAX;
+use idem_server::{AppState, Ledger, MemoryLedger, PageRequest, SeededIds, SqliteLedger, app};
 use idem_sqlite::{SqliteOptions, SqliteStore};
 use tower::{Service, ServiceExt};
 
@@ -96,8 +97,9 @@ impl InProcess {
 }
 
 async fn payments_of<L: Ledger>(ledger: &L) -> Vec<serde_json::Value> {
-    let payments = ledger.payments(&Principal::anonymous(), 100).await.expect("the test ledger is readable");
-    payments.iter().map(|payment| serde_json::from_str(&payment.to_json_text()).expect("payments are JSON")).collect()
+    let page = ledger.payments(&Principal::anonymous(), &PageRequest::first(LIST_LIMIT_MAX)).await;
+    let page = page.expect("the test ledger is readable").expect("the first page always exists");
+    page.items.iter().map(|payment| serde_json::from_str(&payment.to_json_text()).expect("payments are JSON")).collect()
 }
 
 /// What the transport saw of one attempt.
