@@ -12,15 +12,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Router};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use idem_core::{Clock, Key, Policy, Principal};
 use idem_http::{
     ClaimContext, CompletedInTransaction, ConfigError, ConflictPolicy, IDEMPOTENCY_KEY, IdempotencyLayer, Outcome,
     PrincipalExtractor, Problem,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+use crate::bodies::{BodyBudget, Valid, validate_bodies};
 use crate::domain::{NewPayment, NewUser, Payment, PaymentStatus, User, ValidationError};
 use crate::fairness::{Fairness, FairnessLimits, limit_new_keys};
 use crate::ids::{IdGenerator, IdKind, fresh_id};
@@ -28,68 +27,11 @@ use crate::ledger::{Completion, LIST_LIMIT_MAX, Ledger, LedgerError, Page, PageR
 use crate::metrics::Metrics;
 use crate::principal::principal_of;
 
-/// The most bytes a `POST /payments` or `POST /users` body may have (SPEC's 1 MiB).
-pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+pub use crate::bodies::{BODY_BYTES_MAX, RequestLimits};
 /// Payments listed by `GET /payments` when `limit` is not given.
 pub const LIST_LIMIT_DEFAULT: usize = 20;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
-
-/// Limits on request bodies that are answered with a problem (the connection-level limits
-/// are [`crate::ServerLimits`]). Every field has a flag in `idem serve`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestLimits {
-    /// How long a client may take to send a whole `POST` body, from when the handler
-    /// starts reading it: past it, 408 and nothing recorded.
-    pub body_read_timeout: Duration,
-    /// Request-body bytes held in memory across all requests at once. A `POST` reserves
-    /// each chunk of its body as it arrives; when a chunk does not fit, 503 with
-    /// `Retry-After` and nothing recorded. Released when the request's answer is ready.
-    pub body_bytes_buffered_max: usize,
-}
-
-impl RequestLimits {
-    /// 10 s to send a body; 64 MiB of bodies in memory at once (64 full-size bodies).
-    pub const DEFAULT: RequestLimits =
-        RequestLimits { body_read_timeout: Duration::from_secs(10), body_bytes_buffered_max: 64 * 1024 * 1024 };
-}
-
-impl Default for RequestLimits {
-    fn default() -> Self {
-        RequestLimits::DEFAULT
-    }
-}
-
-/// [`RequestLimits`] in force: the limits and the shared budget of body bytes.
-#[derive(Debug, Clone)]
-struct BodyBudget {
-    limits: RequestLimits,
-    bytes: Arc<Semaphore>,
-}
-
-impl BodyBudget {
-    fn new(limits: RequestLimits) -> BodyBudget {
-        let permits = limits.body_bytes_buffered_max.min(Semaphore::MAX_PERMITS);
-        BodyBudget { limits, bytes: Arc::new(Semaphore::new(permits)) }
-    }
-
-    /// Reserves `bytes` of the budget, or says the server is too busy to buffer them now.
-    fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Response> {
-        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
-        match Arc::clone(&self.bytes).try_acquire_many_owned(permits) {
-            Ok(permit) => Ok(permit),
-            Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => Err(problem(
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "server-busy",
-                    "Server busy",
-                    "too many request bodies are being received at once; try again shortly",
-                )
-                .with_retry_after(Duration::from_secs(1)),
-            )),
-        }
-    }
-}
 
 /// A hook that the payment and user handlers await after building their row and before
 /// writing it. Test-only: see [`AppState::with_before_write_hook`].
@@ -348,18 +290,18 @@ async fn method_not_allowed(request: Request) -> Response {
 
 /// Puts the request's `Idempotency-Key` on an answer given before the layer saw the
 /// request, when the key is valid (the layer echoes it on its own answers).
-fn echo_key(request: &HeaderMap, response: &mut Response) {
+pub(crate) fn echo_key(request: &HeaderMap, response: &mut Response) {
     if let Some(value) = request.get(IDEMPOTENCY_KEY).filter(|value| Key::parse(value.as_bytes()).is_ok()) {
         response.headers_mut().insert(IDEMPOTENCY_KEY, value.clone());
     }
 }
 
 /// A problem as an axum response.
-fn problem(problem: Problem) -> Response {
+pub(crate) fn problem(problem: Problem) -> Response {
     problem.into_response().map(axum::body::Body::new)
 }
 
-fn invalid(error: &ValidationError) -> Response {
+pub(crate) fn invalid(error: &ValidationError) -> Response {
     let (slug, title) = match error {
         ValidationError::MalformedJson(_) => ("malformed-json", "Malformed JSON"),
         _ => ("invalid-request", "Invalid request"),
@@ -401,148 +343,6 @@ fn ledger_failed<L>(state: &AppState<L>, error: &LedgerError) -> Response {
         failure = failure.with_retry_after(retry_after);
     }
     problem(failure)
-}
-
-/// A validated `POST` body, handed from [`validate_bodies`] to the handler.
-#[derive(Clone, Debug)]
-struct Valid<T>(T);
-
-/// Reads and validates the bodies of `POST /payments` and `POST /users` before the
-/// idempotency layer sees them: SPEC wants a refused body to record nothing, so the client
-/// may fix it and reuse the key. The bytes go on unchanged (the layer fingerprints them).
-///
-/// In order: a declared type other than JSON is 415; a declared length over
-/// [`BODY_BYTES_MAX`] is 413 before anything is read; the body's bytes are reserved in the
-/// shared budget as they arrive (503 when it is spent) and read within the body-read
-/// timeout (408); then
-/// the fields are validated (400). Every refusal echoes a valid `Idempotency-Key`.
-async fn validate_bodies(State(bodies): State<BodyBudget>, request: Request, next: Next) -> Response {
-    let is_post = request.method() == Method::POST;
-    let route = match request.uri().path() {
-        "/payments" if is_post => Route::Payments,
-        "/users" if is_post => Route::Users,
-        _ => return next.run(request).await,
-    };
-    let (mut parts, body) = request.into_parts();
-    let (bytes, reserved) = match read_body(&bodies, &parts.headers, body).await {
-        Ok(read) => read,
-        Err(mut refused) => {
-            echo_key(&parts.headers, &mut refused);
-            refused.extensions_mut().insert(Outcome::Rejected);
-            return refused;
-        }
-    };
-    let validated = match route {
-        Route::Payments => NewPayment::parse(&bytes).map(|new| {
-            parts.extensions.insert(Valid(new));
-        }),
-        Route::Users => NewUser::parse(&bytes).map(|new| {
-            parts.extensions.insert(Valid(new));
-        }),
-    };
-    if let Err(error) = validated {
-        let mut refused = invalid(&error);
-        echo_key(&parts.headers, &mut refused);
-        return refused;
-    }
-    let response = next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await;
-    // The body's bytes were held until now (the layer and the handler share them).
-    drop(reserved);
-    response
-}
-
-/// The body of a JSON `POST`, within the limits; or the problem that refuses it.
-async fn read_body(
-    bodies: &BodyBudget,
-    headers: &HeaderMap,
-    body: axum::body::Body,
-) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Response> {
-    if !is_json(headers) {
-        return Err(problem(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "the body must be JSON: send Content-Type: application/json",
-        )));
-    }
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > BODY_BYTES_MAX as u64) {
-        return Err(body_too_large());
-    }
-    match tokio::time::timeout(bodies.limits.body_read_timeout, collect_within_budget(bodies, body)).await {
-        Ok(read) => read,
-        Err(_) => {
-            let detail = format!("the body did not arrive within {:?}", bodies.limits.body_read_timeout);
-            let mut timed_out = problem(Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body-read-timeout",
-                "Request body too slow",
-                detail,
-            ));
-            // The rest of the body may still be on its way: the connection cannot be reused.
-            timed_out.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            Err(timed_out)
-        }
-    }
-}
-
-/// Reads a body whole, reserving each frame's bytes in the shared budget as it arrives, so
-/// what the budget counts is what is held in memory: a client that declares a large body
-/// and stalls holds only what it sent.
-async fn collect_within_budget(
-    bodies: &BodyBudget,
-    body: axum::body::Body,
-) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Response> {
-    let mut body = Limited::new(body, BODY_BYTES_MAX);
-    let mut buffered = bytes::BytesMut::new();
-    let mut reserved: Option<OwnedSemaphorePermit> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => return Err(body_too_large()),
-            Err(error) => {
-                let detail = error.to_string();
-                return Err(problem(Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "body-unreadable",
-                    "Request body unreadable",
-                    detail,
-                )));
-            }
-        };
-        let Ok(data) = frame.into_data() else { continue };
-        if data.is_empty() {
-            continue;
-        }
-        let permit = bodies.reserve(data.len())?;
-        match &mut reserved {
-            Some(held) => held.merge(permit),
-            None => reserved = Some(permit),
-        }
-        buffered.extend_from_slice(&data);
-    }
-    Ok((buffered.freeze(), reserved))
-}
-
-fn body_too_large() -> Response {
-    let detail = format!("the body must be at most {BODY_BYTES_MAX} bytes");
-    problem(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Request body too large", detail))
-}
-
-/// Whether the declared body type is JSON: `application/json` or `application/…+json`, with
-/// any parameters. A body with no `Content-Type` is read as JSON (RFC 9110 §8.3 leaves
-/// the type to the recipient then); any other declared type is refused with 415.
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else { return true };
-    let Ok(text) = value.to_str() else { return false };
-    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
-#[derive(Clone, Copy)]
-enum Route {
-    Payments,
-    Users,
 }
 
 /// Counts every request and writes its one log line, with what the layer did.
@@ -751,9 +551,8 @@ struct ListQuery {
 /// The page a list request asks for, or its 400.
 fn page_request(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<PageRequest, Response> {
-    let invalid =
-        |detail: String| problem(Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", detail));
+) -> Result<PageRequest, Problem> {
+    let invalid = |detail: String| Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", detail);
     let Ok(Query(query)) = query else {
         return Err(invalid(format!(
             "the query takes limit (a whole number from 1 to {LIST_LIMIT_MAX}) and starting_after (an id)"
@@ -789,7 +588,7 @@ async fn list_payments<L: Ledger>(
 ) -> Response {
     let request = match page_request(query) {
         Ok(request) => request,
-        Err(refused) => return refused,
+        Err(refused) => return problem(refused),
     };
     match state.ledger.payments(&principal, &request).await {
         Ok(page) => list_answer(page, &request, "/payments", Payment::to_json_text),
@@ -804,7 +603,7 @@ async fn list_users<L: Ledger>(
 ) -> Response {
     let request = match page_request(query) {
         Ok(request) => request,
-        Err(refused) => return refused,
+        Err(refused) => return problem(refused),
     };
     match state.ledger.users(&principal, &request).await {
         Ok(page) => list_answer(page, &request, "/users", User::to_json_text),

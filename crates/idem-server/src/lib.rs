@@ -73,6 +73,7 @@
 //! * [`serve`](mod@serve): [`serve()`], [`run`], [`ServerConfig`], [`StoreSpec`], [`DbSpec`].
 
 pub mod app;
+pub mod bodies;
 pub mod compose;
 pub mod domain;
 pub mod fairness;
