@@ -202,6 +202,24 @@ impl SqliteStore {
         Ok(answer)
     }
 
+    /// Decides first on a snapshot, without the write lock; takes the lock only if the
+    /// step must write. A step that writes nothing on a consistent snapshot (one `SELECT`
+    /// reads record and counters together) is a valid answer at the instant of that
+    /// snapshot: a replay of a completed record (which never changes until it expires), a
+    /// conflict, a mismatch. So replays and conflicts take no write transaction, no lock
+    /// and no fsync, and never queue behind writers. A claim that must write decides
+    /// again on what it reads under the lock.
+    async fn run_read_first<O: Operation + Clone>(&self, id: &RecordId, operation: O) -> Result<O::Answer, StoreError> {
+        {
+            let mut connection = self.pool.acquire().await.map_err(store_error)?;
+            let step = decide(&mut connection, self.limits, id, operation.clone()).await?;
+            if step.writes_nothing() {
+                return Ok(step.answer);
+            }
+        }
+        self.run(id, operation).await
+    }
+
     async fn get_now(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         let mut connection = self.pool.acquire().await.map_err(store_error)?;
         let row = sqlx::query(concat!(
@@ -476,7 +494,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
-        self.run(id, op::Claim { fingerprint: *fingerprint, now, policy: *policy }).await
+        self.run_read_first(id, op::Claim { fingerprint: *fingerprint, now, policy: *policy }).await
     }
 
     async fn complete(
