@@ -1,15 +1,33 @@
-//! Bounded reading of bodies: the request body (buffered once, resent on every attempt)
-//! and the start of a failed attempt's response (kept for the error).
+//! Bounded reading of bodies: the request body (buffered once, resent on every attempt),
+//! the start of a failed attempt's response (kept for the error), and [`ResponseBody`], the
+//! body of every response the layer returns (the inner body, after any bytes the layer read
+//! to classify a 422).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http_body::Body as HttpBody;
+use http::{HeaderMap, HeaderValue};
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use crate::BoxError;
 
-/// The most bytes of a failed attempt's response body kept in [`crate::Failure::Status`]
-/// and [`crate::RetryError::KeyReused`]: enough for a problem+json, bounded for a hostile server.
+/// The most bytes of a failed attempt's response body kept in [`crate::Failure::Status`]:
+/// enough for a problem+json, bounded for a hostile server.
 pub const FAILURE_BODY_BYTES_MAX: usize = 16 * 1024;
+
+/// The most bytes of a 422's body the layer reads to tell the server's key-reused problem
+/// from other 422s (plus at most the rest of the frame that crossed it). A longer body is an
+/// ordinary 422, returned to the caller whole. [`crate::RetryError::KeyReused`] carries
+/// at most this much.
+pub const PROBLEM_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// The last part of the problem type URI the idempotency layer (`idem-http`) answers when a
+/// key is reused for a different request (`…/docs/problems.md#key-reused`).
+pub const KEY_REUSED_SLUG: &str = "key-reused";
+
+const _: () = assert!(FAILURE_BODY_BYTES_MAX <= PROBLEM_BODY_BYTES_MAX);
 
 /// What reading a body to a limit gave.
 pub(crate) enum Read {
@@ -56,6 +74,169 @@ where
     }
 }
 
+/// The body of every response the layer returns: the inner service's body, unchanged.
+///
+/// For a 422 with an `application/problem+json` body the layer first reads up to
+/// [`PROBLEM_BODY_BYTES_MAX`] bytes to see whether it is the key-reused problem; when it is
+/// not, those bytes come first here, then the rest of the inner body (its trailers and its
+/// error, if any, included), so the caller reads exactly what the server sent.
+pub struct ResponseBody<B: HttpBody> {
+    /// Bytes read ahead and not yet handed out.
+    buffered: Bytes,
+    /// Trailers read ahead and not yet handed out.
+    trailers: Option<HeaderMap>,
+    /// An error read ahead: the body ends with it once the bytes before it are out.
+    error: Option<B::Error>,
+    /// The rest of the inner body; `None` once it has ended (or failed).
+    inner: Option<Pin<Box<B>>>,
+}
+
+/// How reading ahead in a [`ResponseBody`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ahead {
+    /// The whole body is buffered (it ended within the limit, without trailers or error).
+    Whole,
+    /// Not the whole body: longer than the limit, or trailers or an error came.
+    Partial,
+}
+
+impl<B: HttpBody> ResponseBody<B> {
+    /// `inner`, with nothing read ahead.
+    pub(crate) fn new(inner: B) -> ResponseBody<B> {
+        ResponseBody { buffered: Bytes::new(), trailers: None, error: None, inner: Some(Box::pin(inner)) }
+    }
+
+    /// Reads ahead until the body ends or more than `bytes_max` bytes are buffered. Cancel
+    /// safe: a frame is buffered in the poll that receives it, so cancelling (a timeout)
+    /// loses nothing.
+    pub(crate) async fn read_ahead(&mut self, bytes_max: usize) -> Ahead {
+        let Some(inner) = self.inner.as_mut() else {
+            return if self.trailers.is_none() && self.error.is_none() { Ahead::Whole } else { Ahead::Partial };
+        };
+        if inner.size_hint().lower() > bytes_max as u64 {
+            return Ahead::Partial;
+        }
+        let mut buffer = BytesMut::from(std::mem::take(&mut self.buffered));
+        // Bounded: each turn buffers one more frame and ends once `bytes_max` is passed.
+        let ahead = loop {
+            if buffer.len() > bytes_max {
+                break Ahead::Partial;
+            }
+            match inner.frame().await {
+                None => {
+                    self.inner = None;
+                    break Ahead::Whole;
+                }
+                Some(Err(error)) => {
+                    (self.error, self.inner) = (Some(error), None);
+                    break Ahead::Partial;
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(mut data) => buffer.extend_from_slice(&data.copy_to_bytes(data.remaining())),
+                    Err(frame) => {
+                        // Trailers end the data; whatever follows them still comes from `inner`.
+                        self.trailers = frame.into_trailers().ok();
+                        break Ahead::Partial;
+                    }
+                },
+            }
+        };
+        self.buffered = buffer.freeze();
+        ahead
+    }
+
+    /// The bytes read ahead and not yet handed out.
+    pub(crate) fn buffered(&self) -> &Bytes {
+        &self.buffered
+    }
+}
+
+// The inner body is pinned in its box and nothing else is ever pinned, so moving a
+// `ResponseBody` is fine whatever `B::Error` is.
+impl<B: HttpBody> Unpin for ResponseBody<B> {}
+
+impl<B: HttpBody> HttpBody for ResponseBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        if !this.buffered.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut this.buffered)))));
+        }
+        if let Some(trailers) = this.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        if let Some(error) = this.error.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        match inner.as_mut().poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.inner = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(frame)) => {
+                Poll::Ready(Some(frame.map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.buffered.is_empty()
+            && self.trailers.is_none()
+            && self.error.is_none()
+            && self.inner.as_ref().is_none_or(|inner| inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered = self.buffered.len() as u64;
+        let mut hint = self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |inner| inner.size_hint());
+        let upper = hint.upper().map(|upper| upper.saturating_add(buffered));
+        hint.set_lower(hint.lower().saturating_add(buffered));
+        if let Some(upper) = upper {
+            hint.set_upper(upper);
+        }
+        hint
+    }
+}
+
+impl<B: HttpBody> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("buffered_bytes", &self.buffered.len())
+            .field("trailers", &self.trailers.is_some())
+            .field("ended", &self.inner.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `content_type` is `application/problem+json` (parameters and case aside).
+pub(crate) fn is_problem_json(content_type: Option<&HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|value| value.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/problem+json")
+}
+
+/// Whether `body` is a problem+json whose `type` names the key-reused problem: the type
+/// URI's fragment, or else its last path segment, is [`KEY_REUSED_SLUG`]. So the check holds
+/// whatever base a server configured (`…/problems.md#key-reused`, `…/problems/key-reused`).
+pub(crate) fn is_key_reused_problem(body: &[u8]) -> bool {
+    let Ok(problem) = serde_json::from_slice::<serde_json::Value>(body) else { return false };
+    let Some(type_uri) = problem.get("type").and_then(serde_json::Value::as_str) else { return false };
+    let (before_fragment, fragment) = match type_uri.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (type_uri, None),
+    };
+    let path = before_fragment.split('?').next().unwrap_or_default();
+    let last_segment = path.rsplit('/').next().unwrap_or_default();
+    match fragment {
+        Some(fragment) if !fragment.is_empty() => fragment == KEY_REUSED_SLUG,
+        _ => last_segment == KEY_REUSED_SLUG,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +273,52 @@ mod tests {
         assert!(matches!(read(&[b"ab", b"cde"], 4).await, Read::Truncated(bytes) if bytes == "abcd"));
         let sized = read_up_to(Full::new(Bytes::from_static(b"12345")), 4).await.expect("a full body never fails");
         assert!(matches!(sized, Read::Truncated(_)), "a body whose size is known to be over is not read");
+    }
+
+    #[tokio::test]
+    async fn a_body_read_ahead_is_handed_out_whole_and_in_order() {
+        // Goal: whether reading ahead stops within or past the limit, the caller gets every byte once.
+        for (limit, ahead) in [(100, Ahead::Whole), (3, Ahead::Partial), (0, Ahead::Partial)] {
+            let mut body = ResponseBody::new(chunks(&[b"ab", b"cd", b"ef"]));
+            assert_eq!(body.read_ahead(limit).await, ahead, "limit {limit}");
+            let whole = body.collect().await.expect("static bodies never fail").to_bytes();
+            assert_eq!(whole, "abcdef", "limit {limit}");
+        }
+        let mut sized = ResponseBody::new(Full::new(Bytes::from_static(b"12345")));
+        assert_eq!(sized.read_ahead(4).await, Ahead::Partial);
+        assert!(sized.buffered().is_empty(), "a body whose size is known to be over is not read");
+        assert_eq!(sized.size_hint().exact(), Some(5));
+    }
+
+    #[test]
+    fn only_the_key_reused_problem_type_is_key_reused() {
+        // Goal: the slug is matched as the type URI's fragment or last path segment, under any
+        // base; other problems, other JSON and non-JSON are not key-reused.
+        let problem = |type_uri: &str| serde_json::json!({ "type": type_uri, "status": 422 }).to_string();
+        for yes in [
+            "https://github.com/example/idem/blob/main/docs/problems.md#key-reused",
+            "https://docs.example/errors#key-reused",
+            "https://docs.example/problems/key-reused",
+            "/problems/key-reused?lang=en",
+        ] {
+            assert!(is_key_reused_problem(problem(yes).as_bytes()), "{yes}");
+        }
+        for no in [
+            "https://docs.example/problems.md#in-progress",
+            "https://docs.example/key-reused#other",
+            "https://docs.example/problems/key-reused-not",
+            "about:blank",
+            "key-reusedx",
+        ] {
+            assert!(!is_key_reused_problem(problem(no).as_bytes()), "{no}");
+        }
+        assert!(!is_key_reused_problem(br#"{"detail":"no type"}"#));
+        assert!(!is_key_reused_problem(br#"{"type":422}"#));
+        assert!(!is_key_reused_problem(b"key-reused"));
+        let content_type = |value| Some(HeaderValue::from_static(value));
+        assert!(is_problem_json(content_type("application/problem+json").as_ref()));
+        assert!(is_problem_json(content_type("Application/Problem+JSON; charset=utf-8").as_ref()));
+        assert!(!is_problem_json(content_type("application/json").as_ref()));
+        assert!(!is_problem_json(None));
     }
 }

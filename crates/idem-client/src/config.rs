@@ -37,7 +37,8 @@ pub const DEADLINE_LIMIT: Duration = Duration::from_secs(60 * 60);
 /// Default limit of a request body the layer buffers for resending: 1 MiB, the server's default.
 pub const BODY_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 /// Statuses that are final whatever the configuration says: a malformed request (400),
-/// a body over the server's limit (413), a key reused for a different request (422).
+/// a body over the server's limit (413), a key reused for a different request or content
+/// the server cannot process (422).
 pub const NEVER_RETRIED: [StatusCode; 3] =
     [StatusCode::BAD_REQUEST, StatusCode::PAYLOAD_TOO_LARGE, StatusCode::UNPROCESSABLE_ENTITY];
 

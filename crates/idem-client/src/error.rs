@@ -30,7 +30,7 @@ pub enum Failure {
     },
 }
 
-/// Why the layer returns no response.
+/// Why the layer returns no response. `Send + Sync + 'static`, like every error it holds.
 #[derive(Debug, thiserror::Error)]
 pub enum RetryError {
     /// The request body is longer than the configured limit; nothing was sent.
@@ -61,16 +61,17 @@ pub enum RetryError {
         /// The key in the extension.
         operation: Key,
     },
-    /// The server answered 422: this key was already used for a different request
-    /// (method, path or body). Not retried: the caller must use a new key or resend the
-    /// original request.
+    /// The server answered 422 with idem-http's key-reused problem: this key was already
+    /// used for a different request (method, path or body). Not retried: the caller must
+    /// use a new key or resend the original request. Any other 422 is returned as a
+    /// response (see [`crate::IdempotentRetry`]).
     #[error("idempotency key {key} was already used for a different request (422, on attempt {attempts})")]
     KeyReused {
         /// The key.
         key: Key,
         /// Attempts made, the one answered 422 included.
         attempts: u32,
-        /// The start of the response body (the server's problem+json).
+        /// The server's problem+json, whole (at most [`crate::PROBLEM_BODY_BYTES_MAX`]).
         body: Bytes,
     },
     /// Every attempt allowed failed; the last failure is attached.

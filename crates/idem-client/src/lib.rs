@@ -14,8 +14,13 @@
 //! * **Retries that are safe because of the key**: on connection errors, per-attempt
 //!   timeouts, 409, 429 and 503, with exponential backoff and full jitter (or the server's
 //!   `Retry-After`), bounded by an attempt count and an overall deadline. 400, 413 and 422
-//!   are never retried; a 422 (the key was used for a different request) is
-//!   [`RetryError::KeyReused`].
+//!   are never retried.
+//! * **Key reuse told apart from other 422s.** Only idem-http's key-reused problem (a 422
+//!   with `Content-Type: application/problem+json` whose `type` URI ends in `#key-reused` or
+//!   `/key-reused`, read whole within [`PROBLEM_BODY_BYTES_MAX`]) is
+//!   [`RetryError::KeyReused`]. Any other 422, such as axum's `Json` extractor refusing a
+//!   body of the wrong shape, is the server's answer and comes back as a response, body
+//!   intact: [`ResponseBody`] hands out the bytes the layer read ahead, then the rest.
 //! * **A replay is a normal answer.** The final response carries a [`RetryReport`]: the
 //!   key, the attempts, and whether the server replayed its recorded response.
 //!
@@ -80,6 +85,25 @@
 //!
 //! For simulations, [`IdempotentRetryBuilder::seed`] fixes both the keys and the jitter.
 //!
+//! # Errors and tasks
+//!
+//! [`RetryError`] is `Send + Sync + 'static` (transport errors are kept as [`BoxError`]), so
+//! it crosses `?` into `Box<dyn Error + Send + Sync>` or `anyhow::Error` and leaves a
+//! spawned task. `tokio::spawn(client.oneshot(request))` works with hyper-util's legacy
+//! client and with an inner service whose error is [`BoxError`].
+//!
+//! One shape does not compile, because of a known rustc limitation (lifetimes are erased
+//! when it checks that an `async` block is `Send`), not of this crate: creating the `oneshot` future *inside* an `async` block that must be `Send`
+//! (`tokio::spawn(async move { client.oneshot(request).await })`) when the inner service's
+//! *type* itself names `BoxError` (a `service_fn` closure returning it, a
+//! `BoxCloneSyncService<_, _, BoxError>`, a `map_err(BoxError::from)`). The compiler then
+//! forgets that the `'static` in `BoxError` is `'static` and reports "implementation of
+//! `From` is not general enough" or "higher-ranked lifetime error". Spawn the future
+//! directly, or box it before the block: `let answer: Pin<Box<dyn Future<Output = _> +
+//! Send>> = Box::pin(client.oneshot(request));`, then `answer.await` inside. With hyper's
+//! client, or an inner service whose type does not name `BoxError` (its `Error` may still
+//! be `BoxError`), every shape works.
+//!
 //! # The default budget and the server's lease
 //!
 //! A server that crashes while handling a request leaves its claim on the key until the
@@ -113,6 +137,7 @@
 //! * [`keys`]: [`KeyGenerator`], [`UuidV4Keys`], [`SeededKeys`], [`OperationKey`].
 //! * [`backoff`]: [`Backoff`] and `Retry-After`.
 //! * [`report`]: [`RetryReport`]; [`error`]: [`RetryError`], [`Failure`].
+//! * [`ResponseBody`]: the body of every response returned, and the 422 bounds.
 
 pub mod backoff;
 mod body;
@@ -125,7 +150,7 @@ pub mod report;
 pub mod service;
 
 pub use backoff::Backoff;
-pub use body::FAILURE_BODY_BYTES_MAX;
+pub use body::{FAILURE_BODY_BYTES_MAX, KEY_REUSED_SLUG, PROBLEM_BODY_BYTES_MAX, ResponseBody};
 pub use config::{
     ATTEMPT_TIMEOUT_DEFAULT, ATTEMPTS_MAX_DEFAULT, ConfigError, DEADLINE_DEFAULT, IdempotentRetryBuilder,
 };

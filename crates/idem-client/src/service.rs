@@ -5,14 +5,16 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body::Body as HttpBody;
 use http_body_util::Full;
 use idem_core::Key;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-use crate::body::{Read, read_prefix, read_up_to};
+use crate::body::{
+    Ahead, PROBLEM_BODY_BYTES_MAX, Read, ResponseBody, is_key_reused_problem, is_problem_json, read_prefix, read_up_to,
+};
 use crate::config::Config;
 use crate::{BoxError, Failure, OperationKey, ResponseFuture, RetryError, RetryReport};
 
@@ -27,7 +29,8 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 ///
 /// Built by [`crate::IdempotentRetryLayer`]. The inner service takes requests with a
 /// buffered body (`Full<Bytes>`), which is what a hyper client over tokio or turmoil TCP
-/// takes; the response body is passed back unread.
+/// takes; the response body is passed back as it came, in a [`ResponseBody`] (which holds
+/// the bytes the layer read ahead of a 422, see below).
 ///
 /// # Readiness
 ///
@@ -42,8 +45,16 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 /// | an error from the inner service (connection refused, reset, closed) | retry |
 /// | no response headers within the per-attempt timeout | retry |
 /// | a status in the retry list (409, 429, 503 by default) | retry, after `Retry-After` if given |
-/// | 422 | [`RetryError::KeyReused`], no retry |
-/// | anything else (2xx, 3xx, 400, 413, other 4xx and 5xx) | the final response |
+/// | 422 with the key-reused problem (below) | [`RetryError::KeyReused`], no retry |
+/// | anything else (2xx, 3xx, 400, 413, any other 422, other 4xx and 5xx) | the final response |
+///
+/// A 422 is the key-reused problem when its `Content-Type` is `application/problem+json`
+/// and its body, read whole within [`crate::PROBLEM_BODY_BYTES_MAX`] bytes and the
+/// attempt's time, is a JSON object whose `type` URI ends in the fragment or path segment
+/// `key-reused` ([`crate::KEY_REUSED_SLUG`], what idem-http answers). Every other 422 (a
+/// handler refusing a body of the wrong shape, say, as axum's `Json` extractor does) is the
+/// server's answer about the request: returned, not retried, with its body whole (the bytes
+/// read ahead first, then the rest).
 ///
 /// Between attempts it waits [`crate::Backoff`]'s jittered time or the server's
 /// `Retry-After` (in seconds); a wait that would end past the overall deadline is not
@@ -92,11 +103,11 @@ where
     ReqBody::Error: Into<BoxError>,
     ResBody: HttpBody + Send + 'static,
     ResBody::Data: Send,
-    ResBody::Error: Into<BoxError>,
+    ResBody::Error: Into<BoxError> + Send,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = RetryError;
-    type Future = ResponseFuture<ResBody>;
+    type Future = ResponseFuture<ResponseBody<ResBody>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -113,7 +124,7 @@ async fn send<S, ReqBody, ResBody>(
     inner: S,
     config: Arc<Config>,
     request: Request<ReqBody>,
-) -> Result<Response<ResBody>, RetryError>
+) -> Result<Response<ResponseBody<ResBody>>, RetryError>
 where
     S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
@@ -130,7 +141,7 @@ where
     if !config.methods.contains(&parts.method) {
         let response = inner.oneshot(Request::from_parts(parts, Full::new(body))).await;
         let response = response.map_err(|error| RetryError::Transport(error.into()))?;
-        return Ok(with_report(response, None, 1));
+        return Ok(with_report(response.map(ResponseBody::new), None, 1));
     }
     let key = operation_key(&mut parts, &config)?;
     Attempts { inner, config: &config, parts, body, key }.run().await
@@ -186,7 +197,7 @@ where
     ResBody: HttpBody,
     ResBody::Error: Into<BoxError>,
 {
-    async fn run(mut self) -> Result<Response<ResBody>, RetryError> {
+    async fn run(mut self) -> Result<Response<ResponseBody<ResBody>>, RetryError> {
         let config = self.config;
         let deadline_at = Instant::now() + config.deadline;
         let mut attempts = 0_u32;
@@ -220,7 +231,11 @@ where
     /// Sends the request once; `None` when `attempt_at` passed before the response headers
     /// arrived. A failed attempt's body is read until `attempt_at` at most (what arrived by
     /// then is kept).
-    async fn attempt(&mut self, attempt_at: Instant, attempts: u32) -> Result<Option<Attempt<ResBody>>, RetryError> {
+    async fn attempt(
+        &mut self,
+        attempt_at: Instant,
+        attempts: u32,
+    ) -> Result<Option<Attempt<ResponseBody<ResBody>>>, RetryError> {
         let request = Request::from_parts(self.parts.clone(), Full::new(self.body.clone()));
         let response = match tokio::time::timeout_at(attempt_at, self.inner.clone().oneshot(request)).await {
             Err(_elapsed) => return Ok(None),
@@ -229,11 +244,24 @@ where
         };
         let status = response.status();
         if status == StatusCode::UNPROCESSABLE_ENTITY {
-            let body = tokio::time::timeout_at(attempt_at, read_prefix(response.into_body())).await.unwrap_or_default();
-            return Err(RetryError::KeyReused { key: self.key.clone(), attempts, body });
+            let (parts, body) = response.into_parts();
+            let mut body = ResponseBody::new(body);
+            // Only the idempotency layer's own problem means "key reused"; read (boundedly)
+            // to find out, keeping every byte read for the caller otherwise.
+            if is_problem_json(parts.headers.get(header::CONTENT_TYPE)) {
+                let ahead = tokio::time::timeout_at(attempt_at, body.read_ahead(PROBLEM_BODY_BYTES_MAX)).await;
+                if ahead == Ok(Ahead::Whole) && is_key_reused_problem(body.buffered()) {
+                    return Err(RetryError::KeyReused {
+                        key: self.key.clone(),
+                        attempts,
+                        body: body.buffered().clone(),
+                    });
+                }
+            }
+            return Ok(Some(Attempt::Final(Response::from_parts(parts, body))));
         }
         if !self.config.retry_statuses.contains(&status) {
-            return Ok(Some(Attempt::Final(response)));
+            return Ok(Some(Attempt::Final(response.map(ResponseBody::new))));
         }
         let retry_after = crate::backoff::retry_after(response.headers());
         // The start of the body says why (a problem+json); reading it also frees the connection.
