@@ -473,7 +473,8 @@ async fn client_software(world: Arc<World>, client: usize, streams: Vec<Vec<Op>>
 /// an answer or the progress bound has passed.
 async fn operation<S>(service: &S, world: &World, client: usize, op: Op)
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<idem_client::ResponseBody<Full<Bytes>>>, Error = RetryError> + Clone,
+    S: Service<Request<Full<Bytes>>, Response = Response<idem_client::ResponseBody<Full<Bytes>>>, Error = RetryError>
+        + Clone,
 {
     let settings = &world.settings;
     let recorder = &world.recorder;
