@@ -5,16 +5,23 @@
 //! |---|---|
 //! | `POST /payments` | `{"amount": 100.00, "currency": "USD", "destination": "…"}` → 201, the payment and `Location` |
 //! | `GET /payments/{id}` | the caller's payment, or 404 |
-//! | `GET /payments?limit=N` | the caller's payments, newest first (`limit` 1..=100, default 20) |
+//! | `GET /payments?limit=N&starting_after=ID` | a page of the caller's payments, newest first, in Stripe's list shape (`limit` 1..=100, default 20; `has_more`) |
 //! | `POST /users` | `{"name": "…", "email": "…"}` → 201, the user and `Location` |
 //! | `GET /users/{id}` | the caller's user, or 404 |
-//! | `GET /healthz` | `{"status":"ok"}` |
+//! | `GET /users?limit=N&starting_after=ID` | a page of the caller's users, like payments |
+//! | `GET /healthz` | `{"status":"ok"}` after committing a small write; 503 when the ledger cannot write |
+//! | `GET /livez` | `{"status":"ok"}` while the process answers |
 //! | `GET /metrics` | Prometheus text: executions, replays, conflicts, mismatches, store errors, latency by outcome |
 //!
 //! `POST` requests need an `Idempotency-Key` ([`idem_http::IdempotencyLayer`]). The caller
 //! is the `Authorization: Bearer <token>` value ([`principal::principal_of`]); keys,
 //! payments and users are scoped to it. A body that fails validation is refused with a
-//! 400 problem before the key is claimed, so nothing is recorded and the key stays usable.
+//! 400 problem before the key is claimed, so nothing is recorded and the key stays usable;
+//! so are a non-JSON body (415), a slow one (408), one past the shared buffer budget (503),
+//! a path no route matches (404) and a method the route does not take (405)
+//! ([`bodies`], [`mod@app`]). A caller creating new keys past its rate gets 429 ([`fairness`]).
+//! The HTTP server's own limits (connections, header-read and idle timeout, drain deadline,
+//! HTTP/1.1 only) are [`http_server`]'s.
 //!
 //! # Which guarantees hold with which store (SPEC "Modes")
 //!
