@@ -1,4 +1,4 @@
-//! Running the app on a socket: [`crate::serve`] for any listener, [`run`] for what `idem serve` does
+//! Running the app on a socket: [`fn@crate::serve`] for any listener, [`run`] for what `idem serve` does
 //! (open the store named by a [`StoreSpec`], build the app from its parts with
 //! [`AppBuilder`], bind, serve until shut down, close). This is the only place that picks
 //! the system clock, OS-seeded ids and a TCP listener.
