@@ -82,7 +82,7 @@ pub use record::{
     Fence, LEASE_DEFAULT, Policy, PolicyError, Principal, PrincipalError, RENEWALS_PER_LEASE, Record, RecordId,
     RecordState, StoredResponse,
 };
-pub use reply::{Disposition, StatusRules, Superseded};
+pub use reply::{Disposition, StatusRules, Superseded, TryLaterStatuses};
 pub use step::{Counters, Step, StepError, StoreView, step};
 pub use store::{BoxError, Store, StoreError};
 pub use time::Timestamp;

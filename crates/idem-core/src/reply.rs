@@ -20,24 +20,65 @@ pub enum Disposition {
 }
 
 /// Which statuses record and which release (SPEC "HTTP behaviour"): 2xx and 4xx record,
-/// except the "try again later" answers 408, 425 and 429; 5xx release. A configuration
-/// may choose otherwise with these switches.
+/// except the "try again later" answers (by default 408, 425 and 429); 5xx release. A
+/// configuration may choose otherwise with these fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct StatusRules {
     /// Record 5xx responses too, instead of releasing.
     pub record_server_errors: bool,
-    /// Record 408, 425 and 429 too, instead of releasing.
+    /// Record the try-later statuses too, instead of releasing.
     pub record_try_later: bool,
+    /// Which 4xx statuses mean "try again later" (default [`TRY_LATER_STATUSES`]).
+    pub try_later: TryLaterStatuses,
 }
 
-/// The "try again later" statuses: 408 Request Timeout, 425 Too Early, 429 Too Many Requests.
+/// The default "try again later" statuses: 408 Request Timeout, 425 Too Early, 429 Too Many
+/// Requests.
 pub const TRY_LATER_STATUSES: [u16; 3] = [408, 425, 429];
+
+/// A set of 4xx statuses that mean "try again later": a handler answering one of them
+/// releases its claim (unless [`StatusRules::record_try_later`]), so the retry runs it.
+/// Only 4xx can be in it (5xx release anyway; 2xx and 3xx are outcomes to record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TryLaterStatuses {
+    /// Bit `status - 400` for each status in the set.
+    bits: u128,
+}
+
+impl TryLaterStatuses {
+    /// The set of `statuses`, or the first one that is not a 4xx status.
+    ///
+    /// # Errors
+    /// The first status outside 400..=499.
+    pub fn of(statuses: impl IntoIterator<Item = u16>) -> Result<TryLaterStatuses, u16> {
+        let mut bits = 0_u128;
+        for status in statuses {
+            if !(400..500).contains(&status) {
+                return Err(status);
+            }
+            bits |= 1 << (status - 400);
+        }
+        Ok(TryLaterStatuses { bits })
+    }
+
+    /// Whether `status` is in the set.
+    #[must_use]
+    pub fn contains(&self, status: u16) -> bool {
+        (400..500).contains(&status) && self.bits & (1 << (status - 400)) != 0
+    }
+}
+
+impl Default for TryLaterStatuses {
+    fn default() -> Self {
+        TryLaterStatuses::of(TRY_LATER_STATUSES).expect("the defaults are 4xx statuses")
+    }
+}
 
 impl StatusRules {
     /// What a handler's response with `status` does to its claim.
     pub fn disposition(&self, status: u16) -> Disposition {
         let server_error = (500..600).contains(&status);
-        let try_later = TRY_LATER_STATUSES.contains(&status);
+        let try_later = self.try_later.contains(status);
         if (server_error && !self.record_server_errors) || (try_later && !self.record_try_later) {
             Disposition::Release
         } else {

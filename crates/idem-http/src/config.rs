@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{HeaderName, Method};
-use idem_core::{Clock, Policy, PolicyError, Principal, StatusRules, Store, SystemClock};
+use http::{HeaderName, Method, StatusCode};
+use idem_core::{Clock, Policy, PolicyError, Principal, StatusRules, Store, SystemClock, TryLaterStatuses};
 use tokio_util::task::TaskTracker;
 
 use crate::headers::HeaderFilter;
@@ -54,6 +54,12 @@ pub enum ConfigError {
     ZeroBodyLimit {
         /// Which limit.
         which: &'static str,
+    },
+    /// A try-later status that is not a 4xx status.
+    #[error("try-later statuses must be 4xx, got {status}")]
+    TryLaterNotClientError {
+        /// The status given.
+        status: u16,
     },
     /// The wait bound is over [`WAIT_MAX`].
     #[error("conflict wait of {asked:?} is longer than the {WAIT_MAX:?} allowed")]
@@ -134,6 +140,8 @@ pub struct IdempotencyBuilder<St> {
     conflict_retry_after_max: Duration,
     store_full_retry_after: Duration,
     status_rules: StatusRules,
+    /// The try-later set asked for, checked at `build`.
+    try_later: Result<TryLaterStatuses, u16>,
     clock: Arc<dyn Clock>,
     problem_type_base: String,
     tracker: TaskTracker,
@@ -162,6 +170,7 @@ impl<St: Store> IdempotencyBuilder<St> {
             conflict_retry_after_max: CONFLICT_RETRY_AFTER_MAX_DEFAULT,
             store_full_retry_after: STORE_FULL_RETRY_AFTER_DEFAULT,
             status_rules: StatusRules::default(),
+            try_later: Ok(TryLaterStatuses::default()),
             clock: Arc::new(SystemClock),
             problem_type_base: PROBLEM_TYPE_BASE.to_owned(),
             tracker: TaskTracker::new(),
@@ -279,6 +288,14 @@ impl<St: Store> IdempotencyBuilder<St> {
         self
     }
 
+    /// Which 4xx statuses mean "try again later" and release the claim (default 408, 425
+    /// and 429, [`idem_core::reply::TRY_LATER_STATUSES`]). Statuses outside 4xx are refused
+    /// by [`IdempotencyBuilder::build`] ([`ConfigError::TryLaterNotClientError`]).
+    pub fn try_later_statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
+        self.try_later = TryLaterStatuses::of(statuses.into_iter().map(|status| status.as_u16()));
+        self
+    }
+
     /// The base of the problem type URIs the layer answers with (default
     /// [`PROBLEM_TYPE_BASE`], the project's `docs/problems.md#`): each `type` is this base
     /// plus the problem's slug (RFC 9457 section 3.1.1). Point it at a copy of that page
@@ -311,10 +328,11 @@ impl<St: Store> IdempotencyBuilder<St> {
     /// The layer.
     ///
     /// # Errors
-    /// [`ConfigError`] when lease and retention are invalid, a body limit is zero, or the
-    /// conflict wait is over [`WAIT_MAX`].
+    /// [`ConfigError`] when lease and retention are invalid, a body limit is zero, a
+    /// try-later status is not 4xx, or the conflict wait is over [`WAIT_MAX`].
     pub fn build(self) -> Result<IdempotencyLayer<St>, ConfigError> {
         let policy = Policy::new(self.lease, self.retention)?;
+        let try_later = self.try_later.map_err(|status| ConfigError::TryLaterNotClientError { status })?;
         if self.request_body_bytes_max == 0 {
             return Err(ConfigError::ZeroBodyLimit { which: "request_body_bytes_max" });
         }
@@ -337,7 +355,7 @@ impl<St: Store> IdempotencyBuilder<St> {
             conflict: self.conflict,
             conflict_retry_after_max: self.conflict_retry_after_max,
             store_full_retry_after: self.store_full_retry_after,
-            status_rules: self.status_rules,
+            status_rules: StatusRules { try_later, ..self.status_rules },
             clock: self.clock,
             problem_type_base: self.problem_type_base,
             tracker: self.tracker,
@@ -406,7 +424,14 @@ mod tests {
         assert_eq!(config.policy, Policy::DEFAULT);
         assert_eq!(config.policy.lease(), idem_core::LEASE_DEFAULT);
         assert_eq!(config.policy.lease(), Duration::from_secs(10));
-        assert_eq!(config.status_rules, StatusRules { record_server_errors: false, record_try_later: false });
+        assert_eq!(
+            config.status_rules,
+            StatusRules {
+                record_server_errors: false,
+                record_try_later: false,
+                try_later: idem_core::TryLaterStatuses::default()
+            }
+        );
         assert_eq!(config.request_body_bytes_max, 1024 * 1024);
         assert_eq!(config.methods, [Method::POST, Method::PATCH]);
         assert_eq!(config.missing_key, MissingKey::Reject);
@@ -420,11 +445,8 @@ mod tests {
         let try_later = builder().store_try_later(true).build().expect("valid");
         assert_eq!(
             server_errors.config().status_rules,
-            StatusRules { record_server_errors: true, record_try_later: false }
+            StatusRules { record_server_errors: true, ..StatusRules::default() }
         );
-        assert_eq!(
-            try_later.config().status_rules,
-            StatusRules { record_server_errors: false, record_try_later: true }
-        );
+        assert_eq!(try_later.config().status_rules, StatusRules { record_try_later: true, ..StatusRules::default() });
     }
 }

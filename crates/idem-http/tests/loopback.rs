@@ -928,3 +928,32 @@ async fn a_full_store_answers_store_full_with_the_purge_interval_and_replays_sti
     assert!(server.post("/payments", "k1", "{}").await.is_replay());
     assert_eq!(counters.runs(), 1);
 }
+
+#[tokio::test]
+async fn the_try_later_set_is_configurable() {
+    // Goal: with try_later_statuses([409]), a handler's 409 releases the claim and its retry
+    // executes, while 429 (no longer in the set) is recorded and replayed; a non-4xx status
+    // in the set is refused when the layer is built.
+    // (The handler answers the status asked for on its first run only, so one server each.)
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b.try_later_statuses([http::StatusCode::CONFLICT])).await;
+    let first = server.post("/first-run-answers/409", "k409", "{}").await;
+    assert_eq!(first.status, http::StatusCode::CONFLICT);
+    assert!(store.record(&anonymous("k409")).await.is_none(), "409 released the claim");
+    let retried = server.post("/first-run-answers/409", "k409", "{}").await;
+    assert_eq!((retried.status, retried.is_replay()), (http::StatusCode::CREATED, false));
+    assert_eq!(counters.runs(), 2);
+
+    let store = Arc::new(TestStore::default());
+    let (server, counters, _) = serve(&store, |b| b.try_later_statuses([http::StatusCode::CONFLICT])).await;
+    let limited = server.post("/first-run-answers/429", "k429", "{}").await;
+    assert_eq!(limited.status, http::StatusCode::TOO_MANY_REQUESTS);
+    let again = server.post("/first-run-answers/429", "k429", "{}").await;
+    assert!(again.is_replay() && again.status == http::StatusCode::TOO_MANY_REQUESTS, "429 is recorded now");
+    assert_eq!(counters.runs(), 1);
+
+    let refused = IdempotencyLayer::builder(Arc::new(idem_core::MemoryStore::default()))
+        .try_later_statuses([http::StatusCode::SERVICE_UNAVAILABLE])
+        .build();
+    assert!(matches!(refused, Err(idem_http::ConfigError::TryLaterNotClientError { status: 503 })));
+}
