@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::headers::HeaderFilter;
 use crate::principal::{PrincipalExtractor, authorization_principal};
 use crate::problem::PROBLEM_TYPE_BASE;
+use crate::purge::{PurgeSchedule, Purger};
 use crate::{IdempotencyLayer, Problem};
 
 /// Default request body limit: 1 MiB (SPEC).
@@ -83,6 +84,8 @@ pub(crate) struct Config {
     pub(crate) conflict_retry_after_max: Duration,
     /// The `Retry-After` of a 503 when the store is full.
     pub(crate) store_full_retry_after: Duration,
+    /// The purge task, started on the first request, stopped when this is dropped.
+    pub(crate) purger: Purger,
     /// Which handler statuses record and which release the claim.
     pub(crate) status_rules: StatusRules,
     pub(crate) clock: Arc<dyn Clock>,
@@ -142,6 +145,7 @@ pub struct IdempotencyBuilder<St> {
     status_rules: StatusRules,
     /// The try-later set asked for, checked at `build`.
     try_later: Result<TryLaterStatuses, u16>,
+    purge: Option<PurgeSchedule>,
     clock: Arc<dyn Clock>,
     problem_type_base: String,
     tracker: TaskTracker,
@@ -171,6 +175,7 @@ impl<St: Store> IdempotencyBuilder<St> {
             store_full_retry_after: STORE_FULL_RETRY_AFTER_DEFAULT,
             status_rules: StatusRules::default(),
             try_later: Ok(TryLaterStatuses::default()),
+            purge: Some(PurgeSchedule::DEFAULT),
             clock: Arc::new(SystemClock),
             problem_type_base: PROBLEM_TYPE_BASE.to_owned(),
             tracker: TaskTracker::new(),
@@ -288,6 +293,21 @@ impl<St: Store> IdempotencyBuilder<St> {
         self
     }
 
+    /// How the layer forgets expired records by itself (default
+    /// [`PurgeSchedule::DEFAULT`]: every minute, bounded batches); see [`crate::purge`].
+    pub fn purge_schedule(mut self, schedule: PurgeSchedule) -> Self {
+        self.purge = Some(schedule);
+        self
+    }
+
+    /// No purge task: the application purges itself (calling [`Store::purge_expired`] or
+    /// [`crate::purge::purge_round`]), or a test moves time by hand. Without a purge, a
+    /// store that reaches its record bound answers `store-full` for good.
+    pub fn no_purge(mut self) -> Self {
+        self.purge = None;
+        self
+    }
+
     /// Which 4xx statuses mean "try again later" and release the claim (default 408, 425
     /// and 429, [`idem_core::reply::TRY_LATER_STATUSES`]). Statuses outside 4xx are refused
     /// by [`IdempotencyBuilder::build`] ([`ConfigError::TryLaterNotClientError`]).
@@ -355,6 +375,7 @@ impl<St: Store> IdempotencyBuilder<St> {
             conflict: self.conflict,
             conflict_retry_after_max: self.conflict_retry_after_max,
             store_full_retry_after: self.store_full_retry_after,
+            purger: Purger::new(self.purge),
             status_rules: StatusRules { try_later, ..self.status_rules },
             clock: self.clock,
             problem_type_base: self.problem_type_base,

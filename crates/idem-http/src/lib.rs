@@ -262,6 +262,7 @@ pub mod observe;
 pub mod outcome;
 pub mod principal;
 pub mod problem;
+pub mod purge;
 pub mod service;
 
 pub use atomic::{ClaimContext, CompletedInTransaction};
@@ -273,4 +274,5 @@ pub use layer::IdempotencyLayer;
 pub use outcome::Outcome;
 pub use principal::PrincipalExtractor;
 pub use problem::Problem;
+pub use purge::PurgeSchedule;
 pub use service::Idempotency;

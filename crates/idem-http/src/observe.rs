@@ -40,9 +40,16 @@ pub const REQUESTS_TOTAL: &str = "idem_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "idem_request_duration_seconds";
 /// Counter of failed store calls, labels `operation` and `error`.
 pub const STORE_ERRORS_TOTAL: &str = "idem_store_errors_total";
+/// Counter of expired records the layer's purge forgot ([`crate::purge`]).
+pub const PURGED_RECORDS_TOTAL: &str = "idem_purged_records_total";
 
 /// Describes the metrics (unit and help text) to the recorder installed now, if any.
 pub(crate) fn describe() {
+    metrics::describe_counter!(
+        PURGED_RECORDS_TOTAL,
+        metrics::Unit::Count,
+        "Expired idempotency records forgotten by the layer's purge."
+    );
     metrics::describe_counter!(
         REQUESTS_TOTAL,
         metrics::Unit::Count,

@@ -93,6 +93,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
+        self.config.purger.start_once(&self.store, &self.config.clock);
         if !self.config.methods.contains(request.method()) {
             return ResponseFuture::pass_through(self.inner.call(request.map(boxed)), started);
         }

@@ -215,6 +215,8 @@ pub(crate) fn layered_app<L: Ledger>(
         .conflict(state.conflict)
         .clock(Arc::clone(&state.clock))
         .task_tracker(state.tracker.clone())
+        // The app purges itself (`App::purge_forever`), on a schedule its owner controls.
+        .no_purge()
         .store_full_retry_after(state.store_full_retry_after)
         .principal(move |parts| principal(parts))
         .build()?;

@@ -33,7 +33,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use idem_core::{Clock, Policy, Store};
@@ -45,28 +44,10 @@ use crate::ids::IdGenerator;
 use crate::ledger::Ledger;
 use crate::principal::principal_of;
 
-/// How often expired idempotency records are forgotten, in bounded work per round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PurgeSchedule {
-    /// Time between rounds (on the runtime's timer, which turmoil drives).
-    pub every: Duration,
-    /// Records deleted per store call.
-    pub batch_max: usize,
-    /// Store calls per round at most.
-    pub batches_per_round_max: usize,
-}
-
-impl PurgeSchedule {
-    /// Every minute, 1,000 records per call, at most 100 calls per round.
-    pub const DEFAULT: PurgeSchedule =
-        PurgeSchedule { every: Duration::from_secs(60), batch_max: 1_000, batches_per_round_max: 100 };
-}
-
-impl Default for PurgeSchedule {
-    fn default() -> Self {
-        PurgeSchedule::DEFAULT
-    }
-}
+/// How often expired idempotency records are forgotten, in bounded work per round:
+/// idem-http's schedule. The app runs the purge itself ([`App::purge_forever`], which the
+/// simulations drive on their clock), so its layer's own purge task is off.
+pub use idem_http::PurgeSchedule;
 
 /// Builds an [`App`] from its parts; see the module docs.
 #[must_use = "a builder does nothing until `build` is called"]
@@ -188,15 +169,6 @@ async fn purge_forever<St: Store>(store: Arc<St>, clock: Arc<dyn Clock>, schedul
     let mut every = tokio::time::interval(schedule.every);
     loop {
         every.tick().await;
-        for _ in 0..schedule.batches_per_round_max {
-            match store.purge_expired(clock.now(), schedule.batch_max).await {
-                Ok(purged) if purged == schedule.batch_max => continue,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "purging expired records failed; trying again later");
-                    break;
-                }
-            }
-        }
+        idem_http::purge::purge_round(&*store, &*clock, schedule).await;
     }
 }

@@ -1,0 +1,74 @@
+//! The layer's own purge: a service that adopts the layer keeps its store bounded without
+//! purge code of its own.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use idem_core::{ManualClock, MemoryStore, Timestamp};
+use idem_http::{Body, IdempotencyLayer, PurgeSchedule};
+use tower::{Layer, ServiceExt, service_fn};
+
+fn keyed(key: &str) -> Request<Body> {
+    Request::post("/orders").header("idempotency-key", key).body(Body::default()).expect("a valid request")
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_records_are_purged_by_the_layer_on_its_schedule() {
+    // Goal: past retention, the layer's own task forgets expired records in bounded rounds
+    // (here at most 4 per round) until the store is empty; live records are kept.
+    let clock = ManualClock::new(Timestamp::from_unix_ms(1_700_000_000_000));
+    let store = Arc::new(MemoryStore::default());
+    let schedule = PurgeSchedule { every: Duration::from_secs(10), batch_max: 2, batches_per_round_max: 2 };
+    let layer = IdempotencyLayer::builder(Arc::clone(&store))
+        .clock(clock.clone())
+        .lease(Duration::from_secs(1))
+        .retention(Duration::from_secs(60))
+        .purge_schedule(schedule)
+        .build()
+        .expect("a valid configuration");
+    let service = layer
+        .layer(service_fn(|_request: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::default())) }));
+    for n in 0..5 {
+        let response = service.clone().oneshot(keyed(&format!("k{n}"))).await.expect("infallible");
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(store.len(), 5);
+
+    // Before retention passes, a round forgets nothing.
+    tokio::time::sleep(schedule.every).await;
+    assert_eq!(store.len(), 5, "live records are kept");
+
+    clock.advance(Duration::from_secs(61));
+    let fresh = service.clone().oneshot(keyed("fresh")).await.expect("infallible");
+    assert_eq!(fresh.status(), 200);
+    tokio::time::sleep(schedule.every).await;
+    assert_eq!(store.len(), 2, "one bounded round forgets 4 of the 5 expired records");
+    tokio::time::sleep(schedule.every).await;
+    assert_eq!(store.len(), 1, "the next round forgets the last; the fresh record stays");
+    let fresh_id =
+        idem_core::RecordId::new(idem_core::Principal::anonymous(), "fresh".try_into().expect("a valid key"));
+    assert!(idem_core::Store::get(&*store, &fresh_id).await.expect("memory answers").is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_purge_leaves_the_store_to_the_application() {
+    // Goal: with no_purge (an application that purges itself, or a test that moves time by
+    // hand) nothing is forgotten behind its back.
+    let clock = ManualClock::new(Timestamp::from_unix_ms(1_700_000_000_000));
+    let store = Arc::new(MemoryStore::default());
+    let layer = IdempotencyLayer::builder(Arc::clone(&store))
+        .clock(clock.clone())
+        .lease(Duration::from_secs(1))
+        .retention(Duration::from_secs(60))
+        .no_purge()
+        .build()
+        .expect("a valid configuration");
+    let service = layer
+        .layer(service_fn(|_request: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::default())) }));
+    service.clone().oneshot(keyed("k")).await.expect("infallible");
+    clock.advance(Duration::from_secs(61));
+    tokio::time::sleep(PurgeSchedule::DEFAULT.every * 3).await;
+    assert_eq!(store.len(), 1);
+}
