@@ -90,6 +90,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod postgres_ledger;
 pub mod principal;
+mod rows;
 pub mod separate_ledger;
 pub mod serve;
 pub mod time;

@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use idem_core::{Fenced, Principal};
 use idem_postgres::PostgresStore;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use crate::domain::{Amount, NewPayment, NewUser, Payment, PaymentStatus, User};
-use crate::ledger::{
-    Completion, Ledger, LedgerError, Page, PageRequest, Written, principal_of_row, sql_time, time_of_row, unavailable,
-};
+use crate::domain::{Payment, User};
+use crate::ledger::{Completion, Ledger, LedgerError, Page, PageRequest, Written, sql_time, unavailable};
+use crate::rows::{page_after_cursor, payment_of_row, user_of_row};
 
 /// Serialises the creation of the app's tables among replicas starting at the same
 /// moment: concurrent `CREATE TABLE IF NOT EXISTS` of one name can fail in PostgreSQL
@@ -187,27 +186,6 @@ impl PostgresLedger {
     }
 }
 
-fn payment_of_row(row: &sqlx::postgres::PgRow) -> Result<Payment, LedgerError> {
-    let corrupt = |error: sqlx::Error| LedgerError::Corrupt(error.to_string());
-    let amount_minor: i64 = row.try_get("amount_minor").map_err(corrupt)?;
-    let amount = u64::try_from(amount_minor)
-        .ok()
-        .and_then(Amount::from_minor)
-        .ok_or_else(|| LedgerError::Corrupt(format!("amount_minor {amount_minor}")))?;
-    let status: String = row.try_get("status").map_err(corrupt)?;
-    Ok(Payment {
-        payment_id: row.try_get("payment_id").map_err(corrupt)?,
-        principal: principal_of_row(row.try_get("principal").map_err(corrupt)?)?,
-        request: NewPayment {
-            amount,
-            currency: row.try_get("currency").map_err(corrupt)?,
-            destination: row.try_get("destination").map_err(corrupt)?,
-        },
-        status: PaymentStatus::from_name(&status).ok_or_else(|| LedgerError::Corrupt(format!("status {status:?}")))?,
-        created_at: time_of_row(row.try_get("created_at").map_err(corrupt)?)?,
-    })
-}
-
 impl Ledger for PostgresLedger {
     type Store = PostgresStore;
 
@@ -288,37 +266,25 @@ impl PostgresLedger {
         request: &PageRequest,
         decode: fn(&sqlx::postgres::PgRow) -> Result<T, LedgerError>,
     ) -> Result<Option<Page<T>>, LedgerError> {
-        let before = match &request.starting_after {
-            None => i64::MAX,
-            Some(cursor) => {
-                let seq: Option<i64> = sqlx::query_scalar(sql(&statements.cursor))
-                    .bind(cursor)
-                    .bind(principal.as_str())
-                    .fetch_optional(self.store.pool())
-                    .await
-                    .map_err(unavailable)?;
-                let Some(seq) = seq else { return Ok(None) };
-                seq
-            }
+        let pool = self.store.pool();
+        let cursor_seq = |cursor: String| async move {
+            sqlx::query_scalar(sql(&statements.cursor))
+                .bind(cursor)
+                .bind(principal.as_str())
+                .fetch_optional(pool)
+                .await
+                .map_err(unavailable)
         };
-        let rows = sqlx::query(sql(&statements.page))
-            .bind(principal.as_str())
-            .bind(before)
-            .bind(request.probe())
-            .fetch_all(self.store.pool())
-            .await
-            .map_err(unavailable)?;
-        let items = rows.iter().map(decode).collect::<Result<Vec<T>, LedgerError>>()?;
-        Ok(Some(Page::from_probe(items, request)))
+        let rows_before = |before: i64, probe: i64| async move {
+            let rows = sqlx::query(sql(&statements.page))
+                .bind(principal.as_str())
+                .bind(before)
+                .bind(probe)
+                .fetch_all(pool)
+                .await
+                .map_err(unavailable)?;
+            rows.iter().map(decode).collect::<Result<Vec<T>, LedgerError>>()
+        };
+        page_after_cursor(request, cursor_seq, rows_before).await
     }
-}
-
-fn user_of_row(row: &sqlx::postgres::PgRow) -> Result<User, LedgerError> {
-    let corrupt = |error: sqlx::Error| LedgerError::Corrupt(error.to_string());
-    Ok(User {
-        user_id: row.try_get("user_id").map_err(corrupt)?,
-        principal: principal_of_row(row.try_get("principal").map_err(corrupt)?)?,
-        request: NewUser { name: row.try_get("name").map_err(corrupt)?, email: row.try_get("email").map_err(corrupt)? },
-        created_at: time_of_row(row.try_get("created_at").map_err(corrupt)?)?,
-    })
 }
