@@ -24,6 +24,8 @@
 //! * [`usage`]: [`Usage`], [`Limits`], [`UsageDelta`]: what a store holds and may hold.
 //! * [`reply`]: [`StatusRules`], [`reply::retry_after`], [`reply::superseded`]: the layer's rules.
 //! * [`store`]: the [`Store`] trait every backend implements, and [`StoreError`].
+//! * [`atomic`]: [`AtomicStore`], atomic mode as one call: business writes and the
+//!   completion in one transaction, and [`CommitError`].
 //! * [`memory`]: [`MemoryState`] (a store as a value) and [`MemoryStore`] (behind a lock).
 //! * `conformance` (feature `testing`): the suite every store runs.
 //! * `differential` (feature `testing`): random operation sequences a store must answer
@@ -54,6 +56,7 @@
 //! # });
 //! ```
 
+pub mod atomic;
 pub mod clock;
 pub mod fingerprint;
 pub mod key;
@@ -73,6 +76,7 @@ mod conformance_tests;
 #[cfg(feature = "testing")]
 pub mod differential;
 
+pub use atomic::{AtomicStore, CommitError, WritesFuture};
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};

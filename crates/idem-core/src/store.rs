@@ -56,11 +56,10 @@ impl StoreError {
 /// (`idem_core::conformance`, feature `testing`). The shape serves three kinds of backend:
 ///
 /// * an in-process map behind a lock ([`crate::MemoryStore`]);
-/// * a SQL database (idem-sqlite, idem-postgres), which in atomic mode also offers a
-///   completion inside the caller's own business transaction, as an inherent method
-///   taking that backend's transaction type; the methods here are the separate-mode path;
-/// * Redis (idem-redis), which reads under `WATCH`, calls the step, and writes what it
-///   answers in one `MULTI`/`EXEC`, retried when the watch aborts it.
+/// * a SQL database (idem-sqlite, idem-postgres), which in atomic mode also completes
+///   inside the same transaction as the caller's business writes ([`crate::AtomicStore`]);
+///   the methods here are the separate-mode path;
+/// * Redis (idem-redis), which runs the step as one server-side script per call.
 ///
 /// Time comes in as `now`; stores never read a clock, so the model, the simulations and
 /// tests decide what time it is. (idem-postgres can instead take the database's clock,

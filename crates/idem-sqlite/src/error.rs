@@ -159,3 +159,38 @@ pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
 pub(crate) fn corrupt(detail: impl Into<String>) -> StoreError {
     StoreError::Corrupt { detail: detail.into() }
 }
+
+/// Why a whole group commit failed, kept so that every job of the batch gets its own
+/// [`StoreError`] built from it (driver errors cannot be cloned).
+#[derive(Debug, Clone)]
+pub(crate) struct BatchFailure {
+    text: String,
+    corrupt: bool,
+    retry_after: Option<Duration>,
+}
+
+impl BatchFailure {
+    /// The store closed with the job still queued.
+    pub(crate) fn closed() -> BatchFailure {
+        BatchFailure { text: "the store is closed".to_owned(), corrupt: false, retry_after: None }
+    }
+
+    /// This failure as one caller's error, classified as [`store_error`] would.
+    pub(crate) fn to_store_error(&self) -> StoreError {
+        if self.corrupt {
+            return StoreError::Corrupt { detail: self.text.clone() };
+        }
+        StoreError::Unavailable { source: self.text.clone().into(), retry_after: self.retry_after }
+    }
+}
+
+impl From<sqlx::Error> for BatchFailure {
+    fn from(error: sqlx::Error) -> BatchFailure {
+        let text = format!("the group commit failed: {error}");
+        match store_error(error) {
+            StoreError::Corrupt { .. } => BatchFailure { text, corrupt: true, retry_after: None },
+            StoreError::Unavailable { retry_after, .. } => BatchFailure { text, corrupt: false, retry_after },
+            StoreError::Full { .. } => BatchFailure { text, corrupt: false, retry_after: None },
+        }
+    }
+}

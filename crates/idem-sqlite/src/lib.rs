@@ -186,10 +186,11 @@ mod codec;
 mod error;
 mod options;
 mod store;
+mod writer;
 
 pub use error::OpenError;
 /// What a store holds, as its size limits count it (idem-core's, re-exported for
 /// callers of [`SqliteStore::usage`]).
 pub use idem_core::Usage;
-pub use options::{CONNECTIONS_MAX_LIMIT, SqliteOptions};
+pub use options::{CONNECTIONS_MAX_LIMIT, ClaimSync, SqliteOptions};
 pub use store::{MIGRATIONS_TABLE, SqliteStore, WriteTransaction};

@@ -31,12 +31,35 @@ pub struct SqliteOptions {
     pub(crate) connections_max: u32,
     pub(crate) busy_timeout: Duration,
     pub(crate) acquire_timeout: Duration,
+    pub(crate) claim_sync: ClaimSync,
+}
+
+/// When a claim (and a renewal or release) reaches the disk.
+///
+/// Completions are always synced before they are answered (G7). Claims need not be, in
+/// atomic mode only: if a crash loses a claim that was never synced, the execution it
+/// admitted cannot have committed either, because its completion's commit would have
+/// synced the claim before it (the `-wal` file is synced as a whole). The model checks
+/// exactly this: `idem check --store-crashes 1` holds G1-G5 in atomic mode with claims
+/// lost in a crash, and breaks G1 in separate mode (docs/guarantees.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClaimSync {
+    /// Every commit is synced (`synchronous=FULL`). Right for separate mode, where a
+    /// handler's side effect lives elsewhere and a lost claim would let it run twice.
+    #[default]
+    EveryCommit,
+    /// Claims, renewals and releases commit with `synchronous=NORMAL`; they reach the disk
+    /// with the next completion (or checkpoint). Only for atomic mode
+    /// ([`idem_core::AtomicStore::complete_with`]). Opening the store skips the fence
+    /// counter past every fence a crash can have lost, so no fence is issued twice.
+    Deferred,
 }
 
 impl SqliteOptions {
     /// The store in the file at `path`, created if missing, with the defaults:
     /// 1,000,000 records, 1 GiB of ids and responses, 8 connections, a 5 s busy timeout
-    /// and a 5 s wait for a free connection.
+    /// a 5 s wait for a free connection, and every commit synced
+    /// ([`ClaimSync::EveryCommit`]).
     #[must_use]
     pub fn new(path: impl AsRef<Path>) -> SqliteOptions {
         SqliteOptions {
@@ -46,6 +69,7 @@ impl SqliteOptions {
             connections_max: 8,
             busy_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(5),
+            claim_sync: ClaimSync::EveryCommit,
         }
     }
 
@@ -108,6 +132,14 @@ impl SqliteOptions {
     #[must_use]
     pub fn acquire_timeout(mut self, acquire_timeout: Duration) -> SqliteOptions {
         self.acquire_timeout = acquire_timeout;
+        self
+    }
+
+    /// When claims reach the disk (default [`ClaimSync::EveryCommit`]); see [`ClaimSync`].
+    /// Every process that opens one file must use the same setting.
+    #[must_use]
+    pub fn claim_sync(mut self, claim_sync: ClaimSync) -> SqliteOptions {
+        self.claim_sync = claim_sync;
         self
     }
 

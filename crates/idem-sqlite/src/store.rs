@@ -17,9 +17,15 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, Row, Sqlite, Transaction};
 
+use std::sync::Arc;
+
+use idem_core::{AtomicStore, CommitError, WritesFuture};
+use tokio_util::sync::CancellationToken;
+
 use crate::codec::{self, record_columns};
 use crate::error::{OpenError, corrupt, store_error};
-use crate::options::SqliteOptions;
+use crate::options::{ClaimSync, SqliteOptions};
+use crate::writer::{self, Ran, Writer, WriterConfig};
 
 /// The table in which sqlx's migrator notes idem's applied migrations. It is not the
 /// migrator's default (`_sqlx_migrations`), so an application that runs its own
@@ -65,14 +71,19 @@ const READ_VIEW: &str = concat!(
 /// The counters alone.
 const READ_COUNTERS: &str = concat!("SELECT ", counter_columns!(), " FROM ", counter_tables!(), " WHERE f.id = 1");
 
-/// The durable store: records in a SQLite file, in WAL mode with `synchronous=FULL`.
+/// The durable store: records in a SQLite file, in WAL mode, written by one group-commit
+/// writer.
 ///
-/// Cloning is cheap and shares the pool. See the crate docs for the schema, the atomic-mode
-/// recipe and what each failure means.
+/// Cloning is cheap and shares the pool and the writer. See the crate docs for the schema,
+/// atomic mode, group commit and what each failure means.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     limits: Limits,
+    writer: Arc<Writer>,
+    stop_writer: CancellationToken,
+    /// How claims, renewals and releases are synced ([`ClaimSync`]).
+    claim_sync: writer::Sync,
 }
 
 impl SqliteStore {
@@ -104,6 +115,19 @@ impl SqliteStore {
         let _ = setup.close().await;
         prepared?;
 
+        // The group-commit writer's own connection: every write of the store goes through it.
+        let write_connection =
+            SqliteConnection::connect_with(&connect).await.map_err(|error| OpenError::from_sqlx(path.clone(), error))?;
+        let stop_writer = CancellationToken::new();
+        let deferred_claims = options.claim_sync == ClaimSync::Deferred;
+        let config = WriterConfig {
+            deferred_claims,
+            enqueue_timeout: options.acquire_timeout,
+            job_timeout: options.busy_timeout,
+        };
+        let writer = Arc::new(Writer::start(write_connection, config, stop_writer.clone()));
+        let claim_sync = if deferred_claims { writer::Sync::Deferred } else { writer::Sync::Full };
+
         let pool = SqlitePoolOptions::new()
             .max_connections(options.connections_max)
             .min_connections(0)
@@ -117,7 +141,7 @@ impl SqliteStore {
             .connect_with(connect)
             .await
             .map_err(|error| OpenError::from_sqlx(path, error))?;
-        Ok(SqliteStore { pool, limits: options.limits() })
+        Ok(SqliteStore { pool, limits: options.limits(), writer, stop_writer, claim_sync })
     }
 
     /// The connection pool, for an application's own migrations and queries on the same
@@ -127,10 +151,37 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Closes the pool: waits for connections in use to come back, then closes them all.
+    /// Closes the store: the writer finishes the batch it is committing and refuses what is
+    /// still queued; the pool waits for connections in use to come back and closes them.
     /// Later calls fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
+        self.stop_writer.cancel();
+        self.writer.stopped().await;
         self.pool.close().await;
+    }
+
+    /// Runs `writes` in the next group commit, without a completion: the application's own
+    /// writes (outside a claim, or in separate mode) sharing the store's `fsync`s. They are
+    /// committed and synced when this returns `Ok`; on `Err` nothing of them was.
+    ///
+    /// Like [`AtomicStore::complete_with`], `writes` runs under the write lock: prepare
+    /// before, write here. It must not run `BEGIN`, `COMMIT` or `ROLLBACK` itself.
+    ///
+    /// # Errors
+    /// [`CommitError::Writes`] with the driver's error, or [`CommitError::Store`].
+    pub async fn write<T, W>(&self, writes: W) -> Result<T, CommitError<sqlx::Error>>
+    where
+        T: Send + 'static,
+        W: for<'c> FnOnce(&'c mut SqliteConnection) -> WritesFuture<'c, sqlx::Error, T> + Send + 'static,
+    {
+        self.writer
+            .submit(writer::Sync::Full, move |connection| {
+                Box::pin(async move {
+                    let answer = writes(connection).await.map_err(CommitError::Writes)?;
+                    Ok(Ran { answer, keep: true })
+                })
+            })
+            .await
     }
 
     /// Starts a write transaction (`BEGIN IMMEDIATE`) on a pooled connection, for the
@@ -186,20 +237,23 @@ impl SqliteStore {
         Ok(read_counters(&mut connection).await?.usage)
     }
 
-    /// One operation as one write transaction: [`decide`], then [`write`] and commit, or
-    /// neither when the step writes nothing (the transaction then ends without a commit).
-    async fn run<O: Operation>(&self, id: &RecordId, operation: O) -> Result<O::Answer, StoreError> {
-        let mut transaction = self.begin_write().await?;
-        let step = decide(&mut transaction, self.limits, id, operation).await?;
-        if step.writes_nothing() {
-            // Nothing was written, nothing to sync: end the transaction now (a dropped one
-            // would end it later, and its connection would come back still inside it).
-            transaction.rollback().await.map_err(store_error)?;
-            return Ok(step.answer);
-        }
-        let answer = write(&mut transaction, id, step).await?;
-        transaction.commit().await.map_err(store_error)?;
-        Ok(answer)
+    /// One operation as one job of the next group commit: [`decide`] on what the writer
+    /// reads, then [`write`] what the step names (nothing, for a step that writes nothing).
+    async fn run<O>(&self, id: &RecordId, operation: O, sync: writer::Sync) -> Result<O::Answer, StoreError>
+    where
+        O: Operation + Send + 'static,
+        O::Answer: Send + 'static,
+    {
+        let (id, limits) = (id.clone(), self.limits);
+        self.writer
+            .submit(sync, move |connection| {
+                Box::pin(async move {
+                    let step = decide(connection, limits, &id, operation).await?;
+                    let answer = write(connection, &id, step).await?;
+                    Ok(Ran { answer, keep: true })
+                })
+            })
+            .await
     }
 
     /// Decides first on a snapshot, without the write lock; takes the lock only if the
@@ -209,7 +263,11 @@ impl SqliteStore {
     /// conflict, a mismatch. So replays and conflicts take no write transaction, no lock
     /// and no fsync, and never queue behind writers. A claim that must write decides
     /// again on what it reads under the lock.
-    async fn run_read_first<O: Operation + Clone>(&self, id: &RecordId, operation: O) -> Result<O::Answer, StoreError> {
+    async fn run_read_first<O>(&self, id: &RecordId, operation: O, sync: writer::Sync) -> Result<O::Answer, StoreError>
+    where
+        O: Operation + Clone + Send + 'static,
+        O::Answer: Send + 'static,
+    {
         {
             let mut connection = self.pool.acquire().await.map_err(store_error)?;
             let step = decide(&mut connection, self.limits, id, operation.clone()).await?;
@@ -217,7 +275,7 @@ impl SqliteStore {
                 return Ok(step.answer);
             }
         }
-        self.run(id, operation).await
+        self.run(id, operation, sync).await
     }
 
     async fn get_now(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
@@ -245,9 +303,27 @@ impl SqliteStore {
         if batch_max == 0 {
             return Ok(0);
         }
+        let limits = self.limits;
+        // Purges are synced: a purge lost in a crash is harmless (the records come back
+        // expired and are purged again), but a synced one keeps the model's assumption.
+        self.writer
+            .submit(writer::Sync::Full, move |connection| {
+                Box::pin(async move { Ok(Ran { answer: purge_batch(connection, limits, now, batch_max).await?, keep: true }) })
+            })
+            .await
+    }
+}
+
+/// One purge batch on `transaction` (the writer's, inside its group commit).
+async fn purge_batch(
+    transaction: &mut SqliteConnection,
+    limits: Limits,
+    now: Timestamp,
+    batch_max: usize,
+) -> Result<usize, StoreError> {
+    {
         let limit = i64::try_from(batch_max).unwrap_or(i64::MAX);
-        let mut transaction = self.begin_write().await?;
-        let counters = read_counters(&mut transaction).await?;
+        let counters = read_counters(&mut *transaction).await?;
         let rows = sqlx::query(concat!(
             "SELECT r.principal AS principal, r.idem_key AS idem_key, r.stored_bytes AS stored_bytes, ",
             record_columns!(),
@@ -270,7 +346,7 @@ impl SqliteStore {
                 Ok((id, record)) => {
                     // Expiry issues no fence and admits nothing, so every step of the batch
                     // reads the counters as the batch found them.
-                    let view = StoreView { record: Some(&record), counters, limits: self.limits };
+                    let view = StoreView { record: Some(&record), counters, limits };
                     let step = step::step(&id, &view, op::Expire { now })?;
                     debug_assert!(step.next_fence.is_none(), "expiry issues no fence");
                     // The index and the record agree (decode_record checks the column), so
@@ -279,16 +355,15 @@ impl SqliteStore {
                     if !step.answer {
                         continue;
                     }
-                    write_record(&mut transaction, &id, step.write).await?;
+                    write_record(&mut *transaction, &id, step.write).await?;
                     step.usage
                 }
-                Err(error) => forget_damaged(&mut transaction, row, &principal, &key, &error).await?,
+                Err(error) => forget_damaged(&mut *transaction, row, &principal, &key, &error).await?,
             };
             batch = sum(batch, delta)?;
             purged += 1;
         }
-        add_usage(&mut transaction, batch).await?;
-        transaction.commit().await.map_err(store_error)?;
+        add_usage(&mut *transaction, batch).await?;
         Ok(purged)
     }
 }
@@ -303,7 +378,17 @@ async fn prepare(connection: &mut SqliteConnection, options: &SqliteOptions) -> 
     if !journal_mode.eq_ignore_ascii_case("wal") {
         return Err(OpenError::NotWal { path: path(), journal_mode });
     }
-    migrator().run(&mut *connection).await.map_err(|error| OpenError::from_migrate(path(), error))
+    migrator().run(&mut *connection).await.map_err(|error| OpenError::from_migrate(path(), error))?;
+    if options.claim_sync == ClaimSync::Deferred {
+        // A crash may have lost claims committed without a sync, and the fences they were
+        // issued with: skip past all of them (this connection commits synced).
+        sqlx::query("UPDATE idem_fence SET next_fence = next_fence + ?1, unsynced_fences = 0 WHERE id = 1")
+            .bind(writer::FENCE_GAP)
+            .execute(&mut *connection)
+            .await
+            .map_err(|error| OpenError::from_sqlx(path(), error))?;
+    }
+    Ok(())
 }
 
 /// idem's migrations (the crate's `migrations/` folder), noted in [`MIGRATIONS_TABLE`].
@@ -494,7 +579,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
-        self.run_read_first(id, op::Claim { fingerprint: *fingerprint, now, policy: *policy }).await
+        self.run_read_first(id, op::Claim { fingerprint: *fingerprint, now, policy: *policy }, self.claim_sync).await
     }
 
     async fn complete(
@@ -505,15 +590,15 @@ impl Store for SqliteStore {
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Fenced, StoreError> {
-        self.run(id, op::Complete { fence, response, now, policy: *policy }).await
+        self.run(id, op::Complete { fence, response, now, policy: *policy }, writer::Sync::Full).await
     }
 
     async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
-        self.run(id, op::Release { fence }).await
+        self.run(id, op::Release { fence }, self.claim_sync).await
     }
 
     async fn renew(&self, id: &RecordId, fence: Fence, now: Timestamp, policy: &Policy) -> Result<Renewal, StoreError> {
-        self.run(id, op::Renew { fence, now, policy: *policy }).await
+        self.run(id, op::Renew { fence, now, policy: *policy }, self.claim_sync).await
     }
 
     async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
@@ -522,5 +607,40 @@ impl Store for SqliteStore {
 
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
         self.purge_now(now, batch_max).await
+    }
+}
+
+impl AtomicStore for SqliteStore {
+    type Connection = SqliteConnection;
+    type WriteError = sqlx::Error;
+
+    /// Runs `writes` and the completion in one savepoint of the next group commit: both
+    /// commit, synced, or neither does (the savepoint is rolled back when the writes fail or
+    /// the completion is refused). Other requests' writes in the same commit are not touched.
+    async fn complete_with<W>(
+        &self,
+        id: &RecordId,
+        fence: Fence,
+        response: StoredResponse,
+        now: Timestamp,
+        policy: &Policy,
+        writes: W,
+    ) -> Result<Fenced, CommitError<sqlx::Error>>
+    where
+        W: for<'c> FnOnce(&'c mut SqliteConnection) -> WritesFuture<'c, sqlx::Error> + Send + 'static,
+    {
+        let (id, limits) = (id.clone(), self.limits);
+        let operation = op::CompleteInTransaction { fence, response, now, policy: *policy };
+        self.writer
+            .submit(writer::Sync::Full, move |connection| {
+                Box::pin(async move {
+                    writes(&mut *connection).await.map_err(CommitError::Writes)?;
+                    let step = decide(connection, limits, &id, operation).await?;
+                    let fenced = write(connection, &id, step).await?;
+                    // A refused completion rolls the business writes back with it (G1).
+                    Ok(Ran { keep: fenced == Fenced::Applied, answer: fenced })
+                })
+            })
+            .await
     }
 }
