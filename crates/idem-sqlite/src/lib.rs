@@ -193,4 +193,8 @@ pub use error::OpenError;
 /// callers of [`SqliteStore::usage`]).
 pub use idem_core::Usage;
 pub use options::{CONNECTIONS_MAX_LIMIT, ClaimSync, SqliteOptions};
+/// The driver, re-exported so a service's business writes use the exact sqlx version the
+/// store was built with.
+pub use sqlx;
 pub use store::{MIGRATIONS_TABLE, SqliteStore, WriteTransaction};
+pub use writer::GroupCommitStats;

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{self, record_columns};
 use crate::error::{OpenError, corrupt, store_error};
 use crate::options::{ClaimSync, SqliteOptions};
-use crate::writer::{self, Ran, Writer, WriterConfig};
+use crate::writer::{self, GroupCommitStats, Ran, Writer, WriterConfig};
 
 /// The table in which sqlx's migrator notes idem's applied migrations. It is not the
 /// migrator's default (`_sqlx_migrations`), so an application that runs its own
@@ -116,8 +116,9 @@ impl SqliteStore {
         prepared?;
 
         // The group-commit writer's own connection: every write of the store goes through it.
-        let write_connection =
-            SqliteConnection::connect_with(&connect).await.map_err(|error| OpenError::from_sqlx(path.clone(), error))?;
+        let write_connection = SqliteConnection::connect_with(&connect)
+            .await
+            .map_err(|error| OpenError::from_sqlx(path.clone(), error))?;
         let stop_writer = CancellationToken::new();
         let deferred_claims = options.claim_sync == ClaimSync::Deferred;
         let config = WriterConfig {
@@ -228,6 +229,12 @@ impl SqliteStore {
         write(transaction, id, step).await
     }
 
+    /// How the group-commit writer has done so far: commits, jobs in them, jobs queued.
+    #[must_use]
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.writer.stats()
+    }
+
     /// What the store holds, as its size limits count it.
     ///
     /// # Errors
@@ -308,7 +315,9 @@ impl SqliteStore {
         // expired and are purged again), but a synced one keeps the model's assumption.
         self.writer
             .submit(writer::Sync::Full, move |connection| {
-                Box::pin(async move { Ok(Ran { answer: purge_batch(connection, limits, now, batch_max).await?, keep: true }) })
+                Box::pin(async move {
+                    Ok(Ran { answer: purge_batch(connection, limits, now, batch_max).await?, keep: true })
+                })
             })
             .await
     }

@@ -24,6 +24,8 @@
 
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -136,6 +138,28 @@ where
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
     enqueue_timeout: Duration,
+    tally: Arc<Tally>,
+}
+
+/// What the writer has done so far: how well writes share commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupCommitStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Jobs in those transactions (claims, completions, atomic writes, purges), whether
+    /// their own writes were kept or rolled back to their savepoint.
+    pub jobs: u64,
+    /// Transactions that failed as a whole (every job in them was answered with the error).
+    pub failed_batches: u64,
+    /// Jobs waiting for the writer now.
+    pub queued: usize,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    commits: AtomicU64,
+    jobs: AtomicU64,
+    failed_batches: AtomicU64,
 }
 
 impl std::fmt::Debug for dyn Job {
@@ -165,8 +189,18 @@ impl Writer {
         close: tokio_util::sync::CancellationToken,
     ) -> Writer {
         let (jobs, queue) = mpsc::channel(QUEUE_MAX);
-        tokio::spawn(run(connection, queue, config, close));
-        Writer { jobs, enqueue_timeout: config.enqueue_timeout }
+        let tally = Arc::new(Tally::default());
+        tokio::spawn(run(connection, queue, config, close, Arc::clone(&tally)));
+        Writer { jobs, enqueue_timeout: config.enqueue_timeout, tally }
+    }
+
+    pub(crate) fn stats(&self) -> GroupCommitStats {
+        GroupCommitStats {
+            commits: self.tally.commits.load(Ordering::Relaxed),
+            jobs: self.tally.jobs.load(Ordering::Relaxed),
+            failed_batches: self.tally.failed_batches.load(Ordering::Relaxed),
+            queued: self.jobs.max_capacity() - self.jobs.capacity(),
+        }
     }
 
     /// Resolves once the writer task has stopped (closed, its connection closed).
@@ -208,6 +242,7 @@ async fn run(
     mut queue: mpsc::Receiver<Box<dyn Job>>,
     config: WriterConfig,
     close: tokio_util::sync::CancellationToken,
+    tally: Arc<Tally>,
 ) {
     let mut state = WriterState { synchronous: Sync::Full, sync_next: false };
     let mut batch = Vec::with_capacity(BATCH_MAX);
@@ -220,7 +255,10 @@ async fn run(
         if received == 0 {
             break;
         }
-        commit_batch(&mut connection, &mut batch, config, &mut state).await;
+        let committed = commit_batch(&mut connection, &mut batch, config, &mut state).await;
+        let counter = if committed { &tally.commits } else { &tally.failed_batches };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tally.jobs.fetch_add(u64::try_from(received).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
     // Closed: whatever is still queued is refused, never half-done.
     queue.close();
@@ -240,12 +278,13 @@ struct WriterState {
 }
 
 /// One group commit: every job in its savepoint, one `COMMIT`, then every answer.
+/// Returns whether it committed.
 async fn commit_batch(
     connection: &mut SqliteConnection,
     batch: &mut Vec<Box<dyn Job>>,
     config: WriterConfig,
     state: &mut WriterState,
-) {
+) -> bool {
     let outcome = run_batch(connection, batch, config, state).await;
     if outcome.is_err() {
         // Leave no transaction open for the next batch; it may be gone already.
@@ -255,6 +294,7 @@ async fn commit_batch(
     for job in batch.drain(..) {
         job.finish(outcome);
     }
+    outcome.is_ok()
 }
 
 async fn run_batch(
@@ -306,7 +346,11 @@ async fn run_job(connection: &mut SqliteConnection, job: &mut dyn Job, timeout: 
 /// Deferred claim sync: counts the fences this batch may have issued without a sync (an
 /// upper bound: one per job), or resets the count on a synced batch. Returns whether the
 /// next batch must sync.
-async fn count_unsynced_fences(connection: &mut SqliteConnection, sync: Sync, jobs: usize) -> Result<bool, BatchFailure> {
+async fn count_unsynced_fences(
+    connection: &mut SqliteConnection,
+    sync: Sync,
+    jobs: usize,
+) -> Result<bool, BatchFailure> {
     let added = match sync {
         Sync::Full => {
             connection.execute("UPDATE idem_fence SET unsynced_fences = 0 WHERE id = 1").await?;
@@ -314,10 +358,11 @@ async fn count_unsynced_fences(connection: &mut SqliteConnection, sync: Sync, jo
         }
         Sync::Deferred => i64::try_from(jobs).unwrap_or(i64::MAX),
     };
-    let unsynced: i64 =
-        sqlx::query_scalar("UPDATE idem_fence SET unsynced_fences = unsynced_fences + ?1 WHERE id = 1 RETURNING unsynced_fences")
-            .bind(added)
-            .fetch_one(&mut *connection)
-            .await?;
+    let unsynced: i64 = sqlx::query_scalar(
+        "UPDATE idem_fence SET unsynced_fences = unsynced_fences + ?1 WHERE id = 1 RETURNING unsynced_fences",
+    )
+    .bind(added)
+    .fetch_one(&mut *connection)
+    .await?;
     Ok(unsynced >= SYNC_AFTER_UNSYNCED_FENCES)
 }
