@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use idem_core::{Fenced, MemoryStore, Principal, Store, StoreError, StoredResponse, Timestamp};
+use idem_core::{AtomicStore, CommitError, Fenced, MemoryStore, Principal, Store, StoreError, StoredResponse, Timestamp, WritesFuture};
 use idem_http::ClaimContext;
 use idem_sqlite::SqliteStore;
 
@@ -406,34 +406,44 @@ impl SqliteLedger {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    /// Runs `write` in a write transaction and, with a completion, completes the claim in it.
-    async fn write_with<'q>(
-        &self,
-        write: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-        completion: Option<Completion<'_>>,
-    ) -> Result<Written, LedgerError> {
-        let mut transaction = self.store.begin_write().await.map_err(LedgerError::Unavailable)?;
-        write.execute(&mut *transaction).await.map_err(unavailable)?;
-        let written = match completion {
-            None => Written::Alone,
-            Some(Completion { claim, response }) => {
-                let now = claim.now();
-                let fenced = self
-                    .store
-                    .complete_in(&mut transaction, claim.id(), claim.fence(), response.clone(), now, claim.policy())
-                    .await
-                    .map_err(LedgerError::Unavailable)?;
-                match fenced {
-                    Fenced::Applied => Written::Completed,
-                    refused @ Fenced::Refused(_) => {
-                        transaction.rollback().await.map_err(unavailable)?;
-                        return Ok(Written::Superseded(refused));
-                    }
-                }
-            }
+    /// With a completion, runs `write` and completes the claim in one transaction of the
+    /// store's next group commit ([`AtomicStore::complete_with`]): both or neither.
+    async fn write_with(&self, write: SqliteWrite, completion: Option<Completion<'_>>) -> Result<Written, LedgerError> {
+        let Some(Completion { claim, response }) = completion else {
+            // No claim: a write of its own, as an application without idem would make it (one
+            // transaction, one fsync). The load bench's bare baseline is this path.
+            let mut transaction = self.store.begin_write().await.map_err(LedgerError::Unavailable)?;
+            write.execute(&mut *transaction).await.map_err(unavailable)?;
+            transaction.commit().await.map_err(unavailable)?;
+            return Ok(Written::Alone);
         };
-        transaction.commit().await.map_err(unavailable)?;
-        Ok(written)
+        let fenced = self
+            .store
+            .complete_with(claim.id(), claim.fence(), response.clone(), claim.now(), claim.policy(), one_statement(write))
+            .await
+            .map_err(commit_error)?;
+        Ok(match fenced {
+            Fenced::Applied => Written::Completed,
+            refused @ Fenced::Refused(_) => Written::Superseded(refused),
+        })
+    }
+}
+
+/// One business statement with its arguments bound, ready to run in the store's writer.
+type SqliteWrite = sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// `write` as the business writes of a group commit.
+fn one_statement(
+    write: SqliteWrite,
+) -> impl for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> WritesFuture<'c, sqlx::Error> + Send + 'static {
+    move |connection| Box::pin(async move { write.execute(&mut *connection).await.map(drop) })
+}
+
+/// A failed group commit: nothing of it was written.
+fn commit_error(error: CommitError<sqlx::Error>) -> LedgerError {
+    match error {
+        CommitError::Writes(error) => unavailable(error),
+        CommitError::Store(error) => LedgerError::Unavailable(error),
     }
 }
 
@@ -524,12 +534,10 @@ impl Ledger for SqliteLedger {
     }
 
     async fn check_writable(&self) -> Result<(), LedgerError> {
-        let mut transaction = self.store.begin_write().await.map_err(LedgerError::Unavailable)?;
-        sqlx::query("INSERT OR REPLACE INTO server_health (id, checked_at) VALUES (1, CAST(strftime('%s', 'now') AS INTEGER) * 1000)")
-            .execute(&mut *transaction)
-            .await
-            .map_err(unavailable)?;
-        transaction.commit().await.map_err(unavailable)
+        let check = sqlx::query(
+            "INSERT OR REPLACE INTO server_health (id, checked_at) VALUES (1, CAST(strftime('%s', 'now') AS INTEGER) * 1000)",
+        );
+        self.store.write(one_statement(check)).await.map_err(commit_error)
     }
 }
 

@@ -68,6 +68,12 @@
 //! # });
 //! ```
 //!
+//! # Feature flags
+//!
+//! None: idem-server has no cargo features. Every store it can run on (SQLite, PostgreSQL,
+//! Redis) is always compiled in; which one runs is chosen at run time ([`StoreSpec`],
+//! [`DbSpec`]).
+//!
 //! # Contents
 //!
 //! * [`compose`]: [`AppBuilder`], [`App`], [`PurgeSchedule`]: the composition root.
