@@ -130,6 +130,11 @@
 //! source (`rand::RngCore`); with seeded ones, the same run sends the same keys and waits
 //! the same times.
 //!
+//! # Feature flags
+//!
+//! None: idem-client has no cargo features. It needs a tokio runtime (its timers are
+//! tokio's) and any inner service over `http` types; it names no HTTP client itself.
+//!
 //! # Contents
 //!
 //! * [`layer`]: [`IdempotentRetryLayer`]; [`config`]: [`IdempotentRetryBuilder`] and its bounds.

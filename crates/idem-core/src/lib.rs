@@ -13,6 +13,16 @@
 //! Stores only read, call [`step()`], and write; the model checker drives the same
 //! [`MemoryState`] that [`MemoryStore`] holds.
 //!
+//! # Feature flags
+//!
+//! * `testing` (off by default): the test suites a store runs, for stores' dev-dependencies
+//!   (`idem-core = { workspace = true, features = ["testing"] }`). It makes `conformance`
+//!   public (the named cases every store must pass, run through a `Harness` the store
+//!   crate implements: how to open an empty store, how to break its backend) and adds
+//!   `differential` (random operation sequences a store must answer exactly as
+//!   [`MemoryStore`] does). It pulls in `futures` and `proptest`; the rest of the crate
+//!   needs neither.
+//!
 //! # Contents
 //!
 //! * [`key`]: [`Key::parse`], the `Idempotency-Key` header value, parsed once.

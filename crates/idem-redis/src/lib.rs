@@ -186,6 +186,11 @@
 //!
 //! Usage totals restart at zero with the records they counted, so limits stay right.
 //!
+//! # Feature flags
+//!
+//! None: idem-redis has no cargo features. It always uses the `redis` crate with tokio and
+//! its connection manager (the workspace enables `tokio-comp` and `connection-manager`).
+//!
 //! # Bounds
 //!
 //! Prefix 1..=64 bytes; one script per operation; operation time `operation_timeout`
