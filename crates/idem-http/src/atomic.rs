@@ -1,29 +1,32 @@
-//! Atomic mode: the handler completes the record inside its own database transaction.
+//! Atomic mode: the handler's business writes and the completion commit in one transaction.
 //!
 //! When the layer runs a handler under a claim, it puts a [`ClaimContext`] into the
-//! request's extensions. A handler whose store can share its transaction (idem-sqlite,
-//! a planned PostgreSQL store) writes its business rows and completes the record with
+//! request's extensions (and, with the `axum` feature, what [`crate::Claim`] extracts).
+//!
+//! **The recommended path** is [`crate::Claim::commit`], for stores that implement
+//! [`idem_core::AtomicStore`] (idem-sqlite, idem-postgres): the handler extracts
+//! `Claim<Store>` and ends with one call that records the very response it answers and
+//! runs its writes in the completion's transaction. It cannot forget the marker, commit
+//! without completing, or store a response other than the one sent (see [`crate::claim`]).
+//!
+//! **The manual path** remains for stores that can share a transaction without
+//! implementing `AtomicStore`: the handler writes its rows and completes the record with
 //! [`ClaimContext::stored_response`], [`ClaimContext::fence`] and [`ClaimContext::now`] in
-//! the same transaction, then puts [`CompletedInTransaction`] with the store's answer into
-//! the *response* extensions:
-//!
-//! * `CompletedInTransaction(Fenced::Applied)`: the layer does not complete a second time;
-//!   it answers the response as it is.
-//! * `CompletedInTransaction(Fenced::Refused(_))`: the claim was taken over (this execution
-//!   is stale and its transaction should have rolled back). The layer does not answer this
-//!   response: it answers the recorded one, or 409 while the new claim is in flight (G2).
-//!
-//! A handler that does not insert the marker is completed by the layer (separate mode).
+//! its own transaction, then puts [`CompletedInTransaction`] with the store's answer into
+//! the *response* extensions. `Applied`: the layer answers the response as it is;
+//! `Refused(_)` (the claim was taken over, the transaction should have rolled back): the
+//! layer answers what the store holds, the recorded response or a 409 (G2). A handler
+//! that does not insert the marker is completed by the layer (separate mode).
 //!
 //! While the handler runs, the layer renews its claim (every [`Policy::renew_every`]). If a
 //! renewal is refused, another request has taken the claim over: [`ClaimContext::lost`]
-//! turns true, the handler's completion will be refused (its transaction should roll back),
+//! turns true, the handler's completion will be refused (its transaction rolls back),
 //! and the layer will not answer its response. A long handler may check `lost()` to stop
 //! early; it need not, the fence check is what keeps G1.
 //!
 //! # Examples
 //!
-//! A handler that completes the record itself. `MemoryStore` has no transactions, so here
+//! The manual path: a handler that completes the record itself. `MemoryStore` has no transactions, so here
 //! the completion runs alone; with idem-sqlite it would be the last statement of the
 //! handler's transaction, and the business writes would commit with it or not at all.
 //!
@@ -67,13 +70,13 @@
 //! ```
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use idem_core::{Clock, Fence, Fenced, Policy, RecordId, StoredResponse, Timestamp};
 
-use crate::headers::HeaderFilter;
+use crate::config::Config;
 
 /// Inserted into the request's extensions when the layer runs the handler under a claim:
 /// what the handler needs to complete the record in its own transaction.
@@ -82,9 +85,11 @@ pub struct ClaimContext {
     pub(crate) id: RecordId,
     pub(crate) fence: Fence,
     pub(crate) lease: Arc<LeaseState>,
-    pub(crate) policy: Policy,
-    pub(crate) filter: Arc<HeaderFilter>,
-    pub(crate) clock: Arc<dyn Clock>,
+    /// What `Claim::commit` did, read by the layer when the handler returns.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) commit: Arc<CommitState>,
+    /// The layer's configuration: policy, header filter, clock, limits, problem base.
+    pub(crate) config: Arc<Config>,
 }
 
 impl ClaimContext {
@@ -118,26 +123,26 @@ impl ClaimContext {
     /// The lease and retention the layer uses; pass it to the completion.
     #[must_use]
     pub fn policy(&self) -> &Policy {
-        &self.policy
+        &self.config.policy
     }
 
     /// The time on the layer's clock: the `now` to complete with.
     #[must_use]
     pub fn now(&self) -> Timestamp {
-        self.clock.now()
+        self.config.clock.now()
     }
 
     /// The layer's clock, for handlers that read the time more than once.
     #[must_use]
     pub fn clock(&self) -> Arc<dyn Clock> {
-        Arc::clone(&self.clock)
+        Arc::clone(&self.config.clock)
     }
 
     /// The [`StoredResponse`] the layer itself would store for this response (same header
     /// filtering), so a replay is the same whoever completed the record.
     #[must_use]
     pub fn stored_response(&self, status: StatusCode, headers: &HeaderMap, body: &Bytes) -> StoredResponse {
-        self.filter.stored_response(status.as_u16(), headers, body.clone())
+        self.config.filter.stored_response(status.as_u16(), headers, body.clone())
     }
 }
 
@@ -148,7 +153,7 @@ impl std::fmt::Debug for ClaimContext {
             .field("fence", &self.fence)
             .field("lease_expires_at", &self.lease_expires_at())
             .field("lost", &self.lost())
-            .field("policy", &self.policy)
+            .field("policy", &self.config.policy)
             .finish_non_exhaustive()
     }
 }
@@ -185,7 +190,57 @@ impl LeaseState {
     }
 }
 
+/// What [`crate::Claim::commit`] did with a claim, shared by the handler's
+/// [`ClaimContext`] and the layer. The layer reads it when the handler returns, to tell a
+/// commit's own response from a response that bypassed it.
+#[derive(Debug, Default)]
+pub(crate) struct CommitState(AtomicU8);
+
+/// What became of a claim's commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// `commit` was not called (the layer completes the record, separate mode).
+    NotCalled,
+    /// The store committed the writes and the completion.
+    Applied,
+    /// The store refused the completion (the claim was taken over); nothing committed.
+    Refused,
+    /// `commit` was called and committed nothing (its writes or the store failed, or the
+    /// response could not be recorded); the claim is still this execution's.
+    NothingCommitted,
+}
+
+impl CommitState {
+    pub(crate) fn get(&self) -> Commit {
+        match self.0.load(Ordering::SeqCst) {
+            0 => Commit::NotCalled,
+            1 => Commit::Applied,
+            2 => Commit::Refused,
+            3 => Commit::NothingCommitted,
+            other => unreachable!("only `set` writes it, with 1 to 3, not {other}"),
+        }
+    }
+
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn set(&self, commit: Commit) {
+        let value = match commit {
+            Commit::NotCalled => unreachable!("a commit is never un-called"),
+            Commit::Applied => 1,
+            Commit::Refused => 2,
+            Commit::NothingCommitted => 3,
+        };
+        self.0.store(value, Ordering::SeqCst);
+    }
+}
+
 /// Put into the *response* extensions by a handler that completed the record in its own
 /// transaction; it holds the store's answer to that completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CompletedInTransaction(pub Fenced);
+
+/// Put into the response extensions by [`crate::Claim::commit`] when it committed nothing
+/// (writes or store failed, response not recordable): the layer gives the claim back,
+/// whatever its status rules say, so a retry runs the handler again.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+pub(crate) struct NothingCommitted;

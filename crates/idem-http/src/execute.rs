@@ -27,7 +27,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tower::Service;
 use tracing::Span;
 
-use crate::atomic::LeaseState;
+use crate::atomic::{Commit, CommitState, LeaseState, NothingCommitted};
 use crate::body::{Body, BoxError, NotKept, ReadError, ResponseRead, full, read_bounded, read_to_keep};
 use crate::config::{Config, ConflictPolicy, WAIT_MAX};
 use crate::headers::IDEMPOTENT_REPLAYED;
@@ -71,7 +71,7 @@ pub(crate) async fn run<S, St, ReqBody, ResBody>(
 ) -> Result<Response<Body>, S::Error>
 where
     S: Service<Request<Body>, Response = Response<ResBody>>,
-    St: Store,
+    St: Store + 'static,
     ReqBody: HttpBody<Data = Bytes>,
     ReqBody::Error: Into<BoxError>,
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
@@ -98,7 +98,7 @@ async fn decide<S, St, ReqBody, ResBody>(
 ) -> Result<Answer, S::Error>
 where
     S: Service<Request<Body>, Response = Response<ResBody>>,
-    St: Store,
+    St: Store + 'static,
     ReqBody: HttpBody<Data = Bytes>,
     ReqBody::Error: Into<BoxError>,
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
@@ -186,6 +186,9 @@ enum Ran<E> {
     Panicked,
     /// The handler completed the record in its own transaction (atomic mode); the store's answer.
     CompletedInTransaction(Fenced, Response<Body>),
+    /// The handler called `Claim::commit` but returned a response without the commit's
+    /// marker: what the commit did.
+    Bypassed(Commit),
     /// A response that completed the operation but cannot be recorded (too long, or with
     /// trailers): its head, and a body that yields all of it.
     NotKept(http::response::Parts, Body, NotKept),
@@ -209,24 +212,26 @@ async fn execute<S, St, ResBody>(
 ) -> Result<Answer, S::Error>
 where
     S: Service<Request<Body>, Response = Response<ResBody>>,
-    St: Store,
+    St: Store + 'static,
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
     let config = &keyed.config;
     let lease = Arc::new(LeaseState::new(claim.lease_expires_at));
+    let commit = Arc::new(CommitState::default());
     let context = ClaimContext {
         id: keyed.id.clone(),
         fence: claim.fence,
         lease: Arc::clone(&lease),
-        policy: config.policy,
-        filter: Arc::clone(&config.filter),
-        clock: Arc::clone(&config.clock),
+        commit: Arc::clone(&commit),
+        config: Arc::clone(config),
     };
     let mut request = Request::from_parts(parts, full(body));
     request.extensions_mut().insert(context);
+    #[cfg(feature = "axum")]
+    request.extensions_mut().insert(crate::claim::ClaimStore(Arc::clone(&keyed.store)));
 
-    let ran = while_renewing(keyed, claim, &lease, run_handler(keyed, inner, request)).await;
+    let ran = while_renewing(keyed, claim, &lease, run_handler(keyed, inner, request, &commit)).await;
 
     if let Ran::CompletedInTransaction(Fenced::Applied, response) = ran {
         // The store recorded this very response under this claim's fence: it is the answer.
@@ -262,6 +267,26 @@ where
             })
         }
         Ran::CompletedInTransaction(Fenced::Applied, _) => unreachable!("answered above"),
+        Ran::Bypassed(commit) => {
+            // The handler called `Claim::commit`, then answered another response: the
+            // store's answer stands, this response is neither recorded nor answered (G2).
+            tracing::error!(
+                key = keyed.id.key.as_str(),
+                ?commit,
+                "the handler called Claim::commit but returned another response; answering what the store holds instead"
+            );
+            if commit != Commit::NothingCommitted {
+                return Ok(superseded(keyed, fingerprint).await);
+            }
+            // Nothing was committed: give the claim back, as for a 5xx, so a retry runs again.
+            Ok(match release(keyed, claim).await {
+                Released::Stale => superseded(keyed, fingerprint).await,
+                Released::Yes | Released::Failed => {
+                    let detail = "the handler's commit committed nothing, and it answered another response";
+                    (config.answer(kinds::handler_failed(detail)), Outcome::Released)
+                }
+            })
+        }
         Ran::CompletedInTransaction(Fenced::Refused(refusal), _) => {
             tracing::warn!(key = keyed.id.key.as_str(), %refusal, "handler's own completion was refused; its claim was taken over");
             Ok(superseded(keyed, fingerprint).await)
@@ -295,7 +320,12 @@ where
 
 /// Calls the handler (catching a panic) and, for a response to record, reads its body.
 /// Runs inside [`while_renewing`], so a slow handler or a slow body keeps its claim.
-async fn run_handler<S, St, ResBody>(keyed: &Keyed<St>, mut inner: S, request: Request<Body>) -> Ran<S::Error>
+async fn run_handler<S, St, ResBody>(
+    keyed: &Keyed<St>,
+    mut inner: S,
+    request: Request<Body>,
+    commit: &CommitState,
+) -> Ran<S::Error>
 where
     S: Service<Request<Body>, Response = Response<ResBody>>,
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
@@ -309,6 +339,15 @@ where
     let (config, key) = (&keyed.config, keyed.id.key.as_str());
     if let Some(CompletedInTransaction(fenced)) = response.extensions().get::<CompletedInTransaction>().copied() {
         return Ran::CompletedInTransaction(fenced, response.map(crate::body::boxed));
+    }
+    if response.extensions().get::<NothingCommitted>().is_some() {
+        // `Claim::commit` committed nothing: the claim is given back whatever the status
+        // rules say (a recorded 500 would answer every retry for writes that never landed).
+        return Ran::Release(response.map(crate::body::boxed));
+    }
+    match commit.get() {
+        Commit::NotCalled => {}
+        bypassed => return Ran::Bypassed(bypassed),
     }
     if config.status_rules.disposition(response.status().as_u16()) == Disposition::Release {
         return Ran::Release(response.map(crate::body::boxed));
@@ -553,7 +592,7 @@ fn rejected(config: &Config, problem: Problem) -> Answer {
 /// G8: the store could not decide, so the handler does not run.
 /// The problem for a store failure names its class only; the driver's text (file names,
 /// SQL, error codes) stays in the log.
-fn store_failed(config: &Config, error: &StoreError) -> Answer {
+pub(crate) fn store_failed(config: &Config, error: &StoreError) -> Answer {
     tracing::warn!(%error, "idempotency store failed");
     let problem = match error {
         StoreError::Unavailable { retry_after, .. } => {

@@ -8,6 +8,28 @@ use tower::Layer;
 use crate::Idempotency;
 use crate::config::{Config, IdempotencyBuilder};
 
+/// A store as the layer holds it, shared: a store (`St`) or an `Arc<St>`.
+///
+/// (Not `Into<Arc<St>>`: for an `Arc<St>` argument that bound fits both `St` and
+/// `Arc<St>`, and the compiler cannot choose; this trait fits only `St`, because no
+/// `Arc` is a [`Store`].)
+pub trait IntoStore<St> {
+    /// The store, shared.
+    fn into_store(self) -> Arc<St>;
+}
+
+impl<St: Store> IntoStore<St> for St {
+    fn into_store(self) -> Arc<St> {
+        Arc::new(self)
+    }
+}
+
+impl<St: Store> IntoStore<St> for Arc<St> {
+    fn into_store(self) -> Arc<St> {
+        self
+    }
+}
+
 /// Applies [`Idempotency`] to a service. It holds the configuration and the store only;
 /// clones share both.
 pub struct IdempotencyLayer<St> {
@@ -27,15 +49,17 @@ impl<St> IdempotencyLayer<St> {
 }
 
 impl<St: Store> IdempotencyLayer<St> {
-    /// A layer with SPEC's defaults (see [`IdempotencyBuilder`]) over `store`.
+    /// A layer with SPEC's defaults (see [`IdempotencyBuilder`]) over `store`: the store
+    /// itself (`new(store)`, for stores that are cheap handles) or shared
+    /// (`new(Arc::new(store))`, `new(Arc::clone(&store))`).
     #[must_use]
-    pub fn new(store: Arc<St>) -> IdempotencyLayer<St> {
-        IdempotencyBuilder::new(store).build().expect("the default configuration is valid")
+    pub fn new(store: impl IntoStore<St>) -> IdempotencyLayer<St> {
+        IdempotencyBuilder::new(store.into_store()).build().expect("the default configuration is valid")
     }
 
-    /// A builder starting from the defaults.
-    pub fn builder(store: Arc<St>) -> IdempotencyBuilder<St> {
-        IdempotencyBuilder::new(store)
+    /// A builder starting from the defaults; takes the store as [`IdempotencyLayer::new`] does.
+    pub fn builder(store: impl IntoStore<St>) -> IdempotencyBuilder<St> {
+        IdempotencyBuilder::new(store.into_store())
     }
 
     pub(crate) fn from_parts(config: Arc<Config>, store: Arc<St>) -> IdempotencyLayer<St> {

@@ -94,8 +94,9 @@
 //!   run twice, because a retry may take the lapsed claim over. The stale execution's
 //!   completion is refused (G3) and it answers the recorded response or a 409, never its
 //!   own (G2).
-//! * Atomic mode ([`atomic`]): the handler completes the record in its own transaction,
-//!   so a stale execution's business writes roll back with its refused completion (G1).
+//! * Atomic mode ([`Claim::commit`], or by hand, [`atomic`]): the handler's business
+//!   writes and the completion commit in one transaction, so a stale execution's writes
+//!   roll back with its refused completion (G1).
 //! * If the store fails while recording (after bounded retries), the handler's response
 //!   is answered unrecorded ([`Outcome::Unrecorded`]); a retry after the lease lapses
 //!   runs the handler again. Atomic mode does not have this gap.
@@ -242,17 +243,29 @@
 //! turmoil drive. There
 //! is no randomness, and no behaviour depends on a hash map's iteration order.
 //!
+//! # Feature flags
+//!
+//! * `axum` (default): the [`Claim`] extractor and [`Claim::commit`] for axum handlers
+//!   (adds a dependency on `axum-core`). Without it the layer still serves axum, hyper or
+//!   any tower stack; atomic mode is then done by hand ([`atomic`]).
+//!
 //! # Contents
 //!
-//! * [`layer`]: [`IdempotencyLayer`]; [`config`]: [`IdempotencyBuilder`] and its options.
+//! * [`layer`]: [`IdempotencyLayer`], [`IntoStore`]; [`config`]: [`IdempotencyBuilder`] and its options.
 //! * [`service`]: [`Idempotency`]; [`future`]: [`ResponseFuture`].
-//! * [`atomic`]: [`ClaimContext`], [`CompletedInTransaction`].
+//! * [`claim`] (feature `axum`): [`Claim`], [`Claim::commit`], [`ClaimRejection`]: atomic mode in one call.
+//! * [`atomic`]: [`ClaimContext`], [`CompletedInTransaction`] (atomic mode by hand).
 //! * [`problem`]: [`Problem`]; [`principal`]: [`principal::authorization_principal`].
 //! * [`headers`]: header names, and which response headers are recorded.
 //! * [`outcome`]: [`Outcome`]; [`observe`]: metric names and the span; [`body`]: the [`Body`] type.
+//! * Re-exports of what a handler names from idem-core ([`AtomicStore`], [`CommitError`],
+//!   [`WritesFuture`], [`Fenced`], [`StoreError`], [`Principal`], [`Key`], [`RecordId`],
+//!   [`Policy`], [`MemoryStore`], [`StoredResponse`]), and [`idem_core`] itself.
 
 pub mod atomic;
 pub mod body;
+#[cfg(feature = "axum")]
+pub mod claim;
 pub mod config;
 mod execute;
 pub mod future;
@@ -267,10 +280,17 @@ pub mod service;
 
 pub use atomic::{ClaimContext, CompletedInTransaction};
 pub use body::{Body, BoxError};
+#[cfg(feature = "axum")]
+pub use claim::{Claim, ClaimRejection};
 pub use config::{CONFLICT_RETRY_AFTER_MAX_DEFAULT, ConfigError, ConflictPolicy, IdempotencyBuilder, MissingKey};
 pub use future::ResponseFuture;
 pub use headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
-pub use layer::IdempotencyLayer;
+pub use idem_core;
+pub use idem_core::{
+    AtomicStore, CommitError, Fenced, Key, MemoryStore, Policy, Principal, RecordId, StoreError, StoredResponse,
+    WritesFuture,
+};
+pub use layer::{IdempotencyLayer, IntoStore};
 pub use outcome::Outcome;
 pub use principal::PrincipalExtractor;
 pub use problem::Problem;
