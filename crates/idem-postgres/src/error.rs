@@ -15,7 +15,7 @@ const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// SQLSTATE class `23`: integrity constraint violation. idem's own statements break a
 /// constraint of idem's tables only when the stored data disagrees with itself (usage
 /// totals edited by hand), except the unique key, which `ON CONFLICT` handles.
-const INTEGRITY_CLASS: &str = "23";
+pub(crate) const INTEGRITY_CLASS: &str = "23";
 
 /// A hint for callers refused because the database was busy (lock waits past the statement
 /// timeout, a pool with no free connection, contention that outlasted the retries).

@@ -2,10 +2,12 @@
 //! replicas on one database.
 //!
 //! [`PostgresStore`] implements idem-core's [`Store`](idem_core::Store) (claim, complete,
-//! release, renew, get, purge) and adds atomic mode: [`PostgresStore::complete_in`]
-//! completes a claim inside the caller's own `sqlx::Transaction<Postgres>`, so the
-//! handler's business writes and the completion with its fence check commit together or
-//! not at all (SPEC "Modes", G1).
+//! release, renew, get, purge) and atomic mode, where the handler's business writes and
+//! the completion with its fence check commit together or not at all (SPEC "Modes", G1):
+//! [`AtomicStore::complete_with`](idem_core::AtomicStore::complete_with) runs the
+//! handler's writes and the completion in one transaction of the store's (the recommended
+//! path), and [`PostgresStore::complete_in`] completes a claim inside a
+//! `sqlx::Transaction<Postgres>` the caller holds (the manual one).
 //!
 //! The store is I/O around [`idem_core::step()`] and decides nothing of its own. Every
 //! operation is optimistic and takes no transaction of its own: one statement reads the
@@ -24,16 +26,34 @@
 //!
 //! * [`PostgresOptions`]: the URL, the schema, the size limits, the pool, the timeouts,
 //!   the retries, and [`TimeSource`].
-//! * [`PostgresStore`]: [`PostgresStore::open`] (which runs the embedded migrations), the
-//!   [`Store`](idem_core::Store) impl, [`PostgresStore::begin_write`],
-//!   [`PostgresStore::complete_in`], [`PostgresStore::usage`], [`PostgresStore::pool`].
+//! * [`PostgresStore`]: [`PostgresStore::open`] (which runs the embedded migrations and
+//!   opens a pool), [`PostgresStore::with_pool`] (the same on the service's own pool), the
+//!   [`Store`](idem_core::Store) impl, the [`AtomicStore`](idem_core::AtomicStore) impl
+//!   ([`complete_with`](idem_core::AtomicStore::complete_with), atomic mode in one call:
+//!   the recommended path), [`PostgresStore::begin_write`] and
+//!   [`PostgresStore::complete_in`] (atomic mode by hand, in a transaction the caller
+//!   holds), [`PostgresStore::usage`], [`PostgresStore::pool`].
 //! * [`OpenError`]: why a database could not be opened, worded for a CLI to print.
+//! * [`sqlx`]: the driver, re-exported, so a service writes its business rows with the
+//!   very sqlx version (and `PgConnection` type) this crate was built with, without
+//!   pinning sqlx itself.
 //!
 //! # Atomic mode
 //!
+//! Hand the business writes to [`complete_with`](idem_core::AtomicStore::complete_with):
+//! it begins a transaction on a pooled connection, runs the writes on it, completes the
+//! claim in it ([`PostgresStore::complete_in`]), and commits on
+//! [`Fenced::Applied`](idem_core::Fenced::Applied), or rolls back on
+//! [`Fenced::Refused`](idem_core::Fenced::Refused) (the claim was taken over after its
+//! lease lapsed, or completed already) and on any error
+//! ([`CommitError`](idem_core::CommitError): `Writes` for the writes' own failure, `Store`
+//! for the store's). Either the payment and the completion both land, or neither does and
+//! the claim is still in flight.
+//!
 //! ```no_run
-//! use idem_core::{Decision, Fenced, Fingerprint, Key, Policy, Principal, RecordId};
+//! use idem_core::{AtomicStore, Decision, Fenced, Fingerprint, Key, Policy, Principal, RecordId};
 //! use idem_core::{Store, StoredResponse, Timestamp};
+//! use idem_postgres::sqlx::{self, PgConnection};
 //! use idem_postgres::{PostgresOptions, PostgresStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -51,15 +71,52 @@
 //!     unreachable!("a new key executes")
 //! };
 //!
-//! // The handler: business write and completion in one transaction.
+//! // The handler: business write and completion in one transaction of the store's.
 //! let response = StoredResponse::new(201, &b"{\"payment_id\":\"pay_1\"}"[..]);
+//! let fenced = store
+//!     .complete_with(&id, claim.fence, response.clone(), now, &policy, |connection: &mut PgConnection| {
+//!         Box::pin(async move {
+//!             sqlx::query("INSERT INTO payments (id, amount) VALUES ('pay_1', 100)").execute(&mut *connection).await?;
+//!             Ok(())
+//!         })
+//!     })
+//!     .await?;
+//! match fenced {
+//!     Fenced::Applied => {}                 // the payment and the completion committed
+//!     Fenced::Refused(_) => return Ok(()), // stale claim: the payment was rolled back
+//! }
+//! assert_eq!(store.claim(&id, &fingerprint, now, &policy).await?, Decision::Replay(response));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The writes run after `BEGIN` and before the completion locks the record's row, so they
+//! hold no lock of idem's; they run at most once and are not retried (the closure is
+//! `FnOnce`). Prepare what they write before the call, and keep them to the statements.
+//!
+//! **By hand.** A handler that must hold the transaction itself (it spans more than the
+//! writes, or comes from the application's own pool or connection) calls
+//! [`PostgresStore::complete_in`] inside it, and commits or rolls back on its answer:
+//!
+//! ```no_run
+//! # use idem_core::{Decision, Fenced, Fingerprint, Key, Policy, Principal, RecordId};
+//! # use idem_core::{Store, StoredResponse, Timestamp};
+//! # use idem_postgres::sqlx;
+//! # use idem_postgres::{PostgresOptions, PostgresStore};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let store = PostgresStore::open(PostgresOptions::new("postgres://postgres@127.0.0.1:5432/test")).await?;
+//! # let id = RecordId::new(Principal::new("alice")?, Key::parse(b"order-43")?);
+//! # let fingerprint = Fingerprint::of("POST", "/payments", b"{\"amount\":100}");
+//! # let (now, policy) = (Timestamp::EPOCH, Policy::default());
+//! # let Decision::Execute(claim) = store.claim(&id, &fingerprint, now, &policy).await? else { unreachable!() };
+//! let response = StoredResponse::new(201, &b"{\"payment_id\":\"pay_2\"}"[..]);
 //! let mut tx = store.begin_write().await?;
-//! sqlx::query("INSERT INTO payments (id, amount) VALUES ('pay_1', 100)").execute(&mut *tx).await?;
+//! sqlx::query("INSERT INTO payments (id, amount) VALUES ('pay_2', 100)").execute(&mut *tx).await?;
 //! match store.complete_in(&mut tx, &id, claim.fence, response.clone(), now, &policy).await? {
 //!     Fenced::Applied => tx.commit().await?,
 //!     Fenced::Refused(_) => tx.rollback().await?, // stale claim: the payment is not written
 //! }
-//! assert_eq!(store.claim(&id, &fingerprint, now, &policy).await?, Decision::Replay(response));
 //! # Ok(())
 //! # }
 //! ```
@@ -69,9 +126,21 @@
 //! idem's schema, and the row lock it takes holds off take-overs until that transaction
 //! ends.
 //!
+//! # The service's own pool
+//!
+//! [`PostgresStore::open`] opens a pool of its own from [`PostgresOptions`].
+//! [`PostgresStore::with_pool`] instead takes the `PgPool` the service already has: it
+//! runs idem's migrations on it (on one connection it detaches from the pool, so no pooled
+//! connection keeps the migration's `search_path`), in the schema the options name, noted
+//! in idem's own [`MIGRATIONS_TABLE`], so the service's `sqlx::migrate!` keeps its own list
+//! even in the same schema. The pool's settings (size, acquire timeout, statement timeout,
+//! liveness check) are then the service's; the options give the schema, the limits, the
+//! retries and the time source.
+//!
 //! # Round trips
 //!
-//! Counted as statements sent and answered (`tests/store.rs` counts them); taking a pooled
+//! Counted as statements sent and answered (`tests/store.rs` counts them; sqlx logs no
+//! event for `BEGIN`, so the test counts the others and the docs add it); taking a pooled
 //! connection adds sqlx's liveness check (`test_before_acquire`), one more short round trip,
 //! to each operation that runs on the pool, as it does to any query on the pool.
 //!
@@ -84,6 +153,8 @@
 //! | `release`, `renew` | 2: the read, the guarded write (1 when the step writes nothing) | 1 (0) |
 //! | `complete_in` of the claim in flight | **1**, in the caller's transaction | the caller's |
 //! | `complete_in` otherwise (refused) | 2: the guarded completion, the locked read | the caller's |
+//! | `complete_with` of the claim in flight | **3** and the writes': `BEGIN`, the writes, the guarded completion, `COMMIT` | 1 |
+//! | `complete_with` otherwise (refused, or the writes or the completion failed) | `BEGIN`, the writes, `complete_in`'s (2 when refused, none when the writes failed), `ROLLBACK` | 0 |
 //!
 //! A contended operation (a guard that failed, `40001`, `40P01`) adds its read and write
 //! again per retry.
@@ -216,11 +287,27 @@
 //! | error | cause | what changed |
 //! |---|---|---|
 //! | [`OpenError`] | invalid options or URL; server unreachable; schema from a newer idem; migration failed | nothing usable was opened |
-//! | `StoreError::Unavailable` | connection lost or refused, server shutting down or starting up, pool closed; with `retry_after` for a statement timeout, a pool with no free connection, or contention past the retries | unknown for `claim`, `complete`, `release`, `renew` if the connection broke during their write statement, which commits as it ends (see the [`Store`](idem_core::Store) docs on retrying), nothing otherwise; nothing for a failed `complete_in` once its transaction rolls back |
+//! | `StoreError::Unavailable` | connection lost or refused, server shutting down or starting up, pool closed; with `retry_after` for a statement timeout, a pool with no free connection, or contention past the retries (or, in `complete_in` and `complete_with`, which do not retry, any serialization failure or deadlock) | unknown for `claim`, `complete`, `release`, `renew` if the connection broke during their write statement, which commits as it ends (see the [`Store`](idem_core::Store) docs on retrying), and for `complete_with` if it broke during its `COMMIT`; nothing otherwise; nothing for a failed `complete_in` once its transaction rolls back |
 //! | `StoreError::Full` | a size limit is reached | nothing |
 //! | `StoreError::Corrupt` | a row holds what this version cannot read, a constraint of idem's tables broke (usage totals edited by hand), or the fence sequence is behind a record | nothing (a guarded completion that disagrees with the step, a bug: see "Round trips") |
 //!
-//! Fence refusals are not errors but [`idem_core::Fenced::Refused`].
+//! `complete_with` wraps these as [`CommitError::Store`](idem_core::CommitError::Store);
+//! its [`CommitError::Writes`](idem_core::CommitError::Writes) is the business writes' own
+//! `sqlx::Error` (also an integrity violation reported by `COMMIT`: a deferred constraint
+//! of the business tables, as idem's own constraints are not deferred), and nothing of
+//! that call was committed. Fence refusals are not errors but
+//! [`idem_core::Fenced::Refused`].
+//!
+//! # Feature flags
+//!
+//! This crate has no Cargo features of its own. It builds sqlx with the workspace's
+//! features (`postgres`, `runtime-tokio`, `migrate`, `macros`; also `sqlite`, for
+//! idem-sqlite), and the re-exported [`sqlx`] is that build: a service that uses it gets
+//! those features and no other sqlx.
+
+/// The driver, re-exported so a service's business writes (and its own pool, for
+/// [`PostgresStore::with_pool`]) use the exact sqlx version this crate is built with.
+pub use sqlx;
 
 mod codec;
 mod error;

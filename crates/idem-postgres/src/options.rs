@@ -32,6 +32,10 @@ pub enum TimeSource {
 
 /// Where the store lives, how big it may grow and how it talks to PostgreSQL.
 ///
+/// [`crate::PostgresStore::with_pool`] uses only the schema, the size limits, the retries
+/// and the time source: the URL and the pool settings (`connections_max`,
+/// `acquire_timeout`, `statement_timeout`) are those of the service's pool.
+///
 /// ```
 /// use std::time::Duration;
 /// use idem_postgres::{PostgresOptions, TimeSource};

@@ -14,15 +14,15 @@ use std::time::Duration;
 
 use idem_core::step::{self, Counters, Operation, Step, StoreView, op};
 use idem_core::{
-    Decision, Fence, Fenced, Fingerprint, Limits, Policy, Record, RecordId, RecordState, Renewal, Store, StoreError,
-    StoredResponse, Timestamp, Usage, UsageDelta, Write, usage,
+    AtomicStore, CommitError, Decision, Fence, Fenced, Fingerprint, Limits, Policy, Record, RecordId, RecordState,
+    Renewal, Store, StoreError, StoredResponse, Timestamp, Usage, UsageDelta, Write, WritesFuture, usage,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, Postgres, Row, Transaction};
 
 use crate::codec::{self, RECORD_COLUMNS, STATE_IN_FLIGHT, USAGE_SHARDS, usage_shard};
-use crate::error::{Failure, OpenError, corrupt, store_error};
+use crate::error::{Failure, INTEGRITY_CLASS, OpenError, corrupt, sqlstate, store_error};
 use crate::options::{PostgresOptions, TimeSource};
 
 /// The table (in the store's schema) in which sqlx's migrator notes idem's applied
@@ -257,6 +257,59 @@ impl PostgresStore {
             .connect_with(connect)
             .await
             .map_err(|source| OpenError::Connect { target, source })?;
+        Ok(PostgresStore::on(pool, options))
+    }
+
+    /// Opens the store on the service's own pool: creates the schema if missing and runs
+    /// idem's migrations in it, as [`PostgresStore::open`] does, then shares `pool` for
+    /// every operation. The service's queries and idem's then draw from one pool, and
+    /// [`PostgresStore::begin_write`] transactions are the service's connections.
+    ///
+    /// From `options` this takes the schema, the size limits, the retries and the time
+    /// source; the URL and the pool settings (`connections_max`, `acquire_timeout`,
+    /// `statement_timeout`) are the pool's business and are not used: a statement timeout,
+    /// if the service wants one, is set in its pool's connect options. The migrations run
+    /// on one connection taken from `pool` and detached from it (the pool opens a
+    /// replacement), because they set that connection's `search_path`; the connections the
+    /// pool keeps are never changed. idem's migrations are noted in [`MIGRATIONS_TABLE`],
+    /// not sqlx's default table, so the service's own `sqlx::migrate!` on the same pool and
+    /// schema keeps its own list. [`PostgresStore::close`] closes `pool`.
+    ///
+    /// ```no_run
+    /// use idem_postgres::sqlx::postgres::PgPoolOptions;
+    /// use idem_postgres::{PostgresOptions, PostgresStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let url = "postgres://postgres@127.0.0.1:5432/test";
+    /// let pool = PgPoolOptions::new().max_connections(20).connect(url).await?;
+    /// let store = PostgresStore::with_pool(pool.clone(), PostgresOptions::new(url).schema("idem")).await?;
+    /// assert_eq!(store.schema(), "idem");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`OpenError::InvalidOptions`] for options that cannot work (a schema name that is
+    /// not a plain identifier, zero limits), [`OpenError::Connect`] when `pool` gives no
+    /// connection, and [`OpenError::NewerSchema`] or [`OpenError::Migrate`] as for `open`.
+    pub async fn with_pool(pool: PgPool, options: PostgresOptions) -> Result<PostgresStore, OpenError> {
+        let connect = pool.connect_options();
+        let target = format!("{}:{}/{}", connect.get_host(), connect.get_port(), connect.get_database().unwrap_or(""));
+        if let Some(detail) = options.problem() {
+            return Err(OpenError::InvalidOptions { target, detail });
+        }
+        let mut setup =
+            pool.acquire().await.map_err(|source| OpenError::Connect { target: target.clone(), source })?.detach();
+        let prepared = prepare(&mut setup, &options, &target).await;
+        // Closing only says goodbye on a connection that is dropped anyway.
+        let _ = setup.close().await;
+        prepared?;
+        Ok(PostgresStore::on(pool, options))
+    }
+
+    /// The store on `pool`, whose database is prepared for `options`.
+    fn on(pool: PgPool, options: PostgresOptions) -> PostgresStore {
         let inner = Inner {
             limits: options.limits,
             time: options.time,
@@ -264,10 +317,11 @@ impl PostgresStore {
             sql: Statements::new(&options.schema),
             schema: options.schema,
         };
-        Ok(PostgresStore { pool, inner: Arc::new(inner) })
+        PostgresStore { pool, inner: Arc::new(inner) }
     }
 
-    /// The connection pool, for an application's own queries on the same database.
+    /// The connection pool, for an application's own queries on the same database (the
+    /// service's own pool, for a store opened with [`PostgresStore::with_pool`]).
     #[must_use]
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -280,7 +334,8 @@ impl PostgresStore {
     }
 
     /// Closes the pool: waits for connections in use to come back, then closes them all.
-    /// Later calls fail with [`StoreError::Unavailable`].
+    /// Later calls fail with [`StoreError::Unavailable`]. For a store opened with
+    /// [`PostgresStore::with_pool`] that is the service's pool.
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -881,6 +936,72 @@ impl Store for PostgresStore {
                 Err(failure) => return Err(failure.into_store_error()),
             }
         }
+    }
+}
+
+impl AtomicStore for PostgresStore {
+    type Connection = PgConnection;
+    type WriteError = sqlx::Error;
+
+    /// Atomic mode in one call: [`PostgresStore::begin_write`], `writes` on the
+    /// transaction's connection, [`PostgresStore::complete_in`], then `COMMIT` on
+    /// [`Fenced::Applied`] and `ROLLBACK` on [`Fenced::Refused`] or any error, so the
+    /// business writes and the completion commit together or not at all (G1). The record's
+    /// row is locked only by the completion, after the writes, and until the commit.
+    ///
+    /// Nothing is retried: `writes` runs at most once. A serialization failure or deadlock
+    /// in the writes is [`CommitError::Writes`], in the completion or the commit
+    /// `StoreError::Unavailable` with a retry hint; the claim is still in flight either way.
+    /// An integrity violation reported by `COMMIT` is [`CommitError::Writes`]: idem's own
+    /// constraints are checked as its statements run, so it is a deferred constraint of the
+    /// business tables. One outcome is unknown, as for any commit: when the connection
+    /// breaks during `COMMIT` (`StoreError::Unavailable`), the server may have committed.
+    ///
+    /// `now` is ignored under [`TimeSource::Database`] (the default).
+    async fn complete_with<W>(
+        &self,
+        id: &RecordId,
+        fence: Fence,
+        response: StoredResponse,
+        now: Timestamp,
+        policy: &Policy,
+        writes: W,
+    ) -> Result<Fenced, CommitError<sqlx::Error>>
+    where
+        W: for<'c> FnOnce(&'c mut PgConnection) -> WritesFuture<'c, sqlx::Error> + Send + 'static,
+    {
+        let mut transaction = self.begin_write().await?;
+        if let Err(error) = writes(&mut transaction).await {
+            rollback(transaction).await;
+            return Err(CommitError::Writes(error));
+        }
+        let fenced = match self.complete_in(&mut transaction, id, fence, response, now, policy).await {
+            Ok(fenced) => fenced,
+            Err(error) => {
+                rollback(transaction).await;
+                return Err(CommitError::Store(error));
+            }
+        };
+        match fenced {
+            Fenced::Applied => transaction.commit().await.map_err(|error| {
+                if sqlstate(&error).is_some_and(|code| code.starts_with(INTEGRITY_CLASS)) {
+                    CommitError::Writes(error)
+                } else {
+                    CommitError::Store(store_error(error))
+                }
+            })?,
+            // The claim is no longer the caller's: its business writes must not land (G1).
+            Fenced::Refused(_) => rollback(transaction).await,
+        }
+        Ok(fenced)
+    }
+}
+
+/// Rolls `transaction` back. A rollback that fails leaves nothing committed either: the
+/// connection it failed on is broken, and PostgreSQL ends the transaction with it.
+async fn rollback(transaction: WriteTransaction) {
+    if let Err(error) = transaction.rollback().await {
+        tracing::debug!(%error, "rollback failed; the server ends the transaction with the connection");
     }
 }
 

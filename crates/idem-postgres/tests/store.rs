@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{Schemas, at, connect, fingerprint, id, policy, response, wall_clock};
 use idem_core::step::{self, Counters, Operation, StoreView, op};
 use idem_core::{
-    Decision, Fence, Fenced, Limits, Policy, Record, RecordId, RecordState, Refusal, Store, StoreError, Timestamp,
-    Write,
+    AtomicStore, Decision, Fence, Fenced, Limits, Policy, Record, RecordId, RecordState, Refusal, Store, StoreError,
+    Timestamp, Write, WritesFuture,
 };
 use idem_postgres::{OpenError, PostgresOptions, PostgresStore, TimeSource};
 use sqlx::{AssertSqlSafe, Row};
@@ -467,6 +467,18 @@ impl tracing::Subscriber for StatementCounter {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
+/// Business writes of one statement: `insert`, bound to the key `k1`.
+fn one_insert(
+    insert: String,
+) -> impl for<'c> FnOnce(&'c mut sqlx::PgConnection) -> WritesFuture<'c, sqlx::Error> + Send + 'static {
+    move |connection| {
+        Box::pin(async move {
+            sqlx::query(AssertSqlSafe(insert)).bind("k1").execute(&mut *connection).await?;
+            Ok(())
+        })
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn operations_take_the_round_trips_the_docs_state() {
     // Goal: the round trips the crate docs promise, counted as the statements sqlx sends:
@@ -516,6 +528,24 @@ async fn operations_take_the_round_trips_the_docs_state() {
     assert_eq!(again.unwrap(), Fenced::Refused(Refusal::AlreadyCompleted { completed_by: second.fence }));
     assert_eq!(sent(), 2, "complete_in that refuses adds two");
     tx.rollback().await.unwrap();
+
+    // complete_with: BEGIN, the writes (one insert here), the guarded completion, COMMIT;
+    // refused: BEGIN, the writes, the guarded completion and the locked read, ROLLBACK.
+    // sqlx sends BEGIN from its transaction manager without a `sqlx::query` event (as for
+    // begin_write above), so the counts below are one short of the round trips.
+    let carol = id("carol", "k1");
+    let Decision::Execute(third) = store.claim(&carol, &fingerprint("c"), now, &policy()).await.unwrap() else {
+        panic!("a new key executes")
+    };
+    sent();
+    let done =
+        store.complete_with(&carol, third.fence, response("ok"), now, &policy(), one_insert(insert.clone())).await;
+    assert_eq!(done.unwrap(), Fenced::Applied);
+    assert_eq!(sent(), 3, "complete_with that applies: (BEGIN,) one write, one completion, COMMIT");
+    let again =
+        store.complete_with(&carol, third.fence, response("ok"), now, &policy(), one_insert(insert.clone())).await;
+    assert_eq!(again.unwrap(), Fenced::Refused(Refusal::AlreadyCompleted { completed_by: third.fence }));
+    assert_eq!(sent(), 4, "complete_with that refuses: (BEGIN,) one write, two, ROLLBACK");
     schemas.close_all().await;
 }
 

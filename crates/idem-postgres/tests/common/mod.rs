@@ -48,6 +48,13 @@ impl Schemas {
         store
     }
 
+    /// A fresh schema name, dropped with the others; for stores the test opens itself.
+    pub fn fresh(&self) -> String {
+        let schema = fresh_schema();
+        self.names.lock().expect("no panic while holding the list").push(schema.clone());
+        schema
+    }
+
     /// Closes every store opened so far (their pools give their connections back).
     pub async fn close_all(&self) {
         let stores: Vec<PostgresStore> = std::mem::take(&mut *self.stores.lock().expect("no panic while holding"));
