@@ -262,6 +262,9 @@
 //!   [`WritesFuture`], [`Fenced`], [`StoreError`], [`Principal`], [`Key`], [`RecordId`],
 //!   [`Policy`], [`MemoryStore`], [`StoredResponse`]), and [`idem_core`] itself.
 
+// Without `axum`, the docs still name `Claim` (the recommended path), unlinked.
+#![cfg_attr(not(feature = "axum"), allow(rustdoc::broken_intra_doc_links))]
+
 pub mod atomic;
 pub mod body;
 #[cfg(feature = "axum")]
