@@ -76,7 +76,8 @@ pub(crate) struct ModelOptions {
     #[arg(long, default_value_t = Config::default().mode)]
     mode: Mode,
     /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, no-fingerprint-check,
-    /// fence-reuse, long-lease, fail-open.
+    /// fence-reuse, long-lease, fail-open; with --store-crashes also no-fence-reseed,
+    /// unsynced-completion, completion-apart.
     #[arg(long, default_value_t = Config::default().variant)]
     variant: Variant,
 }

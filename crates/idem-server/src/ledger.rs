@@ -14,7 +14,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use idem_core::{AtomicStore, CommitError, Fenced, MemoryStore, Principal, Store, StoreError, StoredResponse, Timestamp, WritesFuture};
+use idem_core::{
+    AtomicStore, CommitError, Fenced, MemoryStore, Principal, Store, StoreError, StoredResponse, Timestamp,
+    WritesFuture,
+};
 use idem_http::ClaimContext;
 use idem_sqlite::SqliteStore;
 
@@ -419,7 +422,14 @@ impl SqliteLedger {
         };
         let fenced = self
             .store
-            .complete_with(claim.id(), claim.fence(), response.clone(), claim.now(), claim.policy(), one_statement(write))
+            .complete_with(
+                claim.id(),
+                claim.fence(),
+                response.clone(),
+                claim.now(),
+                claim.policy(),
+                one_statement(write),
+            )
             .await
             .map_err(commit_error)?;
         Ok(match fenced {

@@ -1,17 +1,18 @@
 //! The embedded durable store for idem: idempotency records in a SQLite file.
 //!
 //! [`SqliteStore`] implements idem-core's [`Store`](idem_core::Store) (claim, complete,
-//! release, renew, get, purge) and adds atomic mode: [`SqliteStore::complete_in`]
-//! completes a claim inside the caller's own transaction, so the handler's business
-//! writes and the completion with its fence check commit together or not at all.
+//! release, renew, get, purge) and [`AtomicStore`](idem_core::AtomicStore) (atomic mode):
+//! [`complete_with`](idem_core::AtomicStore::complete_with) runs the handler's business
+//! writes and the fenced completion in one transaction, so both commit or neither does.
+//! Every write goes through one writer that commits many requests' writes with one `fsync`
+//! (group commit, below).
 //!
 //! The store is I/O around [`idem_core::step()`] and decides nothing of its own. Every
-//! read-decide-write is one `BEGIN IMMEDIATE` transaction: one statement reads the record
+//! read-decide-write runs inside the writer's transaction: one statement reads the record
 //! and the store-wide counters (`idem_fence`, `idem_usage`), the store's
 //! [`Limits`](idem_core::Limits) complete the [`StoreView`](idem_core::StoreView),
 //! `step` decides, and the store writes exactly what the [`Step`](idem_core::Step) names:
-//! the record row put or deleted, the fence counter set, the usage delta added. A step
-//! that writes nothing (a conflict, a replay, a refusal) ends without a commit. The
+//! the record row put or deleted, the fence counter set, the usage delta added. The
 //! decision table, fences, admission at the size limits, usage accounting and atomic
 //! mode's refusal of a repeated completion are all idem-core's; `tests/conformance.rs`
 //! runs idem-core's conformance suite on real files, and `tests/differential.rs` pins the
@@ -19,24 +20,31 @@
 //!
 //! # Contents
 //!
-//! * [`SqliteOptions`]: the file, the size limits ([`SqliteOptions::limits`]), the pool.
+//! * [`SqliteOptions`]: the file, the size limits ([`SqliteOptions::limits`]), the pool,
+//!   [`ClaimSync`].
 //! * [`SqliteStore`]: [`SqliteStore::open`], the [`Store`](idem_core::Store) impl (with
-//!   [`Store::renew`](idem_core::Store::renew), the holder's heartbeat),
-//!   [`SqliteStore::begin_write`], [`SqliteStore::complete_in`], [`SqliteStore::usage`],
-//!   [`SqliteStore::pool`].
+//!   [`Store::renew`](idem_core::Store::renew), the holder's heartbeat), the
+//!   [`AtomicStore`](idem_core::AtomicStore) impl, [`SqliteStore::write`] (business writes
+//!   without a completion, group-committed), [`SqliteStore::group_commit_stats`],
+//!   [`SqliteStore::usage`], [`SqliteStore::pool`], and the manual atomic-mode path
+//!   [`SqliteStore::begin_write`] + [`SqliteStore::complete_in`].
+//! * [`GroupCommitStats`]: commits, jobs per commit, the writer's queue.
+//! * [`sqlx`]: the driver, re-exported, so a service needs no exact-version dependency of its own.
 //! * [`Usage`]: idem-core's usage totals, re-exported.
 //! * [`OpenError`]: why a file could not be opened, worded for a CLI to print.
 //!
 //! # Atomic mode
 //!
-//! The payments handler inserts its row and completes the claim in one transaction. If
-//! its lease lapsed and another request took the claim over, `complete_in` answers
-//! `Refused`, the handler rolls back, and the payment is not written: the side effect
-//! happens at most once even across lease lapses (SPEC G1).
+//! The payments handler hands its row to the store with the response to record. If its
+//! lease lapsed and another request took the claim over, the completion is refused, the
+//! row is rolled back with it, and the payment is not written: the side effect happens at
+//! most once even across lease lapses (SPEC G1). With idem-http, `Claim::commit` does this
+//! in one line from the response the handler returns.
 //!
 //! ```
-//! use idem_core::{Decision, Fenced, Fingerprint, Key, Policy, Principal, RecordId};
+//! use idem_core::{AtomicStore, Decision, Fenced, Fingerprint, Key, Policy, Principal, RecordId};
 //! use idem_core::{Store, StoredResponse, Timestamp};
+//! use idem_sqlite::sqlx::{self, SqliteConnection};
 //! use idem_sqlite::{SqliteOptions, SqliteStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -56,14 +64,17 @@
 //!     unreachable!("a new key executes")
 //! };
 //!
-//! // The handler: business write and completion in one transaction.
+//! // The handler: its business write and the completion, in one transaction.
 //! let response = StoredResponse::new(201, &b"{\"payment_id\":\"pay_1\"}"[..]);
-//! let mut tx = store.begin_write().await?;
-//! sqlx::query("INSERT INTO payments (id, amount) VALUES ('pay_1', 100)").execute(&mut *tx).await?;
-//! match store.complete_in(&mut tx, &id, claim.fence, response.clone(), now, &policy).await? {
-//!     Fenced::Applied => tx.commit().await?,
-//!     Fenced::Refused(_) => tx.rollback().await?, // stale claim: the payment is not written
-//! }
+//! let fenced = store
+//!     .complete_with(&id, claim.fence, response.clone(), now, &policy, |tx: &mut SqliteConnection| {
+//!         Box::pin(async move {
+//!             sqlx::query("INSERT INTO payments (id, amount) VALUES ('pay_1', 100)").execute(&mut *tx).await?;
+//!             Ok(())
+//!         })
+//!     })
+//!     .await?;
+//! assert_eq!(fenced, Fenced::Applied); // Refused: the row was rolled back with it
 //!
 //! // A retry replays the recorded response; the payment exists once.
 //! assert_eq!(store.claim(&id, &fingerprint, now, &policy).await?, Decision::Replay(response));
@@ -73,54 +84,78 @@
 //! # }
 //! ```
 //!
+//! The writes run under the store's write lock, inside the writer's transaction: prepare
+//! what they need before (ids, amounts, other reads), write here, and never run `BEGIN`,
+//! `COMMIT` or `ROLLBACK` in them. A handler that must hold its own transaction (slow
+//! reads between writes) can still use the manual path: [`SqliteStore::begin_write`], its
+//! writes, [`SqliteStore::complete_in`], commit on `Applied`. That transaction holds the
+//! file's write lock meanwhile, so the writer (and every other request) waits for it.
+//!
 //! In separate mode (a handler whose side effect lives elsewhere) the layer calls
 //! [`Store::complete`](idem_core::Store::complete) after the handler instead; the
 //! completion is still fenced (G3), but a side effect committed before a crash can repeat.
 //!
+//! # Group commit
+//!
+//! One writer task owns one write connection. Every write (a claim that must write, a
+//! completion, a renewal, a release, a purge batch, `complete_with`'s business writes) is
+//! a job handed to it. The writer takes everything queued (up to 256 jobs), runs
+//! `BEGIN IMMEDIATE`, runs each job inside its own `SAVEPOINT`, commits once, and only then
+//! answers every job. A job that fails, panics, runs past the busy timeout, or whose
+//! completion is refused, is rolled back to its savepoint: other requests' writes in the
+//! same commit are untouched. If the transaction itself fails (a full disk, an I/O error:
+//! SQLite then rolls back the whole transaction on its own), every job of the batch is
+//! answered with the same `StoreError::Unavailable`, and none of them committed. While one
+//! commit waits for the disk the next batch queues, so concurrent requests share `fsync`s
+//! instead of queueing for one each. At most 1,024 jobs wait; past that a caller waits for
+//! room up to [`SqliteOptions::acquire_timeout`], then gets `Unavailable`.
+//!
+//! Reads (replays, conflicts, [`Store::get`](idem_core::Store::get), usage) never go through
+//! the writer: a claim first decides on a snapshot read from the pool, and only a claim
+//! that must write becomes a job. A completed record never changes until it expires, so a
+//! replay decided on a snapshot is the answer at that instant.
+//!
 //! # Why sqlx
 //!
-//! Both drivers wrap the same SQLite C library (bundled, so the SQL features below do not
-//! depend on the system's copy). The choice is about the shape of the API around it:
+//! Both drivers wrap the same SQLite C library (bundled). sqlx is async: each connection
+//! runs on its own worker thread, which is exactly the dedicated writer thread group
+//! commit needs, and handlers write their business rows with the same sqlx API (and the
+//! same `&mut SqliteConnection`) as everywhere else in a service. It brings the bounded
+//! read pool with an acquire timeout and embedded migrations, and idem-postgres hands out
+//! the same shapes over PostgreSQL. rusqlite on our own thread would save the channel hop
+//! per statement (a few µs each), but the writes closure would then be synchronous and
+//! run on that thread, so a handler could not reuse its async data layer in it; and we
+//! would own a pool and a migration runner. At a handful of statements per job and one
+//! `fsync` per batch, the hop is not what limits throughput (docs/benchmarks.md).
 //!
-//! * **sqlx** is async: every connection runs on its own worker thread and callers await
-//!   it, so the store needs no `spawn_blocking` of its own, and it brings a bounded pool
-//!   with an acquire timeout and embedded migrations (`sqlx::migrate!`). Its
-//!   `Transaction` is what the atomic-mode recipe hands to the handler; idem-postgres
-//!   will hand out the same type over PostgreSQL, with the same migrations story, so a
-//!   handler written for one store reads the same for the other.
-//! * **rusqlite** is synchronous and thinner: no worker thread and channel hop per
-//!   statement, and direct access to every SQLite API, so each statement costs less. But
-//!   every call from async code would need `spawn_blocking`, we would need a pool (r2d2
-//!   or our own) and a migration runner, and its `Transaction` borrows a `Connection`
-//!   that is not `Sync`, so it cannot be held across an `.await` in a `Send` future: a
-//!   handler could not await anything between its business writes and the completion.
+//! # Durability: WAL, `synchronous=FULL`, and deferred claim sync
 //!
-//! sqlx meets every requirement here (`BEGIN IMMEDIATE` via `begin_with`, busy timeout,
-//! WAL and `synchronous` as connection options, bounded pool, embedded migrations), so
-//! it is the long-term driver. Its per-statement overhead is the price; at a handful of
-//! statements per request it is small next to the `fsync` that each commit waits for.
+//! [`SqliteStore::open`] switches the file to write-ahead logging. A commit appends to the
+//! `-wal` file; with `synchronous=FULL`, SQLite syncs that file before the commit returns.
+//! Completions are always committed that way, so once a completion (or `complete_with`)
+//! returns, and therefore before any client can have seen the response, the record
+//! survives a crash of the process and of the machine (G7), on a disk that honours
+//! `fsync`. Copy or move the `-wal` file with the database: until a checkpoint, the
+//! latest commits live only there.
 //!
-//! # Durability: WAL and `synchronous=FULL`
-//!
-//! [`SqliteStore::open`] switches the file to write-ahead logging and every connection to
-//! `synchronous=FULL`. In WAL mode a commit appends to the `-wal` file; with `FULL`,
-//! SQLite syncs that file before the commit returns. So once `complete` (or the commit
-//! after `complete_in`) returns, and therefore before any client can have seen the
-//! response, the record survives a crash of the process and of the machine (G7), on a
-//! disk that honours `fsync`. The
-//! weaker `NORMAL` would sync only at checkpoints and may lose the last commits on power
-//! loss. WAL also lets readers ([`Store::get`](idem_core::Store::get)) run while a writer
-//! holds the lock. Copy or move the `-wal` file with the database: until a checkpoint,
-//! the latest commits live only there.
+//! By default ([`ClaimSync::EveryCommit`]) claims are synced too. In atomic mode they need
+//! not be ([`ClaimSync::Deferred`]): a batch of claims, renewals and releases alone commits
+//! with `synchronous=NORMAL`, and reaches the disk with the next synced commit, which syncs
+//! the whole `-wal` file. A crash of the machine may lose such claims; the executions they
+//! admitted cannot have committed (their completion's commit would have synced the claim),
+//! and the fences they were issued may be lost with them. So a store with deferred claim
+//! sync counts the fences issued since the last synced commit
+//! (`idem_fence.unsynced_fences`), syncs when that count passes 16,384, and on open moves
+//! the fence counter 2^20 past where it stands, so no fence is ever issued twice. The
+//! model checks this configuration: `idem check --store-crashes 1` (docs/guarantees.md).
+//! A process crash alone loses nothing either way: the OS still has the `-wal` file.
 //!
 //! # Concurrency
 //!
-//! SQLite has one writer at a time. Every read-decide-write starts with
+//! SQLite has one writer at a time. The writer's transactions start with
 //! `BEGIN IMMEDIATE`, which takes the write lock first and waits for it up to the busy
-//! timeout ([`SqliteOptions::busy_timeout`]); a deferred transaction that read first
-//! would instead fail with `SQLITE_BUSY` when another writer committed in between. That
-//! single lock is what makes each transition atomic against every other connection and
-//! process on the same file. Fresh fences come from the one-row counter `idem_fence`, set
+//! timeout ([`SqliteOptions::busy_timeout`]), so several processes can share one file,
+//! each with its own writer. Fresh fences come from the one-row counter `idem_fence`, set
 //! in the claim's transaction to the value the step names when it issues a fence, so
 //! fences are never reused, not after a release, a take-over or a purge.
 //!
@@ -143,6 +178,7 @@
 //! | | `status`, `headers`, `body` | completed: the stored response; in flight: NULL |
 //! | | `stored_bytes` | what the record costs, [`idem_core::usage::stored_bytes`]; read back only to recover from a damaged row |
 //! | `idem_fence` | `next_fence` | the next fence to issue; only grows |
+//! | | `unsynced_fences` | with deferred claim sync: fences issued since the last synced commit (an upper bound) |
 //! | `idem_usage` | `records`, `stored_bytes` | totals for the size limits: each step's usage delta is added in its transaction |
 //!
 //! Headers are one BLOB: a version byte `1`, the number of headers as a big-endian `u32`,
@@ -176,11 +212,15 @@
 //! | error | cause | what changed |
 //! |---|---|---|
 //! | [`OpenError`] | the options are invalid; the file cannot be opened or created, is not a SQLite database, stays out of WAL, or was migrated by a newer idem | nothing usable was opened |
-//! | `StoreError::Unavailable` | the driver failed: I/O error, disk full, pool closed; with `retry_after` when another writer held the lock past the busy timeout or no connection came free | unknown for `claim`, `complete`, `release`, `renew`, `purge_expired` (see the [`Store`](idem_core::Store) docs on retrying); nothing for a failed `complete_in` once its transaction rolls back |
+//! | `StoreError::Unavailable` | the driver failed: I/O error, disk full, pool closed; with `retry_after` when another writer held the lock past the busy timeout or no connection came free | unknown for `claim`, `complete`, `release`, `renew`, `purge_expired` (see the [`Store`](idem_core::Store) docs on retrying); nothing for a failed `complete_with` or `write` (the whole job was rolled back), nor for a failed `complete_in` once its transaction rolls back. Also: the store is closed, the writer's queue stayed full past the acquire timeout (`retry_after` 1 s), or the job ran past the busy timeout |
 //! | `StoreError::Full` | a size limit is reached (idem-core's admission refused a claim) | nothing |
 //! | `StoreError::Corrupt` | a row (or the file) holds what this version cannot read: a hand-edited row, a newer schema, a damaged file; or the counters disagree with the records (a fence counter not past a record's fence, usage totals that would go below zero) | nothing (a purge still forgets a due row it cannot read, see Bounds) |
 //!
 //! Fence refusals are not errors but [`idem_core::Fenced::Refused`].
+//!
+//! # Feature flags
+//!
+//! None. SQLite is bundled (sqlx's `sqlite` feature), so the store needs no system library.
 
 mod codec;
 mod error;
