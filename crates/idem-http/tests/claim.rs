@@ -458,4 +458,23 @@ fn the_layer_takes_a_store_or_a_shared_store() {
     let _shared = IdempotencyLayer::new(Arc::new(MemoryStore::default()));
     let store = Arc::new(MemoryStore::default());
     let _cloned = IdempotencyLayer::builder(Arc::clone(&store)).build().expect("defaults are valid");
+    generic_layer(&store);
+}
+
+/// The store type is inferred in generic code too (as idem-server's ledgers hand theirs over).
+fn generic_layer<H: HasStore>(owner: &H) {
+    let layer = IdempotencyLayer::builder(owner.store()).no_purge().build().expect("defaults are valid");
+    let _service = tower::Layer::layer(&layer, Router::<()>::new());
+}
+
+trait HasStore {
+    type Store: Store + 'static;
+    fn store(&self) -> Arc<Self::Store>;
+}
+
+impl HasStore for Arc<MemoryStore> {
+    type Store = MemoryStore;
+    fn store(&self) -> Arc<MemoryStore> {
+        Arc::clone(self)
+    }
 }
