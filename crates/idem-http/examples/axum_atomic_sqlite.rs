@@ -32,7 +32,7 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::{Json, Router};
 use idem_http::{Claim, IdempotencyLayer};
-use idem_sqlite::{SqliteOptions, SqliteStore};
+use idem_sqlite::{ClaimSync, SqliteOptions, SqliteStore, sqlx};
 
 #[derive(serde::Deserialize)]
 struct NewOrder {
@@ -66,12 +66,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port = std::env::args().nth(1).or_else(|| std::env::var("PORT").ok());
     let port: u16 = port.as_deref().unwrap_or("3000").parse()?;
     let db = std::env::var("ORDERS_DB").unwrap_or_else(|_| "orders.db".to_owned());
-    let store = SqliteStore::open(SqliteOptions::new(db)).await?;
+    // Atomic mode: a claim reaches the disk with its completion's commit, not on its own.
+    let store = SqliteStore::open(SqliteOptions::new(db).claim_sync(ClaimSync::Deferred)).await?;
     let schema =
         "CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, item TEXT NOT NULL, quantity INTEGER NOT NULL)";
     sqlx::query(schema).execute(store.pool()).await?;
 
-    let app = Router::new().route("/orders", post(create_order)).layer(IdempotencyLayer::new(store.clone()));
+    let app = Router::new().route("/orders", post(create_order)).route_layer(IdempotencyLayer::new(store.clone()));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     eprintln!("orders service on http://{}", listener.local_addr()?);
     let ctrl_c =
