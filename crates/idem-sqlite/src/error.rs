@@ -175,12 +175,32 @@ impl BatchFailure {
         BatchFailure { text: "the store is closed".to_owned(), corrupt: false, retry_after: None }
     }
 
+    /// SQLite rolled the batch's transaction back on its own (after a failed statement).
+    pub(crate) fn rolled_back() -> BatchFailure {
+        BatchFailure {
+            text: "the group commit failed: SQLite rolled its transaction back".to_owned(),
+            corrupt: false,
+            retry_after: None,
+        }
+    }
+
     /// This failure as one caller's error, classified as [`store_error`] would.
     pub(crate) fn to_store_error(&self) -> StoreError {
         if self.corrupt {
             return StoreError::Corrupt { detail: self.text.clone() };
         }
         StoreError::Unavailable { source: self.text.clone().into(), retry_after: self.retry_after }
+    }
+}
+
+impl From<StoreError> for BatchFailure {
+    fn from(error: StoreError) -> BatchFailure {
+        let text = format!("the group commit failed: {error}");
+        match error {
+            StoreError::Corrupt { .. } => BatchFailure { text, corrupt: true, retry_after: None },
+            StoreError::Unavailable { retry_after, .. } => BatchFailure { text, corrupt: false, retry_after },
+            StoreError::Full { .. } => BatchFailure { text, corrupt: false, retry_after: None },
+        }
     }
 }
 

@@ -222,6 +222,7 @@
 //!
 //! None. SQLite is bundled (sqlx's `sqlite` feature), so the store needs no system library.
 
+mod batch;
 mod codec;
 mod error;
 mod options;

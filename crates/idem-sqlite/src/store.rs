@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{self, record_columns};
 use crate::error::{OpenError, corrupt, store_error};
 use crate::options::{ClaimSync, SqliteOptions};
-use crate::writer::{self, GroupCommitStats, Ran, Writer, WriterConfig};
+use crate::writer::{self, Access, GroupCommitStats, Ran, Writer, WriterConfig};
 
 /// The table in which sqlx's migrator notes idem's applied migrations. It is not the
 /// migrator's default (`_sqlx_migrations`), so an application that runs its own
@@ -126,7 +126,11 @@ impl SqliteStore {
             enqueue_timeout: options.acquire_timeout,
             job_timeout: options.busy_timeout,
         };
-        let writer = Arc::new(Writer::start(write_connection, config, stop_writer.clone()));
+        let writer = Arc::new(
+            Writer::start(write_connection, config, stop_writer.clone())
+                .await
+                .map_err(|error| OpenError::from_sqlx(path.clone(), error))?,
+        );
         let claim_sync = if deferred_claims { writer::Sync::Deferred } else { writer::Sync::Full };
 
         let pool = SqlitePoolOptions::new()
@@ -176,9 +180,9 @@ impl SqliteStore {
         W: for<'c> FnOnce(&'c mut SqliteConnection) -> WritesFuture<'c, sqlx::Error, T> + Send + 'static,
     {
         self.writer
-            .submit(writer::Sync::Full, move |connection| {
+            .submit(writer::Sync::Full, Access::Savepoint, None, move |batch| {
                 Box::pin(async move {
-                    let answer = writes(connection).await.map_err(CommitError::Writes)?;
+                    let answer = writes(&mut batch.connection).await.map_err(CommitError::Writes)?;
                     Ok(Ran { answer, keep: true })
                 })
             })
@@ -244,8 +248,8 @@ impl SqliteStore {
         Ok(read_counters(&mut connection).await?.usage)
     }
 
-    /// One operation as one job of the next group commit: [`decide`] on what the writer
-    /// reads, then [`write`] what the step names (nothing, for a step that writes nothing).
+    /// One operation as one job of the next group commit, decided on the batch's view of
+    /// the tables and written with the batch (see [`crate::batch`]).
     async fn run<O>(&self, id: &RecordId, operation: O, sync: writer::Sync) -> Result<O::Answer, StoreError>
     where
         O: Operation + Send + 'static,
@@ -253,10 +257,9 @@ impl SqliteStore {
     {
         let (id, limits) = (id.clone(), self.limits);
         self.writer
-            .submit(sync, move |connection| {
+            .submit(sync, Access::View, Some(id.clone()), move |batch| {
                 Box::pin(async move {
-                    let step = decide(connection, limits, &id, operation).await?;
-                    let answer = write(connection, &id, step).await?;
+                    let answer = batch.view.step(&mut batch.connection, limits, &id, operation).await?;
                     Ok(Ran { answer, keep: true })
                 })
             })
@@ -314,9 +317,10 @@ impl SqliteStore {
         // Purges are synced: a purge lost in a crash is harmless (the records come back
         // expired and are purged again), but a synced one keeps the model's assumption.
         self.writer
-            .submit(writer::Sync::Full, move |connection| {
+            .submit(writer::Sync::Full, Access::Tables, None, move |batch| {
                 Box::pin(async move {
-                    Ok(Ran { answer: purge_batch(connection, limits, now, batch_max).await?, keep: true })
+                    let answer = purge_batch(&mut batch.connection, limits, now, batch_max).await?;
+                    Ok(Ran { answer, keep: true })
                 })
             })
             .await
@@ -548,7 +552,7 @@ fn sum(a: UsageDelta, b: UsageDelta) -> Result<UsageDelta, StoreError> {
     }
 }
 
-async fn read_counters(connection: &mut SqliteConnection) -> Result<Counters, StoreError> {
+pub(crate) async fn read_counters(connection: &mut SqliteConnection) -> Result<Counters, StoreError> {
     let row = sqlx::query(READ_COUNTERS)
         .fetch_optional(&mut *connection)
         .await
@@ -641,11 +645,10 @@ impl AtomicStore for SqliteStore {
         let (id, limits) = (id.clone(), self.limits);
         let operation = op::CompleteInTransaction { fence, response, now, policy: *policy };
         self.writer
-            .submit(writer::Sync::Full, move |connection| {
+            .submit(writer::Sync::Full, Access::Savepoint, Some(id.clone()), move |batch| {
                 Box::pin(async move {
-                    writes(&mut *connection).await.map_err(CommitError::Writes)?;
-                    let step = decide(connection, limits, &id, operation).await?;
-                    let fenced = write(connection, &id, step).await?;
+                    writes(&mut batch.connection).await.map_err(CommitError::Writes)?;
+                    let fenced = batch.view.step(&mut batch.connection, limits, &id, operation).await?;
                     // A refused completion rolls the business writes back with it (G1).
                     Ok(Ran { keep: fenced == Fenced::Applied, answer: fenced })
                 })

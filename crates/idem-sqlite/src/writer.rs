@@ -2,19 +2,22 @@
 //! write (claims, completions, atomic-mode business writes) in one transaction with one
 //! `fsync`.
 //!
-//! Callers hand the writer a job (a closure over the connection) and await its answer. The
+//! Callers hand the writer a job (a closure over the [`Batch`]) and await its answer. The
 //! writer takes everything that is queued (up to [`BATCH_MAX`]), runs `BEGIN IMMEDIATE`,
-//! then each job inside its own savepoint, and commits once. A job that fails, or whose
-//! answer says its writes must not land (a refused atomic completion), is rolled back to
-//! its savepoint, so one request's failure never reaches another's writes. Answers are
-//! sent only after the commit returned: no caller hears "done" for a write that is not
-//! durable. While one batch waits for the disk, the next one queues: the more concurrent
-//! writers, the more of them share each `fsync`.
+//! runs each job, flushes the batch's [`BatchView`] and commits once. The store's own
+//! operations ([`Access::View`]) decide in the view and write no SQL themselves; a job
+//! that writes SQL of its own (business writes, a purge) runs inside its own savepoint. A
+//! job that fails, or whose answer says its writes must not land (a refused atomic
+//! completion), is rolled back to its savepoint (and leaves the view as it was), so one
+//! request's failure never reaches another's writes. Answers are sent only after the
+//! commit returned: no caller hears "done" for a write that is not durable. While one
+//! batch waits for the disk, the next one queues: the more concurrent writers, the more of
+//! them share each `fsync`.
 //!
 //! If the transaction itself breaks (SQLite rolls it back on its own after `SQLITE_FULL`,
-//! `SQLITE_IOERR` and a few others; a savepoint is then gone), or the commit fails, every
-//! job of the batch is answered with the same [`StoreError::Unavailable`]: none of them
-//! committed.
+//! `SQLITE_IOERR` and a few others; a rollback hook tells the writer), or the flush or the
+//! commit fails, every job of the batch is answered with the same
+//! [`StoreError::Unavailable`]: none of them committed.
 //!
 //! Durability per batch: a batch is committed with `synchronous=FULL` (the `-wal` file is
 //! synced before the commit returns) if any of its jobs asks for it, otherwise with
@@ -25,15 +28,16 @@
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
-use idem_core::StoreError;
+use idem_core::{RecordId, StoreError};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Executor};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::batch::BatchView;
 use crate::error::BatchFailure;
 
 /// Most jobs in one transaction. A bound on how long one commit holds the write lock;
@@ -63,6 +67,28 @@ pub(crate) enum Sync {
     Deferred,
 }
 
+/// What a job does with the tables, which says how the writer runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Decides through [`Batch::view`] and writes no SQL itself (claims, completions,
+    /// renewals, releases): no savepoint needed, the view changes only on success.
+    View,
+    /// Writes SQL of its own that does not touch idem's tables (business writes), in its
+    /// own savepoint; may also decide through the view.
+    Savepoint,
+    /// Reads and writes idem's tables in SQL (a purge): the view is flushed first, so the
+    /// tables are current, and the job runs in its own savepoint.
+    Tables,
+}
+
+/// What a job works on: the writer's connection, inside the batch's transaction, and the
+/// batch's view of idem's tables.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) connection: SqliteConnection,
+    pub(crate) view: BatchView,
+}
+
 /// What a job's closure returns: its answer, and whether its writes are kept.
 pub(crate) struct Ran<T> {
     pub(crate) answer: T,
@@ -74,14 +100,19 @@ type BoxFuture<'c, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'c>
 /// One caller's work, type-erased so a batch can hold jobs with different answers.
 trait Job: Send {
     fn sync(&self) -> Sync;
+    fn access(&self) -> Access;
+    /// The record the job will decide on, read with the others' before any job runs.
+    fn record(&self) -> Option<&RecordId>;
     /// Runs the work; returns whether its writes are kept (false: roll back its savepoint).
-    fn run<'a>(&'a mut self, connection: &'a mut SqliteConnection) -> BoxFuture<'a, bool>;
+    fn run<'a>(&'a mut self, batch: &'a mut Batch) -> BoxFuture<'a, bool>;
     /// Answers the caller: its own answer if the batch committed, the batch's failure if not.
     fn finish(self: Box<Self>, batch: Result<(), &BatchFailure>);
 }
 
 struct Pending<T, E, F> {
     sync: Sync,
+    access: Access,
+    record: Option<RecordId>,
     work: Option<F>,
     answer: Option<Result<T, E>>,
     reply: oneshot::Sender<Result<T, E>>,
@@ -91,17 +122,25 @@ impl<T, E, F> Job for Pending<T, E, F>
 where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
-    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Ran<T>, E>> + Send + 'static,
+    F: for<'c> FnOnce(&'c mut Batch) -> BoxFuture<'c, Result<Ran<T>, E>> + Send + 'static,
 {
     fn sync(&self) -> Sync {
         self.sync
     }
 
-    fn run<'a>(&'a mut self, connection: &'a mut SqliteConnection) -> BoxFuture<'a, bool> {
+    fn access(&self) -> Access {
+        self.access
+    }
+
+    fn record(&self) -> Option<&RecordId> {
+        self.record.as_ref()
+    }
+
+    fn run<'a>(&'a mut self, batch: &'a mut Batch) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let Some(work) = self.work.take() else { return false };
             // A panicking job must not take the writer (and every later caller) with it.
-            let ran = AssertUnwindSafe(work(connection)).catch_unwind().await;
+            let ran = AssertUnwindSafe(work(batch)).catch_unwind().await;
             match ran {
                 Ok(Ok(Ran { answer, keep })) => {
                     self.answer = Some(Ok(answer));
@@ -164,7 +203,7 @@ struct Tally {
 
 impl std::fmt::Debug for dyn Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("sync", &self.sync()).finish_non_exhaustive()
+        f.debug_struct("Job").field("sync", &self.sync()).field("access", &self.access()).finish_non_exhaustive()
     }
 }
 
@@ -183,15 +222,24 @@ pub(crate) struct WriterConfig {
 impl Writer {
     /// Starts the writer task on `connection` (in WAL mode, with `synchronous=FULL`).
     /// It stops when every [`Writer`] is dropped, or when `close` is signalled.
-    pub(crate) fn start(
-        connection: SqliteConnection,
+    ///
+    /// # Errors
+    /// When the connection's rollback hook cannot be set (its thread is gone).
+    pub(crate) async fn start(
+        mut connection: SqliteConnection,
         config: WriterConfig,
         close: tokio_util::sync::CancellationToken,
-    ) -> Writer {
+    ) -> Result<Writer, sqlx::Error> {
+        // SQLite rolls a transaction back by itself after some errors; statements after
+        // that would each commit on their own. The hook tells the writer it happened.
+        let rolled_back = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&rolled_back);
+        connection.lock_handle().await?.set_rollback_hook(move || flag.store(true, Ordering::SeqCst));
         let (jobs, queue) = mpsc::channel(QUEUE_MAX);
         let tally = Arc::new(Tally::default());
-        tokio::spawn(run(connection, queue, config, close, Arc::clone(&tally)));
-        Writer { jobs, enqueue_timeout: config.enqueue_timeout, tally }
+        let batch = Batch { connection, view: BatchView::default() };
+        tokio::spawn(run(batch, rolled_back, queue, config, close, Arc::clone(&tally)));
+        Ok(Writer { jobs, enqueue_timeout: config.enqueue_timeout, tally })
     }
 
     pub(crate) fn stats(&self) -> GroupCommitStats {
@@ -208,15 +256,22 @@ impl Writer {
         self.jobs.closed().await;
     }
 
-    /// Runs `work` in the next group commit and waits for the commit.
-    pub(crate) async fn submit<T, E, F>(&self, sync: Sync, work: F) -> Result<T, E>
+    /// Runs `work` in the next group commit and waits for the commit. `record` names the
+    /// record `work` decides on in the view, if any, so the batch reads it up front.
+    pub(crate) async fn submit<T, E, F>(
+        &self,
+        sync: Sync,
+        access: Access,
+        record: Option<RecordId>,
+        work: F,
+    ) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Ran<T>, E>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut Batch) -> BoxFuture<'c, Result<Ran<T>, E>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(Pending { sync, work: Some(work), answer: None, reply });
+        let job: Box<dyn Job> = Box::new(Pending { sync, access, record, work: Some(work), answer: None, reply });
         match self.jobs.send_timeout(job, self.enqueue_timeout).await {
             Ok(()) => {}
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
@@ -238,24 +293,25 @@ fn closed() -> StoreError {
 
 /// The writer task: batch, commit, answer, until closed.
 async fn run(
-    mut connection: SqliteConnection,
+    mut batch: Batch,
+    rolled_back: Arc<AtomicBool>,
     mut queue: mpsc::Receiver<Box<dyn Job>>,
     config: WriterConfig,
     close: tokio_util::sync::CancellationToken,
     tally: Arc<Tally>,
 ) {
-    let mut state = WriterState { synchronous: Sync::Full, sync_next: false };
-    let mut batch = Vec::with_capacity(BATCH_MAX);
+    let mut state = WriterState { synchronous: Sync::Full, sync_next: false, rolled_back };
+    let mut jobs = Vec::with_capacity(BATCH_MAX);
     loop {
         let received = tokio::select! {
             biased;
             () = close.cancelled() => 0,
-            received = queue.recv_many(&mut batch, BATCH_MAX) => received,
+            received = queue.recv_many(&mut jobs, BATCH_MAX) => received,
         };
         if received == 0 {
             break;
         }
-        let committed = commit_batch(&mut connection, &mut batch, config, &mut state).await;
+        let committed = commit_batch(&mut batch, &mut jobs, config, &mut state).await;
         let counter = if committed { &tally.commits } else { &tally.failed_batches };
         counter.fetch_add(1, Ordering::Relaxed);
         tally.jobs.fetch_add(u64::try_from(received).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -265,7 +321,7 @@ async fn run(
     while let Ok(job) = queue.try_recv() {
         job.finish(Err(&BatchFailure::closed()));
     }
-    let _ = connection.close().await;
+    let _ = batch.connection.close().await;
     // Dropping the queue last tells `Writer::stopped` the connection is closed.
     drop(queue);
 }
@@ -275,36 +331,51 @@ struct WriterState {
     synchronous: Sync,
     /// The last deferred batch left too many unsynced fences: sync the next one.
     sync_next: bool,
+    /// Set by the connection's rollback hook: the transaction has ended.
+    rolled_back: Arc<AtomicBool>,
+}
+
+impl WriterState {
+    /// Fails when SQLite ended the batch's transaction on its own: nothing more may be
+    /// written, as it would commit outside the batch.
+    fn check_open(&self) -> Result<(), BatchFailure> {
+        if self.rolled_back.load(Ordering::SeqCst) {
+            return Err(BatchFailure::rolled_back());
+        }
+        Ok(())
+    }
 }
 
 /// One group commit: every job in its savepoint, one `COMMIT`, then every answer.
 /// Returns whether it committed.
 async fn commit_batch(
-    connection: &mut SqliteConnection,
-    batch: &mut Vec<Box<dyn Job>>,
+    batch: &mut Batch,
+    jobs: &mut Vec<Box<dyn Job>>,
     config: WriterConfig,
     state: &mut WriterState,
 ) -> bool {
-    let outcome = run_batch(connection, batch, config, state).await;
+    let outcome = run_batch(batch, jobs, config, state).await;
     if outcome.is_err() {
+        batch.view.clear();
         // Leave no transaction open for the next batch; it may be gone already.
-        let _ = connection.execute("ROLLBACK").await;
+        let _ = batch.connection.execute("ROLLBACK").await;
     }
     let outcome = outcome.as_ref().map(|_| ());
-    for job in batch.drain(..) {
+    for job in jobs.drain(..) {
         job.finish(outcome);
     }
     outcome.is_ok()
 }
 
 async fn run_batch(
-    connection: &mut SqliteConnection,
-    batch: &mut [Box<dyn Job>],
+    batch: &mut Batch,
+    jobs: &mut [Box<dyn Job>],
     config: WriterConfig,
     state: &mut WriterState,
 ) -> Result<(), BatchFailure> {
     let wanted =
-        if state.sync_next || batch.iter().any(|job| job.sync() == Sync::Full) { Sync::Full } else { Sync::Deferred };
+        if state.sync_next || jobs.iter().any(|job| job.sync() == Sync::Full) { Sync::Full } else { Sync::Deferred };
+    let connection = &mut batch.connection;
     if wanted != state.synchronous {
         let pragma = match wanted {
             Sync::Full => "PRAGMA synchronous = FULL",
@@ -314,32 +385,58 @@ async fn run_batch(
         state.synchronous = wanted;
     }
     connection.execute("BEGIN IMMEDIATE").await.map_err(BatchFailure::from)?;
-    for job in batch.iter_mut() {
-        run_job(connection, job.as_mut(), config.job_timeout).await?;
+    state.rolled_back.store(false, Ordering::SeqCst);
+    // Every record the batch decides on, in one read: a job then costs no statement.
+    let records: Vec<&RecordId> = jobs.iter().filter_map(|job| job.record()).collect();
+    if !records.is_empty() {
+        batch.view.load(&mut batch.connection, &records).await?;
     }
+    for job in jobs.iter_mut() {
+        state.check_open()?;
+        match job.access() {
+            Access::View => {
+                run_with_timeout(batch, job.as_mut(), config.job_timeout).await;
+            }
+            Access::Savepoint => run_in_savepoint(batch, job.as_mut(), config.job_timeout).await?,
+            Access::Tables => {
+                batch.view.flush(&mut batch.connection).await?;
+                state.check_open()?;
+                run_in_savepoint(batch, job.as_mut(), config.job_timeout).await?;
+            }
+        }
+    }
+    state.check_open()?;
+    batch.view.flush(&mut batch.connection).await?;
+    let connection = &mut batch.connection;
     if config.deferred_claims {
-        state.sync_next = count_unsynced_fences(connection, wanted, batch.len()).await?;
+        state.sync_next = count_unsynced_fences(connection, wanted, jobs.len()).await?;
     }
+    state.check_open()?;
     connection.execute("COMMIT").await.map_err(BatchFailure::from)?;
     Ok(())
 }
 
-/// One job in its own savepoint. A savepoint that cannot be released or rolled back to
-/// means SQLite ended the whole transaction itself: the batch failed.
-async fn run_job(connection: &mut SqliteConnection, job: &mut dyn Job, timeout: Duration) -> Result<(), BatchFailure> {
-    connection.execute("SAVEPOINT idem_job").await.map_err(BatchFailure::from)?;
-    let keep = match tokio::time::timeout(timeout, job.run(connection)).await {
+/// Runs `job` for at most `timeout`; returns whether its writes are kept.
+async fn run_with_timeout(batch: &mut Batch, job: &mut dyn Job, timeout: Duration) -> bool {
+    match tokio::time::timeout(timeout, job.run(batch)).await {
         Ok(keep) => keep,
         Err(_elapsed) => {
             // The job's answer stays unset: it is told the write did not run.
             tracing::error!(?timeout, "a write job held the write lock too long; its writes are rolled back");
             false
         }
-    };
-    if !keep {
-        connection.execute("ROLLBACK TO idem_job").await.map_err(BatchFailure::from)?;
     }
-    connection.execute("RELEASE idem_job").await.map_err(BatchFailure::from)?;
+}
+
+/// One job in its own savepoint. A savepoint that cannot be released or rolled back to
+/// means SQLite ended the whole transaction itself: the batch failed.
+async fn run_in_savepoint(batch: &mut Batch, job: &mut dyn Job, timeout: Duration) -> Result<(), BatchFailure> {
+    batch.connection.execute("SAVEPOINT idem_job").await.map_err(BatchFailure::from)?;
+    let keep = run_with_timeout(batch, job, timeout).await;
+    if !keep {
+        batch.connection.execute("ROLLBACK TO idem_job").await.map_err(BatchFailure::from)?;
+    }
+    batch.connection.execute("RELEASE idem_job").await.map_err(BatchFailure::from)?;
     Ok(())
 }
 

@@ -1,0 +1,280 @@
+//! The idem tables as one group commit sees them: a write-back view.
+//!
+//! Every statement costs the writer a round trip to sqlx's connection thread (two thread
+//! wake-ups), which on a busy machine costs far more than the statement itself. So inside
+//! a group commit the store's own operations do not write their rows one by one: the view
+//! reads the counters once and each record at most once, decides every operation in memory
+//! with [`idem_core::step::step`], and [`BatchView::flush`] writes what changed in a few
+//! multi-row statements before the commit. A claim or completion then costs one `SELECT`
+//! in the batch instead of six statements.
+//!
+//! The view changes only when an operation's step succeeded, as the last thing the
+//! operation does (after its last `.await`), so an operation that fails, times out or
+//! panics leaves it as it was, as its savepoint would have left the tables. Whatever the
+//! view holds is written by the flush in the same transaction, so it commits with the
+//! batch or not at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use idem_core::step::{self, Counters, Operation, StoreView};
+use idem_core::{Limits, Record, RecordId, StoreError, Usage, UsageDelta, Write, usage};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::codec::{self, record_columns};
+use crate::error::{corrupt, store_error};
+use crate::store::read_counters;
+
+/// Most rows per `INSERT` or `DELETE` of a flush (12 parameters a row, far below SQLite's
+/// 32,766).
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// What the batch has read and decided; empty between batches.
+#[derive(Debug, Default)]
+pub(crate) struct BatchView {
+    /// The counters as the batch has left them, and as it found them (read under the
+    /// write lock at first use).
+    counters: Option<(Counters, Counters)>,
+    /// Every record read or written in this batch (`None`: not held).
+    records: BTreeMap<RecordId, Option<Record>>,
+    /// The ids whose record the batch changed, to write at the flush.
+    changed: BTreeSet<RecordId>,
+}
+
+impl BatchView {
+    /// Reads the counters and the records of `ids` (those not read yet) in as few
+    /// statements as it can, so that the batch's operations on them read nothing more.
+    pub(crate) async fn load(
+        &mut self,
+        connection: &mut SqliteConnection,
+        ids: &[&RecordId],
+    ) -> Result<(), StoreError> {
+        self.load_counters(connection).await?;
+        let mut wanted: Vec<&RecordId> = ids.iter().copied().filter(|id| !self.records.contains_key(*id)).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+            let found = read_records(connection, chunk).await?;
+            for id in chunk {
+                // Matched on the columns as stored, as the statement matched them.
+                let record = found
+                    .iter()
+                    .find(|(principal, key, _)| principal == id.principal.as_str() && key == id.key.as_str())
+                    .map(|(_, _, record)| record.clone());
+                self.records.insert((*id).clone(), record);
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_counters(&mut self, connection: &mut SqliteConnection) -> Result<(), StoreError> {
+        if self.counters.is_none() {
+            let counters = read_counters(connection).await?;
+            self.counters = Some((counters, counters));
+        }
+        Ok(())
+    }
+
+    /// Decides `operation` for `id` on what the batch holds, reading what it has not read
+    /// yet, and keeps the step's writes in the view. Returns the step's answer.
+    pub(crate) async fn step<O: Operation>(
+        &mut self,
+        connection: &mut SqliteConnection,
+        limits: Limits,
+        id: &RecordId,
+        operation: O,
+    ) -> Result<O::Answer, StoreError> {
+        self.load_counters(connection).await?;
+        if !self.records.contains_key(id) {
+            let record = read_record(connection, id).await?;
+            self.records.insert(id.clone(), record);
+        }
+        // No `.await` from here on: the view changes whole or not at all.
+        let (counters, _) = self.counters.ok_or_else(|| corrupt("the batch lost its counters"))?;
+        let record = self.records.get(id).and_then(Option::as_ref);
+        let step = step::step(id, &StoreView { record, counters, limits }, operation)?;
+        let after = Counters {
+            next_fence: step.next_fence.unwrap_or(counters.next_fence),
+            usage: add(counters.usage, step.usage)?,
+        };
+        match step.write {
+            Write::Unchanged => {}
+            Write::Put(record) => {
+                self.records.insert(id.clone(), Some(record));
+                self.changed.insert(id.clone());
+            }
+            Write::Delete => {
+                self.records.insert(id.clone(), None);
+                self.changed.insert(id.clone());
+            }
+        }
+        if let Some((now, _)) = self.counters.as_mut() {
+            *now = after;
+        }
+        Ok(step.answer)
+    }
+
+    /// Writes what the batch changed (records, fence counter, usage) and empties the view.
+    /// On error the view is emptied too: the caller rolls the transaction back.
+    pub(crate) async fn flush(&mut self, connection: &mut SqliteConnection) -> Result<(), StoreError> {
+        let view = std::mem::take(self);
+        let mut puts = Vec::new();
+        let mut deletes = Vec::new();
+        for id in &view.changed {
+            match view.records.get(id) {
+                Some(Some(record)) => puts.push((id, record)),
+                _ => deletes.push(id),
+            }
+        }
+        for chunk in puts.chunks(ROWS_PER_STATEMENT) {
+            put_records(connection, chunk).await?;
+        }
+        for chunk in deletes.chunks(ROWS_PER_STATEMENT) {
+            delete_records(connection, chunk).await?;
+        }
+        if let Some((now, found)) = view.counters {
+            write_counters(connection, now, found).await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets everything without writing (the batch rolled back).
+    pub(crate) fn clear(&mut self) {
+        *self = BatchView::default();
+    }
+}
+
+/// `usage` after `delta`; a total below zero means the totals and the records disagree.
+fn add(usage: Usage, delta: UsageDelta) -> Result<Usage, StoreError> {
+    let records = usage.records.checked_add_signed(delta.records);
+    let stored_bytes = usage.stored_bytes.checked_add_signed(delta.stored_bytes);
+    match (records, stored_bytes) {
+        (Some(records), Some(stored_bytes)) => Ok(Usage { records, stored_bytes }),
+        _ => Err(corrupt("the usage totals would go below zero: they disagree with the records")),
+    }
+}
+
+async fn read_record(connection: &mut SqliteConnection, id: &RecordId) -> Result<Option<Record>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM idem_records AS r WHERE r.principal = ?1 AND r.idem_key = ?2"
+    ))
+    .bind(id.principal.as_str())
+    .bind(id.key.as_str())
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(store_error)?;
+    row.as_ref().map(codec::decode_record).transpose()
+}
+
+/// The records held under `ids`, each with its `principal` and `idem_key` columns.
+async fn read_records(
+    connection: &mut SqliteConnection,
+    ids: &[&RecordId],
+) -> Result<Vec<(String, String, Record)>, StoreError> {
+    let mut statement = QueryBuilder::<Sqlite>::new(concat!(
+        "SELECT r.principal AS principal, r.idem_key AS idem_key, ",
+        record_columns!(),
+        " FROM idem_records AS r WHERE (r.principal, r.idem_key) IN ("
+    ));
+    push_ids(&mut statement, ids);
+    statement.push(")");
+    let rows = statement.build().fetch_all(&mut *connection).await.map_err(store_error)?;
+    rows.iter()
+        .map(|row| {
+            let principal: String = row.try_get("principal").map_err(store_error)?;
+            let key: String = row.try_get("idem_key").map_err(store_error)?;
+            Ok((principal, key, codec::decode_record(row)?))
+        })
+        .collect()
+}
+
+/// `(?, ?), (?, ?), ...`: the ids as row values, for `(principal, idem_key) IN (...)`.
+fn push_ids(statement: &mut QueryBuilder<Sqlite>, ids: &[&RecordId]) {
+    let mut separated = statement.separated(", ");
+    for id in ids {
+        separated.push("(");
+        separated.push_bind_unseparated(id.principal.as_str().to_owned());
+        separated.push_unseparated(", ");
+        separated.push_bind_unseparated(id.key.as_str().to_owned());
+        separated.push_unseparated(")");
+    }
+}
+
+async fn put_records(connection: &mut SqliteConnection, records: &[(&RecordId, &Record)]) -> Result<(), StoreError> {
+    let mut rows = Vec::with_capacity(records.len());
+    for (id, record) in records {
+        let stored_bytes = codec::count_to_sql("stored_bytes", usage::stored_bytes(id, record))?;
+        rows.push((*id, codec::encode_record(record)?, stored_bytes));
+    }
+    let mut statement = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO idem_records (principal, idem_key, fingerprint, fence, state, lease_expires_at, \
+         expires_at, forgettable_at, status, headers, body, stored_bytes) ",
+    );
+    statement.push_values(rows, |mut values, (id, row, stored_bytes)| {
+        values
+            .push_bind(id.principal.as_str().to_owned())
+            .push_bind(id.key.as_str().to_owned())
+            .push_bind(row.fingerprint)
+            .push_bind(row.fence)
+            .push_bind(row.state)
+            .push_bind(row.lease_expires_at)
+            .push_bind(row.expires_at)
+            .push_bind(row.forgettable_at)
+            .push_bind(row.status)
+            .push_bind(row.headers)
+            .push_bind(row.body)
+            .push_bind(stored_bytes);
+    });
+    statement.push(
+        " ON CONFLICT (principal, idem_key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+         fence = excluded.fence, state = excluded.state, lease_expires_at = excluded.lease_expires_at, \
+         expires_at = excluded.expires_at, forgettable_at = excluded.forgettable_at, \
+         status = excluded.status, headers = excluded.headers, body = excluded.body, \
+         stored_bytes = excluded.stored_bytes",
+    );
+    statement.build().execute(&mut *connection).await.map_err(store_error)?;
+    Ok(())
+}
+
+async fn delete_records(connection: &mut SqliteConnection, ids: &[&RecordId]) -> Result<(), StoreError> {
+    let mut statement = QueryBuilder::<Sqlite>::new("DELETE FROM idem_records WHERE (principal, idem_key) IN (");
+    push_ids(&mut statement, ids);
+    statement.push(")");
+    let done = statement.build().execute(&mut *connection).await.map_err(store_error)?;
+    // The view deletes only records it read in this same transaction.
+    debug_assert_eq!(done.rows_affected(), ids.len() as u64, "a flush deletes only held records");
+    Ok(())
+}
+
+/// Writes the counters the batch changed. `found` is what it read under the write lock,
+/// so nothing else changed them since.
+async fn write_counters(connection: &mut SqliteConnection, now: Counters, found: Counters) -> Result<(), StoreError> {
+    if now.next_fence != found.next_fence {
+        let next_fence = codec::fence_to_sql(now.next_fence).map_err(|_| corrupt("the fence counter is exhausted"))?;
+        let done = sqlx::query("UPDATE idem_fence SET next_fence = ?1 WHERE id = 1")
+            .bind(next_fence)
+            .execute(&mut *connection)
+            .await
+            .map_err(store_error)?;
+        one_row(done.rows_affected(), "idem_fence")?;
+    }
+    if now.usage != found.usage {
+        let done = sqlx::query("UPDATE idem_usage SET records = ?1, stored_bytes = ?2 WHERE id = 1")
+            .bind(codec::count_to_sql("idem_usage.records", now.usage.records)?)
+            .bind(codec::count_to_sql("idem_usage.stored_bytes", now.usage.stored_bytes)?)
+            .execute(&mut *connection)
+            .await
+            .map_err(store_error)?;
+        one_row(done.rows_affected(), "idem_usage")?;
+    }
+    Ok(())
+}
+
+fn one_row(rows_affected: u64, table: &str) -> Result<(), StoreError> {
+    match rows_affected {
+        1 => Ok(()),
+        _ => Err(corrupt(format!("the {table} row is missing"))),
+    }
+}
