@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use idem_core::step::{self, Counters, Operation, StoreView};
-use idem_core::{Limits, Record, RecordId, StoreError, Usage, UsageDelta, Write, usage};
+use idem_core::{Limits, Record, RecordId, RecordState, StoreError, Usage, UsageDelta, Write, usage};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
@@ -112,6 +112,12 @@ impl BatchView {
             *now = after;
         }
         Ok(step.answer)
+    }
+
+    /// The record of `id` as the batch holds it, if it is completed.
+    pub(crate) fn completed(&self, id: &RecordId) -> Option<&Record> {
+        let record = self.records.get(id)?.as_ref()?;
+        matches!(record.state, RecordState::Completed { .. }).then_some(record)
     }
 
     /// Writes what the batch changed (records, fence counter, usage) and empties the view.

@@ -226,6 +226,7 @@ mod batch;
 mod codec;
 mod error;
 mod options;
+mod replay_cache;
 mod store;
 mod writer;
 
@@ -233,7 +234,7 @@ pub use error::OpenError;
 /// What a store holds, as its size limits count it (idem-core's, re-exported for
 /// callers of [`SqliteStore::usage`]).
 pub use idem_core::Usage;
-pub use options::{CONNECTIONS_MAX_LIMIT, ClaimSync, SqliteOptions};
+pub use options::{CONNECTIONS_MAX_LIMIT, ClaimSync, DEFAULT_REPLAY_CACHE_BYTES, SqliteOptions};
 /// The driver, re-exported so a service's business writes use the exact sqlx version the
 /// store was built with.
 pub use sqlx;

@@ -9,6 +9,9 @@ use idem_core::Limits;
 /// connections only add readers and memory; this bound catches a misplaced zero or unit.
 pub const CONNECTIONS_MAX_LIMIT: u32 = 64;
 
+/// [`SqliteOptions::replay_cache_bytes`]'s default: 64 MiB.
+pub const DEFAULT_REPLAY_CACHE_BYTES: u64 = 64 << 20;
+
 /// Where the store lives and how big it may grow.
 ///
 /// ```
@@ -32,6 +35,7 @@ pub struct SqliteOptions {
     pub(crate) busy_timeout: Duration,
     pub(crate) acquire_timeout: Duration,
     pub(crate) claim_sync: ClaimSync,
+    pub(crate) replay_cache_bytes: u64,
 }
 
 /// When a claim (and a renewal or release) reaches the disk.
@@ -70,6 +74,7 @@ impl SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(5),
             claim_sync: ClaimSync::EveryCommit,
+            replay_cache_bytes: DEFAULT_REPLAY_CACHE_BYTES,
         }
     }
 
@@ -140,6 +145,16 @@ impl SqliteOptions {
     #[must_use]
     pub fn claim_sync(mut self, claim_sync: ClaimSync) -> SqliteOptions {
         self.claim_sync = claim_sync;
+        self
+    }
+
+    /// Most bytes of completed records kept in memory to answer replays without reading
+    /// the file (default 64 MiB, counted as [`idem_core::usage::stored_bytes`]); 0 keeps
+    /// none. A completed record never changes until it expires, so the copies stay right
+    /// across processes sharing the file; each is dropped once its record has expired.
+    #[must_use]
+    pub fn replay_cache_bytes(mut self, replay_cache_bytes: u64) -> SqliteOptions {
+        self.replay_cache_bytes = replay_cache_bytes;
         self
     }
 

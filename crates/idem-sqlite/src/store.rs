@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{self, record_columns};
 use crate::error::{OpenError, corrupt, store_error};
 use crate::options::{ClaimSync, SqliteOptions};
+use crate::replay_cache::ReplayCache;
 use crate::writer::{self, Access, GroupCommitStats, Ran, Writer, WriterConfig};
 
 /// The table in which sqlx's migrator notes idem's applied migrations. It is not the
@@ -84,6 +85,8 @@ pub struct SqliteStore {
     stop_writer: CancellationToken,
     /// How claims, renewals and releases are synced ([`ClaimSync`]).
     claim_sync: writer::Sync,
+    /// Completed records this process has seen, for replays that read no row.
+    replays: ReplayCache,
 }
 
 impl SqliteStore {
@@ -146,7 +149,8 @@ impl SqliteStore {
             .connect_with(connect)
             .await
             .map_err(|error| OpenError::from_sqlx(path, error))?;
-        Ok(SqliteStore { pool, limits: options.limits(), writer, stop_writer, claim_sync })
+        let replays = ReplayCache::new(options.replay_cache_bytes);
+        Ok(SqliteStore { pool, limits: options.limits(), writer, stop_writer, claim_sync, replays })
     }
 
     /// The connection pool, for an application's own migrations and queries on the same
@@ -255,15 +259,22 @@ impl SqliteStore {
         O: Operation + Send + 'static,
         O::Answer: Send + 'static,
     {
-        let (id, limits) = (id.clone(), self.limits);
-        self.writer
+        let (job_id, limits) = (id.clone(), self.limits);
+        let (answer, completed) = self
+            .writer
             .submit(sync, Access::View, Some(id.clone()), move |batch| {
                 Box::pin(async move {
-                    let answer = batch.view.step(&mut batch.connection, limits, &id, operation).await?;
-                    Ok(Ran { answer, keep: true })
+                    let answer = batch.view.step(&mut batch.connection, limits, &job_id, operation).await?;
+                    let completed = batch.view.completed(&job_id).cloned();
+                    Ok::<_, StoreError>(Ran { answer: (answer, completed), keep: true })
                 })
             })
-            .await
+            .await?;
+        // Committed: the record is as the batch left it.
+        if let Some(record) = completed {
+            self.replays.remember(id, &record);
+        }
+        Ok(answer)
     }
 
     /// Decides first on a snapshot, without the write lock; takes the lock only if the
@@ -280,8 +291,13 @@ impl SqliteStore {
     {
         {
             let mut connection = self.pool.acquire().await.map_err(store_error)?;
-            let step = decide(&mut connection, self.limits, id, operation.clone()).await?;
+            let (counters, record) = read_view(&mut connection, id).await?;
+            let view = StoreView { record: record.as_ref(), counters, limits: self.limits };
+            let step = step::step(id, &view, operation.clone())?;
             if step.writes_nothing() {
+                if let Some(record) = &record {
+                    self.replays.remember(id, record);
+                }
                 return Ok(step.answer);
             }
         }
@@ -419,6 +435,12 @@ async fn decide<O: Operation>(
     id: &RecordId,
     operation: O,
 ) -> Result<Step<O::Answer>, StoreError> {
+    let (counters, record) = read_view(connection, id).await?;
+    Ok(step::step(id, &StoreView { record: record.as_ref(), counters, limits }, operation)?)
+}
+
+/// The counters and the record of `id`, in one statement (one snapshot).
+async fn read_view(connection: &mut SqliteConnection, id: &RecordId) -> Result<(Counters, Option<Record>), StoreError> {
     let row = sqlx::query(READ_VIEW)
         .bind(id.principal.as_str())
         .bind(id.key.as_str())
@@ -429,7 +451,7 @@ async fn decide<O: Operation>(
     let counters = decode_counters(&row)?;
     let held: bool = row.try_get("held").map_err(store_error)?;
     let record = if held { Some(codec::decode_record(&row)?) } else { None };
-    Ok(step::step(id, &StoreView { record: record.as_ref(), counters, limits }, operation)?)
+    Ok((counters, record))
 }
 
 /// Writes what `step` names on `connection` (the caller commits): the record, the fence
@@ -592,7 +614,11 @@ impl Store for SqliteStore {
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
-        self.run_read_first(id, op::Claim { fingerprint: *fingerprint, now, policy: *policy }, self.claim_sync).await
+        let claim = op::Claim { fingerprint: *fingerprint, now, policy: *policy };
+        if let Some(decision) = self.replays.claim(id, &claim, self.limits) {
+            return Ok(decision);
+        }
+        self.run_read_first(id, claim, self.claim_sync).await
     }
 
     async fn complete(
@@ -642,17 +668,26 @@ impl AtomicStore for SqliteStore {
     where
         W: for<'c> FnOnce(&'c mut SqliteConnection) -> WritesFuture<'c, sqlx::Error> + Send + 'static,
     {
-        let (id, limits) = (id.clone(), self.limits);
+        let (job_id, limits) = (id.clone(), self.limits);
         let operation = op::CompleteInTransaction { fence, response, now, policy: *policy };
-        self.writer
+        let (fenced, completed) = self
+            .writer
             .submit(writer::Sync::Full, Access::Savepoint, Some(id.clone()), move |batch| {
                 Box::pin(async move {
                     writes(&mut batch.connection).await.map_err(CommitError::Writes)?;
-                    let fenced = batch.view.step(&mut batch.connection, limits, &id, operation).await?;
+                    let fenced = batch.view.step(&mut batch.connection, limits, &job_id, operation).await?;
+                    let completed = batch.view.completed(&job_id).cloned();
                     // A refused completion rolls the business writes back with it (G1).
-                    Ok(Ran { keep: fenced == Fenced::Applied, answer: fenced })
+                    Ok::<_, CommitError<sqlx::Error>>(Ran {
+                        keep: fenced == Fenced::Applied,
+                        answer: (fenced, completed),
+                    })
                 })
             })
-            .await
+            .await?;
+        if let (Fenced::Applied, Some(record)) = (fenced, completed) {
+            self.replays.remember(id, &record);
+        }
+        Ok(fenced)
     }
 }

@@ -300,7 +300,7 @@ async fn run(
     close: tokio_util::sync::CancellationToken,
     tally: Arc<Tally>,
 ) {
-    let mut state = WriterState { synchronous: Sync::Full, sync_next: false, rolled_back };
+    let mut state = WriterState { synchronous: Sync::Full, sync_next: false, unsynced_fences: true, rolled_back };
     let mut jobs = Vec::with_capacity(BATCH_MAX);
     loop {
         let received = tokio::select! {
@@ -331,6 +331,9 @@ struct WriterState {
     synchronous: Sync,
     /// The last deferred batch left too many unsynced fences: sync the next one.
     sync_next: bool,
+    /// Whether `idem_fence.unsynced_fences` may be above zero (unknown at start), so a
+    /// synced batch must reset it; a batch that writes nothing else then writes nothing.
+    unsynced_fences: bool,
     /// Set by the connection's rollback hook: the transaction has ended.
     rolled_back: Arc<AtomicBool>,
 }
@@ -408,8 +411,9 @@ async fn run_batch(
     state.check_open()?;
     batch.view.flush(&mut batch.connection).await?;
     let connection = &mut batch.connection;
-    if config.deferred_claims {
+    if config.deferred_claims && (wanted == Sync::Deferred || state.unsynced_fences) {
         state.sync_next = count_unsynced_fences(connection, wanted, jobs.len()).await?;
+        state.unsynced_fences = wanted == Sync::Deferred;
     }
     state.check_open()?;
     connection.execute("COMMIT").await.map_err(BatchFailure::from)?;
