@@ -49,6 +49,11 @@ impl ReplayCache {
         ReplayCache { records: Some(Arc::new(Cache::with_weighter(entries, bytes_max, RecordBytes))) }
     }
 
+    /// Whether records are kept at all.
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.records.is_some()
+    }
+
     /// The claim's decision from a cached completed record, when that decision writes
     /// nothing; `None` sends the claim to the store.
     pub(crate) fn claim(&self, id: &RecordId, claim: &op::Claim, limits: Limits) -> Option<Decision> {

@@ -618,6 +618,12 @@ impl Store for SqliteStore {
         if let Some(decision) = self.replays.claim(id, &claim, self.limits) {
             return Ok(decision);
         }
+        if self.replays.is_enabled() {
+            // A replay the cache missed (a record completed by another process, before a
+            // restart, or evicted) is decided once in the next group commit, which then
+            // caches it; a fresh key, the common miss, skips a read on the pool.
+            return self.run(id, claim, self.claim_sync).await;
+        }
         self.run_read_first(id, claim, self.claim_sync).await
     }
 

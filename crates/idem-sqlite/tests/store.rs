@@ -718,8 +718,9 @@ async fn file_from_a_newer_idem_is_a_readable_open_error() {
 async fn replays_and_conflicts_take_no_write_lock() {
     // Goal: with another writer holding SQLite's write lock, a replay and a conflict are
     // still answered (they are decided on a snapshot and write nothing), while a new key,
-    // which must write, waits for the lock and fails at the busy timeout.
-    let t = open_with(|options| options.busy_timeout(Duration::from_millis(200))).await;
+    // which must write, waits for the lock and fails at the busy timeout. This is the
+    // store without a replay cache; with one, see `cached_replays_take_no_write_lock`.
+    let t = open_with(|options| options.busy_timeout(Duration::from_millis(200)).replay_cache_bytes(0)).await;
     let (done, busy) = (id("alice", "done"), id("alice", "busy"));
     let fp = fingerprint("a");
     let claim = expect_claim(t.store.claim(&done, &fp, at(1_000), &policy()).await.unwrap());
@@ -732,6 +733,23 @@ async fn replays_and_conflicts_take_no_write_lock() {
     let writer = t.store.begin_write().await.expect("the write lock is free");
     assert_eq!(t.store.claim(&done, &fp, at(1_200), &policy()).await.unwrap(), Decision::Replay(response("pay_1")));
     assert!(matches!(t.store.claim(&busy, &fp, at(1_200), &policy()).await.unwrap(), Decision::Conflict { .. }));
+    let new_key = t.store.claim(&id("alice", "new"), &fp, at(1_200), &policy()).await;
+    assert!(matches!(new_key, Err(StoreError::Unavailable { .. })), "{new_key:?}");
+    drop(writer);
+}
+
+#[tokio::test]
+async fn cached_replays_take_no_write_lock() {
+    // Goal: with the replay cache (the default), a replay of a record this store completed
+    // is answered while another writer holds the lock; a new key waits for it.
+    let t = open_with(|options| options.busy_timeout(Duration::from_millis(200))).await;
+    let done = id("alice", "done");
+    let fp = fingerprint("a");
+    let claim = expect_claim(t.store.claim(&done, &fp, at(1_000), &policy()).await.unwrap());
+    let _ = t.store.complete(&done, claim.fence, response("pay_1"), at(1_100), &policy()).await.unwrap();
+
+    let writer = t.store.begin_write().await.expect("the write lock is free");
+    assert_eq!(t.store.claim(&done, &fp, at(1_200), &policy()).await.unwrap(), Decision::Replay(response("pay_1")));
     let new_key = t.store.claim(&id("alice", "new"), &fp, at(1_200), &policy()).await;
     assert!(matches!(new_key, Err(StoreError::Unavailable { .. })), "{new_key:?}");
     drop(writer);
