@@ -28,7 +28,7 @@ use hyper_util::rt::TokioIo;
 use idem_core::{Limits, MemoryStore, SystemClock};
 use idem_postgres::{PostgresOptions, PostgresStore};
 use idem_server::{AppState, Ledger, MemoryLedger, PostgresLedger, SeededIds, SqliteLedger, app, bare_app};
-use idem_sqlite::{SqliteOptions, SqliteStore};
+use idem_sqlite::{ClaimSync, SqliteOptions, SqliteStore};
 
 const PAYMENT: &str = r#"{"amount": 100.00, "currency": "USD", "destination": "merchant-id-xyz"}"#;
 /// Requests sent before measuring, per connection.
@@ -140,7 +140,9 @@ async fn scenario(store: Store, variant: Variant, connections: usize, duration: 
             router(ledger, variant)
         }
         Store::Sqlite => {
-            let options = SqliteOptions::new(dir.path().join("load.db")).records_max(10_000_000);
+            // Atomic mode, as `idem serve` runs it: claims need no sync of their own.
+            let options =
+                SqliteOptions::new(dir.path().join("load.db")).records_max(10_000_000).claim_sync(ClaimSync::Deferred);
             let store = Arc::new(SqliteStore::open(options).await.expect("a temp file opens"));
             let ledger = SqliteLedger::open(Arc::clone(&store)).await.expect("tables are created");
             sqlite = Some(store);

@@ -100,20 +100,42 @@
 //! One writer task owns one write connection. Every write (a claim that must write, a
 //! completion, a renewal, a release, a purge batch, `complete_with`'s business writes) is
 //! a job handed to it. The writer takes everything queued (up to 256 jobs), runs
-//! `BEGIN IMMEDIATE`, runs each job inside its own `SAVEPOINT`, commits once, and only then
-//! answers every job. A job that fails, panics, runs past the busy timeout, or whose
-//! completion is refused, is rolled back to its savepoint: other requests' writes in the
-//! same commit are untouched. If the transaction itself fails (a full disk, an I/O error:
-//! SQLite then rolls back the whole transaction on its own), every job of the batch is
-//! answered with the same `StoreError::Unavailable`, and none of them committed. While one
+//! `BEGIN IMMEDIATE`, runs each job, writes what the jobs decided, commits once, and only
+//! then answers every job.
+//!
+//! The store's own operations do not write row by row: each statement is a round trip to
+//! sqlx's connection thread (two thread wake-ups), which costs more than the statement.
+//! Instead the batch reads the counters and every record its jobs name in one `SELECT`,
+//! idem-core's step decides each operation on that in-memory view in turn (a later job
+//! sees an earlier one's outcome, as if they ran one after the other), and before the
+//! `COMMIT` the changed records go out in multi-row `INSERT ... ON CONFLICT` and `DELETE`
+//! statements and the counters in one `UPDATE` each: about seven statements per batch
+//! instead of six per operation. A job that writes SQL of its own (`complete_with`'s
+//! business writes, [`SqliteStore::write`], a purge) runs inside its own `SAVEPOINT`.
+//!
+//! A job that fails, panics, runs past the busy timeout, or whose completion is refused
+//! leaves the view as it was and is rolled back to its savepoint: other requests' writes
+//! in the same commit are untouched. If the transaction itself fails (a full disk, an I/O
+//! error: SQLite then rolls back the whole transaction on its own, which a rollback hook
+//! reports to the writer), every job of the batch is answered with the same
+//! `StoreError::Unavailable`, and none of them committed. While one
 //! commit waits for the disk the next batch queues, so concurrent requests share `fsync`s
 //! instead of queueing for one each. At most 1,024 jobs wait; past that a caller waits for
 //! room up to [`SqliteOptions::acquire_timeout`], then gets `Unavailable`.
 //!
-//! Reads (replays, conflicts, [`Store::get`](idem_core::Store::get), usage) never go through
-//! the writer: a claim first decides on a snapshot read from the pool, and only a claim
-//! that must write becomes a job. A completed record never changes until it expires, so a
-//! replay decided on a snapshot is the answer at that instant.
+//! # Replays: the replay cache
+//!
+//! A completed record never changes until it expires, so the store keeps the completed
+//! records it has written or read in memory ([`SqliteOptions::replay_cache_bytes`], 64 MiB
+//! by default, least-used evicted, each dropped once expired). A claim on a cached record
+//! is decided by idem-core's step on the copy; only an answer that writes nothing (a
+//! replay, a fingerprint mismatch) is taken from it. This stays right with several
+//! processes on one file: none of them can change a completed record before it expires.
+//! A claim the cache cannot answer goes to the group commit, which caches what it finds.
+//! With the cache off (`replay_cache_bytes(0)`), a claim first decides on a snapshot read
+//! from the pool instead, and only a claim that must write becomes a job; either way a
+//! replay takes no write lock. [`Store::get`](idem_core::Store::get) and usage always
+//! read the file.
 //!
 //! # Why sqlx
 //!
@@ -123,10 +145,10 @@
 //! same `&mut SqliteConnection`) as everywhere else in a service. It brings the bounded
 //! read pool with an acquire timeout and embedded migrations, and idem-postgres hands out
 //! the same shapes over PostgreSQL. rusqlite on our own thread would save the channel hop
-//! per statement (a few µs each), but the writes closure would then be synchronous and
+//! per statement (two thread wake-ups; under load they led the profile), but the writes closure would then be synchronous and
 //! run on that thread, so a handler could not reuse its async data layer in it; and we
-//! would own a pool and a migration runner. At a handful of statements per job and one
-//! `fsync` per batch, the hop is not what limits throughput (docs/benchmarks.md).
+//! would own a pool and a migration runner. The batch view above takes the hop off the
+//! per-operation path instead; what is left is a few hops per batch (docs/benchmarks.md).
 //!
 //! # Durability: WAL, `synchronous=FULL`, and deferred claim sync
 //!

@@ -1,9 +1,10 @@
 //! [`SqliteStore`]: idem-core's store step, read and written in SQLite transactions.
 //!
-//! Every read-decide-write here has the same shape, in one `BEGIN IMMEDIATE` transaction:
-//! [`decide`] reads the record and the store-wide counters and calls
-//! [`idem_core::step::step`]; [`write`] writes exactly what the [`Step`] names. The
-//! store has no rule of its own about the protocol.
+//! Every read-decide-write here has the same shape: read the record and the store-wide
+//! counters, call [`idem_core::step::step`], write exactly what the [`Step`] names. In the
+//! group commit the reading and writing go through the batch's view ([`crate::batch`]);
+//! in a caller's own transaction ([`SqliteStore::complete_in`]) [`decide`] and [`write`]
+//! do it statement by statement. The store has no rule of its own about the protocol.
 
 use idem_core::step::{self, Counters, Operation, Step, StoreView, op};
 use idem_core::{
