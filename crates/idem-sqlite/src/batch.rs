@@ -160,7 +160,10 @@ fn add(usage: Usage, delta: UsageDelta) -> Result<Usage, StoreError> {
     }
 }
 
-async fn read_record(connection: &mut SqliteConnection, id: &RecordId) -> Result<Option<Record>, StoreError> {
+pub(crate) async fn read_record(
+    connection: &mut SqliteConnection,
+    id: &RecordId,
+) -> Result<Option<Record>, StoreError> {
     let row = sqlx::query(concat!(
         "SELECT ",
         record_columns!(),
@@ -208,7 +211,11 @@ fn push_ids(statement: &mut QueryBuilder<Sqlite>, ids: &[&RecordId]) {
     }
 }
 
-async fn put_records(connection: &mut SqliteConnection, records: &[(&RecordId, &Record)]) -> Result<(), StoreError> {
+/// Writes `records` (inserted, or replacing the row of the same id) in one statement.
+pub(crate) async fn put_records(
+    connection: &mut SqliteConnection,
+    records: &[(&RecordId, &Record)],
+) -> Result<(), StoreError> {
     let mut rows = Vec::with_capacity(records.len());
     for (id, record) in records {
         let stored_bytes = codec::count_to_sql("stored_bytes", usage::stored_bytes(id, record))?;
@@ -244,13 +251,14 @@ async fn put_records(connection: &mut SqliteConnection, records: &[(&RecordId, &
     Ok(())
 }
 
-async fn delete_records(connection: &mut SqliteConnection, ids: &[&RecordId]) -> Result<(), StoreError> {
+/// Deletes the rows of `ids`, each of which the caller read in this same transaction.
+pub(crate) async fn delete_records(connection: &mut SqliteConnection, ids: &[&RecordId]) -> Result<(), StoreError> {
     let mut statement = QueryBuilder::<Sqlite>::new("DELETE FROM idem_records WHERE (principal, idem_key) IN (");
     push_ids(&mut statement, ids);
     statement.push(")");
     let done = statement.build().execute(&mut *connection).await.map_err(store_error)?;
-    // The view deletes only records it read in this same transaction.
-    debug_assert_eq!(done.rows_affected(), ids.len() as u64, "a flush deletes only held records");
+    // Steps delete only records they were shown, read in this same transaction.
+    debug_assert_eq!(done.rows_affected(), ids.len() as u64, "a step deletes only held records");
     Ok(())
 }
 

@@ -9,7 +9,7 @@
 use idem_core::step::{self, Counters, Operation, Step, StoreView, op};
 use idem_core::{
     Decision, Fence, Fenced, Fingerprint, Limits, Policy, Record, RecordId, Renewal, Store, StoreError, StoredResponse,
-    Timestamp, Usage, UsageDelta, Write, usage,
+    Timestamp, Usage, UsageDelta, Write,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -23,6 +23,7 @@ use std::sync::Arc;
 use idem_core::{AtomicStore, CommitError, WritesFuture};
 use tokio_util::sync::CancellationToken;
 
+use crate::batch;
 use crate::codec::{self, record_columns};
 use crate::error::{OpenError, corrupt, store_error};
 use crate::options::{ClaimSync, SqliteOptions};
@@ -307,17 +308,7 @@ impl SqliteStore {
 
     async fn get_now(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         let mut connection = self.pool.acquire().await.map_err(store_error)?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            record_columns!(),
-            " FROM idem_records AS r WHERE r.principal = ?1 AND r.idem_key = ?2"
-        ))
-        .bind(id.principal.as_str())
-        .bind(id.key.as_str())
-        .fetch_optional(&mut *connection)
-        .await
-        .map_err(store_error)?;
-        row.as_ref().map(codec::decode_record).transpose()
+        batch::read_record(&mut connection, id).await
     }
 
     /// Forgets up to `batch_max` due records in one transaction: candidates come from the
@@ -478,50 +469,9 @@ async fn write<A>(connection: &mut SqliteConnection, id: &RecordId, step: Step<A
 async fn write_record(connection: &mut SqliteConnection, id: &RecordId, write: Write) -> Result<(), StoreError> {
     match write {
         Write::Unchanged => Ok(()),
-        Write::Put(record) => put_record(connection, id, &record).await,
-        Write::Delete => {
-            let done = sqlx::query("DELETE FROM idem_records WHERE principal = ?1 AND idem_key = ?2")
-                .bind(id.principal.as_str())
-                .bind(id.key.as_str())
-                .execute(&mut *connection)
-                .await
-                .map_err(store_error)?;
-            // The step deletes only a record it was shown, read in this same transaction.
-            debug_assert_eq!(done.rows_affected(), 1, "a step deletes only a held record");
-            Ok(())
-        }
+        Write::Put(record) => batch::put_records(connection, &[(id, &record)]).await,
+        Write::Delete => batch::delete_records(connection, &[id]).await,
     }
-}
-
-async fn put_record(connection: &mut SqliteConnection, id: &RecordId, record: &Record) -> Result<(), StoreError> {
-    let row = codec::encode_record(record)?;
-    let stored_bytes = codec::count_to_sql("stored_bytes", usage::stored_bytes(id, record))?;
-    sqlx::query(
-        "INSERT INTO idem_records (principal, idem_key, fingerprint, fence, state, lease_expires_at, \
-         expires_at, forgettable_at, status, headers, body, stored_bytes) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-         ON CONFLICT (principal, idem_key) DO UPDATE SET fingerprint = excluded.fingerprint, \
-         fence = excluded.fence, state = excluded.state, lease_expires_at = excluded.lease_expires_at, \
-         expires_at = excluded.expires_at, forgettable_at = excluded.forgettable_at, \
-         status = excluded.status, headers = excluded.headers, body = excluded.body, \
-         stored_bytes = excluded.stored_bytes",
-    )
-    .bind(id.principal.as_str())
-    .bind(id.key.as_str())
-    .bind(row.fingerprint)
-    .bind(row.fence)
-    .bind(row.state)
-    .bind(row.lease_expires_at)
-    .bind(row.expires_at)
-    .bind(row.forgettable_at)
-    .bind(row.status)
-    .bind(row.headers)
-    .bind(row.body)
-    .bind(stored_bytes)
-    .execute(&mut *connection)
-    .await
-    .map_err(store_error)?;
-    Ok(())
 }
 
 /// Adds `delta` to the usage row, if it changes anything. The row's `CHECK`s refuse a

@@ -227,3 +227,60 @@ async fn a_closed_store_refuses_writes_instead_of_hanging() {
     let refused = temp.store.claim(&id("", "k"), &fingerprint("x"), at(1), &policy()).await;
     assert!(refused.is_err(), "{refused:?}");
 }
+
+#[tokio::test]
+async fn jobs_in_one_batch_see_each_others_outcomes() {
+    // Goal: the batch decides its jobs one after the other on its view, so 16 claims of one
+    // new key in one group commit admit exactly one execution (the rest conflict), and 16
+    // claims of distinct keys get distinct fences; what the batch wrote back matches what
+    // it answered (rows, fences, usage).
+    let temp = open().await;
+    let store = temp.store.clone();
+    let (started, running) = oneshot::channel::<()>();
+    let (release, held) = oneshot::channel::<()>();
+    let blocker = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .write(move |_tx: &mut SqliteConnection| {
+                    Box::pin(async move {
+                        let _ = started.send(());
+                        let _ = held.await;
+                        Ok(())
+                    })
+                })
+                .await
+        }
+    });
+    running.await.expect("the blocker runs");
+    let claims: Vec<_> = (0..32)
+        .map(|n| {
+            let store = store.clone();
+            let key = if n < 16 { id("carol", "same") } else { id("carol", &format!("k{n}")) };
+            tokio::spawn(async move { store.claim(&key, &fingerprint("order"), at(1_000), &policy()).await })
+        })
+        .collect();
+    until_queued(&store, 32).await;
+    let before = store.group_commit_stats();
+    release.send(()).expect("the blocker waits");
+    blocker.await.expect("blocker task").expect("blocker commits");
+
+    let mut answers = Vec::new();
+    for claim in claims {
+        answers.push(claim.await.expect("claim task").expect("claim"));
+    }
+    let after = store.group_commit_stats();
+    assert_eq!(after.commits - before.commits, 2, "the held batch, then the 32 claims in one: {after:?}");
+    let executions = answers[..16].iter().filter(|answer| answer.claim().is_some()).count();
+    assert_eq!(executions, 1, "one execution of the shared key: {answers:?}");
+    assert!(
+        answers[..16].iter().filter(|answer| answer.claim().is_none()).all(|a| matches!(a, Decision::Conflict { .. }))
+    );
+    let mut fences: Vec<Fence> = answers.iter().filter_map(|answer| answer.claim().map(|claim| claim.fence)).collect();
+    fences.sort();
+    fences.dedup();
+    assert_eq!(fences.len(), 17, "17 executions, 17 distinct fences: {answers:?}");
+    let held = store.get(&id("carol", "same")).await.expect("get").expect("held");
+    assert!(fences.contains(&held.fence), "the row holds the fence that was answered");
+    assert_eq!(store.usage().await.expect("usage").records, 17);
+}
