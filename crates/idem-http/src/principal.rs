@@ -1,6 +1,5 @@
 //! Who is asking: the principal that scopes every key (G4).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use http::header;
@@ -43,11 +42,8 @@ pub fn authorization_principal(parts: &Parts) -> Result<Principal, Problem> {
         hasher.update((value.len() as u64).to_be_bytes());
         hasher.update(value.as_bytes());
     }
-    let digest = hasher.finalize();
-    let mut hex = String::with_capacity(2 * digest.len());
-    for byte in digest.iter() {
-        write!(hex, "{byte:02x}").expect("writing to a String cannot fail");
-    }
+    // `hex` rather than `write!` per byte: the formatter showed in the layer's profile.
+    let hex = hex::encode(hasher.finalize());
     Ok(Principal::new(&hex).expect("64 hex digits are a valid principal"))
 }
 
