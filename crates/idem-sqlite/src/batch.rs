@@ -23,7 +23,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::codec::{self, record_columns};
 use crate::error::{corrupt, store_error};
-use crate::store::read_counters;
+use crate::store::{one_row, read_counters};
 
 /// Most rows per `INSERT` or `DELETE` of a flush (12 parameters a row, far below SQLite's
 /// 32,766).
@@ -272,7 +272,7 @@ async fn write_counters(connection: &mut SqliteConnection, now: Counters, found:
             .execute(&mut *connection)
             .await
             .map_err(store_error)?;
-        one_row(done.rows_affected(), "idem_fence")?;
+        one_row(&done, "idem_fence")?;
     }
     if now.usage != found.usage {
         let done = sqlx::query("UPDATE idem_usage SET records = ?1, stored_bytes = ?2 WHERE id = 1")
@@ -281,14 +281,7 @@ async fn write_counters(connection: &mut SqliteConnection, now: Counters, found:
             .execute(&mut *connection)
             .await
             .map_err(store_error)?;
-        one_row(done.rows_affected(), "idem_usage")?;
+        one_row(&done, "idem_usage")?;
     }
     Ok(())
-}
-
-fn one_row(rows_affected: u64, table: &str) -> Result<(), StoreError> {
-    match rows_affected {
-        1 => Ok(()),
-        _ => Err(corrupt(format!("the {table} row is missing"))),
-    }
 }

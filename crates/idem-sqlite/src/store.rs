@@ -550,7 +550,7 @@ fn missing_counters() -> StoreError {
 }
 
 /// A statement on a one-row table must have changed that row.
-fn one_row(done: &SqliteQueryResult, table: &str) -> Result<(), StoreError> {
+pub(crate) fn one_row(done: &SqliteQueryResult, table: &str) -> Result<(), StoreError> {
     match done.rows_affected() {
         1 => Ok(()),
         _ => Err(corrupt(format!("the {table} row is missing"))),

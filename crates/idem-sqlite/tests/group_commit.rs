@@ -53,6 +53,42 @@ async fn until_queued(store: &SqliteStore, jobs: usize) {
     }
 }
 
+/// A batch the writer is kept inside (a `write` job waiting on a channel), so that the
+/// jobs submitted meanwhile queue up and go into the next group commit together.
+struct HeldBatch {
+    release: oneshot::Sender<()>,
+    blocker: tokio::task::JoinHandle<Result<(), CommitError<sqlx::Error>>>,
+}
+
+impl HeldBatch {
+    async fn start(store: &SqliteStore) -> HeldBatch {
+        let (started, running) = oneshot::channel::<()>();
+        let (release, held) = oneshot::channel::<()>();
+        let blocker = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |_tx: &mut SqliteConnection| {
+                        Box::pin(async move {
+                            let _ = started.send(());
+                            let _ = held.await;
+                            Ok(())
+                        })
+                    })
+                    .await
+            }
+        });
+        running.await.expect("the blocker runs");
+        HeldBatch { release, blocker }
+    }
+
+    /// Lets the held batch commit, and waits for it.
+    async fn finish(self) {
+        self.release.send(()).expect("the blocker waits");
+        self.blocker.await.expect("blocker task").expect("blocker commits");
+    }
+}
+
 #[tokio::test]
 async fn writes_and_completion_commit_together_and_a_retry_replays() {
     let temp = open().await;
@@ -132,23 +168,7 @@ async fn one_group_commit_keeps_each_jobs_failure_to_itself() {
     }
 
     // Hold the writer inside a first batch until every other job is queued.
-    let (started, running) = oneshot::channel::<()>();
-    let (release, held) = oneshot::channel::<()>();
-    let blocker = tokio::spawn({
-        let store = store.clone();
-        async move {
-            store
-                .write(move |_tx: &mut SqliteConnection| {
-                    Box::pin(async move {
-                        let _ = started.send(());
-                        let _ = held.await;
-                        Ok(())
-                    })
-                })
-                .await
-        }
-    });
-    running.await.expect("the blocker runs");
+    let held = HeldBatch::start(&store).await;
     let before = store.group_commit_stats();
 
     let mut jobs = Vec::new();
@@ -172,8 +192,7 @@ async fn one_group_commit_keeps_each_jobs_failure_to_itself() {
         }));
     }
     until_queued(&store, 48).await;
-    release.send(()).expect("the blocker waits");
-    blocker.await.expect("blocker task").expect("blocker commits");
+    held.finish().await;
 
     let mut answers = Vec::new();
     for job in jobs {
@@ -236,23 +255,7 @@ async fn jobs_in_one_batch_see_each_others_outcomes() {
     // it answered (rows, fences, usage).
     let temp = open().await;
     let store = temp.store.clone();
-    let (started, running) = oneshot::channel::<()>();
-    let (release, held) = oneshot::channel::<()>();
-    let blocker = tokio::spawn({
-        let store = store.clone();
-        async move {
-            store
-                .write(move |_tx: &mut SqliteConnection| {
-                    Box::pin(async move {
-                        let _ = started.send(());
-                        let _ = held.await;
-                        Ok(())
-                    })
-                })
-                .await
-        }
-    });
-    running.await.expect("the blocker runs");
+    let held = HeldBatch::start(&store).await;
     let claims: Vec<_> = (0..32)
         .map(|n| {
             let store = store.clone();
@@ -262,8 +265,7 @@ async fn jobs_in_one_batch_see_each_others_outcomes() {
         .collect();
     until_queued(&store, 32).await;
     let before = store.group_commit_stats();
-    release.send(()).expect("the blocker waits");
-    blocker.await.expect("blocker task").expect("blocker commits");
+    held.finish().await;
 
     let mut answers = Vec::new();
     for claim in claims {
