@@ -122,6 +122,14 @@ cp "$out1/missed.txt" "$results/missed.txt"
 if [ ${#pass2[@]} -gt 0 ] && [ -s "$out1/missed.txt" ]; then
   regex=$(sed -e 's/[][\.*^$(){}?+|]/\\&/g' -e 's/^/^/' -e 's/$/$/' "$out1/missed.txt" | paste -sd'|')
   mapfile -t tests2 < <(test_args "${pass1[@]}" "${pass2[@]}")
+  # cargo-mutants' baseline runs only the mutated crate's tests; a second net that failed
+  # unmutated would count every mutant as caught, so it runs unmutated here first.
+  mapfile -t net < <(for package in "${pass2[@]}"; do printf -- '--package\n%s\n' "$package"; done)
+  if ! nice -n 19 timeout "$timeout2" cargo test --manifest-path "$src/Cargo.toml" --profile mutants "${net[@]}" \
+    > "$run/pass2-baseline.log" 2>&1; then
+    echo "pass 2's tests fail unmutated: see $run/pass2-baseline.log" >&2
+    exit 1
+  fi
   nice -n 19 cargo mutants "${common[@]}" "${tests2[@]}" --timeout "$timeout2" --re "$regex" \
     --output "$run/pass2" || true
   out2="$run/pass2/mutants.out"
