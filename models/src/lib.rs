@@ -107,6 +107,7 @@
 
 mod checking;
 mod config;
+mod ghost;
 mod model;
 pub mod properties;
 mod state;
@@ -124,4 +125,4 @@ pub use state::{
     Answer, AttemptNumber, Broken, Budgets, Durable, Execution, Ghost, GiveUp, Handler, Message, OpIndex, OpState,
     Pace, Phase, Serial, Server, ServerIndex, Slot, SlotGhost, Stage, State, Store,
 };
-pub use story::story;
+pub use story::{Decided, Disk, FenceCounter, Held, StoryEvent, Wait, line, story};

@@ -1,8 +1,8 @@
 //! The properties checked, in plain words, each tied to a guarantee of SPEC.md.
 
-use stateright::{Expectation, Property};
+use stateright::{Expectation, Model, Property};
 
-use crate::model::IdemModel;
+use crate::ghost::Observed;
 use crate::state::{Answer, Broken, Message, State};
 
 /// G1: a side effect commits at most once per (principal, key).
@@ -82,7 +82,11 @@ pub fn guarantee(property: &str) -> &'static str {
 /// Whether the property is an `always`, `eventually` or `sometimes`.
 #[must_use]
 pub fn expectation(property: &str) -> Expectation {
-    all().into_iter().find(|p| p.name == property).map_or(Expectation::Always, |p| p.expectation)
+    match guarantee(property) {
+        "reachable" => Expectation::Sometimes,
+        _ if property == PROGRESS => Expectation::Eventually,
+        _ => Expectation::Always,
+    }
 }
 
 /// Whether a client received an answer of the wanted kind last, or one is on its way.
@@ -91,9 +95,11 @@ fn replied(state: &State, wanted: fn(Answer) -> bool) -> bool {
         || state.network.iter().any(|m| matches!(m, Message::Reply { answer, .. } if wanted(*answer)))
 }
 
-pub(crate) fn all() -> Vec<Property<IdemModel>> {
+/// Every property, for any model whose states are [`State`]s and whose facts the
+/// properties can read.
+pub(crate) fn all<M: Model<State = State> + Observed>() -> Vec<Property<M>> {
     vec![
-        Property::always(AT_MOST_ONCE, |model: &IdemModel, state: &State| model.at_most_once(state)),
+        Property::always(AT_MOST_ONCE, |model: &M, state: &State| model.facts().at_most_once(state)),
         Property::always(REPLAY_FIDELITY, |_, state: &State| !state.broke(Broken::Replay)),
         Property::always(NO_STALE_COMPLETION, |_, state: &State| !state.broke(Broken::StaleWrite)),
         Property::always(REFUSAL_CHANGES_NOTHING, |_, state: &State| !state.broke(Broken::RefusedChanged)),
@@ -104,8 +110,9 @@ pub(crate) fn all() -> Vec<Property<IdemModel>> {
         // Sound because the model is acyclic and the predicate never turns false again;
         // see the crate docs, "Progress". A path that broke a safety property ends there
         // (see `actions`); progress is judged on the paths that stay safe.
-        Property::eventually(PROGRESS, |model: &IdemModel, state: &State| {
-            state.ops.iter().all(|op| op.answer().is_some() || !model.progress_promised(op)) || model.is_broken(state)
+        Property::eventually(PROGRESS, |model: &M, state: &State| {
+            let facts = model.facts();
+            state.ops.iter().all(|op| op.answer().is_some() || !facts.progress_promised(op)) || facts.is_broken(state)
         }),
         Property::sometimes(REPLAY_HAPPENS, |_, state: &State| replied(state, |a| a == Answer::Replayed)),
         Property::sometimes(TAKE_OVER_HAPPENS, |_, state: &State| state.handlers().any(|(_, h)| h.took_over)),
@@ -113,15 +120,13 @@ pub(crate) fn all() -> Vec<Property<IdemModel>> {
             replied(state, |a| matches!(a, Answer::Conflict { .. }))
         }),
         Property::sometimes(MISMATCH_ANSWERED, |_, state: &State| replied(state, |a| a == Answer::Mismatch)),
-        Property::sometimes(RENEWAL_HAPPENS, |model: &IdemModel, state: &State| model.renewed(state)),
+        Property::sometimes(RENEWAL_HAPPENS, |model: &M, state: &State| model.facts().renewed(state)),
         Property::sometimes(OUTAGE_ANSWERED, |_, state: &State| {
             replied(state, |a| matches!(a, Answer::Unavailable { .. }))
         }),
         Property::sometimes(UNRECORDED_ANSWERED, |_, state: &State| replied(state, |a| a == Answer::Unrecorded)),
-        Property::sometimes(FORGETTING_HAPPENS, |model: &IdemModel, state: &State| model.forgotten(state)),
+        Property::sometimes(FORGETTING_HAPPENS, |model: &M, state: &State| model.facts().forgotten(state)),
         // A store crash is offered only when it loses something (see `actions`).
-        Property::sometimes(STORE_CRASH_LOSES_WRITES, |model: &IdemModel, state: &State| {
-            state.budgets.store_crashes < model.config().store_crashes
-        }),
+        Property::sometimes(STORE_CRASH_LOSES_WRITES, |model: &M, state: &State| model.facts().store_crashed(state)),
     ]
 }
