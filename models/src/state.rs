@@ -166,10 +166,12 @@ impl Message {
 /// Where a running handler is.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Stage {
-    /// It holds a claim and has not run the side effect yet.
+    /// It holds a claim and has not written the payment yet.
     Claimed,
-    /// Separate mode only: the side effect ran and committed; the completion is next.
-    Effected,
+    /// It wrote the payment; the completion is next. In atomic mode the row is pending in
+    /// the handler's open transaction, which the completion commits (or not at all); in
+    /// separate mode it committed on its own.
+    Written,
 }
 
 /// How a running handler behaves in time.
@@ -219,7 +221,7 @@ pub struct Server {
     pub handlers: Vec<Handler>,
 }
 
-/// A side effect that committed to the business ledger.
+/// A payment row that committed to the business ledger.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Execution {
     /// The operation whose payload was executed.
@@ -238,7 +240,8 @@ pub struct Store {
     pub now: Timestamp,
     /// Whether the store can be reached.
     pub up: bool,
-    /// Side effects that committed (the business ledger), in order.
+    /// Payment rows that committed (the business ledger), in order. A row pending in an
+    /// open transaction (atomic mode, [`Stage::Written`]) is not here until it commits.
     pub ledger: Vec<Execution>,
     /// What a store crash would leave: the store as of its last write that waited for the
     /// disk, while a later one did not (`None`: everything is on disk, or no store crash

@@ -186,14 +186,18 @@ fn a_completion_off_disk_while_its_payment_is_on_disk_executes_twice() {
         "1. client 1 (alice) sends POST /payments key=k1 amount=100 (deadline t=30s): attempt 1 of 20 to server 1",
         "2. the network duplicates a request; one copy arrives: server 1 receives POST /payments key=k1 amount=100 \
          from client 1 (alice) (attempt 1); the store decides: execute under fence f1 (lease until t=10s)",
-        "3. server 1 runs the side effect of alice's k1 (amount=100) and completes under fence f1 in one \
+        "3. server 1 writes the payment of alice's k1 (amount=100) in its open transaction (pending until the \
+         completion commits)",
+        "4. server 1 completes alice's k1 (amount=100) under fence f1, committing its payment in the same \
          transaction: accepted (the payment is on disk, the completion not yet), answers 201 \
          location=/payments/pay_1 \"alice/k1/100#1\". client 1 (alice) receives 201 for attempt 1, final",
-        "4. the store crashes and restarts, losing the writes not yet on disk: alice/k1 goes back from a \
+        "5. the store crashes and restarts, losing the writes not yet on disk: alice/k1 goes back from a \
          completion under f1 to no record; its fences go on from f2",
-        "5. server 1 receives POST /payments key=k1 amount=100 from client 1 (alice) (attempt 1); the store \
+        "6. server 1 receives POST /payments key=k1 amount=100 from client 1 (alice) (attempt 1); the store \
          decides: execute under fence f2 (lease until t=10s)",
-        "6. server 1 runs the side effect of alice's k1 (amount=100) and completes under fence f2 in one \
+        "7. server 1 writes the payment of alice's k1 (amount=100) in its open transaction (pending until the \
+         completion commits)",
+        "8. server 1 completes alice's k1 (amount=100) under fence f2, committing its payment in the same \
          transaction: accepted (the payment is on disk, the completion not yet), answers 201 \
          location=/payments/pay_2 \"alice/k1/100#2\"",
     ];

@@ -49,36 +49,58 @@ impl IdemModel {
             .expect("actions name running handlers only")
     }
 
-    /// A handler's next step: run the side effect, complete, or (atomic) both at once.
+    /// A handler's next step: write the payment, or complete.
     pub(super) fn step(&self, state: &mut State, server: ServerIndex, serial: Serial, tell: &mut Tell<'_>) {
         let index = Self::handler_index(state, server, serial);
-        let handler = &mut state.servers[usize::from(server)].handlers[index];
-        let (op, stage) = (handler.op, handler.stage);
-        if self.config.mode == Mode::Separate && stage == Stage::Claimed {
-            handler.stage = Stage::Effected;
-            state.store.ledger.push(Execution { op, serial });
-            tell.tell(|| {
-                let record_index = self.op(op).record_index;
-                let payments = state.store.ledger.iter().filter(|e| self.op(e.op).record_index == record_index).count();
-                StoryEvent::SideEffect { server, op, payments }
-            });
-            return;
+        if state.servers[usize::from(server)].handlers[index].stage == Stage::Claimed {
+            return self.write(state, server, index, tell);
         }
         let handler = state.servers[usize::from(server)].handlers.remove(index);
         self.complete(state, server, handler, tell);
     }
 
+    /// The handler writes its payment row. In atomic mode the row is pending in the
+    /// handler's open transaction: the completion commits it, a refused or failed
+    /// completion, a release or a crash rolls it back. In separate mode it commits at once.
+    fn write(&self, state: &mut State, server: ServerIndex, index: usize, tell: &mut Tell<'_>) {
+        let handler = &mut state.servers[usize::from(server)].handlers[index];
+        handler.stage = Stage::Written;
+        let (op, serial) = (handler.op, handler.serial);
+        let commits_now = !self.writes_in_transaction();
+        if commits_now {
+            state.store.ledger.push(Execution { op, serial });
+        }
+        tell.tell(|| {
+            let record_index = self.op(op).record_index;
+            let payments = state.store.ledger.iter().filter(|e| self.op(e.op).record_index == record_index).count();
+            StoryEvent::Wrote { server, op, payments: commits_now.then_some(payments) }
+        });
+    }
+
+    /// Whether a handler's write is pending in the transaction its completion commits
+    /// (atomic mode), rather than committed on its own (separate mode).
+    pub(super) fn writes_in_transaction(&self) -> bool {
+        self.config.mode == Mode::Atomic
+    }
+
     /// The completion through the store step: `op::CompleteInTransaction` in atomic mode
-    /// (the side effect commits with it or not at all), `op::Complete` in separate mode.
+    /// (the pending payment commits with it or not at all), `op::Complete` in separate mode.
     fn complete(&self, state: &mut State, server: ServerIndex, handler: Handler, tell: &mut Tell<'_>) {
         let (op, serial) = (handler.op, handler.serial);
         let to = ReplyTo { op, attempt: handler.attempt, server };
         let slot = self.op(op).slot;
         let response = self.response(op, serial);
         let atomic = self.config.mode == Mode::Atomic;
+        let pending = self.writes_in_transaction();
         if Self::store_call_fails(state) {
             self.met_fault(state, op);
-            tell.tell(|| StoryEvent::Completing { server, op, fence: handler.fence, presented: handler.fence });
+            tell.tell(|| StoryEvent::Completing {
+                server,
+                op,
+                fence: handler.fence,
+                presented: handler.fence,
+                pending,
+            });
             if atomic {
                 tell.tell(|| StoryEvent::CompletionStoreDown { unrecorded: None });
                 return self.answer(state, to, Self::unavailable(), None, tell);
@@ -107,13 +129,14 @@ impl IdemModel {
             self.store_step(state, slot, believed, completion)
         }
         .expect("a completion admits nothing and issues no fence, so the step never refuses it");
-        tell.tell(|| StoryEvent::Completing { server, op, fence: handler.fence, presented });
+        tell.tell(|| StoryEvent::Completing { server, op, fence: handler.fence, presented, pending });
         match outcome {
             Fenced::Applied => {
                 if state.ghost.slots[usize::from(slot)].current != Some(serial) {
                     state.mark(Broken::StaleWrite);
                 }
-                if atomic {
+                if pending {
+                    // The transaction commits the payment row with the completion.
                     state.store.ledger.push(Execution { op, serial });
                 }
                 if state.ghost.slots[usize::from(slot)].first_response.is_none() {
@@ -129,7 +152,7 @@ impl IdemModel {
             }
             Fenced::Refused(refusal) => {
                 self.check_unchanged(state, slot, before.as_ref());
-                tell.tell(|| StoryEvent::CompletionRefused { refusal, rolled_back: atomic });
+                tell.tell(|| StoryEvent::CompletionRefused { refusal, rolled_back: pending });
                 self.superseded(state, to, tell);
             }
         }

@@ -105,16 +105,17 @@ pub enum StoryEvent {
     ClaimRefused(StepError),
     /// What the store decided for a request.
     Decided(Decided),
-    /// Separate mode: a handler's side effect committed on its own.
-    SideEffect {
+    /// A handler writes its payment row.
+    Wrote {
         /// The server.
         server: ServerIndex,
         /// The operation.
         op: OpIndex,
-        /// Payments the ledger now holds for the operation's record id.
-        payments: usize,
+        /// When the row committed at once (separate mode): the payments the ledger now
+        /// holds for the operation's record id. `None`: pending in the open transaction.
+        payments: Option<usize>,
     },
-    /// A handler completes (atomic: runs its side effect and completes in one transaction).
+    /// A handler completes (atomic: committing its pending payment in the same transaction).
     Completing {
         /// The server.
         server: ServerIndex,
@@ -124,6 +125,8 @@ pub enum StoryEvent {
         fence: Fence,
         /// The fence presented to the store.
         presented: Fence,
+        /// Whether the completion's transaction carries the handler's pending payment.
+        pending: bool,
     },
     /// The store was down at the completion; separate mode answers `unrecorded`.
     CompletionStoreDown {

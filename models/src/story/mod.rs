@@ -11,7 +11,7 @@ use stateright::Path;
 mod event;
 
 pub use self::event::{Decided, Disk, FenceCounter, Held, StoryEvent, Wait};
-use crate::config::{Mode, Variant};
+use crate::config::Variant;
 use crate::model::{Action, IdemModel};
 use crate::state::{Answer, Message, OpIndex, ServerIndex, Slot, State};
 
@@ -65,7 +65,7 @@ impl Words<'_> {
             | StoryEvent::StoreDownAtClaim
             | StoryEvent::ClaimRefused(_)
             | StoryEvent::Decided(_) => self.server(event),
-            StoryEvent::SideEffect { .. }
+            StoryEvent::Wrote { .. }
             | StoryEvent::Completing { .. }
             | StoryEvent::CompletionStoreDown { .. }
             | StoryEvent::CompletionAccepted { .. }
@@ -141,15 +141,20 @@ impl Words<'_> {
 
     fn handler(&self, event: &StoryEvent) -> String {
         match event {
-            StoryEvent::SideEffect { server, op, payments } => format!(
+            StoryEvent::Wrote { server, op, payments: Some(payments) } => format!(
                 "server {} runs the side effect of {} on its own (separate mode): the ledger now holds {payments} \
                  payment(s) for {}",
                 server + 1,
                 self.who(*op),
                 self.record_name(*op)
             ),
-            StoryEvent::Completing { server, op, fence, presented } => {
-                self.completion(*server, *op, *fence, *presented)
+            StoryEvent::Wrote { server, op, payments: None } => format!(
+                "server {} writes the payment of {} in its open transaction (pending until the completion commits)",
+                server + 1,
+                self.who(*op)
+            ),
+            StoryEvent::Completing { server, op, fence, presented, pending } => {
+                self.completion(*server, *op, (*fence, *presented), *pending)
             }
             StoryEvent::CompletionStoreDown { unrecorded: None } => {
                 ": the store is down, the transaction rolls back with its side effect; answers 503 (the claim stays \
@@ -297,20 +302,27 @@ impl Words<'_> {
         format!("server {}'s handler for {} renews fence {}", server + 1, self.who(op), fence_name(fence))
     }
 
-    fn completion(&self, server: ServerIndex, op: OpIndex, fence: Fence, presented: Fence) -> String {
+    fn completion(
+        &self,
+        server: ServerIndex,
+        op: OpIndex,
+        (fence, presented): (Fence, Fence),
+        pending: bool,
+    ) -> String {
         let presented = if presented == fence {
             fence_name(presented)
         } else {
             format!("{} (its own claim's fence is {})", fence_name(presented), fence_name(fence))
         };
-        match self.model.config().mode {
-            Mode::Atomic => format!(
-                "server {} runs the side effect of {} and completes under fence {} in one transaction",
+        if pending {
+            format!(
+                "server {} completes {} under fence {}, committing its payment in the same transaction",
                 server + 1,
                 self.who(op),
                 presented
-            ),
-            Mode::Separate => format!("server {} completes {} under fence {}", server + 1, self.who(op), presented),
+            )
+        } else {
+            format!("server {} completes {} under fence {}", server + 1, self.who(op), presented)
         }
     }
 
