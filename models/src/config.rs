@@ -70,6 +70,10 @@ pub enum Variant {
     /// carries is durable on its own (records in a database file of their own: SQLite's
     /// WAL mode makes a transaction across attached files atomic per file only).
     CompletionApart,
+    /// Atomic mode, but the handler writes its payment on a connection of its own instead
+    /// of the claim's transaction (a handler that bypasses `Claim::commit`): the row commits
+    /// at once, so a release after a 5xx, or a claim lost while it ran, does not take it back.
+    WriteOutsideTransaction,
 }
 
 /// How messages travel between clients and servers.
@@ -162,7 +166,7 @@ pub struct Config {
     /// `slow_handler_time`, renewing its lease on schedule (without renewals its lease
     /// lapses while it runs).
     pub slow: u8,
-    /// Handler failures before the side effect (503; the claim is released).
+    /// Handler failures (503; the claim is released), before the write or after it.
     pub failures: u8,
     /// How the network behaves.
     pub network: NetworkKind,
@@ -336,5 +340,6 @@ named!(
     NoFenceReseed = "no-fence-reseed",
     UnsyncedCompletion = "unsynced-completion",
     CompletionApart = "completion-apart",
+    WriteOutsideTransaction = "write-outside-transaction",
 );
 named!(NetworkKind, "network", Duplicating = "duplicating", Ordered = "ordered", Lossy = "lossy");

@@ -226,3 +226,57 @@ fn a_restarted_store_that_reissues_fences_accepts_a_stale_completion() {
     assert!(story.iter().any(|line| line.contains("its fence counter goes back to f1")), "{story:#?}");
     assert_eq!(story.iter().filter(|line| line.contains("execute under fence f1")).count(), 2, "{story:#?}");
 }
+
+#[test]
+fn a_write_outside_the_claims_transaction_survives_a_5xx_and_runs_again() {
+    // Goal: in atomic mode a handler that fails (503) after its write rolls the write back
+    // with its transaction before it releases, so the retry's payment is the only one (G1).
+    // A handler that writes outside the claim's transaction keeps its row through the
+    // release, and the retry pays again. The path is pinned.
+    let config = Config { failures: 1, ..small() };
+    let story = assert_found(config, Variant::WriteOutsideTransaction, AT_MOST_ONCE);
+    let expected = [
+        "1. client 1 (alice) sends POST /payments key=k1 amount=100 (deadline t=30s): attempt 1 of 20 to server 1",
+        "2. server 1 receives POST /payments key=k1 amount=100 from client 1 (alice) (attempt 1); the store \
+         decides: execute under fence f1 (lease until t=10s)",
+        "3. server 1 runs the side effect of alice's k1 (amount=100) on its own (outside the claim's \
+         transaction): the ledger now holds 1 payment(s) for alice/k1",
+        "4. server 1's handler for alice's k1 (amount=100) fails after its side effect committed (503): releases \
+         fence f1; answers 503. client 1 (alice) receives 503 (no Retry-After) for attempt 1; it backs off 0.1 s \
+         until t=0.1s",
+        "5. at t=0.1s client 1 (alice) retries: attempt 2 of 20 to server 1",
+        "6. server 1 receives POST /payments key=k1 amount=100 from client 1 (alice) (attempt 2); the store \
+         decides: execute under fence f2 (lease until t=10.1s)",
+        "7. server 1 runs the side effect of alice's k1 (amount=100) on its own (outside the claim's \
+         transaction): the ledger now holds 2 payment(s) for alice/k1",
+    ];
+    assert_eq!(story, expected);
+}
+
+#[test]
+fn a_handler_that_writes_after_its_claim_was_lost_pays_twice_outside_the_transaction() {
+    // Goal: a stalled handler whose lease lapsed and was taken over still runs to its write.
+    // Inside the claim's transaction its refused completion rolls the write back (G1 holds);
+    // outside it the row stays next to the new holder's.
+    let config = Config { lapses: 1, ..small() };
+    let story = assert_found(config, Variant::WriteOutsideTransaction, AT_MOST_ONCE);
+    assert!(story.iter().any(|line| line.contains("stalls")), "{story:#?}");
+    let take_over = story.iter().position(|line| line.contains("take over")).expect("a take-over");
+    let writes = story.iter().filter(|line| line.contains("outside the claim's transaction")).count();
+    assert_eq!(writes, 2, "{story:#?}");
+    assert!(story.last().is_some_and(|line| line.contains("holds 2 payment(s)")), "{story:#?}");
+    assert!(take_over < story.len() - 1, "{story:#?}");
+}
+
+#[test]
+fn separate_mode_pays_twice_after_a_5xx_that_follows_the_write() {
+    // Goal: SPEC's separate-mode window, the other way in: a handler that fails after its
+    // side effect committed releases its claim, and the retry runs the payment again (G1).
+    // Atomic mode holds in the same configuration (the write rolls back with the release).
+    let config = Config { failures: 1, ..small() };
+    assert_eq!(counterexample(config.clone(), AT_MOST_ONCE), None, "atomic mode holds G1");
+    let story = shortest_story(Config { mode: Mode::Separate, ..config }, AT_MOST_ONCE);
+    assert!(story.iter().any(|line| line.contains("fails after its side effect committed (503)")), "{story:#?}");
+    assert!(story.iter().any(|line| line.contains("releases fence f1")), "{story:#?}");
+    assert!(story.last().is_some_and(|line| line.contains("holds 2 payment(s) for alice/k1")), "{story:#?}");
+}

@@ -22,7 +22,8 @@ impl IdemModel {
             for handler in &replica.handlers {
                 let serial = handler.serial;
                 actions.push(Action::Step { server, serial });
-                if state.budgets.failures > 0 && handler.stage == Stage::Claimed {
+                // A handler may fail before its write or after it (a 5xx after the write).
+                if state.budgets.failures > 0 {
                     actions.push(Action::Fail { server, serial });
                 }
                 // The layer renews every third of a lease: the clock moves to the renewal (or,
@@ -80,7 +81,9 @@ impl IdemModel {
     /// Whether a handler's write is pending in the transaction its completion commits
     /// (atomic mode), rather than committed on its own (separate mode).
     pub(super) fn writes_in_transaction(&self) -> bool {
-        self.config.mode == Mode::Atomic
+        // Bug `write-outside-transaction`: the handler writes on a connection of its own
+        // (not the claim's transaction), so its row commits at once even in atomic mode.
+        self.config.mode == Mode::Atomic && self.config.variant != Variant::WriteOutsideTransaction
     }
 
     /// The completion through the store step: `op::CompleteInTransaction` in atomic mode
@@ -180,15 +183,19 @@ impl IdemModel {
         }
     }
 
-    /// A handler fails before its side effect with a 503; idem-core's status rules say
-    /// release, and the release goes through the store step.
+    /// A handler fails with a 503, before its write or after it; idem-core's status rules
+    /// say release, and the release goes through the store step. A write pending in the
+    /// open transaction (atomic mode) rolls back with it; one that committed on its own
+    /// (separate mode) stays, and the release lets a retry run it again.
     pub(super) fn fail(&self, state: &mut State, server: ServerIndex, serial: Serial, tell: &mut Tell<'_>) {
         state.budgets.failures -= 1;
         let index = Self::handler_index(state, server, serial);
         let handler = state.servers[usize::from(server)].handlers.remove(index);
         let (op, attempt) = (handler.op, handler.attempt);
         self.met_fault(state, op);
-        tell.tell(|| StoryEvent::Fails { server, op });
+        let written = handler.stage == Stage::Written;
+        let rolled_back = written && self.writes_in_transaction();
+        tell.tell(|| StoryEvent::Fails { server, op, written, rolled_back });
         match StatusRules::default().disposition(FAILURE_STATUS) {
             Disposition::Release => {}
             Disposition::Record => unreachable!("idem-core's default status rules release a 5xx"),

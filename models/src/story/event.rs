@@ -153,12 +153,16 @@ pub enum StoryEvent {
     AnswersConflict(Answer),
     /// A superseded execution answers 422.
     AnswersMismatch,
-    /// A handler fails before its side effect.
+    /// A handler fails (503), before its write or after it.
     Fails {
         /// The server.
         server: ServerIndex,
         /// The operation.
         op: OpIndex,
+        /// Whether it had written its payment row.
+        written: bool,
+        /// Whether that row was pending in its open transaction, which rolls back.
+        rolled_back: bool,
     },
     /// Under check-then-act there is no claim to release.
     NothingToRelease,

@@ -11,7 +11,7 @@ use stateright::Path;
 mod event;
 
 pub use self::event::{Decided, Disk, FenceCounter, Held, StoryEvent, Wait};
-use crate::config::Variant;
+use crate::config::{Mode, Variant};
 use crate::model::{Action, IdemModel};
 use crate::state::{Answer, Message, OpIndex, ServerIndex, Slot, State};
 
@@ -142,10 +142,14 @@ impl Words<'_> {
     fn handler(&self, event: &StoryEvent) -> String {
         match event {
             StoryEvent::Wrote { server, op, payments: Some(payments) } => format!(
-                "server {} runs the side effect of {} on its own (separate mode): the ledger now holds {payments} \
-                 payment(s) for {}",
+                "server {} runs the side effect of {} on its own ({}): the ledger now holds {payments} payment(s) \
+                 for {}",
                 server + 1,
                 self.who(*op),
+                match self.model.config().mode {
+                    Mode::Separate => "separate mode",
+                    Mode::Atomic => "outside the claim's transaction",
+                },
                 self.record_name(*op)
             ),
             StoryEvent::Wrote { server, op, payments: None } => format!(
@@ -182,8 +186,13 @@ impl Words<'_> {
             }
             StoryEvent::AnswersConflict(answer) => format!("answers {}", tell_answer(*answer)),
             StoryEvent::AnswersMismatch => "answers 422".to_owned(),
-            StoryEvent::Fails { server, op } => {
-                format!("server {}'s handler for {} fails before its side effect (503): ", server + 1, self.who(*op))
+            StoryEvent::Fails { server, op, written, rolled_back } => {
+                let when = match (written, rolled_back) {
+                    (false, _) => "before its side effect (503)",
+                    (true, true) => "after its write (503), and its open transaction rolls back",
+                    (true, false) => "after its side effect committed (503)",
+                };
+                format!("server {}'s handler for {} fails {when}: ", server + 1, self.who(*op))
             }
             StoryEvent::NothingToRelease => "nothing to release; answers 503".to_owned(),
             StoryEvent::ReleaseStoreDown => {
