@@ -67,10 +67,11 @@ pub(crate) struct StoreEvent {
 pub(crate) enum Kind {
     /// A fault was injected or reverted.
     Fault(String),
-    /// A client submitted an operation (again: `submission` > 1 after an error).
-    Invoke { client: usize, op: usize, submission: u32, token: &'static str, key: String, body: Bytes },
+    /// A client submitted an operation (again: `submission` > 1 after an error): what it
+    /// sent, as sent (`auth` is the `Authorization` value, `target` the path and query).
+    Invoke { client: usize, op: usize, submission: u32, auth: String, key: String, target: String, body: Bytes },
     /// An attempt of an operation left the client for a replica.
-    Send { client: usize, op: usize, replica: usize },
+    Send { client: usize, op: usize, replica: usize, key: String },
     /// An attempt's answer reached the client.
     Answer { client: usize, op: usize, replica: usize, answer: Answer },
     /// An attempt failed on the transport or was cut off by the client's timeout.
@@ -85,8 +86,26 @@ pub(crate) enum Kind {
     StoreCallFailed { replica: usize, op: &'static str, why: String },
     /// A handler reached its write (the side effect) under a claim.
     Execute { replica: usize, id: RecordId, fence: Fence, body: Bytes },
-    /// The store host committed a payment with its completion.
-    Payment { epoch: u32, id: RecordId, fence: Fence, payment_id: String },
+    /// A purge on the store host forgot `count` expired records.
+    Purged { count: usize },
+    /// The ledger host wrote a payment row, by any path (`via`: the request that wrote it).
+    Row(Box<Row>),
+    /// After the run, a user listed a caller's payments over HTTP, page by page: the items
+    /// as answered (`None`: the list could not be read).
+    Listed { auth: String, pages: u32, items: Option<Vec<Bytes>> },
+}
+
+/// A payment row as the ledger host wrote it.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub(crate) epoch: u32,
+    pub(crate) via: &'static str,
+    /// The row's owner, as the server stored it (opaque to the checker).
+    pub(crate) owner: String,
+    pub(crate) payment_id: String,
+    pub(crate) amount_minor: u64,
+    pub(crate) currency: String,
+    pub(crate) destination: String,
 }
 
 /// An HTTP answer as the client saw it: what G2 compares.
@@ -119,7 +138,7 @@ impl Event {
         match &self.kind {
             Kind::Invoke { key, .. } => Some(key),
             Kind::Store(event) => Some(event.id.key.as_str()),
-            Kind::Execute { id, .. } | Kind::Payment { id, .. } => Some(id.key.as_str()),
+            Kind::Execute { id, .. } => Some(id.key.as_str()),
             _ => None,
         }
     }
@@ -167,10 +186,12 @@ impl fmt::Display for Event {
         write!(f, "{:>6}.{:03}s ", self.at_ms / 1000, self.at_ms % 1000)?;
         match &self.kind {
             Kind::Fault(text) => write!(f, "fault   {text}"),
-            Kind::Invoke { client, op, submission, token, key, body } => {
-                write!(f, "invoke  c{client}.{op} #{submission} {token} key={key} {}", Text(body))
+            Kind::Invoke { client, op, submission, auth, key, target, body } => {
+                write!(f, "invoke  c{client}.{op} #{submission} [{auth}] key={key} POST {target} {}", Text(body))
             }
-            Kind::Send { client, op, replica } => write!(f, "send    c{client}.{op} -> replica-{replica}"),
+            Kind::Send { client, op, replica, key } => {
+                write!(f, "send    c{client}.{op} -> replica-{replica} key={key}")
+            }
             Kind::Answer { client, op, replica, answer } => write!(
                 f,
                 "answer  c{client}.{op} <- replica-{replica} {}{} location={} {}",
@@ -200,9 +221,22 @@ impl fmt::Display for Event {
             Kind::Execute { replica, id, fence, body } => {
                 write!(f, "execute replica-{replica} {} under {fence:?}: {}", Id(id), Text(body))
             }
-            Kind::Payment { epoch, id, fence, payment_id } => {
-                write!(f, "payment e{epoch} {} under {fence:?}: {payment_id}", Id(id))
+            Kind::Row(row) => write!(
+                f,
+                "row     e{} {} via {}: {} {} {} to {}",
+                row.epoch,
+                &row.owner[..row.owner.len().min(8)],
+                row.via,
+                row.payment_id,
+                row.amount_minor,
+                row.currency,
+                row.destination
+            ),
+            Kind::Purged { count } => write!(f, "purged  {count} expired records"),
+            Kind::Listed { auth, pages, items: Some(items) } => {
+                write!(f, "listed  [{auth}] {} payments in {pages} pages", items.len())
             }
+            Kind::Listed { auth, pages, items: None } => write!(f, "listed  [{auth}] unreadable after {pages} pages"),
         }
     }
 }

@@ -3,39 +3,41 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::Request as AxumRequest;
-use axum::middleware::{Next, from_fn};
-use axum::response::{IntoResponse, Response as AxumResponse};
+use axum::middleware::from_fn;
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use idem_client::{BoxError, IdempotentRetryLayer, OperationKey, RetryError};
-use idem_core::{Clock, Key, Policy, Principal};
-use idem_http::Outcome;
-use idem_server::{AppBuilder, BeforeWriteHook, PurgeSchedule, SeededIds};
+use idem_core::{Clock, Policy, Principal};
+use idem_http::ConflictPolicy;
+use idem_server::{AppBuilder, BeforeWriteHook, HandlerWrap, PurgeSchedule, SeededIds};
+
+use crate::glue::{self, HandlerFaults};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tower::{Layer, Service, ServiceExt};
 
+use crate::audit::{Audit, auditor};
 use crate::check::check;
 use crate::clock::{SkewedClock, sim_ms};
 use crate::faults::{Action, FaultMix, Node, ms};
 use crate::history::{Answer, Kind, Recorder};
 use crate::net::{SimConnector, SimListener};
+use crate::plan::{Op, TOKENS, plan};
 use crate::report::{Coverage, RunReport, Trace};
 use crate::scenario::Settings;
-use crate::store::{self, Disk, HostState, Remote, RemoteLedger, RemoteStore, SharedMailbox, payment_body};
+use crate::store::{self, Disk, HostState, Remote, RemoteLedger, RemoteStore, SharedMailbox};
 use crate::{Scenario, Variant};
 
-/// The clients' bearer tokens, one principal each.
-const TOKENS: [&str; 3] = ["alice", "bob", "carol"];
+/// How long a request for a key in flight waits in the scenario `conflict-wait`.
+const CONFLICT_WAIT: Duration = Duration::from_secs(3);
 /// turmoil's latency for every link outside a spike.
 const LATENCY_MAX: Duration = Duration::from_millis(10);
 
@@ -56,16 +58,8 @@ struct World {
     isolation_armed: Vec<AtomicU64>,
     /// Per replica: an isolation a handler asked for (0: none), for the driver to start.
     isolation_due: Vec<AtomicU64>,
-}
-
-/// One logical operation of a client: the same key on every submission.
-#[derive(Debug, Clone)]
-struct Op {
-    index: usize,
-    start_ms: u64,
-    token: &'static str,
-    key: Key,
-    body: Bytes,
+    /// Operations that have not ended yet (the audit waits for none).
+    ops_left: Arc<AtomicUsize>,
 }
 
 /// Marks a request with its operation, for the recording transport.
@@ -81,7 +75,8 @@ pub(crate) fn run(seed: u64, scenario: Scenario, variant: Variant) -> RunReport 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mix = FaultMix::draw(&mut rng, &settings);
     let schedule = mix.schedule(&mut rng, &settings);
-    let plans = plan(&mut rng, &settings);
+    let plans = plan(&mut rng, &settings, scenario == Scenario::ClientDefaults);
+    let ops_total = plans.iter().flatten().map(Vec::len).sum();
     let world = Arc::new(World {
         seed,
         settings,
@@ -93,6 +88,7 @@ pub(crate) fn run(seed: u64, scenario: Scenario, variant: Variant) -> RunReport 
         replica_boots: (0..settings.replicas).map(|_| AtomicU64::new(0)).collect(),
         isolation_armed: (0..settings.replicas).map(|_| AtomicU64::new(0)).collect(),
         isolation_due: (0..settings.replicas).map(|_| AtomicU64::new(0)).collect(),
+        ops_left: Arc::new(AtomicUsize::new(ops_total)),
         handler_rng: (0..settings.replicas)
             .map(|r| Mutex::new(ChaCha8Rng::seed_from_u64(rng.random::<u64>() ^ r as u64)))
             .collect(),
@@ -109,6 +105,7 @@ pub(crate) fn run(seed: u64, scenario: Scenario, variant: Variant) -> RunReport 
         .build();
 
     let disk: Disk = Arc::new(Mutex::new(HostState::new(0, world.variant)));
+    let disk_at_end = Arc::clone(&disk);
     let store_boots = Arc::new(AtomicU32::new(0));
     {
         let world = Arc::clone(&world);
@@ -128,14 +125,28 @@ pub(crate) fn run(seed: u64, scenario: Scenario, variant: Variant) -> RunReport 
     for (client, streams) in plans.into_iter().enumerate() {
         sim.client(Node::Client(client).name(), client_software(Arc::clone(&world), client, streams));
     }
+    let audit = Audit {
+        // Each caller twice, its scheme spelled two ways: one caller, so one list.
+        auths: TOKENS[..settings.clients.min(TOKENS.len())]
+            .iter()
+            .flat_map(|token| [format!("Bearer {token}"), format!("bearer {token}")])
+            .collect(),
+        replicas: settings.replicas,
+        ops_left: Arc::clone(&world.ops_left),
+        not_before_ms: ms(settings.run_for),
+        recorder: world.recorder.clone(),
+    };
+    sim.client("auditor", auditor(audit));
 
     let run_error = drive(&mut sim, &world, &schedule);
     let simulated = sim.elapsed();
     let events = world.recorder.take();
-    let violations = check(&events, &settings, run_error.as_deref());
-    let coverage = Coverage::of(&events);
+    let final_epoch = disk_at_end.lock().unwrap_or_else(PoisonError::into_inner).epoch();
+    let checked = check(&events, &settings, final_epoch, run_error.as_deref());
+    let coverage = Coverage::of(&events, checked.expected.len());
     let trace = Trace::new(events.iter().map(ToString::to_string).collect());
-    RunReport { seed, scenario, variant, faults: mix, trace, violations, coverage, simulated }
+    let (violations, expected) = (checked.violations, checked.expected);
+    RunReport { seed, scenario, variant, faults: mix, trace, violations, expected, coverage, simulated }
 }
 
 /// Steps the simulation to its end, applying the schedule; returns turmoil's error, if any.
@@ -278,52 +289,6 @@ fn drive(sim: &mut turmoil::Sim<'_>, world: &World, schedule: &[crate::faults::S
     }
 }
 
-/// The operations of each client, per stream: fresh keys, a key reused with another body,
-/// an operation submitted twice at once, and one key string that two principals share
-/// (same body).
-fn plan(rng: &mut ChaCha8Rng, settings: &Settings) -> Vec<Vec<Vec<Op>>> {
-    let span_ms = ms(settings.last_start);
-    let shared_key = format!("shared-{:08x}", rng.random::<u32>());
-    let shared_body = payment_body(rng.random_range(100..=99_999), "USD", "merchant-shared");
-    let mut plans = Vec::new();
-    let mut index = 0;
-    for client in 0..settings.clients {
-        let token = TOKENS[client % TOKENS.len()];
-        let mut streams = Vec::new();
-        for stream in 0..settings.streams_per_client {
-            let mut ops: Vec<Op> = Vec::new();
-            for k in 0..settings.ops_per_stream {
-                let slot = span_ms / settings.ops_per_stream as u64;
-                let start_ms = slot * k as u64 + rng.random_range(0..slot);
-                let amount = rng.random_range(100..=99_999);
-                let destination = format!("merchant-{client}");
-                let duplicate =
-                    streams.first().and_then(|first: &Vec<Op>| first.get(k)).filter(|_| rng.random_bool(0.3));
-                let (key, body, start_ms) = if client < 2 && stream == 0 && k == 1 {
-                    (shared_key.clone(), shared_body.clone(), start_ms)
-                } else if let Some(original) = duplicate {
-                    // The same operation sent twice at once (a double submit): two requests
-                    // with one key in flight together, so one can take over from the other.
-                    let start_ms = original.start_ms + rng.random_range(0..1_500);
-                    (original.key.as_str().to_owned(), original.body.clone(), start_ms)
-                } else if let Some(previous) = ops.last().filter(|_| rng.random_bool(0.25)) {
-                    // Reused key, another body: a 422, or an execution if the first was released.
-                    (previous.key.as_str().to_owned(), payment_body(amount + 1, "USD", &destination), start_ms)
-                } else {
-                    let key = format!("c{client}s{stream}k{k}-{:08x}", rng.random::<u32>());
-                    (key, payment_body(amount, "USD", &destination), start_ms)
-                };
-                let key = Key::try_from(key.as_str()).expect("generated keys are visible ASCII");
-                ops.push(Op { index, start_ms, token, key, body });
-                index += 1;
-            }
-            streams.push(ops);
-        }
-        plans.push(streams);
-    }
-    plans
-}
-
 /// Counts a handler as running until dropped (also when its replica crashes).
 struct InHandler<'a>(&'a AtomicU32);
 
@@ -365,7 +330,9 @@ async fn replica_software(world: Arc<World>, replica: usize) -> turmoil::Result 
         timeout: settings.store_call_timeout,
         recorder: world.recorder.clone(),
     };
-    let ledger = Arc::new(RemoteLedger { store: Arc::new(RemoteStore(remote)) });
+    let double_write = world.variant == Variant::DoubleWrite;
+    let ledger =
+        Arc::new(RemoteLedger { store: Arc::new(RemoteStore(remote)), double_write, separate: settings.separate });
     let clock: Arc<dyn Clock> = Arc::new(SkewedClock { skew_ms: world.mix.skew_ms[replica] });
     // Ids differ per replica and per boot, as an OS-seeded generator's would.
     let ids = Arc::new(SeededIds::new(world.seed.rotate_left(17) ^ ((replica as u64) << 48) ^ boot));
@@ -381,54 +348,56 @@ async fn replica_software(world: Arc<World>, replica: usize) -> turmoil::Result 
         })
     };
     let policy = Policy::new(settings.lease, settings.retention)?;
-    let purge = PurgeSchedule { every: Duration::from_secs(5), batch_max: 64, batches_per_round_max: 4 };
+    let purge = PurgeSchedule { every: settings.purge_every, batch_max: 64, batches_per_round_max: 4 };
     let mut builder = AppBuilder::new(ledger, clock, ids).policy(policy).purge(purge).before_write(hook);
+    if settings.scenario == Scenario::ConflictWait {
+        builder = builder.conflict(ConflictPolicy::Wait(CONFLICT_WAIT));
+    }
     match world.variant {
         Variant::UnscopedKeys => builder = builder.principal(Arc::new(|_| Ok(Principal::anonymous()))),
-        Variant::StaleAnswersOwn => {
-            builder = builder.wrap_handlers(Arc::new(|routes| routes.route_layer(from_fn(capture_own))))
-        }
-        Variant::Correct | Variant::NoClaim | Variant::NoFenceCheck | Variant::FenceReset => {}
+        Variant::TokenCaseFolded => builder = builder.principal(Arc::new(glue::folded_principal)),
+        _ => {}
     }
+    builder = builder.wrap_handlers(handler_wrap(&world, replica));
     let app = builder.build()?;
     tokio::spawn(app.purge_forever());
     let mut router = app.router();
-    if world.variant == Variant::StaleAnswersOwn {
-        router = router.layer(from_fn(answer_own));
+    match world.variant {
+        Variant::StaleAnswersOwn => router = router.layer(from_fn(glue::answer_own)),
+        Variant::RejectsQuery => router = router.layer(from_fn(glue::reject_query)),
+        Variant::ReplayDropsHeader => router = router.layer(from_fn(glue::drop_repeated_on_replay)),
+        _ => {}
     }
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", 80)).await?;
     idem_server::serve(SimListener(listener), router, std::future::pending()).await?;
     Ok(())
 }
 
-/// The planted bug `stale-answers-own`: a slot for the handler's own response.
-#[derive(Clone, Default)]
-struct OwnResponse(Arc<Mutex<Option<(StatusCode, HeaderMap, Bytes)>>>);
-
-/// Inside the idempotency layer: keeps a copy of what the handler answered.
-async fn capture_own(request: AxumRequest, next: Next) -> AxumResponse {
-    let slot = request.extensions().get::<OwnResponse>().cloned();
-    let response = next.run(request).await;
-    let Some(slot) = slot else { return response };
-    let (parts, body) = response.into_parts();
-    let bytes = body.collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
-    *slot.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((parts.status, parts.headers.clone(), bytes.clone()));
-    AxumResponse::from_parts(parts, axum::body::Body::from(bytes))
-}
-
-/// Outside the idempotency layer: when the layer answers for a superseded execution,
-/// answers the execution's own response instead (the bug).
-async fn answer_own(mut request: AxumRequest, next: Next) -> AxumResponse {
-    let slot = OwnResponse::default();
-    request.extensions_mut().insert(slot.clone());
-    let response = next.run(request).await;
-    if response.extensions().get::<Outcome>() != Some(&Outcome::Superseded) {
-        return response;
-    }
-    match slot.0.lock().unwrap_or_else(PoisonError::into_inner).take() {
-        Some((status, headers, body)) => (status, headers, body).into_response(),
-        None => response,
-    }
+/// What wraps each keyed handler inside the idempotency layer, by scenario and variant.
+fn handler_wrap(world: &World, replica: usize) -> HandlerWrap<RemoteLedger> {
+    let faults = (world.settings.scenario == Scenario::HandlerFaults).then(|| {
+        Arc::new(HandlerFaults {
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(world.seed ^ (0xFA << 40) ^ replica as u64)),
+            heal_ms: ms(world.settings.heal_at),
+            recorder: world.recorder.clone(),
+        })
+    });
+    let headers = world.settings.separate;
+    let stale_answers_own = world.variant == Variant::StaleAnswersOwn;
+    Arc::new(move |mut routes| {
+        if let Some(faults) = &faults {
+            let faults = Arc::clone(faults);
+            routes = routes
+                .route_layer(from_fn(move |request, next| glue::handler_fault(Arc::clone(&faults), request, next)));
+        }
+        if headers {
+            routes = routes.route_layer(from_fn(glue::repeated_headers));
+        }
+        if stale_answers_own {
+            routes = routes.route_layer(from_fn(glue::capture_own));
+        }
+        routes
+    })
 }
 
 /// A client host: its streams of operations, concurrently, through the shipped retrying
@@ -442,12 +411,17 @@ async fn client_software(world: Arc<World>, client: usize, streams: Vec<Vec<Op>>
         rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(world.seed ^ (0xC1 << 40) ^ client as u64))),
         recorder: world.recorder.clone(),
     };
-    let layer = IdempotentRetryLayer::builder()
-        .seed(world.seed.rotate_left(29) ^ client as u64)
-        .attempt_timeout(Duration::from_millis(world.mix.attempt_timeout_ms))
-        .deadline(settings.client_deadline)
-        .backoff(Duration::from_millis(50), Duration::from_secs(1))
-        .build()?;
+    // Seeded keys and jitter: the client's own generators, deterministic.
+    let builder = IdempotentRetryLayer::builder().seed(world.seed.rotate_left(29) ^ client as u64);
+    let layer = if settings.scenario == Scenario::ClientDefaults {
+        builder.build()?
+    } else {
+        builder
+            .attempt_timeout(Duration::from_millis(world.mix.attempt_timeout_ms))
+            .deadline(settings.client_deadline)
+            .backoff(Duration::from_millis(50), Duration::from_secs(1))
+            .build()?
+    };
     let service = layer.layer(transport);
     let streams = streams.into_iter().map(|ops| {
         let (service, world) = (service.clone(), Arc::clone(&world));
@@ -479,22 +453,30 @@ where
     let settings = &world.settings;
     let recorder = &world.recorder;
     let give_up_ms = sim_ms().max(ms(settings.heal_at)) + ms(settings.progress_bound);
+    // With the client's defaults, it chooses the key and the harness never resubmits.
+    let own_keys = settings.scenario == Scenario::ClientDefaults;
     for submission in 1.. {
         recorder.record(Kind::Invoke {
             client,
             op: op.index,
             submission,
-            token: op.token,
-            key: op.key.as_str().to_owned(),
+            auth: op.auth.clone(),
+            key: if own_keys { String::new() } else { op.key.as_str().to_owned() },
+            target: op.target.clone(),
             body: op.body.clone(),
         });
-        let request = Request::post("http://replica-0/payments")
-            .header(http::header::AUTHORIZATION, format!("Bearer {}", op.token))
+        let mut request = Request::post(format!("http://replica-0{}", op.target))
+            .header(http::header::AUTHORIZATION, op.auth.as_str())
             .header(http::header::CONTENT_TYPE, "application/json")
-            .extension(OperationKey(op.key.clone()))
+            // Repeated headers, as real callers send them.
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::ACCEPT, "application/problem+json")
             .extension(OpTag { client, op: op.index })
             .body(Full::new(op.body.clone()))
             .expect("a valid request");
+        if !own_keys {
+            request.extensions_mut().insert(OperationKey(op.key.clone()));
+        }
         let status = match service.clone().oneshot(request).await {
             Ok(response) => Some(response.status().as_u16()),
             Err(RetryError::KeyReused { .. }) => Some(422),
@@ -503,8 +485,11 @@ where
                 None
             }
         };
-        if status.is_some() || sim_ms() >= give_up_ms {
+        // A 5xx is not an answer to the request: a caller tries again with the same key.
+        let answered = status.filter(|status| *status < 500);
+        if answered.is_some() || own_keys || sim_ms() >= give_up_ms {
             recorder.record(Kind::End { client, op: op.index, status });
+            world.ops_left.fetch_sub(1, Ordering::SeqCst);
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -561,7 +546,11 @@ impl Service<Request<Full<Bytes>>> for Recording {
         let replica = self.rng.lock().unwrap_or_else(PoisonError::into_inner).random_range(0..self.replicas);
         let path = request.uri().path_and_query().map_or("/", |path| path.as_str()).to_owned();
         *request.uri_mut() = Uri::try_from(format!("http://replica-{replica}{path}")).expect("a valid URI");
-        self.recorder.record(Kind::Send { client: tag.client, op: tag.op, replica });
+        let key =
+            request.headers().get(idem_http::IDEMPOTENCY_KEY).map(|value| String::from_utf8_lossy(value.as_bytes()));
+        // The key as sent: a structured-field string (`"abc"`) or a bare token mean the same key.
+        let key = key.map(|key| key.trim_matches('"').to_owned()).unwrap_or_default();
+        self.recorder.record(Kind::Send { client: tag.client, op: tag.op, replica, key });
         let mut pending =
             Pending { recorder: self.recorder.clone(), client: tag.client, op: tag.op, replica, done: false };
         let inner = self.inner.clone();

@@ -24,16 +24,48 @@ pub enum Scenario {
     /// The store host keeps its state across a bounce, like a disk (G7 applies).
     #[default]
     Default,
-    /// The store host loses its state when it bounces: G1 and G2 are checked per store
-    /// lifetime, for keys that did not outlive one.
+    /// The store host loses its state when it bounces: G1 is checked per store lifetime,
+    /// and G7 for the payments of the last one.
     VolatileStore,
+    /// Separate mode: the payment row is written alone and the layer completes afterwards
+    /// (a Redis-like store beside the rows, as `idem serve --store redis://` composes it).
+    /// SPEC's separate-mode window (a second payment after a lapsed lease or a crash between
+    /// the write and the completion) is reported as expected; every other check still holds.
+    /// Handler responses carry repeated headers (two `Link`, two `Cache-Control`).
+    Separate,
+    /// Retention of 3 s, purged every second: records expire and are purged while clients
+    /// still retry, so a key may run again (one payment per record lifetime).
+    ShortRetention,
+    /// `ConflictPolicy::Wait`: a request for a key in flight waits for its answer.
+    ConflictWait,
+    /// idem-client with its shipped defaults (deadline, attempt timeout, backoff, retried
+    /// statuses) and its own keys; each operation is one call, never resubmitted.
+    ClientDefaults,
+    /// Before healing, handlers fail: a 500 or a panic before their write, or after it.
+    HandlerFaults,
 }
 
 impl Scenario {
     /// Every scenario's name, in [`Scenario::ALL`] order.
-    pub const NAMES: [&'static str; 2] = ["default", "volatile-store"];
+    pub const NAMES: [&'static str; 7] = [
+        "default",
+        "volatile-store",
+        "separate",
+        "short-retention",
+        "conflict-wait",
+        "client-defaults",
+        "handler-faults",
+    ];
     /// Every scenario.
-    pub const ALL: [Scenario; 2] = [Scenario::Default, Scenario::VolatileStore];
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Default,
+        Scenario::VolatileStore,
+        Scenario::Separate,
+        Scenario::ShortRetention,
+        Scenario::ConflictWait,
+        Scenario::ClientDefaults,
+        Scenario::HandlerFaults,
+    ];
 
     /// The name used on the command line.
     #[must_use]
@@ -41,6 +73,11 @@ impl Scenario {
         match self {
             Scenario::Default => "default",
             Scenario::VolatileStore => "volatile-store",
+            Scenario::Separate => "separate",
+            Scenario::ShortRetention => "short-retention",
+            Scenario::ConflictWait => "conflict-wait",
+            Scenario::ClientDefaults => "client-defaults",
+            Scenario::HandlerFaults => "handler-faults",
         }
     }
 
@@ -50,11 +87,25 @@ impl Scenario {
         match self {
             Scenario::Default => "2 replicas, a durable store host (atomic mode), 3 clients x 2 streams, 30 s",
             Scenario::VolatileStore => "as default, but a store bounce loses every record and payment",
+            Scenario::Separate => "separate mode: the row alone, then the completion; its G1 window is expected",
+            Scenario::ShortRetention => "retention 3 s, purge every 1 s: keys expire while clients retry",
+            Scenario::ConflictWait => "ConflictPolicy::Wait(3 s): a request for a key in flight waits",
+            Scenario::ClientDefaults => "idem-client's shipped defaults and its own keys, no resubmission",
+            Scenario::HandlerFaults => "handlers answer 500 or panic, before or after their write, until healing",
         }
     }
 
     pub(crate) fn settings(self) -> Settings {
-        Settings { durable_store: self == Scenario::Default, ..Settings::DEFAULT }
+        let base = Settings { scenario: self, ..Settings::DEFAULT };
+        match self {
+            Scenario::Default | Scenario::ConflictWait | Scenario::HandlerFaults => base,
+            Scenario::VolatileStore => Settings { durable_store: false, ..base },
+            Scenario::Separate => Settings { separate: true, ..base },
+            Scenario::ShortRetention => {
+                Settings { retention: Duration::from_secs(3), purge_every: Duration::from_secs(1), ..base }
+            }
+            Scenario::ClientDefaults => Settings { scenario: self, ..Settings::CLIENT_DEFAULTS },
+        }
     }
 }
 
@@ -98,24 +149,56 @@ pub enum Variant {
     /// it can issue a fence an execution from before the loss still holds (run it with the
     /// `volatile-store` scenario; a durable host never loses its counter).
     FenceReset,
+    /// The ledger writes the payment row alone, then again with the completion.
+    DoubleWrite,
+    /// The layer's caller is the token folded to lower case, so `alice` and `Alice` share keys.
+    TokenCaseFolded,
+    /// A layer in front of the API refuses a payment posted with a query string (400).
+    RejectsQuery,
+    /// A layer in front of the API keeps only the first `Link` of a replayed response (run
+    /// it with `--scenario separate`, whose responses carry two).
+    ReplayDropsHeader,
 }
 
 impl Variant {
     /// Every variant's name, in [`Variant::ALL`] order.
-    pub const NAMES: [&'static str; 6] =
-        ["correct", "no-claim", "no-fence-check", "unscoped-keys", "stale-answers-own", "fence-reset"];
+    pub const NAMES: [&'static str; 10] = [
+        "correct",
+        "no-claim",
+        "no-fence-check",
+        "unscoped-keys",
+        "stale-answers-own",
+        "fence-reset",
+        "double-write",
+        "token-case-folded",
+        "rejects-query",
+        "replay-drops-header",
+    ];
     /// Every variant.
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 10] = [
         Variant::Correct,
         Variant::NoClaim,
         Variant::NoFenceCheck,
         Variant::UnscopedKeys,
         Variant::StaleAnswersOwn,
         Variant::FenceReset,
+        Variant::DoubleWrite,
+        Variant::TokenCaseFolded,
+        Variant::RejectsQuery,
+        Variant::ReplayDropsHeader,
     ];
     /// The planted bugs.
-    pub const BUGS: [Variant; 5] =
-        [Variant::NoClaim, Variant::NoFenceCheck, Variant::UnscopedKeys, Variant::StaleAnswersOwn, Variant::FenceReset];
+    pub const BUGS: [Variant; 9] = [
+        Variant::NoClaim,
+        Variant::NoFenceCheck,
+        Variant::UnscopedKeys,
+        Variant::StaleAnswersOwn,
+        Variant::FenceReset,
+        Variant::DoubleWrite,
+        Variant::TokenCaseFolded,
+        Variant::RejectsQuery,
+        Variant::ReplayDropsHeader,
+    ];
 
     /// The name used on the command line.
     #[must_use]
@@ -127,6 +210,10 @@ impl Variant {
             Variant::UnscopedKeys => "unscoped-keys",
             Variant::StaleAnswersOwn => "stale-answers-own",
             Variant::FenceReset => "fence-reset",
+            Variant::DoubleWrite => "double-write",
+            Variant::TokenCaseFolded => "token-case-folded",
+            Variant::RejectsQuery => "rejects-query",
+            Variant::ReplayDropsHeader => "replay-drops-header",
         }
     }
 
@@ -142,6 +229,10 @@ impl Variant {
             Variant::UnscopedKeys => "keys are not scoped by principal",
             Variant::StaleAnswersOwn => "an execution whose claim was taken over answers its own response",
             Variant::FenceReset => "a volatile store that lost its state issues fences from f1 again",
+            Variant::DoubleWrite => "the ledger writes the payment row alone, then again with the completion",
+            Variant::TokenCaseFolded => "the layer folds the bearer token to lower case: alice and Alice share keys",
+            Variant::RejectsQuery => "a payment posted with a query string is refused with 400",
+            Variant::ReplayDropsHeader => "a replay keeps only the first of its repeated Link headers",
         }
     }
 }
@@ -167,6 +258,7 @@ impl FromStr for Variant {
 /// A scenario's settings. Times are simulated.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
+    pub(crate) scenario: Scenario,
     pub(crate) replicas: usize,
     pub(crate) clients: usize,
     pub(crate) streams_per_client: usize,
@@ -175,6 +267,10 @@ pub(crate) struct Settings {
     pub(crate) lease: Duration,
     pub(crate) retention: Duration,
     pub(crate) durable_store: bool,
+    /// Separate mode: rows written alone, the layer completes.
+    pub(crate) separate: bool,
+    /// How often each replica purges expired records.
+    pub(crate) purge_every: Duration,
     /// Every call from a replica to the store host is cut off after this.
     pub(crate) store_call_timeout: Duration,
     /// Faults stop and every link, host and clock is healthy again (skew stays) from here.
@@ -198,6 +294,7 @@ pub(crate) struct Settings {
 
 impl Settings {
     pub(crate) const DEFAULT: Settings = Settings {
+        scenario: Scenario::Default,
         replicas: 2,
         clients: 3,
         streams_per_client: 2,
@@ -205,6 +302,8 @@ impl Settings {
         lease: Duration::from_secs(2),
         retention: Duration::from_secs(3600),
         durable_store: true,
+        separate: false,
+        purge_every: Duration::from_secs(5),
         store_call_timeout: Duration::from_millis(300),
         heal_at: Duration::from_secs(15),
         last_start: Duration::from_secs(18),
@@ -216,6 +315,21 @@ impl Settings {
         skew_max: Duration::from_millis(500),
         tick: Duration::from_millis(10),
         duration_max: Duration::from_secs(45),
+    };
+}
+
+impl Settings {
+    /// idem-client's defaults: a 30 s deadline and 10 s attempts, so shorter faults, a
+    /// longer bound (an attempt cut off at healing, the longest backoff, a lapsed lease,
+    /// then one more attempt) and a longer run.
+    pub(crate) const CLIENT_DEFAULTS: Settings = Settings {
+        heal_at: Duration::from_secs(10),
+        last_start: Duration::from_secs(12),
+        run_for: Duration::from_secs(40),
+        client_deadline: Duration::from_secs(30),
+        progress_bound: Duration::from_secs(30),
+        duration_max: Duration::from_secs(60),
+        ..Settings::DEFAULT
     };
 }
 
@@ -231,4 +345,8 @@ const _: () = assert!(Settings::DEFAULT.last_start.as_millis() >= Settings::DEFA
 const _: () = assert!(
     Settings::DEFAULT.last_start.as_millis() + Settings::DEFAULT.progress_bound.as_millis()
         < Settings::DEFAULT.duration_max.as_millis()
+);
+const _: () = assert!(
+    Settings::CLIENT_DEFAULTS.last_start.as_millis() + Settings::CLIENT_DEFAULTS.progress_bound.as_millis()
+        < Settings::CLIENT_DEFAULTS.duration_max.as_millis()
 );

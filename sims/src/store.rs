@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
 use idem_core::step::{self, Step, op};
 use idem_core::{
     Decision, Fence, Fenced, Fingerprint, Limits, MemoryState, Policy, Principal, Record, RecordId, RecordState,
@@ -32,7 +31,8 @@ use idem_server::{Ledger, LedgerError, Page, PageRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Variant;
-use crate::history::{Held, Kind, Recorder, StoreEvent, StoreOp};
+use crate::history::{Held, Kind, Recorder, Row, StoreEvent, StoreOp};
+use crate::plan::payment_body;
 
 /// The store host's name and port on the simulated network.
 pub(crate) const STORE_HOST: &str = "store";
@@ -185,6 +185,13 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// The host's lifetime (bumped by every boot of a volatile host).
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch
+    }
+}
+
 /// The first fence a store host issues in lifetime `epoch`: 2^40 fences per lifetime, far
 /// more than a run issues.
 fn first_fence_of(epoch: u32) -> Fence {
@@ -302,14 +309,12 @@ fn apply(state: &mut HostState, variant: Variant, replica: usize, request: Reque
             recorder.record(Kind::Store(Box::new(ev)));
             if applied {
                 // The payment commits with the completion, or not at all (atomic mode).
-                let payment_id = payment.payment_id.clone();
-                insert_payment(state, payment);
-                recorder.record(Kind::Payment { epoch, id, fence, payment_id });
+                insert_payment(state, payment, "complete-with-payment", recorder);
             }
             answer
         }
         Request::InsertPayment { payment } => {
-            insert_payment(state, payment);
+            insert_payment(state, payment, "insert-payment", recorder);
             Answer::Done
         }
         Request::Release { id, fence } => {
@@ -343,7 +348,13 @@ fn apply(state: &mut HostState, variant: Variant, replica: usize, request: Reque
             recorder.record(Kind::Store(Box::new(ev)));
             Answer::Record(record)
         }
-        Request::Purge { now, batch_max } => Answer::Count(state.store.purge_expired(now, batch_max)),
+        Request::Purge { now, batch_max } => {
+            let count = state.store.purge_expired(now, batch_max);
+            if count > 0 {
+                recorder.record(Kind::Purged { count });
+            }
+            Answer::Count(count)
+        }
         Request::Payment { principal, payment_id } => {
             Answer::Payment(state.payments.get(&payment_id).filter(|payment| payment.principal == principal).cloned())
         }
@@ -378,7 +389,18 @@ fn page_of<T: Clone>(ids: &[String], rows: &BTreeMap<String, T>, request: &PageR
     Some(Page { items: newest_first, has_more: end > limit })
 }
 
-fn insert_payment(state: &mut HostState, payment: Payment) {
+/// Writes a payment row and records it, whichever request wrote it (item 3 of issue 19:
+/// the checker counts rows, not completions).
+fn insert_payment(state: &mut HostState, payment: Payment, via: &'static str, recorder: &Recorder) {
+    recorder.record(Kind::Row(Box::new(Row {
+        epoch: state.epoch,
+        via,
+        owner: payment.principal.as_str().to_owned(),
+        payment_id: payment.payment_id.clone(),
+        amount_minor: payment.request.amount.minor(),
+        currency: payment.request.currency.clone(),
+        destination: payment.request.destination.clone(),
+    })));
     state.by_principal.entry(payment.principal.clone()).or_default().push(payment.payment_id.clone());
     state.payments.insert(payment.payment_id.clone(), payment);
 }
@@ -544,6 +566,10 @@ fn fenced_answer(answer: Answer) -> Result<Fenced, StoreError> {
 #[derive(Debug)]
 pub(crate) struct RemoteLedger {
     pub(crate) store: Arc<RemoteStore>,
+    /// The planted bug `double-write`: the row is also written alone, before the completion.
+    pub(crate) double_write: bool,
+    /// Separate mode: rows are written alone and the layer completes afterwards.
+    pub(crate) separate: bool,
 }
 
 fn ledger_error(error: StoreError) -> LedgerError {
@@ -551,16 +577,6 @@ fn ledger_error(error: StoreError) -> LedgerError {
         StoreError::Corrupt { detail } => LedgerError::Corrupt(detail),
         other => LedgerError::Unavailable(other),
     }
-}
-
-/// The request body a payment was made from, as the simulated clients write it, so the
-/// checker can fingerprint what a handler executed (G5).
-pub(crate) fn payment_body(amount_minor: u64, currency: &str, destination: &str) -> Bytes {
-    Bytes::from(format!(
-        r#"{{"amount":{}.{:02},"currency":"{currency}","destination":"{destination}"}}"#,
-        amount_minor / 100,
-        amount_minor % 100
-    ))
 }
 
 impl Ledger for RemoteLedger {
@@ -571,7 +587,7 @@ impl Ledger for RemoteLedger {
     }
 
     fn completes_in_transaction(&self) -> bool {
-        true
+        !self.separate
     }
 
     async fn insert_payment(
@@ -580,14 +596,18 @@ impl Ledger for RemoteLedger {
         completion: Option<Completion<'_>>,
     ) -> Result<Written, LedgerError> {
         let remote = &self.store.0;
-        let Some(Completion { claim, response }) = completion else {
-            let answer =
-                remote.call(Request::InsertPayment { payment: payment.clone() }).await.map_err(ledger_error)?;
-            return match answer {
+        let alone = || async {
+            match remote.call(Request::InsertPayment { payment: payment.clone() }).await.map_err(ledger_error)? {
                 Answer::Done => Ok(Written::Alone),
                 other => Err(ledger_error(unexpected(&other))),
-            };
+            }
         };
+        let Some(Completion { claim, response }) = completion else {
+            return alone().await;
+        };
+        if self.double_write {
+            alone().await?;
+        }
         let request = &payment.request;
         remote.recorder.record(Kind::Execute {
             replica: remote.replica,

@@ -30,11 +30,14 @@ pub(crate) struct Args {
     /// Print the event log of the seed given with --seed.
     #[arg(long, requires = "seed")]
     trace: bool,
-    /// default (the store keeps its state across a bounce) or volatile-store (a bounce loses it).
+    /// default (a durable store, atomic mode), volatile-store (a bounce loses the store's
+    /// state), separate (rows written alone, the layer completes), short-retention,
+    /// conflict-wait, client-defaults, handler-faults.
     #[arg(long, default_value_t = Scenario::Default)]
     scenario: Scenario,
     /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, stale-answers-own,
-    /// fence-reset (with --scenario volatile-store).
+    /// fence-reset (with --scenario volatile-store), double-write, token-case-folded,
+    /// rejects-query, replay-drops-header (with --scenario separate).
     #[arg(long, default_value_t = Variant::Correct)]
     variant: Variant,
     /// Threads running seeds side by side (default: one per core).
@@ -72,7 +75,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     });
     bar.finish_and_clear();
     write_stdout(&summary(args, threads, &sweep, started.elapsed()))?;
-    let untested = sweep.coverage.zeros();
+    let untested = sweep.coverage.zeros(args.scenario);
     Ok(if sweep.failures.is_empty() && untested.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -124,13 +127,17 @@ fn summary(args: &Args, threads: usize, sweep: &Sweep, wall: Duration) -> String
     ));
     line(format!("runs                          {}", sweep.runs));
     line(format!("failures                      {}", sweep.failures.len()));
+    if sweep.expected > 0 {
+        line(format!("expected counterexamples      {} (this mode does not exclude them)", sweep.expected));
+    }
     line(format!("simulated seconds             {simulated_s:.0}"));
     line(format!("wall seconds                  {wall_s:.1} on {threads} thread(s)"));
     line(format!("seeds per wall second         {:.1}", sweep.runs as f64 / wall_s));
     line(format!("simulated s per wall second   {:.0}", simulated_s / wall_s));
     line(String::new());
     line("coverage (summed over the sweep)".to_owned());
-    for (name, count) in sweep.coverage.iter() {
+    let relevant = idem_sim::Coverage::relevant(args.scenario);
+    for (name, count) in sweep.coverage.iter().filter(|(name, _)| relevant.contains(name)) {
         let flag = if count == 0 { "   NOT REACHED" } else { "" };
         line(format!("  {name:34} {count:>8}{flag}"));
     }
@@ -143,7 +150,7 @@ fn summary(args: &Args, threads: usize, sweep: &Sweep, wall: Duration) -> String
         line(format!("failing seeds: {}{more}", shown.join(", ")));
         line(format!("replay the first: {}", sweep.failures[0].replay_command()));
     }
-    let untested = sweep.coverage.zeros();
+    let untested = sweep.coverage.zeros(args.scenario);
     if !untested.is_empty() {
         line(String::new());
         line(format!("the faults did not reach: {} (a sweep needs every counter above zero)", untested.join(", ")));
