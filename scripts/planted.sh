@@ -92,9 +92,9 @@ fi
 
 # Brings the scratch tree back to the committed HEAD, then applies $1.
 fresh_tree_with() {
-  git -C "$tree" checkout -q --detach "$head"
   git -C "$tree" reset -q --hard
   git -C "$tree" clean -fdq
+  git -C "$tree" checkout -q --detach "$head"
   if ! git -C "$tree" apply --check "$1" 2>"$logs/apply.err"; then
     echo "ERROR: $(basename "$1") no longer applies to $head:" >&2
     cat "$logs/apply.err" >&2
