@@ -32,3 +32,16 @@ fn the_same_seed_gives_a_byte_identical_trace() {
     hashes.dedup();
     assert_eq!(hashes.len(), seeds.len(), "different seeds give different runs");
 }
+
+#[test]
+fn every_scenario_is_deterministic() {
+    // Goal: each scenario (its own hosts, clients and faults) gives the same trace for the
+    // same seed, run twice.
+    for scenario in Scenario::ALL {
+        let one = idem_sim::run(4, scenario, Variant::Correct);
+        let two = idem_sim::run(4, scenario, Variant::Correct);
+        eprintln!("{scenario}: trace {:016x}, {} events", one.trace.hash(), one.trace.lines().len());
+        assert_eq!(one.trace.lines(), two.trace.lines(), "{scenario} is not deterministic");
+        assert_eq!(one.coverage, two.coverage);
+    }
+}
