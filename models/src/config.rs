@@ -74,6 +74,13 @@ pub enum Variant {
     /// of the claim's transaction (a handler that bypasses `Claim::commit`): the row commits
     /// at once, so a release after a 5xx, or a claim lost while it ran, does not take it back.
     WriteOutsideTransaction,
+    /// Every server but the first reads a clock a whole lease ahead, past the bound a
+    /// renewing holder survives (`lease - renew_every`): it takes over claims whose holders
+    /// renew on schedule.
+    SkewedLease,
+    /// The server's purge passes the store a horizon a whole retention and lease ahead of
+    /// its time, so it removes claims whose lease is valid and records still retained.
+    PurgeInFlight,
 }
 
 /// How messages travel between clients and servers.
@@ -183,6 +190,12 @@ pub struct Config {
     /// a purge) waits, and with it everything committed before it (as SQLite's WAL does).
     /// Running handlers keep running against the store as it came back.
     pub store_crashes: u8,
+    /// Purges racing the requests: a server runs the store's purge of expired records
+    /// (`MemoryState::purge_expired`) at its own time while claims are in flight.
+    pub purges: u8,
+    /// How far the clocks of servers 2, 3, ... run ahead of server 1's and the store's:
+    /// each server passes its own `now` to the store step (claim, renewal, completion).
+    pub skew: Duration,
     /// Whether a running handler renews its lease (the layer's heartbeat, every
     /// `Policy::renew_every`).
     pub renewals: bool,
@@ -223,6 +236,8 @@ impl Default for Config {
             delays: 0,
             outages: 1,
             store_crashes: 0,
+            purges: 0,
+            skew: Duration::ZERO,
             renewals: true,
             handler_time: HANDLER_TIME_DEFAULT,
             slow_handler_time: SLOW_HANDLER_TIME_DEFAULT,
@@ -252,6 +267,7 @@ impl Config {
             ("network faults", self.network_faults, 0, FAULTS_MAX),
             ("outages", self.outages, 0, FAULTS_MAX),
             ("store crashes", self.store_crashes, 0, FAULTS_MAX),
+            ("purges", self.purges, 0, FAULTS_MAX),
         ];
         for (what, given, min, max) in checks {
             if given < min || given > max {
@@ -274,10 +290,12 @@ impl Config {
             ("attempt timeout (ms)", self.client.attempt_timeout),
             ("handler time (ms)", self.handler_time),
             ("slow handler time (ms)", self.slow_handler_time),
+            ("skew (ms)", self.skew),
         ] {
             let given = whole_ms(duration);
-            if !(1..=time_max_ms).contains(&given) {
-                return Err(ConfigError::OutOfRange { what, given, min: 1, max: time_max_ms });
+            let min = u64::from(what != "skew (ms)");
+            if !(min..=time_max_ms).contains(&given) {
+                return Err(ConfigError::OutOfRange { what, given, min, max: time_max_ms });
             }
         }
         Ok(())
@@ -341,5 +359,7 @@ named!(
     UnsyncedCompletion = "unsynced-completion",
     CompletionApart = "completion-apart",
     WriteOutsideTransaction = "write-outside-transaction",
+    SkewedLease = "skewed-lease",
+    PurgeInFlight = "purge-in-flight",
 );
 named!(NetworkKind, "network", Duplicating = "duplicating", Ordered = "ordered", Lossy = "lossy");

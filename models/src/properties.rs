@@ -23,6 +23,9 @@ pub const MISMATCH_NEVER_EXECUTES: &str = "a mismatch never executes";
 pub const NOTHING_RUNS_WITHOUT_A_CLAIM: &str = "nothing runs without a claim";
 /// Retention: once a record's time is over and the store purged, the record is gone.
 pub const EXPIRED_IS_FORGOTTEN: &str = "an expired record is forgotten";
+/// Retention: a purge removes a record only once its time is over (never a claim whose
+/// lease is valid, nor a record whose retention is not over).
+pub const PURGE_WAITS_FOR_EXPIRY: &str = "a purge removes only expired records";
 /// G6: every client's every operation ends with a final answer (every operation that met
 /// no more faults than `Config::progress_faults`).
 pub const PROGRESS: &str = "every client gets its final response";
@@ -47,7 +50,7 @@ pub const FORGETTING_HAPPENS: &str = "a record is forgotten after its retention"
 pub const STORE_CRASH_LOSES_WRITES: &str = "a store crash loses writes not on disk";
 
 /// Every property, with the guarantee (or reachability goal) it stands for.
-pub const GUARANTEES: [(&str, &str); 18] = [
+pub const GUARANTEES: [(&str, &str); 19] = [
     (AT_MOST_ONCE, "G1"),
     (REPLAY_FIDELITY, "G2"),
     (NO_STALE_COMPLETION, "G3"),
@@ -56,6 +59,7 @@ pub const GUARANTEES: [(&str, &str); 18] = [
     (MISMATCH_NEVER_EXECUTES, "G5"),
     (NOTHING_RUNS_WITHOUT_A_CLAIM, "G8"),
     (EXPIRED_IS_FORGOTTEN, "TTL"),
+    (PURGE_WAITS_FOR_EXPIRY, "TTL"),
     (PROGRESS, "G6"),
     (REPLAY_HAPPENS, "reachable"),
     (TAKE_OVER_HAPPENS, "reachable"),
@@ -107,6 +111,7 @@ pub(crate) fn all<M: Model<State = State> + Observed>() -> Vec<Property<M>> {
         Property::always(MISMATCH_NEVER_EXECUTES, |_, state: &State| !state.broke(Broken::Mismatch)),
         Property::always(NOTHING_RUNS_WITHOUT_A_CLAIM, |_, state: &State| !state.broke(Broken::NoClaim)),
         Property::always(EXPIRED_IS_FORGOTTEN, |_, state: &State| !state.broke(Broken::NotForgotten)),
+        Property::always(PURGE_WAITS_FOR_EXPIRY, |_, state: &State| !state.broke(Broken::PurgedEarly)),
         // Sound because the model is acyclic and the predicate never turns false again;
         // see the crate docs, "Progress". A path that broke a safety property ends there
         // (see `actions`); progress is judged on the paths that stay safe.

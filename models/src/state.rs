@@ -367,6 +367,9 @@ pub enum Broken {
     NoClaim = 32,
     /// Retention: a purge at a record's forgettable time left the record in the store.
     NotForgotten = 64,
+    /// Retention: a purge removed a record before its time (a claim whose lease is valid,
+    /// or a record whose retention is not over).
+    PurgedEarly = 128,
 }
 
 /// Faults still allowed (each is spent when it happens, which keeps the model finite).
@@ -388,6 +391,8 @@ pub struct Budgets {
     pub outages: u8,
     /// Store crashes left.
     pub store_crashes: u8,
+    /// Purges racing the requests left.
+    pub purges: u8,
 }
 
 /// The whole system at one moment.
@@ -403,6 +408,9 @@ pub struct State {
     pub network: Vec<Message>,
     /// Whether `network` is kept in send order (a FIFO network).
     pub ordered: bool,
+    /// Whether server replicas are interchangeable: their clocks agree (no skew). Symmetry
+    /// reduction applies only then.
+    pub interchangeable: bool,
     /// Faults left.
     pub budgets: Budgets,
     /// History variables for the properties.
@@ -444,6 +452,9 @@ impl State {
 /// are explored once (stateright applies this under DFS and simulation).
 impl Representative for State {
     fn representative(&self) -> State {
+        if !self.interchangeable {
+            return self.clone();
+        }
         let servers = self.servers.len();
         let signature = |server: usize| {
             let handlers: Vec<_> = self.servers[server]

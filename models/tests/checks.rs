@@ -3,6 +3,7 @@
 //! to idem-core's store step or to idem-client's retry defaults cannot slip by unnoticed.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use idem_model::properties::{
     AT_MOST_ONCE, CONFLICT_ANSWERED, EXPIRED_IS_FORGOTTEN, FORGETTING_HAPPENS, MISMATCH_ANSWERED, OUTAGE_ANSWERED,
@@ -255,6 +256,29 @@ fn claims_lost_in_a_store_crash_break_at_most_once_in_separate_mode() {
          holds 2 payment(s) for alice/k1",
     ];
     assert_eq!(story, expected);
+}
+
+#[test]
+fn purges_racing_requests_on_skewed_clocks_break_no_guarantee() {
+    // Goal: the store's purge may run at any moment on either server, one of whose clocks
+    // runs 2 s ahead (within the renewal margin), while a claim is in flight, a handler
+    // stalls or crashes and a duplicate arrives: it removes nothing before its time, and
+    // every guarantee holds. The skew turns symmetry reduction off. The size is pinned.
+    let racing = Config {
+        crashes: 1,
+        lapses: 1,
+        network: NetworkKind::Duplicating,
+        network_faults: 1,
+        purges: 1,
+        skew: Duration::from_secs(2),
+        ..config(1, 2)
+    };
+    let checker = check_like_the_cli(racing);
+    let violated: Vec<_> = idem_model::verdicts(&checker, false).into_iter().filter(|v| v.is_violation()).collect();
+    assert!(violated.is_empty(), "{violated:#?}");
+    checker.assert_any_discovery(TAKE_OVER_HAPPENS);
+    checker.assert_any_discovery(REPLAY_HAPPENS);
+    assert_eq!(checker.unique_state_count(), 43_109);
 }
 
 #[test]

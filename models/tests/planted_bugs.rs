@@ -5,9 +5,11 @@
 
 use idem_model::properties::{
     AT_MOST_ONCE, ISOLATION, MISMATCH_NEVER_EXECUTES, NO_STALE_COMPLETION, NOTHING_RUNS_WITHOUT_A_CLAIM, PROGRESS,
-    REPLAY_FIDELITY,
+    PURGE_WAITS_FOR_EXPIRY, REPLAY_FIDELITY,
 };
 use idem_model::{Action, Config, IdemModel, Mode, NetworkKind, State, Variant};
+use std::time::Duration;
+
 use stateright::{Checker, Model, Path};
 
 /// The smallest system: one client, one server, a reliable network, nothing fails unless
@@ -279,4 +281,54 @@ fn separate_mode_pays_twice_after_a_5xx_that_follows_the_write() {
     assert!(story.iter().any(|line| line.contains("fails after its side effect committed (503)")), "{story:#?}");
     assert!(story.iter().any(|line| line.contains("releases fence f1")), "{story:#?}");
     assert!(story.last().is_some_and(|line| line.contains("holds 2 payment(s) for alice/k1")), "{story:#?}");
+}
+
+/// Two servers, a slow handler that renews its lease on schedule, separate mode (where a
+/// take-over shows as a second payment): clock skew is the only way to lose the claim.
+fn skewed(skew: Duration) -> Config {
+    Config { servers: 2, slow: 1, mode: Mode::Separate, skew, ..small() }
+}
+
+#[test]
+fn clocks_apart_by_less_than_the_renewal_margin_keep_a_renewing_holders_claim() {
+    // Goal: a holder renews every third of a lease, so a server whose clock runs ahead by
+    // less than lease - renew_every (6.67 s) never sees its lease lapsed; 7 s ahead, a retry
+    // just before a renewal takes the claim over from a running handler (separate mode
+    // pays twice). This pins the bound docs/model.md states.
+    assert_eq!(counterexample(skewed(Duration::from_secs(2)), AT_MOST_ONCE), None, "2 s is within the bound");
+    assert_eq!(counterexample(skewed(Duration::from_secs(6)), AT_MOST_ONCE), None, "6 s is within the bound");
+    let story = shortest_story(skewed(Duration::from_secs(7)), AT_MOST_ONCE);
+    assert!(story.iter().any(|line| line.contains("take over")), "{story:#?}");
+    assert!(!story.iter().any(|line| line.contains("stalls")), "{story:#?}");
+}
+
+#[test]
+fn a_server_clock_a_lease_ahead_takes_over_a_renewing_holder() {
+    // Goal: a server whose clock runs a whole lease ahead (variant skewed-lease) takes over
+    // the claim of a running handler that renews on schedule: separate mode pays twice
+    // (G1), where a 2 s skew holds. Atomic mode holds G1 even then: the fence refuses the
+    // old holder's completion and its pending write rolls back.
+    let story = assert_found(skewed(Duration::from_secs(2)), Variant::SkewedLease, AT_MOST_ONCE);
+    assert!(story.iter().any(|line| line.contains("turns out slow")), "{story:#?}");
+    assert!(story.iter().any(|line| line.contains("take over")), "{story:#?}");
+    assert!(!story.iter().any(|line| line.contains("stalls")), "{story:#?}");
+    let atomic = Config { mode: Mode::Atomic, variant: Variant::SkewedLease, ..skewed(Duration::ZERO) };
+    assert_eq!(counterexample(atomic, AT_MOST_ONCE), None, "fences keep atomic mode's G1 under any skew");
+}
+
+#[test]
+fn a_purge_whose_horizon_runs_ahead_removes_a_running_handlers_claim() {
+    // Goal: the store's purge may run while a claim is in flight; at the server's own time
+    // it removes nothing whose time is not over. A purge passed a horizon a retention and a
+    // lease ahead (variant purge-in-flight) removes the claim of a running handler, whose
+    // lease is valid. The path is pinned.
+    let config = Config { purges: 1, ..small() };
+    let story = assert_found(config, Variant::PurgeInFlight, PURGE_WAITS_FOR_EXPIRY);
+    let expected = [
+        "1. client 1 (alice) sends POST /payments key=k1 amount=100 (deadline t=30s): attempt 1 of 20 to server 1",
+        "2. server 1 receives POST /payments key=k1 amount=100 from client 1 (alice) (attempt 1); the store \
+         decides: execute under fence f1 (lease until t=10s)",
+        "3. server 1 runs the store's purge of expired records at t=0s (its clock): 1 record(s) removed",
+    ];
+    assert_eq!(story, expected);
 }

@@ -80,6 +80,12 @@ pub enum Action {
     StoreUp,
     /// The store crashes and restarts at once: it loses every write not yet on disk.
     StoreCrash,
+    /// A server runs the store's purge of expired records at its own time, while requests
+    /// may be in flight.
+    Purge {
+        /// The server whose clock the purge reads.
+        server: ServerIndex,
+    },
     /// Time passes until a record may be forgotten, and the store purges expired records.
     Expire {
         /// The store slot of the record.

@@ -26,6 +26,7 @@ impl IdemModel {
             delays: config.delays,
             outages: config.outages,
             store_crashes: config.store_crashes,
+            purges: config.purges,
         }
     }
 

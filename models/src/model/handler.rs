@@ -117,7 +117,7 @@ impl IdemModel {
             Variant::NoFenceCheck => self.claim_in_flight(state, slot).map_or(handler.fence, |(fence, _)| fence),
             _ => handler.fence,
         };
-        let (now, policy) = (state.store.now, self.policy);
+        let (now, policy) = (self.server_now(state, server), self.policy);
         let before = state.store.memory.record(self.slot_id(slot)).cloned();
         let synced = !matches!(self.config.variant, Variant::UnsyncedCompletion | Variant::CompletionApart);
         if !synced {
@@ -166,7 +166,7 @@ impl IdemModel {
     fn superseded(&self, state: &mut State, to: ReplyTo, tell: &mut Tell<'_>) {
         let operation = self.op(to.op);
         let record = state.store.memory.record(self.slot_id(operation.slot));
-        match reply::superseded(record, &operation.fingerprint, state.store.now) {
+        match reply::superseded(record, &operation.fingerprint, self.server_now(state, to.server)) {
             Superseded::Replay(response) => {
                 tell.tell(|| StoryEvent::AnswersRecorded(response.clone()));
                 self.answer(state, to, Answer::Replayed, Some(&response), tell);
@@ -255,10 +255,13 @@ impl IdemModel {
         let slot = self.op(op).slot;
         let now = self.renewal_due(&handler, state.store.now);
         state.store.now = now;
+        // The renewal carries the server's own clock, the heartbeat runs on it too: a
+        // constant offset moves neither the schedule nor the lease's length.
+        let server_now = self.server_now(state, server);
         let before = state.store.memory.record(self.slot_id(slot)).cloned();
         self.write_unsynced(state);
         let outcome = self
-            .store_step(state, slot, None, op::Renew { fence, now, policy: self.policy })
+            .store_step(state, slot, None, op::Renew { fence, now: server_now, policy: self.policy })
             .expect("a renewal admits nothing and issues no fence, so the step never refuses it");
         match outcome {
             Renewal::Renewed { lease_expires_at } => {

@@ -223,6 +223,7 @@ impl IdemModel {
             Action::StoreUp => self.store_up(&mut next, tell),
             Action::StoreCrash => self.store_crash(&mut next, tell),
             Action::Expire { slot } => self.expire(&mut next, slot, tell),
+            Action::Purge { server } => self.purge(&mut next, server, tell),
         }
         self.forget_durable_if_current(&mut next);
         Some(next)
@@ -263,6 +264,7 @@ impl Model for IdemModel {
             },
             network: Vec::new(),
             ordered: self.config.network == NetworkKind::Ordered,
+            interchangeable: !self.clocks_differ(),
             budgets: self.budgets(),
             ghost: Ghost { serials: 0, slots: vec![SlotGhost::default(); slots], broken: 0 },
         }]

@@ -38,7 +38,7 @@ impl IdemModel {
         if Self::store_call_fails(state) {
             return self.store_down_at_claim(state, to, tell);
         }
-        let mut step = match self.claim_step(state, op) {
+        let mut step = match self.claim_step(state, op, server) {
             Ok(step) => step,
             Err(error) => {
                 tell.tell(|| StoryEvent::ClaimRefused(error));
@@ -79,7 +79,7 @@ impl IdemModel {
 
     /// idem-core's claim step for `op`'s request, on the view the server passes (which a
     /// bug variant tampers with).
-    fn claim_step(&self, state: &State, op: OpIndex) -> Result<Step<Decision>, StepError> {
+    fn claim_step(&self, state: &State, op: OpIndex, server: ServerIndex) -> Result<Step<Decision>, StepError> {
         let operation = self.op(op);
         let id = self.slot_id(operation.slot);
         let mut view = state.store.memory.view(id);
@@ -93,7 +93,7 @@ impl IdemModel {
             Variant::NoFingerprintCheck => stored.map_or(operation.fingerprint, |record| record.fingerprint),
             _ => operation.fingerprint,
         };
-        step::step(id, &view, op::Claim { fingerprint, now: state.store.now, policy: self.policy })
+        step::step(id, &view, op::Claim { fingerprint, now: self.server_now(state, server), policy: self.policy })
     }
 
     /// Acts on the store's decision: answer at once, or start a handler under the claim.

@@ -7,7 +7,7 @@ use idem_core::{Fence, Record, RecordState, Timestamp};
 use super::{IdemModel, Tell, slot_index};
 use crate::config::{Mode, Variant};
 use crate::model::Action;
-use crate::state::{Broken, Durable, Message, OpIndex, Slot, SlotGhost, State};
+use crate::state::{Broken, Durable, Message, OpIndex, ServerIndex, Slot, SlotGhost, State};
 use crate::story::{FenceCounter, Held, StoryEvent};
 
 /// Purge at most this many records per expiry step (the model holds at most 17).
@@ -32,6 +32,11 @@ impl IdemModel {
         // A store crash with everything on disk loses nothing.
         if state.budgets.store_crashes > 0 && state.store.durable.is_some() {
             actions.push(Action::StoreCrash);
+        }
+        // The purge races the requests: offered while a record is held (it removes nothing
+        // before its time, which is what the property checks).
+        if state.budgets.purges > 0 && state.store.memory.records().next().is_some() {
+            actions.extend((0..self.config.servers).map(|server| Action::Purge { server }));
         }
         for slot in 0..self.slots.len() {
             let slot = slot_index(slot);
@@ -198,6 +203,39 @@ impl IdemModel {
                 && !state.network.iter().any(|m| m.op() == op)
                 && !state.handlers().any(|(_, h)| h.op == op)
         })
+    }
+
+    /// A server runs the store's purge at its own time (`MemoryState::purge_expired`, as
+    /// `Store::purge_expired` does): it must remove only records whose time is over, never
+    /// a claim whose lease is valid nor a record still retained.
+    pub(super) fn purge(&self, state: &mut State, server: ServerIndex, tell: &mut Tell<'_>) {
+        state.budgets.purges -= 1;
+        let at = self.server_now(state, server);
+        let horizon = match self.config.variant {
+            // Bug: a horizon a retention and a lease ahead of the server's time.
+            Variant::PurgeInFlight => at.saturating_add(self.policy.retention()).saturating_add(self.policy.lease()),
+            _ => at,
+        };
+        let now = state.store.now;
+        let before: Vec<Option<Record>> = self.slots.iter().map(|id| state.store.memory.record(id).cloned()).collect();
+        let purged = state.store.memory.purge_expired(horizon, PURGE_BATCH_MAX);
+        // A purge runs off the request path and waits for the disk.
+        state.store.durable = None;
+        for (slot, held) in before.iter().enumerate() {
+            let Some(record) = held else { continue };
+            if state.store.memory.record(&self.slots[slot]).is_some() {
+                continue;
+            }
+            // The model's own reading of retention: a record is kept until its retention
+            // is over and, while in flight, until its lease lapsed too.
+            let lease_valid =
+                matches!(record.state, RecordState::InFlight { lease_expires_at } if lease_expires_at > now);
+            if lease_valid || record.expires_at > now {
+                state.mark(Broken::PurgedEarly);
+            }
+            state.ghost.slots[slot] = SlotGhost::default();
+        }
+        tell.tell(|| StoryEvent::PurgeRuns { server, at, purged });
     }
 
     /// Time passes to the record's forgettable time and the store purges what expired.

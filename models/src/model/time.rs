@@ -3,10 +3,13 @@
 //! The clock moves only when someone waits, and then to the end of the wait; see the crate
 //! docs, "Time".
 
+use std::time::Duration;
+
 use idem_core::Timestamp;
 
 use super::IdemModel;
-use crate::state::{Handler, OpState, Pace, Phase, State};
+use crate::config::Variant;
+use crate::state::{Handler, OpState, Pace, Phase, ServerIndex, State};
 
 impl IdemModel {
     /// When the attempt sent at `sent_at` times out: after the attempt timeout, or at the
@@ -70,5 +73,27 @@ impl IdemModel {
     /// that is past.
     pub(super) fn renewal_due(&self, handler: &Handler, now: Timestamp) -> Timestamp {
         handler.renewed_at.saturating_add(self.policy.renew_every()).max(now)
+    }
+
+    /// How far `server`'s clock runs ahead of the store's: server 1 is exact, every other
+    /// server runs `skew` ahead (the largest offset between two servers is what matters).
+    /// Variant `skewed-lease` puts them a whole lease ahead, past the bound a renewing
+    /// holder's claim survives (see docs/model.md, "Clock skew").
+    pub(super) fn clock_offset(&self, server: ServerIndex) -> Duration {
+        match (server, self.config.variant) {
+            (0, _) => Duration::ZERO,
+            (_, Variant::SkewedLease) => self.policy.lease(),
+            _ => self.config.skew,
+        }
+    }
+
+    /// The time `server` reads on its own clock, which it passes to the store's step.
+    pub(super) fn server_now(&self, state: &State, server: ServerIndex) -> Timestamp {
+        state.store.now.saturating_add(self.clock_offset(server))
+    }
+
+    /// Whether servers' clocks differ (then server replicas are not interchangeable).
+    pub(super) fn clocks_differ(&self) -> bool {
+        self.config.servers > 1 && (0..self.config.servers).any(|server| self.clock_offset(server) != Duration::ZERO)
     }
 }

@@ -245,6 +245,15 @@ pub enum StoryEvent {
         /// Where the fence counter goes on.
         fences: FenceCounter,
     },
+    /// A server runs the store's purge at its own time.
+    PurgeRuns {
+        /// The server.
+        server: ServerIndex,
+        /// Its time.
+        at: Timestamp,
+        /// How many records the purge removed.
+        purged: usize,
+    },
     /// Time passes to a record's forgettable time and the store purges.
     Purged {
         /// When.

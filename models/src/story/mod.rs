@@ -265,6 +265,11 @@ impl Words<'_> {
                     if lost.is_empty() { "no record changes".to_owned() } else { lost.join(", ") }
                 )
             }
+            StoryEvent::PurgeRuns { server, at, purged } => format!(
+                "server {} runs the store's purge of expired records at {} (its clock): {purged} record(s) removed",
+                server + 1,
+                time(*at)
+            ),
             StoryEvent::Purged { at, slot, purged } => format!(
                 "time passes to {}, when the record of {} may be forgotten; the store purges {purged} expired record(s)",
                 time(*at),
