@@ -29,6 +29,19 @@ fn a_sweep_of_the_shipped_code_passes_and_reaches_every_targeted_path() {
 }
 
 #[test]
+fn separate_mode_passes_and_reports_its_window_as_expected_counterexamples() {
+    // Goal: in separate mode the second payments of SPEC's window are counted apart and do
+    // not fail the sweep; the table shows the scenario's own counters, not the others'.
+    let output = idem(&["sim", "--seeds", "0..40", "--scenario", "separate", "--threads", "2"]);
+    let table = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{table}{}", stderr(&output));
+    for row in ["expected counterexamples", "separate-mode window (expected)", "replay with repeated headers"] {
+        assert!(table.contains(row), "{row:?} missing from:\n{table}");
+    }
+    assert!(!table.contains("records purged"), "another scenario's counter is shown:\n{table}");
+}
+
+#[test]
 fn a_planted_bug_fails_the_sweep_and_prints_the_command_that_replays_it() {
     // Goal: a violation gives exit code 1, its story on stderr, and the replay command.
     let output = idem(&["sim", "--seeds", "0..3", "--variant", "unscoped-keys", "--threads", "1"]);
