@@ -146,7 +146,7 @@ fn describe(config: &Config, search: Search) -> String {
     let client = config.client;
     format!(
         "model: {} clients, {} servers, {} operation(s) each{}, {} network{}, {} crash(es), {} stall(s), \
-         {} slow handler(s), {} failure(s), {} delay(s), {} outage(s), {} store crash(es), renewals {}, handlers take up to {} (slow ones {}), \
+         {} slow handler(s), {} failure(s), {} delay(s), {} outage(s), {} store crash(es), {} purge(s), clock skew {}, renewals {}, handlers take up to {} (slow ones {}), \
          {} mode, variant {}\n\
          client: {} attempts, deadline {}, attempt timeout {}; G6 judged for operations that met at most {} fault(s)\n\
          search: {strategy}{symmetry}, {} thread(s){depth}",
@@ -167,6 +167,8 @@ fn describe(config: &Config, search: Search) -> String {
         config.delays,
         config.outages,
         config.store_crashes,
+        config.purges,
+        humantime::format_duration(config.skew),
         if config.renewals { "on" } else { "off" },
         humantime::format_duration(config.handler_time),
         humantime::format_duration(config.slow_handler_time),

@@ -40,7 +40,8 @@ pub(crate) struct ModelOptions {
     /// How long a slow handler runs at most (and a stalled one once it renews again).
     #[arg(long, default_value_t = Config::default().slow_handler_time.into(), value_parser = parse_duration)]
     slow_time: humantime::Duration,
-    /// Handler failures before the side effect (each answers 503 and releases its claim).
+    /// Handler failures, before the write or after it (each answers 503 and releases its
+    /// claim; atomic mode rolls a pending write back, separate mode keeps it).
     #[arg(long, default_value_t = Config::default().failures)]
     failures: u8,
     /// Network: duplicating (unordered, duplicates), ordered (FIFO, reliable), lossy (unordered, drops).
@@ -56,6 +57,14 @@ pub(crate) struct ModelOptions {
     /// Store outages: requests meanwhile get 503 and run nothing; completions fail (G8).
     #[arg(long, default_value_t = Config::default().outages)]
     outages: u8,
+    /// Purges racing the requests: a server runs the store's purge of expired records at its
+    /// own time while claims are in flight (it must remove nothing before its time).
+    #[arg(long, default_value_t = Config::default().purges)]
+    purges: u8,
+    /// How far the clocks of servers 2, 3, ... run ahead of server 1's; each server passes its
+    /// own time to the store. Below lease - renew_every (6.67 s) a renewing holder keeps its claim.
+    #[arg(long, default_value_t = Config::default().skew.into(), value_parser = parse_duration)]
+    skew: humantime::Duration,
     /// Handlers do not renew their leases (every lease then lapses as time passes, also under a running handler).
     #[arg(long)]
     no_renewals: bool,
@@ -76,8 +85,10 @@ pub(crate) struct ModelOptions {
     #[arg(long, default_value_t = Config::default().mode)]
     mode: Mode,
     /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, no-fingerprint-check,
-    /// fence-reuse, long-lease, fail-open; with --store-crashes also no-fence-reseed,
-    /// unsynced-completion, completion-apart.
+    /// fence-reuse, long-lease, fail-open, write-outside-transaction (with --failures or
+    /// --lapses), skewed-lease (with --servers 2 and --slow 1 in separate mode), purge-in-flight (with
+    /// --purges 1); with
+    /// --store-crashes also no-fence-reseed, unsynced-completion, completion-apart.
     #[arg(long, default_value_t = Config::default().variant)]
     variant: Variant,
 }
@@ -104,6 +115,8 @@ impl ModelOptions {
             outages: self.outages,
             // `idem check --store-crashes` sets its own (crates/idem-cli/src/check.rs).
             store_crashes: Config::default().store_crashes,
+            purges: self.purges,
+            skew: Duration::from(self.skew),
             renewals: !self.no_renewals,
             handler_time: Duration::from(self.handler_time),
             slow_handler_time: Duration::from(self.slow_time),

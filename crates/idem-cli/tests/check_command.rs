@@ -69,3 +69,26 @@ fn symmetry_under_bfs_is_refused() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("symmetry reduction needs the DFS strategy"), "{}", stderr(&output));
 }
+
+#[test]
+fn a_write_outside_the_claims_transaction_is_caught_after_a_5xx() {
+    // Goal: the planted handler that writes outside the claim's transaction and then fails
+    // (503) pays twice: exit code 1, G1 violated, the failure after the write in the story.
+    let output = idem(&[&["check", "--variant", "write-outside-transaction", "--failures", "1"], SMALL].concat());
+    assert_eq!(output.status.code(), Some(1), "{}{}", stdout(&output), stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("VIOLATED: at most one execution per record id (G1)"), "{text}");
+    assert!(text.contains("fails after its side effect committed (503)"), "{text}");
+}
+
+#[test]
+fn purges_and_skewed_clocks_are_options_and_hold_on_the_correct_store() {
+    // Goal: --purges and --skew reach the model, are described, and the correct store holds.
+    // SMALL without its "--servers 1".
+    let args = [&["check", "--clients", "1", "--servers", "2", "--purges", "1", "--skew", "2s"], &SMALL[4..]].concat();
+    let output = idem(&args);
+    assert_eq!(output.status.code(), Some(0), "{}{}", stdout(&output), stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("1 purge(s), clock skew 2s"), "{text}");
+    assert!(text.contains("a purge removes only expired records"), "{text}");
+}
