@@ -25,14 +25,22 @@
 //!   connection, a handler's 503 or a timed-out attempt after the backoff; 201, a replay
 //!   and 422 are final. When the attempts or the deadline run out the client gives up.
 //! * **Servers** (replicas): a request arrives and the store decides. A handler holding a
-//!   claim renews its lease while it runs, then runs the side effect and completes (atomic
-//!   mode: one step, `CompleteInTransaction`; separate mode: the side effect, then
-//!   `Complete`), or fails before its side effect (503) and releases. An execution whose
-//!   completion, release or renewal is refused answers `reply::superseded`.
+//!   claim renews its lease while it runs, writes its payment row (the business write),
+//!   then completes (atomic mode: `CompleteInTransaction`; separate mode: `Complete`), or
+//!   fails with a 503, before its write or after it, and releases. An execution whose
+//!   completion, release or renewal is refused answers `reply::superseded`. Each server
+//!   passes its own clock to the store (`Config::skew`: servers 2, 3, ... run ahead).
+//! * **The business write**: the ledger holds the payment rows that committed, and G1
+//!   counts them per record id. Atomic mode is the store's transaction semantics: the row
+//!   is pending in the handler's open transaction and commits only with an applied
+//!   `CompleteInTransaction`; a refusal, a failed completion, a release or a crash rolls it
+//!   back. In separate mode it commits at once.
 //! * **The store**: the `MemoryState`, a logical clock, whether it is up, and the business
 //!   ledger. While it is down a request gets 503 and no handler runs (G8); a completion
 //!   fails: atomic mode rolls back and answers 503, separate mode answers its response
-//!   unrecorded (its side effect had committed); the claim stays and lapses.
+//!   unrecorded (its side effect had committed); the claim stays and lapses. A server may
+//!   run the store's purge while requests are in flight (`Config::purges`); it must remove
+//!   nothing before its time.
 //! * **Faults**, each with a budget: server crashes (handlers lost, their connections
 //!   reset), stalls (a handler stops renewing, so its lease may lapse while it runs),
 //!   handler failures, early timeouts (an attempt times out while still alive), duplicated
@@ -103,7 +111,8 @@
 //! * [`IdemModel`]: the model; [`State`], [`Action`].
 //! * [`properties`]: the properties, named in plain words, and the guarantee each checks.
 //! * [`spawn`], [`verdicts`], [`shortest_discovery`]: run a check, read its verdicts.
-//! * [`story()`]: a counterexample as numbered, readable lines.
+//! * [`story()`]: a counterexample as numbered, readable lines, rendered from the
+//!   [`StoryEvent`]s each step tells ([`IdemModel::events`]).
 
 mod checking;
 mod config;

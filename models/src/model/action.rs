@@ -32,14 +32,14 @@ pub enum Action {
     Lose(Message),
     /// The network holds a message back: the clock may move before it arrives.
     Delay(Message),
-    /// A handler takes its next step (atomic: side effect and completion together).
+    /// A handler takes its next step: it writes its payment row, or (once written) completes.
     Step {
         /// Its server.
         server: ServerIndex,
         /// Its execution grant.
         serial: Serial,
     },
-    /// A handler fails before its side effect (503) and releases its claim.
+    /// A handler fails (503), before its write or after it, and releases its claim.
     Fail {
         /// Its server.
         server: ServerIndex,
