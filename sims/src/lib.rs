@@ -46,6 +46,7 @@ mod history;
 mod net;
 mod oracle;
 mod plan;
+mod remote;
 mod report;
 mod run;
 mod scenario;

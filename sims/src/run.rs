@@ -31,9 +31,10 @@ use crate::faults::{Action, FaultMix, Node, ms};
 use crate::history::{Answer, Kind, Recorder};
 use crate::net::{SimConnector, SimListener};
 use crate::plan::{Op, TOKENS, plan};
+use crate::remote::{Remote, RemoteLedger, RemoteStore};
 use crate::report::{Coverage, RunReport, Trace};
 use crate::scenario::Settings;
-use crate::store::{self, Disk, HostState, Remote, RemoteLedger, RemoteStore, SharedMailbox};
+use crate::store::{self, Disk, HostState, SharedMailbox};
 use crate::{Scenario, Variant};
 
 /// How long a request for a key in flight waits in the scenario `conflict-wait`.
