@@ -39,6 +39,7 @@
 
 mod audit;
 mod check;
+mod client;
 mod clock;
 mod faults;
 mod glue;
