@@ -143,13 +143,23 @@ fn fenced_answer(answer: Answer) -> Result<Fenced, StoreError> {
     }
 }
 
+/// A bug planted in the ledger's atomic-mode write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LedgerBug {
+    None,
+    /// `double-write`: the row is also written alone, before the completion with it.
+    DoubleWrite,
+    /// `row-outside-transaction`: the row commits alone, then the completion (fenced) alone.
+    RowOutsideTransaction,
+}
+
 /// The payments and users tables on the store host, in atomic mode: a payment and its
 /// completion are one fenced step there.
 #[derive(Debug)]
 pub(crate) struct RemoteLedger {
     pub(crate) store: Arc<RemoteStore>,
-    /// The planted bug `double-write`: the row is also written alone, before the completion.
-    pub(crate) double_write: bool,
+    /// A planted bug in the ledger, if any.
+    pub(crate) bug: LedgerBug,
     /// Separate mode: rows are written alone and the layer completes afterwards.
     pub(crate) separate: bool,
 }
@@ -187,7 +197,7 @@ impl Ledger for RemoteLedger {
         let Some(Completion { claim, response }) = completion else {
             return alone().await;
         };
-        if self.double_write {
+        if self.bug != LedgerBug::None {
             alone().await?;
         }
         let request = &payment.request;
@@ -197,13 +207,12 @@ impl Ledger for RemoteLedger {
             fence: claim.fence(),
             body: payment_body(request.amount.minor(), &request.currency, &request.destination),
         });
-        let call = Request::CompleteWithPayment {
-            id: claim.id().clone(),
-            fence: claim.fence(),
-            response: response.clone(),
-            now: claim.now(),
-            policy: *claim.policy(),
-            payment: payment.clone(),
+        let (id, fence, response, now, policy) =
+            (claim.id().clone(), claim.fence(), response.clone(), claim.now(), *claim.policy());
+        let call = if self.bug == LedgerBug::RowOutsideTransaction {
+            Request::Complete { id, fence, response, now, policy }
+        } else {
+            Request::CompleteWithPayment { id, fence, response, now, policy, payment: payment.clone() }
         };
         match remote.call(call).await.map_err(ledger_error)? {
             Answer::Fenced(Fenced::Applied) => Ok(Written::Completed),

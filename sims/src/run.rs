@@ -21,7 +21,7 @@ use crate::glue::{self, HandlerFaults};
 use crate::history::{Kind, Recorder};
 use crate::net::SimListener;
 use crate::plan::{TOKENS, plan};
-use crate::remote::{Remote, RemoteLedger, RemoteStore};
+use crate::remote::{LedgerBug, Remote, RemoteLedger, RemoteStore};
 use crate::report::{Coverage, RunReport, Trace};
 use crate::scenario::Settings;
 use crate::store::{self, Disk, HostState, SharedMailbox};
@@ -314,9 +314,12 @@ async fn replica_software(world: Arc<World>, replica: usize) -> turmoil::Result 
         timeout: settings.store_call_timeout,
         recorder: world.recorder.clone(),
     };
-    let double_write = world.variant == Variant::DoubleWrite;
-    let ledger =
-        Arc::new(RemoteLedger { store: Arc::new(RemoteStore(remote)), double_write, separate: settings.separate });
+    let bug = match world.variant {
+        Variant::DoubleWrite => LedgerBug::DoubleWrite,
+        Variant::RowOutsideTransaction => LedgerBug::RowOutsideTransaction,
+        _ => LedgerBug::None,
+    };
+    let ledger = Arc::new(RemoteLedger { store: Arc::new(RemoteStore(remote)), bug, separate: settings.separate });
     let clock: Arc<dyn Clock> = Arc::new(SkewedClock { skew_ms: world.mix.skew_ms[replica] });
     // Ids differ per replica and per boot, as an OS-seeded generator's would.
     let ids = Arc::new(SeededIds::new(world.seed.rotate_left(17) ^ ((replica as u64) << 48) ^ boot));

@@ -151,6 +151,9 @@ pub enum Variant {
     FenceReset,
     /// The ledger writes the payment row alone, then again with the completion.
     DoubleWrite,
+    /// The ledger commits the payment row alone, then the fenced completion alone: atomic
+    /// mode's promise broken in the glue (a stale execution's row stays).
+    RowOutsideTransaction,
     /// The layer's caller is the token folded to lower case, so `alice` and `Alice` share keys.
     TokenCaseFolded,
     /// A layer in front of the API refuses a payment posted with a query string (400).
@@ -162,7 +165,7 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant's name, in [`Variant::ALL`] order.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "correct",
         "no-claim",
         "no-fence-check",
@@ -170,12 +173,13 @@ impl Variant {
         "stale-answers-own",
         "fence-reset",
         "double-write",
+        "row-outside-transaction",
         "token-case-folded",
         "rejects-query",
         "replay-drops-header",
     ];
     /// Every variant.
-    pub const ALL: [Variant; 10] = [
+    pub const ALL: [Variant; 11] = [
         Variant::Correct,
         Variant::NoClaim,
         Variant::NoFenceCheck,
@@ -183,18 +187,20 @@ impl Variant {
         Variant::StaleAnswersOwn,
         Variant::FenceReset,
         Variant::DoubleWrite,
+        Variant::RowOutsideTransaction,
         Variant::TokenCaseFolded,
         Variant::RejectsQuery,
         Variant::ReplayDropsHeader,
     ];
     /// The planted bugs.
-    pub const BUGS: [Variant; 9] = [
+    pub const BUGS: [Variant; 10] = [
         Variant::NoClaim,
         Variant::NoFenceCheck,
         Variant::UnscopedKeys,
         Variant::StaleAnswersOwn,
         Variant::FenceReset,
         Variant::DoubleWrite,
+        Variant::RowOutsideTransaction,
         Variant::TokenCaseFolded,
         Variant::RejectsQuery,
         Variant::ReplayDropsHeader,
@@ -211,6 +217,7 @@ impl Variant {
             Variant::StaleAnswersOwn => "stale-answers-own",
             Variant::FenceReset => "fence-reset",
             Variant::DoubleWrite => "double-write",
+            Variant::RowOutsideTransaction => "row-outside-transaction",
             Variant::TokenCaseFolded => "token-case-folded",
             Variant::RejectsQuery => "rejects-query",
             Variant::ReplayDropsHeader => "replay-drops-header",
@@ -230,6 +237,7 @@ impl Variant {
             Variant::StaleAnswersOwn => "an execution whose claim was taken over answers its own response",
             Variant::FenceReset => "a volatile store that lost its state issues fences from f1 again",
             Variant::DoubleWrite => "the ledger writes the payment row alone, then again with the completion",
+            Variant::RowOutsideTransaction => "the ledger commits the row, then the completion, each alone",
             Variant::TokenCaseFolded => "the layer folds the bearer token to lower case: alice and Alice share keys",
             Variant::RejectsQuery => "a payment posted with a query string is refused with 400",
             Variant::ReplayDropsHeader => "a replay keeps only the first of its repeated Link headers",

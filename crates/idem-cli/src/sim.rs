@@ -36,8 +36,8 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = Scenario::Default)]
     scenario: Scenario,
     /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, stale-answers-own,
-    /// fence-reset (with --scenario volatile-store), double-write, token-case-folded,
-    /// rejects-query, replay-drops-header (with --scenario separate).
+    /// fence-reset (with --scenario volatile-store), double-write, row-outside-transaction,
+    /// token-case-folded, rejects-query, replay-drops-header (with --scenario separate).
     #[arg(long, default_value_t = Variant::Correct)]
     variant: Variant,
     /// Threads running seeds side by side (default: one per core).
