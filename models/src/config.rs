@@ -81,6 +81,11 @@ pub enum Variant {
     /// The server's purge passes the store a horizon a whole retention and lease ahead of
     /// its time, so it removes claims whose lease is valid and records still retained.
     PurgeInFlight,
+    /// The layer's heartbeat fires once per lease instead of every third of one
+    /// (`Policy::lease` where `Policy::renew_every` belongs): each renewal is due at the
+    /// moment the lease ends, so a retry arriving then takes the claim over from a handler
+    /// that renews on schedule (the renewal timer's bug; SPEC, "renewal").
+    RenewsEveryLease,
 }
 
 /// How messages travel between clients and servers.
@@ -361,5 +366,6 @@ named!(
     WriteOutsideTransaction = "write-outside-transaction",
     SkewedLease = "skewed-lease",
     PurgeInFlight = "purge-in-flight",
+    RenewsEveryLease = "renews-every-lease",
 );
 named!(NetworkKind, "network", Duplicating = "duplicating", Ordered = "ordered", Lossy = "lossy");

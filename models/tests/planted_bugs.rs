@@ -158,6 +158,42 @@ fn renewals_keep_a_slow_handlers_claim_even_in_separate_mode() {
 }
 
 #[test]
+fn a_heartbeat_once_per_lease_lets_a_retry_take_over_a_renewing_handler() {
+    // Goal: the renewal timer is part of G1 in separate mode. A slow handler renewing every
+    // third of a lease keeps its claim (the test above); a heartbeat once per lease (variant
+    // renews-every-lease) is due exactly when the lease ends, and a request arriving then
+    // (here a duplicate the network held back) takes the claim over from the running
+    // handler: the payment is made twice, with no stall.
+    let slow = Config {
+        slow: 1,
+        network: NetworkKind::Duplicating,
+        network_faults: 1,
+        delays: 1,
+        mode: Mode::Separate,
+        ..small()
+    };
+    let story = assert_found(slow, Variant::RenewsEveryLease, AT_MOST_ONCE);
+    let expected = [
+        "1. client 1 (alice) sends POST /payments key=k1 amount=100 (deadline t=30s): attempt 1 of 20 to server 1",
+        "2. the network holds back the request POST /payments key=k1 amount=100 from client 1 (alice) (attempt 1) \
+         to server 1 (a slow network)",
+        "3. the network duplicates a request; one copy arrives: server 1 receives POST /payments key=k1 amount=100 \
+         from client 1 (alice) (attempt 1); the store decides: execute under fence f1 (lease until t=10s)",
+        "4. server 1's handler for alice's k1 (amount=100) (started at t=0s) turns out slow: it may run until t=20s, \
+         renewing its lease",
+        "5. at t=10s client 1 (alice)'s attempt 1 times out while it is still on its way or running; it backs off \
+         0.1 s until t=10.1s",
+        "6. server 1 receives POST /payments key=k1 amount=100 from client 1 (alice) (attempt 1); the store \
+         decides: take over the lapsed claim, execute under fence f2 (f1 is stale now)",
+        "7. server 1 runs the side effect of alice's k1 (amount=100) on its own (separate mode): the ledger now \
+         holds 1 payment(s) for alice/k1",
+        "8. server 1 runs the side effect of alice's k1 (amount=100) on its own (separate mode): the ledger now \
+         holds 2 payment(s) for alice/k1",
+    ];
+    assert_eq!(story, expected);
+}
+
+#[test]
 fn two_faults_on_one_operation_can_outlast_the_default_retry_budget() {
     // Goal: G6 is promised to an operation that meets at most one fault. Demanding it
     // whatever the faults shows the limit of idem-client's defaults: a store outage costs

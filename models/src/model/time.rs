@@ -59,7 +59,7 @@ impl IdemModel {
         let renews = self.config.renewals && handler.pace != Pace::Stalled && handler.believed.is_none();
         if renews {
             // The heartbeat fires on schedule, before the lease could lapse.
-            limit = limit.min(handler.renewed_at.saturating_add(self.policy.renew_every()));
+            limit = limit.min(handler.renewed_at.saturating_add(self.renew_every()));
         }
         limit
     }
@@ -72,7 +72,16 @@ impl IdemModel {
     /// When `handler` renews next: a third of a lease after its last renewal, or now if
     /// that is past.
     pub(super) fn renewal_due(&self, handler: &Handler, now: Timestamp) -> Timestamp {
-        handler.renewed_at.saturating_add(self.policy.renew_every()).max(now)
+        handler.renewed_at.saturating_add(self.renew_every()).max(now)
+    }
+
+    /// The heartbeat's period: idem-core's `Policy::renew_every` (a third of a lease), or
+    /// the whole lease under variant `renews-every-lease`.
+    fn renew_every(&self) -> Duration {
+        match self.config.variant {
+            Variant::RenewsEveryLease => self.policy.lease(),
+            _ => self.policy.renew_every(),
+        }
     }
 
     /// How far `server`'s clock runs ahead of the store's: server 1 is exact, every other
