@@ -87,8 +87,8 @@ pub(crate) struct ModelOptions {
     /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, no-fingerprint-check,
     /// fence-reuse, long-lease, fail-open, write-outside-transaction (with --failures or
     /// --lapses), skewed-lease (with --servers 2 and --slow 1 in separate mode), purge-in-flight (with
-    /// --purges 1); with
-    /// --store-crashes also no-fence-reseed, unsynced-completion, completion-apart.
+    /// --purges 1), renews-every-lease (with --slow 1 and a delayed duplicate in separate mode);
+    /// with --store-crashes also no-fence-reseed, unsynced-completion, completion-apart.
     #[arg(long, default_value_t = Config::default().variant)]
     variant: Variant,
 }
