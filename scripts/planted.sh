@@ -7,6 +7,7 @@
 #   scripts/planted.sh                      # every patch
 #   scripts/planted.sh 03 07-idem-http-...  # the patches named (a number or a file name)
 #   scripts/planted.sh --all-gates [...]    # run every gate on each patch and report each
+#   scripts/planted.sh --gates idem-sim 01  # only these gates (comma-separated), in this order
 #
 # Exits 0 only if every patch was caught. A patch that no longer applies or does not build
 # is an error (exit 2): refresh it with `git diff` in the scratch tree.
@@ -64,13 +65,26 @@ sim_scenarios() {
 
 all_gates=false
 wanted=()
-for arg in "$@"; do
-  case "$arg" in
+while [ "$#" -gt 0 ]; do
+  case "$1" in
     --all-gates) all_gates=true ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    -*) echo "unknown option $arg" >&2; exit 2 ;;
-    *) wanted+=("$arg") ;;
+    --gates)
+      [ "$#" -ge 2 ] || { echo "--gates needs a list, e.g. --gates idem-check,idem-sim" >&2; exit 2; }
+      IFS=',' read -r -a chosen <<<"$2"
+      for gate in "${chosen[@]}"; do
+        if ! declare -F "gate_${gate//-/_}" >/dev/null; then
+          echo "unknown gate $gate; the gates are: ${GATES[*]}" >&2
+          exit 2
+        fi
+      done
+      GATES=("${chosen[@]}")
+      shift
+      ;;
+    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+    *) wanted+=("$1") ;;
   esac
+  shift
 done
 
 patches=()
