@@ -5,7 +5,7 @@
 # one crate at a time, whole or in shards.
 #
 #   scripts/mutants.sh idem-core                 # the whole crate in one go
-#   scripts/mutants.sh idem-http --shard 0/4     # shard 0 of 4 (k counts from 0, as cargo-mutants does)
+#   scripts/mutants.sh idem-http --shard 0/10    # shard 0 of 10 (k counts from 0, as cargo-mutants does)
 #   scripts/mutants.sh idem-server --list        # list the mutants only (with --shard: that shard's)
 #
 # Each run mutates the committed tree at HEAD (exported with `git archive`, so uncommitted
@@ -40,7 +40,8 @@ while [ $# -gt 0 ]; do
 done
 
 # Per crate: the files to mutate, the tests of pass 1, the extra tests of pass 2 (empty:
-# no second pass), and the test timeout of each pass in seconds (pass 2 runs slower suites).
+# no second pass), the test timeout of each pass in seconds (pass 2 runs slower suites),
+# and the number of shards its runs are cut into.
 case "$crate" in
   idem-core)
     # The core's decision code and its value types. Left out: conformance.rs and
@@ -48,15 +49,15 @@ case "$crate" in
     # tests), conformance_tests.rs (tests), clock.rs (the callers' clocks, never read by the
     # core) and lib.rs (re-exports).
     files=(step.rs transition.rs reply.rs usage.rs memory.rs record.rs key.rs fingerprint.rs time.rs store.rs atomic.rs)
-    pass1=(idem-core) pass2=(idem-model) timeout1=120 timeout2=900 ;;
+    pass1=(idem-core) pass2=(idem-model) timeout1=120 timeout2=900 shards=1 ;;
   idem-http)
     # All of the layer: the replay path, claims, bodies, headers, problems, purge, config.
     files=(lib.rs atomic.rs body.rs claim.rs config.rs execute.rs future.rs headers.rs layer.rs observe.rs
       outcome.rs principal.rs problem.rs purge.rs service.rs)
-    pass1=(idem-http) pass2=() timeout1=600 timeout2=0 ;;
+    pass1=(idem-http) pass2=() timeout1=180 timeout2=0 shards=10 ;;
   idem-client)
     files=(lib.rs backoff.rs body.rs config.rs error.rs future.rs keys.rs layer.rs report.rs service.rs)
-    pass1=(idem-client) pass2=() timeout1=300 timeout2=0 ;;
+    pass1=(idem-client) pass2=() timeout1=300 timeout2=0 shards=4 ;;
   idem-server)
     # The handlers, extractors and bodies, the ledgers' writes that a payment is, and the
     # composition root the simulations build. Left out: serve.rs and http_server.rs (the
@@ -64,11 +65,11 @@ case "$crate" in
     # postgres_ledger.rs and separate_ledger.rs (need PostgreSQL or Redis; covered by the
     # stores' own runs), metrics.rs (Prometheus text), lib.rs (re-exports).
     files=(app.rs bodies.rs principal.rs domain.rs ledger.rs rows.rs compose.rs fairness.rs ids.rs time.rs)
-    pass1=(idem-server) pass2=(idem-sim) timeout1=600 timeout2=1800 ;;
+    pass1=(idem-server) pass2=(idem-sim) timeout1=600 timeout2=1800 shards=16 ;;
   idem-sqlite)
     # The store's I/O is also covered by the stores' fault tests (issue 19, item 8).
     files=(batch.rs codec.rs error.rs options.rs replay_cache.rs store.rs writer.rs)
-    pass1=(idem-sqlite) pass2=() timeout1=600 timeout2=0 ;;
+    pass1=(idem-sqlite) pass2=() timeout1=600 timeout2=0 shards=8 ;;
   *) usage ;;
 esac
 
@@ -83,6 +84,11 @@ shard_args=() k=0 n=1
 if [ -n "$shard" ]; then
   shard_args=(--shard "$shard")
   k=${shard%/*} n=${shard#*/}
+fi
+# Each crate has one shard count (docs/verification.md), so that its shards add up to it.
+if [ "$n" != "$shards" ] && [ -z "$list" ]; then
+  echo "$crate runs in $shards shard(s): --shard k/$shards (k from 0), not $k/$n" >&2
+  exit 2
 fi
 
 # Mutate the committed tree, not the working tree (other work may be half done there).
