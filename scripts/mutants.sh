@@ -110,14 +110,17 @@ fi
 
 run="$root/target/mutants-runs/$crate/shard-$k-of-$n"
 results="$root/verification/mutants/$crate/shard-$k-of-$n"
-rm -rf "$run" "$results"
-mkdir -p "$run" "$results"
+rm -rf "$run"
+mkdir -p "$run"
 test_args() { for package in "$@"; do printf -- '--test-package\n%s\n' "$package"; done; }
 
 mapfile -t tests1 < <(test_args "${pass1[@]}")
 nice -n 19 cargo mutants "${common[@]}" "${shard_args[@]}" "${tests1[@]}" --timeout "$timeout1" --output "$run/pass1" || true
 out1="$run/pass1/mutants.out"
 [ -f "$out1/outcomes.json" ] || { echo "pass 1 did not finish: see $out1/debug.log" >&2; exit 1; }
+# Only a finished pass 1 writes the committed results (a stopped run leaves none).
+rm -rf "$results"
+mkdir -p "$results"
 
 cp "$out1/caught.txt" "$out1/timeout.txt" "$out1/unviable.txt" "$results/"
 cp "$out1/missed.txt" "$results/missed.txt"
