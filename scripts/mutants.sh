@@ -115,9 +115,14 @@ mkdir -p "$run"
 test_args() { for package in "$@"; do printf -- '--test-package\n%s\n' "$package"; done; }
 
 mapfile -t tests1 < <(test_args "${pass1[@]}")
-nice -n 19 cargo mutants "${common[@]}" "${shard_args[@]}" "${tests1[@]}" --timeout "$timeout1" --output "$run/pass1" || true
+# cargo-mutants exits 0 (all caught), 2 (some missed) or 3 (some timed out) after a whole
+# run; anything else (a failed baseline, an interrupt) is a run that did not finish.
+finished() { case "$1" in 0 | 2 | 3) return 0 ;; *) return 1 ;; esac; }
+
+rc=0
+nice -n 19 cargo mutants "${common[@]}" "${shard_args[@]}" "${tests1[@]}" --timeout "$timeout1" --output "$run/pass1" || rc=$?
 out1="$run/pass1/mutants.out"
-[ -f "$out1/outcomes.json" ] || { echo "pass 1 did not finish: see $out1/debug.log" >&2; exit 1; }
+finished "$rc" || { echo "pass 1 did not finish (exit $rc): see $out1/debug.log" >&2; exit 1; }
 # Only a finished pass 1 writes the committed results (a stopped run leaves none).
 rm -rf "$results"
 mkdir -p "$results"
@@ -141,10 +146,11 @@ if [ ${#pass2[@]} -gt 0 ] && [ -s "$out1/missed.txt" ]; then
     echo "pass 2's tests fail unmutated: see $run/pass2-baseline.log" >&2
     exit 1
   fi
+  rc=0
   nice -n 19 cargo mutants "${common[@]}" "${tests2[@]}" --timeout "$timeout2" --re "$regex" \
-    --output "$run/pass2" || true
+    --output "$run/pass2" || rc=$?
   out2="$run/pass2/mutants.out"
-  [ -f "$out2/outcomes.json" ] || { echo "pass 2 did not finish: see $out2/debug.log" >&2; exit 1; }
+  finished "$rc" || { echo "pass 2 did not finish (exit $rc): see $out2/debug.log" >&2; exit 1; }
   cp "$out2/caught.txt" "$results/caught-by-pass-2.txt"
   cat "$out2/caught.txt" >> "$results/caught.txt"
   cat "$out2/timeout.txt" >> "$results/timeout.txt"
