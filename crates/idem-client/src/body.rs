@@ -37,15 +37,14 @@ pub(crate) enum Read {
     Truncated(Bytes),
 }
 
-/// Reads `body` up to `bytes_max` bytes. Stops reading (does not drain) once the limit is passed.
+/// Reads `body` up to `bytes_max` bytes. Stops reading (does not drain) once the limit is
+/// passed. A caller that only needs to know whether a body is too long checks its
+/// declared length first ([`declared_over`]), so it reads nothing.
 pub(crate) async fn read_up_to<B>(body: B, bytes_max: usize) -> Result<Read, BoxError>
 where
     B: HttpBody,
     B::Error: Into<BoxError>,
 {
-    if body.size_hint().lower() > bytes_max as u64 {
-        return Ok(Read::Truncated(Bytes::new()));
-    }
     let mut body = std::pin::pin!(body);
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
@@ -60,6 +59,12 @@ where
         buffer.extend_from_slice(&data.copy_to_bytes(data.remaining()));
     }
     Ok(Read::Whole(buffer.freeze()))
+}
+
+/// Whether `body` declares (by its size hint's lower bound, e.g. a `Content-Length`) more
+/// than `bytes_max` bytes: it is too long without reading a byte of it.
+pub(crate) fn declared_over<B: HttpBody>(body: &B, bytes_max: usize) -> bool {
+    body.size_hint().lower() > bytes_max as u64
 }
 
 /// The start of a response body, for an error report; a body that fails midway gives what arrived.
@@ -271,8 +276,13 @@ mod tests {
         let read = |parts, max| async move { read_up_to(chunks(parts), max).await.expect("static bodies never fail") };
         assert!(matches!(read(&[b"ab", b"cd"], 4).await, Read::Whole(bytes) if bytes == "abcd"));
         assert!(matches!(read(&[b"ab", b"cde"], 4).await, Read::Truncated(bytes) if bytes == "abcd"));
-        let sized = read_up_to(Full::new(Bytes::from_static(b"12345")), 4).await.expect("a full body never fails");
-        assert!(matches!(sized, Read::Truncated(_)), "a body whose size is known to be over is not read");
+        let sized = Full::new(Bytes::from_static(b"12345"));
+        assert!(
+            declared_over(&sized, 4) && !declared_over(&sized, 5),
+            "a declared length over the limit is seen unread"
+        );
+        let sized = read_up_to(sized, 4).await.expect("a full body never fails");
+        assert!(matches!(sized, Read::Truncated(bytes) if bytes == "1234"), "a sized body keeps its first bytes too");
     }
 
     #[tokio::test]

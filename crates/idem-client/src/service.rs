@@ -13,7 +13,8 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use crate::body::{
-    Ahead, PROBLEM_BODY_BYTES_MAX, Read, ResponseBody, is_key_reused_problem, is_problem_json, read_prefix, read_up_to,
+    Ahead, PROBLEM_BODY_BYTES_MAX, Read, ResponseBody, declared_over, is_key_reused_problem, is_problem_json,
+    read_prefix, read_up_to,
 };
 use crate::config::Config;
 use crate::{BoxError, Failure, OperationKey, ResponseFuture, RetryError, RetryReport};
@@ -134,6 +135,9 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let (mut parts, body) = request.into_parts();
+    if declared_over(&body, config.body_bytes_max) {
+        return Err(RetryError::BodyTooLarge { bytes_max: config.body_bytes_max });
+    }
     let body = match read_up_to(body, config.body_bytes_max).await.map_err(RetryError::Body)? {
         Read::Whole(body) => body,
         Read::Truncated(_) => return Err(RetryError::BodyTooLarge { bytes_max: config.body_bytes_max }),
