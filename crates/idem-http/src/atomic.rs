@@ -18,6 +18,16 @@
 //! layer answers what the store holds, the recorded response or a 409 (G2). A handler
 //! that does not insert the marker is completed by the layer (separate mode).
 //!
+//! `stored_response` applies the layer's recording limit
+//! ([`crate::IdempotencyBuilder::response_body_bytes_max`]) as the layer does in separate
+//! mode: for a body longer than the limit it returns a `response-not-kept` problem with
+//! the response's status and `Location`, not the body. The handler commits its writes with
+//! that record and answers its response whole, so SPEC's rule holds on this path too: the
+//! first client gets every byte, the operation never runs again for the key, and retries
+//! get the problem (with `Idempotent-Replayed: true`), the same record the layer would
+//! have kept. ([`crate::Claim::commit`] reads the response itself and, for one it cannot
+//! record, commits nothing and answers 500 instead; see [`crate::claim`].)
+//!
 //! While the handler runs, the layer renews its claim (every [`Policy::renew_every`]). If a
 //! renewal is refused, another request has taken the claim over: [`ClaimContext::lost`]
 //! turns true, the handler's completion will be refused (its transaction rolls back),
@@ -73,10 +83,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use http::{HeaderMap, StatusCode};
 use idem_core::{Clock, Fence, Fenced, Policy, RecordId, StoredResponse, Timestamp};
 
+use crate::body::{NotKept, read_bounded};
 use crate::config::Config;
+use crate::problem::kinds;
 
 /// Inserted into the request's extensions when the layer runs the handler under a claim:
 /// what the handler needs to complete the record in its own transaction.
@@ -139,11 +152,50 @@ impl ClaimContext {
     }
 
     /// The [`StoredResponse`] the layer itself would store for this response (same header
-    /// filtering), so a replay is the same whoever completed the record.
+    /// filtering, same recording limit), so a replay is the same whoever completed the record.
+    ///
+    /// A body longer than [`crate::IdempotencyBuilder::response_body_bytes_max`] is not
+    /// stored: what is returned is the `response-not-kept` problem the layer records for
+    /// such a response in separate mode, with `status` and the `Location` of `headers`
+    /// (SPEC "HTTP behaviour"; see [the module docs](self)). Complete with it and answer the
+    /// response itself, whole: the first client gets every byte, retries get the problem.
     #[must_use]
     pub fn stored_response(&self, status: StatusCode, headers: &HeaderMap, body: &Bytes) -> StoredResponse {
+        let bytes_max = self.config.response_body_bytes_max;
+        if body.len() > bytes_max {
+            tracing::warn!(
+                key = self.id.key.as_str(),
+                bytes = body.len(),
+                bytes_max,
+                "the handler's response is longer than the recording limit; storing a response-not-kept problem for retries"
+            );
+            return not_kept_record(&self.config, status, headers, NotKept::TooLarge { bytes_max });
+        }
         self.config.filter.stored_response(status.as_u16(), headers, body.clone())
     }
+}
+
+/// What the layer records for a response it cannot keep (SPEC "HTTP behaviour": the
+/// operation completed and retries get a problem saying its response was not kept): the
+/// `response-not-kept` problem with the response's own status (the operation's result, so
+/// a client does not retry) and its `Location`, through the layer's header filter.
+pub(crate) fn not_kept_record(
+    config: &Config,
+    status: StatusCode,
+    headers: &HeaderMap,
+    why: NotKept,
+) -> StoredResponse {
+    let mut problem = config.answer(kinds::response_not_kept(status, why));
+    if let Some(location) = headers.get(http::header::LOCATION) {
+        problem.headers_mut().insert(http::header::LOCATION, location.clone());
+    }
+    let (head, body) = problem.into_parts();
+    // A problem's body is one in-memory chunk: reading it is ready at once and cannot fail.
+    let body = read_bounded(body, usize::MAX, |_| {})
+        .now_or_never()
+        .and_then(Result::ok)
+        .expect("a problem body is in memory and cannot fail");
+    config.filter.stored_response(head.status.as_u16(), &head.headers, body)
 }
 
 impl std::fmt::Debug for ClaimContext {
