@@ -34,6 +34,8 @@
 //!
 //! * [`Scenario`], [`Variant`]: what to run (both `FromStr`, with `NAMES`).
 //! * [`run`], [`RunReport`], [`replay_command`]; [`sweep`], [`Sweep`].
+//! * [`external`]: the workload, history and checker for a harness of real processes
+//!   (`idem-chaos`).
 //! * [`FaultMix`]: the faults a seed drew. [`Trace`]: the event log. [`Violation`]: a broken
 //!   guarantee and its story. [`Coverage`]: which targeted paths were reached.
 
@@ -41,6 +43,7 @@ mod audit;
 mod check;
 mod client;
 mod clock;
+pub mod external;
 mod faults;
 mod glue;
 mod history;

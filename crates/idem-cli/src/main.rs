@@ -1,6 +1,7 @@
 //! The `idem` command line. Each subcommand lives in its own module; `main` only parses
 //! and dispatches, so adding one (`serve`, `pay`) means one new module and one enum arm.
 
+mod chaos;
 mod check;
 mod explore;
 mod model_options;
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run `idem serve` replicas as real processes on a real store under real faults, seed by seed.
+    Chaos(chaos::Args),
     /// Model-check the protocol (idem-core's own transitions) and print each property's verdict.
     Check(check::Args),
     /// Serve stateright's Explorer web UI to walk the model step by step.
@@ -37,6 +40,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Chaos(args) => chaos::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Explore(args) => explore::run(&args),
         Command::Pay(args) => pay::run(&args),

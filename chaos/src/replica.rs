@@ -1,0 +1,111 @@
+//! The `idem serve` replicas of one run: real processes on fixed loopback ports (a
+//! restart comes back on the same address), killed, paused and restarted by the faults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::ChaosError;
+use crate::process::{Marks, Process};
+use crate::services::free_port;
+
+/// How long a replica may take to say where it listens.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Tries to start a replica: a store that is itself starting (a PostgreSQL in recovery)
+/// can make `idem serve` exit at start.
+const START_TRIES: u32 = 5;
+const START_PAUSE: Duration = Duration::from_millis(300);
+/// The log line a replica writes when it takes over a lapsed claim (idem-http).
+pub(crate) const TAKE_OVER_MARK: &str = "taking over a lapsed claim";
+
+/// One replica: its address and arguments, and its process while it runs.
+#[derive(Debug)]
+pub(crate) struct Replica {
+    pub(crate) index: usize,
+    pub(crate) addr: SocketAddr,
+    binary: PathBuf,
+    args: Vec<String>,
+    process: Option<Process>,
+    paused: bool,
+    /// Take-overs logged by its earlier processes.
+    takeovers_before: u64,
+}
+
+impl Replica {
+    /// Starts replica `index` of `binary serve` with `args` (store, lease, …) on a free port.
+    pub(crate) fn start(index: usize, binary: PathBuf, args: Vec<String>) -> Result<Replica, ChaosError> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut replica = Replica { index, addr, binary, args, process: None, paused: false, takeovers_before: 0 };
+        replica.start_again()?;
+        Ok(replica)
+    }
+
+    /// Starts it again (it must be down), on the same address.
+    pub(crate) fn start_again(&mut self) -> Result<(), ChaosError> {
+        let mut last = None;
+        for _ in 0..START_TRIES {
+            let mut command = Command::new(&self.binary);
+            command
+                .args(["serve", "--listen", &self.addr.to_string()])
+                .args(&self.args)
+                .env("RUST_LOG", "info,idem_http=warn,sqlx=warn");
+            let marks = Marks { ready: "listening on http://", counted: TAKE_OVER_MARK };
+            match Process::spawn(&format!("replica-{}", self.index), command, marks, START_TIMEOUT) {
+                Ok(process) => {
+                    self.process = Some(process);
+                    self.paused = false;
+                    return Ok(());
+                }
+                Err(error) => last = Some(error),
+            }
+            std::thread::sleep(START_PAUSE);
+        }
+        Err(last.unwrap_or_else(|| ChaosError::Io("no start was tried".into())))
+    }
+
+    /// Whether its process runs (paused or not).
+    pub(crate) fn is_up(&self) -> bool {
+        self.process.is_some()
+    }
+
+    /// SIGKILL, no shutdown.
+    pub(crate) fn kill(&mut self) {
+        if let Some(process) = self.process.take() {
+            self.takeovers_before += process.counted();
+            process.kill();
+        }
+        self.paused = false;
+    }
+
+    /// SIGSTOP: it keeps its sockets, connections and claims, and runs nothing.
+    pub(crate) fn pause(&mut self) -> Result<(), ChaosError> {
+        if let Some(process) = &self.process {
+            process.signal("STOP")?;
+            self.paused = true;
+        }
+        Ok(())
+    }
+
+    /// SIGCONT.
+    pub(crate) fn resume(&mut self) -> Result<(), ChaosError> {
+        if let Some(process) = &self.process
+            && self.paused
+        {
+            process.signal("CONT")?;
+        }
+        self.paused = false;
+        Ok(())
+    }
+
+    /// Back to running: resumed if paused, started if down.
+    pub(crate) fn heal(&mut self) -> Result<(), ChaosError> {
+        self.resume()?;
+        if self.process.is_none() { self.start_again() } else { Ok(()) }
+    }
+
+    /// Take-overs it has logged, over all its processes.
+    pub(crate) fn takeovers(&self) -> u64 {
+        self.takeovers_before + self.process.as_ref().map_or(0, Process::counted)
+    }
+}

@@ -1,0 +1,251 @@
+//! One harness (its stores, started once) and one run per seed: replicas up, clients and
+//! faults side by side, heal, audit, check.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use idem_sim::external::{self, Bounds, History};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tempfile::TempDir;
+
+use crate::audit::{self, RowsAt};
+use crate::client::{self, Clients};
+use crate::faults::{self, SLOT, Scheduled, Targets};
+use crate::replica::Replica;
+use crate::report::RunReport;
+use crate::services::{Postgres, Redis};
+use crate::{ChaosError, Config, Plant, StoreKind};
+
+/// The lease the replicas run with (`idem serve --lease`): short, so pauses outlive it.
+const LEASE: Duration = Duration::from_secs(2);
+/// The first fault is planned this long after the clients start.
+const FIRST_FAULT: Duration = Duration::from_millis(500);
+/// The client's budget per submission (idem-client's deadline).
+const CLIENT_DEADLINE: Duration = Duration::from_secs(6);
+/// G6: lease + a whole client deadline + a resubmission pause + a replica's restart, rounded up.
+const PROGRESS_BOUND: Duration = Duration::from_secs(14);
+/// The replicas' retention (`idem serve`'s default).
+const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// The clients are cut off this long after the progress bound (then G6 fails).
+const CUT_OFF_SLACK: Duration = Duration::from_secs(5);
+
+/// A harness: its stores, started once and shared by its runs (each run has its own
+/// SQLite file, PostgreSQL schema or Redis key prefix).
+pub struct Harness {
+    config: Config,
+    work: TempDir,
+    postgres: Option<Postgres>,
+    redis: Option<Redis>,
+    runs: u64,
+}
+
+impl Harness {
+    /// Checks `config` and starts what its store needs.
+    pub fn start(config: Config) -> Result<Harness, ChaosError> {
+        if !(1..=8).contains(&config.replicas) {
+            return Err(ChaosError::Invalid(format!("{} replicas; 1 to 8", config.replicas)));
+        }
+        if !(1..=20).contains(&config.faults) {
+            return Err(ChaosError::Invalid(format!("{} faults per run; 1 to 20", config.faults)));
+        }
+        if !config.binary.is_file() {
+            return Err(ChaosError::Missing(format!("the idem binary {}", config.binary.display())));
+        }
+        let work =
+            tempfile::Builder::new().prefix("idem-chaos-").tempdir().map_err(|e| ChaosError::Io(e.to_string()))?;
+        let postgres = match config.store {
+            StoreKind::Sqlite => None,
+            StoreKind::Postgres | StoreKind::Redis => Some(Postgres::start()?),
+        };
+        let redis = if config.store == StoreKind::Redis { Some(Redis::start()?) } else { None };
+        Ok(Harness { config, work, postgres, redis, runs: 0 })
+    }
+
+    /// The timing a run of this harness is judged by.
+    fn bounds(&self) -> Bounds {
+        let heal_at = FIRST_FAULT + SLOT * u32::try_from(self.config.faults).unwrap_or(20);
+        Bounds {
+            clients: 3,
+            streams_per_client: 2,
+            ops_per_stream: 4,
+            last_start: heal_at,
+            heal_at,
+            progress_bound: PROGRESS_BOUND,
+            retention: RETENTION,
+            skew_max: Duration::ZERO,
+            separate: self.config.store == StoreKind::Redis,
+        }
+    }
+
+    /// Where this run's records and rows go: `idem serve`'s store arguments, and the rows.
+    fn store_for_run(&mut self, seed: u64) -> Result<(Vec<String>, RowsAt), ChaosError> {
+        self.runs += 1;
+        let name = format!("chaos_s{seed}_r{}", self.runs);
+        let postgres = self.postgres.as_ref();
+        let pg = |postgres: Option<&Postgres>| {
+            postgres
+                .ok_or_else(|| ChaosError::Missing("the private PostgreSQL".into()))
+                .map(|pg| (pg.url(&name), RowsAt::Postgres { url: pg.plain_url(), schema: name.clone() }))
+        };
+        Ok(match self.config.store {
+            StoreKind::Sqlite => {
+                let path = self.work.path().join(format!("{name}.db"));
+                (vec!["--store".into(), format!("sqlite://{}", path.display())], RowsAt::Sqlite(path))
+            }
+            StoreKind::Postgres => {
+                let (url, rows) = pg(postgres)?;
+                (vec!["--store".into(), url], rows)
+            }
+            StoreKind::Redis => {
+                let redis = self.redis.as_ref().ok_or_else(|| ChaosError::Missing("the private Redis".into()))?;
+                let (db, rows) = pg(postgres)?;
+                (vec!["--store".into(), redis.url(&name.replace('_', "-")), "--db".into(), db], rows)
+            }
+        })
+    }
+
+    /// Runs one seed: its workload under its faults, then the checks.
+    pub fn run(&mut self, seed: u64) -> Result<RunReport, ChaosError> {
+        let wall = Instant::now();
+        let bounds = self.bounds();
+        let (schedule, attempt_timeout) = draw(&self.config, seed);
+        let (mut args, rows_at) = self.store_for_run(seed)?;
+        args.extend(["--lease".into(), "2s".into(), "--new-keys-per-second".into(), "0".into()]);
+        let mut replicas = (0..self.config.replicas)
+            .map(|index| Replica::start(index, self.config.binary.clone(), args.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let history = History::new();
+        let in_flight: Arc<Vec<AtomicUsize>> = Arc::new((0..replicas.len()).map(|_| AtomicUsize::new(0)).collect());
+        let clients = Clients {
+            history: history.clone(),
+            replicas: Arc::new(replicas.iter().map(|replica| replica.addr).collect()),
+            in_flight: Arc::clone(&in_flight),
+            seed,
+            attempt_timeout,
+            deadline: CLIENT_DEADLINE,
+            give_up_after_heal_ms: millis(bounds.progress_bound),
+            heal_ms: millis(bounds.heal_at),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|error| ChaosError::Io(error.to_string()))?;
+        let mut targets = Targets {
+            replicas: &mut replicas,
+            postgres: if self.config.store == StoreKind::Postgres { self.postgres.as_mut() } else { None },
+            redis: self.redis.as_mut(),
+            in_flight,
+        };
+        let (run_error, healed_ms) = drive(&runtime, &clients, seed, &bounds, &schedule, &mut targets);
+        if self.config.plant == Some(Plant::LoseOnePayment) {
+            runtime.block_on(audit::lose_one_payment(&rows_at))?;
+        }
+        let addrs: Vec<_> = replicas.iter().map(|replica| replica.addr).collect();
+        runtime.block_on(audit::lists(&history, &addrs, &external::tokens(bounds.clients)));
+        let takeovers = replicas.iter().map(Replica::takeovers).sum();
+        drop(replicas);
+        for row in runtime.block_on(audit::rows(&rows_at))? {
+            history.row(row);
+        }
+        // G6 counts from when everything was up again, if healing ran late.
+        let bounds = Bounds { heal_at: bounds.heal_at.max(Duration::from_millis(healed_ms)), ..bounds };
+        let checked = external::check(&history, &bounds, run_error.as_deref());
+        Ok(RunReport::new(seed, &self.config, schedule, takeovers, checked, history.trace(), wall.elapsed()))
+    }
+}
+
+/// What `seed` draws for `config`: its faults, and the clients' attempt timeout.
+fn draw(config: &Config, seed: u64) -> (Vec<Scheduled>, Duration) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xC4A0_5000_0000_0000);
+    let schedule = faults::draw(&mut rng, config.store, config.replicas, config.faults, FIRST_FAULT, LEASE);
+    (schedule, Duration::from_millis(rng.random_range(500..=2500)))
+}
+
+/// The faults `seed` draws for `config`, as a run of it injects them.
+#[must_use]
+pub fn faults_of(config: &Config, seed: u64) -> Vec<Scheduled> {
+    draw(config, seed).0
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The clients on the runtime and the faults on a thread of their own, side by side; the
+/// faults end with healing. Returns why the run was cut off (if it was) and when healing
+/// ended, in ms of the run.
+fn drive(
+    runtime: &tokio::runtime::Runtime,
+    clients: &Clients,
+    seed: u64,
+    bounds: &Bounds,
+    schedule: &[Scheduled],
+    targets: &mut Targets<'_>,
+) -> (Option<String>, u64) {
+    let plan = external::plan(seed, bounds);
+    let history = clients.history.clone();
+    let cut_off = bounds.heal_at + bounds.progress_bound + CUT_OFF_SLACK;
+    std::thread::scope(|scope| {
+        let fault_thread = scope.spawn(|| inject(&history, bounds, schedule, targets));
+        let workload = async {
+            let tasks: Vec<_> = plan
+                .into_iter()
+                .enumerate()
+                .map(|(client, streams)| tokio::spawn(client::client(clients.clone(), client, streams)))
+                .collect();
+            let mut errors = Vec::new();
+            for task in tasks {
+                match task.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => errors.push(format!("a client failed: {error}")),
+                    Err(error) => errors.push(format!("a client task failed: {error}")),
+                }
+            }
+            errors
+        };
+        let mut run_error = match runtime.block_on(async { tokio::time::timeout(cut_off, workload).await }) {
+            Ok(errors) if errors.is_empty() => None,
+            Ok(errors) => Some(errors.join("; ")),
+            Err(_) => Some(format!("operations still running {cut_off:?} after the start")),
+        };
+        let (fault_errors, healed_ms) =
+            fault_thread.join().unwrap_or_else(|_| (vec!["the fault thread panicked".into()], 0));
+        if !fault_errors.is_empty() {
+            let joined = fault_errors.join("; ");
+            run_error = Some(run_error.map_or(joined.clone(), |error| format!("{error}; {joined}")));
+        }
+        (run_error, healed_ms)
+    })
+}
+
+/// Applies the faults one after another, each no earlier than planned, then heals at
+/// `heal_at`. Returns the faults' errors (a replica or store that would not come back) and
+/// when healing ended.
+fn inject(history: &History, bounds: &Bounds, schedule: &[Scheduled], targets: &mut Targets<'_>) -> (Vec<String>, u64) {
+    let log = |text: String| history.fault(text);
+    let mut errors = Vec::new();
+    let sleep_until = |at: Duration| {
+        let now = history.elapsed_ms();
+        if millis(at) > now {
+            std::thread::sleep(Duration::from_millis(millis(at) - now));
+        }
+    };
+    for scheduled in schedule {
+        sleep_until(scheduled.at);
+        log(format!("inject: {}", scheduled.fault));
+        if let Err(error) = faults::apply(&scheduled.fault, targets, &log) {
+            log(format!("fault failed: {error}"));
+            errors.push(format!("{}: {error}", scheduled.fault));
+        }
+    }
+    sleep_until(bounds.heal_at);
+    log("heal: every fault ends".to_owned());
+    if let Err(error) = faults::heal(targets, &log) {
+        log(format!("heal failed: {error}"));
+        errors.push(format!("heal: {error}"));
+    }
+    (errors, history.elapsed_ms())
+}
