@@ -57,6 +57,8 @@ pub struct AppState<L> {
     tracker: tokio_util::task::TaskTracker,
     /// The store-full 503's `Retry-After`: when the next purge may free room.
     store_full_retry_after: Duration,
+    /// The layer's recording limit on handler responses (`None`: idem-http's default).
+    response_body_bytes_max: Option<usize>,
     /// What the `metrics` facade recorded (idem-http's own metrics), if a Prometheus
     /// recorder is installed in this process.
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -76,6 +78,7 @@ impl<L> Clone for AppState<L> {
             fairness: self.fairness.clone(),
             tracker: self.tracker.clone(),
             store_full_retry_after: self.store_full_retry_after,
+            response_body_bytes_max: self.response_body_bytes_max,
             prometheus: self.prometheus.clone(),
         }
     }
@@ -99,6 +102,7 @@ impl<L: Ledger> AppState<L> {
             fairness: None,
             tracker: tokio_util::task::TaskTracker::new(),
             store_full_retry_after: idem_http::config::STORE_FULL_RETRY_AFTER_DEFAULT,
+            response_body_bytes_max: None,
             prometheus: None,
         }
     }
@@ -130,6 +134,17 @@ impl<L: Ledger> AppState<L> {
     #[must_use]
     pub fn with_fairness(mut self, limits: FairnessLimits) -> AppState<L> {
         self.fairness = Some(Fairness::new(limits));
+        self
+    }
+
+    /// Sets the idempotency layer's recording limit: the longest handler response body
+    /// kept for replay ([`idem_http::IdempotencyBuilder::response_body_bytes_max`], 1 MiB by
+    /// default). A longer response reaches its first client whole, the key never runs
+    /// again, and retries get a `response-not-kept` problem with the original status and
+    /// `Location` (SPEC "HTTP behaviour"), in atomic and separate mode alike.
+    #[must_use]
+    pub fn with_response_body_bytes_max(mut self, bytes_max: usize) -> AppState<L> {
+        self.response_body_bytes_max = Some(bytes_max);
         self
     }
 
@@ -209,7 +224,11 @@ pub(crate) fn layered_app<L: Ledger>(
     principal: PrincipalExtractor,
     wrap: Option<HandlerWrap<L>>,
 ) -> Result<Router, ConfigError> {
-    let layer = IdempotencyLayer::builder(state.ledger.idempotency_store())
+    let mut layer = IdempotencyLayer::builder(state.ledger.idempotency_store());
+    if let Some(bytes_max) = state.response_body_bytes_max {
+        layer = layer.response_body_bytes_max(bytes_max);
+    }
+    let layer = layer
         .lease(state.policy.lease())
         .retention(state.policy.retention())
         .conflict(state.conflict)

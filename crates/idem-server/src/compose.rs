@@ -88,6 +88,13 @@ impl<L: Ledger> AppBuilder<L> {
         self
     }
 
+    /// The longest handler response the idempotency layer keeps for replay (default 1 MiB);
+    /// see [`AppState::with_response_body_bytes_max`]. The layer refuses 0 at [`Self::build`].
+    pub fn response_body_bytes_max(mut self, bytes_max: usize) -> AppBuilder<L> {
+        self.state = self.state.with_response_body_bytes_max(bytes_max);
+        self
+    }
+
     /// Limits how fast each principal may create new keys (off unless set).
     pub fn fairness(mut self, limits: FairnessLimits) -> AppBuilder<L> {
         self.state = self.state.with_fairness(limits);
@@ -170,5 +177,66 @@ async fn purge_forever<St: Store>(store: Arc<St>, clock: Arc<dyn Clock>, schedul
     loop {
         every.tick().await;
         idem_http::purge::purge_round(&*store, &*clock, schedule).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use idem_core::{ManualClock, Timestamp};
+    use idem_sqlite::{SqliteOptions, SqliteStore};
+    use tower::ServiceExt;
+
+    use super::AppBuilder;
+    use crate::{SeededIds, SqliteLedger};
+
+    /// A payment request whose 201 body (it echoes the destination) is longer than 300 bytes.
+    const LONG: &str = r#"{"amount": 1.00, "currency": "EUR", "destination": "m-LONG"}"#;
+
+    async fn send(router: &axum::Router, request: Request<axum::body::Body>) -> (StatusCode, bool, String) {
+        let response = router.clone().oneshot(request).await.expect("the router answers");
+        let (status, replayed) = (response.status(), response.headers().contains_key("idempotent-replayed"));
+        let body = response.into_body().collect().await.expect("a whole body").to_bytes();
+        (status, replayed, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_payment_over_the_recording_limit_is_answered_whole_once_and_stored_once() {
+        // Goal: `response_body_bytes_max` reaches the layer, and the shipped atomic ledger
+        // (SQLite: the row and the completion in one transaction) keeps SPEC's rule for a
+        // response over it: the first answer is the payment, whole; the retry is a
+        // response-not-kept problem with the same 201; one payment is stored.
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("app.db"))).await.expect("opens"));
+        let ledger = Arc::new(SqliteLedger::open(store).await.expect("tables are created"));
+        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_ms(1_700_000_000_000)));
+        let app = AppBuilder::new(ledger, clock, Arc::new(SeededIds::new(7)))
+            .response_body_bytes_max(300)
+            .build()
+            .expect("a valid configuration");
+        let router = app.router();
+        let body = LONG.replace("LONG", &"x".repeat(250));
+        let pay = || {
+            Request::post("/payments")
+                .header("idempotency-key", "k1")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body.clone()))
+                .expect("a valid request")
+        };
+
+        let (status, replayed, first) = send(&router, pay()).await;
+        let (retry_status, retry_replayed, retry) = send(&router, pay()).await;
+        let list = Request::get("/payments").body(axum::body::Body::empty()).expect("a valid request");
+        let (_, _, listed) = send(&router, list).await;
+
+        assert_eq!((status, replayed), (StatusCode::CREATED, false));
+        assert!(first.len() > 300 && first.contains(&"x".repeat(250)), "the payment, whole: {first}");
+        assert_eq!((retry_status, retry_replayed), (StatusCode::CREATED, true), "{retry}");
+        assert!(retry.contains("response-not-kept"), "the retry is the problem, not the payment: {retry}");
+        let listed: serde_json::Value = serde_json::from_str(&listed).expect("a JSON list");
+        assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "one payment: {listed}");
     }
 }
