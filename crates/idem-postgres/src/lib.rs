@@ -309,9 +309,16 @@
 /// [`PostgresStore::with_pool`]) use the exact sqlx version this crate is built with.
 pub use sqlx;
 
+// The unit tests share files with the integration tests (`tests/common/differential.rs`),
+// which name this crate by its name.
+#[cfg(test)]
+extern crate self as idem_postgres;
+
 mod codec;
 mod error;
 mod options;
+#[cfg(test)]
+mod planted;
 mod store;
 
 pub use error::OpenError;

@@ -58,7 +58,7 @@ enum ReadKind {
 }
 
 /// Every statement, with the schema spelled out, built once at open.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Statements {
     read_view_draw: Arc<str>,
     read_view_peek: Arc<str>,
@@ -318,6 +318,37 @@ impl PostgresStore {
             schema: options.schema,
         };
         PostgresStore { pool, inner: Arc::new(inner) }
+    }
+
+    /// This store (same pool) with `wrong` in place of every `right` in the one statement
+    /// that holds it: for the tests that plant a bug in the SQL and check that the
+    /// differential check finds it (`src/planted.rs`).
+    #[cfg(test)]
+    pub(crate) fn with_planted(&self, right: &str, wrong: &str) -> PostgresStore {
+        let mut sql = self.inner.sql.clone();
+        let statements = [
+            &mut sql.read_view_draw,
+            &mut sql.read_view_peek,
+            &mut sql.read_view_locked,
+            &mut sql.complete_guarded,
+            &mut sql.read_counters,
+            &mut sql.read_record,
+            &mut sql.insert_record,
+            &mut sql.update_record,
+            &mut sql.delete_record,
+            &mut sql.purge_due,
+            &mut sql.purge_delete,
+            &mut sql.purge_usage,
+            &mut sql.usage_totals,
+        ];
+        let mut planted = 0;
+        for statement in statements.into_iter().filter(|statement| statement.contains(right)) {
+            *statement = Arc::from(statement.replace(right, wrong));
+            planted += 1;
+        }
+        assert_eq!(planted, 1, "the SQL to plant a bug in is in exactly one statement: {right}");
+        let inner = Inner { sql, schema: self.inner.schema.clone(), ..*self.inner };
+        PostgresStore { pool: self.pool.clone(), inner: Arc::new(inner) }
     }
 
     /// The connection pool, for an application's own queries on the same database (the

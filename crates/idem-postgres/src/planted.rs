@@ -1,0 +1,109 @@
+//! The differential check has teeth: PostgresStore with one rule of its SQL planted wrong
+//! (the guarded completion without its fence or its state check, its retention counted
+//! from the wrong time, its usage delta dropped when one part of it is zero; a purge that
+//! keeps a record due at the very millisecond) is caught by `idem_core::differential` on
+//! the real PostgreSQL, while the SQL as shipped passes the same cases
+//! (`tests/common/differential.rs`; `tests/differential.rs` runs other cases, from another
+//! seed).
+//!
+//! Tried and not kept: a purge that takes due records by fence instead of by
+//! `forgettable_at` is caught only after about 2,500 cases (the random histories rarely
+//! have due records whose two orders differ within a partial batch), and the guarded
+//! completion's damage check (`next_fence > fence` as `>=`) cannot be caught this way at
+//! all: the sequence is always past every record in these histories.
+
+#[path = "../tests/common/differential.rs"]
+mod differential;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use idem_core::differential::Op;
+use proptest::test_runner::TestError;
+
+use crate::PostgresStore;
+
+/// Random operation sequences per check: the same, from a fixed seed, for every planting.
+/// Each planting below is caught within them (the state check, the rarest, within 500).
+const CASES: u32 = 500;
+
+/// The seed of those sequences.
+const SEED: [u8; 32] = *b"idem-postgres planted sql seed 1";
+
+fn postgres_url() -> String {
+    std::env::var("IDEM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Runs the check on a store in a fresh schema whose SQL `plant` may change; drops the
+/// schema afterwards.
+fn differential_check(plant: impl FnOnce(&PostgresStore) -> PostgresStore) -> Result<(), TestError<Vec<Op>>> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let schema = format!("idem_planted_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let url = postgres_url();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime starts");
+    let shipped = runtime.block_on(differential::open(&url, &schema));
+    let store = plant(&shipped);
+    let outcome = differential::check(&runtime, &store, SEED, CASES);
+    runtime.block_on(async {
+        shipped.close().await;
+        differential::drop_schema(&url, &schema).await;
+    });
+    outcome
+}
+
+fn assert_caught(right: &str, wrong: &str) {
+    match differential_check(|store| store.with_planted(right, wrong)) {
+        Err(TestError::Fail(reason, ops)) => {
+            assert!(!ops.is_empty(), "a failing sequence has operations: {reason}");
+        }
+        Err(TestError::Abort(reason)) => panic!("the check aborted instead of finding the bug: {reason}"),
+        Ok(()) => panic!("the differential check missed the planted bug in {CASES} cases"),
+    }
+}
+
+#[test]
+fn shipped_sql_passes_the_same_cases() {
+    // Goal: the control for the planted bugs below: on the very cases that catch them, the
+    // SQL as shipped answers like MemoryStore.
+    if let Err(error) = differential_check(PostgresStore::clone) {
+        panic!("the shipped SQL differs from idem-core: {error}");
+    }
+}
+
+#[test]
+fn guarded_completion_without_the_fence_is_caught() {
+    // Goal: a guarded completion that locks and completes whichever claim is in flight (G3
+    // broken: a stale or made-up fence completes another request's claim) answers unlike
+    // idem-core. The patch scripts/planted/14 plants the same bug.
+    assert_caught("AND r.state = 'in_flight' AND r.fence = $3", "AND r.state = 'in_flight'");
+}
+
+#[test]
+fn guarded_completion_without_the_state_check_is_caught() {
+    // Goal: a guarded completion that also "completes" a completed record with its own
+    // fence (a repeat must change nothing: the first response stays, G2) answers unlike
+    // idem-core.
+    assert_caught("r.state = 'in_flight' AND r.fence = $3", "r.fence = $3");
+}
+
+#[test]
+fn retention_counted_from_the_lease_end_is_caught() {
+    // Goal: a guarded completion whose retention counts from the claim's lease end instead
+    // of the completion's time (the operands of the sum swapped for the wrong column)
+    // keeps records a different time than idem-core.
+    assert_caught("coalesce($9::int8, old.db_now)", "coalesce(old.lease_expires_at, $9::int8, old.db_now)");
+}
+
+#[test]
+fn usage_delta_dropped_when_records_do_not_change_is_caught() {
+    // Goal: a guarded completion that adds its usage delta only when both the record count
+    // and the bytes change (`AND` for `OR`) leaves the size limits counting the in-flight
+    // claim's bytes, not the response's: totals unlike idem-core's.
+    assert_caught("($12 <> 0 OR $13 <> 0)", "($12 <> 0 AND $13 <> 0)");
+}
+
+#[test]
+fn purge_one_millisecond_late_is_caught() {
+    // Goal: a purge that keeps a record whose time is up at the very millisecond
+    // (`<` instead of `<=`) forgets fewer records than idem-core.
+    assert_caught("r.forgettable_at <= $1", "r.forgettable_at < $1");
+}
