@@ -7,6 +7,7 @@
 //! are read only for what is the store's own business: fences (G3) and claims (G8).
 
 mod answers;
+mod not_kept;
 mod rows;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,7 +24,8 @@ use crate::scenario::Settings;
 /// A guarantee the history breaks, with the events that show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
-    /// Which guarantee: "G1" … "G8".
+    /// Which guarantee: "G1" … "G8", or "HTTP" for SPEC's "HTTP behaviour" rules (a
+    /// response over the recording limit is answered whole once, never replayed).
     pub guarantee: &'static str,
     /// What it is about: an idempotency key, an operation, or the run.
     pub subject: String,
@@ -151,6 +153,7 @@ pub(crate) fn check(events: &[Event], settings: &Settings, final_epoch: u32, run
     fences(&facts, &mut violations);
     claims(&facts, &mut violations);
     violations.extend(answers::check(&facts));
+    violations.extend(not_kept::check(&facts));
     let (rows, expected) = rows::check(&facts);
     violations.extend(rows);
     progress(&facts, &mut violations);

@@ -81,6 +81,24 @@ pub(crate) fn payment_of(body: &[u8]) -> Option<(String, Asked)> {
     Some((wire.payment_id, Asked { amount_minor, currency: wire.currency, destination: wire.destination }))
 }
 
+/// Whether an answer's body is the problem SPEC promises the retries of a request whose
+/// response was too long to record ("HTTP behaviour"): its `type` is the
+/// `response-not-kept` section of docs/problems.md.
+pub(crate) fn is_not_kept(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct ProblemWire {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_slice::<ProblemWire>(body).is_ok_and(|problem| problem.kind.ends_with("#response-not-kept"))
+}
+
+/// The payment id a `Location` names (`/payments/{id}`).
+pub(crate) fn payment_at(location: &[u8]) -> Option<String> {
+    let id = std::str::from_utf8(location).ok()?.strip_prefix("/payments/")?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then(|| id.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +124,17 @@ mod tests {
         let zero = asked(br#"{"amount":0.00,"currency":"USD","destination":"m"}"#).expect("a payment");
         assert!(!is_valid(&zero));
         assert_eq!(asked(br#"{"amount":1.234,"currency":"USD","destination":"m"}"#), None);
+    }
+
+    #[test]
+    fn a_response_not_kept_problem_and_the_payment_it_locates_are_read_from_the_answer() {
+        // Goal: only a problem whose type is response-not-kept counts, and only a payments
+        // path names a payment.
+        assert!(is_not_kept(br#"{"type":"https://x.example/problems.md#response-not-kept","status":201}"#));
+        assert!(!is_not_kept(br#"{"type":"https://x.example/problems.md#key-reused"}"#));
+        assert!(!is_not_kept(br#"{"payment_id":"pay_1"}"#));
+        assert_eq!(payment_at(b"/payments/pay_01ab").as_deref(), Some("pay_01ab"));
+        assert_eq!(payment_at(b"/users/usr_1"), None);
+        assert_eq!(payment_at(b"/payments/"), None);
     }
 }

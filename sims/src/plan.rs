@@ -16,6 +16,10 @@ use crate::scenario::Settings;
 
 /// The clients' bearer tokens, one caller each; the first and the last differ only in case.
 pub(crate) const TOKENS: [&str; 3] = ["alice", "bob", "Alice"];
+/// With a recording limit (`oversized-responses`): the share of operations with a long
+/// destination, and its length (the API allows 255 characters).
+const LONG_DESTINATION_ODDS: f64 = 0.4;
+const LONG_DESTINATION_CHARS: usize = 200;
 /// How the auth scheme is spelled (RFC 9110 §11.1: case-insensitive).
 const SCHEMES: [&str; 3] = ["Bearer", "bearer", "BEARER"];
 
@@ -68,7 +72,11 @@ pub(crate) fn plan(rng: &mut ChaCha8Rng, settings: &Settings, fresh_only: bool) 
                 let start_ms = slot * k as u64 + rng.random_range(0..slot);
                 let amount = rng.random_range(100..=99_999);
                 // Unique per operation, so a stored row names the request it came from.
-                let destination = format!("m-c{client}-o{index}");
+                let mut destination = format!("m-c{client}-o{index}");
+                if settings.response_body_bytes_max.is_some() && rng.random_bool(LONG_DESTINATION_ODDS) {
+                    // The 201 echoes the destination: this one takes it past the recording limit.
+                    destination = format!("{destination:-<LONG_DESTINATION_CHARS$}");
+                }
                 let duplicate =
                     streams.first().and_then(|first: &Vec<Op>| first.get(k)).filter(|_| rng.random_bool(0.3));
                 let auth = auth(rng, token);

@@ -151,6 +151,9 @@ pub(crate) enum LedgerBug {
     DoubleWrite,
     /// `row-outside-transaction`: the row commits alone, then the completion (fenced) alone.
     RowOutsideTransaction,
+    /// `keeps-oversized`: the completion records the payment's response whole, whatever
+    /// the recording limit (as `ClaimContext::stored_response` did before it kept it).
+    KeepsOversized,
 }
 
 /// The payments and users tables on the store host, in atomic mode: a payment and its
@@ -162,6 +165,17 @@ pub(crate) struct RemoteLedger {
     pub(crate) bug: LedgerBug,
     /// Separate mode: rows are written alone and the layer completes afterwards.
     pub(crate) separate: bool,
+}
+
+/// The planted `keeps-oversized`: the payment's 201 as the handler answers it (its JSON,
+/// `Content-Type` and `Location`), in place of whatever the layer's rules made of it.
+fn whole(payment: &Payment, response: &StoredResponse) -> StoredResponse {
+    let location = format!("/payments/{}", payment.payment_id);
+    let headers = vec![
+        ("content-type".to_owned(), bytes::Bytes::from_static(b"application/json")),
+        ("location".to_owned(), bytes::Bytes::from(location)),
+    ];
+    StoredResponse { status: response.status, headers, body: bytes::Bytes::from(payment.to_json_text()) }
 }
 
 fn ledger_error(error: StoreError) -> LedgerError {
@@ -197,7 +211,7 @@ impl Ledger for RemoteLedger {
         let Some(Completion { claim, response }) = completion else {
             return alone().await;
         };
-        if self.bug != LedgerBug::None {
+        if matches!(self.bug, LedgerBug::DoubleWrite | LedgerBug::RowOutsideTransaction) {
             alone().await?;
         }
         let request = &payment.request;
@@ -207,8 +221,8 @@ impl Ledger for RemoteLedger {
             fence: claim.fence(),
             body: payment_body(request.amount.minor(), &request.currency, &request.destination),
         });
-        let (id, fence, response, now, policy) =
-            (claim.id().clone(), claim.fence(), response.clone(), claim.now(), *claim.policy());
+        let response = if self.bug == LedgerBug::KeepsOversized { whole(payment, response) } else { response.clone() };
+        let (id, fence, now, policy) = (claim.id().clone(), claim.fence(), claim.now(), *claim.policy());
         let call = if self.bug == LedgerBug::RowOutsideTransaction {
             Request::Complete { id, fence, response, now, policy }
         } else {

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use idem_core::RecordId;
 
-use crate::history::{Event, Held, Kind, StoreOp};
+use crate::history::{Answer, Event, Held, Kind, StoreOp};
+use crate::oracle::{is_not_kept, payment_of};
 use crate::{Scenario, Variant};
 
 /// The readable event log of one run; the same seed gives the same bytes.
@@ -127,6 +128,10 @@ coverage! {
     error_after_write: "500 after the write",
     /// A handler panicked after its write (`handler-faults`).
     panic_after_write: "panic after the write",
+    /// A response over the recording limit reached its first client whole (`oversized-responses`).
+    oversized_answered_whole: "over the limit, answered whole",
+    /// A retry got the `response-not-kept` problem (`oversized-responses`).
+    not_kept_replayed: "retry answered response-not-kept",
 }
 
 impl AddAssign for Coverage {
@@ -149,6 +154,9 @@ impl Coverage {
             Scenario::HandlerFaults => {
                 &["500 before the write", "panic before the write", "500 after the write", "panic after the write"]
             }
+            Scenario::OversizedResponses | Scenario::OversizedResponsesSeparate => {
+                &["over the limit, answered whole", "retry answered response-not-kept"]
+            }
         };
         let common =
             Coverage::NAMES.iter().position(|name| *name == "list read over several pages").map_or(0, |at| at + 1);
@@ -159,7 +167,7 @@ impl Coverage {
             names.retain(|name| *name != "422");
             names.push("client retried on its own");
         }
-        if matches!(scenario, Scenario::ClientDefaults | Scenario::Separate) {
+        if matches!(scenario, Scenario::ClientDefaults | Scenario::Separate | Scenario::OversizedResponsesSeparate) {
             // A stale completion needs a take-over to land between a handler's last renewal
             // and its completion: about 1 run in 300 in separate mode (the layer completes
             // only after the handler), none seen with the client's long attempts. The
@@ -182,7 +190,8 @@ impl Coverage {
         self.iter().filter(|(name, count)| *count == 0 && relevant.contains(name)).map(|(name, _)| name).collect()
     }
 
-    pub(crate) fn of(events: &[Event], expected: usize) -> Coverage {
+    /// `limit`: the scenario's recording limit, if it sets one.
+    pub(crate) fn of(events: &[Event], expected: usize, limit: Option<usize>) -> Coverage {
         let mut coverage = Coverage { separate_window: expected as u64, ..Coverage::default() };
         let mut completed: BTreeSet<&RecordId> = BTreeSet::new();
         let mut sends: BTreeMap<(usize, usize), u32> = BTreeMap::new();
@@ -199,14 +208,10 @@ impl Coverage {
                     }
                     _ => {}
                 },
-                Kind::Answer { answer, .. } => match answer.status {
-                    409 => coverage.conflict_409 += 1,
-                    422 => coverage.mismatch_422 += 1,
-                    503 => coverage.store_unavailable_503 += 1,
-                    400 => coverage.invalid_400 += 1,
-                    _ if answer.replayed => coverage.replay += 1,
-                    _ => {}
-                },
+                Kind::Answer { answer, .. } => {
+                    coverage.count_not_kept(answer, limit);
+                    coverage.count_status(answer);
+                }
                 Kind::Fault(text) if text.contains("in a handler") => coverage.crash_in_handler += 1,
                 Kind::StoreCallFailed { op: "complete-with-payment" | "complete", .. } => {
                     coverage.partition_during_completion += 1;
@@ -216,6 +221,29 @@ impl Coverage {
         }
         coverage.client_retried = sends.values().filter(|count| **count > 1).count() as u64;
         coverage
+    }
+
+    /// The answers of the oversized scenarios: a 201 longer than the limit answered whole
+    /// (the first client's), and the `response-not-kept` problem (a retry's).
+    fn count_not_kept(&mut self, answer: &Answer, limit: Option<usize>) {
+        let Some(limit) = limit else { return };
+        if answer.status == 201 && !answer.replayed && answer.body.len() > limit && payment_of(&answer.body).is_some() {
+            self.oversized_answered_whole += 1;
+        }
+        if is_not_kept(&answer.body) {
+            self.not_kept_replayed += 1;
+        }
+    }
+
+    fn count_status(&mut self, answer: &Answer) {
+        match answer.status {
+            409 => self.conflict_409 += 1,
+            422 => self.mismatch_422 += 1,
+            503 => self.store_unavailable_503 += 1,
+            400 => self.invalid_400 += 1,
+            _ if answer.replayed => self.replay += 1,
+            _ => {}
+        }
     }
 
     /// The counters of the scenarios' own paths.

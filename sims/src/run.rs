@@ -127,7 +127,7 @@ pub(crate) fn run(seed: u64, scenario: Scenario, variant: Variant) -> RunReport 
     let events = world.recorder.take();
     let final_epoch = disk_at_end.lock().unwrap_or_else(PoisonError::into_inner).epoch();
     let checked = check(&events, &settings, final_epoch, run_error.as_deref());
-    let coverage = Coverage::of(&events, checked.expected.len());
+    let coverage = Coverage::of(&events, checked.expected.len(), settings.response_body_bytes_max);
     let trace = Trace::new(events.iter().map(ToString::to_string).collect());
     let (violations, expected) = (checked.violations, checked.expected);
     RunReport { seed, scenario, variant, faults: mix, trace, violations, expected, coverage, simulated }
@@ -317,6 +317,7 @@ async fn replica_software(world: Arc<World>, replica: usize) -> turmoil::Result 
     let bug = match world.variant {
         Variant::DoubleWrite => LedgerBug::DoubleWrite,
         Variant::RowOutsideTransaction => LedgerBug::RowOutsideTransaction,
+        Variant::KeepsOversized => LedgerBug::KeepsOversized,
         _ => LedgerBug::None,
     };
     let ledger = Arc::new(RemoteLedger { store: Arc::new(RemoteStore(remote)), bug, separate: settings.separate });
@@ -337,6 +338,9 @@ async fn replica_software(world: Arc<World>, replica: usize) -> turmoil::Result 
     let policy = Policy::new(settings.lease, settings.retention)?;
     let purge = PurgeSchedule { every: settings.purge_every, batch_max: 64, batches_per_round_max: 4 };
     let mut builder = AppBuilder::new(ledger, clock, ids).policy(policy).purge(purge).before_write(hook);
+    if let Some(bytes_max) = settings.response_body_bytes_max {
+        builder = builder.response_body_bytes_max(bytes_max);
+    }
     if settings.scenario == Scenario::ConflictWait {
         builder = builder.conflict(ConflictPolicy::Wait(CONFLICT_WAIT));
     }

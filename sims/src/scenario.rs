@@ -43,11 +43,21 @@ pub enum Scenario {
     ClientDefaults,
     /// Before healing, handlers fail: a 500 or a panic before their write, or after it.
     HandlerFaults,
+    /// The layer keeps responses of at most [`OVERSIZED_LIMIT`] bytes, and some payments
+    /// ask for a long destination, which their 201 echoes past it: the first answer is the
+    /// payment whole, retries get a `response-not-kept` problem (SPEC "HTTP behaviour").
+    OversizedResponses,
+    /// [`Scenario::OversizedResponses`] in separate mode (the layer records the problem).
+    OversizedResponsesSeparate,
 }
+
+/// The recording limit of the oversized scenarios: a payment's 201 with a short destination
+/// (about 150 bytes) fits, one with a long destination (over 300 bytes) does not.
+pub(crate) const OVERSIZED_LIMIT: usize = 256;
 
 impl Scenario {
     /// Every scenario's name, in [`Scenario::ALL`] order.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 9] = [
         "default",
         "volatile-store",
         "separate",
@@ -55,9 +65,11 @@ impl Scenario {
         "conflict-wait",
         "client-defaults",
         "handler-faults",
+        "oversized-responses",
+        "oversized-responses-separate",
     ];
     /// Every scenario.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Default,
         Scenario::VolatileStore,
         Scenario::Separate,
@@ -65,6 +77,8 @@ impl Scenario {
         Scenario::ConflictWait,
         Scenario::ClientDefaults,
         Scenario::HandlerFaults,
+        Scenario::OversizedResponses,
+        Scenario::OversizedResponsesSeparate,
     ];
 
     /// The name used on the command line.
@@ -78,6 +92,8 @@ impl Scenario {
             Scenario::ConflictWait => "conflict-wait",
             Scenario::ClientDefaults => "client-defaults",
             Scenario::HandlerFaults => "handler-faults",
+            Scenario::OversizedResponses => "oversized-responses",
+            Scenario::OversizedResponsesSeparate => "oversized-responses-separate",
         }
     }
 
@@ -92,6 +108,10 @@ impl Scenario {
             Scenario::ConflictWait => "ConflictPolicy::Wait(3 s): a request for a key in flight waits",
             Scenario::ClientDefaults => "idem-client's shipped defaults and its own keys, no resubmission",
             Scenario::HandlerFaults => "handlers answer 500 or panic, before or after their write, until healing",
+            Scenario::OversizedResponses => {
+                "a 256-byte recording limit, some payments answered longer: retries get response-not-kept"
+            }
+            Scenario::OversizedResponsesSeparate => "oversized-responses in separate mode",
         }
     }
 
@@ -105,6 +125,10 @@ impl Scenario {
                 Settings { retention: Duration::from_secs(3), purge_every: Duration::from_secs(1), ..base }
             }
             Scenario::ClientDefaults => Settings { scenario: self, ..Settings::CLIENT_DEFAULTS },
+            Scenario::OversizedResponses => Settings { response_body_bytes_max: Some(OVERSIZED_LIMIT), ..base },
+            Scenario::OversizedResponsesSeparate => {
+                Settings { response_body_bytes_max: Some(OVERSIZED_LIMIT), separate: true, ..base }
+            }
         }
     }
 }
@@ -161,11 +185,15 @@ pub enum Variant {
     /// A layer in front of the API keeps only the first `Link` of a replayed response (run
     /// it with `--scenario separate`, whose responses carry two).
     ReplayDropsHeader,
+    /// The ledger records a payment's response whole even past the recording limit, as
+    /// `ClaimContext::stored_response` did before it kept the limit (run it with
+    /// `--scenario oversized-responses`).
+    KeepsOversized,
 }
 
 impl Variant {
     /// Every variant's name, in [`Variant::ALL`] order.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "correct",
         "no-claim",
         "no-fence-check",
@@ -177,9 +205,10 @@ impl Variant {
         "token-case-folded",
         "rejects-query",
         "replay-drops-header",
+        "keeps-oversized",
     ];
     /// Every variant.
-    pub const ALL: [Variant; 11] = [
+    pub const ALL: [Variant; 12] = [
         Variant::Correct,
         Variant::NoClaim,
         Variant::NoFenceCheck,
@@ -191,9 +220,10 @@ impl Variant {
         Variant::TokenCaseFolded,
         Variant::RejectsQuery,
         Variant::ReplayDropsHeader,
+        Variant::KeepsOversized,
     ];
     /// The planted bugs.
-    pub const BUGS: [Variant; 10] = [
+    pub const BUGS: [Variant; 11] = [
         Variant::NoClaim,
         Variant::NoFenceCheck,
         Variant::UnscopedKeys,
@@ -204,6 +234,7 @@ impl Variant {
         Variant::TokenCaseFolded,
         Variant::RejectsQuery,
         Variant::ReplayDropsHeader,
+        Variant::KeepsOversized,
     ];
 
     /// The name used on the command line.
@@ -221,6 +252,7 @@ impl Variant {
             Variant::TokenCaseFolded => "token-case-folded",
             Variant::RejectsQuery => "rejects-query",
             Variant::ReplayDropsHeader => "replay-drops-header",
+            Variant::KeepsOversized => "keeps-oversized",
         }
     }
 
@@ -241,6 +273,7 @@ impl Variant {
             Variant::TokenCaseFolded => "the layer folds the bearer token to lower case: alice and Alice share keys",
             Variant::RejectsQuery => "a payment posted with a query string is refused with 400",
             Variant::ReplayDropsHeader => "a replay keeps only the first of its repeated Link headers",
+            Variant::KeepsOversized => "the ledger records a response past the recording limit whole",
         }
     }
 }
@@ -277,6 +310,9 @@ pub(crate) struct Settings {
     pub(crate) durable_store: bool,
     /// Separate mode: rows written alone, the layer completes.
     pub(crate) separate: bool,
+    /// The layer's recording limit (`AppBuilder::response_body_bytes_max`), if not the
+    /// default; with it, some payments ask for a destination long enough to pass it.
+    pub(crate) response_body_bytes_max: Option<usize>,
     /// How often each replica purges expired records.
     pub(crate) purge_every: Duration,
     /// Every call from a replica to the store host is cut off after this.
@@ -311,6 +347,7 @@ impl Settings {
         retention: Duration::from_secs(3600),
         durable_store: true,
         separate: false,
+        response_body_bytes_max: None,
         purge_every: Duration::from_secs(5),
         store_call_timeout: Duration::from_millis(300),
         heal_at: Duration::from_secs(15),

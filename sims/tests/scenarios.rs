@@ -63,3 +63,13 @@ fn the_volatile_store_scenario_keeps_its_guarantees_and_loses_its_state() {
     // hold, and the store did lose its state in the sweep.
     passes_and_reaches_its_paths(Scenario::VolatileStore, 0..60);
 }
+
+#[test]
+fn responses_over_the_recording_limit_are_answered_whole_once_then_not_kept_in_both_modes() {
+    // Goal: with a 256-byte recording limit and some payments answered longer, the first
+    // answer is the payment whole, retries get the response-not-kept problem naming it,
+    // one payment per key (atomic mode; separate mode's window stays expected), and both
+    // paths are reached.
+    passes_and_reaches_its_paths(Scenario::OversizedResponses, 0..60);
+    passes_and_reaches_its_paths(Scenario::OversizedResponsesSeparate, 0..60);
+}

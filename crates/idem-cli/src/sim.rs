@@ -32,12 +32,14 @@ pub(crate) struct Args {
     trace: bool,
     /// default (a durable store, atomic mode), volatile-store (a bounce loses the store's
     /// state), separate (rows written alone, the layer completes), short-retention,
-    /// conflict-wait, client-defaults, handler-faults.
+    /// conflict-wait, client-defaults, handler-faults, oversized-responses (a small
+    /// recording limit, some responses past it), oversized-responses-separate.
     #[arg(long, default_value_t = Scenario::Default)]
     scenario: Scenario,
     /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, stale-answers-own,
     /// fence-reset (with --scenario volatile-store), double-write, row-outside-transaction,
-    /// token-case-folded, rejects-query, replay-drops-header (with --scenario separate).
+    /// token-case-folded, rejects-query, replay-drops-header (with --scenario separate),
+    /// keeps-oversized (with --scenario oversized-responses).
     #[arg(long, default_value_t = Variant::Correct)]
     variant: Variant,
     /// Threads running seeds side by side (default: one per core).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::check::{Facts, Violation};
 use crate::history::{Answer, Kind};
-use crate::oracle::payment_of;
+use crate::oracle::{is_not_kept, payment_of};
 
 /// A 201 as a client saw it, with the operation it answered.
 pub(crate) struct Created<'a> {
@@ -20,7 +20,8 @@ pub(crate) fn created<'a>(facts: &Facts<'a>, violations: &mut Vec<Violation>) ->
     let mut created = Vec::new();
     for event in facts.events {
         let Kind::Answer { client, op, answer, .. } = &event.kind else { continue };
-        if answer.status != 201 {
+        // A response-not-kept problem names its payment by `Location` only (`not_kept.rs`).
+        if answer.status != 201 || is_not_kept(&answer.body) {
             continue;
         }
         let Some(sent) = facts.ops.get(&(*client, *op)) else { continue };
@@ -70,6 +71,6 @@ pub(crate) fn check(facts: &Facts<'_>) -> Vec<Violation> {
 }
 
 /// Same status, same headers (repeated ones in order), same body bytes.
-fn same_answer(a: &Answer, b: &Answer) -> bool {
+pub(crate) fn same_answer(a: &Answer, b: &Answer) -> bool {
     a.status == b.status && a.headers == b.headers && a.body == b.body
 }
