@@ -47,6 +47,7 @@ pub mod external;
 mod faults;
 mod glue;
 mod history;
+mod hosts;
 mod net;
 mod oracle;
 mod plan;

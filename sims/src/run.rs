@@ -19,6 +19,7 @@ use crate::clock::{SkewedClock, sim_ms};
 use crate::faults::{Action, FaultMix, Node, ms};
 use crate::glue::{self, HandlerFaults};
 use crate::history::{Kind, Recorder};
+use crate::hosts::Links;
 use crate::net::SimListener;
 use crate::plan::{TOKENS, plan};
 use crate::remote::{LedgerBug, Remote, RemoteLedger, RemoteStore};
@@ -29,6 +30,8 @@ use crate::{Scenario, Variant};
 
 /// How long a request for a key in flight waits in the scenario `conflict-wait`.
 const CONFLICT_WAIT: Duration = Duration::from_secs(3);
+/// The host that reads the store as a user would, after healing.
+const AUDITOR_HOST: &str = "auditor";
 /// turmoil's latency for every link outside a spike.
 const LATENCY_MAX: Duration = Duration::from_millis(10);
 
@@ -120,7 +123,7 @@ pub(crate) fn run(seed: u64, scenario: Scenario, variant: Variant) -> RunReport 
         not_before_ms: ms(settings.run_for),
         recorder: world.recorder.clone(),
     };
-    sim.client("auditor", auditor(audit));
+    sim.client(AUDITOR_HOST, auditor(audit));
 
     let run_error = drive(&mut sim, &world, &schedule);
     let simulated = sim.elapsed();
@@ -136,6 +139,7 @@ pub(crate) fn run(seed: u64, scenario: Scenario, variant: Variant) -> RunReport 
 /// Steps the simulation to its end, applying the schedule; returns turmoil's error, if any.
 fn drive(sim: &mut turmoil::Sim<'_>, world: &World, schedule: &[crate::faults::Scheduled]) -> Option<String> {
     let settings = &world.settings;
+    let mut links = Links::new(hosts(settings));
     let mut next = 0;
     let mut armed: Vec<Option<(u64, u64)>> = vec![None; settings.replicas];
     let mut down_until: Vec<Option<u64>> = vec![None; settings.replicas];
@@ -149,27 +153,27 @@ fn drive(sim: &mut turmoil::Sim<'_>, world: &World, schedule: &[crate::faults::S
             next += 1;
             match &scheduled.action {
                 Action::Partition { a, b, one_way: None } => {
-                    sim.partition(a.name(), b.name());
+                    links.partition(sim, &a.name(), &b.name());
                     record(sim, format!("partition {} <-> {}", a.name(), b.name()));
                 }
                 Action::Partition { one_way: Some((from, to)), .. } => {
-                    sim.partition_oneway(from.name(), to.name());
+                    links.partition_oneway(sim, &from.name(), &to.name());
                     record(sim, format!("partition {} -> {}", from.name(), to.name()));
                 }
                 Action::Repair { a, b, one_way: None } => {
-                    sim.repair(a.name(), b.name());
+                    links.repair(sim, &a.name(), &b.name());
                     record(sim, format!("repair {} <-> {}", a.name(), b.name()));
                 }
                 Action::Repair { one_way: Some((from, to)), .. } => {
-                    sim.repair_oneway(from.name(), to.name());
+                    links.repair_oneway(sim, &from.name(), &to.name());
                     record(sim, format!("repair {} -> {}", from.name(), to.name()));
                 }
                 Action::Hold { a, b } => {
-                    sim.hold(a.name(), b.name());
+                    links.hold(sim, &a.name(), &b.name());
                     record(sim, format!("hold {} <-> {}", a.name(), b.name()));
                 }
                 Action::Release { a, b } => {
-                    sim.release(a.name(), b.name());
+                    links.release(sim, &a.name(), &b.name());
                     record(sim, format!("release {} <-> {}", a.name(), b.name()));
                 }
                 Action::Spike { a, b, max_ms } => {
@@ -191,20 +195,20 @@ fn drive(sim: &mut turmoil::Sim<'_>, world: &World, schedule: &[crate::faults::S
                 }
                 Action::Bounce { replica } => {
                     if down_until[*replica].is_none() {
-                        sim.bounce(Node::Replica(*replica).name());
+                        links.bounce(sim, &Node::Replica(*replica).name());
                         record(sim, format!("bounce replica-{replica}"));
                     }
                 }
                 Action::CrashStore => {
                     if !store_down {
-                        sim.crash(store::STORE_HOST);
+                        links.crash(sim, store::STORE_HOST);
                         store_down = true;
                         record(sim, "crash store".to_owned());
                     }
                 }
                 Action::RestartStore => {
                     if store_down {
-                        sim.bounce(store::STORE_HOST);
+                        links.bounce(sim, store::STORE_HOST);
                         store_down = false;
                         record(sim, "restart store".to_owned());
                     }
@@ -213,8 +217,8 @@ fn drive(sim: &mut turmoil::Sim<'_>, world: &World, schedule: &[crate::faults::S
                     for replica in 0..settings.replicas {
                         let r = Node::Replica(replica).name();
                         for peer in (0..settings.clients).map(Node::Client).chain([Node::Store]) {
-                            sim.release(&*r, peer.name());
-                            sim.repair(&*r, peer.name());
+                            links.release(sim, &r, &peer.name());
+                            links.repair(sim, &r, &peer.name());
                             sim.set_link_max_message_latency(&*r, peer.name(), LATENCY_MAX);
                         }
                         armed[replica] = None;
@@ -222,11 +226,11 @@ fn drive(sim: &mut turmoil::Sim<'_>, world: &World, schedule: &[crate::faults::S
                         world.isolation_due[replica].store(0, Ordering::SeqCst);
                         isolated_until[replica] = None;
                         if down_until[replica].take().is_some() {
-                            sim.bounce(&*r);
+                            links.bounce(sim, &r);
                         }
                     }
                     if store_down {
-                        sim.bounce(store::STORE_HOST);
+                        links.bounce(sim, store::STORE_HOST);
                         store_down = false;
                     }
                     record(sim, "heal: every link repaired, every host up".to_owned());
@@ -240,20 +244,20 @@ fn drive(sim: &mut turmoil::Sim<'_>, world: &World, schedule: &[crate::faults::S
             }
             let due = world.isolation_due[replica].swap(0, Ordering::SeqCst);
             if due > 0 && isolated_until[replica].is_none() {
-                sim.partition(&*name, store::STORE_HOST);
+                links.partition(sim, &name, store::STORE_HOST);
                 isolated_until[replica] = Some(now + due);
                 record(sim, format!("partition {name} <-> store for {due} ms, from a handler's start"));
             }
             if isolated_until[replica].is_some_and(|until| now >= until) {
                 isolated_until[replica] = None;
-                sim.repair(&*name, store::STORE_HOST);
+                links.repair(sim, &name, store::STORE_HOST);
                 record(sim, format!("repair {name} <-> store"));
             }
             if let Some((until_ms, downtime_ms)) = armed[replica] {
                 if now > until_ms {
                     armed[replica] = None;
                 } else if world.in_handler[replica].load(Ordering::SeqCst) > 0 {
-                    sim.crash(Node::Replica(replica).name());
+                    links.crash(sim, &Node::Replica(replica).name());
                     armed[replica] = None;
                     down_until[replica] = Some(now + downtime_ms);
                     record(sim, format!("crash replica-{replica} in a handler"));
@@ -261,7 +265,7 @@ fn drive(sim: &mut turmoil::Sim<'_>, world: &World, schedule: &[crate::faults::S
             }
             if down_until[replica].is_some_and(|until| now >= until) {
                 down_until[replica] = None;
-                sim.bounce(Node::Replica(replica).name());
+                links.bounce(sim, &Node::Replica(replica).name());
                 record(sim, format!("restart replica-{replica}"));
             }
         }
@@ -271,6 +275,15 @@ fn drive(sim: &mut turmoil::Sim<'_>, world: &World, schedule: &[crate::faults::S
             Err(error) => return Some(error.to_string()),
         }
     }
+}
+
+/// Every host of a run, by name.
+fn hosts(settings: &Settings) -> Vec<String> {
+    let replicas = (0..settings.replicas).map(Node::Replica);
+    let clients = (0..settings.clients).map(Node::Client);
+    let mut hosts: Vec<String> = replicas.chain(clients).chain([Node::Store]).map(Node::name).collect();
+    hosts.push(AUDITOR_HOST.to_owned());
+    hosts
 }
 
 /// Counts a handler as running until dropped (also when its replica crashes).
