@@ -11,7 +11,7 @@ pub(crate) const DEADLOCK_DETECTED: &str = "40P01";
 /// SQLSTATE `57014` query_canceled: `statement_timeout` ran out (e.g. a long lock wait).
 const QUERY_CANCELED: &str = "57014";
 /// SQLSTATE `55P03` lock_not_available.
-const LOCK_NOT_AVAILABLE: &str = "55P03";
+pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// SQLSTATE class `23`: integrity constraint violation. idem's own statements break a
 /// constraint of idem's tables only when the stored data disagrees with itself (usage
 /// totals edited by hand), except the unique key, which `ON CONFLICT` handles.
@@ -56,6 +56,44 @@ pub enum OpenError {
         /// The unknown migration's version.
         version: i64,
     },
+    /// A statement on idem's schema at open could not take its lock within
+    /// [`crate::PostgresOptions::schema_lock_timeout`]: another session holds a lock on
+    /// idem's tables (a migration in progress, or a transaction of a replica that died
+    /// inside it, which PostgreSQL ends after its idle-in-transaction timeout).
+    #[error(
+        "idem's schema {schema:?} at {target} is locked by another session (a migration in progress, or a transaction still open, perhaps of a replica that died inside it: PostgreSQL ends that after its idle_in_transaction_session_timeout): {source}"
+    )]
+    SchemaLocked {
+        /// The database, as host:port/name.
+        target: String,
+        /// The schema.
+        schema: String,
+        /// What PostgreSQL reported (SQLSTATE 55P03).
+        #[source]
+        source: sqlx::Error,
+    },
+    /// One attempt to open did not finish within what was left of the open timeout.
+    #[error(
+        "PostgreSQL at {target} did not answer within the open timeout of {timeout:?} (is it running? e.g. `pg_ctlcluster 15 main start`)"
+    )]
+    TimedOut {
+        /// The database, as host:port/name.
+        target: String,
+        /// The open timeout.
+        timeout: Duration,
+    },
+    /// Opening failed for a reason that passes (the server starting up or refusing
+    /// connections, idem's schema locked) and still did at the end of the open timeout
+    /// ([`crate::PostgresOptions::open_timeout`]).
+    #[error("{last} (still failing after {attempts} attempts in {waited:.1?}, the open timeout)")]
+    NotReady {
+        /// How long opening was tried.
+        waited: Duration,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's failure.
+        last: Box<OpenError>,
+    },
     /// idem's schema or tables could not be created, brought up to date or checked.
     #[error("cannot migrate idem's tables in schema {schema:?} at {target}: {detail}")]
     Migrate {
@@ -66,6 +104,19 @@ pub enum OpenError {
         /// What went wrong.
         detail: String,
     },
+}
+
+impl OpenError {
+    /// Whether opening may succeed if tried again soon (`crate::session::is_transient`).
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            OpenError::Connect { source, .. } => crate::session::is_transient(source),
+            OpenError::SchemaLocked { .. } | OpenError::TimedOut { .. } => true,
+            OpenError::NotReady { last, .. } => last.is_transient(),
+            OpenError::InvalidOptions { .. } | OpenError::NewerSchema { .. } | OpenError::Migrate { .. } => false,
+        }
+    }
 }
 
 /// Why one attempt of a store operation failed.

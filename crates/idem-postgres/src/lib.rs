@@ -319,6 +319,8 @@ mod error;
 mod options;
 #[cfg(test)]
 mod planted;
+mod schema;
+mod session;
 mod store;
 
 pub use error::OpenError;
@@ -326,4 +328,6 @@ pub use error::OpenError;
 /// of [`PostgresStore::usage`]).
 pub use idem_core::Usage;
 pub use options::{CONNECTIONS_MAX_LIMIT, PostgresOptions, RETRIES_MAX_LIMIT, SCHEMA_CHARS_MAX, TimeSource};
-pub use store::{MIGRATIONS_TABLE, PostgresStore, WriteTransaction};
+pub use schema::MIGRATIONS_TABLE;
+pub use session::KEEPALIVE_COUNT_MAX;
+pub use store::{PostgresStore, WriteTransaction};

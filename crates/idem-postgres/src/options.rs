@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use idem_core::Limits;
 
+use crate::session::SessionOptions;
+
 /// The most connections a pool may be given. PostgreSQL's default `max_connections` is
 /// 100 for the whole server; this bound catches a misplaced zero or unit.
 pub const CONNECTIONS_MAX_LIMIT: u32 = 100;
@@ -61,13 +63,17 @@ pub struct PostgresOptions {
     pub(crate) statement_timeout: Duration,
     pub(crate) retries_max: u32,
     pub(crate) time: TimeSource,
+    pub(crate) session: SessionOptions,
 }
 
 impl PostgresOptions {
     /// The store in the database at `url` (`postgres://user:password@host:port/database`,
     /// any form sqlx's `PgConnectOptions` parses), in schema `public`, with the defaults:
     /// 1,000,000 records, 1 GiB of ids and responses, 10 connections, a 5 s wait for a free
-    /// connection, a 5 s statement timeout, 5 retries after contention, time from the database.
+    /// connection, a 5 s statement timeout, 5 retries after contention, time from the database,
+    /// and the session settings that bound a dead holder (a 5 s idle-in-transaction timeout,
+    /// a 2 s lock timeout, TCP keepalives after 5 s idle every 1 s 5 times, a 10 s TCP user
+    /// timeout; the crate docs, "Dead holders") and a 10 s open timeout.
     #[must_use]
     pub fn new(url: impl Into<String>) -> PostgresOptions {
         PostgresOptions {
@@ -79,6 +85,7 @@ impl PostgresOptions {
             statement_timeout: Duration::from_secs(5),
             retries_max: 5,
             time: TimeSource::Database,
+            session: SessionOptions::default(),
         }
     }
 
@@ -170,6 +177,76 @@ impl PostgresOptions {
         self
     }
 
+    /// PostgreSQL's `idle_in_transaction_session_timeout` on every pooled connection,
+    /// whole milliseconds (default 5 s): the server ends a session that sits inside a
+    /// transaction without sending anything for longer, rolling it back and freeing its
+    /// locks. This bounds a holder whose host vanished between its completion (which
+    /// locks the record's row) and its `COMMIT` (crate docs, "Dead holders"). It applies to
+    /// the application's transactions from [`crate::PostgresStore::begin_write`] too: keep
+    /// a transaction busy or short.
+    #[must_use]
+    pub fn idle_in_transaction_timeout(mut self, timeout: Duration) -> PostgresOptions {
+        self.session.idle_in_transaction = timeout;
+        self
+    }
+
+    /// PostgreSQL's `lock_timeout` on every pooled connection, whole milliseconds (default
+    /// 2 s): a statement that waits longer for a lock (a row another transaction completed
+    /// and has not committed yet) fails with [`idem_core::StoreError::Unavailable`] and a
+    /// retry hint, so requests meeting a dead holder's lock give their pooled connection
+    /// back instead of holding it for the whole statement timeout. A live holder keeps a
+    /// record's row locked only from its completion to its commit.
+    #[must_use]
+    pub fn lock_timeout(mut self, timeout: Duration) -> PostgresOptions {
+        self.session.lock = timeout;
+        self
+    }
+
+    /// `lock_timeout` of the statements [`crate::PostgresStore::open`] runs on idem's schema
+    /// (reading the catalog and the migrations table, creating or migrating what is
+    /// missing), whole milliseconds (default 1 s). A schema statement never waits longer
+    /// than this behind another session's locks, so it never queues ahead of the store's
+    /// writers; `open` tries again until its open timeout.
+    #[must_use]
+    pub fn schema_lock_timeout(mut self, timeout: Duration) -> PostgresOptions {
+        self.session.schema_lock = timeout;
+        self
+    }
+
+    /// PostgreSQL's TCP keepalives on the server's end of every connection (default 5 s
+    /// idle, then a probe every 1 s, 5 probes): `tcp_keepalives_idle` and
+    /// `tcp_keepalives_interval` in whole seconds, `tcp_keepalives_count` 1..=127. A
+    /// connection whose host stopped answering is closed by the server after about
+    /// `idle + interval × count` (10 s) without traffic, and its session's locks go with
+    /// it. Ignored by PostgreSQL on Unix-domain sockets.
+    #[must_use]
+    pub fn tcp_keepalive(mut self, idle: Duration, interval: Duration, count: u32) -> PostgresOptions {
+        self.session.keepalive_idle = idle;
+        self.session.keepalive_interval = interval;
+        self.session.keepalive_count = count;
+        self
+    }
+
+    /// PostgreSQL's `tcp_user_timeout` on every connection, whole milliseconds (default
+    /// 10 s): the server closes a connection whose sent data stays unacknowledged longer
+    /// (a backend writing to a host that vanished). Linux only, as in PostgreSQL.
+    #[must_use]
+    pub fn tcp_user_timeout(mut self, timeout: Duration) -> PostgresOptions {
+        self.session.user_timeout = timeout;
+        self
+    }
+
+    /// How long [`crate::PostgresStore::open`] tries again while PostgreSQL refuses
+    /// connections, is starting up, shutting down or in recovery (SQLSTATE 57P03), has no
+    /// free connection slot, or idem's schema is locked (default 10 s): attempts with a
+    /// backoff of 100 ms doubling to 2 s, each cut at the deadline. Authentication
+    /// failures, a missing database and invalid options fail at once.
+    #[must_use]
+    pub fn open_timeout(mut self, timeout: Duration) -> PostgresOptions {
+        self.session.open = timeout;
+        self
+    }
+
     /// Why these options cannot open a store, if they cannot.
     pub(crate) fn problem(&self) -> Option<String> {
         if self.connections_max == 0 || self.connections_max > CONNECTIONS_MAX_LIMIT {
@@ -192,6 +269,9 @@ impl PostgresOptions {
         }
         if self.statement_timeout.as_millis() == 0 {
             return Some("statement_timeout is under 1 ms; PostgreSQL would read 0 as no timeout".to_owned());
+        }
+        if let Some(problem) = self.session.problem() {
+            return Some(problem);
         }
         if !is_plain_identifier(&self.schema) {
             return Some(format!(

@@ -8,7 +8,6 @@
 //! no rule of its own about the protocol.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,18 +16,13 @@ use idem_core::{
     AtomicStore, CommitError, Decision, Fence, Fenced, Fingerprint, Limits, Policy, Record, RecordId, RecordState,
     Renewal, Store, StoreError, StoredResponse, Timestamp, Usage, UsageDelta, Write, WritesFuture, usage,
 };
-use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, Postgres, Row, Transaction};
 
-use crate::codec::{self, RECORD_COLUMNS, STATE_IN_FLIGHT, USAGE_SHARDS, usage_shard};
+use crate::codec::{self, RECORD_COLUMNS, STATE_IN_FLIGHT, usage_shard};
 use crate::error::{Failure, INTEGRITY_CLASS, OpenError, corrupt, sqlstate, store_error};
 use crate::options::{PostgresOptions, TimeSource};
-
-/// The table (in the store's schema) in which sqlx's migrator notes idem's applied
-/// migrations. It is not the migrator's default (`_sqlx_migrations`), so an application
-/// that runs its own `sqlx::migrate!` in the same schema keeps its own list.
-pub const MIGRATIONS_TABLE: &str = "_idem_migrations";
+use crate::{schema, session};
 
 /// A transaction on a pooled connection from [`PostgresStore::begin_write`]. It commits
 /// with `commit()`; dropped, it rolls back.
@@ -230,33 +224,26 @@ impl PostgresStore {
     /// [`OpenError`], whose message names the database and the reason (for an unreachable
     /// server, how to start one).
     pub async fn open(options: PostgresOptions) -> Result<PostgresStore, OpenError> {
-        let connect = PgConnectOptions::from_str(&options.url).map_err(|error| OpenError::InvalidOptions {
-            target: redacted(&options.url),
-            detail: format!("the URL does not parse: {error}"),
-        })?;
-        let target = format!("{}:{}/{}", connect.get_host(), connect.get_port(), connect.get_database().unwrap_or(""));
-        if let Some(detail) = options.problem() {
-            return Err(OpenError::InvalidOptions { target, detail });
-        }
-        let timeout_ms = options.statement_timeout.as_millis();
-        let connect = connect.application_name("idem").options([("statement_timeout", format!("{timeout_ms}ms"))]);
-
-        let mut setup = PgConnection::connect_with(&connect)
-            .await
-            .map_err(|source| OpenError::Connect { target: target.clone(), source })?;
-        let prepared = prepare(&mut setup, &options, &target).await;
-        // Closing only says goodbye on a connection that is dropped anyway.
-        let _ = setup.close().await;
-        prepared?;
-
-        let pool = PgPoolOptions::new()
-            .max_connections(options.connections_max)
-            .min_connections(0)
-            .acquire_timeout(options.acquire_timeout)
-            .test_before_acquire(true)
-            .connect_with(connect)
-            .await
-            .map_err(|source| OpenError::Connect { target, source })?;
+        let connect = options.connect_options()?;
+        let target = session::target(&connect);
+        let attempt = || async {
+            let mut setup = PgConnection::connect_with(&connect)
+                .await
+                .map_err(|source| OpenError::Connect { target: target.clone(), source })?;
+            let prepared = schema::prepare(&mut setup, &options, &target).await;
+            // Closing only says goodbye on a connection that is dropped anyway.
+            let _ = setup.close().await;
+            prepared?;
+            PgPoolOptions::new()
+                .max_connections(options.connections_max)
+                .min_connections(0)
+                .acquire_timeout(options.acquire_timeout)
+                .test_before_acquire(true)
+                .connect_with(connect.clone())
+                .await
+                .map_err(|source| OpenError::Connect { target: target.clone(), source })
+        };
+        let pool = session::retrying(options.session.open, &target, attempt).await?;
         Ok(PostgresStore::on(pool, options))
     }
 
@@ -294,17 +281,19 @@ impl PostgresStore {
     /// not a plain identifier, zero limits), [`OpenError::Connect`] when `pool` gives no
     /// connection, and [`OpenError::NewerSchema`] or [`OpenError::Migrate`] as for `open`.
     pub async fn with_pool(pool: PgPool, options: PostgresOptions) -> Result<PostgresStore, OpenError> {
-        let connect = pool.connect_options();
-        let target = format!("{}:{}/{}", connect.get_host(), connect.get_port(), connect.get_database().unwrap_or(""));
+        let target = session::target(&pool.connect_options());
         if let Some(detail) = options.problem() {
             return Err(OpenError::InvalidOptions { target, detail });
         }
-        let mut setup =
-            pool.acquire().await.map_err(|source| OpenError::Connect { target: target.clone(), source })?.detach();
-        let prepared = prepare(&mut setup, &options, &target).await;
-        // Closing only says goodbye on a connection that is dropped anyway.
-        let _ = setup.close().await;
-        prepared?;
+        let attempt = || async {
+            let setup = pool.acquire().await.map_err(|source| OpenError::Connect { target: target.clone(), source });
+            let mut setup = setup?.detach();
+            let prepared = schema::prepare(&mut setup, &options, &target).await;
+            // Closing only says goodbye on a connection that is dropped anyway.
+            let _ = setup.close().await;
+            prepared
+        };
+        session::retrying(options.session.open, &target, attempt).await?;
         Ok(PostgresStore::on(pool, options))
     }
 
@@ -583,40 +572,6 @@ fn backoff(retries: u32) -> Duration {
     ceiling.mul_f64(rand::random_range(0.5..=1.0))
 }
 
-/// Creates the schema, migrates it and checks the usage shards.
-async fn prepare(connection: &mut PgConnection, options: &PostgresOptions, target: &str) -> Result<(), OpenError> {
-    let schema = &options.schema;
-    let fail = |detail: String| OpenError::Migrate { target: target.to_owned(), schema: schema.clone(), detail };
-    // The name is a plain identifier (checked by the options), safe between quotes.
-    let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
-    let search_path = format!("SET search_path TO \"{schema}\"");
-    for statement in [create, search_path] {
-        sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut *connection).await.map_err(|e| fail(e.to_string()))?;
-    }
-    migrator().run(&mut *connection).await.map_err(|error| match error {
-        sqlx::migrate::MigrateError::VersionMissing(version) => {
-            OpenError::NewerSchema { target: target.to_owned(), schema: schema.clone(), version }
-        }
-        error => fail(error.to_string()),
-    })?;
-    let row = query(&Statements::new(schema).usage_totals)
-        .fetch_one(&mut *connection)
-        .await
-        .map_err(|error| fail(error.to_string()))?;
-    let shards: i64 = row.try_get("shards").map_err(|error| fail(error.to_string()))?;
-    if shards != i64::from(USAGE_SHARDS) {
-        return Err(fail(format!("idem_usage has {shards} shard rows, not {USAGE_SHARDS}")));
-    }
-    Ok(())
-}
-
-/// idem's migrations (the crate's `migrations/` folder), noted in [`MIGRATIONS_TABLE`].
-fn migrator() -> Migrator {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-    migrator
-}
-
 /// What a read found of the record: what a write must find for the step to hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seen {
@@ -886,7 +841,7 @@ fn decode_usage(row: &PgRow) -> Result<Usage, StoreError> {
 }
 
 /// `url` without its password, for messages.
-fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}://…{}", &url[..scheme], &url[at..]),
         _ => url.to_owned(),
