@@ -35,8 +35,9 @@ pub enum Fault {
         /// How long it stays down.
         down: Duration,
     },
-    /// SIGSTOP a replica for longer than the lease (its claims lapse and are taken over),
-    /// then SIGCONT: it wakes and tries to complete.
+    /// SIGSTOP a replica for longer than the lease (while one of its requests is in flight,
+    /// if one comes within a second: its claim lapses and is taken over), then SIGCONT: it
+    /// wakes and tries to complete.
     PauseReplica {
         /// Which replica.
         replica: usize,
@@ -228,21 +229,26 @@ pub(crate) struct Targets<'a> {
 }
 
 /// Applies `fault` and reverts it; `log` records each step. Blocks for the fault's length.
-pub(crate) fn apply(fault: &Fault, targets: &mut Targets<'_>, log: &dyn Fn(String)) -> Result<(), ChaosError> {
+/// Returns whether it struck a replica with a request in flight.
+pub(crate) fn apply(fault: &Fault, targets: &mut Targets<'_>, log: &dyn Fn(String)) -> Result<bool, ChaosError> {
+    let mut struck_busy = false;
     match fault {
         Fault::KillReplica { replica, down } => {
             let busy = wait_in_flight(&targets.in_flight, *replica);
-            let Some(target) = targets.replicas.get_mut(*replica) else { return Ok(()) };
+            struck_busy = busy;
+            let Some(target) = targets.replicas.get_mut(*replica) else { return Ok(false) };
             target.kill();
-            log(format!("SIGKILL replica-{replica} ({})", if busy { "a request in flight" } else { "idle" }));
+            log(format!("SIGKILL replica-{replica} ({})", if busy { "a request was in flight" } else { "idle" }));
             std::thread::sleep(*down);
             target.start_again()?;
             log(format!("replica-{replica} restarted"));
         }
         Fault::PauseReplica { replica, paused } => {
-            let Some(target) = targets.replicas.get_mut(*replica) else { return Ok(()) };
+            let busy = wait_in_flight(&targets.in_flight, *replica);
+            struck_busy = busy;
+            let Some(target) = targets.replicas.get_mut(*replica) else { return Ok(false) };
             target.pause()?;
-            log(format!("SIGSTOP replica-{replica}"));
+            log(format!("SIGSTOP replica-{replica} ({})", if busy { "a request was in flight" } else { "idle" }));
             std::thread::sleep(*paused);
             target.resume()?;
             log(format!("SIGCONT replica-{replica}"));
@@ -257,7 +263,7 @@ pub(crate) fn apply(fault: &Fault, targets: &mut Targets<'_>, log: &dyn Fn(Strin
             log("every replica restarted".to_owned());
         }
         Fault::RestartPostgres { immediate, down } => {
-            let Some(postgres) = targets.postgres.as_deref_mut() else { return Ok(()) };
+            let Some(postgres) = targets.postgres.as_deref_mut() else { return Ok(false) };
             postgres.stop(if *immediate { PgStop::Immediate } else { PgStop::Fast })?;
             log(format!("PostgreSQL stopped -m {}", if *immediate { "immediate" } else { "fast" }));
             std::thread::sleep(*down);
@@ -265,7 +271,7 @@ pub(crate) fn apply(fault: &Fault, targets: &mut Targets<'_>, log: &dyn Fn(Strin
             log("PostgreSQL started".to_owned());
         }
         Fault::RestartRedis { keep_data, down } => {
-            let Some(redis) = targets.redis.as_deref_mut() else { return Ok(()) };
+            let Some(redis) = targets.redis.as_deref_mut() else { return Ok(false) };
             redis.kill(!keep_data)?;
             log(format!("Redis SIGKILL{}", if *keep_data { "" } else { ", its files deleted" }));
             std::thread::sleep(*down);
@@ -273,7 +279,7 @@ pub(crate) fn apply(fault: &Fault, targets: &mut Targets<'_>, log: &dyn Fn(Strin
             log("Redis started".to_owned());
         }
     }
-    Ok(())
+    Ok(struck_busy)
 }
 
 /// Waits up to [`IN_FLIGHT_WAIT`] for a request in flight on `replica`; whether one was.

@@ -24,6 +24,8 @@ pub struct RunReport {
     pub faults: Vec<Scheduled>,
     /// Take-overs of lapsed claims the replicas logged.
     pub takeovers: u64,
+    /// Kills and pauses that struck a replica while a request was in flight on it.
+    pub struck_busy: u64,
     /// Broken guarantees, each with its story.
     pub violations: Vec<Violation>,
     /// Counterexamples the mode does not exclude (Redis, separate mode: a second payment
@@ -38,12 +40,19 @@ pub struct RunReport {
     pub replay: String,
 }
 
+/// What the replicas' logs and the fault thread counted in a run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counts {
+    pub(crate) takeovers: u64,
+    pub(crate) struck_busy: u64,
+}
+
 impl RunReport {
     pub(crate) fn new(
         seed: u64,
         config: &Config,
         faults: Vec<Scheduled>,
-        takeovers: u64,
+        counts: Counts,
         checked: Checked,
         trace: Vec<String>,
         wall: Duration,
@@ -60,7 +69,8 @@ impl RunReport {
             store: config.store,
             replicas: config.replicas,
             faults,
-            takeovers,
+            takeovers: counts.takeovers,
+            struck_busy: counts.struck_busy,
             violations: checked.violations,
             expected: checked.expected,
             trace,
@@ -100,7 +110,11 @@ impl fmt::Display for RunReport {
         for scheduled in &self.faults {
             writeln!(f, "  fault at {:>6} ms: {}", scheduled.at.as_millis(), scheduled.fault)?;
         }
-        writeln!(f, "  take-overs logged: {}", self.takeovers)?;
+        writeln!(
+            f,
+            "  take-overs logged: {}; kills and pauses with a request in flight: {}",
+            self.takeovers, self.struck_busy
+        )?;
         for expected in &self.expected {
             writeln!(
                 f,
@@ -128,6 +142,8 @@ pub struct Summary {
     pub faults: BTreeMap<FaultKind, u64>,
     /// Take-overs logged.
     pub takeovers: u64,
+    /// Kills and pauses that struck a replica with a request in flight.
+    pub struck_busy: u64,
     /// Runs with a violation.
     pub failed_seeds: Vec<u64>,
     /// Violations, by guarantee.
@@ -146,6 +162,7 @@ impl Summary {
             *self.faults.entry(kind).or_insert(0) += count;
         }
         self.takeovers += report.takeovers;
+        self.struck_busy += report.struck_busy;
         if !report.passed() {
             self.failed_seeds.push(report.seed);
         }
@@ -170,6 +187,7 @@ impl Summary {
         for kind in FaultKind::of_store(store) {
             line(format!("  {:32}{:>6}", kind.name(), self.faults.get(kind).copied().unwrap_or(0)));
         }
+        line(format!("  (kills and pauses with a request in flight: {})", self.struck_busy));
         line(format!("take-overs                        {}", self.takeovers));
         let total: u64 = self.violations.values().sum();
         line(format!("violations                        {total}"));

@@ -14,7 +14,7 @@ use crate::audit::{self, RowsAt};
 use crate::client::{self, Clients};
 use crate::faults::{self, SLOT, Scheduled, Targets};
 use crate::replica::Replica;
-use crate::report::RunReport;
+use crate::report::{self, RunReport};
 use crate::services::{Postgres, Redis};
 use crate::{ChaosError, Config, Plant, StoreKind};
 
@@ -139,7 +139,7 @@ impl Harness {
             redis: self.redis.as_mut(),
             in_flight,
         };
-        let (run_error, healed_ms) = drive(&runtime, &clients, seed, &bounds, &schedule, &mut targets);
+        let (run_error, injected) = drive(&runtime, &clients, seed, &bounds, &schedule, &mut targets);
         if self.config.plant == Some(Plant::LoseOnePayment) {
             runtime.block_on(audit::lose_one_payment(&rows_at))?;
         }
@@ -151,9 +151,10 @@ impl Harness {
             history.row(row);
         }
         // G6 counts from when everything was up again, if healing ran late.
-        let bounds = Bounds { heal_at: bounds.heal_at.max(Duration::from_millis(healed_ms)), ..bounds };
+        let bounds = Bounds { heal_at: bounds.heal_at.max(Duration::from_millis(injected.healed_ms)), ..bounds };
         let checked = external::check(&history, &bounds, run_error.as_deref());
-        Ok(RunReport::new(seed, &self.config, schedule, takeovers, checked, history.trace(), wall.elapsed()))
+        let counts = report::Counts { takeovers, struck_busy: injected.struck_busy };
+        Ok(RunReport::new(seed, &self.config, schedule, counts, checked, history.trace(), wall.elapsed()))
     }
 }
 
@@ -175,8 +176,8 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// The clients on the runtime and the faults on a thread of their own, side by side; the
-/// faults end with healing. Returns why the run was cut off (if it was) and when healing
-/// ended, in ms of the run.
+/// faults end with healing. Returns why the run was cut off (if it was) and what the fault
+/// thread did.
 fn drive(
     runtime: &tokio::runtime::Runtime,
     clients: &Clients,
@@ -184,21 +185,20 @@ fn drive(
     bounds: &Bounds,
     schedule: &[Scheduled],
     targets: &mut Targets<'_>,
-) -> (Option<String>, u64) {
+) -> (Option<String>, Injected) {
     let plan = external::plan(seed, bounds);
     let history = clients.history.clone();
     let cut_off = bounds.heal_at + bounds.progress_bound + CUT_OFF_SLACK;
     std::thread::scope(|scope| {
         let fault_thread = scope.spawn(|| inject(&history, bounds, schedule, targets));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (client, streams) in plan.into_iter().enumerate() {
+            tasks.spawn_on(client::client(clients.clone(), client, streams), runtime.handle());
+        }
         let workload = async {
-            let tasks: Vec<_> = plan
-                .into_iter()
-                .enumerate()
-                .map(|(client, streams)| tokio::spawn(client::client(clients.clone(), client, streams)))
-                .collect();
             let mut errors = Vec::new();
-            for task in tasks {
-                match task.await {
+            while let Some(ended) = tasks.join_next().await {
+                match ended {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => errors.push(format!("a client failed: {error}")),
                     Err(error) => errors.push(format!("a client task failed: {error}")),
@@ -211,22 +211,27 @@ fn drive(
             Ok(errors) => Some(errors.join("; ")),
             Err(_) => Some(format!("operations still running {cut_off:?} after the start")),
         };
-        let (fault_errors, healed_ms) =
-            fault_thread.join().unwrap_or_else(|_| (vec!["the fault thread panicked".into()], 0));
-        if !fault_errors.is_empty() {
-            let joined = fault_errors.join("; ");
+        // Clients still running at the cut-off stop here, before the audit.
+        tasks.abort_all();
+        let injected = fault_thread.join().unwrap_or_else(|_| Injected {
+            errors: vec!["the fault thread panicked".into()],
+            healed_ms: 0,
+            struck_busy: 0,
+        });
+        if !injected.errors.is_empty() {
+            let joined = injected.errors.join("; ");
             run_error = Some(run_error.map_or(joined.clone(), |error| format!("{error}; {joined}")));
         }
-        (run_error, healed_ms)
+        (run_error, injected)
     })
 }
 
 /// Applies the faults one after another, each no earlier than planned, then heals at
-/// `heal_at`. Returns the faults' errors (a replica or store that would not come back) and
-/// when healing ended.
-fn inject(history: &History, bounds: &Bounds, schedule: &[Scheduled], targets: &mut Targets<'_>) -> (Vec<String>, u64) {
+/// `heal_at`.
+fn inject(history: &History, bounds: &Bounds, schedule: &[Scheduled], targets: &mut Targets<'_>) -> Injected {
     let log = |text: String| history.fault(text);
     let mut errors = Vec::new();
+    let mut struck_busy = 0;
     let sleep_until = |at: Duration| {
         let now = history.elapsed_ms();
         if millis(at) > now {
@@ -236,9 +241,12 @@ fn inject(history: &History, bounds: &Bounds, schedule: &[Scheduled], targets: &
     for scheduled in schedule {
         sleep_until(scheduled.at);
         log(format!("inject: {}", scheduled.fault));
-        if let Err(error) = faults::apply(&scheduled.fault, targets, &log) {
-            log(format!("fault failed: {error}"));
-            errors.push(format!("{}: {error}", scheduled.fault));
+        match faults::apply(&scheduled.fault, targets, &log) {
+            Ok(busy) => struck_busy += u64::from(busy),
+            Err(error) => {
+                log(format!("fault failed: {error}"));
+                errors.push(format!("{}: {error}", scheduled.fault));
+            }
         }
     }
     sleep_until(bounds.heal_at);
@@ -247,7 +255,17 @@ fn inject(history: &History, bounds: &Bounds, schedule: &[Scheduled], targets: &
         log(format!("heal failed: {error}"));
         errors.push(format!("heal: {error}"));
     }
-    (errors, history.elapsed_ms())
+    Injected { errors, healed_ms: history.elapsed_ms(), struck_busy }
+}
+
+/// What the fault thread did.
+struct Injected {
+    /// Faults that failed (a replica or store that would not come back).
+    errors: Vec<String>,
+    /// When healing ended, in ms of the run.
+    healed_ms: u64,
+    /// Faults that struck a replica with a request in flight.
+    struck_busy: u64,
 }
 
 #[cfg(test)]
