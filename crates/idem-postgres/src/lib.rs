@@ -25,9 +25,12 @@
 //! # Contents
 //!
 //! * [`PostgresOptions`]: the URL, the schema, the size limits, the pool, the timeouts,
-//!   the retries, and [`TimeSource`].
-//! * [`PostgresStore`]: [`PostgresStore::open`] (which runs the embedded migrations and
-//!   opens a pool), [`PostgresStore::with_pool`] (the same on the service's own pool), the
+//!   the retries, [`TimeSource`], the session settings that bound a dead holder and the
+//!   open timeout; [`PostgresOptions::connect_options`] (the driver's options with those
+//!   settings, for a service's own pool).
+//! * [`PostgresStore`]: [`PostgresStore::open`] (which waits for a server that is
+//!   starting, runs the embedded migrations if something is missing, and opens a pool),
+//!   [`PostgresStore::with_pool`] (the same on the service's own pool), the
 //!   [`Store`](idem_core::Store) impl, the [`AtomicStore`](idem_core::AtomicStore) impl
 //!   ([`complete_with`](idem_core::AtomicStore::complete_with), atomic mode in one call:
 //!   the recommended path), [`PostgresStore::begin_write`] and
@@ -134,8 +137,10 @@
 //! connection keeps the migration's `search_path`), in the schema the options name, noted
 //! in idem's own [`MIGRATIONS_TABLE`], so the service's `sqlx::migrate!` keeps its own list
 //! even in the same schema. The pool's settings (size, acquire timeout, statement timeout,
-//! liveness check) are then the service's; the options give the schema, the limits, the
-//! retries and the time source.
+//! liveness check, the session settings of "Dead holders") are then the service's; the
+//! options give the schema, the limits, the retries, the time source, the schema lock
+//! timeout and the open timeout. Build the pool from [`PostgresOptions::connect_options`]
+//! to give its connections idem's session settings.
 //!
 //! # Round trips
 //!
@@ -256,11 +261,51 @@
 //! [`PostgresOptions::statement_timeout`] (PostgreSQL's `statement_timeout`, set on each
 //! pooled connection).
 //!
+//! # Dead holders
+//!
+//! A replica whose host dies without closing its connections (power loss, a frozen VM, a
+//! host cut off) after an atomic-mode completion locked the record's row, and before its
+//! `COMMIT`, leaves an open transaction on the server: its row lock keeps the key from
+//! being taken over, until the server ends the session. Every connection the store opens
+//! therefore carries, in its startup packet, PostgreSQL settings that end such a session
+//! on the server's side, where the locks are (defaults, and the option that sets each):
+//!
+//! | setting | default | option | ends |
+//! |---|---|---|---|
+//! | `statement_timeout` | 5 s | [`PostgresOptions::statement_timeout`] | a statement running or waiting longer |
+//! | `idle_in_transaction_session_timeout` | 5 s | [`PostgresOptions::idle_in_transaction_timeout`] | a session silent inside a transaction longer: rolled back, locks freed |
+//! | `lock_timeout` | 2 s | [`PostgresOptions::lock_timeout`] | a lock wait longer (the request fails `Unavailable` and gives its connection back) |
+//! | `tcp_keepalives_idle`, `_interval`, `_count` | 5 s, 1 s, 5 | [`PostgresOptions::tcp_keepalive`] | a connection whose host stopped answering probes (about 10 s) |
+//! | `tcp_user_timeout` | 10 s | [`PostgresOptions::tcp_user_timeout`] | a connection whose sent data stays unacknowledged longer |
+//!
+//! So a dead holder's row lock is gone at most `statement_timeout +
+//! idle_in_transaction_session_timeout` (10 s) after its host died, and its key can be
+//! taken over at the later of that and its lease's end (docs/guarantees.md, "A dead holder
+//! holds nothing"). The defaults are tied to idem's default lease (10 s): the sums are one
+//! lease, so a vanished host costs its key at most one lease more than a crashed process.
+//! The keepalives and the user timeout cover what the idle timeout does not see: a
+//! session that holds a lock outside a transaction (sqlx's migration lock) or that is
+//! stuck sending to the vanished host. sqlx has no client-side keepalive option; the
+//! client side is bounded by the statement timeout and the pool's liveness check.
+//!
+//! [`PostgresStore::open`] tries again, within [`PostgresOptions::open_timeout`] (10 s),
+//! while the server refuses connections, answers "the database system is starting up"
+//! (SQLSTATE 57P03, also shutting down or in recovery), has no free slot, or idem's schema
+//! is locked; it fails at once on what waiting cannot fix (authentication, a missing
+//! database, invalid options).
+//!
 //! # Schema
 //!
 //! Migrations are embedded (`migrations/` in this crate, `sqlx::migrate!`) and run by
 //! [`PostgresStore::open`] in [`PostgresOptions::schema`] (created if missing, default
 //! `public`); sqlx notes them in [`MIGRATIONS_TABLE`] (`_idem_migrations`) in that schema.
+//! Startup DDL never waits behind the store's business: `open` first reads the catalog
+//! and the migrations table (plain reads, which no row lock blocks), and when every table
+//! is there and every migration applied it runs no DDL and takes no migration lock. Only a
+//! schema that lacks something is created or migrated, and every statement of this phase
+//! runs under [`PostgresOptions::schema_lock_timeout`] (1 s): a lock it cannot take ends
+//! the attempt ([`OpenError::SchemaLocked`]) instead of queueing ahead of the writers, and
+//! `open` tries again until its open timeout.
 //! Every idem table starts with `idem_`; all times are unix milliseconds (`BIGINT`).
 //!
 //! | table | column | meaning |
@@ -286,7 +331,7 @@
 //!
 //! | error | cause | what changed |
 //! |---|---|---|
-//! | [`OpenError`] | invalid options or URL; server unreachable; schema from a newer idem; migration failed | nothing usable was opened |
+//! | [`OpenError`] | invalid options or URL; server unreachable, starting up or idem's schema locked past the open timeout ([`OpenError::NotReady`], naming the last reason); schema from a newer idem; migration failed | nothing usable was opened |
 //! | `StoreError::Unavailable` | connection lost or refused, server shutting down or starting up, pool closed; with `retry_after` for a statement timeout, a pool with no free connection, or contention past the retries (or, in `complete_in` and `complete_with`, which do not retry, any serialization failure or deadlock) | unknown for `claim`, `complete`, `release`, `renew` if the connection broke during their write statement, which commits as it ends (see the [`Store`](idem_core::Store) docs on retrying), and for `complete_with` if it broke during its `COMMIT`; nothing otherwise; nothing for a failed `complete_in` once its transaction rolls back |
 //! | `StoreError::Full` | a size limit is reached | nothing |
 //! | `StoreError::Corrupt` | a row holds what this version cannot read, a constraint of idem's tables broke (usage totals edited by hand), or the fence sequence is behind a record | nothing (a guarded completion that disagrees with the step, a bug: see "Round trips") |

@@ -34,9 +34,11 @@ pub enum TimeSource {
 
 /// Where the store lives, how big it may grow and how it talks to PostgreSQL.
 ///
-/// [`crate::PostgresStore::with_pool`] uses only the schema, the size limits, the retries
-/// and the time source: the URL and the pool settings (`connections_max`,
-/// `acquire_timeout`, `statement_timeout`) are those of the service's pool.
+/// [`crate::PostgresStore::with_pool`] uses only the schema, the size limits, the retries,
+/// the time source, the schema lock timeout and the open timeout: the URL and the pool
+/// and session settings (`connections_max`, `acquire_timeout`, `statement_timeout`, the
+/// idle-in-transaction and lock timeouts, the TCP settings) are those of the service's
+/// pool ([`PostgresOptions::connect_options`] gives them to it).
 ///
 /// ```
 /// use std::time::Duration;

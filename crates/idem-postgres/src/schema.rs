@@ -50,7 +50,9 @@ pub(crate) async fn prepare(
     if !found.up_to_date() {
         if !found.schema {
             // The name is a plain identifier (checked by the options), safe between quotes.
-            execute(connection, format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")).await.map_err(|e| failed.sql(e))?;
+            execute(connection, format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .await
+                .map_err(|e| failed.sql(e))?;
         }
         execute(connection, format!("SET search_path TO \"{schema}\"")).await.map_err(|e| failed.sql(e))?;
         migrator().run(&mut *connection).await.map_err(|error| failed.migrate(error))?;
@@ -104,8 +106,7 @@ impl Catalog {
 /// if it exists, the migrations table (a plain read, which waits only for an exclusive
 /// lock on that table, and then at most the schema lock timeout).
 async fn catalog(connection: &mut PgConnection, schema: &str) -> Result<Catalog, sqlx::Error> {
-    let relations: Vec<String> =
-        std::iter::once(MIGRATIONS_TABLE).chain(RELATIONS).map(str::to_owned).collect();
+    let relations: Vec<String> = std::iter::once(MIGRATIONS_TABLE).chain(RELATIONS).map(str::to_owned).collect();
     let row = sqlx::query(
         "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS schema_exists, \
          ARRAY(SELECT name FROM unnest($2::text[]) AS name \
@@ -119,7 +120,8 @@ async fn catalog(connection: &mut PgConnection, schema: &str) -> Result<Catalog,
     let missing: Vec<String> = row.try_get("missing")?;
     let mut applied = Vec::new();
     if schema_exists && !missing.iter().any(|name| name == MIGRATIONS_TABLE) {
-        let statement = format!("SELECT version, success, checksum FROM \"{schema}\".{MIGRATIONS_TABLE} ORDER BY version");
+        let statement =
+            format!("SELECT version, success, checksum FROM \"{schema}\".{MIGRATIONS_TABLE} ORDER BY version");
         applied = sqlx::query_as(AssertSqlSafe(statement)).fetch_all(&mut *connection).await?;
     }
     Ok(Catalog { schema: schema_exists, missing, applied })

@@ -80,7 +80,8 @@ impl SessionOptions {
         if let Some((name, _)) = millis.iter().find(|(_, value)| i32::try_from(value.as_millis()).is_err()) {
             return Some(format!("{name} is over PostgreSQL's limit of {} ms", i32::MAX));
         }
-        for (name, value) in [("keepalive idle", self.keepalive_idle), ("keepalive interval", self.keepalive_interval)] {
+        for (name, value) in [("keepalive idle", self.keepalive_idle), ("keepalive interval", self.keepalive_interval)]
+        {
             if value.subsec_nanos() != 0 || value.is_zero() || value.as_secs() > 32_767 {
                 return Some(format!("tcp {name} is {value:?}; it must be whole seconds, 1..=32767"));
             }
@@ -145,7 +146,8 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
         // 08: connection exception; 57P01-57P03: admin or crash shutdown, cannot connect
         // now (starting up, shutting down, recovery); 53300: too many connections; 55P03:
         // lock not available (`lock_timeout`); 57014: a statement cancelled by its timeout.
-        return code.starts_with("08") || matches!(code.as_str(), "57P01" | "57P02" | "57P03" | "53300" | "55P03" | "57014");
+        return code.starts_with("08")
+            || matches!(code.as_str(), "57P01" | "57P02" | "57P03" | "53300" | "55P03" | "57014");
     }
     matches!(error, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
 }

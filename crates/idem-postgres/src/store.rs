@@ -254,11 +254,14 @@ impl PostgresStore {
     ///
     /// From `options` this takes the schema, the size limits, the retries and the time
     /// source; the URL and the pool settings (`connections_max`, `acquire_timeout`,
-    /// `statement_timeout`) are the pool's business and are not used: a statement timeout,
-    /// if the service wants one, is set in its pool's connect options. The migrations run
+    /// `statement_timeout`, and the session settings that bound a dead holder) are the
+    /// pool's business and are not used: build the pool from
+    /// [`PostgresOptions::connect_options`] to give its connections idem's settings. A
+    /// schema that is locked or a server that is starting is tried again within
+    /// [`PostgresOptions::open_timeout`], as in `open`. The migrations run
     /// on one connection taken from `pool` and detached from it (the pool opens a
     /// replacement), because they set that connection's `search_path`; the connections the
-    /// pool keeps are never changed. idem's migrations are noted in [`MIGRATIONS_TABLE`],
+    /// pool keeps are never changed. idem's migrations are noted in [`crate::MIGRATIONS_TABLE`],
     /// not sqlx's default table, so the service's own `sqlx::migrate!` on the same pool and
     /// schema keeps its own list. [`PostgresStore::close`] closes `pool`.
     ///

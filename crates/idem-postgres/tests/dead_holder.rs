@@ -154,7 +154,9 @@ async fn without_an_idle_timeout_the_frozen_holder_keeps_its_key_but_opens_do_no
     assert_eq!(completed.expect("the completion commits"), Fenced::Applied);
 
     match claim_after_the_lease(&fresh, &key).await {
-        Err(StoreError::Unavailable { retry_after, .. }) => assert!(retry_after.is_some(), "a busy store hints a retry"),
+        Err(StoreError::Unavailable { retry_after, .. }) => {
+            assert!(retry_after.is_some(), "a busy store hints a retry")
+        }
         other => panic!("the frozen holder's row lock should still block its key: {other:?}"),
     }
     let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")

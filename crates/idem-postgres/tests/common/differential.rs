@@ -47,7 +47,7 @@ struct Fences {
 
 impl Fences {
     /// The PostgreSQL fence for `MemoryStore`'s fence `memory`.
-    fn to_store(&self, memory: Fence) -> Fence {
+    fn store_of(&self, memory: Fence) -> Fence {
         let rank = usize::try_from(memory.get()).unwrap_or(usize::MAX);
         match rank.checked_sub(1).and_then(|index| self.issued.get(index)) {
             Some(&store) => Fence::new(store),
@@ -56,7 +56,7 @@ impl Fences {
     }
 
     /// `MemoryStore`'s number for the PostgreSQL fence `store`.
-    fn from_store(&self, store: Fence) -> Fence {
+    fn memory_of(&self, store: Fence) -> Fence {
         let value = store.get();
         if (UNISSUED..UNKNOWN).contains(&value) {
             return Fence::new(value - UNISSUED);
@@ -92,8 +92,8 @@ impl<'a> Renumbered<'a> {
         self.fences.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn to_store(&self, fence: Fence) -> Fence {
-        self.fences().to_store(fence)
+    fn store_of(&self, fence: Fence) -> Fence {
+        self.fences().store_of(fence)
     }
 
     fn refusal(&self, refusal: Refusal) -> Refusal {
@@ -101,10 +101,10 @@ impl<'a> Renumbered<'a> {
         match refusal {
             Refusal::NoRecord => Refusal::NoRecord,
             Refusal::StaleFence { presented, current } => {
-                Refusal::StaleFence { presented: fences.from_store(presented), current: fences.from_store(current) }
+                Refusal::StaleFence { presented: fences.memory_of(presented), current: fences.memory_of(current) }
             }
             Refusal::AlreadyCompleted { completed_by } => {
-                Refusal::AlreadyCompleted { completed_by: fences.from_store(completed_by) }
+                Refusal::AlreadyCompleted { completed_by: fences.memory_of(completed_by) }
             }
         }
     }
@@ -133,7 +133,7 @@ impl Store for Renumbered<'_> {
                 Decision::Execute(claim)
             }
             Decision::TakeOver { mut claim, stale } => {
-                let stale = fences.from_store(stale);
+                let stale = fences.memory_of(stale);
                 claim.fence = fences.issue(claim.fence);
                 Decision::TakeOver { claim, stale }
             }
@@ -149,17 +149,17 @@ impl Store for Renumbered<'_> {
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Fenced, StoreError> {
-        let fenced = self.store.complete(id, self.to_store(fence), response, now, policy).await?;
+        let fenced = self.store.complete(id, self.store_of(fence), response, now, policy).await?;
         Ok(self.fenced(fenced))
     }
 
     async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
-        let fenced = self.store.release(id, self.to_store(fence)).await?;
+        let fenced = self.store.release(id, self.store_of(fence)).await?;
         Ok(self.fenced(fenced))
     }
 
     async fn renew(&self, id: &RecordId, fence: Fence, now: Timestamp, policy: &Policy) -> Result<Renewal, StoreError> {
-        Ok(match self.store.renew(id, self.to_store(fence), now, policy).await? {
+        Ok(match self.store.renew(id, self.store_of(fence), now, policy).await? {
             Renewal::Refused(refusal) => Renewal::Refused(self.refusal(refusal)),
             renewed => renewed,
         })
@@ -167,7 +167,7 @@ impl Store for Renumbered<'_> {
 
     async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         let record = self.store.get(id).await?;
-        Ok(record.map(|record| Record { fence: self.fences().from_store(record.fence), ..record }))
+        Ok(record.map(|record| Record { fence: self.fences().memory_of(record.fence), ..record }))
     }
 
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
@@ -190,7 +190,9 @@ pub async fn open(url: &str, schema: &str) -> PostgresStore {
         .statement_timeout(Duration::from_secs(5))
         .time_source(TimeSource::Caller);
     PostgresStore::open(options).await.unwrap_or_else(|error| {
-        panic!("the differential check needs PostgreSQL at {url} (start it with `pg_ctlcluster 15 main start`): {error}")
+        panic!(
+            "the differential check needs PostgreSQL at {url} (start it with `pg_ctlcluster 15 main start`): {error}"
+        )
     })
 }
 
@@ -205,7 +207,8 @@ async fn clear(store: &PostgresStore) {
 
 /// Rows in `idem_records` and the sum of their `stored_bytes` column.
 async fn row_totals(store: &PostgresStore) -> Usage {
-    let statement = format!("SELECT count(*), coalesce(sum(stored_bytes), 0)::int8 FROM \"{}\".idem_records", store.schema());
+    let statement =
+        format!("SELECT count(*), coalesce(sum(stored_bytes), 0)::int8 FROM \"{}\".idem_records", store.schema());
     let (rows, bytes): (i64, i64) =
         sqlx::query_as(AssertSqlSafe(statement)).fetch_one(store.pool()).await.expect("the records are readable");
     let count = |value: i64| u64::try_from(value).expect("counts are not negative");

@@ -142,7 +142,8 @@ async fn answer_starting_up(mut client: TcpStream) {
         }
     }
     let mut fields = Vec::new();
-    for (code, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', "57P03"), (b'M', "the database system is starting up")]
+    for (code, value) in
+        [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', "57P03"), (b'M', "the database system is starting up")]
     {
         fields.push(code);
         fields.extend_from_slice(value.as_bytes());
