@@ -20,7 +20,11 @@
 //! refusal) ends after the read. The decision table, fences, admission at the size limits,
 //! usage accounting and atomic mode's refusal of a repeated completion are all
 //! idem-core's; `tests/conformance.rs` runs idem-core's conformance suite on a real
-//! PostgreSQL.
+//! PostgreSQL, and `tests/differential.rs` idem-core's differential check (random histories
+//! answered as `MemoryStore` answers them, fences compared by rank), which `src/planted.rs`
+//! shows fails for five rules of the SQL planted wrong (the guarded completion without its
+//! fence or its state check, its retention or usage delta counted wrong, a purge one
+//! millisecond late).
 //!
 //! # Contents
 //!
@@ -181,7 +185,7 @@
 //! crate's SQL: it is reported as `Corrupt` (in atomic mode the caller then rolls back and
 //! nothing lands; for `complete`, which commits as it writes, the record holds that
 //! completion); `tests/store.rs` runs the guarded completion against the step on every
-//! kind of record.
+//! kind of record, and the differential check (above) on random histories.
 //!
 //! # Time (SPEC "lease", "retention"; G1, G3)
 //!
