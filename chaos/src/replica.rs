@@ -30,13 +30,25 @@ pub(crate) struct Replica {
     paused: bool,
     /// Take-overs logged by its earlier processes.
     takeovers_before: u64,
+    /// Starts that failed (and were tried again), with why: `idem serve` exits at start
+    /// when its store is itself still starting (issue 20).
+    pub(crate) failed_starts: Vec<String>,
 }
 
 impl Replica {
     /// Starts replica `index` of `binary serve` with `args` (store, lease, …) on a free port.
     pub(crate) fn start(index: usize, binary: PathBuf, args: Vec<String>) -> Result<Replica, ChaosError> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut replica = Replica { index, addr, binary, args, process: None, paused: false, takeovers_before: 0 };
+        let mut replica = Replica {
+            index,
+            addr,
+            binary,
+            args,
+            process: None,
+            paused: false,
+            takeovers_before: 0,
+            failed_starts: Vec::new(),
+        };
         replica.start_again()?;
         Ok(replica)
     }
@@ -57,7 +69,12 @@ impl Replica {
                     self.paused = false;
                     return Ok(());
                 }
-                Err(error) => last = Some(error),
+                Err(error) => {
+                    let why = error.to_string();
+                    let last_line = why.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or_default();
+                    self.failed_starts.push(format!("{}: {last_line}", why.lines().next().unwrap_or_default()));
+                    last = Some(error);
+                }
             }
             std::thread::sleep(START_PAUSE);
         }

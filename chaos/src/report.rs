@@ -26,6 +26,9 @@ pub struct RunReport {
     pub takeovers: u64,
     /// Kills and pauses that struck a replica while a request was in flight on it.
     pub struck_busy: u64,
+    /// Replica starts that failed and were tried again, with the last line of each
+    /// (e.g. `idem serve` exiting while PostgreSQL is still starting up).
+    pub failed_starts: Vec<String>,
     /// Broken guarantees, each with its story.
     pub violations: Vec<Violation>,
     /// Counterexamples the mode does not exclude (Redis, separate mode: a second payment
@@ -41,10 +44,11 @@ pub struct RunReport {
 }
 
 /// What the replicas' logs and the fault thread counted in a run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Counts {
     pub(crate) takeovers: u64,
     pub(crate) struck_busy: u64,
+    pub(crate) failed_starts: Vec<String>,
 }
 
 impl RunReport {
@@ -71,6 +75,7 @@ impl RunReport {
             faults,
             takeovers: counts.takeovers,
             struck_busy: counts.struck_busy,
+            failed_starts: counts.failed_starts,
             violations: checked.violations,
             expected: checked.expected,
             trace,
@@ -115,6 +120,9 @@ impl fmt::Display for RunReport {
             "  take-overs logged: {}; kills and pauses with a request in flight: {}",
             self.takeovers, self.struck_busy
         )?;
+        for why in &self.failed_starts {
+            writeln!(f, "  a replica start failed and was tried again: {why}")?;
+        }
         for expected in &self.expected {
             writeln!(
                 f,
@@ -144,12 +152,16 @@ pub struct Summary {
     pub takeovers: u64,
     /// Kills and pauses that struck a replica with a request in flight.
     pub struck_busy: u64,
+    /// Replica starts that failed and were tried again.
+    pub failed_starts: u64,
     /// Runs with a violation.
     pub failed_seeds: Vec<u64>,
     /// Violations, by guarantee.
     pub violations: BTreeMap<&'static str, u64>,
     /// Expected counterexamples (separate mode).
     pub expected: u64,
+    /// Of those, the ones in runs where Redis lost its data (every record forgotten).
+    pub expected_after_data_loss: u64,
     /// Wall time over every run.
     pub wall: Duration,
 }
@@ -163,6 +175,7 @@ impl Summary {
         }
         self.takeovers += report.takeovers;
         self.struck_busy += report.struck_busy;
+        self.failed_starts += report.failed_starts.len() as u64;
         if !report.passed() {
             self.failed_seeds.push(report.seed);
         }
@@ -170,6 +183,9 @@ impl Summary {
             *self.violations.entry(violation.guarantee).or_insert(0) += 1;
         }
         self.expected += report.expected.len() as u64;
+        if report.faults.iter().any(|scheduled| scheduled.fault.kind() == FaultKind::RedisLoseData) {
+            self.expected_after_data_loss += report.expected.len() as u64;
+        }
         self.wall += report.wall;
     }
 
@@ -189,6 +205,7 @@ impl Summary {
         }
         line(format!("  (kills and pauses with a request in flight: {})", self.struck_busy));
         line(format!("take-overs                        {}", self.takeovers));
+        line(format!("replica starts failed, tried again {}", self.failed_starts));
         let total: u64 = self.violations.values().sum();
         line(format!("violations                        {total}"));
         for (guarantee, count) in &self.violations {
@@ -196,6 +213,7 @@ impl Summary {
         }
         if store == StoreKind::Redis {
             line(format!("expected (separate mode)          {}", self.expected));
+            line(format!("  in runs where Redis lost its data {}", self.expected_after_data_loss));
         }
         line(format!("failed runs                       {}", self.failed_seeds.len()));
         out

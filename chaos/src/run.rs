@@ -146,6 +146,12 @@ impl Harness {
         let addrs: Vec<_> = replicas.iter().map(|replica| replica.addr).collect();
         runtime.block_on(audit::lists(&history, &addrs, &external::tokens(bounds.clients)));
         let takeovers = replicas.iter().map(Replica::takeovers).sum();
+        let failed_starts: Vec<String> = replicas
+            .iter()
+            .flat_map(|replica| {
+                replica.failed_starts.iter().map(move |why| format!("replica-{}: {why}", replica.index))
+            })
+            .collect();
         drop(replicas);
         for row in runtime.block_on(audit::rows(&rows_at))? {
             history.row(row);
@@ -153,7 +159,7 @@ impl Harness {
         // G6 counts from when everything was up again, if healing ran late.
         let bounds = Bounds { heal_at: bounds.heal_at.max(Duration::from_millis(injected.healed_ms)), ..bounds };
         let checked = external::check(&history, &bounds, run_error.as_deref());
-        let counts = report::Counts { takeovers, struck_busy: injected.struck_busy };
+        let counts = report::Counts { takeovers, struck_busy: injected.struck_busy, failed_starts };
         Ok(RunReport::new(seed, &self.config, schedule, counts, checked, history.trace(), wall.elapsed()))
     }
 }

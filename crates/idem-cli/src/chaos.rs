@@ -74,7 +74,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             if args.trace {
                 eprintln!("{}", report.trace.join("\n"));
             }
-            if args.trace || !report.passed() {
+            if args.trace || !report.passed() || !report.failed_starts.is_empty() {
                 eprint!("{report}");
             }
         });
