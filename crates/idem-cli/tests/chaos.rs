@@ -74,3 +74,25 @@ const POSTGRES_SEED: u64 = 3;
 const POSTGRES_FAULTS: [FaultKind; 2] = [FaultKind::PostgresImmediate, FaultKind::PostgresFast];
 const REDIS_SEED: u64 = 3;
 const REDIS_FAULTS: [FaultKind; 2] = [FaultKind::RedisLoseData, FaultKind::RedisKeepData];
+
+#[test]
+fn bad_options_exit_2_with_a_readable_message() {
+    // Goal: an unknown store, an empty seed range or a replica count out of range is refused
+    // before anything starts, with exit code 2 and a message naming the problem.
+    let cases: [(&[&str], &str); 4] = [
+        (&["--store", "mysql"], "unknown store \"mysql\""),
+        (&["--store", "sqlite", "--seeds", "5..5"], "holds no seed"),
+        (&["--store", "sqlite", "--replicas", "0"], "--replicas"),
+        (&["--store", "sqlite", "--faults", "21"], "--faults"),
+    ];
+    for (args, expected) in cases {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_idem"))
+            .arg("chaos")
+            .args(args)
+            .output()
+            .expect("the idem binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
