@@ -257,3 +257,60 @@ async fn a_locked_schema_is_reported_not_waited_for() {
     sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.expect("the lock is released");
     open(locked).await.close().await;
 }
+
+/// Each session setting as `SHOW` prints it on every connection of `pool` (held at once,
+/// so each is a different connection).
+async fn shown_settings(pool: &sqlx::PgPool, connections: usize) -> Vec<Vec<String>> {
+    let names = [
+        "statement_timeout",
+        "idle_in_transaction_session_timeout",
+        "lock_timeout",
+        "tcp_keepalives_idle",
+        "tcp_keepalives_interval",
+        "tcp_keepalives_count",
+        "tcp_user_timeout",
+    ];
+    let mut held = Vec::new();
+    for _ in 0..connections {
+        held.push(pool.acquire().await.expect("a pooled connection"));
+    }
+    let mut shown = Vec::new();
+    for connection in &mut held {
+        let mut values = Vec::new();
+        for name in names {
+            let statement = format!("SHOW {name}");
+            let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
+                .fetch_one(&mut **connection)
+                .await
+                .expect("the setting is readable");
+            values.push(value);
+        }
+        shown.push(values);
+    }
+    shown
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_carries_the_session_settings() {
+    // Goal: the options' session settings reach PostgreSQL on every pooled connection of a
+    // store `open` made, and of a service's pool built from `connect_options` for
+    // `with_pool`, as PostgreSQL shows them (the TCP settings in seconds and milliseconds,
+    // without units).
+    let schemas = Schemas::default();
+    let schema = schemas.fresh();
+    let options = options(&common::url(), &schema)
+        .statement_timeout(Duration::from_millis(4500))
+        .idle_in_transaction_timeout(Duration::from_secs(7))
+        .lock_timeout(Duration::from_millis(1500))
+        .tcp_keepalive(Duration::from_secs(4), Duration::from_secs(2), 3)
+        .tcp_user_timeout(Duration::from_secs(9));
+    let expected: Vec<String> = ["4500ms", "7s", "1500ms", "4", "2", "3", "9000"].map(str::to_owned).to_vec();
+    let store = open(options.clone()).await;
+    assert_eq!(shown_settings(store.pool(), 2).await, vec![expected.clone(); 2]);
+    let connect = options.connect_options().expect("valid options");
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect_with(connect).await.expect("a pool");
+    let service = PostgresStore::with_pool(pool, options).await.expect("the store opens on the service's pool");
+    assert_eq!(shown_settings(service.pool(), 2).await, vec![expected; 2]);
+    store.close().await;
+    service.close().await;
+}
