@@ -15,7 +15,8 @@
 //! | refused (the claim was taken over) | what the store holds: the other execution's response, or 409 | the other execution's |
 //! | `writes` failed | 500 `handler-failed` (nothing committed) | given back: a retry runs the handler again |
 //! | the store failed | 503 `store-unavailable` / `store-full`, 500 `store-corrupt` | given back |
-//! | `response` cannot be recorded (body over the limit, trailers) | 500 `handler-failed`, nothing committed | given back |
+//! | `response` cannot be kept for replay (body over the limit, trailers) | `response`, whole; retries get the `response-not-kept` problem (SPEC "HTTP behaviour") | completed, with that problem as its record |
+//! | the response body fails before its end | 500 `handler-failed` (nothing committed) | given back |
 //!
 //! The layer answers the first row itself too: a handler that called `commit` and then
 //! returned another response (not the one `commit` gave it) is logged as an error and
@@ -124,13 +125,24 @@ impl<S: AtomicStore> Claim<S> {
         let Claim { context, store } = self;
         let (config, key) = (&context.config, context.id.key.as_str());
         let (head, body) = response.into_response().into_parts();
-        let body = match read_to_keep(Body::new(body), config.response_body_bytes_max).await {
-            ResponseRead::Whole(body) => body,
-            ResponseRead::NotKept { why, .. } => {
-                tracing::error!(key, ?why, "Claim::commit: the response cannot be recorded; committing nothing");
-                let detail =
-                    "the handler's response cannot be recorded (too long, or with trailers); nothing was committed";
-                return nothing_committed(&context, kinds::handler_failed(detail));
+        let (stored, answer_body) = match read_to_keep(Body::new(body), config.response_body_bytes_max).await {
+            ResponseRead::Whole(body) => {
+                let stored = config.filter.stored_response(head.status.as_u16(), &head.headers, body.clone());
+                (stored, axum_core::body::Body::from(body))
+            }
+            ResponseRead::NotKept { why, body } => {
+                // As the layer does in separate mode (SPEC "HTTP behaviour"): the writes
+                // commit with a response-not-kept record, this client gets every byte, and
+                // retries get the problem; the operation never runs again for the key.
+                tracing::warn!(
+                    key,
+                    ?why,
+                    "Claim::commit: the response cannot be kept for replay; recording a response-not-kept problem"
+                );
+                (
+                    crate::atomic::not_kept_record(config, head.status, &head.headers, why),
+                    axum_core::body::Body::new(body),
+                )
             }
             ResponseRead::Broken(error) => {
                 tracing::error!(key, %error, "Claim::commit: the response body failed; committing nothing");
@@ -138,7 +150,6 @@ impl<S: AtomicStore> Claim<S> {
                 return nothing_committed(&context, kinds::handler_failed(detail));
             }
         };
-        let stored = config.filter.stored_response(head.status.as_u16(), &head.headers, body.clone());
         let now = config.clock.now();
         let result = store.complete_with(&context.id, context.fence, stored, now, &config.policy, writes).await;
         let fenced = match result {
@@ -160,7 +171,7 @@ impl<S: AtomicStore> Claim<S> {
             }
         };
         let commit = if fenced == Fenced::Applied { Commit::Applied } else { Commit::Refused };
-        let response = Response::from_parts(head, axum_core::body::Body::from(body));
+        let response = Response::from_parts(head, answer_body);
         mark(&context, commit, response, CompletedInTransaction(fenced))
     }
 }

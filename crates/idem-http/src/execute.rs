@@ -455,14 +455,7 @@ async fn not_kept<St: Store>(
         status = head.status.as_u16(),
         "the handler's response cannot be kept for replay; answering it and recording a response-not-kept problem"
     );
-    let mut problem = config.answer(kinds::response_not_kept(head.status, why));
-    if let Some(location) = head.headers.get(http::header::LOCATION) {
-        problem.headers_mut().insert(http::header::LOCATION, location.clone());
-    }
-    let (problem_head, problem_body) = problem.into_parts();
-    let problem_body =
-        read_bounded(problem_body, usize::MAX, |_| {}).await.expect("a problem body is in memory and cannot fail");
-    let stored = config.filter.stored_response(problem_head.status.as_u16(), &problem_head.headers, problem_body);
+    let stored = crate::atomic::not_kept_record(config, head.status, &head.headers, why);
     match complete(keyed, claim, stored).await {
         Ok(Fenced::Applied) => (Response::from_parts(head, body), Outcome::ResponseTooLarge),
         Ok(Fenced::Refused(refusal)) => {

@@ -357,18 +357,23 @@ async fn a_store_failure_in_commit_answers_503_and_commits_nothing() {
 }
 
 #[tokio::test]
-async fn a_response_over_the_recording_limit_is_not_committed() {
+async fn a_response_over_the_recording_limit_commits_and_retries_get_response_not_kept() {
     // Goal: a response longer than the layer's recording limit cannot be replayed, so the
-    // commit does not run the writes: 500 problem, no order, the claim given back.
+    // commit records the response-not-kept problem in its place with the writes (SPEC "HTTP
+    // behaviour", as the layer does in separate mode): the first client gets every byte,
+    // the order is written once, and the retry gets the problem as a replay, status kept.
     let (app, _) = App::start(|b| b.response_body_bytes_max(64)).await;
 
-    let reply = app.post("/large", "k", TEA).await;
+    let first = app.post("/large", "k", TEA).await;
+    let retry = app.post("/large", "k", TEA).await;
 
-    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(reply.problem()["type"], support::problem_type("handler-failed"));
-    assert!(app.order_ids().await.is_empty());
-    assert_eq!(app.record_state("k").await, None, "the claim was given back");
-    assert_eq!(app.server.outcomes(), [Outcome::Released]);
+    assert_eq!((first.status, first.text()), (StatusCode::CREATED, "x".repeat(1024).as_str()));
+    assert!(!first.is_replay());
+    assert_eq!(retry.status, StatusCode::CREATED, "the operation's own status: it succeeded, do not retry");
+    assert!(retry.is_replay());
+    assert_eq!(retry.problem()["type"], support::problem_type("response-not-kept"));
+    assert_eq!(app.order_ids().await, ["order-1"], "written once, by the first request");
+    assert!(matches!(app.record_state("k").await, Some(RecordState::Completed { .. })));
 }
 
 #[tokio::test]
