@@ -106,6 +106,44 @@ impl Statements {
     }
 }
 
+/// The relations [`Statements::schema`] creates: when all are in the catalog, `open` runs no
+/// DDL at all.
+const RELATIONS: [&str; 6] =
+    ["payments", "payments_by_principal", "users", "users_by_principal", "users_by_principal_seq", "server_health"];
+
+/// Whether every relation of the app is already in `store`'s schema, read from the catalog
+/// alone. `CREATE INDEX IF NOT EXISTS` takes a share lock on its table before it finds the
+/// index there, so it waits on any open transaction that wrote a row, a dead holder's
+/// included (SPEC "A dead holder holds nothing", docs/guarantees.md); reading `pg_class`
+/// waits on nobody, so a replica restarting beside such a transaction starts at once.
+async fn tables_present(store: &PostgresStore) -> Result<bool, LedgerError> {
+    let found: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relname = ANY($2)",
+    )
+    .bind(store.schema())
+    .bind(RELATIONS.as_slice())
+    .fetch_one(store.pool())
+    .await
+    .map_err(unavailable)?;
+    Ok(usize::try_from(found).is_ok_and(|found| found == RELATIONS.len()))
+}
+
+/// Creates what is missing, once even when replicas start together (under
+/// [`TABLES_LOCK`]); bounded by the store's lock timeout where a statement must wait.
+async fn create_tables(store: &PostgresStore, statements: &Statements) -> Result<(), LedgerError> {
+    let mut transaction = store.pool().begin().await.map_err(unavailable)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(TABLES_LOCK)
+        .execute(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
+    for statement in &statements.schema {
+        sqlx::query(sql(statement)).execute(&mut *transaction).await.map_err(unavailable)?;
+    }
+    transaction.commit().await.map_err(unavailable)
+}
+
 fn sql(text: &str) -> AssertSqlSafe<String> {
     AssertSqlSafe(text.to_owned())
 }
@@ -123,22 +161,17 @@ pub struct PostgresLedger {
 
 impl PostgresLedger {
     /// The ledger in `store`'s database and schema; creates the app's tables (`payments`,
-    /// `users`) there if they are missing, once even when replicas start together.
+    /// `users`) there if they are missing, once even when replicas start together. When
+    /// they are all there (read from the catalog) it runs no DDL, so it never waits on a
+    /// transaction that holds a row lock, a vanished replica's included.
     ///
     /// # Errors
     /// [`LedgerError::Unavailable`] if the tables cannot be created.
     pub async fn open(store: Arc<PostgresStore>) -> Result<PostgresLedger, LedgerError> {
         let statements = Statements::new(store.schema());
-        let mut transaction = store.pool().begin().await.map_err(unavailable)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(TABLES_LOCK)
-            .execute(&mut *transaction)
-            .await
-            .map_err(unavailable)?;
-        for statement in &statements.schema {
-            sqlx::query(sql(statement)).execute(&mut *transaction).await.map_err(unavailable)?;
+        if !tables_present(&store).await? {
+            create_tables(&store, &statements).await?;
         }
-        transaction.commit().await.map_err(unavailable)?;
         Ok(PostgresLedger { store, sql: Arc::new(statements) })
     }
 

@@ -157,3 +157,25 @@ async fn a_handler_slower_than_its_lease_is_taken_over_and_its_postgres_write_ro
     assert_eq!(server.payment_count().await, 1, "the stale execution's payment rolled back");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_replica_opens_beside_a_transaction_that_holds_a_written_payment() {
+    // Goal: a replica (re)starting while another replica's transaction has written a
+    // payment and not committed (a holder whose host vanished mid transaction) opens its
+    // ledger without waiting on that transaction: `CREATE INDEX IF NOT EXISTS` would wait
+    // for its share lock, then fail at the store's lock timeout (issue 20, item 8).
+    let server = PgServer::start(manual_clock(), None).await;
+    let mut holder = server.store.pool().begin().await.expect("a transaction begins");
+    let insert = format!(
+        "INSERT INTO \"{}\".payments (payment_id, principal, amount_minor, currency, destination, status, created_at)
+         VALUES ('pay_held', 'user:frank', 100, 'USD', 'merchant', 'succeeded', 0)",
+        server.store.schema()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(insert)).execute(&mut *holder).await.expect("the row is written, not committed");
+
+    let reopened = PostgresLedger::open(Arc::clone(&server.store)).await;
+
+    assert!(reopened.is_ok(), "the ledger opens beside the open transaction: {:?}", reopened.err());
+    holder.rollback().await.expect("the holder rolls back");
+    server.stop().await;
+}
