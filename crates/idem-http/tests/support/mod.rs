@@ -389,6 +389,8 @@ pub struct TestStore {
     pub memory: MemoryStore,
     pub claims: AtomicU64,
     pub completes: AtomicU64,
+    /// When each completion was asked for, on tokio's clock (paused in tests that read it).
+    pub complete_times: Mutex<Vec<tokio::time::Instant>>,
     /// Renewals asked for, failed ones included.
     pub renewals: AtomicU64,
     /// Renewals the memory store answered `Renewed`.
@@ -436,6 +438,7 @@ impl Store for TestStore {
         policy: &Policy,
     ) -> Result<Fenced, StoreError> {
         self.completes.fetch_add(1, Ordering::SeqCst);
+        self.complete_times.lock().expect("not poisoned").push(tokio::time::Instant::now());
         if self.fail_completes.load(Ordering::SeqCst) {
             return Err(Self::injected(1));
         }
