@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sqlx::{Connection as _, Row as _};
 
-use crate::ChaosError;
+use crate::{ChaosError, Plant};
 
 /// Rows per page: small, so that every list pages.
 const PAGE_LIMIT: usize = 3;
@@ -160,21 +160,32 @@ fn stored(
     Ok(StoredRow { owner, payment_id, amount_minor, currency, destination })
 }
 
-/// A planted fault in the harness's own test: one stored payment deleted behind the
-/// server's back, as a store that lost an acknowledged write would. The checker must
-/// report it (G7 or G2).
-pub(crate) async fn lose_one_payment(at: &RowsAt) -> Result<(), ChaosError> {
+/// Plants `plant` in the store behind the server's back, after healing and before the
+/// audit, to show that the checker reports what such a store bug would leave.
+pub(crate) async fn plant(at: &RowsAt, plant: Plant) -> Result<(), ChaosError> {
+    let table = match at {
+        RowsAt::Sqlite(_) => "payments".to_owned(),
+        RowsAt::Postgres { schema, .. } => format!("\"{schema}\".payments"),
+    };
+    let first = format!("(SELECT MIN(seq) FROM {table})");
+    let statement = match plant {
+        // An acknowledged write lost.
+        Plant::LoseOnePayment => format!("DELETE FROM {table} WHERE seq = {first}"),
+        // A second payment for one key (an execution the guard let through twice).
+        Plant::DuplicateOnePayment => format!(
+            "INSERT INTO {table} (payment_id, principal, amount_minor, currency, destination, status, created_at) \
+             SELECT payment_id || 'd', principal, amount_minor, currency, destination, status, created_at \
+             FROM {table} WHERE seq = {first}"
+        ),
+    };
     let run = async {
         match at {
             RowsAt::Sqlite(path) => {
                 let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
-                let statement = "DELETE FROM payments WHERE seq = (SELECT MIN(seq) FROM payments)";
-                sqlx::query(statement).execute(&mut connection).await.map(|_| ())
+                sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut connection).await.map(|_| ())
             }
-            RowsAt::Postgres { url, schema } => {
+            RowsAt::Postgres { url, .. } => {
                 let mut connection = sqlx::PgConnection::connect(url).await?;
-                let table = format!("\"{schema}\".payments");
-                let statement = format!("DELETE FROM {table} WHERE seq = (SELECT MIN(seq) FROM {table})");
                 sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut connection).await.map(|_| ())
             }
         }
@@ -182,6 +193,6 @@ pub(crate) async fn lose_one_payment(at: &RowsAt) -> Result<(), ChaosError> {
     match tokio::time::timeout(ROWS_TIMEOUT, run).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(ChaosError::Rows(error.to_string())),
-        Err(_) => Err(ChaosError::Rows(format!("not deleted within {ROWS_TIMEOUT:?}"))),
+        Err(_) => Err(ChaosError::Rows(format!("not planted within {ROWS_TIMEOUT:?}"))),
     }
 }

@@ -111,6 +111,9 @@ pub enum Plant {
     /// After healing, before the audit, the first payment row is deleted straight from the
     /// store: an acknowledged write lost (G7, or G2: an answered payment never stored).
     LoseOnePayment,
+    /// After healing, before the audit, the first payment row is copied under another
+    /// payment id: a second payment for one key (G1; expected in separate mode).
+    DuplicateOnePayment,
 }
 
 /// Why the harness could not run (not a broken guarantee).

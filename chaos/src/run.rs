@@ -16,7 +16,7 @@ use crate::faults::{self, SLOT, Scheduled, Targets};
 use crate::replica::Replica;
 use crate::report::{self, RunReport};
 use crate::services::{Postgres, Redis};
-use crate::{ChaosError, Config, Plant, StoreKind};
+use crate::{ChaosError, Config, StoreKind};
 
 /// The lease the replicas run with (`idem serve --lease`): short, so pauses outlive it.
 const LEASE: Duration = Duration::from_secs(2);
@@ -140,8 +140,8 @@ impl Harness {
             in_flight,
         };
         let (run_error, injected) = drive(&runtime, &clients, seed, &bounds, &schedule, &mut targets);
-        if self.config.plant == Some(Plant::LoseOnePayment) {
-            runtime.block_on(audit::lose_one_payment(&rows_at))?;
+        if let Some(plant) = self.config.plant {
+            runtime.block_on(audit::plant(&rows_at, plant))?;
         }
         let addrs: Vec<_> = replicas.iter().map(|replica| replica.addr).collect();
         runtime.block_on(audit::lists(&history, &addrs, &external::tokens(bounds.clients)));

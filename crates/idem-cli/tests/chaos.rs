@@ -68,6 +68,18 @@ fn a_payment_lost_behind_the_servers_back_is_reported() {
     assert!(report.to_string().contains("replay: idem chaos --store sqlite"), "{report}");
 }
 
+#[test]
+fn a_second_payment_for_one_key_on_postgres_is_reported_as_g1() {
+    // Goal: the harness would see a PostgreSQL store that runs a key twice: a copy of one
+    // payment row under another id, written behind the server's back after healing, is
+    // reported as G1 (two payments for one caller and key), with its story.
+    let config = Config { plant: Some(Plant::DuplicateOnePayment), ..config(StoreKind::Postgres) };
+    let report = run(config, POSTGRES_SEED, &POSTGRES_FAULTS);
+    assert!(!report.passed(), "a second payment went unnoticed:\n{}", report.trace.join("\n"));
+    assert!(report.violations.iter().all(|v| v.guarantee == "G1"), "{report}");
+    assert!(report.violations.iter().all(|v| v.detail.contains("two payments")), "{report}");
+}
+
 const SQLITE_SEED: u64 = 10;
 const SQLITE_FAULTS: [FaultKind; 2] = [FaultKind::PauseReplica, FaultKind::KillReplica];
 const POSTGRES_SEED: u64 = 3;
