@@ -150,16 +150,17 @@ fn io(error: std::io::Error) -> ChaosError {
 /// SIGKILL keeps every acknowledged write; killed and deleted when dropped.
 #[derive(Debug)]
 pub(crate) struct Redis {
+    // Fields drop in order: the process is killed before its directory is deleted.
+    process: Option<Process>,
     dir: TempDir,
     port: u16,
-    process: Option<Process>,
 }
 
 impl Redis {
     /// Starts it on a free loopback port.
     pub(crate) fn start() -> Result<Redis, ChaosError> {
         let dir = tempfile::Builder::new().prefix("idem-chaos-redis-").tempdir().map_err(io)?;
-        let mut redis = Redis { dir, port: free_port()?, process: None };
+        let mut redis = Redis { process: None, dir, port: free_port()? };
         redis.start_again()?;
         Ok(redis)
     }
