@@ -85,6 +85,12 @@ impl Fairness {
     }
 }
 
+/// `Retry-After` for a caller told to wait `wait`: whole seconds (RFC 9110 §10.2.3),
+/// rounded up so a retry never comes early, and at least 1.
+fn retry_after_of(wait: Duration) -> Duration {
+    Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(Duration::from_secs(1))
+}
+
 /// Middleware on the keyed handlers, inside the idempotency layer: an execution (the request
 /// carries a [`ClaimContext`]) by a principal over its rate gets 429 and the claim is released.
 pub(crate) async fn limit_new_keys(State(fairness): State<Fairness>, request: Request, next: Next) -> Response {
@@ -94,14 +100,27 @@ pub(crate) async fn limit_new_keys(State(fairness): State<Fairness>, request: Re
     match fairness.admit(&principal) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
-            // Whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
-            let retry_after =
-                Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(Duration::from_secs(1));
+            let retry_after = retry_after_of(wait);
             let detail = "this caller is creating new idempotency keys faster than its share allows; retry with the same key later";
             Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many new keys", detail)
                 .with_retry_after(retry_after)
                 .into_response()
                 .map(axum::body::Body::new)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::retry_after_of;
+
+    #[test]
+    fn retry_after_is_the_wait_in_whole_seconds_rounded_up_and_at_least_one() {
+        let cases = [(0, 1), (200, 1), (1_000, 1), (1_001, 2), (1_500, 2), (2_000, 2), (2_999, 3)];
+        for (wait_ms, seconds) in cases {
+            assert_eq!(retry_after_of(Duration::from_millis(wait_ms)), Duration::from_secs(seconds), "{wait_ms} ms");
         }
     }
 }
