@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -36,7 +36,9 @@ pub(crate) struct Clients {
     pub(crate) deadline: Duration,
     /// An operation is resubmitted until it is answered or this many ms of the run passed.
     pub(crate) give_up_after_heal_ms: u64,
-    pub(crate) heal_ms: u64,
+    /// When healing ends, in ms of the run: the planned time until the fault thread says
+    /// when it really ended (later, if a restart ran late), as the checker counts G6.
+    pub(crate) heal_ms: Arc<AtomicU64>,
 }
 
 /// Runs every stream of caller `client` to its end.
@@ -83,7 +85,7 @@ where
         + Clone,
 {
     let history = &clients.history;
-    let give_up_ms = history.elapsed_ms().max(clients.heal_ms) + clients.give_up_after_heal_ms;
+    let started_ms = history.elapsed_ms();
     let Ok(key) = Key::try_from(op.key.as_str()) else {
         history.end(op.client, op.index, None);
         return;
@@ -112,6 +114,7 @@ where
         };
         // A 5xx is not an answer to the request: a caller tries again with the same key.
         let answered = status.filter(|status| *status < 500);
+        let give_up_ms = started_ms.max(clients.heal_ms.load(Ordering::SeqCst)) + clients.give_up_after_heal_ms;
         if answered.is_some() || history.elapsed_ms() >= give_up_ms {
             history.end(op.client, op.index, status);
             return;

@@ -2,7 +2,7 @@
 //! faults side by side, heal, audit, check.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use idem_sim::external::{self, Bounds, History};
@@ -126,7 +126,7 @@ impl Harness {
             attempt_timeout,
             deadline: CLIENT_DEADLINE,
             give_up_after_heal_ms: millis(bounds.progress_bound),
-            heal_ms: millis(bounds.heal_at),
+            heal_ms: Arc::new(AtomicU64::new(millis(bounds.heal_at))),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -196,7 +196,12 @@ fn drive(
     let history = clients.history.clone();
     let cut_off = bounds.heal_at + bounds.progress_bound + CUT_OFF_SLACK;
     std::thread::scope(|scope| {
-        let fault_thread = scope.spawn(|| inject(&history, bounds, schedule, targets));
+        let heal_ms = Arc::clone(&clients.heal_ms);
+        let fault_thread = scope.spawn(move || {
+            let injected = inject(&history, bounds, schedule, targets);
+            heal_ms.fetch_max(injected.healed_ms, Ordering::SeqCst);
+            injected
+        });
         let mut tasks = tokio::task::JoinSet::new();
         for (client, streams) in plan.into_iter().enumerate() {
             tasks.spawn_on(client::client(clients.clone(), client, streams), runtime.handle());
