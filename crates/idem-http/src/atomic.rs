@@ -25,8 +25,8 @@
 //! that record and answers its response whole, so SPEC's rule holds on this path too: the
 //! first client gets every byte, the operation never runs again for the key, and retries
 //! get the problem (with `Idempotent-Replayed: true`), the same record the layer would
-//! have kept. ([`crate::Claim::commit`] reads the response itself and, for one it cannot
-//! record, commits nothing and answers 500 instead; see [`crate::claim`].)
+//! have kept. ([`crate::Claim::commit`] reads the response itself and does the same for
+//! one it cannot keep; see [`crate::claim`].)
 //!
 //! While the handler runs, the layer renews its claim (every [`Policy::renew_every`]). If a
 //! renewal is refused, another request has taken the claim over: [`ClaimContext::lost`]
