@@ -74,3 +74,67 @@ async fn a_pending_response_future_names_itself_in_debug_output() {
     assert!(debug.contains("ResponseFuture"), "{debug}");
     assert_eq!(future.await.expect("answered").status(), StatusCode::OK);
 }
+
+/// A transport error with a cause, as hyper-util's are: its own text, then its source's.
+#[derive(Debug)]
+struct Wrapped {
+    text: &'static str,
+    source: std::io::Error,
+}
+
+impl std::fmt::Display for Wrapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text)
+    }
+}
+
+impl std::error::Error for Wrapped {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+async fn transport_error_text(text: &'static str) -> String {
+    let inner = service_fn(move |_request: Request<Full<Bytes>>| async move {
+        let source = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        Err::<Response<Full<Bytes>>, BoxError>(Box::new(Wrapped { text, source }))
+    });
+    layer().layer(inner).oneshot(request(Method::GET)).await.expect_err("the transport failed").to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_error_names_its_causes_once_each() {
+    // Goal: hyper's own message says only "client error (Connect)"; the error a caller
+    // reads appends each cause, and a cause the message already ends with is not repeated.
+    assert_eq!(
+        transport_error_text("client error (Connect)").await,
+        "request failed: client error (Connect): connection refused"
+    );
+    assert_eq!(
+        transport_error_text("cannot connect: connection refused").await,
+        "request failed: cannot connect: connection refused"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_header_key_equal_to_the_operation_key_is_sent_as_it_is() {
+    // Goal: a caller that sets both the header and `OperationKey` to one key is not told
+    // they conflict; the request goes out once with that key.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let inner = {
+        let seen = std::sync::Arc::clone(&seen);
+        service_fn(move |request: Request<Full<Bytes>>| {
+            let key = request.headers().get("idempotency-key").map(|value| value.as_bytes().to_vec());
+            seen.lock().expect("not poisoned").push(key);
+            async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}")))) }
+        })
+    };
+    let mut both = request(Method::POST);
+    both.headers_mut().insert("idempotency-key", http::HeaderValue::from_static("order-7"));
+    both.extensions_mut().insert(idem_client::OperationKey(idem_core::Key::try_from("order-7").expect("a valid key")));
+
+    let response = layer().layer(inner).oneshot(both).await.expect("the same key twice is no conflict");
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(*seen.lock().expect("not poisoned"), [Some(b"order-7".to_vec())]);
+}
