@@ -310,6 +310,8 @@ mod tests {
             "https://docs.example/errors#key-reused",
             "https://docs.example/problems/key-reused",
             "/problems/key-reused?lang=en",
+            // An empty fragment names nothing: the last path segment decides.
+            "https://docs.example/problems/key-reused#",
         ] {
             assert!(is_key_reused_problem(problem(yes).as_bytes()), "{yes}");
         }

@@ -190,3 +190,20 @@ fn a_deadline_of_exactly_the_limit_is_accepted() {
     let refused = IdempotentRetryLayer::builder().deadline(past).build().err();
     assert_eq!(refused, Some(idem_client::ConfigError::DeadlineTooLong { asked: past }));
 }
+
+#[test]
+fn a_backoff_whose_base_equals_its_cap_is_accepted_and_one_over_it_is_not() {
+    // Goal: base = max is a constant pause, a valid choice; only a base above the cap is refused.
+    let pause = Duration::from_millis(250);
+    assert!(IdempotentRetryLayer::builder().backoff(pause, pause).build().is_ok());
+    let refused = IdempotentRetryLayer::builder().backoff(pause + Duration::from_millis(1), pause).build();
+    assert!(refused.is_err(), "a base over the cap");
+}
+
+#[test]
+fn the_builder_prints_its_settings() {
+    // Goal: a builder in a log or a panic message shows what it was given.
+    let text = format!("{:?}", IdempotentRetryLayer::builder().attempts_max(7));
+    assert!(text.starts_with("IdempotentRetryBuilder"), "{text}");
+    assert!(text.contains("attempts_max: 7"), "{text}");
+}
