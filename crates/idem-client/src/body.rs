@@ -130,7 +130,8 @@ impl<B: HttpBody> ResponseBody<B> {
             match inner.frame().await {
                 None => {
                     self.inner = None;
-                    break Ahead::Whole;
+                    // Trailers read by an earlier call end the data, but cannot be replayed.
+                    break if self.trailers.is_none() { Ahead::Whole } else { Ahead::Partial };
                 }
                 Some(Err(error)) => {
                     (self.error, self.inner) = (Some(error), None);
@@ -298,6 +299,37 @@ mod tests {
         assert_eq!(sized.read_ahead(4).await, Ahead::Partial);
         assert!(sized.buffered().is_empty(), "a body whose size is known to be over is not read");
         assert_eq!(sized.size_hint().exact(), Some(5));
+    }
+
+    /// A body that arrives as the given frames (data, trailers or an error), each polled separately.
+    struct Frames(VecDeque<Result<http_body::Frame<Bytes>, BoxError>>);
+
+    impl HttpBody for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_with_trailers_or_an_error_is_never_whole_however_often_it_is_read_ahead() {
+        // Goal: trailers cannot be replayed as a body and a failed body is not all there, so
+        // reading ahead never calls such a body whole, the first time or again later.
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let with_trailers =
+            [Ok(http_body::Frame::data(Bytes::from_static(b"ab"))), Ok(http_body::Frame::trailers(trailers))];
+        let failing = [Ok(http_body::Frame::data(Bytes::from_static(b"ab"))), Err(BoxError::from("reset"))];
+        for frames in [with_trailers.into_iter().collect(), failing.into_iter().collect()] {
+            let mut body = ResponseBody::new(Frames(frames));
+            assert_eq!(body.read_ahead(100).await, Ahead::Partial);
+            assert_eq!(body.read_ahead(100).await, Ahead::Partial, "read ahead again");
+        }
     }
 
     #[test]
