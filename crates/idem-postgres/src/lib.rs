@@ -22,9 +22,10 @@
 //! idem-core's; `tests/conformance.rs` runs idem-core's conformance suite on a real
 //! PostgreSQL, and `tests/differential.rs` idem-core's differential check (random histories
 //! answered as `MemoryStore` answers them, fences compared by rank), which `src/planted.rs`
-//! shows fails for five rules of the SQL planted wrong (the guarded completion without its
-//! fence or its state check, its retention or usage delta counted wrong, a purge one
-//! millisecond late).
+//! shows fails for each rule of the SQL planted wrong that [`PlantedBug`] names (the
+//! guarded completion without its fence or its state check, with neither, or comparing
+//! fences with `<=`; its retention or usage delta counted wrong; a purge one millisecond
+//! late).
 //!
 //! # Contents
 //!
@@ -41,6 +42,10 @@
 //!   [`PostgresStore::complete_in`] (atomic mode by hand, in a transaction the caller
 //!   holds), [`PostgresStore::usage`], [`PostgresStore::pool`].
 //! * [`OpenError`]: why a database could not be opened, worded for a CLI to print.
+//! * [`PlantedBug`], [`PostgresStore::with_planted_bug`]: **for testing tests only**, the
+//!   store with one rule of its SQL planted wrong (what `idem serve --plant-bug` runs), so
+//!   a check can show it catches that rule broken; `tests/planted_bug.rs` shows the
+//!   completion-guard bugs accept a stale fence's completion that the shipped store refuses.
 //! * [`sqlx`]: the driver, re-exported, so a service writes its business rows with the
 //!   very sqlx version (and `PgConnection` type) this crate was built with, without
 //!   pinning sqlx itself.
@@ -368,6 +373,7 @@ mod error;
 mod options;
 #[cfg(test)]
 mod planted;
+mod planting;
 mod schema;
 mod session;
 mod store;
@@ -377,6 +383,7 @@ pub use error::OpenError;
 /// of [`PostgresStore::usage`]).
 pub use idem_core::Usage;
 pub use options::{CONNECTIONS_MAX_LIMIT, PostgresOptions, RETRIES_MAX_LIMIT, SCHEMA_CHARS_MAX, TimeSource};
+pub use planting::{PlantedBug, UnknownPlantedBug};
 pub use schema::MIGRATIONS_TABLE;
 pub use session::KEEPALIVE_COUNT_MAX;
 pub use store::{PostgresStore, WriteTransaction};

@@ -1,10 +1,12 @@
 //! The differential check has teeth: PostgresStore with one rule of its SQL planted wrong
-//! (the guarded completion without its fence or its state check, its retention counted
-//! from the wrong time, its usage delta dropped when one part of it is zero; a purge that
-//! keeps a record due at the very millisecond) is caught by `idem_core::differential` on
-//! the real PostgreSQL, while the SQL as shipped passes the same cases
-//! (`tests/common/differential.rs`; `tests/differential.rs` runs other cases, from another
-//! seed).
+//! (each [`PlantedBug`]: the guarded completion without its fence or its state check, with
+//! neither, or comparing fences with `<=`; its retention counted from the wrong time, its
+//! usage delta dropped when one part of it is zero; a purge that keeps a record due at the
+//! very millisecond) is caught by `idem_core::differential` on the real PostgreSQL, while
+//! the SQL as shipped passes the same cases (`tests/common/differential.rs`;
+//! `tests/differential.rs` runs other cases, from another seed). The bugs are planted into
+//! the store otherwise as shipped, its guarded completion's check after writing included
+//! (which is how most completion bugs surface: as that check's error).
 //!
 //! Tried and not kept: a purge that takes due records by fence instead of by
 //! `forgettable_at` is caught only after about 2,500 cases (the random histories rarely
@@ -20,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use idem_core::differential::Op;
 use proptest::test_runner::TestError;
 
-use crate::PostgresStore;
+use crate::{PlantedBug, PostgresStore};
 
 /// Random operation sequences per check: the same, from a fixed seed, for every planting.
 /// Each planting below is caught within them (the state check, the rarest, within 500).
@@ -50,8 +52,8 @@ fn differential_check(plant: impl FnOnce(&PostgresStore) -> PostgresStore) -> Re
     outcome
 }
 
-fn assert_caught(right: &str, wrong: &str) {
-    match differential_check(|store| store.with_planted(right, wrong)) {
+fn assert_caught(bug: PlantedBug) {
+    match differential_check(|store| store.planted(bug, true)) {
         Err(TestError::Fail(reason, ops)) => {
             assert!(!ops.is_empty(), "a failing sequence has operations: {reason}");
         }
@@ -74,7 +76,21 @@ fn guarded_completion_without_the_fence_is_caught() {
     // Goal: a guarded completion that locks and completes whichever claim is in flight (G3
     // broken: a stale or made-up fence completes another request's claim) answers unlike
     // idem-core. The patch scripts/planted/14 plants the same bug.
-    assert_caught("AND r.state = 'in_flight' AND r.fence = $3", "AND r.state = 'in_flight'");
+    assert_caught(PlantedBug::CompletionWithoutFence);
+}
+
+#[test]
+fn guarded_completion_comparing_fences_with_at_most_is_caught() {
+    // Goal: a guarded completion that takes any fence up to the claim's (`<=` for `=`), so
+    // a stale holder completes the claim that took over (G3 broken), answers unlike idem-core.
+    assert_caught(PlantedBug::CompletionFenceAtMost);
+}
+
+#[test]
+fn guarded_completion_without_any_guard_is_caught() {
+    // Goal: a guarded completion that checks neither state nor fence (a stale holder
+    // overwrites another's completion) answers unlike idem-core.
+    assert_caught(PlantedBug::CompletionUnguarded);
 }
 
 #[test]
@@ -82,7 +98,7 @@ fn guarded_completion_without_the_state_check_is_caught() {
     // Goal: a guarded completion that also "completes" a completed record with its own
     // fence (a repeat must change nothing: the first response stays, G2) answers unlike
     // idem-core.
-    assert_caught("r.state = 'in_flight' AND r.fence = $3", "r.fence = $3");
+    assert_caught(PlantedBug::CompletionWithoutState);
 }
 
 #[test]
@@ -90,7 +106,7 @@ fn retention_counted_from_the_lease_end_is_caught() {
     // Goal: a guarded completion whose retention counts from the claim's lease end instead
     // of the completion's time (the operands of the sum swapped for the wrong column)
     // keeps records a different time than idem-core.
-    assert_caught("coalesce($9::int8, old.db_now)", "coalesce(old.lease_expires_at, $9::int8, old.db_now)");
+    assert_caught(PlantedBug::RetentionFromLeaseEnd);
 }
 
 #[test]
@@ -98,12 +114,12 @@ fn usage_delta_dropped_when_records_do_not_change_is_caught() {
     // Goal: a guarded completion that adds its usage delta only when both the record count
     // and the bytes change (`AND` for `OR`) leaves the size limits counting the in-flight
     // claim's bytes, not the response's: totals unlike idem-core's.
-    assert_caught("($12 <> 0 OR $13 <> 0)", "($12 <> 0 AND $13 <> 0)");
+    assert_caught(PlantedBug::UsageDeltaNeedsBoth);
 }
 
 #[test]
 fn purge_one_millisecond_late_is_caught() {
     // Goal: a purge that keeps a record whose time is up at the very millisecond
     // (`<` instead of `<=`) forgets fewer records than idem-core.
-    assert_caught("r.forgettable_at <= $1", "r.forgettable_at < $1");
+    assert_caught(PlantedBug::PurgeOneMsLate);
 }

@@ -22,6 +22,7 @@ use sqlx::{AssertSqlSafe, Connection, Postgres, Row, Transaction};
 use crate::codec::{self, RECORD_COLUMNS, STATE_IN_FLIGHT, usage_shard};
 use crate::error::{Failure, INTEGRITY_CLASS, OpenError, corrupt, sqlstate, store_error};
 use crate::options::{PostgresOptions, TimeSource};
+use crate::planting::PlantedBug;
 use crate::{schema, session};
 
 /// A transaction on a pooled connection from [`PostgresStore::begin_write`]. It commits
@@ -207,6 +208,9 @@ struct Inner {
     retries_max: u32,
     schema: String,
     sql: Statements,
+    /// Whether the guarded completion checks what it wrote against the store step: always,
+    /// but in a store with a bug planted for testing ([`PostgresStore::with_planted_bug`]).
+    self_check: bool,
 }
 
 /// A query on one of the prebuilt statements.
@@ -308,15 +312,30 @@ impl PostgresStore {
             retries_max: options.retries_max,
             sql: Statements::new(&options.schema),
             schema: options.schema,
+            self_check: true,
         };
         PostgresStore { pool, inner: Arc::new(inner) }
     }
 
-    /// This store (same pool) with `wrong` in place of every `right` in the one statement
-    /// that holds it: for the tests that plant a bug in the SQL and check that the
-    /// differential check finds it (`src/planted.rs`).
-    #[cfg(test)]
-    pub(crate) fn with_planted(&self, right: &str, wrong: &str) -> PostgresStore {
+    /// **For testing the tests only.** This store (same pool, same schema) with `bug`
+    /// planted in its SQL ([`PlantedBug`]), so that a check that claims to catch such a bug
+    /// can show it does. Never use it for real data: the planted rule is wrong on purpose.
+    ///
+    /// The planted store also stops checking its guarded completion against idem-core's
+    /// store step after writing (the check that turns a completion the step does not name
+    /// into [`StoreError::Corrupt`], and a panic in debug builds): that check would catch
+    /// every completion bug at once, and what is planted is "the SQL is wrong and nothing
+    /// in the store notices", for the check under test to notice by what the store does.
+    #[must_use]
+    pub fn with_planted_bug(&self, bug: PlantedBug) -> PostgresStore {
+        self.planted(bug, false)
+    }
+
+    /// This store (same pool) with `bug` planted, and the guarded completion's check after
+    /// writing kept (`self_check`) or not: the differential tests (`src/planted.rs`) plant
+    /// into the store otherwise as shipped.
+    pub(crate) fn planted(&self, bug: PlantedBug, self_check: bool) -> PostgresStore {
+        let (right, wrong) = bug.replacement();
         let mut sql = self.inner.sql.clone();
         let statements = [
             &mut sql.read_view_draw,
@@ -338,8 +357,8 @@ impl PostgresStore {
             *statement = Arc::from(statement.replace(right, wrong));
             planted += 1;
         }
-        assert_eq!(planted, 1, "the SQL to plant a bug in is in exactly one statement: {right}");
-        let inner = Inner { sql, schema: self.inner.schema.clone(), ..*self.inner };
+        assert_eq!(planted, 1, "the SQL to plant {bug} in is in exactly one statement: {right}");
+        let inner = Inner { sql, schema: self.inner.schema.clone(), self_check, ..*self.inner };
         PostgresStore { pool: self.pool.clone(), inner: Arc::new(inner) }
     }
 
@@ -767,6 +786,10 @@ async fn complete_guarded<O: Operation<Answer = Fenced>>(
     let counted: i64 = row.try_get("counted").map_err(store_error)?;
     if written == 0 {
         return Ok(None);
+    }
+    if !inner.self_check {
+        // A bug planted for testing: the SQL is trusted, wrong as it may be.
+        return Ok(Some(planned.answer));
     }
     if counted != i64::from(!planned.usage.is_none()) {
         return Err(corrupt(format!("the idem_usage row of shard {shard} is missing")).into());
