@@ -201,6 +201,7 @@ mod codec;
 mod options;
 #[cfg(test)]
 mod planted;
+pub mod script;
 mod store;
 
 pub use idem_core::Usage;

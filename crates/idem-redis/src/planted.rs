@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use idem_core::differential::{self, LIMITS};
 use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
 
-use crate::store::SCRIPT;
+use crate::script::{SCRIPT, planted};
 use crate::{FenceSeed, RedisOptions, RedisStore};
 
 /// Random operation sequences per check: the same, from a fixed seed, for every script.
@@ -45,12 +45,6 @@ fn differential_check(source: &str) -> Result<(), TestError<Vec<differential::Op
         });
         differential::assert_same(&ops, &expected, &actual)
     })
-}
-
-/// `store.lua` with `wrong` in place of `right` (which must occur exactly once).
-fn planted(right: &str, wrong: &str) -> String {
-    assert_eq!(SCRIPT.matches(right).count(), 1, "the rule to plant a bug in is in the script once: {right}");
-    SCRIPT.replacen(right, wrong, 1)
 }
 
 fn assert_caught(source: &str) {

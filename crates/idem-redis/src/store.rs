@@ -5,29 +5,21 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use idem_core::step::{LimitReached, StepError};
-use idem_core::usage::{self, Usage};
+use idem_core::usage::Usage;
 use idem_core::{
-    Claim, Decision, Fence, Fenced, Fingerprint, Policy, Record, RecordId, RecordState, Refusal, Renewal, Store,
-    StoreError, StoredResponse, Timestamp,
+    Decision, Fence, Fenced, Fingerprint, Policy, Record, RecordId, Renewal, Store, StoreError, StoredResponse,
+    Timestamp,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError};
 
-use crate::codec::{
-    COUNTER_FENCE, Keys, USAGE_BYTES, USAGE_RECORDS, corrupt, decimal, decode_record, decode_response, encode_response,
-    id_field,
-};
-use crate::options::{FenceSeed, RedisOptions};
+use crate::codec::{COUNTER_FENCE, USAGE_BYTES, USAGE_RECORDS, corrupt, decode_record};
+use crate::options::RedisOptions;
+use crate::script::{Answer, Call, Calls, Purge, SCRIPT};
 
-/// The script every operation runs: idem-core's store step in Lua (see the crate docs).
-pub(crate) const SCRIPT: &str = include_str!("store.lua");
 /// Keys deleted per `SCAN` round of [`RedisStore::clear`].
 const CLEAR_BATCH: usize = 500;
-/// Due records one purge script forgets at most: a longer purge runs several scripts, so
-/// no script blocks Redis for long.
-const PURGE_SCRIPT_BATCH: usize = 128;
-/// Fences per millisecond a [`FenceSeed::ServerClock`] seed leaves room for: the seed is
+/// Fences per millisecond a [`crate::FenceSeed::ServerClock`] seed leaves room for: the seed is
 /// Redis's clock in milliseconds shifted left by this many bits (`SEED_FACTOR` in
 /// `store.lua`).
 ///
@@ -81,7 +73,7 @@ pub enum OpenError {
 /// the script, time, expiry, limits and what a restart without persistence loses.
 pub struct RedisStore {
     options: RedisOptions,
-    keys: Keys,
+    calls: Calls,
     /// Multiplexed connections (each pipelines the commands of concurrent operations),
     /// used in turn.
     connections: Vec<ConnectionManager>,
@@ -132,66 +124,6 @@ fn count(name: &str, value: Option<i64>) -> Result<u64, StoreError> {
     u64::try_from(value.unwrap_or(0)).map_err(|_| corrupt(format!("usage {name} is negative: {value:?}")))
 }
 
-fn text(value: u64) -> Vec<u8> {
-    value.to_string().into_bytes()
-}
-
-/// A script's answer: its name, then its values.
-struct Answer(Vec<Vec<u8>>);
-
-impl Answer {
-    fn name(&self) -> &[u8] {
-        self.0.first().map_or(&[], Vec::as_slice)
-    }
-
-    fn value(&self, index: usize) -> Option<Vec<u8>> {
-        self.0.get(index).cloned()
-    }
-
-    fn number(&self, index: usize, what: &str) -> Result<u64, StoreError> {
-        decimal(what, self.value(index))
-    }
-
-    fn fence(&self, index: usize) -> Result<Fence, StoreError> {
-        Ok(Fence::new(self.number(index, "a fence")?))
-    }
-
-    fn time(&self, index: usize) -> Result<Timestamp, StoreError> {
-        Ok(Timestamp::from_unix_ms(self.number(index, "a time")?))
-    }
-
-    fn unexpected(&self) -> StoreError {
-        corrupt(format!("the script answered {:?}", String::from_utf8_lossy(self.name())))
-    }
-
-    /// The answers every operation may give instead of its own: the step's errors and
-    /// damage the script found.
-    fn error(&self, options: &RedisOptions) -> Result<StoreError, StoreError> {
-        let limits = options.limits;
-        Ok(match self.name() {
-            b"full" => match self.value(1).as_deref() {
-                Some(b"records") => StepError::Full(LimitReached::Records(limits.records_max)).into(),
-                _ => StepError::Full(LimitReached::Bytes(limits.stored_bytes_max)).into(),
-            },
-            b"behind" => {
-                StepError::FenceCounterBehind { next_fence: self.fence(1)?, record_fence: self.fence(2)? }.into()
-            }
-            b"corrupt" => corrupt(String::from_utf8_lossy(&self.value(1).unwrap_or_default()).into_owned()),
-            _ => self.unexpected(),
-        })
-    }
-
-    /// A fence refusal (`transition::check_fence`), if this answer is one.
-    fn refusal(&self, presented: Fence) -> Result<Option<Refusal>, StoreError> {
-        Ok(match self.name() {
-            b"no_record" => Some(Refusal::NoRecord),
-            b"stale" => Some(Refusal::StaleFence { presented, current: self.fence(1)? }),
-            b"completed" => Some(Refusal::AlreadyCompleted { completed_by: self.fence(1)? }),
-            _ => None,
-        })
-    }
-}
-
 impl RedisStore {
     /// Connects to Redis as `options` say, checks it answers (version 6.2+) and loads the
     /// script. [`RedisOptions::connections_max`] multiplexed connections are dialled.
@@ -236,7 +168,7 @@ impl RedisStore {
             .map_err(|_| OpenError::TimedOut { url: url.clone(), timeout })?
             .map_err(unreachable)?;
         Ok(RedisStore {
-            keys: Keys::new(&options.prefix),
+            calls: Calls::new(&options),
             connections,
             turn: AtomicUsize::new(0),
             script: Script { source: SCRIPT.to_owned(), sha },
@@ -273,7 +205,7 @@ impl RedisStore {
     pub async fn usage(&self) -> Result<Usage, StoreError> {
         self.bounded(async {
             let (records, bytes): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
-                .arg(&self.keys.counters)
+                .arg(&self.calls.keys().counters)
                 .arg(USAGE_RECORDS)
                 .arg(USAGE_BYTES)
                 .query_async(&mut self.connection())
@@ -285,14 +217,14 @@ impl RedisStore {
     }
 
     /// The fence the next claim gets, or `None` while the counter key is missing (a new
-    /// prefix, or Redis lost it: the next claim seeds it, see [`FenceSeed`]).
+    /// prefix, or Redis lost it: the next claim seeds it, see [`crate::FenceSeed`]).
     ///
     /// # Errors
     /// `Unavailable` when Redis does not answer, `Corrupt` for a damaged counter.
     pub async fn next_fence(&self) -> Result<Option<Fence>, StoreError> {
         self.bounded(async {
             let next: Option<u64> = redis::cmd("HGET")
-                .arg(&self.keys.counters)
+                .arg(&self.calls.keys().counters)
                 .arg(COUNTER_FENCE)
                 .query_async(&mut self.connection())
                 .await
@@ -319,7 +251,7 @@ impl RedisStore {
             let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg(self.keys.pattern())
+                .arg(self.calls.keys().pattern())
                 .arg("COUNT")
                 .arg(CLEAR_BATCH)
                 .query_async(&mut connection)
@@ -360,61 +292,25 @@ impl RedisStore {
     }
 
     /// Runs the script once (`EVALSHA`, or `EVAL` when Redis lost it: `NOSCRIPT` after a
-    /// restart or `SCRIPT FLUSH`) with `keys` and, after the operation's name and the fence
-    /// seed, `args`.
-    async fn invoke(&self, operation: &str, keys: &[&[u8]], args: &[&[u8]]) -> Result<Answer, StoreError> {
-        let seed: &[u8] = match self.options.fence_seed {
-            FenceSeed::ServerClock => b"clock",
-            FenceSeed::First => b"1",
-        };
+    /// restart or `SCRIPT FLUSH`), within the operation timeout.
+    async fn invoke(&self, call: &Call) -> Result<Answer, StoreError> {
         let command = |name: &str, script: &str| {
             let mut command = redis::cmd(name);
-            command.arg(script).arg(keys.len()).arg(keys).arg(operation).arg(seed).arg(args);
+            command.arg(script).arg(call.keys.len()).arg(&call.keys).arg(&call.args);
             command
         };
-        let mut connection = self.connection();
-        let reply = match command("EVALSHA", &self.script.sha).query_async(&mut connection).await {
-            Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                command("EVAL", &self.script.source).query_async(&mut connection).await
-            }
-            reply => reply,
-        };
-        reply.map(Answer).map_err(redis_error)
+        self.bounded(async {
+            let mut connection = self.connection();
+            let reply = match command("EVALSHA", &self.script.sha).query_async(&mut connection).await {
+                Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    command("EVAL", &self.script.source).query_async(&mut connection).await
+                }
+                reply => reply,
+            };
+            reply.map(Answer).map_err(redis_error)
+        })
+        .await
     }
-
-    /// Runs a per-id operation: keys record, held entry, counters, index.
-    async fn run(&self, id: &RecordId, operation: &str, args: &[&[u8]]) -> Result<Answer, StoreError> {
-        let field = id_field(id);
-        let (record, held) = (self.keys.record(&field), self.keys.held(&field));
-        let keys: [&[u8]; 4] = [&record, &held, self.keys.counters.as_bytes(), self.keys.expiry.as_bytes()];
-        let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 1);
-        all.push(&field);
-        all.extend_from_slice(args);
-        self.bounded(self.invoke(operation, &keys, &all)).await
-    }
-
-    /// A fence refusal or completion: what complete and release answer.
-    fn fenced(&self, answer: &Answer, fence: Fence) -> Result<Fenced, StoreError> {
-        if answer.name() == b"applied" {
-            return Ok(Fenced::Applied);
-        }
-        match answer.refusal(fence)? {
-            Some(refusal) => Ok(Fenced::Refused(refusal)),
-            None => Err(answer.error(&self.options)?),
-        }
-    }
-}
-
-/// Bytes a record costs (idem-core's [`usage::stored_bytes`]), which the script adds to
-/// the usage totals.
-fn bytes_of(id: &RecordId, state: RecordState) -> Vec<u8> {
-    let record = Record {
-        fingerprint: Fingerprint::from_bytes([0; 32]),
-        fence: Fence::FIRST,
-        expires_at: Timestamp::EPOCH,
-        state,
-    };
-    text(usage::stored_bytes(id, &record))
 }
 
 impl Store for RedisStore {
@@ -425,30 +321,8 @@ impl Store for RedisStore {
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
-        let lease_end = now.saturating_add(policy.lease());
-        let retention_end = now.saturating_add(policy.retention());
-        let limits = self.options.limits;
-        let args = [
-            &text(limits.records_max)[..],
-            &text(limits.stored_bytes_max),
-            fingerprint.as_bytes(),
-            &text(now.unix_ms()),
-            &text(lease_end.unix_ms()),
-            &text(retention_end.unix_ms()),
-            &bytes_of(id, RecordState::InFlight { lease_expires_at: lease_end }),
-        ];
-        let answer = self.run(id, "claim", &args).await?;
-        Ok(match answer.name() {
-            b"execute" => Decision::Execute(Claim { fence: answer.fence(1)?, lease_expires_at: answer.time(2)? }),
-            b"takeover" => Decision::TakeOver {
-                claim: Claim { fence: answer.fence(1)?, lease_expires_at: answer.time(2)? },
-                stale: answer.fence(3)?,
-            },
-            b"replay" => Decision::Replay(decode_response(&answer.value(1).unwrap_or_default())?),
-            b"conflict" => Decision::Conflict { retry_after: now.until(answer.time(1)?) },
-            b"mismatch" => Decision::Mismatch,
-            _ => return Err(answer.error(&self.options)?),
-        })
+        let answer = self.invoke(&self.calls.claim(id, fingerprint, now, policy)).await?;
+        self.calls.decision(&answer, now)
     }
 
     async fn complete(
@@ -459,36 +333,24 @@ impl Store for RedisStore {
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Fenced, StoreError> {
-        let retention_end = now.saturating_add(policy.retention());
-        let encoded = encode_response(&response);
-        let bytes = bytes_of(id, RecordState::Completed { response });
-        let args = [&text(fence.get())[..], &text(now.unix_ms()), &text(retention_end.unix_ms()), &encoded, &bytes];
-        let answer = self.run(id, "complete", &args).await?;
-        self.fenced(&answer, fence)
+        let answer = self.invoke(&self.calls.complete(id, fence, response, now, policy)).await?;
+        self.calls.fenced(&answer, fence)
     }
 
     async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
-        let answer = self.run(id, "release", &[&text(fence.get())]).await?;
-        self.fenced(&answer, fence)
+        let answer = self.invoke(&self.calls.release(id, fence)).await?;
+        self.calls.fenced(&answer, fence)
     }
 
     async fn renew(&self, id: &RecordId, fence: Fence, now: Timestamp, policy: &Policy) -> Result<Renewal, StoreError> {
-        let lease_end = now.saturating_add(policy.lease());
-        let args = [&text(fence.get())[..], &text(now.unix_ms()), &text(lease_end.unix_ms())];
-        let answer = self.run(id, "renew", &args).await?;
-        if answer.name() == b"renewed" {
-            return Ok(Renewal::Renewed { lease_expires_at: answer.time(1)? });
-        }
-        match answer.refusal(fence)? {
-            Some(refusal) => Ok(Renewal::Refused(refusal)),
-            None => Err(answer.error(&self.options)?),
-        }
+        let answer = self.invoke(&self.calls.renew(id, fence, now, policy)).await?;
+        self.calls.renewal(&answer, fence)
     }
 
     async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         self.bounded(async {
             let value: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(self.keys.record(&id_field(id)))
+                .arg(self.calls.record_key(id))
                 .query_async(&mut self.connection())
                 .await
                 .map_err(redis_error)?;
@@ -498,22 +360,11 @@ impl Store for RedisStore {
     }
 
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
-        let keys: [&[u8]; 2] = [self.keys.counters.as_bytes(), self.keys.expiry.as_bytes()];
-        let mut purged = 0;
-        // Bounded: every round but the last forgets a whole script batch.
-        while purged < batch_max {
-            let batch = (batch_max - purged).min(PURGE_SCRIPT_BATCH);
-            let args = [self.keys.tagged.as_bytes(), &text(now.unix_ms()), &text(batch as u64)];
-            let answer = self.bounded(self.invoke("purge", &keys, &args)).await?;
-            if answer.name() != b"purged" {
-                return Err(answer.error(&self.options)?);
-            }
-            let forgotten = usize::try_from(answer.number(1, "a purge count")?).map_err(|_| answer.unexpected())?;
-            purged += forgotten;
-            if forgotten < batch {
-                break;
-            }
+        let mut purge = Purge::new(now, batch_max);
+        while let Some(call) = purge.next(&self.calls) {
+            let answer = self.invoke(&call).await?;
+            purge.answered(&self.calls, &answer)?;
         }
-        Ok(purged)
+        Ok(purge.purged())
     }
 }
