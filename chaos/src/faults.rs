@@ -2,31 +2,70 @@
 //! the same planned times, on the same replicas), applied one after another by the fault
 //! thread, each logged in the history as it is injected and reverted.
 //!
-//! Kinds that need more than processes and signals come in later sessions and slot in as
-//! new variants here and new arms in `apply`: partitions and slow links (network
-//! namespaces, nftables, tc), a full disk under SQLite, a power loss (unsynced writes
-//! dropped), a host that vanishes with its connections open.
+//! Processes get signals (`crate::replica`), links go down or slow (`crate::network`), the
+//! SQLite disk fills (`crate::disk`), stores stop (`crate::services`); a power loss
+//! kills every process on the host at once and drops what was not synced.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::replica::Replica;
-use crate::services::{PgStop, Postgres, Redis};
-use crate::{ChaosError, StoreKind};
+use crate::StoreKind;
 
 /// One slot of the fault window per fault: a fault starts and ends inside its slot.
 pub(crate) const SLOT: Duration = Duration::from_secs(3);
-/// How long a kill waits for a request in flight on its replica before it strikes anyway.
-const IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);
 
 /// A fault, as drawn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
+    /// A replica's host vanishes: SIGSTOP (frozen inside its request, if one comes within
+    /// a second), both its links cut without a FIN or RST, SIGKILL; the host comes back
+    /// (links up, replica restarted) after `gone`. Its store sessions, locks and claims
+    /// must be freed by the store's own timeouts (SPEC G6, docs/guarantees.md).
+    VanishReplica {
+        /// Which replica.
+        replica: usize,
+        /// How long the host is gone.
+        gone: Duration,
+    },
+    /// The link between the clients and a replica drops everything, both ways, for `length`.
+    PartitionClients {
+        /// Which replica.
+        replica: usize,
+        /// How long.
+        length: Duration,
+    },
+    /// The link between a replica and the stores drops everything, both ways, for `length`.
+    PartitionStore {
+        /// Which replica.
+        replica: usize,
+        /// How long.
+        length: Duration,
+    },
+    /// Both of a replica's links slowed to `kbit` per second (a token bucket) for `length`.
+    SlowLinks {
+        /// Which replica.
+        replica: usize,
+        /// The rate, kbit/s.
+        kbit: u32,
+        /// How long.
+        length: Duration,
+    },
+    /// The SQLite file's disk is full for `length` (every write there fails with ENOSPC).
+    DiskFull {
+        /// How long.
+        length: Duration,
+    },
+    /// The host loses power: every replica SIGKILLed at once and every write not yet synced
+    /// lost (SQLite: the unsynced-write journal rolled back; PostgreSQL stopped
+    /// `-m immediate`; Redis SIGKILLed on its fsynced append-only file), everything back
+    /// after `down`.
+    PowerLoss {
+        /// How long the host is down.
+        down: Duration,
+    },
     /// SIGKILL a replica (while one of its requests is in flight, if one comes within a
     /// second), restart it after `down`.
     KillReplica {
@@ -83,32 +122,75 @@ pub enum FaultKind {
     RedisKeepData,
     /// [`Fault::RestartRedis`] losing its data.
     RedisLoseData,
+    /// [`Fault::VanishReplica`].
+    VanishReplica,
+    /// [`Fault::PartitionClients`].
+    PartitionClients,
+    /// [`Fault::PartitionStore`].
+    PartitionStore,
+    /// [`Fault::SlowLinks`].
+    SlowLinks,
+    /// [`Fault::DiskFull`].
+    DiskFull,
+    /// [`Fault::PowerLoss`].
+    PowerLoss,
 }
 
 impl FaultKind {
     /// Every kind, in table order.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::KillReplica,
         FaultKind::PauseReplica,
         FaultKind::KillAllReplicas,
+        FaultKind::VanishReplica,
+        FaultKind::PartitionClients,
+        FaultKind::PartitionStore,
+        FaultKind::SlowLinks,
         FaultKind::PostgresFast,
         FaultKind::PostgresImmediate,
         FaultKind::RedisKeepData,
         FaultKind::RedisLoseData,
+        FaultKind::DiskFull,
+        FaultKind::PowerLoss,
     ];
 
-    /// The kinds a store's runs draw from.
+    /// The kinds a store's runs draw from, in table order.
     #[must_use]
     pub fn of_store(store: StoreKind) -> &'static [FaultKind] {
         match store {
-            StoreKind::Sqlite => &FaultKind::ALL[..3],
-            StoreKind::Postgres => &FaultKind::ALL[..5],
+            StoreKind::Sqlite => &[
+                FaultKind::KillReplica,
+                FaultKind::PauseReplica,
+                FaultKind::KillAllReplicas,
+                FaultKind::VanishReplica,
+                FaultKind::PartitionClients,
+                FaultKind::SlowLinks,
+                FaultKind::DiskFull,
+                FaultKind::PowerLoss,
+            ],
+            StoreKind::Postgres => &[
+                FaultKind::KillReplica,
+                FaultKind::PauseReplica,
+                FaultKind::KillAllReplicas,
+                FaultKind::VanishReplica,
+                FaultKind::PartitionClients,
+                FaultKind::PartitionStore,
+                FaultKind::SlowLinks,
+                FaultKind::PostgresFast,
+                FaultKind::PostgresImmediate,
+                FaultKind::PowerLoss,
+            ],
             StoreKind::Redis => &[
                 FaultKind::KillReplica,
                 FaultKind::PauseReplica,
                 FaultKind::KillAllReplicas,
+                FaultKind::VanishReplica,
+                FaultKind::PartitionClients,
+                FaultKind::PartitionStore,
+                FaultKind::SlowLinks,
                 FaultKind::RedisKeepData,
                 FaultKind::RedisLoseData,
+                FaultKind::PowerLoss,
             ],
         }
     }
@@ -124,6 +206,12 @@ impl FaultKind {
             FaultKind::PostgresImmediate => "PostgreSQL stop -m immediate",
             FaultKind::RedisKeepData => "Redis killed, data kept",
             FaultKind::RedisLoseData => "Redis killed, data lost",
+            FaultKind::VanishReplica => "a replica's host vanishes",
+            FaultKind::PartitionClients => "partition clients | replica",
+            FaultKind::PartitionStore => "partition replica | store",
+            FaultKind::SlowLinks => "slow links (token bucket)",
+            FaultKind::DiskFull => "disk full (SQLite)",
+            FaultKind::PowerLoss => "power loss",
         }
     }
 }
@@ -140,16 +228,28 @@ impl Fault {
             Fault::RestartPostgres { immediate: true, .. } => FaultKind::PostgresImmediate,
             Fault::RestartRedis { keep_data: true, .. } => FaultKind::RedisKeepData,
             Fault::RestartRedis { keep_data: false, .. } => FaultKind::RedisLoseData,
+            Fault::VanishReplica { .. } => FaultKind::VanishReplica,
+            Fault::PartitionClients { .. } => FaultKind::PartitionClients,
+            Fault::PartitionStore { .. } => FaultKind::PartitionStore,
+            Fault::SlowLinks { .. } => FaultKind::SlowLinks,
+            Fault::DiskFull { .. } => FaultKind::DiskFull,
+            Fault::PowerLoss { .. } => FaultKind::PowerLoss,
         }
     }
 
-    fn length(&self) -> Duration {
+    pub(crate) fn length(&self) -> Duration {
         match self {
             Fault::KillReplica { down, .. }
             | Fault::KillAllReplicas { down }
             | Fault::RestartPostgres { down, .. }
-            | Fault::RestartRedis { down, .. } => *down,
+            | Fault::RestartRedis { down, .. }
+            | Fault::PowerLoss { down } => *down,
             Fault::PauseReplica { paused, .. } => *paused,
+            Fault::VanishReplica { gone, .. } => *gone,
+            Fault::PartitionClients { length, .. }
+            | Fault::PartitionStore { length, .. }
+            | Fault::SlowLinks { length, .. }
+            | Fault::DiskFull { length } => *length,
         }
     }
 }
@@ -168,6 +268,18 @@ impl fmt::Display for Fault {
                 let data = if *keep_data { "data kept" } else { "data lost" };
                 write!(f, "Redis SIGKILL, {data}, down {down:?}")
             }
+            Fault::VanishReplica { replica, gone } => write!(f, "replica-{replica}'s host vanishes for {gone:?}"),
+            Fault::PartitionClients { replica, length } => {
+                write!(f, "partition clients | replica-{replica} for {length:?}")
+            }
+            Fault::PartitionStore { replica, length } => {
+                write!(f, "partition replica-{replica} | store for {length:?}")
+            }
+            Fault::SlowLinks { replica, kbit, length } => {
+                write!(f, "replica-{replica}'s links at {kbit} kbit/s for {length:?}")
+            }
+            Fault::DiskFull { length } => write!(f, "SQLite's disk full for {length:?}"),
+            Fault::PowerLoss { down } => write!(f, "power loss, down {down:?}"),
         }
     }
 }
@@ -211,106 +323,18 @@ pub(crate) fn draw(
                 }
                 FaultKind::RedisKeepData => Fault::RestartRedis { keep_data: true, down: millis(rng, 200, 1500) },
                 FaultKind::RedisLoseData => Fault::RestartRedis { keep_data: false, down: millis(rng, 200, 1500) },
+                FaultKind::VanishReplica => Fault::VanishReplica { replica, gone: millis(rng, 1000, 7000) },
+                FaultKind::PartitionClients => Fault::PartitionClients { replica, length: millis(rng, 500, 2500) },
+                FaultKind::PartitionStore => Fault::PartitionStore { replica, length: millis(rng, 500, 2500) },
+                FaultKind::SlowLinks => {
+                    Fault::SlowLinks { replica, kbit: rng.random_range(32..=256), length: millis(rng, 500, 2500) }
+                }
+                FaultKind::DiskFull => Fault::DiskFull { length: millis(rng, 500, 2500) },
+                FaultKind::PowerLoss => Fault::PowerLoss { down: millis(rng, 200, 1000) },
             };
             let slack = SLOT.saturating_sub(fault.length()).saturating_sub(Duration::from_millis(200));
             let offset = Duration::from_millis(rng.random_range(0..=u64::try_from(slack.as_millis()).unwrap_or(0)));
             Scheduled { at: first + SLOT * u32::try_from(slot).unwrap_or(u32::MAX) + offset, fault }
         })
         .collect()
-}
-
-/// What the faults act on.
-pub(crate) struct Targets<'a> {
-    pub(crate) replicas: &'a mut [Replica],
-    pub(crate) postgres: Option<&'a mut Postgres>,
-    pub(crate) redis: Option<&'a mut Redis>,
-    /// Requests in flight per replica (the clients' transport counts them).
-    pub(crate) in_flight: Arc<Vec<AtomicUsize>>,
-}
-
-/// Applies `fault` and reverts it; `log` records each step. Blocks for the fault's length.
-/// Returns whether it struck a replica with a request in flight.
-pub(crate) fn apply(fault: &Fault, targets: &mut Targets<'_>, log: &dyn Fn(String)) -> Result<bool, ChaosError> {
-    let mut struck_busy = false;
-    match fault {
-        Fault::KillReplica { replica, down } => {
-            let busy = wait_in_flight(&targets.in_flight, *replica);
-            struck_busy = busy;
-            let Some(target) = targets.replicas.get_mut(*replica) else { return Ok(false) };
-            target.kill();
-            log(format!("SIGKILL replica-{replica} ({})", if busy { "a request was in flight" } else { "idle" }));
-            std::thread::sleep(*down);
-            target.start_again()?;
-            log(format!("replica-{replica} restarted"));
-        }
-        Fault::PauseReplica { replica, paused } => {
-            let busy = wait_in_flight(&targets.in_flight, *replica);
-            struck_busy = busy;
-            let Some(target) = targets.replicas.get_mut(*replica) else { return Ok(false) };
-            target.pause()?;
-            log(format!("SIGSTOP replica-{replica} ({})", if busy { "a request was in flight" } else { "idle" }));
-            std::thread::sleep(*paused);
-            target.resume()?;
-            log(format!("SIGCONT replica-{replica}"));
-        }
-        Fault::KillAllReplicas { down } => {
-            targets.replicas.iter_mut().for_each(Replica::kill);
-            log("SIGKILL every replica".to_owned());
-            std::thread::sleep(*down);
-            for replica in targets.replicas.iter_mut() {
-                replica.start_again()?;
-            }
-            log("every replica restarted".to_owned());
-        }
-        Fault::RestartPostgres { immediate, down } => {
-            let Some(postgres) = targets.postgres.as_deref_mut() else { return Ok(false) };
-            postgres.stop(if *immediate { PgStop::Immediate } else { PgStop::Fast })?;
-            log(format!("PostgreSQL stopped -m {}", if *immediate { "immediate" } else { "fast" }));
-            std::thread::sleep(*down);
-            postgres.start_again()?;
-            log("PostgreSQL started".to_owned());
-        }
-        Fault::RestartRedis { keep_data, down } => {
-            let Some(redis) = targets.redis.as_deref_mut() else { return Ok(false) };
-            redis.kill(!keep_data)?;
-            log(format!("Redis SIGKILL{}", if *keep_data { "" } else { ", its files deleted" }));
-            std::thread::sleep(*down);
-            redis.start_again()?;
-            log("Redis started".to_owned());
-        }
-    }
-    Ok(struck_busy)
-}
-
-/// Waits up to [`IN_FLIGHT_WAIT`] for a request in flight on `replica`; whether one was.
-fn wait_in_flight(in_flight: &[AtomicUsize], replica: usize) -> bool {
-    let deadline = Instant::now() + IN_FLIGHT_WAIT;
-    let busy = || in_flight.get(replica).is_some_and(|count| count.load(Ordering::SeqCst) > 0);
-    while !busy() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    busy()
-}
-
-/// Everything back up: stores running, replicas resumed or restarted.
-pub(crate) fn heal(targets: &mut Targets<'_>, log: &dyn Fn(String)) -> Result<(), ChaosError> {
-    if let Some(postgres) = targets.postgres.as_deref_mut()
-        && !postgres.running()
-    {
-        postgres.start_again()?;
-        log("heal: PostgreSQL started".to_owned());
-    }
-    if let Some(redis) = targets.redis.as_deref_mut()
-        && !redis.running()
-    {
-        redis.start_again()?;
-        log("heal: Redis started".to_owned());
-    }
-    for replica in targets.replicas.iter_mut() {
-        if !replica.is_up() {
-            log(format!("heal: replica-{} restarted", replica.index));
-        }
-        replica.heal()?;
-    }
-    Ok(())
 }

@@ -28,12 +28,16 @@
 
 mod audit;
 mod client;
+mod disk;
 mod faults;
+mod network;
+mod power;
 mod process;
 mod replica;
 mod report;
 mod run;
 mod services;
+mod strike;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -2,13 +2,11 @@
 //! restart comes back on the same address), killed, paused and restarted by the faults.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::ChaosError;
 use crate::process::{Marks, Process};
-use crate::services::free_port;
 
 /// How long a replica may take to say where it listens.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -19,12 +17,15 @@ const START_PAUSE: Duration = Duration::from_millis(300);
 /// The log line a replica writes when it takes over a lapsed claim (idem-http).
 pub(crate) const TAKE_OVER_MARK: &str = "taking over a lapsed claim";
 
+/// How a replica's process is started: the program and its leading arguments (`ip netns
+/// exec <its host> <idem>`), then `serve --listen ADDR` and the run's arguments.
+pub(crate) type Launch = Box<dyn Fn() -> Command + Send>;
+
 /// One replica: its address and arguments, and its process while it runs.
-#[derive(Debug)]
 pub(crate) struct Replica {
     pub(crate) index: usize,
     pub(crate) addr: SocketAddr,
-    binary: PathBuf,
+    launch: Launch,
     args: Vec<String>,
     process: Option<Process>,
     paused: bool,
@@ -36,13 +37,17 @@ pub(crate) struct Replica {
 }
 
 impl Replica {
-    /// Starts replica `index` of `binary serve` with `args` (store, lease, …) on a free port.
-    pub(crate) fn start(index: usize, binary: PathBuf, args: Vec<String>) -> Result<Replica, ChaosError> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    /// Starts replica `index` with `launch`, listening on `addr`, with `args` (store, lease, …).
+    pub(crate) fn start(
+        index: usize,
+        addr: SocketAddr,
+        launch: Launch,
+        args: Vec<String>,
+    ) -> Result<Replica, ChaosError> {
         let mut replica = Replica {
             index,
             addr,
-            binary,
+            launch,
             args,
             process: None,
             paused: false,
@@ -57,7 +62,7 @@ impl Replica {
     pub(crate) fn start_again(&mut self) -> Result<(), ChaosError> {
         let mut last = None;
         for _ in 0..START_TRIES {
-            let mut command = Command::new(&self.binary);
+            let mut command = (self.launch)();
             command
                 .args(["serve", "--listen", &self.addr.to_string()])
                 .args(&self.args)
@@ -124,5 +129,11 @@ impl Replica {
     /// Take-overs it has logged, over all its processes.
     pub(crate) fn takeovers(&self) -> u64 {
         self.takeovers_before + self.process.as_ref().map_or(0, Process::counted)
+    }
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("index", &self.index).field("addr", &self.addr).finish_non_exhaustive()
     }
 }

@@ -12,10 +12,13 @@ use tempfile::TempDir;
 
 use crate::audit::{self, RowsAt};
 use crate::client::{self, Clients};
-use crate::faults::{self, SLOT, Scheduled, Targets};
+use crate::disk::Disk;
+use crate::faults::{self, SLOT, Scheduled};
+use crate::network::{Link, Network};
 use crate::replica::Replica;
 use crate::report::{self, RunReport};
 use crate::services::{Postgres, Redis};
+use crate::strike::{self, Targets};
 use crate::{ChaosError, Config, StoreKind};
 
 /// The lease the replicas run with (`idem serve --lease`): short, so pauses outlive it.
@@ -30,14 +33,20 @@ const PROGRESS_BOUND: Duration = Duration::from_secs(14);
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// The clients are cut off this long after the progress bound (then G6 fails).
 const CUT_OFF_SLACK: Duration = Duration::from_secs(5);
+/// The port every replica listens on, on its own host's front address.
+const REPLICA_PORT: u16 = 8080;
 
-/// A harness: its stores, started once and shared by its runs (each run has its own
-/// SQLite file, PostgreSQL schema or Redis key prefix).
+/// A harness: its test network and stores, made once and shared by its runs (each run has
+/// its own SQLite file, PostgreSQL schema or Redis key prefix).
 pub struct Harness {
     config: Config,
-    work: TempDir,
+    // Fields drop in order: the stores stop before their network and disk go away.
     postgres: Option<Postgres>,
     redis: Option<Redis>,
+    disk: Option<Disk>,
+    network: Network,
+    // The harness's directory (the SQLite disk is mounted in it), deleted last.
+    _work: TempDir,
     runs: u64,
 }
 
@@ -55,12 +64,15 @@ impl Harness {
         }
         let work =
             tempfile::Builder::new().prefix("idem-chaos-").tempdir().map_err(|e| ChaosError::Io(e.to_string()))?;
+        let network = Network::create(config.replicas)?;
+        let stores_at = network.gateway(Link::Back);
+        let disk = if config.store == StoreKind::Sqlite { Some(Disk::mount(&work.path().join("disk"))?) } else { None };
         let postgres = match config.store {
             StoreKind::Sqlite => None,
-            StoreKind::Postgres | StoreKind::Redis => Some(Postgres::start()?),
+            StoreKind::Postgres | StoreKind::Redis => Some(Postgres::start(stores_at)?),
         };
-        let redis = if config.store == StoreKind::Redis { Some(Redis::start()?) } else { None };
-        Ok(Harness { config, work, postgres, redis, runs: 0 })
+        let redis = if config.store == StoreKind::Redis { Some(Redis::start(stores_at)?) } else { None };
+        Ok(Harness { config, postgres, redis, disk, network, _work: work, runs: 0 })
     }
 
     /// The timing a run of this harness is judged by.
@@ -91,7 +103,8 @@ impl Harness {
         };
         Ok(match self.config.store {
             StoreKind::Sqlite => {
-                let path = self.work.path().join(format!("{name}.db"));
+                let disk = self.disk.as_ref().ok_or_else(|| ChaosError::Missing("the SQLite disk".into()))?;
+                let path = disk.path().join(format!("{name}.db"));
                 (vec!["--store".into(), format!("sqlite://{}", path.display())], RowsAt::Sqlite(path))
             }
             StoreKind::Postgres => {
@@ -114,7 +127,10 @@ impl Harness {
         let (mut args, rows_at) = self.store_for_run(seed)?;
         args.extend(["--lease".into(), "2s".into(), "--new-keys-per-second".into(), "0".into()]);
         let mut replicas = (0..self.config.replicas)
-            .map(|index| Replica::start(index, self.config.binary.clone(), args.clone()))
+            .map(|index| {
+                let addr = std::net::SocketAddr::from((self.network.address(index, Link::Front), REPLICA_PORT));
+                Replica::start(index, addr, self.network.launch(index, self.config.binary.clone()), args.clone())
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let history = History::new();
         let in_flight: Arc<Vec<AtomicUsize>> = Arc::new((0..replicas.len()).map(|_| AtomicUsize::new(0)).collect());
@@ -133,10 +149,16 @@ impl Harness {
             .enable_all()
             .build()
             .map_err(|error| ChaosError::Io(error.to_string()))?;
+        let sqlite_file = match &rows_at {
+            RowsAt::Sqlite(path) => Some(path.clone()),
+            RowsAt::Postgres { .. } => None,
+        };
         let mut targets = Targets {
             replicas: &mut replicas,
+            network: &self.network,
             postgres: if self.config.store == StoreKind::Postgres { self.postgres.as_mut() } else { None },
             redis: self.redis.as_mut(),
+            sqlite: self.disk.as_mut().zip(sqlite_file),
             in_flight,
         };
         let (run_error, injected) = drive(&runtime, &clients, seed, &bounds, &schedule, &mut targets);
@@ -155,6 +177,9 @@ impl Harness {
         drop(replicas);
         for row in runtime.block_on(audit::rows(&rows_at))? {
             history.row(row);
+        }
+        if let RowsAt::Sqlite(path) = &rows_at {
+            remove_database(path);
         }
         // G6 counts from when everything was up again, if healing ran late.
         let bounds = Bounds { heal_at: bounds.heal_at.max(Duration::from_millis(injected.healed_ms)), ..bounds };
@@ -252,7 +277,7 @@ fn inject(history: &History, bounds: &Bounds, schedule: &[Scheduled], targets: &
     for scheduled in schedule {
         sleep_until(scheduled.at);
         log(format!("inject: {}", scheduled.fault));
-        match faults::apply(&scheduled.fault, targets, &log) {
+        match strike::apply(&scheduled.fault, targets, &log) {
             Ok(busy) => struck_busy += u64::from(busy),
             Err(error) => {
                 log(format!("fault failed: {error}"));
@@ -262,11 +287,23 @@ fn inject(history: &History, bounds: &Bounds, schedule: &[Scheduled], targets: &
     }
     sleep_until(bounds.heal_at);
     log("heal: every fault ends".to_owned());
-    if let Err(error) = faults::heal(targets, &log) {
+    if let Err(error) = strike::heal(targets, &log) {
         log(format!("heal failed: {error}"));
         errors.push(format!("heal: {error}"));
     }
     Injected { errors, healed_ms: history.elapsed_ms(), struck_busy }
+}
+
+/// Deletes a finished run's SQLite file and its companions (`-wal`, `-shm`, journals), so
+/// a long sweep fits on the harness's small disk.
+fn remove_database(path: &std::path::Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|name| name.to_str())) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_name().to_str().is_some_and(|file| file.starts_with(name)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// What the fault thread did.

@@ -4,6 +4,7 @@
 //! (redis-server in the foreground, append-only file synced on every write). The shared
 //! services other tests use (127.0.0.1:5432, 127.0.0.1:6379) are never touched.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -22,7 +23,7 @@ pub(crate) fn free_port() -> Result<u16, ChaosError> {
     Ok(listener.local_addr().map_err(|error| ChaosError::Io(error.to_string()))?.port())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.trim_ascii() == b"0")
 }
 
@@ -57,13 +58,15 @@ pub(crate) struct Postgres {
     dir: TempDir,
     bin: PathBuf,
     port: u16,
+    /// The replicas' way to it (the test network's back gateway); the harness itself uses loopback.
+    host: Ipv4Addr,
     as_postgres: bool,
     running: bool,
 }
 
 impl Postgres {
-    /// initdb in a temporary directory, then starts it on a free loopback port.
-    pub(crate) fn start() -> Result<Postgres, ChaosError> {
+    /// initdb in a temporary directory, then starts it on a free port of loopback and `host`.
+    pub(crate) fn start(host: Ipv4Addr) -> Result<Postgres, ChaosError> {
         let bin = postgres_bin()?;
         let dir = tempfile::Builder::new().prefix("idem-chaos-pg-").tempdir().map_err(io)?;
         let as_postgres = is_root();
@@ -73,10 +76,15 @@ impl Postgres {
             chown.args(["postgres:", &dir.path().display().to_string()]);
             run_to_end("chown", chown, SERVICE_TIMEOUT)?;
         }
-        let mut cluster = Postgres { dir, bin, port: free_port()?, as_postgres, running: false };
+        let mut cluster = Postgres { dir, bin, port: free_port()?, host, as_postgres, running: false };
         let data = cluster.data().display().to_string();
         let initdb = cluster.command("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]);
         run_to_end("initdb", initdb, SERVICE_TIMEOUT)?;
+        // The replicas connect from their hosts on the test network's back subnet.
+        let hba = cluster.data().join("pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).map_err(io)?;
+        rules.push_str(&format!("host all all {}/24 trust\n", cluster.host));
+        std::fs::write(&hba, rules).map_err(io)?;
         cluster.start_again()?;
         Ok(cluster)
     }
@@ -100,7 +108,8 @@ impl Postgres {
 
     /// Starts the stopped cluster (after a crash: recovery from the WAL) and waits for it.
     pub(crate) fn start_again(&mut self) -> Result<(), ChaosError> {
-        let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {}", self.port, self.dir.path().display());
+        let options =
+            format!("-p {} -c listen_addresses=127.0.0.1,{} -k {}", self.port, self.host, self.dir.path().display());
         let (data, log) = (self.data().display().to_string(), self.dir.path().join("log").display().to_string());
         let start = self.command("pg_ctl", &["-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start"]);
         run_to_end("pg_ctl start", start, SERVICE_TIMEOUT)?;
@@ -125,12 +134,12 @@ impl Postgres {
         self.running
     }
 
-    /// The URL of database `postgres` with `schema`, for `idem serve` and the row reader.
+    /// The URL of database `postgres` with `schema`, for `idem serve` on the test network.
     pub(crate) fn url(&self, schema: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres?schema={schema}", self.port)
+        format!("postgres://postgres@{}:{}/postgres?schema={schema}", self.host, self.port)
     }
 
-    /// The URL without a schema, for sqlx.
+    /// The URL without a schema, on loopback, for the harness's own reads (sqlx).
     pub(crate) fn plain_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
@@ -154,13 +163,15 @@ pub(crate) struct Redis {
     process: Option<Process>,
     dir: TempDir,
     port: u16,
+    /// The replicas' way to it (the test network's back gateway).
+    host: Ipv4Addr,
 }
 
 impl Redis {
-    /// Starts it on a free loopback port.
-    pub(crate) fn start() -> Result<Redis, ChaosError> {
+    /// Starts it on a free port of loopback and `host`.
+    pub(crate) fn start(host: Ipv4Addr) -> Result<Redis, ChaosError> {
         let dir = tempfile::Builder::new().prefix("idem-chaos-redis-").tempdir().map_err(io)?;
-        let mut redis = Redis { process: None, dir, port: free_port()? };
+        let mut redis = Redis { process: None, dir, port: free_port()?, host };
         redis.start_again()?;
         Ok(redis)
     }
@@ -168,9 +179,9 @@ impl Redis {
     /// Starts it again (after a kill), on the same port and files.
     pub(crate) fn start_again(&mut self) -> Result<(), ChaosError> {
         let mut command = Command::new("redis-server");
-        let port = self.port.to_string();
+        let (port, host) = (self.port.to_string(), self.host.to_string());
         command
-            .args(["--port", &port, "--bind", "127.0.0.1", "--dir"])
+            .args(["--port", &port, "--bind", "127.0.0.1", &host, "--dir"])
             .arg(self.dir.path())
             .args(["--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"])
             .args(["--protected-mode", "no", "--logfile", ""]);
@@ -197,7 +208,7 @@ impl Redis {
 
     /// The store URL for `idem serve`, with `prefix`.
     pub(crate) fn url(&self, prefix: &str) -> String {
-        format!("redis://127.0.0.1:{}?prefix={prefix}", self.port)
+        format!("redis://{}:{}?prefix={prefix}", self.host, self.port)
     }
 }
 
