@@ -31,6 +31,10 @@ pub use crate::bodies::{BODY_BYTES_MAX, RequestLimits};
 /// Payments listed by `GET /payments` when `limit` is not given.
 pub const LIST_LIMIT_DEFAULT: usize = 20;
 
+/// The longest [`AppState::with_handler_delay`] (`idem serve --handler-delay`): a test knob
+/// holds a claim for a test's fault to land in, never for minutes.
+pub const HANDLER_DELAY_MAX: Duration = Duration::from_secs(60);
+
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// A hook that the payment and user handlers await after building their row and before
@@ -51,6 +55,8 @@ pub struct AppState<L> {
     policy: Policy,
     conflict: ConflictPolicy,
     before_write: Option<BeforeWriteHook>,
+    /// How long the payment handler waits inside its claim before its write (test knob).
+    handler_delay: Duration,
     bodies: BodyBudget,
     fairness: Option<Fairness>,
     /// Every keyed request's work, also after its client went away: awaited at shutdown.
@@ -74,6 +80,7 @@ impl<L> Clone for AppState<L> {
             policy: self.policy,
             conflict: self.conflict,
             before_write: self.before_write.clone(),
+            handler_delay: self.handler_delay,
             bodies: self.bodies.clone(),
             fairness: self.fairness.clone(),
             tracker: self.tracker.clone(),
@@ -98,6 +105,7 @@ impl<L: Ledger> AppState<L> {
             policy: Policy::DEFAULT,
             conflict: ConflictPolicy::Reject,
             before_write: None,
+            handler_delay: Duration::ZERO,
             bodies: BodyBudget::new(RequestLimits::DEFAULT),
             fairness: None,
             tracker: tokio_util::task::TaskTracker::new(),
@@ -176,6 +184,18 @@ impl<L: Ledger> AppState<L> {
     #[must_use]
     pub fn with_before_write_hook(mut self, hook: BeforeWriteHook) -> AppState<L> {
         self.before_write = Some(hook);
+        self
+    }
+
+    /// **Test knob** (`idem serve --handler-delay`). Makes the payment handler wait `delay`
+    /// after the layer claimed the key and the handler built its row, and before it writes
+    /// the row (with the completion, in atomic mode): a window for a test harness to kill
+    /// or pause the process inside the handler, or to send a duplicate that meets the claim
+    /// in flight. The wait is on the runtime's timer (simulated time under turmoil); zero,
+    /// the default, awaits nothing. At most [`HANDLER_DELAY_MAX`]; longer is cut to it.
+    #[must_use]
+    pub fn with_handler_delay(mut self, delay: Duration) -> AppState<L> {
+        self.handler_delay = delay.min(HANDLER_DELAY_MAX);
         self
     }
 
@@ -436,6 +456,14 @@ async fn before_write<L>(state: &AppState<L>) {
     }
 }
 
+/// The payment handler's wait inside its claim ([`AppState::with_handler_delay`]). Zero
+/// touches no timer, so an app without the knob runs exactly as before it existed.
+async fn handler_delay<L>(state: &AppState<L>) {
+    if !state.handler_delay.is_zero() {
+        tokio::time::sleep(state.handler_delay).await;
+    }
+}
+
 /// The response for a created row, and the ledger's write with the completion if the
 /// handler runs under a claim.
 struct Created {
@@ -505,6 +533,7 @@ async fn create_payment<L: Ledger>(
         created_at: state.clock.now(),
     };
     let created = Created::new(format!("/payments/{}", payment.payment_id), payment.to_json_text());
+    handler_delay(&state).await;
     before_write(&state).await;
     let stored = created.stored(&*state.ledger, claim);
     let completion = claim.zip(stored.as_ref()).map(|(claim, response)| Completion { claim, response });

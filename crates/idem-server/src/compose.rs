@@ -120,6 +120,13 @@ impl<L: Ledger> AppBuilder<L> {
         self
     }
 
+    /// **Test knob**: the payment handler waits `delay` inside its claim, before its write;
+    /// see [`AppState::with_handler_delay`] (zero, the default, waits not at all).
+    pub fn handler_delay(mut self, delay: std::time::Duration) -> AppBuilder<L> {
+        self.state = self.state.with_handler_delay(delay);
+        self
+    }
+
     /// **Test hook**, see [`AppState::with_before_write_hook`].
     pub fn before_write(mut self, hook: BeforeWriteHook) -> AppBuilder<L> {
         self.state = self.state.with_before_write_hook(hook);

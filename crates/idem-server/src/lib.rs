@@ -101,10 +101,12 @@ pub mod separate_ledger;
 pub mod serve;
 pub mod time;
 
-pub use app::{AppState, BeforeWriteHook, HandlerWrap, RequestLimits, app, bare_app};
+pub use app::{AppState, BeforeWriteHook, HANDLER_DELAY_MAX, HandlerWrap, RequestLimits, app, bare_app};
 pub use compose::{App, AppBuilder, PurgeSchedule};
 pub use fairness::FairnessLimits;
 pub use http_server::{Drained, ServerLimits, serve, serve_with_limits};
+/// The bugs `idem serve --plant-bug` can plant in the PostgreSQL store (idem-postgres's).
+pub use idem_postgres::{PlantedBug, UnknownPlantedBug};
 pub use ids::{IdGenerator, SeededIds};
 pub use ledger::{Ledger, LedgerError, MemoryLedger, Page, PageRequest, SqliteLedger};
 pub use metrics::Metrics;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use idem_core::{Clock, MemoryStore, Policy, SystemClock};
 use idem_http::{ConfigError, ConflictPolicy};
-use idem_postgres::{PostgresOptions, PostgresStore};
+use idem_postgres::{PlantedBug, PostgresOptions, PostgresStore};
 use idem_redis::{RedisOptions, RedisStore};
 use idem_sqlite::{ClaimSync, OpenError, SqliteOptions, SqliteStore};
 use rand::Rng;
@@ -226,6 +226,13 @@ pub struct ServerConfig {
     pub request_limits: RequestLimits,
     /// How fast each principal may create new keys; `None` for no limit.
     pub fairness: Option<FairnessLimits>,
+    /// **Test knob**: how long the payment handler waits inside its claim before its write
+    /// ([`crate::AppState::with_handler_delay`]); zero in production.
+    pub handler_delay: std::time::Duration,
+    /// **For testing a test harness only**: a rule of the PostgreSQL store's SQL planted
+    /// wrong ([`PostgresStore::with_planted_bug`]); only with a `postgres://` store, and
+    /// `None` in production.
+    pub planted_bug: Option<PlantedBug>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -250,6 +257,16 @@ pub enum ServeError {
         target: String,
         /// How long `idem serve` waited.
         timeout: std::time::Duration,
+    },
+    /// A planted bug with a store other than PostgreSQL, whose SQL it is planted in.
+    #[error(
+        "--plant-bug {bug} plants a bug in the PostgreSQL store's SQL; {store} has none to plant (use --store postgres://…)"
+    )]
+    PlantedBugNeedsPostgres {
+        /// The bug asked for.
+        bug: PlantedBug,
+        /// The store's scheme.
+        store: &'static str,
     },
     /// A Redis store without `--db`.
     #[error(
@@ -302,6 +319,17 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         (StoreSpec::Memory, Some(_)) => return Err(ServeError::DbNotUsed { store: "memory://" }),
         _ => {}
     }
+    if let Some(bug) = config.planted_bug {
+        let store = match config.store {
+            StoreSpec::Postgres(_) => None,
+            StoreSpec::Sqlite(_) => Some("sqlite://"),
+            StoreSpec::Redis(_) => Some("redis:// (payments in --db, records in Redis)"),
+            StoreSpec::Memory => Some("memory://"),
+        };
+        if let Some(store) = store {
+            return Err(ServeError::PlantedBugNeedsPostgres { bug, store });
+        }
+    }
     match &config.store {
         StoreSpec::Sqlite(path) => {
             // Atomic mode: a claim need not be synced on its own (its completion's commit syncs
@@ -318,7 +346,17 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             served
         }
         StoreSpec::Postgres(database) => {
-            let store = Arc::new(open_postgres(database).await?);
+            let store = open_postgres(database).await?;
+            let store = Arc::new(match config.planted_bug {
+                Some(bug) => {
+                    tracing::warn!(
+                        bug = bug.name(),
+                        "PLANTED BUG: the store runs with this rule of its SQL wrong on purpose, for testing a test harness; never serve real data with it"
+                    );
+                    store.with_planted_bug(bug)
+                }
+                None => store,
+            });
             let ledger = PostgresLedger::open(Arc::clone(&store)).await?;
             tracing::info!(database = %database.target(), "store: PostgreSQL (atomic mode)");
             tracing::info!("mode: atomic; {ATOMIC_GUARANTEES}, for every replica on this database and schema");
@@ -413,7 +451,11 @@ async fn serve_ledger<L: Ledger>(
         .policy(config.policy)
         .conflict(config.conflict)
         .purge(PurgeSchedule::DEFAULT)
+        .handler_delay(config.handler_delay)
         .build()?;
+    if !config.handler_delay.is_zero() {
+        tracing::warn!(delay = ?config.handler_delay, "test knob: the payment handler waits this long inside its claim");
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind { listen: config.listen, source })?;
