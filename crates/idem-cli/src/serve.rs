@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use idem_core::Policy;
 use idem_http::ConflictPolicy;
-use idem_server::{DbSpec, FairnessLimits, RequestLimits, ServerConfig, ServerLimits, StoreSpec};
+use idem_server::{
+    DbSpec, FairnessLimits, HANDLER_DELAY_MAX, PlantedBug, RequestLimits, ServerConfig, ServerLimits, StoreSpec,
+};
 
 /// `--lease`'s default: idem-core's [`idem_core::LEASE_DEFAULT`], as the flag writes it
 /// (a test checks that the two agree).
@@ -73,6 +75,26 @@ pub(crate) struct Args {
     #[arg(long, env = "IDEM_NEW_KEYS_BURST", default_value_t = FairnessLimits::DEFAULT.burst,
           value_parser = clap::value_parser!(u32).range(1..))]
     new_keys_burst: u32,
+    /// For testing a test harness: the payment handler waits this long after its key is
+    /// claimed and before it writes the payment and completes (e.g. 300ms), so a kill, a
+    /// pause or a duplicate lands inside the handler. At most 60s; 0ms (the default) is off.
+    #[arg(long, env = "IDEM_HANDLER_DELAY", default_value = "0ms", value_parser = handler_delay)]
+    handler_delay: Duration,
+    /// For testing the test harness: runs the store with this rule planted wrong (a
+    /// PostgreSQL store only; never with real data). NAME is one of: completion-without-fence,
+    /// completion-fence-at-most, completion-without-state, completion-unguarded,
+    /// retention-from-lease-end, usage-delta-needs-both, purge-one-ms-late.
+    #[arg(long, env = "IDEM_PLANT_BUG", value_name = "NAME")]
+    plant_bug: Option<PlantedBug>,
+}
+
+/// `--handler-delay`: a duration from zero to [`HANDLER_DELAY_MAX`].
+fn handler_delay(text: &str) -> Result<Duration, String> {
+    let delay = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if delay > HANDLER_DELAY_MAX {
+        return Err(format!("must be at most {}", humantime::format_duration(HANDLER_DELAY_MAX)));
+    }
+    Ok(delay)
 }
 
 /// A duration flag that must be above zero (a zero timeout would refuse every client).
@@ -139,7 +161,15 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             burst: args.new_keys_burst,
             ..FairnessLimits::DEFAULT
         }),
+        handler_delay: args.handler_delay,
+        planted_bug: args.plant_bug,
     };
+    if let Some(bug) = args.plant_bug {
+        // On stderr whatever the log filter: this server is wrong on purpose.
+        eprintln!(
+            "idem: WARNING: --plant-bug {bug}: this server runs its store with a rule planted wrong, for testing the test harness; never use it with real data"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeCliError::Runtime)?;
     runtime.block_on(idem_server::run(config, shutdown_signal())).map_err(ServeCliError::Serve)?;
     Ok(ExitCode::SUCCESS)
@@ -189,6 +219,16 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_handler_delay_takes_zero_to_the_bound_and_refuses_more() {
+        // Goal: `--handler-delay` parses like the other duration flags and is bounded.
+        assert_eq!(handler_delay("0ms"), Ok(Duration::ZERO));
+        assert_eq!(handler_delay("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(handler_delay("60s"), Ok(HANDLER_DELAY_MAX));
+        assert_eq!(handler_delay("61s"), Err("must be at most 1m".to_owned()));
+        assert!(handler_delay("soon").is_err());
+    }
 
     #[test]
     fn the_lease_flag_defaults_to_the_core_lease() {
