@@ -36,6 +36,7 @@ pub struct SqliteOptions {
     pub(crate) acquire_timeout: Duration,
     pub(crate) claim_sync: ClaimSync,
     pub(crate) replay_cache_bytes: u64,
+    pub(crate) vfs: Option<String>,
 }
 
 /// When a claim (and a renewal or release) reaches the disk.
@@ -75,6 +76,7 @@ impl SqliteOptions {
             acquire_timeout: Duration::from_secs(5),
             claim_sync: ClaimSync::EveryCommit,
             replay_cache_bytes: DEFAULT_REPLAY_CACHE_BYTES,
+            vfs: None,
         }
     }
 
@@ -156,6 +158,23 @@ impl SqliteOptions {
     pub fn replay_cache_bytes(mut self, replay_cache_bytes: u64) -> SqliteOptions {
         self.replay_cache_bytes = replay_cache_bytes;
         self
+    }
+
+    /// Opens every connection through the SQLite VFS registered under `name` instead of
+    /// the default one, e.g. idem-power-loss's `VFS_NAME`, which journals unsynced writes
+    /// so a crash harness can drop them as a power loss would. The VFS must be registered
+    /// in this process before [`crate::SqliteStore::open`]; an unknown name fails the
+    /// open. Every connection of the store (setup, writer, pool) uses it.
+    #[must_use]
+    pub fn vfs(mut self, name: impl Into<String>) -> SqliteOptions {
+        self.vfs = Some(name.into());
+        self
+    }
+
+    /// The VFS connections open through, if not the default ([`SqliteOptions::vfs`]).
+    #[must_use]
+    pub fn vfs_name(&self) -> Option<&str> {
+        self.vfs.as_deref()
     }
 
     /// Why these options cannot open a store, if they cannot.

@@ -108,6 +108,11 @@ impl SqliteStore {
             .create_if_missing(options.create_if_missing)
             .busy_timeout(options.busy_timeout)
             .synchronous(SqliteSynchronous::Full);
+        // A named VFS (a crash harness's power-loss layer) applies to every connection.
+        let connect = match &options.vfs {
+            Some(vfs) => connect.vfs(vfs.clone()),
+            None => connect,
+        };
 
         // WAL is a property of the file, and switching to it needs the file to itself, so
         // one connection sets it and migrates before the pool opens; pool connections
