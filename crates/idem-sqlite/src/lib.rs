@@ -245,6 +245,7 @@
 //! None. SQLite is bundled (sqlx's `sqlite` feature), so the store needs no system library.
 
 mod batch;
+pub mod batch_decision;
 mod codec;
 mod error;
 mod options;
