@@ -4,7 +4,8 @@
 //! wake-ups), which on a busy machine costs far more than the statement itself. So inside
 //! a group commit the store's own operations do not write their rows one by one: the view
 //! reads the counters once and each record at most once, decides every operation in memory
-//! with [`idem_core::step::step`], and [`BatchView::flush`] writes what changed in a few
+//! with [`idem_core::step::step`] (through [`BatchDecision`], the sans-IO part the simulation
+//! runs too), and [`BatchView::flush`] writes what changed in a few
 //! multi-row statements before the commit. A claim or completion then costs one `SELECT`
 //! in the batch instead of six statements.
 //!
@@ -14,13 +15,12 @@
 //! view holds is written by the flush in the same transaction, so it commits with the
 //! batch or not at all.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use idem_core::step::{self, Counters, Operation, StoreView};
-use idem_core::{Limits, Record, RecordId, RecordState, StoreError, Usage, UsageDelta, Write, usage};
+use idem_core::step::Operation;
+use idem_core::{Limits, Record, RecordId, StoreError, usage};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+use crate::batch_decision::BatchDecision;
 use crate::codec::{self, record_columns};
 use crate::error::{corrupt, store_error};
 use crate::store::{one_row, read_counters};
@@ -29,16 +29,11 @@ use crate::store::{one_row, read_counters};
 /// 32,766).
 const ROWS_PER_STATEMENT: usize = 64;
 
-/// What the batch has read and decided; empty between batches.
+/// What the batch has read and decided ([`BatchDecision`], which decides without SQL),
+/// with the reads and writes around it; empty between batches.
 #[derive(Debug, Default)]
 pub(crate) struct BatchView {
-    /// The counters as the batch has left them, and as it found them (read under the
-    /// write lock at first use).
-    counters: Option<(Counters, Counters)>,
-    /// Every record read or written in this batch (`None`: not held).
-    records: BTreeMap<RecordId, Option<Record>>,
-    /// The ids whose record the batch changed, to write at the flush.
-    changed: BTreeSet<RecordId>,
+    decision: BatchDecision,
 }
 
 impl BatchView {
@@ -50,9 +45,7 @@ impl BatchView {
         ids: &[&RecordId],
     ) -> Result<(), StoreError> {
         self.load_counters(connection).await?;
-        let mut wanted: Vec<&RecordId> = ids.iter().copied().filter(|id| !self.records.contains_key(*id)).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
+        let wanted = self.decision.unread(ids);
         for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
             let found = read_records(connection, chunk).await?;
             for id in chunk {
@@ -61,16 +54,15 @@ impl BatchView {
                     .iter()
                     .find(|(principal, key, _)| principal == id.principal.as_str() && key == id.key.as_str())
                     .map(|(_, _, record)| record.clone());
-                self.records.insert((*id).clone(), record);
+                self.decision.record_read((*id).clone(), record);
             }
         }
         Ok(())
     }
 
     async fn load_counters(&mut self, connection: &mut SqliteConnection) -> Result<(), StoreError> {
-        if self.counters.is_none() {
-            let counters = read_counters(connection).await?;
-            self.counters = Some((counters, counters));
+        if !self.decision.has_counters() {
+            self.decision.counters_read(read_counters(connection).await?);
         }
         Ok(())
     }
@@ -85,60 +77,32 @@ impl BatchView {
         operation: O,
     ) -> Result<O::Answer, StoreError> {
         self.load_counters(connection).await?;
-        if !self.records.contains_key(id) {
+        if !self.decision.holds(id) {
             let record = read_record(connection, id).await?;
-            self.records.insert(id.clone(), record);
+            self.decision.record_read(id.clone(), record);
         }
         // No `.await` from here on: the view changes whole or not at all.
-        let (counters, _) = self.counters.ok_or_else(|| corrupt("the batch lost its counters"))?;
-        let record = self.records.get(id).and_then(Option::as_ref);
-        let step = step::step(id, &StoreView { record, counters, limits }, operation)?;
-        let after = Counters {
-            next_fence: step.next_fence.unwrap_or(counters.next_fence),
-            usage: add(counters.usage, step.usage)?,
-        };
-        match step.write {
-            Write::Unchanged => {}
-            Write::Put(record) => {
-                self.records.insert(id.clone(), Some(record));
-                self.changed.insert(id.clone());
-            }
-            Write::Delete => {
-                self.records.insert(id.clone(), None);
-                self.changed.insert(id.clone());
-            }
-        }
-        if let Some((now, _)) = self.counters.as_mut() {
-            *now = after;
-        }
-        Ok(step.answer)
+        self.decision.step(limits, id, operation)
     }
 
     /// The record of `id` as the batch holds it, if it is completed.
     pub(crate) fn completed(&self, id: &RecordId) -> Option<&Record> {
-        let record = self.records.get(id)?.as_ref()?;
-        matches!(record.state, RecordState::Completed { .. }).then_some(record)
+        self.decision.completed(id)
     }
 
     /// Writes what the batch changed (records, fence counter, usage) and empties the view.
     /// On error the view is emptied too: the caller rolls the transaction back.
     pub(crate) async fn flush(&mut self, connection: &mut SqliteConnection) -> Result<(), StoreError> {
-        let view = std::mem::take(self);
-        let mut puts = Vec::new();
-        let mut deletes = Vec::new();
-        for id in &view.changed {
-            match view.records.get(id) {
-                Some(Some(record)) => puts.push((id, record)),
-                _ => deletes.push(id),
-            }
-        }
+        let changes = self.decision.take();
+        let puts: Vec<(&RecordId, &Record)> = changes.puts.iter().map(|(id, record)| (id, record)).collect();
+        let deletes: Vec<&RecordId> = changes.deletes.iter().collect();
         for chunk in puts.chunks(ROWS_PER_STATEMENT) {
             put_records(connection, chunk).await?;
         }
         for chunk in deletes.chunks(ROWS_PER_STATEMENT) {
             delete_records(connection, chunk).await?;
         }
-        if let Some((now, found)) = view.counters {
+        if let Some((now, found)) = changes.counters {
             write_counters(connection, now, found).await?;
         }
         Ok(())
@@ -146,17 +110,7 @@ impl BatchView {
 
     /// Forgets everything without writing (the batch rolled back).
     pub(crate) fn clear(&mut self) {
-        *self = BatchView::default();
-    }
-}
-
-/// `usage` after `delta`; a total below zero means the totals and the records disagree.
-fn add(usage: Usage, delta: UsageDelta) -> Result<Usage, StoreError> {
-    let records = usage.records.checked_add_signed(delta.records);
-    let stored_bytes = usage.stored_bytes.checked_add_signed(delta.stored_bytes);
-    match (records, stored_bytes) {
-        (Some(records), Some(stored_bytes)) => Ok(Usage { records, stored_bytes }),
-        _ => Err(corrupt("the usage totals would go below zero: they disagree with the records")),
+        self.decision.clear();
     }
 }
 
@@ -264,7 +218,11 @@ pub(crate) async fn delete_records(connection: &mut SqliteConnection, ids: &[&Re
 
 /// Writes the counters the batch changed. `found` is what it read under the write lock,
 /// so nothing else changed them since.
-async fn write_counters(connection: &mut SqliteConnection, now: Counters, found: Counters) -> Result<(), StoreError> {
+async fn write_counters(
+    connection: &mut SqliteConnection,
+    now: idem_core::step::Counters,
+    found: idem_core::step::Counters,
+) -> Result<(), StoreError> {
     if now.next_fence != found.next_fence {
         let next_fence = codec::fence_to_sql(now.next_fence).map_err(|_| corrupt("the fence counter is exhausted"))?;
         let done = sqlx::query("UPDATE idem_fence SET next_fence = ?1 WHERE id = 1")

@@ -38,11 +38,8 @@ use sqlx::{Connection, Executor};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::BatchView;
+pub(crate) use crate::batch_decision::BATCH_MAX;
 use crate::error::BatchFailure;
-
-/// Most jobs in one transaction. A bound on how long one commit holds the write lock;
-/// far above what 64 connections of concurrent requests queue between two fsyncs.
-pub(crate) const BATCH_MAX: usize = 256;
 
 /// Most jobs waiting for the writer; past it callers wait for room (up to the acquire
 /// timeout), so queued memory is bounded.
