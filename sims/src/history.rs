@@ -88,6 +88,8 @@ pub(crate) enum Kind {
     Execute { replica: usize, id: RecordId, fence: Fence, body: Bytes },
     /// A purge on the store host forgot `count` expired records.
     Purged { count: usize },
+    /// The `sqlite-batch` host decided `operations` idempotency operations in one batch.
+    Batch { operations: usize },
     /// The ledger host wrote a payment row, by any path (`via`: the request that wrote it).
     Row(Box<Row>),
     /// After the run, a user listed a caller's payments over HTTP, page by page: the items
@@ -233,6 +235,7 @@ impl fmt::Display for Event {
                 row.destination
             ),
             Kind::Purged { count } => write!(f, "purged  {count} expired records"),
+            Kind::Batch { operations } => write!(f, "batch   {operations} operations decided in one group commit"),
             Kind::Listed { auth, pages, items: Some(items) } => {
                 write!(f, "listed  [{auth}] {} payments in {pages} pages", items.len())
             }

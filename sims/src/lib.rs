@@ -40,6 +40,7 @@
 //!   guarantee and its story. [`Coverage`]: which targeted paths were reached.
 
 mod audit;
+mod batch_host;
 mod check;
 mod client;
 mod clock;
@@ -48,14 +49,18 @@ mod faults;
 mod glue;
 mod history;
 mod hosts;
+mod keyspace;
+mod lua;
 mod net;
 mod oracle;
 mod plan;
+mod redis_host;
 mod remote;
 mod report;
 mod run;
 mod scenario;
 mod store;
+mod variant;
 
 use std::ops::Range;
 use std::time::Duration;
@@ -63,7 +68,8 @@ use std::time::Duration;
 pub use check::Violation;
 pub use faults::FaultMix;
 pub use report::{Coverage, RunReport, Trace};
-pub use scenario::{Scenario, UnknownName, Variant};
+pub use scenario::{Scenario, UnknownName};
+pub use variant::Variant;
 
 /// Runs one seed of `scenario` with `variant` and checks its history (G1-G8).
 #[must_use]

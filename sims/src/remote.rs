@@ -91,7 +91,7 @@ impl Store for RemoteStore {
     ) -> Result<Decision, StoreError> {
         match self.0.call(Request::Claim { id: id.clone(), fingerprint: *fingerprint, now, policy: *policy }).await? {
             Answer::Decision(decision) => Ok(decision),
-            Answer::Refused(error) => Err(error.into()),
+            Answer::Refused(error) => Err(error),
             other => Err(unexpected(&other)),
         }
     }
@@ -115,7 +115,7 @@ impl Store for RemoteStore {
     async fn renew(&self, id: &RecordId, fence: Fence, now: Timestamp, policy: &Policy) -> Result<Renewal, StoreError> {
         match self.0.call(Request::Renew { id: id.clone(), fence, now, policy: *policy }).await? {
             Answer::Renewal(renewal) => Ok(renewal),
-            Answer::Refused(error) => Err(error.into()),
+            Answer::Refused(error) => Err(error),
             other => Err(unexpected(&other)),
         }
     }
@@ -138,7 +138,7 @@ impl Store for RemoteStore {
 fn fenced_answer(answer: Answer) -> Result<Fenced, StoreError> {
     match answer {
         Answer::Fenced(fenced) => Ok(fenced),
-        Answer::Refused(error) => Err(error.into()),
+        Answer::Refused(error) => Err(error),
         other => Err(unexpected(&other)),
     }
 }
@@ -231,7 +231,7 @@ impl Ledger for RemoteLedger {
         match remote.call(call).await.map_err(ledger_error)? {
             Answer::Fenced(Fenced::Applied) => Ok(Written::Completed),
             Answer::Fenced(refused) => Ok(Written::Superseded(refused)),
-            Answer::Refused(error) => Err(ledger_error(error.into())),
+            Answer::Refused(error) => Err(ledger_error(error)),
             other => Err(ledger_error(unexpected(&other))),
         }
     }

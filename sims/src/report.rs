@@ -132,6 +132,8 @@ coverage! {
     oversized_answered_whole: "over the limit, answered whole",
     /// A retry got the `response-not-kept` problem (`oversized-responses`).
     not_kept_replayed: "retry answered response-not-kept",
+    /// One group commit decided several idempotency operations (`sqlite-batch`).
+    batched: "operations decided in one batch",
 }
 
 impl AddAssign for Coverage {
@@ -148,7 +150,11 @@ impl Coverage {
         let own: &[&str] = match scenario {
             Scenario::Default | Scenario::ClientDefaults => &[],
             Scenario::VolatileStore => &["store lost its state"],
-            Scenario::Separate => &["separate-mode window (expected)", "replay with repeated headers"],
+            Scenario::Separate | Scenario::RedisLua => {
+                &["separate-mode window (expected)", "replay with repeated headers"]
+            }
+            Scenario::RedisLuaAtomic => &[],
+            Scenario::SqliteBatch => &["operations decided in one batch"],
             Scenario::ShortRetention => &["records purged", "key claimed again after expiry"],
             Scenario::ConflictWait => &["waited on a key in flight"],
             Scenario::HandlerFaults => {
@@ -167,7 +173,10 @@ impl Coverage {
             names.retain(|name| *name != "422");
             names.push("client retried on its own");
         }
-        if matches!(scenario, Scenario::ClientDefaults | Scenario::Separate | Scenario::OversizedResponsesSeparate) {
+        if matches!(
+            scenario,
+            Scenario::ClientDefaults | Scenario::Separate | Scenario::OversizedResponsesSeparate | Scenario::RedisLua
+        ) {
             // A stale completion needs a take-over to land between a handler's last renewal
             // and its completion: about 1 run in 300 in separate mode (the layer completes
             // only after the handler), none seen with the client's long attempts. The
@@ -213,6 +222,7 @@ impl Coverage {
                     coverage.count_status(answer);
                 }
                 Kind::Fault(text) if text.contains("in a handler") => coverage.crash_in_handler += 1,
+                Kind::Batch { .. } => coverage.batched += 1,
                 Kind::StoreCallFailed { op: "complete-with-payment" | "complete", .. } => {
                     coverage.partition_during_completion += 1;
                 }

@@ -91,7 +91,7 @@ pub(crate) fn run(seed: u64, scenario: Scenario, variant: Variant) -> RunReport 
         .max_message_latency(LATENCY_MAX)
         .build();
 
-    let disk: Disk = Arc::new(Mutex::new(HostState::new(0, world.variant)));
+    let disk: Disk = Arc::new(Mutex::new(HostState::new(0, scenario, world.variant)));
     let disk_at_end = Arc::clone(&disk);
     let store_boots = Arc::new(AtomicU32::new(0));
     {
@@ -100,7 +100,8 @@ pub(crate) fn run(seed: u64, scenario: Scenario, variant: Variant) -> RunReport 
             let boot = store_boots.fetch_add(1, Ordering::SeqCst);
             if !world.settings.durable_store && boot > 0 {
                 // A volatile store starts empty: everything it held is lost.
-                *disk.lock().unwrap_or_else(PoisonError::into_inner) = HostState::new(boot, world.variant);
+                *disk.lock().unwrap_or_else(PoisonError::into_inner) =
+                    HostState::new(boot, world.settings.scenario, world.variant);
             }
             store::host(Arc::clone(&disk), Arc::clone(&world.mailbox), world.variant, world.recorder.clone())
         });
