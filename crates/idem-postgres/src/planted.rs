@@ -4,9 +4,10 @@
 //! usage delta dropped when one part of it is zero; a purge that keeps a record due at the
 //! very millisecond) is caught by `idem_core::differential` on the real PostgreSQL, while
 //! the SQL as shipped passes the same cases (`tests/common/differential.rs`;
-//! `tests/differential.rs` runs other cases, from another seed). The bugs are planted into
-//! the store otherwise as shipped, its guarded completion's check after writing included
-//! (which is how most completion bugs surface: as that check's error).
+//! `tests/differential.rs` runs other cases, from another seed). The bugs are planted as
+//! `idem serve --plant-bug` plants them ([`PostgresStore::with_planted_bug`]): the planted
+//! store does not check its guarded completion against the store step after writing, so
+//! each bug is caught by the answers and usage totals alone, not by that check's error.
 //!
 //! Tried and not kept: a purge that takes due records by fence instead of by
 //! `forgettable_at` is caught only after about 2,500 cases (the random histories rarely
@@ -53,7 +54,7 @@ fn differential_check(plant: impl FnOnce(&PostgresStore) -> PostgresStore) -> Re
 }
 
 fn assert_caught(bug: PlantedBug) {
-    match differential_check(|store| store.planted(bug, true)) {
+    match differential_check(|store| store.with_planted_bug(bug)) {
         Err(TestError::Fail(reason, ops)) => {
             assert!(!ops.is_empty(), "a failing sequence has operations: {reason}");
         }

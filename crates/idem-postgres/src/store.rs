@@ -325,16 +325,14 @@ impl PostgresStore {
     /// store step after writing (the check that turns a completion the step does not name
     /// into [`StoreError::Corrupt`], and a panic in debug builds): that check would catch
     /// every completion bug at once, and what is planted is "the SQL is wrong and nothing
-    /// in the store notices", for the check under test to notice by what the store does.
+    /// in the store notices", for the check under test to notice by what the store does
+    /// (`src/planted.rs`: idem-core's differential check catches each; `tests/planted_bug.rs`:
+    /// the completion-guard bugs accept a stale fence's completion).
+    ///
+    /// # Panics
+    /// Never for a [`PlantedBug`]: each names SQL found in exactly one statement (checked).
     #[must_use]
     pub fn with_planted_bug(&self, bug: PlantedBug) -> PostgresStore {
-        self.planted(bug, false)
-    }
-
-    /// This store (same pool) with `bug` planted, and the guarded completion's check after
-    /// writing kept (`self_check`) or not: the differential tests (`src/planted.rs`) plant
-    /// into the store otherwise as shipped.
-    pub(crate) fn planted(&self, bug: PlantedBug, self_check: bool) -> PostgresStore {
         let (right, wrong) = bug.replacement();
         let mut sql = self.inner.sql.clone();
         let statements = [
@@ -358,7 +356,7 @@ impl PostgresStore {
             planted += 1;
         }
         assert_eq!(planted, 1, "the SQL to plant {bug} in is in exactly one statement: {right}");
-        let inner = Inner { sql, schema: self.inner.schema.clone(), self_check, ..*self.inner };
+        let inner = Inner { sql, schema: self.inner.schema.clone(), self_check: false, ..*self.inner };
         PostgresStore { pool: self.pool.clone(), inner: Arc::new(inner) }
     }
 
