@@ -141,6 +141,7 @@ fn several_processes(setting: &str) {
     }
     let summary = roll_back_unsynced(&db).unwrap();
     assert!(summary.shm_removed);
+    assert!(summary.files.iter().any(|file| file.path == support::suffixed(&db, "-wal")), "the writers used the VFS");
 
     let keys: Vec<&str> = acknowledged.iter().map(String::as_str).collect();
     for (key, record) in keys.iter().zip(read_back(&db, &keys)) {

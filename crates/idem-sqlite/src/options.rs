@@ -165,6 +165,19 @@ impl SqliteOptions {
     /// so a crash harness can drop them as a power loss would. The VFS must be registered
     /// in this process before [`crate::SqliteStore::open`]; an unknown name fails the
     /// open. Every connection of the store (setup, writer, pool) uses it.
+    ///
+    /// ```
+    /// use idem_sqlite::{SqliteOptions, SqliteStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let options = SqliteOptions::new(dir.path().join("idem.db")).vfs("no-such-vfs");
+    /// assert_eq!(options.vfs_name(), Some("no-such-vfs"));
+    /// // SQLite is asked for that VFS, and has none by that name.
+    /// assert!(SqliteStore::open(options).await.is_err());
+    /// # }
+    /// ```
     #[must_use]
     pub fn vfs(mut self, name: impl Into<String>) -> SqliteOptions {
         self.vfs = Some(name.into());
