@@ -73,16 +73,27 @@ fn before(redis: &mut RedisHost, id: &RecordId) -> Held {
     held(redis.record(id).ok().flatten().as_ref())
 }
 
-/// Applies the idempotency operations of `request` through the script; hands any other
-/// request back.
-pub(crate) fn apply(
-    state: &mut HostState,
-    replica: usize,
-    request: Request,
-    recorder: &Recorder,
-) -> Result<HostAnswer, Request> {
+/// Whether `request` is one the script answers (the idempotency operations): the others
+/// are the business tables'.
+pub(crate) fn handles(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Claim { .. }
+            | Request::Complete { .. }
+            | Request::CompleteWithPayment { .. }
+            | Request::Release { .. }
+            | Request::Renew { .. }
+            | Request::Get { .. }
+            | Request::Purge { .. }
+    )
+}
+
+/// Applies an idempotency operation ([`handles`]) through the script.
+pub(crate) fn apply(state: &mut HostState, replica: usize, request: Request, recorder: &Recorder) -> HostAnswer {
     let epoch = state.epoch();
-    let Some(redis) = state.redis.as_mut() else { return Err(request) };
+    let Some(redis) = state.redis.as_mut() else {
+        return HostAnswer::Refused(StoreError::Corrupt { detail: "no Redis on this store host".to_owned() });
+    };
     let event = |op, id: &RecordId, presented, before| StoreEvent {
         replica,
         epoch,
@@ -147,8 +158,11 @@ pub(crate) fn apply(
             ev.answer = "read".to_owned();
             (record.map_or_else(HostAnswer::Refused, HostAnswer::Record), ev, None)
         }
-        Request::Purge { now, batch_max } => return Ok(purge(redis, now, batch_max, recorder)),
-        other => return Err(other),
+        Request::Purge { now, batch_max } => return purge(redis, now, batch_max, recorder),
+        other => {
+            let detail = format!("the script answers no {}", other.name());
+            return HostAnswer::Refused(StoreError::Corrupt { detail });
+        }
     };
     let applied = ev.applied;
     recorder.record(Kind::Store(Box::new(ev)));
@@ -156,7 +170,7 @@ pub(crate) fn apply(
         // The payment commits with the completion, or not at all (the atomic scenario).
         insert_payment(state, payment, "complete-with-payment", recorder);
     }
-    Ok(answer)
+    answer
 }
 
 /// A completion or release through the script; `response` is what a completion records.

@@ -257,10 +257,9 @@ pub(crate) fn apply(
     request: Request,
     recorder: &Recorder,
 ) -> Answer {
-    let request = match crate::redis_host::apply(state, replica, request, recorder) {
-        Ok(answer) => return answer,
-        Err(request) => request,
-    };
+    if state.redis.is_some() && crate::redis_host::handles(&request) {
+        return crate::redis_host::apply(state, replica, request, recorder);
+    }
     let epoch = state.epoch;
     let event = |op, id: &RecordId, presented, before| StoreEvent {
         replica,
