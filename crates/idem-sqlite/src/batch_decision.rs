@@ -151,3 +151,46 @@ fn add(usage: Usage, delta: UsageDelta) -> Result<Usage, StoreError> {
         _ => Err(corrupt("the usage totals would go below zero: they disagree with the records")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use idem_core::step::op;
+    use idem_core::{Decision, Fence, Fenced, Fingerprint, Key, Policy, Principal, Refusal, StoredResponse, Timestamp};
+
+    use super::*;
+
+    fn id(key: &str) -> RecordId {
+        RecordId::new(Principal::anonymous(), Key::parse(key.as_bytes()).expect("a valid key"))
+    }
+
+    #[test]
+    fn a_batch_decides_on_its_own_writes_and_flushes_them_once() {
+        // Goal: the decision the writer and the simulation share: a completion later in a
+        // batch sees the claim decided earlier in it, a refused step changes nothing, the
+        // flush has each changed record once with the counters as found and as left, and
+        // a record not read is damage, never decided on as absent.
+        let (now, policy, limits) = (Timestamp::from_unix_ms(1_000), Policy::default(), Limits::default());
+        let (a, unread) = (id("a"), id("b"));
+        let mut batch = BatchDecision::default();
+        batch.counters_read(Counters::EMPTY);
+        assert_eq!(batch.unread(&[&a, &a, &unread]), vec![&a, &unread]);
+        batch.record_read(a.clone(), None);
+        let claim = op::Claim { fingerprint: Fingerprint::of("POST", "/p", b"{}"), now, policy };
+        let Ok(Decision::Execute(claimed)) = batch.step(limits, &a, claim) else { panic!("a first claim executes") };
+        let response = StoredResponse { status: 201, headers: vec![], body: bytes::Bytes::from_static(b"ok") };
+        let stale = op::Complete { fence: Fence::new(99), response: response.clone(), now, policy };
+        let refused = batch.step(limits, &a, stale).expect("a refusal is an answer");
+        assert_eq!(refused, Fenced::Refused(Refusal::StaleFence { presented: Fence::new(99), current: claimed.fence }));
+        let complete = op::Complete { fence: claimed.fence, response, now, policy };
+        assert_eq!(batch.step(limits, &a, complete).expect("completes"), Fenced::Applied);
+        assert!(batch.completed(&a).is_some());
+        let release = op::Release { fence: claimed.fence };
+        assert!(matches!(batch.step(limits, &unread, release), Err(StoreError::Corrupt { .. })));
+        let changes = batch.take();
+        assert_eq!(changes.puts.len(), 1);
+        assert!(changes.deletes.is_empty());
+        let (left, found) = changes.counters.expect("the counters were read");
+        assert_eq!((found, left.next_fence, left.usage.records), (Counters::EMPTY, claimed.fence.next(), 1));
+        assert!(!batch.has_counters() && !batch.holds(&a), "take empties the batch");
+    }
+}
