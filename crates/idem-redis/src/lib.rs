@@ -25,6 +25,11 @@
 //!   dropped fence check, a lease one millisecond too long, admission one record late)
 //!   is caught on the same fixed-seed cases the shipped script passes.
 //! * `tests/conformance.rs` runs idem-core's conformance suite on the real Redis.
+//! * The deterministic simulation (`sims/`, scenarios `redis-lua` and `redis-lua-atomic`)
+//!   runs this same script in an embedded Lua 5.1 on a simulated keyspace, through
+//!   [`script`] (the calls `RedisStore` sends and the decoding of their answers, pure so
+//!   both use them), under network faults, crashes and skewed clocks; its planted
+//!   `lua-drops-fence-check` is caught there by G3.
 //!
 //! A change to the core's rules must be made in `store.lua` too; the differential test
 //! fails until it is.

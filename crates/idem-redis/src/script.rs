@@ -333,3 +333,32 @@ pub fn planted(right: &str, wrong: &str) -> String {
     assert_eq!(SCRIPT.matches(right).count(), 1, "the rule to plant a bug in is in the script once: {right}");
     SCRIPT.replacen(right, wrong, 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn purged(count: &str) -> Answer {
+        Answer(vec![b"purged".to_vec(), count.as_bytes().to_vec()])
+    }
+
+    #[test]
+    fn a_purge_runs_script_batches_until_one_forgets_fewer_than_asked() {
+        // Goal: what `RedisStore::purge_expired` and the simulation share: a purge of 300
+        // asks for 128 at a time, stops after a script that forgot fewer than it asked,
+        // counts what every script forgot, and takes a damaged answer as damage.
+        let calls = Calls::new(&RedisOptions::new("redis://localhost").expect("a valid URL"));
+        let mut purge = Purge::new(Timestamp::from_unix_ms(5), 300);
+        let asked = |call: Call| String::from_utf8(call.args[4].clone()).expect("a decimal");
+        assert_eq!(asked(purge.next(&calls).expect("a first script")), "128");
+        purge.answered(&calls, &purged("128")).expect("a count");
+        assert_eq!(asked(purge.next(&calls).expect("a second script")), "128");
+        purge.answered(&calls, &purged("100")).expect("a count");
+        assert_eq!(purge.next(&calls), None);
+        assert_eq!(purge.purged(), 228);
+        let mut damaged = Purge::new(Timestamp::from_unix_ms(5), 1);
+        damaged.next(&calls).expect("a script");
+        let error = damaged.answered(&calls, &purged("-1")).expect_err("not a count");
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    }
+}
