@@ -104,7 +104,9 @@ fn roll_back_file(path: &Path) -> Result<Option<FileSummary>, RollBackError> {
         size_before: 0,
         size_after: 0,
     };
-    if !records.is_empty() {
+    if !records.is_empty() && path.exists() {
+        // (A file deleted after its records were written, by a process killed before it
+        // removed the side file, has nothing left to roll back.)
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(failed(path))?;
         summary.size_before = file.metadata().map_err(failed(path))?.len();
         for undo in records.iter().rev() {
@@ -179,6 +181,20 @@ mod tests {
         assert_eq!(summary.files[0].bytes_dropped, 6);
         assert_eq!((summary.files[0].size_before, summary.files[0].size_after), (8, 10));
         assert!(!side_file(&path).exists());
+    }
+
+    #[test]
+    fn a_side_file_whose_file_is_gone_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        std::fs::write(&path, b"abc").unwrap();
+        let journal = Journal::open(&path).unwrap();
+        let mut plain = Plain(OpenOptions::new().read(true).open(&path).unwrap());
+        drop(journal.before_write(&mut plain, 0, 1).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        let summary = roll_back_unsynced(&path).unwrap();
+        assert_eq!(summary.records(), 1);
+        assert!(!path.exists() && !side_file(&path).exists());
     }
 
     #[test]
