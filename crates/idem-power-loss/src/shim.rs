@@ -124,6 +124,13 @@ unsafe extern "C" fn x_open(
 ) -> c_int {
     // SAFETY: SQLite passes the shim's VFS.
     let root = unsafe { root(vfs) };
+    // SAFETY: `root` is the default VFS (above), never unregistered.
+    let Some(open) = (unsafe { (*root).xOpen }) else {
+        // SAFETY: `file` is SQLite's (uninitialised) file object, at least a
+        // `sqlite3_file` long; a null `pMethods` tells SQLite there is nothing to close.
+        unsafe { ptr::write(file, ffi::sqlite3_file { pMethods: ptr::null() }) };
+        return ffi::SQLITE_CANTOPEN;
+    };
     // SAFETY: `file` points to `szOsFile` bytes, so `HEADER_LEN` bytes in is still inside
     // the allocation, where the default VFS's `szOsFile` bytes fit.
     let real = unsafe { file.cast::<u8>().add(HEADER_LEN).cast::<ffi::sqlite3_file>() };
@@ -145,8 +152,6 @@ unsafe extern "C" fn x_open(
     // SAFETY: `file` is 8-aligned and `szOsFile` covers the header; writing initialises
     // it without reading (or dropping) the uninitialised bytes.
     unsafe { ptr::write(shim, ShimFile { base: ffi::sqlite3_file { pMethods: ptr::null() }, real, journal }) };
-    // SAFETY: `root` is the default VFS (above), never unregistered.
-    let Some(open) = (unsafe { (*root).xOpen }) else { return ffi::SQLITE_CANTOPEN };
     // SAFETY: forwarding xOpen's own arguments, with the default VFS and its own file
     // object, which has the `szOsFile` bytes that VFS asked for.
     let code = unsafe { open(root, name, real, flags, out_flags) };
