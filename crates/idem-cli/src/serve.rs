@@ -78,7 +78,7 @@ pub(crate) struct Args {
     /// For testing a test harness: the payment handler waits this long after its key is
     /// claimed and before it writes the payment and completes (e.g. 300ms), so a kill, a
     /// pause or a duplicate lands inside the handler. At most 60s; 0ms (the default) is off.
-    #[arg(long, env = "IDEM_HANDLER_DELAY", default_value = "0ms", value_parser = handler_delay)]
+    #[arg(long, env = "IDEM_HANDLER_DELAY", value_name = "DURATION", default_value = "0ms", value_parser = handler_delay)]
     handler_delay: Duration,
     /// For testing the test harness: runs the store with this rule planted wrong (a
     /// PostgreSQL store only; never with real data). NAME is one of: completion-without-fence,
@@ -164,8 +164,9 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         handler_delay: args.handler_delay,
         planted_bug: args.plant_bug,
     };
-    if let Some(bug) = args.plant_bug {
-        // On stderr whatever the log filter: this server is wrong on purpose.
+    if let (Some(bug), StoreSpec::Postgres(_)) = (args.plant_bug, &args.store) {
+        // On stderr whatever the log filter: this server is wrong on purpose. (Another
+        // store is refused with the bug's name by `idem_server::run`.)
         eprintln!(
             "idem: WARNING: --plant-bug {bug}: this server runs its store with a rule planted wrong, for testing the test harness; never use it with real data"
         );
