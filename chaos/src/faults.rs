@@ -114,14 +114,6 @@ pub enum FaultKind {
     PauseReplica,
     /// [`Fault::KillAllReplicas`].
     KillAllReplicas,
-    /// [`Fault::RestartPostgres`], `-m fast`.
-    PostgresFast,
-    /// [`Fault::RestartPostgres`], `-m immediate`.
-    PostgresImmediate,
-    /// [`Fault::RestartRedis`] keeping its data.
-    RedisKeepData,
-    /// [`Fault::RestartRedis`] losing its data.
-    RedisLoseData,
     /// [`Fault::VanishReplica`].
     VanishReplica,
     /// [`Fault::PartitionClients`].
@@ -130,6 +122,14 @@ pub enum FaultKind {
     PartitionStore,
     /// [`Fault::SlowLinks`].
     SlowLinks,
+    /// [`Fault::RestartPostgres`], `-m fast`.
+    PostgresFast,
+    /// [`Fault::RestartPostgres`], `-m immediate`.
+    PostgresImmediate,
+    /// [`Fault::RestartRedis`] keeping its data.
+    RedisKeepData,
+    /// [`Fault::RestartRedis`] losing its data.
+    RedisLoseData,
     /// [`Fault::DiskFull`].
     DiskFull,
     /// [`Fault::PowerLoss`].
@@ -314,7 +314,7 @@ pub(crate) fn draw(
             let fault = match kinds[rng.random_range(0..kinds.len())] {
                 FaultKind::KillReplica => Fault::KillReplica { replica, down: millis(rng, 200, 1500) },
                 FaultKind::PauseReplica => {
-                    Fault::PauseReplica { replica, paused: millis(rng, lease_ms + 300, lease_ms + 800) }
+                    Fault::PauseReplica { replica, paused: millis(rng, lease_ms + 300, lease_ms + 2500) }
                 }
                 FaultKind::KillAllReplicas => Fault::KillAllReplicas { down: millis(rng, 200, 1000) },
                 FaultKind::PostgresFast => Fault::RestartPostgres { immediate: false, down: millis(rng, 200, 1500) },

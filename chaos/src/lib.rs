@@ -1,13 +1,18 @@
 //! A Jepsen-style harness of real processes (issue 20). Several `idem serve` replicas run
 //! as child processes on a real store: one SQLite file shared on one host, a private
 //! PostgreSQL (atomic mode) or a private Redis with the payments in the private
-//! PostgreSQL (separate mode). Clients on idem-client drive the simulation's workload
-//! (keys, reused keys, double submits, several callers) over loopback TCP while faults
-//! drawn from the seed strike: SIGKILL and restart of a replica (while a request is in
-//! flight on it when one comes), SIGSTOP past the lease then SIGCONT, every replica
-//! killed at once, PostgreSQL stopped fast or immediate, Redis killed with or without its
-//! data. After healing, each caller's payments are listed over HTTP and the store's rows
-//! read; the simulation's checker ([`idem_sim::external::check`]) judges the history.
+//! PostgreSQL (separate mode). Each replica is a host of its own on the harness's test
+//! network (`network`: a namespace with a front link to the clients and a back link to
+//! the stores). Clients on idem-client drive the simulation's workload (keys, reused keys,
+//! double submits, several callers) while faults drawn from the seed strike: SIGKILL and
+//! restart of a replica (inside a handler when one is running), SIGSTOP past the lease
+//! then SIGCONT, every replica killed at once, a host that vanishes (frozen, cut off
+//! without a FIN, killed), partitions between clients and a replica and between a
+//! replica and the store, slow links, PostgreSQL stopped fast or immediate, Redis killed
+//! with or without its data, SQLite's disk full, and a power loss (every process on the
+//! host killed at once, SQLite's unsynced writes dropped). After healing, each caller's
+//! payments are listed over HTTP and the store's rows read; the simulation's checker
+//! ([`idem_sim::external::check`]) judges the history.
 //!
 //! A seed fixes the workload, the faults, when they are planned and which replica they
 //! strike; it does not fix the timing of real processes (scheduling, fsync, start-up), so
@@ -99,17 +104,21 @@ pub struct Config {
     pub faults: usize,
     /// A bug planted behind the server's back, to show the checker catches it.
     pub plant: Option<Plant>,
+    /// A rule of the store's own code planted wrong in every replica (`idem serve
+    /// --plant-bug NAME`, PostgreSQL only), to show the harness catches a bug in real store
+    /// code.
+    pub server_bug: Option<String>,
 }
 
 impl Config {
     /// Three replicas, four faults, nothing planted.
     #[must_use]
     pub fn new(binary: PathBuf, store: StoreKind) -> Config {
-        Config { binary, store, replicas: 3, faults: 4, plant: None }
+        Config { binary, store, replicas: 3, faults: 4, plant: None, server_bug: None }
     }
 }
 
-/// A bug the harness plants itself (the server has no planted variants of its own).
+/// A bug the harness plants itself, in the store's rows behind the server's back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plant {
     /// After healing, before the audit, the first payment row is deleted straight from the

@@ -1,13 +1,16 @@
-//! A power loss under SQLite: what the replicas wrote and did not sync is dropped.
-//! Placeholder until the unsynced-write journal lands (issue 20).
+//! A power loss under SQLite: what the replicas wrote and did not sync is dropped, with
+//! `idem_power_loss` (every replica opens the file through its journaling VFS; after they
+//! are all SIGKILLed, the journal's undo records put each file back to its last sync).
 
 use std::path::Path;
 
 use crate::ChaosError;
 
-/// Drops the writes to `database` (and its write-ahead log) that were not synced; says what.
+/// Drops the writes to `database` (and its `-wal`) that were not synced; says how many.
+/// Every process that had the file open must be dead.
 pub(crate) fn drop_unsynced(database: &Path) -> Result<String, ChaosError> {
-    let shm = database.with_extension("db-shm");
-    let _ = std::fs::remove_file(shm);
-    Ok("SQLite: unsynced writes kept (journal not wired yet)".to_owned())
+    let summary = idem_power_loss::roll_back_unsynced(database)
+        .map_err(|error| ChaosError::Io(format!("rolling back the unsynced writes: {error}")))?;
+    let bytes: u64 = summary.files.iter().map(|file| file.bytes_dropped).sum();
+    Ok(format!("SQLite: {} unsynced writes dropped ({bytes} bytes)", summary.records()))
 }

@@ -33,6 +33,10 @@ const PROGRESS_BOUND: Duration = Duration::from_secs(14);
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// The clients are cut off this long after the progress bound (then G6 fails).
 const CUT_OFF_SLACK: Duration = Duration::from_secs(5);
+/// The longest handler delay a seed draws (`idem serve --handler-delay`): a kill or a
+/// pause that strikes a request in flight then mostly strikes it inside its handler,
+/// after its claim and before its write.
+const HANDLER_DELAY_MAX_MS: u64 = 400;
 /// The port every replica listens on, on its own host's front address.
 const REPLICA_PORT: u16 = 8080;
 
@@ -105,7 +109,8 @@ impl Harness {
             StoreKind::Sqlite => {
                 let disk = self.disk.as_ref().ok_or_else(|| ChaosError::Missing("the SQLite disk".into()))?;
                 let path = disk.path().join(format!("{name}.db"));
-                (vec!["--store".into(), format!("sqlite://{}", path.display())], RowsAt::Sqlite(path))
+                let args = vec!["--store".into(), format!("sqlite://{}", path.display())];
+                (args, RowsAt::Sqlite(path))
             }
             StoreKind::Postgres => {
                 let (url, rows) = pg(postgres)?;
@@ -123,9 +128,17 @@ impl Harness {
     pub fn run(&mut self, seed: u64) -> Result<RunReport, ChaosError> {
         let wall = Instant::now();
         let bounds = self.bounds();
-        let (schedule, attempt_timeout) = draw(&self.config, seed);
+        let Drawn { schedule, attempt_timeout, handler_delay, claim_sync } = draw(&self.config, seed);
         let (mut args, rows_at) = self.store_for_run(seed)?;
         args.extend(["--lease".into(), "2s".into(), "--new-keys-per-second".into(), "0".into()]);
+        args.extend(["--handler-delay".into(), format!("{}ms", handler_delay.as_millis())]);
+        if self.config.store == StoreKind::Sqlite {
+            // Through the journal that lets a power loss drop the unsynced writes.
+            args.extend(["--sqlite-power-loss-journal".into(), "--sqlite-claim-sync".into(), claim_sync.into()]);
+        }
+        if let Some(bug) = &self.config.server_bug {
+            args.extend(["--plant-bug".into(), bug.clone()]);
+        }
         let mut replicas = (0..self.config.replicas)
             .map(|index| {
                 let addr = std::net::SocketAddr::from((self.network.address(index, Link::Front), REPLICA_PORT));
@@ -133,6 +146,15 @@ impl Harness {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let history = History::new();
+        history.fault(format!(
+            "setup: replicas' handler delay {handler_delay:?}, clients' attempt timeout {attempt_timeout:?}{}{}",
+            if self.config.store == StoreKind::Sqlite {
+                format!(", SQLite claim sync {claim_sync}")
+            } else {
+                String::new()
+            },
+            self.config.server_bug.as_ref().map_or(String::new(), |bug| format!(", planted in the store: {bug}"))
+        ));
         let in_flight: Arc<Vec<AtomicUsize>> = Arc::new((0..replicas.len()).map(|_| AtomicUsize::new(0)).collect());
         let clients = Clients {
             history: history.clone(),
@@ -160,6 +182,8 @@ impl Harness {
             redis: self.redis.as_mut(),
             sqlite: self.disk.as_mut().zip(sqlite_file),
             in_flight,
+            // A third of the delay: past the request's claim (a few ms), well inside its wait.
+            into_handler: handler_delay / 3,
         };
         let (run_error, injected) = drive(&runtime, &clients, seed, &bounds, &schedule, &mut targets);
         if let Some(plant) = self.config.plant {
@@ -189,17 +213,31 @@ impl Harness {
     }
 }
 
-/// What `seed` draws for `config`: its faults, and the clients' attempt timeout.
-fn draw(config: &Config, seed: u64) -> (Vec<Scheduled>, Duration) {
+/// What a seed draws.
+struct Drawn {
+    schedule: Vec<Scheduled>,
+    /// The clients' attempt timeout.
+    attempt_timeout: Duration,
+    /// The replicas' handler delay.
+    handler_delay: Duration,
+    /// SQLite's claim sync (`idem serve --sqlite-claim-sync`): G7 must hold in both.
+    claim_sync: &'static str,
+}
+
+/// What `seed` draws for `config`.
+fn draw(config: &Config, seed: u64) -> Drawn {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xC4A0_5000_0000_0000);
     let schedule = faults::draw(&mut rng, config.store, config.replicas, config.faults, FIRST_FAULT, LEASE);
-    (schedule, Duration::from_millis(rng.random_range(500..=2500)))
+    let attempt_timeout = Duration::from_millis(rng.random_range(500..=2500));
+    let handler_delay = Duration::from_millis(rng.random_range(0..=HANDLER_DELAY_MAX_MS));
+    let claim_sync = if rng.random_bool(0.5) { "deferred" } else { "every-commit" };
+    Drawn { schedule, attempt_timeout, handler_delay, claim_sync }
 }
 
 /// The faults `seed` draws for `config`, as a run of it injects them.
 #[must_use]
 pub fn faults_of(config: &Config, seed: u64) -> Vec<Scheduled> {
-    draw(config, seed).0
+    draw(config, seed).schedule
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -28,6 +28,9 @@ pub(crate) struct Targets<'a> {
     pub(crate) sqlite: Option<(&'a mut Disk, PathBuf)>,
     /// Requests in flight per replica (the clients' transport counts them).
     pub(crate) in_flight: Arc<Vec<AtomicUsize>>,
+    /// How long a kill or pause waits after it saw a request in flight: long enough for
+    /// the request to reach its handler (claimed, then waiting out the handler delay).
+    pub(crate) into_handler: Duration,
 }
 
 /// Applies `fault` and reverts it; `log` records each step. Blocks for the fault's length.
@@ -35,7 +38,7 @@ pub(crate) struct Targets<'a> {
 pub(crate) fn apply(fault: &Fault, targets: &mut Targets<'_>, log: &dyn Fn(String)) -> Result<bool, ChaosError> {
     match fault {
         Fault::KillReplica { replica, down } => {
-            let busy = wait_in_flight(&targets.in_flight, *replica);
+            let busy = wait_in_flight(targets, *replica);
             let Some(target) = targets.replicas.get_mut(*replica) else { return Ok(false) };
             target.kill();
             log(format!("SIGKILL replica-{replica} ({})", busy_or_idle(busy)));
@@ -45,7 +48,7 @@ pub(crate) fn apply(fault: &Fault, targets: &mut Targets<'_>, log: &dyn Fn(Strin
             Ok(busy)
         }
         Fault::PauseReplica { replica, paused } => {
-            let busy = wait_in_flight(&targets.in_flight, *replica);
+            let busy = wait_in_flight(targets, *replica);
             let Some(target) = targets.replicas.get_mut(*replica) else { return Ok(false) };
             target.pause()?;
             log(format!("SIGSTOP replica-{replica} ({})", busy_or_idle(busy)));
@@ -114,7 +117,7 @@ fn busy_or_idle(busy: bool) -> &'static str {
 
 /// Frozen inside its request, cut off without a word, killed; back after `gone`.
 fn vanish(targets: &mut Targets<'_>, replica: usize, gone: Duration, log: &dyn Fn(String)) -> Result<bool, ChaosError> {
-    let busy = wait_in_flight(&targets.in_flight, replica);
+    let busy = wait_in_flight(targets, replica);
     let Some(target) = targets.replicas.get_mut(replica) else { return Ok(false) };
     target.pause()?;
     for link in [Link::Front, Link::Back] {
@@ -182,14 +185,19 @@ fn start_every_replica(targets: &mut Targets<'_>) -> Result<(), ChaosError> {
     Ok(())
 }
 
-/// Waits up to [`IN_FLIGHT_WAIT`] for a request in flight on `replica`; whether one was.
-fn wait_in_flight(in_flight: &[AtomicUsize], replica: usize) -> bool {
+/// Waits up to [`IN_FLIGHT_WAIT`] for a request in flight on `replica`, then
+/// `into_handler` more so it reaches its handler; whether one was in flight.
+fn wait_in_flight(targets: &Targets<'_>, replica: usize) -> bool {
     let deadline = Instant::now() + IN_FLIGHT_WAIT;
-    let busy = || in_flight.get(replica).is_some_and(|count| count.load(Ordering::SeqCst) > 0);
+    let busy = || targets.in_flight.get(replica).is_some_and(|count| count.load(Ordering::SeqCst) > 0);
     while !busy() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    busy()
+    let seen = busy();
+    if seen {
+        std::thread::sleep(targets.into_handler);
+    }
+    seen
 }
 
 /// Everything back up: links, disk, stores running, replicas resumed or restarted.

@@ -36,6 +36,11 @@ pub(crate) struct Args {
     /// Print each run's history (every attempt, answer, fault, row and list).
     #[arg(long)]
     trace: bool,
+    /// For testing the harness itself: every replica runs its store with this rule planted
+    /// wrong (`idem serve --plant-bug`; PostgreSQL only, e.g. completion-unguarded). The
+    /// sweep should then fail.
+    #[arg(long, value_name = "NAME")]
+    plant_bug: Option<String>,
 }
 
 fn parse_store(given: &str) -> Result<StoreKind, String> {
@@ -64,6 +69,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         replicas: usize::try_from(args.replicas)?,
         faults: usize::try_from(args.faults)?,
         plant: None,
+        server_bug: args.plant_bug.clone(),
     };
     let mut harness = Harness::start(config)?;
     let bar = progress_bar(args.seeds.end - args.seeds.start);

@@ -8,8 +8,10 @@ use std::time::Duration;
 use idem_core::Policy;
 use idem_http::ConflictPolicy;
 use idem_server::{
-    DbSpec, FairnessLimits, HANDLER_DELAY_MAX, PlantedBug, RequestLimits, ServerConfig, ServerLimits, StoreSpec,
+    DbSpec, FairnessLimits, HANDLER_DELAY_MAX, PlantedBug, RequestLimits, ServerConfig, ServerLimits, SqliteTuning,
+    StoreSpec,
 };
+use idem_sqlite::ClaimSync;
 
 /// `--lease`'s default: idem-core's [`idem_core::LEASE_DEFAULT`], as the flag writes it
 /// (a test checks that the two agree).
@@ -86,6 +88,25 @@ pub(crate) struct Args {
     /// retention-from-lease-end, usage-delta-needs-both, purge-one-ms-late.
     #[arg(long, env = "IDEM_PLANT_BUG", value_name = "NAME")]
     plant_bug: Option<PlantedBug>,
+    /// A sqlite:// store: sync every claim on its own (every-commit) or with its completion
+    /// (deferred, the default: in atomic mode a claim lost in a crash guarded nothing that
+    /// survived it; idem-sqlite's `ClaimSync`).
+    #[arg(long, env = "IDEM_SQLITE_CLAIM_SYNC", value_name = "WHEN", value_parser = claim_sync)]
+    sqlite_claim_sync: Option<ClaimSync>,
+    /// For testing a crash harness: open SQLite files through idem-power-loss's journaling
+    /// VFS, which records every write not yet synced so that `idem chaos` can drop them
+    /// after killing this process (a simulated power loss). Slower; never in production.
+    #[arg(long, env = "IDEM_SQLITE_POWER_LOSS_JOURNAL")]
+    sqlite_power_loss_journal: bool,
+}
+
+/// `--sqlite-claim-sync`: every-commit or deferred.
+fn claim_sync(text: &str) -> Result<ClaimSync, String> {
+    match text {
+        "every-commit" => Ok(ClaimSync::EveryCommit),
+        "deferred" => Ok(ClaimSync::Deferred),
+        _ => Err(format!("{text:?} is neither every-commit nor deferred")),
+    }
 }
 
 /// `--handler-delay`: a duration from zero to [`HANDLER_DELAY_MAX`].
@@ -163,7 +184,14 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }),
         handler_delay: args.handler_delay,
         planted_bug: args.plant_bug,
+        sqlite: SqliteTuning {
+            claim_sync: args.sqlite_claim_sync,
+            vfs: args.sqlite_power_loss_journal.then(|| idem_power_loss::VFS_NAME.to_owned()),
+        },
     };
+    if args.sqlite_power_loss_journal {
+        idem_power_loss::register().map_err(|error| format!("cannot register the power-loss journal: {error}"))?;
+    }
     if let (Some(bug), StoreSpec::Postgres(_)) = (args.plant_bug, &args.store) {
         // On stderr whatever the log filter: this server is wrong on purpose. (Another
         // store is refused with the bug's name by `idem_server::run`.)

@@ -33,13 +33,17 @@ pub(crate) struct Args {
     /// default (a durable store, atomic mode), volatile-store (a bounce loses the store's
     /// state), separate (rows written alone, the layer completes), short-retention,
     /// conflict-wait, client-defaults, handler-faults, oversized-responses (a small
-    /// recording limit, some responses past it), oversized-responses-separate.
+    /// recording limit, some responses past it), oversized-responses-separate, redis-lua
+    /// (the store host runs idem-redis's store.lua on a Redis-like keyspace, separate
+    /// mode), redis-lua-atomic, sqlite-batch (the store host decides group commits with
+    /// idem-sqlite's batch decision).
     #[arg(long, default_value_t = Scenario::Default)]
     scenario: Scenario,
     /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, stale-answers-own,
     /// fence-reset (with --scenario volatile-store), double-write, row-outside-transaction,
     /// token-case-folded, rejects-query, replay-drops-header (with --scenario separate),
-    /// keeps-oversized (with --scenario oversized-responses).
+    /// keeps-oversized (with --scenario oversized-responses), lua-drops-fence-check (with
+    /// --scenario redis-lua or redis-lua-atomic).
     #[arg(long, default_value_t = Variant::Correct)]
     variant: Variant,
     /// Threads running seeds side by side (default: one per core).

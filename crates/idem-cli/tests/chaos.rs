@@ -1,17 +1,19 @@
 //! The harness of real processes, short (issue 20, item 6): one seed per store, three
-//! `idem serve` replicas of this build, two faults each, checked by the simulation's
-//! history checker; and a payment lost behind the server's back, which the checker must
-//! report. The seeds are fixed and chosen for their faults (asserted below, so a change
+//! `idem serve` replicas of this build on hosts of their own (network namespaces), two
+//! faults each, checked by the simulation's history checker; a payment lost and one
+//! copied behind the server's back, and a wrong guard planted in PostgreSQL's own SQL,
+//! which the checker must report. The seeds are fixed and chosen for their faults (asserted below, so a change
 //! in how faults are drawn cannot quietly weaken the test); the timing of real processes
 //! is not fixed, so a seed replays its faults, not its interleaving.
 //!
-//! Needs PostgreSQL's server binaries under /usr/lib/postgresql/*/bin and redis-server:
-//! the harness starts private instances on free loopback ports (never the shared ones).
+//! Needs root (network namespaces, a tmpfs), iproute2's `ip` and `tc`, PostgreSQL's
+//! server binaries under /usr/lib/postgresql/*/bin and redis-server: the harness starts
+//! private instances on free ports (never the shared ones).
 
 use idem_chaos::{Config, FaultKind, Harness, Plant, RunReport, StoreKind, faults_of};
 
 fn config(store: StoreKind) -> Config {
-    Config { binary: env!("CARGO_BIN_EXE_idem").into(), store, replicas: 3, faults: 2, plant: None }
+    Config { binary: env!("CARGO_BIN_EXE_idem").into(), store, replicas: 3, faults: 2, plant: None, server_bug: None }
 }
 
 /// Runs `seed` on `config`'s store; asserts first that the seed draws the `kinds` wanted.
@@ -31,28 +33,44 @@ fn assert_passed(report: &RunReport) {
 }
 
 #[test]
-fn sqlite_shared_by_three_replicas_keeps_every_guarantee_through_a_kill_and_a_pause() {
-    // Goal: G1, G2, G4-G7 on one SQLite file shared by three processes, one of them
-    // SIGKILLed (restarted) and one SIGSTOPped past the lease.
+fn sqlite_shared_by_three_replicas_keeps_every_guarantee_through_a_power_loss_and_a_full_disk() {
+    // Goal: G1, G2, G4-G7 on one SQLite file shared by three processes through a power
+    // loss (every replica killed, the writes not synced dropped) and a full disk (writes
+    // fail with SQLITE_FULL, then room again): every answer a client saw survives.
     let report = run(config(StoreKind::Sqlite), SQLITE_SEED, &SQLITE_FAULTS);
     assert_passed(&report);
 }
 
 #[test]
-fn postgres_keeps_every_guarantee_through_its_own_restarts() {
-    // Goal: atomic mode on a private PostgreSQL stopped fast and immediate (crash
-    // recovery) while the clients run: every answer survives (G7), one payment per key.
+fn postgres_keeps_every_guarantee_through_a_crash_and_a_vanished_host() {
+    // Goal: atomic mode on a private PostgreSQL stopped -m immediate (crash recovery)
+    // and a replica's host that vanishes mid-request (frozen, cut off without a FIN,
+    // killed): every answer survives (G7), one payment per key, and every key ends (G6):
+    // the dead host's session and locks are freed by the store's own timeouts.
     let report = run(config(StoreKind::Postgres), POSTGRES_SEED, &POSTGRES_FAULTS);
     assert_passed(&report);
 }
 
 #[test]
 fn redis_separate_mode_keeps_every_guarantee_but_its_window() {
-    // Goal: separate mode on a private Redis killed with and without its data (the
-    // payments in the private PostgreSQL): every guarantee but separate mode's G1 window,
-    // which is reported apart.
+    // Goal: separate mode on a private Redis, a replica cut off from its stores, then
+    // Redis killed with its data deleted (the payments in the private PostgreSQL): every
+    // guarantee but separate mode's G1 window, which is reported apart.
     let report = run(config(StoreKind::Redis), REDIS_SEED, &REDIS_FAULTS);
     assert_passed(&report);
+}
+
+#[test]
+fn a_wrong_guard_in_postgres_own_sql_is_caught() {
+    // Goal: the harness catches a bug in a store's real code. Every replica runs
+    // PostgreSQL's completion with its guard planted away (`idem serve --plant-bug
+    // completion-unguarded`); three pauses past the lease land inside handlers, another
+    // replica takes each key over and completes it, and the paused holder wakes and
+    // commits a second payment: G1. (`serve_plant_bug.rs` shows the shipped SQL keeps one.)
+    let config = Config { faults: 3, server_bug: Some("completion-unguarded".into()), ..config(StoreKind::Postgres) };
+    let report = run(config, PLANTED_SEED, &PLANTED_FAULTS);
+    assert!(!report.passed(), "a completion with no guard went unnoticed:\n{}", report.trace.join("\n"));
+    assert!(report.violations.iter().any(|v| v.guarantee == "G1"), "{report}");
 }
 
 #[test]
@@ -80,12 +98,14 @@ fn a_second_payment_for_one_key_on_postgres_is_reported_as_g1() {
     assert!(report.violations.iter().all(|v| v.detail.contains("two payments")), "{report}");
 }
 
-const SQLITE_SEED: u64 = 10;
-const SQLITE_FAULTS: [FaultKind; 2] = [FaultKind::PauseReplica, FaultKind::KillReplica];
-const POSTGRES_SEED: u64 = 3;
-const POSTGRES_FAULTS: [FaultKind; 2] = [FaultKind::PostgresImmediate, FaultKind::PostgresFast];
-const REDIS_SEED: u64 = 3;
-const REDIS_FAULTS: [FaultKind; 2] = [FaultKind::RedisLoseData, FaultKind::RedisKeepData];
+const SQLITE_SEED: u64 = 31;
+const SQLITE_FAULTS: [FaultKind; 2] = [FaultKind::PowerLoss, FaultKind::DiskFull];
+const POSTGRES_SEED: u64 = 38;
+const POSTGRES_FAULTS: [FaultKind; 2] = [FaultKind::PostgresImmediate, FaultKind::VanishReplica];
+const REDIS_SEED: u64 = 19;
+const REDIS_FAULTS: [FaultKind; 2] = [FaultKind::PartitionStore, FaultKind::RedisLoseData];
+const PLANTED_SEED: u64 = 61;
+const PLANTED_FAULTS: [FaultKind; 3] = [FaultKind::PauseReplica; 3];
 
 #[test]
 fn bad_options_exit_2_with_a_readable_message() {

@@ -112,4 +112,4 @@ pub use ledger::{Ledger, LedgerError, MemoryLedger, Page, PageRequest, SqliteLed
 pub use metrics::Metrics;
 pub use postgres_ledger::PostgresLedger;
 pub use separate_ledger::SeparateLedger;
-pub use serve::{DbSpec, PostgresUrl, ServeError, ServerConfig, StoreSpec, StoreSpecError, run};
+pub use serve::{DbSpec, PostgresUrl, ServeError, ServerConfig, SqliteTuning, StoreSpec, StoreSpecError, run};

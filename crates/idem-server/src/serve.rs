@@ -233,6 +233,33 @@ pub struct ServerConfig {
     /// wrong ([`PostgresStore::with_planted_bug`]); only with a `postgres://` store, and
     /// `None` in production.
     pub planted_bug: Option<PlantedBug>,
+    /// SQLite files (the store, or `--db`): how claims are synced and which VFS opens them.
+    pub sqlite: SqliteTuning,
+}
+
+/// How `idem serve` opens SQLite files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SqliteTuning {
+    /// For a `sqlite://` store (atomic mode): whether a claim is synced on its own
+    /// ([`ClaimSync::EveryCommit`]) or with its completion ([`ClaimSync::Deferred`], the
+    /// default when `None`: in atomic mode a lost claim loses nothing it guarded). A `--db`
+    /// file beside a Redis store always syncs every commit.
+    pub claim_sync: Option<ClaimSync>,
+    /// **Test knob**: the SQLite VFS every connection opens through, registered by the
+    /// caller beforehand (`idem serve --sqlite-power-loss-journal`: idem-power-loss's
+    /// journal, which lets a harness drop the unsynced writes after a crash); `None`, SQLite's
+    /// default.
+    pub vfs: Option<String>,
+}
+
+impl SqliteTuning {
+    fn options(&self, path: &std::path::Path, claim_sync: ClaimSync) -> SqliteOptions {
+        let options = SqliteOptions::new(path).claim_sync(claim_sync);
+        match &self.vfs {
+            Some(vfs) => options.vfs(vfs.clone()),
+            None => options,
+        }
+    }
 }
 
 /// Why the server could not start or stopped with an error.
@@ -333,13 +360,17 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     match &config.store {
         StoreSpec::Sqlite(path) => {
             // Atomic mode: a claim need not be synced on its own (its completion's commit syncs
-            // it), so claims defer their sync and completions share group commits.
-            let options = SqliteOptions::new(path).claim_sync(ClaimSync::Deferred);
-            let store = Arc::new(SqliteStore::open(options).await?);
+            // it), so by default claims defer their sync and completions share group commits.
+            let claim_sync = config.sqlite.claim_sync.unwrap_or(ClaimSync::Deferred);
+            let store = Arc::new(SqliteStore::open(config.sqlite.options(path, claim_sync)).await?);
             let ledger = SqliteLedger::open(Arc::clone(&store)).await?;
-            tracing::info!(path = %path.display(), "store: SQLite (atomic mode)");
+            tracing::info!(path = %path.display(), vfs = ?config.sqlite.vfs, "store: SQLite (atomic mode)");
+            let claims = match claim_sync {
+                ClaimSync::Deferred => "claims synced with them",
+                ClaimSync::EveryCommit => "claims synced on their own",
+            };
             tracing::info!(
-                "mode: atomic; {ATOMIC_GUARANTEES} (SQLite: WAL, group commit, completions synced, claims synced with them)"
+                "mode: atomic; {ATOMIC_GUARANTEES} (SQLite: WAL, group commit, completions synced, {claims})"
             );
             let served = serve_ledger(ledger, &config, shutdown).await;
             store.close().await;
@@ -370,7 +401,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             let store = Arc::new(RedisStore::open(options).await?);
             let served = match config.db.as_ref().ok_or(ServeError::DbRequired)? {
                 DbSpec::Sqlite(path) => {
-                    let rows_store = Arc::new(SqliteStore::open(SqliteOptions::new(path)).await?);
+                    let options = config.sqlite.options(path, ClaimSync::EveryCommit);
+                    let rows_store = Arc::new(SqliteStore::open(options).await?);
                     let rows = Arc::new(SqliteLedger::open(Arc::clone(&rows_store)).await?);
                     tracing::info!(store = %target, db = %path.display(), "store: Redis, payments and users in SQLite (separate mode)");
                     tracing::info!("mode: separate; {SEPARATE_GUARANTEES}; {REDIS_DURABILITY}");
