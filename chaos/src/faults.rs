@@ -323,7 +323,9 @@ pub(crate) fn draw(
                 }
                 FaultKind::RedisKeepData => Fault::RestartRedis { keep_data: true, down: millis(rng, 200, 1500) },
                 FaultKind::RedisLoseData => Fault::RestartRedis { keep_data: false, down: millis(rng, 200, 1500) },
-                FaultKind::VanishReplica => Fault::VanishReplica { replica, gone: millis(rng, 1000, 7000) },
+                // Longer than PostgreSQL's idle-in-transaction timeout (5 s), so the store's own
+                // timeout, not the FIN retransmitted when the host comes back, ends its session.
+                FaultKind::VanishReplica => Fault::VanishReplica { replica, gone: millis(rng, 6000, 10_000) },
                 FaultKind::PartitionClients => Fault::PartitionClients { replica, length: millis(rng, 500, 2500) },
                 FaultKind::PartitionStore => Fault::PartitionStore { replica, length: millis(rng, 500, 2500) },
                 FaultKind::SlowLinks => {

@@ -37,6 +37,9 @@ const CUT_OFF_SLACK: Duration = Duration::from_secs(5);
 /// pause that strikes a request in flight then mostly strikes it inside its handler,
 /// after its claim and before its write.
 const HANDLER_DELAY_MAX_MS: u64 = 400;
+/// The longest commit delay a PostgreSQL seed draws (`idem serve --commit-delay`): a
+/// vanishing host then mostly dies inside its transaction, holding its row lock.
+const COMMIT_DELAY_MAX_MS: u64 = 300;
 /// The port every replica listens on, on its own host's front address.
 const REPLICA_PORT: u16 = 8080;
 
@@ -128,13 +131,16 @@ impl Harness {
     pub fn run(&mut self, seed: u64) -> Result<RunReport, ChaosError> {
         let wall = Instant::now();
         let bounds = self.bounds();
-        let Drawn { schedule, attempt_timeout, handler_delay, claim_sync } = draw(&self.config, seed);
+        let Drawn { schedule, attempt_timeout, handler_delay, claim_sync, commit_delay } = draw(&self.config, seed);
         let (mut args, rows_at) = self.store_for_run(seed)?;
         args.extend(["--lease".into(), "2s".into(), "--new-keys-per-second".into(), "0".into()]);
         args.extend(["--handler-delay".into(), format!("{}ms", handler_delay.as_millis())]);
         if self.config.store == StoreKind::Sqlite {
             // Through the journal that lets a power loss drop the unsynced writes.
             args.extend(["--sqlite-power-loss-journal".into(), "--sqlite-claim-sync".into(), claim_sync.into()]);
+        }
+        if self.config.store == StoreKind::Postgres {
+            args.extend(["--commit-delay".into(), format!("{}ms", commit_delay.as_millis())]);
         }
         if let Some(bug) = &self.config.server_bug {
             args.extend(["--plant-bug".into(), bug.clone()]);
@@ -148,10 +154,10 @@ impl Harness {
         let history = History::new();
         history.fault(format!(
             "setup: replicas' handler delay {handler_delay:?}, clients' attempt timeout {attempt_timeout:?}{}{}",
-            if self.config.store == StoreKind::Sqlite {
-                format!(", SQLite claim sync {claim_sync}")
-            } else {
-                String::new()
+            match self.config.store {
+                StoreKind::Sqlite => format!(", SQLite claim sync {claim_sync}"),
+                StoreKind::Postgres => format!(", commit delay {commit_delay:?}"),
+                StoreKind::Redis => String::new(),
             },
             self.config.server_bug.as_ref().map_or(String::new(), |bug| format!(", planted in the store: {bug}"))
         ));
@@ -184,6 +190,12 @@ impl Harness {
             in_flight,
             // A third of the delay: past the request's claim (a few ms), well inside its wait.
             into_handler: handler_delay / 3,
+            // Past the handler's wait and the write's first statements, half into the commit delay.
+            into_transaction: if commit_delay.is_zero() {
+                handler_delay / 3
+            } else {
+                handler_delay + commit_delay / 2
+            },
         };
         let (run_error, injected) = drive(&runtime, &clients, seed, &bounds, &schedule, &mut targets);
         if let Some(plant) = self.config.plant {
@@ -222,6 +234,8 @@ struct Drawn {
     handler_delay: Duration,
     /// SQLite's claim sync (`idem serve --sqlite-claim-sync`): G7 must hold in both.
     claim_sync: &'static str,
+    /// PostgreSQL's commit delay (`idem serve --commit-delay`).
+    commit_delay: Duration,
 }
 
 /// What `seed` draws for `config`.
@@ -231,7 +245,11 @@ fn draw(config: &Config, seed: u64) -> Drawn {
     let attempt_timeout = Duration::from_millis(rng.random_range(500..=2500));
     let handler_delay = Duration::from_millis(rng.random_range(0..=HANDLER_DELAY_MAX_MS));
     let claim_sync = if rng.random_bool(0.5) { "deferred" } else { "every-commit" };
-    Drawn { schedule, attempt_timeout, handler_delay, claim_sync }
+    let commit_delay = match config.store {
+        StoreKind::Postgres => Duration::from_millis(rng.random_range(50..=COMMIT_DELAY_MAX_MS)),
+        StoreKind::Sqlite | StoreKind::Redis => Duration::ZERO,
+    };
+    Drawn { schedule, attempt_timeout, handler_delay, claim_sync, commit_delay }
 }
 
 /// The faults `seed` draws for `config`, as a run of it injects them.

@@ -31,6 +31,9 @@ pub(crate) struct Targets<'a> {
     /// How long a kill or pause waits after it saw a request in flight: long enough for
     /// the request to reach its handler (claimed, then waiting out the handler delay).
     pub(crate) into_handler: Duration,
+    /// How long a vanishing host waits after it saw a request in flight: into the store's
+    /// transaction when the replicas have a commit delay (PostgreSQL), else into the handler.
+    pub(crate) into_transaction: Duration,
 }
 
 /// Applies `fault` and reverts it; `log` records each step. Blocks for the fault's length.
@@ -38,7 +41,7 @@ pub(crate) struct Targets<'a> {
 pub(crate) fn apply(fault: &Fault, targets: &mut Targets<'_>, log: &dyn Fn(String)) -> Result<bool, ChaosError> {
     match fault {
         Fault::KillReplica { replica, down } => {
-            let busy = wait_in_flight(targets, *replica);
+            let busy = wait_in_flight(targets, *replica, targets.into_handler);
             let Some(target) = targets.replicas.get_mut(*replica) else { return Ok(false) };
             target.kill();
             log(format!("SIGKILL replica-{replica} ({})", busy_or_idle(busy)));
@@ -48,7 +51,7 @@ pub(crate) fn apply(fault: &Fault, targets: &mut Targets<'_>, log: &dyn Fn(Strin
             Ok(busy)
         }
         Fault::PauseReplica { replica, paused } => {
-            let busy = wait_in_flight(targets, *replica);
+            let busy = wait_in_flight(targets, *replica, targets.into_handler);
             let Some(target) = targets.replicas.get_mut(*replica) else { return Ok(false) };
             target.pause()?;
             log(format!("SIGSTOP replica-{replica} ({})", busy_or_idle(busy)));
@@ -115,9 +118,10 @@ fn busy_or_idle(busy: bool) -> &'static str {
     if busy { "a request was in flight" } else { "idle" }
 }
 
-/// Frozen inside its request, cut off without a word, killed; back after `gone`.
+/// Frozen inside its request (on PostgreSQL, inside its transaction, holding the record's
+/// row lock), cut off without a word, killed; back after `gone`.
 fn vanish(targets: &mut Targets<'_>, replica: usize, gone: Duration, log: &dyn Fn(String)) -> Result<bool, ChaosError> {
-    let busy = wait_in_flight(targets, replica);
+    let busy = wait_in_flight(targets, replica, targets.into_transaction);
     let Some(target) = targets.replicas.get_mut(replica) else { return Ok(false) };
     target.pause()?;
     for link in [Link::Front, Link::Back] {
@@ -185,9 +189,9 @@ fn start_every_replica(targets: &mut Targets<'_>) -> Result<(), ChaosError> {
     Ok(())
 }
 
-/// Waits up to [`IN_FLIGHT_WAIT`] for a request in flight on `replica`, then
-/// `into_handler` more so it reaches its handler; whether one was in flight.
-fn wait_in_flight(targets: &Targets<'_>, replica: usize) -> bool {
+/// Waits up to [`IN_FLIGHT_WAIT`] for a request in flight on `replica`, then `into` more
+/// so it gets where the fault should find it; whether one was in flight.
+fn wait_in_flight(targets: &Targets<'_>, replica: usize, into: Duration) -> bool {
     let deadline = Instant::now() + IN_FLIGHT_WAIT;
     let busy = || targets.in_flight.get(replica).is_some_and(|count| count.load(Ordering::SeqCst) > 0);
     while !busy() && Instant::now() < deadline {
@@ -195,7 +199,7 @@ fn wait_in_flight(targets: &Targets<'_>, replica: usize) -> bool {
     }
     let seen = busy();
     if seen {
-        std::thread::sleep(targets.into_handler);
+        std::thread::sleep(into);
     }
     seen
 }

@@ -4,8 +4,10 @@
 //!
 //! Deterministic by construction: each run gets a fresh interpreter with only the `table`,
 //! `string` and `math` libraries and the base library less `dofile`, `loadfile`, `load`
-//! and `print` (Redis removes the same; `math.random` is never seeded from the clock, and
-//! `store.lua` does not call it), and `TIME` answers the simulated clock.
+//! and `print` (Redis removes the same), without `math.random` and `math.randomseed`
+//! (libc's `rand()`, shared by the whole process: a script calling them would draw from
+//! other threads' sequence; `store.lua` does not call them), and `TIME` answers the
+//! simulated clock.
 
 use idem_core::StoreError;
 use idem_redis::script::{Answer, Call};
@@ -34,6 +36,10 @@ fn run(script: &str, keyspace: &mut Keyspace, call: &Call) -> mlua::Result<Reply
     let globals = lua.globals();
     for removed in ["dofile", "loadfile", "load", "loadstring", "print"] {
         globals.raw_set(removed, Value::Nil)?;
+    }
+    let math: Table = globals.raw_get("math")?;
+    for removed in ["random", "randomseed"] {
+        math.raw_set(removed, Value::Nil)?;
     }
     globals.raw_set("KEYS", strings(&lua, &call.keys)?)?;
     globals.raw_set("ARGV", strings(&lua, &call.args)?)?;
@@ -173,5 +179,6 @@ mod tests {
         assert!(matches!(eval("return redis.call('HSET', KEYS[1], 'f', 'v')", &mut keyspace, &call(&[]), 42_008),
             Reply::Error(message) if message.contains("WRONGTYPE")));
         assert!(matches!(eval("return dofile('/etc/passwd')", &mut keyspace, &call(&[]), 0), Reply::Error(_)));
+        assert!(matches!(eval("return math.random(10)", &mut keyspace, &call(&[]), 0), Reply::Error(_)));
     }
 }

@@ -30,7 +30,8 @@ pub(crate) struct Args {
     /// `idem serve` replicas per run (1 to 8).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=8))]
     replicas: u64,
-    /// Faults per run (1 to 20), one after another, 3 s apart.
+    /// Faults per run (1 to 20), one after another, one per 3 s slot (a longer fault pushes
+    /// the next ones later).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=20))]
     faults: u64,
     /// Print each run's history (every attempt, answer, fault, row and list).
@@ -40,7 +41,7 @@ pub(crate) struct Args {
     /// wrong (`idem serve --plant-bug`; PostgreSQL only, e.g. completion-unguarded). The
     /// sweep should then fail.
     #[arg(long, value_name = "NAME")]
-    plant_bug: Option<String>,
+    plant_bug: Option<idem_server::PlantedBug>,
 }
 
 fn parse_store(given: &str) -> Result<StoreKind, String> {
@@ -62,6 +63,11 @@ fn parse_seeds(given: &str) -> Result<Range<u64>, String> {
 
 /// Runs the sweep.
 pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if let Some(bug) = args.plant_bug
+        && args.store != StoreKind::Postgres
+    {
+        return Err(format!("--plant-bug {bug} plants a rule of PostgreSQL's SQL; use it with --store postgres").into());
+    }
     let binary = std::env::current_exe()?;
     let config = Config {
         binary,
@@ -69,7 +75,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         replicas: usize::try_from(args.replicas)?,
         faults: usize::try_from(args.faults)?,
         plant: None,
-        server_bug: args.plant_bug.clone(),
+        server_bug: args.plant_bug.map(|bug| bug.to_string()),
     };
     let mut harness = Harness::start(config)?;
     let bar = progress_bar(args.seeds.end - args.seeds.start);

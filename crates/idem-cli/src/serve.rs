@@ -80,13 +80,19 @@ pub(crate) struct Args {
     /// For testing a test harness: the payment handler waits this long after its key is
     /// claimed and before it writes the payment and completes (e.g. 300ms), so a kill, a
     /// pause or a duplicate lands inside the handler. At most 60s; 0ms (the default) is off.
-    #[arg(long, env = "IDEM_HANDLER_DELAY", value_name = "DURATION", default_value = "0ms", value_parser = handler_delay)]
+    /// (A flag only, never read from the environment, as every test knob here.)
+    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = handler_delay)]
     handler_delay: Duration,
+    /// For testing a test harness: with a postgres:// store, each write waits this long
+    /// after its completion locked the record's row and before COMMIT (e.g. 200ms), so a
+    /// frozen or vanished holder dies inside its transaction. At most 60s; 0ms is off.
+    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = handler_delay)]
+    commit_delay: Duration,
     /// For testing the test harness: runs the store with this rule planted wrong (a
     /// PostgreSQL store only; never with real data). NAME is one of: completion-without-fence,
     /// completion-fence-at-most, completion-without-state, completion-unguarded,
     /// retention-from-lease-end, usage-delta-needs-both, purge-one-ms-late.
-    #[arg(long, env = "IDEM_PLANT_BUG", value_name = "NAME")]
+    #[arg(long, value_name = "NAME")]
     plant_bug: Option<PlantedBug>,
     /// A sqlite:// store: sync every claim on its own (every-commit) or with its completion
     /// (deferred, the default: in atomic mode a claim lost in a crash guarded nothing that
@@ -96,7 +102,7 @@ pub(crate) struct Args {
     /// For testing a crash harness: open SQLite files through idem-power-loss's journaling
     /// VFS, which records every write not yet synced so that `idem chaos` can drop them
     /// after killing this process (a simulated power loss). Slower; never in production.
-    #[arg(long, env = "IDEM_SQLITE_POWER_LOSS_JOURNAL")]
+    #[arg(long)]
     sqlite_power_loss_journal: bool,
 }
 
@@ -184,6 +190,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }),
         handler_delay: args.handler_delay,
         planted_bug: args.plant_bug,
+        commit_delay: args.commit_delay,
         sqlite: SqliteTuning {
             claim_sync: args.sqlite_claim_sync,
             vfs: args.sqlite_power_loss_journal.then(|| idem_power_loss::VFS_NAME.to_owned()),
@@ -191,6 +198,9 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     if args.sqlite_power_loss_journal {
         idem_power_loss::register().map_err(|error| format!("cannot register the power-loss journal: {error}"))?;
+        eprintln!(
+            "idem: WARNING: --sqlite-power-loss-journal: SQLite files are opened through a test VFS that journals every unsynced write; never use it in production"
+        );
     }
     if let (Some(bug), StoreSpec::Postgres(_)) = (args.plant_bug, &args.store) {
         // On stderr whatever the log filter: this server is wrong on purpose. (Another

@@ -39,6 +39,11 @@ fn sqlite_shared_by_three_replicas_keeps_every_guarantee_through_a_power_loss_an
     // fail with SQLITE_FULL, then room again): every answer a client saw survives.
     let report = run(config(StoreKind::Sqlite), SQLITE_SEED, &SQLITE_FAULTS);
     assert_passed(&report);
+    // The faults really struck: the power loss found the replicas' journal (the database's
+    // `-wal` had one: they wrote through the power-loss VFS), and the disk was filled.
+    let fault_line = |text: &str| report.trace.iter().any(|line| line.contains(" fault ") && line.contains(text));
+    assert!(fault_line("unsynced writes dropped") && fault_line("-wal"), "{}", report.trace.join("\n"));
+    assert!(fault_line("SQLite's disk full ("), "{}", report.trace.join("\n"));
 }
 
 #[test]
@@ -69,6 +74,9 @@ fn a_wrong_guard_in_postgres_own_sql_is_caught() {
     // commits a second payment: G1. (`serve_plant_bug.rs` shows the shipped SQL keeps one.)
     let config = Config { faults: 3, server_bug: Some("completion-unguarded".into()), ..config(StoreKind::Postgres) };
     let report = run(config, PLANTED_SEED, &PLANTED_FAULTS);
+    // Without a pause inside a handler the bug has nothing to show: say so, rather than
+    // report a miss.
+    assert!(report.struck_busy > 0, "no pause found a request in flight:\n{}", report.trace.join("\n"));
     assert!(!report.passed(), "a completion with no guard went unnoticed:\n{}", report.trace.join("\n"));
     assert!(report.violations.iter().any(|v| v.guarantee == "G1"), "{report}");
 }
@@ -111,8 +119,10 @@ const PLANTED_FAULTS: [FaultKind; 3] = [FaultKind::PauseReplica; 3];
 fn bad_options_exit_2_with_a_readable_message() {
     // Goal: an unknown store, an empty seed range or a replica count out of range is refused
     // before anything starts, with exit code 2 and a message naming the problem.
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--store", "mysql"], "unknown store \"mysql\""),
+        (&["--store", "postgres", "--plant-bug", "no-such-bug"], "no-such-bug"),
+        (&["--store", "sqlite", "--plant-bug", "completion-unguarded"], "use it with --store postgres"),
         (&["--store", "sqlite", "--seeds", "5..5"], "holds no seed"),
         (&["--store", "sqlite", "--replicas", "0"], "--replicas"),
         (&["--store", "sqlite", "--faults", "21"], "--faults"),

@@ -144,3 +144,33 @@ async fn a_planted_unguarded_completion_lets_a_paused_holder_pay_twice_and_the_s
     assert_eq!(listed.len(), 2, "planted: the stale holder paid too: {listed:?}");
     assert_ne!(resumed.header("location"), taken_over.header("location"), "planted: two answers for one key");
 }
+
+#[test]
+fn store_specific_options_with_another_store_are_refused_with_exit_2() {
+    // Goal: a test knob or a SQLite setting given with a store it does not apply to is
+    // refused before anything opens, naming the option and the store, never ignored.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = format!("sqlite://{}", dir.path().join("idem.db").display());
+    refused(&["--store", &db, "--commit-delay", "100ms"], &["--commit-delay", "postgres://", "sqlite://"]);
+    refused(&["--store", "memory://", "--sqlite-claim-sync", "deferred"], &["--sqlite-claim-sync", "memory://"]);
+    refused(&["--store", "memory://", "--commit-delay", "61s"], &["--commit-delay"]);
+}
+
+#[test]
+fn the_test_knobs_are_not_read_from_the_environment() {
+    // Goal: nothing inherited turns a test knob on: with the variables a user might guess
+    // set, a plain memory store starts and warns of nothing.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_idem"));
+    server
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory://", "--help"])
+        .env("IDEM_PLANT_BUG", "completion-unguarded")
+        .env("IDEM_HANDLER_DELAY", "1s")
+        .env("IDEM_COMMIT_DELAY", "1s");
+    let output = server.output().expect("the idem binary runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{help}");
+    for knob in ["--plant-bug", "--handler-delay", "--commit-delay", "--sqlite-power-loss-journal"] {
+        let line = help.lines().find(|line| line.trim_start().starts_with(knob)).unwrap_or_default();
+        assert!(!line.contains("[env:"), "{knob} reads the environment: {line}");
+    }
+}

@@ -233,6 +233,11 @@ pub struct ServerConfig {
     /// wrong ([`PostgresStore::with_planted_bug`]); only with a `postgres://` store, and
     /// `None` in production.
     pub planted_bug: Option<PlantedBug>,
+    /// **Test knob**: how long an atomic-mode write on PostgreSQL waits after its
+    /// completion locked the record's row and before `COMMIT`
+    /// ([`PostgresLedger::with_commit_delay`]), so a harness can freeze or cut off a holder
+    /// inside its transaction; only with a `postgres://` store, zero in production.
+    pub commit_delay: std::time::Duration,
     /// SQLite files (the store, or `--db`): how claims are synced and which VFS opens them.
     pub sqlite: SqliteTuning,
 }
@@ -295,6 +300,16 @@ pub enum ServeError {
         /// The store's scheme.
         store: &'static str,
     },
+    /// A store-specific option given with a store it does not apply to.
+    #[error("{option} applies only to {applies_to}; the store here is {store}")]
+    OptionNeedsStore {
+        /// The option (its flag).
+        option: &'static str,
+        /// The stores it applies to.
+        applies_to: &'static str,
+        /// The store's scheme.
+        store: &'static str,
+    },
     /// A Redis store without `--db`.
     #[error(
         "a Redis store keeps only idempotency records; name where payments and users live with --db sqlite://PATH or --db postgres://USER@HOST:PORT/DB"
@@ -328,6 +343,32 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
 }
 
+fn scheme(store: &StoreSpec) -> &'static str {
+    match store {
+        StoreSpec::Sqlite(_) => "sqlite://",
+        StoreSpec::Memory => "memory://",
+        StoreSpec::Postgres(_) => "postgres://",
+        StoreSpec::Redis(_) => "redis://",
+    }
+}
+
+/// Refuses options that do nothing with this store, rather than ignoring them.
+fn check_store_options(config: &ServerConfig) -> Result<(), ServeError> {
+    let store = scheme(&config.store);
+    let needs = |option, applies_to| Err(ServeError::OptionNeedsStore { option, applies_to, store });
+    let sqlite_db = matches!(config.db, Some(DbSpec::Sqlite(_)));
+    if !config.commit_delay.is_zero() && !matches!(config.store, StoreSpec::Postgres(_)) {
+        return needs("--commit-delay", "a postgres:// store");
+    }
+    if config.sqlite.claim_sync.is_some() && !matches!(config.store, StoreSpec::Sqlite(_)) {
+        return needs("--sqlite-claim-sync", "a sqlite:// store (a --db file always syncs every commit)");
+    }
+    if config.sqlite.vfs.is_some() && !matches!(config.store, StoreSpec::Sqlite(_)) && !sqlite_db {
+        return needs("--sqlite-power-loss-journal", "a sqlite:// store or --db sqlite://");
+    }
+    Ok(())
+}
+
 /// Opens the store, binds `config.listen`, and serves until `shutdown` completes; then
 /// drains within [`ServerLimits::drain_timeout`] (no new connections, requests in progress
 /// finish) and closes the store. A request still running at the deadline is cut: its claim
@@ -346,6 +387,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         (StoreSpec::Memory, Some(_)) => return Err(ServeError::DbNotUsed { store: "memory://" }),
         _ => {}
     }
+    check_store_options(&config)?;
     if let Some(bug) = config.planted_bug {
         let store = match config.store {
             StoreSpec::Postgres(_) => None,
@@ -388,7 +430,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
                 }
                 None => store,
             });
-            let ledger = PostgresLedger::open(Arc::clone(&store)).await?;
+            let ledger = PostgresLedger::open(Arc::clone(&store)).await?.with_commit_delay(config.commit_delay);
+            if !config.commit_delay.is_zero() {
+                tracing::warn!(delay = ?config.commit_delay, "test knob: each atomic write waits this long holding its row lock, before COMMIT");
+            }
             tracing::info!(database = %database.target(), "store: PostgreSQL (atomic mode)");
             tracing::info!("mode: atomic; {ATOMIC_GUARANTEES}, for every replica on this database and schema");
             let served = serve_ledger(ledger, &config, shutdown).await;
