@@ -74,28 +74,98 @@ mod record;
 mod rollback;
 #[allow(unsafe_code)]
 mod shim;
+mod side;
 
-pub use journal::{SIDE_SUFFIX, side_file};
-pub use rollback::{FileSummary, RollBackError, Summary, roll_back_unsynced};
+use std::path::{Path, PathBuf};
+
+pub use rollback::{FileSummary, RollBackError, Summary, roll_back_unsynced, roll_back_unsynced_in};
+pub use side::{SIDE_SUFFIX, side_file, side_file_in};
+
+use side::Placement;
 
 /// The name the VFS is registered under, to open a connection with
 /// (`idem_sqlite::SqliteOptions::vfs`, SQLite's `vfs=` URI parameter).
 pub const VFS_NAME: &str = "idem-unsynced-journal";
 
-/// Why the VFS could not be registered: SQLite's result code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("registering the SQLite VFS {VFS_NAME} failed with SQLite result code {0}")]
-pub struct RegisterError(pub i32);
+/// Why the VFS could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// SQLite has no default VFS to layer over, or refused the registration (its result
+    /// code).
+    #[error("registering the SQLite VFS {VFS_NAME} failed with SQLite result code {0}")]
+    Sqlite(i32),
+    /// The VFS is registered once per process, and this process registered it already
+    /// with its side files elsewhere (`None`: next to each file).
+    #[error(
+        "the SQLite VFS {VFS_NAME} is registered already with side files {}, not {}",
+        placed(.registered.as_deref()),
+        placed(.asked.as_deref())
+    )]
+    OtherJournal {
+        /// Where the first registration put the side files.
+        registered: Option<PathBuf>,
+        /// Where this one asked for them.
+        asked: Option<PathBuf>,
+    },
+    /// The journal directory could not be created or resolved to an absolute path.
+    #[error("the power-loss journal directory {dir}: {reason}")]
+    JournalDir {
+        /// The directory as given.
+        dir: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+}
+
+fn placed(dir: Option<&Path>) -> String {
+    dir.map_or_else(|| "next to each file".to_owned(), |dir| format!("in {}", dir.display()))
+}
 
 /// Registers the VFS [`VFS_NAME`] in this process's SQLite (the one idem-sqlite links),
-/// layered over the default VFS, without making it the default. Call it before opening
-/// any connection with that VFS name; calling it again does nothing more and returns the
-/// first outcome.
+/// layered over the default VFS, without making it the default, with each file's side
+/// file next to it ([`side_file`]; roll back with [`roll_back_unsynced`]). Call it
+/// before opening any connection with that VFS name; calling it again does nothing more
+/// and returns the first outcome.
 ///
 /// # Errors
-/// [`RegisterError`] if SQLite has no default VFS or refuses the registration.
+/// [`RegisterError::Sqlite`] if SQLite has no default VFS or refuses the registration;
+/// [`RegisterError::OtherJournal`] if [`register_with_journal_dir`] registered the VFS
+/// in this process before.
 pub fn register() -> Result<(), RegisterError> {
-    shim::register().map_err(RegisterError)
+    register_at(Placement::NextToFile)
+}
+
+/// Registers the VFS as [`register`] does, but with every side file in `journal_dir`
+/// ([`side_file_in`]; roll back with [`roll_back_unsynced_in`] and the same
+/// directory), created if missing. Put it on another filesystem than the database, so a
+/// full database filesystem fails SQLite's writes as a real full disk does
+/// (`SQLITE_FULL`, overwrites still succeeding) while the undo records still fit.
+///
+/// The VFS is registered once per process with one placement: calling this again with
+/// the same directory (however spelled) returns the first outcome; with another, or
+/// after [`register`], it fails.
+///
+/// # Errors
+/// [`RegisterError::JournalDir`] if the directory cannot be created or resolved;
+/// [`RegisterError::OtherJournal`] if the VFS is registered already with its side files
+/// elsewhere; [`RegisterError::Sqlite`] as for [`register`].
+pub fn register_with_journal_dir(journal_dir: &Path) -> Result<(), RegisterError> {
+    let failed =
+        |error: std::io::Error| RegisterError::JournalDir { dir: journal_dir.to_path_buf(), reason: error.to_string() };
+    std::fs::create_dir_all(journal_dir).map_err(failed)?;
+    register_at(Placement::InDir(std::fs::canonicalize(journal_dir).map_err(failed)?))
+}
+
+fn register_at(asked: Placement) -> Result<(), RegisterError> {
+    let (registered, outcome) = shim::register(asked.clone());
+    outcome.map_err(RegisterError::Sqlite)?;
+    if *registered != asked {
+        return Err(RegisterError::OtherJournal {
+            registered: registered.dir().map(Path::to_path_buf),
+            asked: asked.dir().map(Path::to_path_buf),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

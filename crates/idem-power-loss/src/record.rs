@@ -97,8 +97,9 @@ fn find_magic(bytes: &[u8]) -> Option<usize> {
     bytes.windows(MAGIC.len()).position(|window| window == MAGIC)
 }
 
-/// 64-bit FNV-1a: catches a torn or mixed-up record; nothing here is adversarial.
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// 64-bit FNV-1a: catches a torn or mixed-up record, and names side files in a journal
+/// directory; nothing here is adversarial.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3))
 }
 

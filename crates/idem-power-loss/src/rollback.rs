@@ -5,8 +5,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::journal::side_file;
 use crate::record::decode_all;
+use crate::side::{Placement, resolved};
 
 /// Why a roll-back could not finish. Files already rolled back stay rolled back.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +23,11 @@ pub struct RollBackError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     /// One entry per file that had a side file, in the order database, `-wal`,
-    /// `-journal`.
+    /// `-journal`, whether or not it held records: every file opened through the VFS
+    /// has one from its opening until the file is deleted (a `-wal` deleted by the last
+    /// connection's clean close takes its side file along) or rolled back. So a harness
+    /// can tell the journal was used: the `-wal` of a database in WAL mode whose
+    /// processes were killed is listed ([`Summary::journaled_files`]).
     pub files: Vec<FileSummary>,
     /// Whether a `-shm` file was there and was removed.
     pub shm_removed: bool,
@@ -35,13 +39,21 @@ impl Summary {
     pub fn records(&self) -> usize {
         self.files.iter().map(|file| file.records).sum()
     }
+
+    /// The files that had a side file, records or not (the paths of [`Summary::files`]).
+    pub fn journaled_files(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|file| file.path.as_path())
+    }
 }
 
 /// What a roll-back dropped from one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSummary {
-    /// The database, `-wal` or `-journal` file.
+    /// The database, `-wal` or `-journal` file, named as the caller named the database
+    /// (with its suffix appended).
     pub path: PathBuf,
+    /// Its side file, removed now.
+    pub side_file: PathBuf,
     /// Writes and truncations taken back.
     pub records: usize,
     /// Bytes those writes had written.
@@ -65,39 +77,61 @@ pub struct FileSummary {
 /// and its `-shm` would be pulled from under it. Files without a side file are left as
 /// they are.
 ///
+/// This reads the side files next to each file, where [`crate::register`] puts them;
+/// after [`crate::register_with_journal_dir`], use [`roll_back_unsynced_in`].
+///
 /// # Errors
 /// [`RollBackError`] when a file cannot be read, written or removed.
 pub fn roll_back_unsynced(db_path: &Path) -> Result<Summary, RollBackError> {
+    roll_back(db_path, db_path, &Placement::NextToFile)
+}
+
+/// Simulates a power loss as [`roll_back_unsynced`] does, reading the side files from
+/// `journal_dir`, where [`crate::register_with_journal_dir`] with that directory put
+/// them ([`crate::side_file_in`]). `db_path` may be relative or a symbolic link: the
+/// files rolled back are the ones SQLite wrote, next to the resolved path.
+///
+/// # Errors
+/// [`RollBackError`] when a file cannot be read, written or removed.
+pub fn roll_back_unsynced_in(db_path: &Path, journal_dir: &Path) -> Result<Summary, RollBackError> {
+    roll_back(db_path, &resolved(db_path), &Placement::InDir(journal_dir.to_path_buf()))
+}
+
+/// Rolls back the database `db` (and its `-wal`, `-journal`), reported as `named`.
+fn roll_back(named: &Path, db: &Path, placement: &Placement) -> Result<Summary, RollBackError> {
     let mut summary = Summary::default();
     for suffix in ["", "-wal", "-journal"] {
-        let mut name = db_path.as_os_str().to_owned();
-        name.push(suffix);
-        if let Some(file) = roll_back_file(&PathBuf::from(name))? {
-            summary.files.push(file);
+        let file = suffixed(db, suffix);
+        if let Some(mut rolled_back) = roll_back_file(&file, &placement.side_file(&file))? {
+            rolled_back.path = suffixed(named, suffix);
+            summary.files.push(rolled_back);
         }
     }
-    let mut shm = db_path.as_os_str().to_owned();
-    shm.push("-shm");
-    let shm = PathBuf::from(shm);
-    summary.shm_removed = remove_if_there(&shm)?;
+    summary.shm_removed = remove_if_there(&suffixed(db, "-shm"))?;
     Ok(summary)
 }
 
-/// Takes back `path`'s unsynced writes, if it has a side file.
-fn roll_back_file(path: &Path) -> Result<Option<FileSummary>, RollBackError> {
-    let side = side_file(path);
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Takes back `path`'s unsynced writes, if it has a side file, `side`.
+fn roll_back_file(path: &Path, side: &Path) -> Result<Option<FileSummary>, RollBackError> {
     let failed = |at: &Path| {
         let at = at.to_path_buf();
         move |source| RollBackError { path: at, source }
     };
-    let bytes = match std::fs::read(&side) {
+    let bytes = match std::fs::read(side) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(failed(&side)(error)),
+        Err(error) => return Err(failed(side)(error)),
     };
     let (records, torn_bytes) = decode_all(&bytes);
     let mut summary = FileSummary {
         path: path.to_path_buf(),
+        side_file: side.to_path_buf(),
         records: records.len(),
         bytes_dropped: 0,
         torn_bytes,
@@ -117,7 +151,7 @@ fn roll_back_file(path: &Path) -> Result<Option<FileSummary>, RollBackError> {
         file.sync_all().map_err(failed(path))?;
         summary.size_after = file.metadata().map_err(failed(path))?.len();
     }
-    std::fs::remove_file(&side).map_err(failed(&side))?;
+    std::fs::remove_file(side).map_err(failed(side))?;
     Ok(Some(summary))
 }
 
@@ -133,6 +167,7 @@ fn remove_if_there(path: &Path) -> Result<bool, RollBackError> {
 mod tests {
     use super::*;
     use crate::journal::{FileAccess, Journal};
+    use crate::side::side_file;
 
     /// A plain file read through std, standing in for SQLite's handle.
     struct Plain(std::fs::File);
@@ -151,7 +186,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.db");
         std::fs::write(&path, b"0123456789").unwrap();
-        let journal = Journal::open(&path).unwrap();
+        let journal = Journal::open(&Placement::NextToFile, &path).unwrap();
         let mut plain = Plain(OpenOptions::new().read(true).write(true).open(&path).unwrap());
 
         // Synced: an overwrite and an append.
@@ -188,7 +223,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.db");
         std::fs::write(&path, b"abc").unwrap();
-        let journal = Journal::open(&path).unwrap();
+        let journal = Journal::open(&Placement::NextToFile, &path).unwrap();
         let mut plain = Plain(OpenOptions::new().read(true).open(&path).unwrap());
         drop(journal.before_write(&mut plain, 0, 1).unwrap());
         std::fs::remove_file(&path).unwrap();

@@ -26,7 +26,8 @@ use std::sync::OnceLock;
 
 use libsqlite3_sys as ffi;
 
-use crate::journal::{FileAccess, Journal, remove_side_file};
+use crate::journal::{FileAccess, Journal, is_full, remove_side_file};
+use crate::side::Placement;
 
 /// The name the shim is registered under.
 pub(crate) const NAME: &CStr = c"idem-unsynced-journal";
@@ -52,14 +53,25 @@ struct ShimFile {
 /// (SQLite allocates file objects 8-aligned).
 const HEADER_LEN: usize = size_of::<ShimFile>().next_multiple_of(8);
 
-/// Registers the shim (once per process; later calls return the first outcome). It is
-/// not made the default VFS: a connection uses it only when opened with its name.
-pub(crate) fn register() -> Result<(), c_int> {
-    static REGISTERED: OnceLock<Result<(), c_int>> = OnceLock::new();
-    *REGISTERED.get_or_init(register_once)
+/// The shim's `pAppData`: what every VFS method needs besides its arguments. Leaked at
+/// registration and never changed.
+struct AppData {
+    /// The default VFS the shim is layered over.
+    root: *mut ffi::sqlite3_vfs,
+    /// Where side files go.
+    placement: Placement,
 }
 
-fn register_once() -> Result<(), c_int> {
+/// Registers the shim with side files where `placement` says, once per process: later
+/// calls register nothing and return the first call's placement and outcome. It is not
+/// made the default VFS: a connection uses it only when opened with its name.
+pub(crate) fn register(placement: Placement) -> (&'static Placement, Result<(), c_int>) {
+    static REGISTERED: OnceLock<(Placement, Result<(), c_int>)> = OnceLock::new();
+    let (placement, outcome) = REGISTERED.get_or_init(|| (placement.clone(), register_once(placement)));
+    (placement, *outcome)
+}
+
+fn register_once(placement: Placement) -> Result<(), c_int> {
     // SAFETY: a null name asks for the default VFS; this initialises SQLite if needed and
     // is thread-safe. The returned pointer is null or a registered VFS, which SQLite never
     // frees.
@@ -78,7 +90,7 @@ fn register_once() -> Result<(), c_int> {
         mxPathname: max_path,
         pNext: null_mut(),
         zName: NAME.as_ptr(),
-        pAppData: root.cast(),
+        pAppData: ptr::from_mut(Box::leak(Box::new(AppData { root, placement }))).cast(),
         xOpen: Some(x_open),
         xDelete: Some(x_delete),
         xAccess: Some(x_access),
@@ -103,14 +115,26 @@ fn register_once() -> Result<(), c_int> {
     if code == ffi::SQLITE_OK { Ok(()) } else { Err(code) }
 }
 
-/// The default VFS the shim was layered over, kept in the shim's `pAppData`.
+/// The shim's [`AppData`], kept in its `pAppData`.
 ///
 /// # Safety
 /// `vfs` must be the shim's registered VFS, as SQLite passes it to every VFS method.
+unsafe fn app_data(vfs: *mut ffi::sqlite3_vfs) -> &'static AppData {
+    // SAFETY: the caller passes the shim's VFS, whose fields SQLite does not change
+    // after registration except `pNext`, not read here.
+    let app_data = unsafe { (*vfs).pAppData }.cast::<AppData>();
+    // SAFETY: `register_once` set `pAppData` to a leaked `AppData` that nothing changes
+    // or frees.
+    unsafe { &*app_data }
+}
+
+/// The default VFS the shim was layered over.
+///
+/// # Safety
+/// As [`app_data`].
 unsafe fn root(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
-    // SAFETY: the caller passes the shim's VFS, whose `pAppData` `register_once` set to
-    // the default VFS and nothing changes.
-    unsafe { (*vfs).pAppData.cast() }
+    // SAFETY: the caller's contract.
+    unsafe { app_data(vfs) }.root
 }
 
 // ---- VFS methods: xOpen and xDelete do the shim's work, the rest forward. ----
@@ -138,7 +162,9 @@ unsafe extern "C" fn x_open(
         // SAFETY: a non-null name given to xOpen is a NUL-terminated path that outlives
         // the file.
         let path = Path::new(OsStr::from_bytes(unsafe { CStr::from_ptr(name) }.to_bytes()));
-        let Ok(journal) = Journal::open(path) else {
+        // SAFETY: SQLite passes the shim's VFS.
+        let placement = &unsafe { app_data(vfs) }.placement;
+        let Ok(journal) = Journal::open(placement, path) else {
             // SAFETY: `file` is SQLite's (uninitialised) file object, at least a
             // `sqlite3_file` long; a null `pMethods` tells SQLite there is nothing to close.
             unsafe { ptr::write(file, ffi::sqlite3_file { pMethods: ptr::null() }) };
@@ -178,8 +204,10 @@ unsafe extern "C" fn x_delete(vfs: *mut ffi::sqlite3_vfs, name: *const c_char, s
     if (code == ffi::SQLITE_OK || code == ffi::SQLITE_IOERR_DELETE_NOENT) && !name.is_null() {
         // SAFETY: a non-null name given to xDelete is a NUL-terminated path.
         let path = Path::new(OsStr::from_bytes(unsafe { CStr::from_ptr(name) }.to_bytes()));
+        // SAFETY: SQLite passes the shim's VFS.
+        let placement = &unsafe { app_data(vfs) }.placement;
         // The file is gone, and with it whatever its records would take back.
-        if remove_side_file(path).is_err() {
+        if remove_side_file(placement, path).is_err() {
             return ffi::SQLITE_IOERR_DELETE;
         }
     }
@@ -384,7 +412,7 @@ unsafe extern "C" fn x_write(
             };
             match journal.before_write(&mut RealFile(shim.real), at, length) {
                 Ok(held) => Some(held),
-                Err(_) => return ffi::SQLITE_IOERR_WRITE,
+                Err(error) => return code_for(&error, ffi::SQLITE_IOERR_WRITE),
             }
         }
     };
@@ -405,7 +433,7 @@ unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3
             let Ok(new_size) = u64::try_from(size) else { return ffi::SQLITE_IOERR_TRUNCATE };
             match journal.before_truncate(&mut RealFile(shim.real), new_size) {
                 Ok(held) => Some(held),
-                Err(_) => return ffi::SQLITE_IOERR_TRUNCATE,
+                Err(error) => return code_for(&error, ffi::SQLITE_IOERR_TRUNCATE),
             }
         }
     };
@@ -413,6 +441,13 @@ unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3
     let code = unsafe { truncate(shim.real, size) };
     drop(held);
     code
+}
+
+/// What SQLite hears when the side file fails a write or truncation: `SQLITE_FULL` when
+/// the side file's filesystem is full (as a full disk would say to the write itself),
+/// else the method's I/O error.
+fn code_for(error: &io::Error, io_error: c_int) -> c_int {
+    if is_full(error) { ffi::SQLITE_FULL } else { io_error }
 }
 
 unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
