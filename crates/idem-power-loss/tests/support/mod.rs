@@ -162,3 +162,43 @@ pub fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     name.push(suffix);
     PathBuf::from(name)
 }
+
+/// A connection to `db` through the VFS, creating the file, with SQLite's journal in
+/// `journal_mode` and every commit synced.
+pub async fn connect_through_vfs(
+    db: &Path,
+    journal_mode: idem_sqlite::sqlx::sqlite::SqliteJournalMode,
+) -> idem_sqlite::sqlx::SqliteConnection {
+    use idem_sqlite::sqlx::ConnectOptions;
+    idem_sqlite::sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .create_if_missing(true)
+        .vfs(idem_power_loss::VFS_NAME)
+        .journal_mode(journal_mode)
+        .synchronous(idem_sqlite::sqlx::sqlite::SqliteSynchronous::Full)
+        .connect()
+        .await
+        .expect("opening through the VFS")
+}
+
+/// Runs `statement` and says how it ended: `ok`, or SQLite's extended result code
+/// (`13` SQLITE_FULL, `778` SQLITE_IOERR_WRITE, `1034` SQLITE_IOERR_FSYNC).
+pub async fn outcome(connection: &mut idem_sqlite::sqlx::SqliteConnection, statement: &'static str) -> String {
+    match idem_sqlite::sqlx::query(statement).execute(connection).await {
+        Ok(_) => "ok".to_owned(),
+        Err(idem_sqlite::sqlx::Error::Database(error)) => {
+            error.code().map_or_else(|| format!("{error}"), |code| code.into_owned())
+        }
+        Err(error) => format!("{error}"),
+    }
+}
+
+/// Ends this (child) process after `limit`, saying `HUNG`, so a parent waiting for a
+/// line is never left waiting on a child stuck in a system call.
+pub fn watchdog(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        say("HUNG");
+        std::process::exit(3);
+    });
+}
