@@ -14,11 +14,25 @@
 //!    record (where, the bytes about to be overwritten or cut off, the size before) to
 //!    that file's side file, [`side_file`] (`idem.db-wal.unsynced`). A successful sync of
 //!    the file empties its side file: those writes are durable now.
+//!    [`register_with_journal_dir`] puts the side files in a directory of their own
+//!    instead ([`side_file_in`]: `idem.db-wal.<hash of its absolute path>.unsynced`).
 //! 2. After every process using the file has been killed (`SIGKILL`, all of them),
-//!    [`roll_back_unsynced`] applies each side file's records newest first, so every
-//!    byte is back to what it was at the file's last sync, removes the side files, and
-//!    removes the `-shm` file (shared memory never survives a power loss; SQLite rebuilds
-//!    the WAL index from the `-wal` file).
+//!    [`roll_back_unsynced`] (or [`roll_back_unsynced_in`] with the journal directory)
+//!    applies each side file's records newest first, so every byte is back to what it
+//!    was at the file's last sync, removes the side files, and removes the `-shm` file
+//!    (shared memory never survives a power loss; SQLite rebuilds the WAL index from the
+//!    `-wal` file). Its [`Summary`] lists every file that had a side file, records or
+//!    not, so a harness can check the journal was used.
+//!
+//! # A full disk
+//!
+//! The undo record of a write is appended before the write, so it needs space first.
+//! With the side files next to the database, a full database filesystem fails the append
+//! before the write, even an in-place overwrite a real full disk would take; keep the
+//! journal directory on another filesystem and only what needs new space fails, as on a
+//! real disk. Either way an append that fails for want of space (`ENOSPC`, `EDQUOT`)
+//! fails the write or truncation with `SQLITE_FULL`, what SQLite hears from a full disk,
+//! never an I/O error.
 //!
 //! # What it models, and what not
 //!
@@ -29,12 +43,26 @@
 //!   own test suite tests them.
 //! * A write that races a sync of the same file (in another process) is held back until
 //!   the sync finished, so it is never counted durable by a sync that began before it.
+//!   The two take the side file's `flock` (writes shared, a sync exclusive) with bounded
+//!   retries, 2 s at least, then fail: a sync with `SQLITE_IOERR_FSYNC`, a write or
+//!   truncation with `SQLITE_IOERR_WRITE` or `SQLITE_IOERR_TRUNCATE`. A real disk would
+//!   not make one process wait for another at all; the lock is held for one system call,
+//!   so a wait this long means the holder is stopped (`SIGSTOP`, a pause fault) inside
+//!   it, and failing the sync is the choice that keeps the model honest: going ahead
+//!   unlocked would either forget the stopped write's record though its write may land
+//!   after the `fsync` (a gentler loss than real), or keep records of writes the `fsync`
+//!   made durable (a loss of synced data, a false alarm). SQLite recovers from the
+//!   error: a failed checkpoint is retried later, a failed commit is rolled back and
+//!   reported. A process stopped outside these calls holds no side-file lock.
 //! * Creating, deleting and resizing files through other paths is durable at once: a
 //!   deleted `-wal` or `-journal` stays deleted (its side file goes with it), a file
 //!   created stays, whether or not its directory was synced. Extending a file by a size
 //!   hint (`SQLITE_FCNTL_SIZE_HINT`, only with a chunk size set) is not recorded.
 //! * Files are found by the path SQLite opened them with; a database reached through a
-//!   symbolic link has its side files next to the link's target.
+//!   symbolic link has its side files next to the link's target (or, in a journal
+//!   directory, named after the target's path).
+//! * The VFS is registered once per process, with one placement of the side files; a
+//!   second registration asking for another fails ([`RegisterError::OtherJournal`]).
 //!
 //! # Unsafe code
 //!
