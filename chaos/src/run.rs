@@ -53,7 +53,7 @@ pub struct Harness {
     disk: Option<Disk>,
     network: Network,
     // The harness's directory (the SQLite disk is mounted in it), deleted last.
-    _work: TempDir,
+    work: TempDir,
     runs: u64,
 }
 
@@ -79,7 +79,13 @@ impl Harness {
             StoreKind::Postgres | StoreKind::Redis => Some(Postgres::start(stores_at)?),
         };
         let redis = if config.store == StoreKind::Redis { Some(Redis::start(stores_at)?) } else { None };
-        Ok(Harness { config, postgres, redis, disk, network, _work: work, runs: 0 })
+        Ok(Harness { config, postgres, redis, disk, network, work, runs: 0 })
+    }
+
+    /// Where SQLite replicas journal their unsynced writes: in the harness's directory, off
+    /// the SQLite disk, so a full disk fails the database's writes, not the journal's.
+    fn journal_dir(&self) -> std::path::PathBuf {
+        self.work.path().join("journal")
     }
 
     /// The timing a run of this harness is judged by.
@@ -137,7 +143,13 @@ impl Harness {
         args.extend(["--handler-delay".into(), format!("{}ms", handler_delay.as_millis())]);
         if self.config.store == StoreKind::Sqlite {
             // Through the journal that lets a power loss drop the unsynced writes.
-            args.extend(["--sqlite-power-loss-journal".into(), "--sqlite-claim-sync".into(), claim_sync.into()]);
+            let journal = self.journal_dir().display().to_string();
+            args.extend([
+                "--sqlite-power-loss-journal".into(),
+                journal,
+                "--sqlite-claim-sync".into(),
+                claim_sync.into(),
+            ]);
         }
         if self.config.store == StoreKind::Postgres {
             args.extend(["--commit-delay".into(), format!("{}ms", commit_delay.as_millis())]);
@@ -177,6 +189,7 @@ impl Harness {
             .enable_all()
             .build()
             .map_err(|error| ChaosError::Io(error.to_string()))?;
+        let journal_dir = self.journal_dir();
         let sqlite_file = match &rows_at {
             RowsAt::Sqlite(path) => Some(path.clone()),
             RowsAt::Postgres { .. } => None,
@@ -186,16 +199,12 @@ impl Harness {
             network: &self.network,
             postgres: if self.config.store == StoreKind::Postgres { self.postgres.as_mut() } else { None },
             redis: self.redis.as_mut(),
-            sqlite: self.disk.as_mut().zip(sqlite_file),
+            sqlite: self.disk.as_mut().zip(sqlite_file).map(|(disk, file)| (disk, file, journal_dir)),
             in_flight,
             // A third of the delay: past the request's claim (a few ms), well inside its wait.
             into_handler: handler_delay / 3,
             // Past the handler's wait and the write's first statements, half into the commit delay.
-            into_transaction: if commit_delay.is_zero() {
-                handler_delay / 3
-            } else {
-                handler_delay + commit_delay / 2
-            },
+            into_transaction: if commit_delay.is_zero() { handler_delay / 3 } else { handler_delay + commit_delay / 2 },
         };
         let (run_error, injected) = drive(&runtime, &clients, seed, &bounds, &schedule, &mut targets);
         if let Some(plant) = self.config.plant {
@@ -215,7 +224,7 @@ impl Harness {
             history.row(row);
         }
         if let RowsAt::Sqlite(path) = &rows_at {
-            remove_database(path);
+            remove_database(path, &self.journal_dir());
         }
         // G6 counts from when everything was up again, if healing ran late.
         let bounds = Bounds { heal_at: bounds.heal_at.max(Duration::from_millis(injected.healed_ms)), ..bounds };
@@ -350,14 +359,16 @@ fn inject(history: &History, bounds: &Bounds, schedule: &[Scheduled], targets: &
     Injected { errors, healed_ms: history.elapsed_ms(), struck_busy }
 }
 
-/// Deletes a finished run's SQLite file and its companions (`-wal`, `-shm`, journals), so
-/// a long sweep fits on the harness's small disk.
-fn remove_database(path: &std::path::Path) {
+/// Deletes a finished run's SQLite file and its companions (`-wal`, `-shm`, and their
+/// power-loss journals in `journal`), so a long sweep fits on the harness's small disk.
+fn remove_database(path: &std::path::Path, journal: &std::path::Path) {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|name| name.to_str())) else { return };
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.filter_map(Result::ok) {
-        if entry.file_name().to_str().is_some_and(|file| file.starts_with(name)) {
-            let _ = std::fs::remove_file(entry.path());
+    for dir in [dir, journal] {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_name().to_str().is_some_and(|file| file.starts_with(name)) {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 }

@@ -24,8 +24,9 @@ pub(crate) struct Targets<'a> {
     /// The private PostgreSQL, when it holds the records (postgres runs).
     pub(crate) postgres: Option<&'a mut Postgres>,
     pub(crate) redis: Option<&'a mut Redis>,
-    /// The SQLite runs' disk, and the run's database file on it.
-    pub(crate) sqlite: Option<(&'a mut Disk, PathBuf)>,
+    /// The SQLite runs' disk, the run's database file on it, and the power-loss journal
+    /// directory (off that disk).
+    pub(crate) sqlite: Option<(&'a mut Disk, PathBuf, PathBuf)>,
     /// Requests in flight per replica (the clients' transport counts them).
     pub(crate) in_flight: Arc<Vec<AtomicUsize>>,
     /// How long a kill or pause waits after it saw a request in flight: long enough for
@@ -84,7 +85,7 @@ pub(crate) fn apply(fault: &Fault, targets: &mut Targets<'_>, log: &dyn Fn(Strin
             Ok(false)
         }
         Fault::DiskFull { length } => {
-            let Some((disk, _)) = targets.sqlite.as_mut() else { return Ok(false) };
+            let Some((disk, _, _)) = targets.sqlite.as_mut() else { return Ok(false) };
             let filled = disk.fill()?;
             log(format!("SQLite's disk full ({filled} bytes of filler)"));
             std::thread::sleep(*length);
@@ -166,7 +167,7 @@ fn power_loss(targets: &mut Targets<'_>, down: Duration, log: &dyn Fn(String)) -
         redis.kill(false)?;
     }
     let dropped = match &targets.sqlite {
-        Some((_, database)) => crate::power::drop_unsynced(database)?,
+        Some((_, database, journal)) => crate::power::drop_unsynced(database, journal)?,
         None => "the store's own fsync decides what survives".to_owned(),
     };
     log(format!("power loss: every replica killed, the store crashed; {dropped}"));
@@ -207,7 +208,7 @@ fn wait_in_flight(targets: &Targets<'_>, replica: usize, into: Duration) -> bool
 /// Everything back up: links, disk, stores running, replicas resumed or restarted.
 pub(crate) fn heal(targets: &mut Targets<'_>, log: &dyn Fn(String)) -> Result<(), ChaosError> {
     targets.network.heal()?;
-    if let Some((disk, _)) = targets.sqlite.as_mut()
+    if let Some((disk, _, _)) = targets.sqlite.as_mut()
         && disk.is_full()
     {
         disk.free()?;

@@ -100,10 +100,11 @@ pub(crate) struct Args {
     #[arg(long, env = "IDEM_SQLITE_CLAIM_SYNC", value_name = "WHEN", value_parser = claim_sync)]
     sqlite_claim_sync: Option<ClaimSync>,
     /// For testing a crash harness: open SQLite files through idem-power-loss's journaling
-    /// VFS, which records every write not yet synced so that `idem chaos` can drop them
-    /// after killing this process (a simulated power loss). Slower; never in production.
-    #[arg(long)]
-    sqlite_power_loss_journal: bool,
+    /// VFS, which records every write not yet synced in DIR (keep it off the database's
+    /// filesystem) so that `idem chaos` can drop them after killing this process (a
+    /// simulated power loss). Slower; never in production.
+    #[arg(long, value_name = "DIR")]
+    sqlite_power_loss_journal: Option<std::path::PathBuf>,
 }
 
 /// `--sqlite-claim-sync`: every-commit or deferred.
@@ -193,11 +194,12 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         commit_delay: args.commit_delay,
         sqlite: SqliteTuning {
             claim_sync: args.sqlite_claim_sync,
-            vfs: args.sqlite_power_loss_journal.then(|| idem_power_loss::VFS_NAME.to_owned()),
+            vfs: args.sqlite_power_loss_journal.as_ref().map(|_| idem_power_loss::VFS_NAME.to_owned()),
         },
     };
-    if args.sqlite_power_loss_journal {
-        idem_power_loss::register().map_err(|error| format!("cannot register the power-loss journal: {error}"))?;
+    if let Some(dir) = &args.sqlite_power_loss_journal {
+        idem_power_loss::register_with_journal_dir(dir)
+            .map_err(|error| format!("cannot register the power-loss journal in {}: {error}", dir.display()))?;
         eprintln!(
             "idem: WARNING: --sqlite-power-loss-journal: SQLite files are opened through a test VFS that journals every unsynced write; never use it in production"
         );
