@@ -117,7 +117,7 @@ impl fmt::Display for RunReport {
         }
         writeln!(
             f,
-            "  take-overs logged: {}; kills and pauses with a request in flight: {}",
+            "  take-overs logged: {}; faults that struck a request in flight: {}",
             self.takeovers, self.struck_busy
         )?;
         for why in &self.failed_starts {
@@ -203,7 +203,7 @@ impl Summary {
         for kind in FaultKind::of_store(store) {
             line(format!("  {:32}{:>6}", kind.name(), self.faults.get(kind).copied().unwrap_or(0)));
         }
-        line(format!("  (kills and pauses with a request in flight: {})", self.struck_busy));
+        line(format!("  (faults that struck a request in flight: {})", self.struck_busy));
         line(format!("take-overs                        {}", self.takeovers));
         line(format!("replica starts failed, tried again {}", self.failed_starts));
         let total: u64 = self.violations.values().sum();

@@ -159,6 +159,9 @@ fn partition(
 
 /// Every process on the host killed at once, the unsynced writes dropped, all back after `down`.
 fn power_loss(targets: &mut Targets<'_>, down: Duration, log: &dyn Fn(String)) -> Result<bool, ChaosError> {
+    // Strike while a request is inside its handler somewhere: its claim is committed and,
+    // with deferred claim sync, not yet synced, so the loss has something to drop.
+    let busy = wait_in_flight_anywhere(targets);
     targets.replicas.iter_mut().for_each(Replica::kill);
     if let Some(postgres) = targets.postgres.as_deref_mut() {
         postgres.stop(PgStop::Immediate)?;
@@ -170,7 +173,7 @@ fn power_loss(targets: &mut Targets<'_>, down: Duration, log: &dyn Fn(String)) -
         Some((_, database, journal)) => crate::power::drop_unsynced(database, journal)?,
         None => "the store's own fsync decides what survives".to_owned(),
     };
-    log(format!("power loss: every replica killed, the store crashed; {dropped}"));
+    log(format!("power loss ({}): every replica killed, the store crashed; {dropped}", busy_or_idle(busy)));
     std::thread::sleep(down);
     if let Some(postgres) = targets.postgres.as_deref_mut() {
         postgres.start_again()?;
@@ -180,7 +183,7 @@ fn power_loss(targets: &mut Targets<'_>, down: Duration, log: &dyn Fn(String)) -
     }
     start_every_replica(targets)?;
     log("power back: every replica restarted".to_owned());
-    Ok(false)
+    Ok(busy)
 }
 
 fn start_every_replica(targets: &mut Targets<'_>) -> Result<(), ChaosError> {
@@ -188,6 +191,21 @@ fn start_every_replica(targets: &mut Targets<'_>) -> Result<(), ChaosError> {
         replica.start_again()?;
     }
     Ok(())
+}
+
+/// Waits up to [`IN_FLIGHT_WAIT`] for a request in flight on any replica, then into its
+/// handler; whether one was in flight.
+fn wait_in_flight_anywhere(targets: &Targets<'_>) -> bool {
+    let deadline = Instant::now() + IN_FLIGHT_WAIT;
+    let busy = || targets.in_flight.iter().any(|count| count.load(Ordering::SeqCst) > 0);
+    while !busy() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let seen = busy();
+    if seen {
+        std::thread::sleep(targets.into_handler);
+    }
+    seen
 }
 
 /// Waits up to [`IN_FLIGHT_WAIT`] for a request in flight on `replica`, then `into` more
