@@ -1,4 +1,5 @@
-//! The client's idempotency key, parsed from an `Idempotency-Key` header value.
+//! The client's idempotency key, parsed from an `Idempotency-Key` header value or taken
+//! from a message id.
 
 use std::fmt;
 use std::sync::Arc;
@@ -41,9 +42,10 @@ pub enum KeyError {
 
 /// A valid idempotency key: 1..=255 visible ASCII characters.
 ///
-/// Parse, don't validate: the only way to get a `Key` is [`Key::parse`] (or
-/// [`Key::try_from`] on a `&str`), so holding one means it is valid. Cloning is cheap
-/// (the characters are shared).
+/// Parse, don't validate: the only ways to get a `Key` are [`Key::parse`] (an
+/// `Idempotency-Key` header value; [`Key::try_from`] on a `&str` is the same) and
+/// [`Key::from_chars`] (a message id, taken as it is), so holding one means it is valid.
+/// Cloning is cheap (the characters are shared).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key(Arc<str>);
 
@@ -103,6 +105,30 @@ impl Key {
             return Err(KeyError::ForbiddenByte { byte: b' ', offset: 1 + index + escapes });
         }
         Self::from_visible(content)
+    }
+
+    /// A key from its raw characters, with no structured-field parsing: a message id
+    /// (`Nats-Msg-Id`, AMQP `message_id`) is a plain string, so a leading `"` is a
+    /// character of the key here, not a quote. The key's limits are the same as
+    /// [`Key::parse`]'s: 1..=255 characters in 0x21..=0x7E.
+    ///
+    /// Every key `from_chars` gives can also be sent as an `Idempotency-Key` (in its
+    /// [`Key::to_sf_string`] form), and names the same record there.
+    ///
+    /// # Errors
+    /// [`KeyError::Empty`], [`KeyError::TooLong`] (counting bytes, so a non-ASCII
+    /// character counts as more than one) or [`KeyError::ForbiddenByte`] (its offset in
+    /// `chars`); never [`KeyError::BadQuoting`], and never panics.
+    pub fn from_chars(chars: &str) -> Result<Key, KeyError> {
+        let bytes = chars.as_bytes();
+        if bytes.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        if bytes.len() > KEY_CHARS_MAX {
+            return Err(KeyError::TooLong { chars: bytes.len() });
+        }
+        check_visible(bytes)?;
+        Self::from_visible(bytes)
     }
 
     fn from_visible(chars: &[u8]) -> Result<Key, KeyError> {
@@ -206,5 +232,24 @@ mod tests {
         assert_eq!(Key::parse(b"\"a\\b\""), Err(KeyError::BadQuoting));
         assert_eq!(Key::parse(b"\"abc\" "), Err(KeyError::BadQuoting));
         assert_eq!(Key::parse(b"\""), Err(KeyError::BadQuoting));
+    }
+
+    #[test]
+    fn from_chars_takes_the_characters_as_they_are() {
+        // Goal: a message id is never read as a structured-field string: quotes and
+        // backslashes are characters of the key, and the key's limits still hold.
+        assert_eq!(Key::from_chars("\"abc\"").unwrap().as_str(), "\"abc\"");
+        assert_eq!(Key::from_chars("a\\b").unwrap().as_str(), "a\\b");
+        assert_eq!(Key::from_chars("\"").unwrap().as_str(), "\"");
+        assert_eq!(Key::from_chars("k").unwrap(), Key::parse(b"k").unwrap());
+        let raw = Key::from_chars("a\"b").unwrap();
+        assert_eq!(Key::parse(raw.to_sf_string().as_bytes()).unwrap(), raw, "the same record over HTTP");
+        assert!(Key::from_chars(&"a".repeat(255)).is_ok());
+        assert_eq!(Key::from_chars(&"a".repeat(256)), Err(KeyError::TooLong { chars: 256 }));
+        assert_eq!(Key::from_chars(&"a".repeat(10_000)), Err(KeyError::TooLong { chars: 10_000 }));
+        assert_eq!(Key::from_chars(""), Err(KeyError::Empty));
+        assert_eq!(Key::from_chars("a b"), Err(KeyError::ForbiddenByte { byte: b' ', offset: 1 }));
+        assert_eq!(Key::from_chars("ab\x7f"), Err(KeyError::ForbiddenByte { byte: 0x7f, offset: 2 }));
+        assert_eq!(Key::from_chars("é"), Err(KeyError::ForbiddenByte { byte: 0xc3, offset: 0 }));
     }
 }

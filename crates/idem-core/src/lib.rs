@@ -9,7 +9,9 @@
 //! It is the one place where SPEC's decision table lives ([`transition`]), and the one
 //! place where the rules around it live: [`step()`] decides everything a store does for an
 //! operation (the record to write, the fence counter, admission at the size limits, the
-//! usage totals), and [`reply`] decides what a server layer answers around a decision.
+//! usage totals), [`reply`] decides what a server layer answers around a decision, and
+//! [`consume`] what a message consumer does with one (run, ack, redeliver, dead-letter).
+//! A record holds an HTTP response or, through [`outcome`], any operation's outcome.
 //! Stores only read, call [`step()`], and write; the model checker drives the same
 //! [`MemoryState`] that [`MemoryStore`] holds.
 //!
@@ -25,14 +27,20 @@
 //!
 //! # Contents
 //!
-//! * [`key`]: [`Key::parse`], the `Idempotency-Key` header value, parsed once.
+//! * [`key`]: [`Key::parse`], the `Idempotency-Key` header value, parsed once, and
+//!   [`Key::from_chars`], a message id taken as it is.
 //! * [`record`]: [`Principal`], [`RecordId`], [`Fence`], [`StoredResponse`], [`Record`], [`Policy`].
-//! * [`fingerprint`]: [`Fingerprint`], a SHA-256 of method, path and streamed body.
+//! * [`fingerprint`]: [`Fingerprint`], a SHA-256 of method, path and streamed body, or of
+//!   a message's subject and payload ([`Fingerprint::of_message`]), never equal to each other.
+//! * [`outcome`]: [`StoredOutcome`] (bytes and their [`ContentType`]), any operation's
+//!   result, recorded as a [`StoredResponse`] of status 0 so no store changes.
 //! * [`time`]: [`Timestamp`], time as a value.
 //! * [`transition`]: the decision table: [`Decision`], [`Fenced`], [`Renewal`], [`Refusal`].
-//! * [`step`]: the store step: [`step()`], [`step::op`], [`Step`], [`StoreView`], [`Counters`].
+//! * [`mod@step`]: the store step: [`step()`], [`step::op`], [`Step`], [`StoreView`], [`Counters`].
 //! * [`usage`]: [`Usage`], [`Limits`], [`UsageDelta`]: what a store holds and may hold.
 //! * [`reply`]: [`StatusRules`], [`reply::retry_after`], [`reply::superseded`]: the layer's rules.
+//! * [`consume`]: [`consume::handle`], [`Settle`], [`Redelivery`], [`consume::check_timers`]:
+//!   the message consumer's rules (SPEC "Message consumers").
 //! * [`store`]: the [`Store`] trait every backend implements, and [`StoreError`].
 //! * [`atomic`]: [`AtomicStore`], atomic mode as one call: business writes and the
 //!   completion in one transaction, and [`CommitError`].
@@ -68,9 +76,11 @@
 
 pub mod atomic;
 pub mod clock;
+pub mod consume;
 pub mod fingerprint;
 pub mod key;
 pub mod memory;
+pub mod outcome;
 pub mod record;
 pub mod reply;
 pub mod step;
@@ -89,9 +99,11 @@ pub mod differential;
 pub use atomic::{AtomicStore, CommitError, WritesFuture};
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use consume::{DeadLetterReason, Handle, Redelivery, RedeliveryTimer, Settle, TimerError};
 pub use fingerprint::{Fingerprint, FingerprintBuilder};
 pub use key::{KEY_CHARS_MAX, Key, KeyError};
 pub use memory::{MemoryState, MemoryStore};
+pub use outcome::{ContentType, ContentTypeError, NotAnOutcome, StoredOutcome};
 pub use record::{
     Fence, LEASE_DEFAULT, Policy, PolicyError, Principal, PrincipalError, RENEWALS_PER_LEASE, Record, RecordId,
     RecordState, StoredResponse,
