@@ -47,7 +47,14 @@ enum Bug {
     UnfencedRenewal,
     /// Answers Execute when its backend fails.
     ExecutesWhenDown,
+    /// Keeps at most [`BODY_BYTES_CAP`] bytes of a body, as a too-small column would.
+    TruncatesBodies,
+    /// Refuses a status outside HTTP's 100..=599, as a codec with that check would.
+    RefusesNonHttpStatus,
 }
+
+/// The body cap of [`Bug::TruncatesBodies`]: 64 KiB, more than any case but the outcomes' 1 MiB.
+const BODY_BYTES_CAP: usize = 64 * 1024;
 
 struct Planted {
     bug: Bug,
@@ -100,6 +107,18 @@ impl Store for Planted {
         if *self.down.lock().unwrap() {
             return Err(StoreError::unavailable("down"));
         }
+        let response = match self.bug {
+            Bug::TruncatesBodies => {
+                let body = response.body.slice(..response.body.len().min(BODY_BYTES_CAP));
+                StoredResponse { body, ..response }
+            }
+            Bug::RefusesNonHttpStatus if !(100..=599).contains(&response.status) => {
+                return Err(StoreError::Corrupt {
+                    detail: format!("status {} is not an HTTP status", response.status),
+                });
+            }
+            _ => response,
+        };
         self.run(id, op::Complete { fence, response, now, policy: *policy })
     }
     async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
@@ -186,4 +205,20 @@ fn the_suite_catches_a_store_that_executes_when_down() {
     // Goal: a store that answers Execute with its backend down fails the G8 case.
     let message = failure(Bug::ExecutesWhenDown);
     assert!(message.contains("failing_backend_never_executes"), "{message}");
+}
+
+#[test]
+fn the_suite_catches_a_store_that_truncates_outcomes() {
+    // Goal: a store that keeps only the first 64 KiB of a body passes every HTTP case but
+    // fails the outcome case with its 1 MiB outcome.
+    let message = failure(Bug::TruncatesBodies);
+    assert!(message.contains("outcomes_are_stored_byte_for_byte"), "{message}");
+}
+
+#[test]
+fn the_suite_catches_a_store_that_refuses_status_zero() {
+    // Goal: a store whose codec admits only HTTP statuses fails the outcome case, so no store
+    // can keep such a check and pass while message outcomes (status 0) fail on it.
+    let message = failure(Bug::RefusesNonHttpStatus);
+    assert!(message.contains("outcomes_are_stored_byte_for_byte"), "{message}");
 }
