@@ -120,6 +120,15 @@ impl Network {
         Ok(())
     }
 
+    /// What it made, for a person: subnets, bridges, namespaces.
+    pub(crate) fn describe(&self) -> String {
+        let last = self.hosts.saturating_sub(1);
+        format!(
+            "subnets 10.77.{n}.0/24 and 10.78.{n}.0/24, bridges idemf{n} and idemb{n}, namespaces idem{n}r0..idem{n}r{last}",
+            n = self.subnet
+        )
+    }
+
     fn namespace(&self, host: usize) -> String {
         format!("idem{}r{host}", self.subnet)
     }

@@ -82,6 +82,13 @@ impl Harness {
         Ok(Harness { config, postgres, redis, disk, network, work, runs: 0 })
     }
 
+    /// What the harness made on this machine (its test network and its directory), for a
+    /// person who must clean up after a harness that was killed.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        format!("{}; directory {}", self.network.describe(), self.work.path().display())
+    }
+
     /// Where SQLite replicas journal their unsynced writes: in the harness's directory, off
     /// the SQLite disk, so a full disk fails the database's writes, not the journal's.
     fn journal_dir(&self) -> std::path::PathBuf {

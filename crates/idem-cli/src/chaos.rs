@@ -8,8 +8,12 @@ use std::ops::Range;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use idem_chaos::{Config, Harness, StoreKind, Summary};
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::signal::unix::{SignalKind, signal};
 
 /// The most seeds one sweep takes: about two days at 15 s a run.
 const SEEDS_MAX: u64 = 10_000;
@@ -78,9 +82,14 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         server_bug: args.plant_bug.map(|bug| bug.to_string()),
     };
     let mut harness = Harness::start(config)?;
+    eprintln!("idem chaos: made {}", harness.describe());
+    let interrupted = watch_interrupts();
     let bar = progress_bar(args.seeds.end - args.seeds.start);
     let mut summary = Summary::default();
     for seed in args.seeds.clone() {
+        if interrupted.load(Ordering::SeqCst) {
+            break;
+        }
         let report = harness.run(seed)?;
         bar.suspend(|| {
             if args.trace {
@@ -112,7 +121,46 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         out.push_str("(a seed replays its workload and faults, not the timing of real processes)\n");
     }
     write_stdout(&out)?;
-    Ok(if summary.failed_seeds.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    drop(harness);
+    Ok(if !summary.failed_seeds.is_empty() {
+        ExitCode::from(1)
+    } else if interrupted.load(Ordering::SeqCst) {
+        ExitCode::from(INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The exit code of a sweep stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
+const INTERRUPTED: u8 = 130;
+
+/// SIGINT and SIGTERM stop the sweep after the run in progress, so the harness's drop
+/// removes what it made (namespaces, bridges, its tmpfs, its private stores); a second
+/// one exits at once, leaving them (docs/chaos.md says how to remove them).
+fn watch_interrupts() -> Arc<AtomicBool> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&interrupted);
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async move {
+            let Ok(mut terminate) = signal(SignalKind::terminate()) else { return };
+            let Ok(mut interrupt) = signal(SignalKind::interrupt()) else { return };
+            loop {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+                if seen.swap(true, Ordering::SeqCst) {
+                    eprintln!("idem chaos: interrupted again; exiting without cleaning up");
+                    std::process::exit(i32::from(INTERRUPTED));
+                }
+                eprintln!(
+                    "idem chaos: interrupted; the run in progress finishes, then the harness removes what it made (interrupt again to exit at once)"
+                );
+            }
+        });
+    });
+    interrupted
 }
 
 /// Writes to stdout; a reader that closed the pipe early (`| head`) is not an error.

@@ -138,3 +138,57 @@ fn bad_options_exit_2_with_a_readable_message() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn an_interrupted_sweep_stops_after_its_run_and_removes_what_it_made() {
+    // Goal: SIGINT stops a sweep after the run in progress, with exit code 130, and the
+    // harness removes what it made on this machine: its namespaces, bridges, tmpfs and
+    // directory (a sweep killed outright would leave them).
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let mut sweep = Command::new(env!("CARGO_BIN_EXE_idem"))
+        .args(["chaos", "--store", "sqlite", "--seeds", "0..50", "--faults", "1", "--replicas", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the idem binary runs");
+    let stderr = sweep.stderr.take().expect("stderr is piped");
+    let (lines, made) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let line = made.recv_timeout(Duration::from_secs(60)).expect("the harness says what it made within a minute");
+    let subnet: String = line
+        .split("bridges idemf")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no bridge named in {line:?}"))
+        .to_owned();
+    let directory = line.rsplit("directory ").next().unwrap_or_default().trim().to_owned();
+    assert!(std::path::Path::new(&directory).is_dir(), "{line}");
+
+    let interrupt = Command::new("kill").args(["-INT", &sweep.id().to_string()]).status().expect("kill runs");
+    assert!(interrupt.success());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = sweep.try_wait().expect("the sweep can be waited for") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the sweep did not stop within two minutes of SIGINT");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let said: Vec<String> = made.try_iter().collect();
+    assert_eq!(status.code(), Some(130), "{said:?}");
+    assert!(said.iter().any(|line| line.contains("interrupted; the run in progress finishes")), "{said:?}");
+
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().expect("ip runs");
+    let prefix = format!("idem{subnet}r");
+    assert!(!String::from_utf8_lossy(&namespaces.stdout).lines().any(|ns| ns.starts_with(&prefix)), "{prefix}* left");
+    let bridge = Command::new("ip").args(["link", "show", &format!("idemf{subnet}")]).output().expect("ip runs");
+    assert!(!bridge.status.success(), "bridge idemf{subnet} left");
+    assert!(!std::path::Path::new(&directory).exists(), "{directory} left");
+}
