@@ -235,19 +235,7 @@ fn decide(
 ) -> (Answer, StoreEvent) {
     let id = decided_on(request).expect("only idempotency operations are decided").clone();
     let before = held(decision.record(&id));
-    let mut ev = StoreEvent {
-        replica,
-        epoch,
-        op: StoreOp::Claim,
-        id: id.clone(),
-        presented: None,
-        before,
-        fingerprint: None,
-        issued: None,
-        applied: false,
-        recorded: None,
-        answer: String::new(),
-    };
+    let mut ev = StoreEvent::new(replica, epoch, StoreOp::Claim, &id, None, before);
     let answer = match operation(request).expect("only idempotency operations are decided") {
         Operation::Claim(claim) => {
             ev.fingerprint = Some(claim.fingerprint);

@@ -62,6 +62,32 @@ pub(crate) struct StoreEvent {
     pub(crate) answer: String,
 }
 
+impl StoreEvent {
+    /// An operation as the host starts on it: nothing issued, applied or answered yet.
+    pub(crate) fn new(
+        replica: usize,
+        epoch: u32,
+        op: StoreOp,
+        id: &RecordId,
+        presented: Option<Fence>,
+        before: Held,
+    ) -> StoreEvent {
+        StoreEvent {
+            replica,
+            epoch,
+            op,
+            id: id.clone(),
+            presented,
+            before,
+            fingerprint: None,
+            issued: None,
+            applied: false,
+            recorded: None,
+            answer: String::new(),
+        }
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {

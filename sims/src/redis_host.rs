@@ -94,19 +94,7 @@ pub(crate) fn apply(state: &mut HostState, replica: usize, request: Request, rec
     let Some(redis) = state.redis.as_mut() else {
         return HostAnswer::Refused(StoreError::Corrupt { detail: "no Redis on this store host".to_owned() });
     };
-    let event = |op, id: &RecordId, presented, before| StoreEvent {
-        replica,
-        epoch,
-        op,
-        id: id.clone(),
-        presented,
-        before,
-        fingerprint: None,
-        issued: None,
-        applied: false,
-        recorded: None,
-        answer: String::new(),
-    };
+    let event = |op, id: &RecordId, presented, before| StoreEvent::new(replica, epoch, op, id, presented, before);
     let (answer, ev, payment) = match request {
         Request::Claim { id, fingerprint, now, policy } => {
             let mut ev = event(StoreOp::Claim, &id, None, before(redis, &id));

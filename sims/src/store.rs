@@ -261,19 +261,7 @@ pub(crate) fn apply(
         return crate::redis_host::apply(state, replica, request, recorder);
     }
     let epoch = state.epoch;
-    let event = |op, id: &RecordId, presented, before| StoreEvent {
-        replica,
-        epoch,
-        op,
-        id: id.clone(),
-        presented,
-        before,
-        fingerprint: None,
-        issued: None,
-        applied: false,
-        recorded: None,
-        answer: String::new(),
-    };
+    let event = |op, id: &RecordId, presented, before| StoreEvent::new(replica, epoch, op, id, presented, before);
     // The planted bug `no-fence-check`: fenced operations run with the record's fence.
     let fence_for = |state: &HostState, id: &RecordId, presented: Fence| match variant {
         Variant::NoFenceCheck => state.store.record(id).map_or(presented, |record| record.fence),
