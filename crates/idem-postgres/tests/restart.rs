@@ -2,8 +2,11 @@
 //! during the outage, its pool recovers by itself, nothing executes twice and no
 //! acknowledged completion is lost.
 //!
-//! This restarts the machine's cluster (`pg_ctlcluster <version> main restart`), which
-//! interrupts every other client of that server for about three seconds.
+//! This stops the machine's cluster (`pg_ctlcluster <version> main stop`), holds it down
+//! until a worker has been answered Unavailable (at most [`DOWN_MAX`]), and starts it again,
+//! which interrupts every other client of that server for a few seconds. Holding it down
+//! matters: a bare `restart` can be shorter than the pool's acquire timeout, and the pool
+//! then rides through it without a worker ever seeing the outage.
 
 mod common;
 
@@ -17,6 +20,18 @@ use common::{Schemas, fingerprint, id, response};
 use idem_core::{Decision, Fenced, Policy, Store, StoreError};
 use idem_postgres::PostgresStore;
 use sqlx::AssertSqlSafe;
+
+/// Longest the cluster is held down waiting for a worker to see the outage.
+const DOWN_MAX: Duration = Duration::from_secs(15);
+
+/// Runs `pg_ctlcluster <version> main <action>` on a blocking thread.
+async fn pg_ctlcluster(action: &'static str) {
+    let version = cluster_version();
+    let run =
+        tokio::task::spawn_blocking(move || Command::new("pg_ctlcluster").args([&version, "main", action]).status());
+    let status = run.await.expect("the pg_ctlcluster task ran").expect("pg_ctlcluster runs (as root or postgres)");
+    assert!(status.success(), "pg_ctlcluster {action} failed: {status}");
+}
 
 /// The cluster's version: the one directory under /etc/postgresql.
 fn cluster_version() -> String {
@@ -33,12 +48,17 @@ fn cluster_version() -> String {
 struct Tally {
     /// Keys whose business transaction (payment row + completion) committed.
     acknowledged: Vec<String>,
-    unavailable: usize,
 }
 
 /// Pays `keys` one after another through the atomic-mode recipe, retrying each key until
 /// it replays, the way a client with one Idempotency-Key per payment would.
-async fn worker(store: PostgresStore, payments: String, keys: Vec<String>, stop: Arc<AtomicBool>) -> Tally {
+async fn worker(
+    store: PostgresStore,
+    payments: String,
+    keys: Vec<String>,
+    stop: Arc<AtomicBool>,
+    unavailable: Arc<AtomicUsize>,
+) -> Tally {
     let policy = Policy::new(Duration::from_millis(500), Duration::from_secs(60)).expect("lease < retention");
     let now = idem_core::Timestamp::EPOCH; // ignored: time comes from the database
     let insert = format!("INSERT INTO {payments} (key) VALUES ($1)");
@@ -58,7 +78,7 @@ async fn worker(store: PostgresStore, payments: String, keys: Vec<String>, stop:
                 }
                 Ok(other) => panic!("{key}: unexpected {other:?}"),
                 Err(StoreError::Unavailable { .. }) => {
-                    tally.unavailable += 1;
+                    unavailable.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -79,7 +99,9 @@ async fn worker(store: PostgresStore, payments: String, keys: Vec<String>, stop:
             match paid.await {
                 Ok(true) => tally.acknowledged.push(key.clone()),
                 Ok(false) => {}
-                Err(StoreError::Unavailable { .. }) => tally.unavailable += 1,
+                Err(StoreError::Unavailable { .. }) => {
+                    unavailable.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(error) => panic!("{key}: only Unavailable is expected during a restart, got {error}"),
             }
         }
@@ -103,19 +125,23 @@ async fn restart_under_load_loses_nothing_and_runs_nothing_twice() {
         .expect("the payments table is created");
 
     let stop = Arc::new(AtomicBool::new(false));
+    let unavailable = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..4)
         .map(|w| {
             let keys = (0..100_000).map(|n| format!("w{w}-{n}")).collect();
-            tokio::spawn(worker(store.clone(), payments.clone(), keys, Arc::clone(&stop)))
+            tokio::spawn(worker(store.clone(), payments.clone(), keys, Arc::clone(&stop), Arc::clone(&unavailable)))
         })
         .collect();
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let version = cluster_version();
-    let restart =
-        tokio::task::spawn_blocking(move || Command::new("pg_ctlcluster").args([&version, "main", "restart"]).status());
-    let status = restart.await.expect("the restart task ran").expect("pg_ctlcluster runs (as root or postgres)");
-    assert!(status.success(), "pg_ctlcluster restart failed: {status}");
+    pg_ctlcluster("stop").await;
+    // Held down until a worker has seen the outage, so the Unavailable path is exercised
+    // every run; bounded, so a pool that hid the outage fails the assertion below instead.
+    let down = Instant::now();
+    while unavailable.load(Ordering::Relaxed) == 0 && down.elapsed() < DOWN_MAX {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pg_ctlcluster("start").await;
 
     // After the restart, the pool recovers by itself: a claim succeeds within a few seconds.
     let recovered = Instant::now();
@@ -136,13 +162,11 @@ async fn restart_under_load_loses_nothing_and_runs_nothing_twice() {
     stop.store(true, Ordering::Relaxed);
 
     let mut acknowledged = Vec::new();
-    let mut unavailable = 0;
     for worker in workers {
-        let tally = worker.await.expect("no worker panicked");
-        acknowledged.extend(tally.acknowledged);
-        unavailable += tally.unavailable;
+        acknowledged.extend(worker.await.expect("no worker panicked").acknowledged);
     }
-    assert!(unavailable > 0, "the restart was seen as Unavailable");
+    let unavailable = unavailable.load(Ordering::Relaxed);
+    assert!(unavailable > 0, "the outage was seen as Unavailable");
 
     let rows: Vec<(String, i64)> =
         sqlx::query_as(AssertSqlSafe(format!("SELECT key, count(*) FROM {payments} GROUP BY key")))
