@@ -1,0 +1,1 @@
+//! NATS JetStream transport for idem-consumer (in progress).

@@ -1,0 +1,1 @@
+//! Run an operation once per idempotency key (in progress).

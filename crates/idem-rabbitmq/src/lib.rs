@@ -1,0 +1,1 @@
+//! RabbitMQ transport for idem-consumer (in progress).
