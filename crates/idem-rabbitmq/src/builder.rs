@@ -97,10 +97,8 @@ impl RabbitTransportBuilder {
     /// login, or the consumer refused (no such queue).
     pub async fn connect(self) -> Result<RabbitTransport, RabbitError> {
         let queue = short_name("queue", &self.queue, false)?;
-        let prefetch = u16::try_from(self.prefetch)
-            .ok()
-            .filter(|&p| p > 0)
-            .ok_or(RabbitError::InvalidPrefetch(self.prefetch))?;
+        let prefetch =
+            u16::try_from(self.prefetch).ok().filter(|&p| p > 0).ok_or(RabbitError::InvalidPrefetch(self.prefetch))?;
         if self.consumer_timeout.is_zero() {
             return Err(RabbitError::InvalidConsumerTimeout);
         }
@@ -109,9 +107,10 @@ impl RabbitTransportBuilder {
         }
         let target = match &self.dead_letter {
             // The default exchange is the empty name, so an empty exchange is allowed.
-            Some((exchange, key)) => {
-                Some((short_name("dead-letter exchange", exchange, true)?, short_name("dead-letter routing key", key, true)?))
-            }
+            Some((exchange, key)) => Some((
+                short_name("dead-letter exchange", exchange, true)?,
+                short_name("dead-letter routing key", key, true)?,
+            )),
             None => None,
         };
         let (link, vhost) = Link::connect(self.uri, self.connection_name).await.map_err(RabbitError::Connect)?;

@@ -91,9 +91,7 @@ impl DeadLetter {
                 "the dead-letter copy was unroutable: no queue is bound to exchange {exchange:?} with key {routing_key:?}"
             ))),
             Confirmation::Nack(_) => Err(TransportError::other("the broker refused the dead-letter copy (nack)")),
-            Confirmation::NotRequested => {
-                Err(TransportError::other("the dead-letter channel is not in confirm mode"))
-            }
+            Confirmation::NotRequested => Err(TransportError::other("the dead-letter channel is not in confirm mode")),
         }
     }
 }

@@ -69,8 +69,13 @@ impl RabbitTransport {
         RabbitTransportBuilder::new(uri.into(), queue.into())
     }
 
-    pub(crate) async fn start(link: Arc<Link>, settings: Settings, dead_letter: Arc<DeadLetter>) -> lapin::Result<Self> {
-        let mut transport = RabbitTransport { link, settings, dead_letter, channel: None, consumer: None, stopped: false };
+    pub(crate) async fn start(
+        link: Arc<Link>,
+        settings: Settings,
+        dead_letter: Arc<DeadLetter>,
+    ) -> lapin::Result<Self> {
+        let mut transport =
+            RabbitTransport { link, settings, dead_letter, channel: None, consumer: None, stopped: false };
         transport.open().await?;
         Ok(transport)
     }
@@ -94,8 +99,9 @@ impl RabbitTransport {
         let channel = self.link.channel().await?;
         channel.basic_qos(self.settings.prefetch, BasicQosOptions { global: false }).await?;
         let options = BasicConsumeOptions { no_ack: false, ..BasicConsumeOptions::default() };
-        let consumer =
-            channel.basic_consume(self.settings.queue.clone(), ShortString::default(), options, FieldTable::default()).await?;
+        let consumer = channel
+            .basic_consume(self.settings.queue.clone(), ShortString::default(), options, FieldTable::default())
+            .await?;
         self.channel = Some(channel);
         self.consumer = Some(consumer);
         Ok(())
@@ -145,8 +151,18 @@ impl Transport for RabbitTransport {
             return Some(Err(error));
         }
         let consumer = self.consumer.as_mut()?;
-        match consumer.next().await {
-            Some(Ok(delivery)) => Some(Ok(RabbitDelivery::new(delivery, self.dead_letter.source.clone(), self.dead_letter.clone()))),
+        let mut next = consumer.next().await;
+        // Deliveries lapin buffered before their channel closed come out before the error;
+        // they can no longer be settled and the broker has requeued them: skip them.
+        while let Some(Ok(delivery)) = &next
+            && !delivery.acker.usable()
+        {
+            next = consumer.next().await;
+        }
+        match next {
+            Some(Ok(delivery)) => {
+                Some(Ok(RabbitDelivery::new(delivery, self.dead_letter.source.clone(), self.dead_letter.clone())))
+            }
             Some(Err(error)) => {
                 tracing::warn!(target: "idem_rabbitmq", source = %self.source(), %error, "the consumer's channel closed; the broker requeued its unsettled deliveries");
                 self.lost();
