@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own subset
 
+pub mod pg;
+
 use std::future::Future;
 use std::process::Command;
 use std::time::Duration;
@@ -190,4 +192,22 @@ pub fn close_connection(name: &str) {
         .expect("rabbitmqctl runs")
         .status;
     assert!(status.success(), "rabbitmqctl close_connection {pid}");
+}
+
+/// Waits (at most `max`, checking every 100 ms) until `check` answers `Ok`; fails with
+/// `what` and the last `Err` it answered.
+pub async fn until<F, Fut>(max: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + max;
+    loop {
+        let last = match check().await {
+            Ok(()) => return,
+            Err(last) => last,
+        };
+        assert!(tokio::time::Instant::now() < deadline, "waited {max:?} for {what}; last saw {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
