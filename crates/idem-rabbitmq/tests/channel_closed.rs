@@ -22,8 +22,11 @@ use support::{Gate, Payments, Running};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A counter's value with exactly these labels.
-fn counter(snapshot: &[(String, Vec<(String, String)>, u64)], name: &str, labels: &[(&str, &str)]) -> u64 {
+/// A counter: its name, its labels and its value.
+type Counter = (String, Vec<(String, String)>, u64);
+
+/// The sum of the counters named `name` that carry all of `labels`.
+fn counter(snapshot: &[Counter], name: &str, labels: &[(&str, &str)]) -> u64 {
     snapshot
         .iter()
         .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
@@ -31,7 +34,7 @@ fn counter(snapshot: &[(String, Vec<(String, String)>, u64)], name: &str, labels
         .sum()
 }
 
-fn counters(snapshotter: &Snapshotter) -> Vec<(String, Vec<(String, String)>, u64)> {
+fn counters(snapshotter: &Snapshotter) -> Vec<Counter> {
     snapshotter
         .snapshot()
         .into_vec()
