@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::consumer::pull::{MessagesErrorKind, Stream};
 use async_nats::jetstream::context::Context;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use idem_consumer::{Transport, TransportError};
 use idem_core::RedeliveryTimer;
 
@@ -54,13 +55,8 @@ impl NatsTransport {
             consumer: consumer.to_owned(),
             source,
         };
-        let pull: PullConsumer = js
-            .get_stream(stream)
-            .await
-            .map_err(|e| lookup(e.into()))?
-            .get_consumer(consumer)
-            .await
-            .map_err(lookup)?;
+        let pull: PullConsumer =
+            js.get_stream(stream).await.map_err(|e| lookup(e.into()))?.get_consumer(consumer).await.map_err(lookup)?;
         NatsTransport::new(js, pull, options).await
     }
 
@@ -164,10 +160,19 @@ impl Transport for NatsTransport {
     }
 
     async fn stop(&mut self) {
-        // Dropping the pull stream stops its pull requests. Messages the server already
-        // sent for them and nobody took come back after `ack_wait`, as a crash's would.
+        // Dropping the pull stream unsubscribes its inbox, which ends its pull requests on
+        // the server. Messages already in the client's buffer were delivered to nobody:
+        // give them back at once (nothing ran) rather than leave them to their `ack_wait`.
         self.stopped = true;
-        self.messages = None;
+        let Some(mut messages) = self.messages.take() else { return };
+        let mut given_back = 0_usize;
+        while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+            if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
+                tracing::debug!(target: "idem_nats", %error, "a buffered message was not given back; it returns after ack_wait");
+            }
+            given_back += 1;
+        }
+        tracing::debug!(target: "idem_nats", given_back, "stopped pulling");
     }
 
     fn redelivery_timer(&self) -> RedeliveryTimer {

@@ -171,3 +171,37 @@ async fn dead_letter_without_a_subject_terminates() {
     fixture.until_settled("app", WAIT).await;
     nothing_until(&mut transport, Instant::now() + Duration::from_secs(2), "a terminated message came back").await;
 }
+
+#[tokio::test]
+async fn stop_gives_back_what_the_client_buffered() {
+    let fixture = Fixture::new("stop").await;
+    // A long ack wait: only the give-back can make the buffered messages pending again soon.
+    let consumer = fixture.consumer("app", Duration::from_secs(60)).await;
+    let options = NatsOptions::default().in_flight_max(5);
+    let mut transport = NatsTransport::new(&fixture.js, consumer, options).await.expect("transport");
+    for n in 0..5 {
+        fixture.publish(&fixture.subject("p"), b"x", Some(&format!("s-{n}"))).await;
+    }
+    let taken = next_within(&mut transport, WAIT, "the first message").await;
+    let all_delivered =
+        common::poll_until(WAIT, || async { fixture.consumer_info("app").await.num_ack_pending == 5 }).await;
+    assert!(all_delivered, "the server delivered all 5 to the client's buffer within {WAIT:?}");
+
+    transport.stop().await;
+    assert!(transport.next().await.is_none(), "a stopped transport delivers nothing more");
+    // A naked message counts as unacked until redelivered; another transport gets the 4
+    // back at once, as second deliveries, long before their 60 s ack wait.
+    let mut other =
+        NatsTransport::open(&fixture.js, &fixture.stream, "app", NatsOptions::default()).await.expect("open");
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let back = next_within(&mut other, WAIT, "a buffered message given back by stop").await;
+        assert_eq!(back.attempt(), Some(2));
+        ids.push(back.message_id().map(str::to_owned));
+        back.ack().await.expect("ack");
+    }
+    ids.sort();
+    assert!(!ids.contains(&taken.message_id().map(str::to_owned)), "the taken one is not given back: {ids:?}");
+    taken.ack().await.expect("a delivery handed out before stop can still be settled");
+    fixture.until_settled("app", WAIT).await;
+}
