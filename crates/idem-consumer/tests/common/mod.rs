@@ -1,0 +1,149 @@
+//! Shared test parts: a clock on tokio's (paused) timer, a store that can be taken down,
+//! a counting handler, and a bounded wait for the broker to settle everything.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use idem_consumer::testing::MemoryBroker;
+use idem_consumer::{ClaimScope, Handler, Message};
+use idem_core::{
+    Clock, Decision, Fence, Fenced, Fingerprint, MemoryStore, Policy, Record, RecordId, Renewal, Store, StoreError,
+    StoredOutcome, StoredResponse, Timestamp,
+};
+use tokio::time::Instant;
+
+pub(crate) const LEASE: Duration = Duration::from_secs(3);
+/// The recommended ack wait for [`LEASE`]: a lease and a renewal interval.
+pub(crate) const ACK_WAIT: Duration = Duration::from_secs(4);
+
+pub(crate) fn policy() -> Policy {
+    Policy::new(LEASE, Duration::from_secs(3600)).expect("lease < retention")
+}
+
+/// Time read off tokio's timer, so paused time drives the store's clock too.
+pub(crate) struct TokioClock(Instant);
+
+impl Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_unix_ms(1_000_000 + self.0.elapsed().as_millis() as u64)
+    }
+}
+
+pub(crate) fn clock() -> Arc<dyn Clock> {
+    Arc::new(TokioClock(Instant::now()))
+}
+
+/// Waits (in tokio time, paused in these tests) until every message is acked or
+/// dead-lettered; at most `limit`, then fails saying what is left.
+pub(crate) async fn until_settled(broker: &MemoryBroker, limit: Duration) {
+    let step = Duration::from_millis(50);
+    for _ in 0..(limit.as_millis() / step.as_millis()) {
+        if broker.all_settled() {
+            return;
+        }
+        tokio::time::sleep(step).await;
+    }
+    panic!("not every message settled within {limit:?}: {:#?}", broker.messages());
+}
+
+/// The side effect: counts runs per key (G1 is "at most one per key").
+#[derive(Default)]
+pub(crate) struct Payments {
+    pub(crate) effects: Mutex<BTreeMap<String, u32>>,
+    pub(crate) replayed: Mutex<Vec<(String, StoredOutcome)>>,
+    pub(crate) runs: AtomicU32,
+    /// Fails this many runs before succeeding.
+    pub(crate) failures_left: AtomicU32,
+    /// How long a run takes.
+    pub(crate) delay: Mutex<Duration>,
+}
+
+impl Payments {
+    pub(crate) fn effects(&self) -> BTreeMap<String, u32> {
+        self.effects.lock().expect("not poisoned").clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the payment service failed")]
+pub(crate) struct PaymentFailed;
+
+impl Handler for Payments {
+    type Error = PaymentFailed;
+
+    async fn handle(&self, message: &Message<'_>, _claim: &ClaimScope) -> Result<StoredOutcome, PaymentFailed> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        let delay = *self.delay.lock().expect("not poisoned");
+        tokio::time::sleep(delay).await;
+        if self.failures_left.load(Ordering::SeqCst) > 0 {
+            self.failures_left.fetch_sub(1, Ordering::SeqCst);
+            return Err(PaymentFailed);
+        }
+        let key = message.id().key.as_str().to_owned();
+        *self.effects.lock().expect("not poisoned").entry(key.clone()).or_default() += 1;
+        Ok(StoredOutcome::bytes(format!("receipt for {key}: {}", String::from_utf8_lossy(message.payload()))))
+    }
+
+    async fn replayed(&self, message: &Message<'_>, outcome: &StoredOutcome) {
+        let key = message.id().key.as_str().to_owned();
+        self.replayed.lock().expect("not poisoned").push((key, outcome.clone()));
+    }
+}
+
+/// The in-memory store, with every call failing while `down` is set, or only completions.
+#[derive(Default)]
+pub(crate) struct FlakyStore {
+    pub(crate) inner: MemoryStore,
+    pub(crate) down: AtomicBool,
+    pub(crate) complete_down: AtomicBool,
+}
+
+fn unavailable() -> StoreError {
+    StoreError::unavailable("the test took the store down")
+}
+
+impl FlakyStore {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) { Err(unavailable()) } else { Ok(()) }
+    }
+}
+
+impl Store for FlakyStore {
+    async fn claim(&self, id: &RecordId, f: &Fingerprint, now: Timestamp, p: &Policy) -> Result<Decision, StoreError> {
+        self.check()?;
+        self.inner.claim(id, f, now, p).await
+    }
+    async fn complete(
+        &self,
+        id: &RecordId,
+        fence: Fence,
+        r: StoredResponse,
+        now: Timestamp,
+        p: &Policy,
+    ) -> Result<Fenced, StoreError> {
+        self.check()?;
+        if self.complete_down.load(Ordering::SeqCst) {
+            return Err(unavailable());
+        }
+        self.inner.complete(id, fence, r, now, p).await
+    }
+    async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
+        self.check()?;
+        self.inner.release(id, fence).await
+    }
+    async fn renew(&self, id: &RecordId, fence: Fence, now: Timestamp, p: &Policy) -> Result<Renewal, StoreError> {
+        self.check()?;
+        self.inner.renew(id, fence, now, p).await
+    }
+    async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        self.check()?;
+        self.inner.get(id).await
+    }
+    async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
+        self.inner.purge_expired(now, batch_max).await
+    }
+}
