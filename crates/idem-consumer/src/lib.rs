@@ -17,7 +17,7 @@
 //! An ack is sent only after the completion committed. Every rule is idem-core's
 //! ([`idem_core::consume`]); this crate is the I/O around them, over the small
 //! [`Transport`] trait that idem-nats, idem-rabbitmq, the simulation and
-//! [`testing::MemoryBroker`] implement.
+//! `testing::MemoryBroker` (feature `testing`) implement.
 //!
 //! Guarantees (SPEC G1-G8 read with "message" for "request" and "ack" for "answer"): in
 //! atomic mode ([`ConsumerBuilder::atomic`], SQLite and PostgreSQL) the side effect commits

@@ -1,5 +1,5 @@
 //! The small trait a broker adapter implements (idem-nats, idem-rabbitmq, the simulation's
-//! broker, [`crate::testing::MemoryTransport`]), so every one of them runs the same consumer
+//! broker, `testing::MemoryTransport` with feature `testing`), so every one of them runs the same consumer
 //! code ([`crate::Consumer`]).
 //!
 //! A [`Transport`] hands out [`Delivery`]s; a delivery says what the message is
