@@ -113,9 +113,13 @@
 //! * [`spawn`], [`verdicts`], [`shortest_discovery`]: run a check, read its verdicts.
 //! * [`story()`]: a counterexample as numbered, readable lines, rendered from the
 //!   [`StoryEvent`]s each step tells ([`IdemModel::events`]).
+//! * [`consumer`]: the consumer configuration (SPEC "Message consumers"): [`ConsumerModel`]
+//!   over the same store half, driving idem-core's `consume` rules; [`spawn_consumer`],
+//!   [`consumer_verdicts`], [`consumer_story`].
 
 mod checking;
 mod config;
+pub mod consumer;
 mod ghost;
 mod model;
 pub mod properties;
@@ -128,6 +132,10 @@ pub use checking::{
 pub use config::{
     ACTORS_MAX, ATTEMPTS_MAX, CLIENT_TIME_MAX, ClientPolicy, Config, ConfigError, FAULTS_MAX, HANDLER_TIME_DEFAULT,
     Mode, NetworkKind, SLOW_HANDLER_TIME_DEFAULT, Variant,
+};
+pub use consumer::{
+    BrokerKind, ConsumerAction, ConsumerChecker, ConsumerConfig, ConsumerFaults, ConsumerModel, ConsumerState,
+    ConsumerVariant, consumer_story, consumer_verdicts, shortest_consumer_discovery, spawn_consumer,
 };
 pub use model::{Action, FAILURE_STATUS, IdemModel, LONG_LEASE, Operation, POLICY};
 pub use state::{

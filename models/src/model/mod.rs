@@ -19,7 +19,7 @@ mod faults;
 mod handler;
 mod network;
 mod server;
-mod store;
+pub(crate) mod store;
 mod time;
 
 use std::collections::{BTreeMap, BTreeSet};

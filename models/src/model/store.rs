@@ -2,12 +2,12 @@
 //! can be reached, what its disk holds (for store crashes), and expiry.
 
 use idem_core::step::{self, Operation as StoreOperation, StepError};
-use idem_core::{Fence, Record, RecordState, Timestamp};
+use idem_core::{Fence, MemoryState, Record, RecordId, RecordState, Timestamp};
 
 use super::{IdemModel, Tell, slot_index};
 use crate::config::{Mode, Variant};
 use crate::model::Action;
-use crate::state::{Broken, Durable, Message, OpIndex, ServerIndex, Slot, SlotGhost, State};
+use crate::state::{Broken, Durable, Message, OpIndex, ServerIndex, Slot, SlotGhost, State, Store};
 use crate::story::{FenceCounter, Held, StoryEvent};
 
 /// Purge at most this many records per expiry step (the model holds at most 17).
@@ -63,24 +63,13 @@ impl IdemModel {
         believed: Option<&Record>,
         operation: O,
     ) -> Result<O::Answer, StepError> {
-        let id = self.slot_id(slot);
-        match believed {
-            None => state.store.memory.run(id, operation),
-            Some(believed) => {
-                let mut view = state.store.memory.view(id);
-                view.record = Some(believed);
-                let step = step::step(id, &view, operation)?;
-                Ok(state.store.memory.commit(id, step))
-            }
-        }
+        run_on(&mut state.store.memory, self.slot_id(slot), believed, operation)
     }
 
     /// Whether the store call about to be made fails for an outage. An outage fails one
     /// call and is over: a longer one is several outages.
     pub(super) fn store_call_fails(state: &mut State) -> bool {
-        let down = !state.store.up;
-        state.store.up = true;
-        down
+        call_fails(&mut state.store)
     }
 
     /// The current claim of the store's record for `slot`: its fence and lease end.
@@ -259,6 +248,33 @@ impl IdemModel {
         }
         tell.tell(|| StoryEvent::Purged { at: forgettable_at, slot, purged });
     }
+}
+
+/// Runs `operation` on record `id` through idem-core's store step. `believed` (a
+/// check-then-act bug) replaces the record the step reads. Shared by both models.
+pub(crate) fn run_on<O: StoreOperation>(
+    memory: &mut MemoryState,
+    id: &RecordId,
+    believed: Option<&Record>,
+    operation: O,
+) -> Result<O::Answer, StepError> {
+    match believed {
+        None => memory.run(id, operation),
+        Some(believed) => {
+            let mut view = memory.view(id);
+            view.record = Some(believed);
+            let step = step::step(id, &view, operation)?;
+            Ok(memory.commit(id, step))
+        }
+    }
+}
+
+/// Whether the store call about to be made fails for an outage. An outage fails one call
+/// and is over: a longer one is several outages. Shared by both models.
+pub(crate) fn call_fails(store: &mut Store) -> bool {
+    let down = !store.up;
+    store.up = true;
+    down
 }
 
 /// A record as the story of a store crash tells it.

@@ -385,7 +385,7 @@ fn held(record: Held) -> String {
     }
 }
 
-fn fence_name(fence: Fence) -> String {
+pub(crate) fn fence_name(fence: Fence) -> String {
     format!("f{}", fence.get())
 }
 
@@ -399,11 +399,11 @@ fn decimal_seconds(ms: u64) -> String {
     }
 }
 
-fn seconds(duration: Duration) -> String {
+pub(crate) fn seconds(duration: Duration) -> String {
     format!("{} s", decimal_seconds(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)))
 }
 
-fn time(at: Timestamp) -> String {
+pub(crate) fn time(at: Timestamp) -> String {
     format!("t={}s", decimal_seconds(at.unix_ms()))
 }
 
