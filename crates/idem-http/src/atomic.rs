@@ -80,7 +80,7 @@
 //! ```
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -210,37 +210,7 @@ impl std::fmt::Debug for ClaimContext {
     }
 }
 
-/// The claim as its renewals left it, shared by the layer's renewal and the handler's
-/// [`ClaimContext`].
-#[derive(Debug)]
-pub(crate) struct LeaseState {
-    expires_at_ms: AtomicU64,
-    lost: AtomicBool,
-}
-
-impl LeaseState {
-    pub(crate) fn new(expires_at: Timestamp) -> LeaseState {
-        LeaseState { expires_at_ms: AtomicU64::new(expires_at.unix_ms()), lost: AtomicBool::new(false) }
-    }
-
-    pub(crate) fn expires_at(&self) -> Timestamp {
-        Timestamp::from_unix_ms(self.expires_at_ms.load(Ordering::SeqCst))
-    }
-
-    /// A renewal moved the lease's end to `expires_at` (a renewal never shortens it).
-    pub(crate) fn renewed(&self, expires_at: Timestamp) {
-        self.expires_at_ms.fetch_max(expires_at.unix_ms(), Ordering::SeqCst);
-    }
-
-    pub(crate) fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
-    }
-
-    /// A renewal was refused: the claim belongs to another request now, for good (G3).
-    pub(crate) fn lose(&self) {
-        self.lost.store(true, Ordering::SeqCst);
-    }
-}
+pub(crate) use idem_once::LeaseState;
 
 /// What [`crate::Claim::commit`] did with a claim, shared by the handler's
 /// [`ClaimContext`] and the layer. The layer reads it when the handler returns, to tell a

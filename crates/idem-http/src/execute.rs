@@ -11,7 +11,6 @@
 //! request keeps waiting ([`reply::keep_waiting`]), and what an execution that lost its
 //! claim answers ([`reply::superseded`]). This module does the I/O around them.
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,22 +21,21 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use idem_core::reply::{self, Disposition, Superseded};
-use idem_core::{Claim, Decision, Fenced, Fingerprint, RecordId, Refusal, Renewal, Store, StoreError, StoredResponse};
-use tokio::time::{Instant, MissedTickBehavior};
+use idem_core::{Claim, Decision, Fenced, Fingerprint, RecordId, Store, StoreError, StoredResponse};
+use tokio::time::Instant;
 use tower::Service;
 use tracing::Span;
 
-use crate::atomic::{Commit, CommitState, LeaseState, NothingCommitted};
+use crate::atomic::{Commit, CommitState, NothingCommitted};
 use crate::body::{Body, BoxError, NotKept, ReadError, ResponseRead, full, read_bounded, read_to_keep};
 use crate::config::{Config, ConflictPolicy, WAIT_MAX};
 use crate::headers::IDEMPOTENT_REPLAYED;
 use crate::problem::kinds;
 use crate::{ClaimContext, CompletedInTransaction, Outcome, Problem, observe, service};
+use idem_once::LeaseState;
+use idem_once::record::{self, Released};
+use idem_once::renew::{Renewing, while_renewing};
 
-/// Attempts at recording a response before giving up (the first plus retries).
-const COMPLETE_ATTEMPTS_MAX: u32 = 3;
-/// Pause before the first retry of a completion; doubled before each further one.
-const COMPLETE_RETRY_FIRST: Duration = Duration::from_millis(50);
 /// First pause of a waiting request between looks at the store; doubled up to [`WAIT_POLL_MAX`].
 const WAIT_POLL_FIRST: Duration = Duration::from_millis(10);
 /// Longest pause of a waiting request between looks at the store.
@@ -231,7 +229,16 @@ where
     #[cfg(feature = "axum")]
     request.extensions_mut().insert(crate::claim::ClaimStore(Arc::clone(&keyed.store)));
 
-    let ran = while_renewing(keyed, claim, &lease, run_handler(keyed, inner, request, &commit)).await;
+    let renewing = Renewing {
+        store: &*keyed.store,
+        id: &keyed.id,
+        fence: claim.fence,
+        policy: &config.policy,
+        clock: &*config.clock,
+        lease: &lease,
+        execution_max: None,
+    };
+    let ran = while_renewing(renewing, &(), run_handler(keyed, inner, request, &commit)).await;
 
     if let Ran::CompletedInTransaction(Fenced::Applied, response) = ran {
         // The store recorded this very response under this claim's fence: it is the answer.
@@ -260,7 +267,7 @@ where
             // before the panic can run again on retry (documented on `Idempotency`).
             tracing::error!(key = keyed.id.key.as_str(), "handler panicked; releasing the claim");
             Ok(match release(keyed, claim).await {
-                Released::Stale => superseded(keyed, fingerprint).await,
+                Released::Stale | Released::CompletedByThisClaim => superseded(keyed, fingerprint).await,
                 Released::Yes | Released::Failed => {
                     (config.answer(kinds::handler_failed("the handler failed")), Outcome::Released)
                 }
@@ -280,7 +287,7 @@ where
             }
             // Nothing was committed: give the claim back, as for a 5xx, so a retry runs again.
             Ok(match release(keyed, claim).await {
-                Released::Stale => superseded(keyed, fingerprint).await,
+                Released::Stale | Released::CompletedByThisClaim => superseded(keyed, fingerprint).await,
                 Released::Yes | Released::Failed => {
                     let detail = "the handler's commit committed nothing, and it answered another response";
                     (config.answer(kinds::handler_failed(detail)), Outcome::Released)
@@ -292,7 +299,7 @@ where
             Ok(superseded(keyed, fingerprint).await)
         }
         Ran::Release(response) => Ok(match release(keyed, claim).await {
-            Released::Stale => superseded(keyed, fingerprint).await,
+            Released::Stale | Released::CompletedByThisClaim => superseded(keyed, fingerprint).await,
             Released::Yes | Released::Failed => (response, Outcome::Released),
         }),
         Ran::Unrecordable(problem, outcome) => Ok(record_problem(keyed, fingerprint, claim, problem, outcome).await),
@@ -363,63 +370,6 @@ where
             tracing::error!(key, %error, "handler's response body failed; recording a problem instead");
             let problem = kinds::handler_failed("the handler's response body failed after its status was sent");
             Ran::Unrecordable(problem, Outcome::Executed)
-        }
-    }
-}
-
-/// Runs `work` to its end while renewing `claim` every [`idem_core::Policy::renew_every`]
-/// on the runtime's timer (which tokio's paused time and turmoil drive). The renewal never
-/// cuts `work` short: it stops when `work` ends, or earlier when a renewal is refused.
-async fn while_renewing<St: Store, T>(
-    keyed: &Keyed<St>,
-    claim: Claim,
-    lease: &LeaseState,
-    work: impl Future<Output = T>,
-) -> T {
-    let renewing = async {
-        renew_until_refused(keyed, claim, lease).await;
-        // Nothing left to renew; the work still runs to its end.
-        std::future::pending::<()>().await;
-    };
-    tokio::select! {
-        biased;
-        output = work => output,
-        () = renewing => unreachable!("renewing ends only by pending forever"),
-    }
-}
-
-/// Renews `claim` at each tick until the store refuses; a store error is logged and the
-/// renewal tried again at the next tick (two failures in a row still leave a third of the
-/// lease). Loops as long as the handler runs (each turn waits a tick): a slow handler
-/// keeps its claim however long it takes.
-async fn renew_until_refused<St: Store>(keyed: &Keyed<St>, claim: Claim, lease: &LeaseState) {
-    let (config, id) = (&keyed.config, &keyed.id);
-    let every = config.policy.renew_every();
-    debug_assert!(!every.is_zero(), "a lease is at least 1 ms, so a third of it is not zero");
-    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        match observe::store("renew", keyed.store.renew(id, claim.fence, config.clock.now(), &config.policy).await) {
-            Ok(Renewal::Renewed { lease_expires_at }) => lease.renewed(lease_expires_at),
-            Ok(Renewal::Refused(Refusal::AlreadyCompleted { completed_by })) if completed_by == claim.fence => {
-                // The handler completed the record itself (atomic mode) and is about to
-                // return: the claim is done, not lost.
-                return;
-            }
-            Ok(Renewal::Refused(refusal)) => {
-                tracing::warn!(
-                    key = id.key.as_str(),
-                    fence = ?claim.fence,
-                    %refusal,
-                    "renewal refused: another request took the claim over; this execution will not answer its response"
-                );
-                lease.lose();
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(key = id.key.as_str(), %error, "could not renew the claim; trying again at the next tick");
-            }
         }
     }
 }
@@ -496,46 +446,15 @@ async fn record_problem<St: Store>(
     }
 }
 
-/// Records `stored` for `claim`, retrying a store that is unavailable a bounded number of
-/// times (a completion is idempotent per fence, so a retry after a lost answer is safe).
+/// Records `stored` for `claim`, with idem-once's bounded retries.
 async fn complete<St: Store>(keyed: &Keyed<St>, claim: Claim, stored: StoredResponse) -> Result<Fenced, StoreError> {
-    let (config, store, id) = (&keyed.config, &keyed.store, &keyed.id);
-    let mut pause = COMPLETE_RETRY_FIRST;
-    let mut attempt = 1;
-    loop {
-        let now = config.clock.now();
-        match observe::store("complete", store.complete(id, claim.fence, stored.clone(), now, &config.policy).await) {
-            Err(StoreError::Unavailable { source, .. }) if attempt < COMPLETE_ATTEMPTS_MAX => {
-                tracing::warn!(key = id.key.as_str(), attempt, error = %source, "completion failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
+    let config = &keyed.config;
+    record::complete(&*keyed.store, &keyed.id, claim.fence, stored, &*config.clock, &config.policy).await
 }
 
-/// Whether a release took effect.
-enum Released {
-    /// The claim is given back.
-    Yes,
-    /// The claim had been taken over (or the record completed by another claim).
-    Stale,
-    /// The store failed or had nothing; the claim, if any, lapses with its lease.
-    Failed,
-}
-
+/// Gives the claim back; what the store answered.
 async fn release<St: Store>(keyed: &Keyed<St>, claim: Claim) -> Released {
-    match observe::store("release", keyed.store.release(&keyed.id, claim.fence).await) {
-        Ok(Fenced::Applied) => Released::Yes,
-        Ok(Fenced::Refused(idem_core::Refusal::NoRecord)) => Released::Failed,
-        Ok(Fenced::Refused(_)) => Released::Stale,
-        Err(error) => {
-            tracing::warn!(key = keyed.id.key.as_str(), %error, "could not release the claim; it lapses with its lease");
-            Released::Failed
-        }
-    }
+    record::release(&*keyed.store, &keyed.id, claim.fence).await
 }
 
 /// This execution lost its claim, so its response must not be answered (G2): answer what

@@ -38,8 +38,9 @@ use crate::Outcome;
 pub const REQUESTS_TOTAL: &str = "idem_requests_total";
 /// Histogram of the time to the response head, in seconds, label `outcome`.
 pub const REQUEST_DURATION_SECONDS: &str = "idem_request_duration_seconds";
-/// Counter of failed store calls, labels `operation` and `error`.
-pub const STORE_ERRORS_TOTAL: &str = "idem_store_errors_total";
+/// Counter of failed store calls, labels `operation` and `error` (idem-once's, shared by
+/// every adapter).
+pub const STORE_ERRORS_TOTAL: &str = idem_once::observe::STORE_ERRORS_TOTAL;
 /// Counter of expired records the layer's purge forgot ([`crate::purge`]).
 pub const PURGED_RECORDS_TOTAL: &str = "idem_purged_records_total";
 
@@ -96,13 +97,5 @@ pub(crate) fn answered(span: Option<&Span>, outcome: Outcome, status: Option<u16
 
 /// Counts a failed store call and hands the result back unchanged.
 pub(crate) fn store<T>(operation: &'static str, result: Result<T, StoreError>) -> Result<T, StoreError> {
-    if let Err(error) = &result {
-        let kind = match error {
-            StoreError::Unavailable { .. } => "unavailable",
-            StoreError::Full { .. } => "full",
-            StoreError::Corrupt { .. } => "corrupt",
-        };
-        metrics::counter!(STORE_ERRORS_TOTAL, "operation" => operation, "error" => kind).increment(1);
-    }
-    result
+    idem_once::observe::store(operation, result)
 }
