@@ -1,23 +1,55 @@
-//! `idem check`: model-check the protocol and print a verdict per property.
+//! `idem check`: model-check the protocol and print a verdict per property; with
+//! `--consumer`, the consumer configuration (message consumers on a broker) instead.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use idem_model::{Config, Mode, NetworkKind, Outcome, RunningChecker, Search, Strategy, Verdict};
+use idem_model::{BrokerKind, Config, ConsumerConfig, Mode, NetworkKind, Outcome, Search, Strategy, Verdict};
+use stateright::{Checker, Model};
 
-use crate::model_options::ModelOptions;
+use crate::model_options::{ConsumerOptions, ModelOptions};
 
 /// How often the progress line on stderr is refreshed.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// How often to look whether the checker is done (small runs end in milliseconds).
 const POLL_EVERY: Duration = Duration::from_millis(10);
 
+/// The HTTP model's options that mean nothing to the consumer model.
+const HTTP_ONLY: [&str; 19] = [
+    "clients",
+    "servers",
+    "ops_per_client",
+    "key_reuse",
+    "no_key_reuse",
+    "slow",
+    "handler_time",
+    "slow_time",
+    "network",
+    "network_faults",
+    "delays",
+    "purges",
+    "skew",
+    "no_renewals",
+    "progress_faults",
+    "attempts",
+    "deadline",
+    "attempt_timeout",
+    "store_crashes",
+];
+
 /// Options of `idem check`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     #[command(flatten)]
     model: ModelOptions,
+    /// Check the consumer configuration instead: message consumers on a broker, guarded by
+    /// idem-core's consume rules (takes --consumers, --messages, --broker, ... and the shared
+    /// --crashes, --lapses, --outages, --failures, --mode, --variant).
+    #[arg(long, conflicts_with_all = HTTP_ONLY)]
+    consumer: bool,
+    #[command(flatten)]
+    consumer_options: ConsumerOptions,
     /// Store crashes: the store loses the writes not yet on disk (claims, renewals and
     /// releases commit without waiting for it; a completion waits) and restarts at once.
     #[arg(long, default_value_t = Config::default().store_crashes)]
@@ -46,8 +78,15 @@ pub(crate) struct Args {
 
 impl Args {
     /// The configuration to check: the model options, and the store crashes.
-    fn config(&self) -> Config {
-        Config { store_crashes: self.store_crashes, ..self.model.config() }
+    fn config(&self) -> Result<Config, idem_model::ConfigError> {
+        Ok(Config { store_crashes: self.store_crashes, ..self.model.config()? })
+    }
+
+    /// The search the options ask for.
+    fn search(&self) -> Search {
+        let threads = self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let symmetry = self.symmetry || (self.strategy == Strategy::Dfs && !self.no_symmetry);
+        Search { strategy: self.strategy, symmetry, threads, depth_max: self.depth }
     }
 }
 
@@ -61,13 +100,42 @@ fn parse_strategy(given: &str) -> Result<Strategy, String> {
 
 /// Runs the check; exit code 1 when a property is violated.
 pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let config = args.config();
+    if args.consumer {
+        return run_consumer(args);
+    }
+    let config = args.config()?;
     let model = config.clone().into_model()?;
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let symmetry = args.symmetry || (args.strategy == Strategy::Dfs && !args.no_symmetry);
-    let search = Search { strategy: args.strategy, symmetry, threads, depth_max: args.depth };
+    let search = args.search();
     let started = Instant::now();
     let mut checker = idem_model::spawn(model, search)?;
+    let elapsed = wait(&*checker, started);
+    idem_model::join(&mut checker);
+    let verdicts = idem_model::verdicts(&checker, args.examples);
+    let summary = summary(&*checker, elapsed);
+    report(&describe(&config, search), &summary, &verdicts, args.examples, |p| not_reached_because(p, &config))
+}
+
+/// Runs the consumer configuration's check; exit code 1 when a property is violated.
+fn run_consumer(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let config = args.model.consumer_config(&args.consumer_options)?;
+    let model = config.clone().into_model()?;
+    let search = args.search();
+    let started = Instant::now();
+    let mut checker = idem_model::spawn_consumer(model, search)?;
+    let elapsed = wait(&*checker, started);
+    for handle in checker.handles() {
+        if let Err(panic) = handle.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+    let verdicts = idem_model::consumer_verdicts(&checker, args.examples);
+    let summary = summary(&*checker, elapsed);
+    let describe = describe_consumer(&config, search);
+    report(&describe, &summary, &verdicts, args.examples, |p| consumer_not_reached_because(p, &config))
+}
+
+/// Waits for the checker, showing its progress on stderr; returns the time it took.
+fn wait<M: Model>(checker: &dyn Checker<M>, started: Instant) -> Duration {
     // On a terminal the progress line rewrites itself; in a log it appears every few seconds.
     let terminal = std::io::stderr().is_terminal();
     let every = if terminal { PROGRESS_EVERY } else { PROGRESS_EVERY * 10 };
@@ -75,7 +143,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     while !checker.is_done() {
         std::thread::sleep(POLL_EVERY);
         if shown.elapsed() >= every {
-            let line = progress(&checker, started.elapsed());
+            let line = progress(checker, started.elapsed());
             if terminal {
                 eprint!("\r{line}   ")
             } else {
@@ -84,21 +152,31 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             shown = Instant::now();
         }
     }
-    idem_model::join(&mut checker);
     let elapsed = started.elapsed();
     if terminal {
         eprint!("\r{}\r", " ".repeat(100));
     }
-    let verdicts = idem_model::verdicts(&checker, args.examples);
+    elapsed
+}
+
+/// Prints the configuration, the summary, the verdicts and every story; exit code 1 when a
+/// property is violated.
+fn report(
+    describe: &str,
+    summary: &str,
+    verdicts: &[Verdict],
+    examples: bool,
+    not_reached: impl Fn(&str) -> Option<&'static str>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", describe(&config, search))?;
-    writeln!(out, "{}", summary(&checker, elapsed))?;
+    writeln!(out, "{describe}")?;
+    writeln!(out, "{summary}")?;
     writeln!(out)?;
-    write_table(&mut out, &verdicts, &config, args.examples)?;
+    write_table(&mut out, verdicts, examples, not_reached)?;
     if verdicts.iter().any(Verdict::is_violation) {
         writeln!(out, "\nA path ends at its first violation, so \"holds\" above covers the paths up to a violation.")?;
     }
-    for verdict in &verdicts {
+    for verdict in verdicts {
         match &verdict.outcome {
             Outcome::Violated(story) => {
                 writeln!(out, "\nVIOLATED: {} ({})", verdict.property, verdict.guarantee)?;
@@ -106,7 +184,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     writeln!(out, "  {line}")?;
                 }
             }
-            Outcome::Reached(story) if args.examples => {
+            Outcome::Reached(story) if examples => {
                 writeln!(out, "\nExample: {}", verdict.property)?;
                 for line in story {
                     writeln!(out, "  {line}")?;
@@ -119,7 +197,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     Ok(if violated { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-fn progress(checker: &RunningChecker, elapsed: Duration) -> String {
+fn progress<M: Model>(checker: &dyn Checker<M>, elapsed: Duration) -> String {
     let total = checker.state_count();
     format!(
         "checking: {total} states, {} unique, {:.0} states/s, depth {}",
@@ -182,7 +260,7 @@ fn describe(config: &Config, search: Search) -> String {
     )
 }
 
-fn summary(checker: &RunningChecker, elapsed: Duration) -> String {
+fn summary<M: Model>(checker: &dyn Checker<M>, elapsed: Duration) -> String {
     let total = checker.state_count();
     let memory = peak_memory_mib().map_or(String::new(), |mib| format!(", peak memory {mib} MiB"));
     format!(
@@ -205,8 +283,8 @@ fn peak_memory_mib() -> Option<u64> {
 fn write_table(
     out: &mut impl std::io::Write,
     verdicts: &[Verdict],
-    config: &Config,
     examples: bool,
+    not_reached: impl Fn(&str) -> Option<&'static str>,
 ) -> std::io::Result<()> {
     let width = verdicts.iter().map(|v| v.property.len()).max().unwrap_or(0);
     writeln!(out, "{:<10} {:<width$}  verdict", "guarantee", "property")?;
@@ -216,7 +294,7 @@ fn write_table(
             Outcome::Violated(story) => format!("VIOLATED ({} steps, below)", story.len()),
             Outcome::Reached(story) if examples => format!("reached ({} steps, below)", story.len()),
             Outcome::Reached(_) => "reached".to_owned(),
-            Outcome::NotReached => match not_reached_because(verdict.property, config) {
+            Outcome::NotReached => match not_reached(verdict.property) {
                 Some(why) => format!("not reached ({why})"),
                 None => "not reached".to_owned(),
             },
@@ -241,6 +319,57 @@ fn not_reached_because(property: &str, config: &Config) -> Option<&'static str> 
         Some("renewals are off")
     } else if property == STORE_CRASH_LOSES_WRITES && config.store_crashes == 0 {
         Some("no store crash; try --store-crashes 1")
+    } else {
+        None
+    }
+}
+
+fn describe_consumer(config: &ConsumerConfig, search: Search) -> String {
+    let faults = config.faults;
+    let attempts = config.handler_attempts_max.map_or("unbounded".to_owned(), |n| format!("at most {n}"));
+    format!(
+        "consumer model: {} consumer(s) taking {} delivery(ies) at once, {} message id(s){}{}, {} broker, \
+         {} crash(es), {} stall(s), {} lost ack(s), {} timeout(s) under a live handler, {} outage(s), \
+         {} failure(s) (handler attempts {attempts}), {} mode, variant {}\n\
+         search: {}{}, {} thread(s){}",
+        config.consumers,
+        config.in_flight_max,
+        config.messages,
+        if config.duplicate_publish { " + m1 published twice" } else { "" },
+        if config.mismatch_publish { " + m1 with another payload" } else { "" },
+        config.broker,
+        faults.crashes,
+        faults.stalls,
+        faults.lost_acks,
+        faults.timeouts,
+        faults.outages,
+        faults.failures,
+        config.mode,
+        config.variant,
+        match search.strategy {
+            Strategy::Bfs => "BFS",
+            Strategy::Dfs => "DFS",
+        },
+        if search.symmetry { " with symmetry reduction" } else { "" },
+        search.threads,
+        search.depth_max.map_or(String::new(), |depth| format!(", depth at most {depth} (incomplete)")),
+    )
+}
+
+/// Why a consumer reachability property cannot be reached in `config`, when it says so.
+fn consumer_not_reached_because(property: &str, config: &ConsumerConfig) -> Option<&'static str> {
+    use idem_model::consumer::properties::{
+        ACK_LOST, CHANNEL_REQUEUES, CRASH_AFTER_COMMIT, PROGRESS_EXTENDS_DEADLINE, REDELIVERED_AFTER_ACK_TIMEOUT,
+    };
+    let ack_wait = config.broker == BrokerKind::AckWait;
+    if property == ACK_LOST && config.faults.lost_acks == 0 {
+        Some("no lost ack; try --lost-acks 1")
+    } else if property == CRASH_AFTER_COMMIT && config.faults.crashes == 0 {
+        Some("no crash; try --crashes 1")
+    } else if (property == REDELIVERED_AFTER_ACK_TIMEOUT || property == PROGRESS_EXTENDS_DEADLINE) && !ack_wait {
+        Some("only the ack-wait broker has an ack deadline")
+    } else if property == CHANNEL_REQUEUES && ack_wait {
+        Some("only the channel-close broker requeues on a closed channel")
     } else {
         None
     }
