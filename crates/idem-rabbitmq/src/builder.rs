@@ -13,8 +13,9 @@ use crate::transport::{RabbitTransport, Settings};
 /// RabbitMQ's default `consumer_timeout` (30 min). It cannot be read over AMQP: set
 /// [`RabbitTransportBuilder::consumer_timeout`] to the broker's value if it differs.
 pub const DEFAULT_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// The default prefetch, the in-flight bound; match it to the consumer's `in_flight_max`.
-pub const DEFAULT_PREFETCH: usize = 16;
+/// The default prefetch: the consumer's default in-flight bound
+/// ([`idem_consumer::IN_FLIGHT_MAX_DEFAULT`]). Set both together.
+pub const DEFAULT_PREFETCH: usize = idem_consumer::IN_FLIGHT_MAX_DEFAULT;
 
 /// Settings for a [`RabbitTransport`]; [`RabbitTransportBuilder::connect`] checks them,
 /// connects and starts consuming.

@@ -38,9 +38,10 @@
 //! * **Quorum queues count requeues (B7).** Each nack, and each delivery returned by a
 //!   closed channel, counts toward `x-delivery-limit`; at the limit the broker drops or
 //!   dead-letters the message, even one that would have completed. Leave the limit off or
-//!   set it to 5 or more, and prefer `OnConflict::Wait` (the consumer waits for the
-//!   holder's lease instead of nacking a message that is in flight elsewhere), so a crash
-//!   costs one extra delivery at most. [`idem_consumer::DeliveryInfo::attempt`] is the
+//!   set it to 5 or more, and use [`idem_consumer::OnConflict::Wait`] (the consumer waits
+//!   for the holder's lease instead of nacking a message that is in flight elsewhere), so a
+//!   crash costs one extra delivery at most (tests/crash.rs shows a limit of 1 surviving a
+//!   SIGKILLed consumer with `Wait`, and dropping the message with `Redeliver`). [`idem_consumer::DeliveryInfo::attempt`] is the
 //!   quorum queue's `x-delivery-count` + 1 (classic queues do not count: `None`).
 //!
 //! # Dead-lettering
@@ -53,6 +54,44 @@
 //! the queue's own dead-letter exchange (`x-dead-letter-exchange`) takes it if it has one
 //! (the reason is then only in the warn log). Either way dead-lettering is **at least
 //! once**: a crash or a lost ack between the copy and the settle copies the message again.
+//!
+//! # Example
+//!
+//! examples/payments_postgres.rs is the whole of it with PostgreSQL in atomic mode; in
+//! short (separate mode, any store):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use idem_consumer::{ClaimScope, Consumer, Handler, Message, OnConflict};
+//! use idem_core::{Limits, MemoryStore, StoredOutcome};
+//! use idem_rabbitmq::RabbitTransport;
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     type Error = std::convert::Infallible;
+//!
+//!     async fn handle(&self, message: &Message<'_>, _claim: &ClaimScope) -> Result<StoredOutcome, Self::Error> {
+//!         Ok(StoredOutcome::bytes(message.payload().clone()))
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let transport = RabbitTransport::builder("amqp://guest:guest@127.0.0.1:5672/%2f", "orders")
+//!     .prefetch(16) // = in_flight_max
+//!     .connect()
+//!     .await?;
+//! let consumer = Consumer::builder(Arc::new(MemoryStore::new(Limits::default())), transport)
+//!     .in_flight_max(16)
+//!     .on_conflict(OnConflict::Wait { max: Duration::from_secs(10) })
+//!     .handler(Echo)?;
+//! let drained = consumer.run_until(async { tokio::signal::ctrl_c().await.unwrap_or_default() }).await;
+//! assert_eq!(drained.abandoned, 0, "every running handler finished within the drain time");
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Modules
 //!

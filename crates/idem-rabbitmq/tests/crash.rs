@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use common::pg::{Schema, payments};
 use common::{Broker, unique, until, until_counts, uri, within};
+use idem_core::{Key, Principal, RecordId, RecordState, Store};
 use idem_rabbitmq::RabbitTransport;
+use idem_rabbitmq::lapin::types::{AMQPValue, FieldTable};
 use support::{Gate, Payments, Running};
 
 /// Set in the child: `<queue> <schema>`.
@@ -32,15 +34,39 @@ async fn killed_mid_message_is_taken_over() {
     if let Ok(names) = std::env::var(CHILD) {
         return child(&names).await;
     }
+    let handler = killed_then_taken_over("killed_mid_message_is_taken_over", "killed", FieldTable::default()).await;
+    assert_eq!(handler.attempts(), [None], "a classic queue does not count deliveries");
+}
+
+/// Plan B7: a quorum queue counts the requeue the kill causes; a delivery limit of 1 drops
+/// the message at its next requeue. Waiting on the dead holder's lease (rather than nacking
+/// on the conflict) costs no delivery, so the copy survives and is paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_message_on_a_quorum_queue_costs_one_delivery() {
+    if let Ok(names) = std::env::var(CHILD) {
+        return child(&names).await;
+    }
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(1));
+    let handler =
+        killed_then_taken_over("killed_mid_message_on_a_quorum_queue_costs_one_delivery", "killed_q", arguments).await;
+    assert_eq!(handler.attempts(), [Some(2)], "the survivor ran the second delivery, the only requeue");
+}
+
+/// Publishes one payment, lets a child consumer (test `test`) take it and SIGKILLs it
+/// mid-handler, then runs a consumer here until the payment is made; checks one row, one
+/// run on the requeued copy, the queue empty. Returns the survivor's handler.
+async fn killed_then_taken_over(test: &str, name: &str, arguments: FieldTable) -> Payments {
     let mut broker = Broker::connect().await;
-    let queue = broker.queue(&unique("killed")).await;
-    let schema = Schema::fresh("killed");
+    let queue = broker.queue_with(&unique(name), arguments).await;
+    let schema = Schema::fresh(name);
     let store = schema.open().await;
     broker.publish(&queue, Some("pay-000"), b"amount 0", &[]).await;
 
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut dying = Command::new(exe)
-        .args(["--exact", "killed_mid_message_is_taken_over", "--nocapture", "--test-threads=1"])
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CHILD, format!("{queue} {}", schema.name))
         .stdout(Stdio::piped())
         .spawn()
@@ -54,6 +80,12 @@ async fn killed_mid_message_is_taken_over() {
     dying.kill().expect("SIGKILL the child");
     let status = dying.wait().expect("the child is reaped");
     assert!(status.code().is_none(), "the child died by the signal, not by itself: {status:?}");
+    // The dead child's claim still holds the record: the requeued copy must wait for its
+    // lease rather than run beside it.
+    let principal = Principal::new(&format!("amqp://{queue}")).expect("the source is a principal");
+    let id = RecordId::new(principal, Key::from_chars("pay-000").expect("a key"));
+    let record = store.get(&id).await.expect("the record reads").expect("the child claimed it");
+    assert!(matches!(record.state, RecordState::InFlight { .. }), "held by the dead child: {record:?}");
 
     let handler = Payments::new(&schema.name);
     let transport = RabbitTransport::builder(uri(), &queue).prefetch(4).connect().await.expect("transport");
@@ -67,6 +99,8 @@ async fn killed_mid_message_is_taken_over() {
     running.stop().await;
     assert_eq!(payments(&store).await, [("pay-000".to_owned(), 1)], "exactly one payment");
     assert_eq!(handler.runs(), 1, "the survivor ran it once, after the dead holder's lease");
+    assert_eq!(handler.redelivered_runs(), 1, "the run was on the copy requeued by the kill");
+    handler
 }
 
 /// The consumer that dies: its handler takes the message, says so, and waits to be killed.

@@ -4,8 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own subset
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use idem_consumer::{AtomicHandler, ClaimScope, Commit, Consumer, Drained, Message, OnConflict};
@@ -30,12 +30,22 @@ pub struct Gate {
 pub struct Payments {
     pub schema: String,
     pub runs: Arc<AtomicUsize>,
+    /// Runs whose delivery the broker marked redelivered.
+    pub redelivered: Arc<AtomicUsize>,
+    /// Each run's delivery attempt, as the broker counted it.
+    pub attempts: Arc<Mutex<Vec<Option<u32>>>>,
     pub gate: Option<Arc<Gate>>,
 }
 
 impl Payments {
     pub fn new(schema: &str) -> Payments {
-        Payments { schema: schema.to_owned(), runs: Arc::default(), gate: None }
+        Payments {
+            schema: schema.to_owned(),
+            runs: Arc::default(),
+            redelivered: Arc::default(),
+            attempts: Arc::default(),
+            gate: None,
+        }
     }
 
     pub fn gated(schema: &str, gate: Arc<Gate>) -> Payments {
@@ -45,6 +55,14 @@ impl Payments {
     pub fn runs(&self) -> usize {
         self.runs.load(Ordering::SeqCst)
     }
+
+    pub fn attempts(&self) -> Vec<Option<u32>> {
+        self.attempts.lock().expect("no panic while holding").clone()
+    }
+
+    pub fn redelivered_runs(&self) -> usize {
+        self.redelivered.load(Ordering::SeqCst)
+    }
 }
 
 impl AtomicHandler<PostgresStore> for Payments {
@@ -52,6 +70,10 @@ impl AtomicHandler<PostgresStore> for Payments {
 
     async fn handle(&self, message: &Message<'_>, _claim: &ClaimScope) -> Result<Commit<PostgresStore>, Self::Error> {
         self.runs.fetch_add(1, Ordering::SeqCst);
+        self.attempts.lock().expect("no panic while holding").push(message.attempt());
+        if message.redelivered() {
+            self.redelivered.fetch_add(1, Ordering::SeqCst);
+        }
         if let Some(gate) = &self.gate {
             gate.entered.notify_one();
             gate.release.notified().await;
