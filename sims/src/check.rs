@@ -7,6 +7,7 @@
 //! are read only for what is the store's own business: fences (G3) and claims (G8).
 
 mod answers;
+pub(crate) mod messages;
 mod not_kept;
 mod rows;
 

@@ -41,6 +41,8 @@ pub struct FaultMix {
     pub attempt_timeout_ms: u64,
     /// Each replica's clock skew, in milliseconds.
     pub skew_ms: Vec<i64>,
+    /// The consumer scenarios' own faults (the fields above are then all zero).
+    pub consumer: Option<crate::consumer::ConsumerMix>,
 }
 
 impl FaultMix {
@@ -75,6 +77,28 @@ impl FaultMix {
             skew_ms: (0..settings.replicas)
                 .map(|_| if skewed { rng.random_range(-skew_max..=skew_max) } else { 0 })
                 .collect(),
+            consumer: None,
+        }
+    }
+
+    /// The mix of a consumer scenario: only its own faults.
+    pub(crate) fn of_consumers(mix: crate::consumer::ConsumerMix) -> FaultMix {
+        FaultMix {
+            client_partitions: 0,
+            store_partitions: 0,
+            one_way_percent: 0,
+            holds: 0,
+            latency_spikes: 0,
+            spike_ms_max: 0,
+            crashes_in_handler: 0,
+            isolations_in_handler: 0,
+            replica_bounces: 0,
+            store_bounces: 0,
+            slow_handler_percent: 0,
+            slow_handler_ms_max: 0,
+            attempt_timeout_ms: 0,
+            skew_ms: Vec::new(),
+            consumer: Some(mix),
         }
     }
 
@@ -154,6 +178,9 @@ impl FaultMix {
 
 impl fmt::Display for FaultMix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(consumer) = &self.consumer {
+            return write!(f, "{consumer}");
+        }
         write!(
             f,
             "client-partitions={} store-partitions={} one-way={}% holds={} latency-spikes={}(<={}ms) \

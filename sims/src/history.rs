@@ -121,6 +121,8 @@ pub(crate) enum Kind {
     /// After the run, a user listed a caller's payments over HTTP, page by page: the items
     /// as answered (`None`: the list could not be read).
     Listed { auth: String, pages: u32, items: Option<Vec<Bytes>> },
+    /// The consumer scenarios' own events: publishes, deliveries, settles, handlers, effect rows.
+    Msg(Box<crate::consumer::MsgEvent>),
 }
 
 /// A payment row as the ledger host wrote it.
@@ -214,6 +216,7 @@ impl fmt::Display for Event {
         write!(f, "{:>6}.{:03}s ", self.at_ms / 1000, self.at_ms % 1000)?;
         match &self.kind {
             Kind::Fault(text) => write!(f, "fault   {text}"),
+            Kind::Msg(event) => write!(f, "{event}"),
             Kind::Invoke { client, op, submission, auth, key, target, body } => {
                 write!(f, "invoke  c{client}.{op} #{submission} [{auth}] key={key} POST {target} {}", Text(body))
             }
@@ -285,6 +288,15 @@ impl Recorder {
 
     pub(crate) fn record_at(&self, at_ms: u64, kind: Kind) {
         self.events.lock().unwrap_or_else(PoisonError::into_inner).push(Event { at_ms, kind });
+    }
+
+    /// Calls `each` on every event recorded from index `from` on; returns the next index.
+    pub(crate) fn scan_from(&self, from: usize, mut each: impl FnMut(&Event)) -> usize {
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        for event in events.iter().skip(from) {
+            each(event);
+        }
+        events.len()
     }
 
     pub(crate) fn take(&self) -> Vec<Event> {

@@ -44,6 +44,7 @@ mod batch_host;
 mod check;
 mod client;
 mod clock;
+mod consumer;
 pub mod external;
 mod faults;
 mod glue;
@@ -66,6 +67,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 pub use check::Violation;
+pub use consumer::ConsumerMix;
 pub use faults::FaultMix;
 pub use report::{Coverage, RunReport, Trace};
 pub use scenario::{Scenario, UnknownName};
@@ -74,6 +76,9 @@ pub use variant::Variant;
 /// Runs one seed of `scenario` with `variant` and checks its history (G1-G8).
 #[must_use]
 pub fn run(seed: u64, scenario: Scenario, variant: Variant) -> RunReport {
+    if scenario.is_consumer() {
+        return consumer::run(seed, scenario, variant);
+    }
     run::run(seed, scenario, variant)
 }
 

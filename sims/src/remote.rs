@@ -37,7 +37,7 @@ struct CallFailed {
 }
 
 impl Remote {
-    async fn call(&self, request: Request) -> Result<Answer, StoreError> {
+    pub(crate) async fn call(&self, request: Request) -> Result<Answer, StoreError> {
         let op = request.name();
         let number = {
             let mut mailbox = lock(&self.mailbox);

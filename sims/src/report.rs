@@ -134,6 +134,26 @@ coverage! {
     not_kept_replayed: "retry answered response-not-kept",
     /// One group commit decided several idempotency operations (`sqlite-batch`).
     batched: "operations decided in one batch",
+    /// An ack deadline passed and the broker made the copy ready again (`consumer`).
+    redelivered_after_ack_wait: "redelivered after ack timeout",
+    /// A channel closed and the broker requeued a copy out on it (`consumer-channel-close`).
+    redelivered_after_channel_close: "redelivered after channel close",
+    /// A delivery whose record was replayed was acked (consumers).
+    replay_acked: "replay acked",
+    /// A delivery whose claim met a claim in flight was naked (consumers).
+    conflict_naked: "conflict naked",
+    /// The broker dead-lettered a copy (consumers).
+    dead_lettered: "dead-lettered",
+    /// An ack was lost on the network or refused by the broker (consumers).
+    ack_lost: "ack lost",
+    /// A consumer crashed after the store committed its completion, before its ack (consumers).
+    crash_after_commit: "crash between commit and ack",
+    /// The broker held a second copy of one id and payload (consumers).
+    duplicate_publish: "duplicate publish",
+    /// The broker restarted an ack deadline on a consumer's progress (`consumer`).
+    progress_sent: "progress sent",
+    /// A handler failed (consumers).
+    handler_failed: "handler failed",
 }
 
 impl AddAssign for Coverage {
@@ -147,6 +167,9 @@ impl Coverage {
     /// [`Coverage::iter`] order.
     #[must_use]
     pub fn relevant(scenario: Scenario) -> Vec<&'static str> {
+        if scenario.is_consumer() {
+            return Coverage::relevant_to_consumers(scenario);
+        }
         let own: &[&str] = match scenario {
             Scenario::Default | Scenario::ClientDefaults => &[],
             Scenario::VolatileStore => &["store lost its state"],
@@ -163,6 +186,7 @@ impl Coverage {
             Scenario::OversizedResponses | Scenario::OversizedResponsesSeparate => {
                 &["over the limit, answered whole", "retry answered response-not-kept"]
             }
+            Scenario::Consumer | Scenario::ConsumerChannelClose | Scenario::ConsumerSeparate => &[],
         };
         let common =
             Coverage::NAMES.iter().position(|name| *name == "list read over several pages").map_or(0, |at| at + 1);
@@ -189,6 +213,36 @@ impl Coverage {
             names.retain(|name| *name != "409");
         }
         names.extend_from_slice(own);
+        names
+    }
+
+    /// The consumer scenarios' counters: take-over and crash during a handler, then their own.
+    fn relevant_to_consumers(scenario: Scenario) -> Vec<&'static str> {
+        let mut names = vec![
+            "take-over",
+            "crash during a handler",
+            "redelivered after ack timeout",
+            "redelivered after channel close",
+            "replay acked",
+            "conflict naked",
+            "dead-lettered",
+            "ack lost",
+            "crash between commit and ack",
+            "duplicate publish",
+            "progress sent",
+            "handler failed",
+        ];
+        match scenario {
+            // A RabbitMQ-like broker has neither ack deadlines nor progress.
+            Scenario::ConsumerChannelClose => {
+                names.retain(|name| !matches!(*name, "redelivered after ack timeout" | "progress sent"));
+            }
+            // A JetStream-like broker closes no channels.
+            _ => names.retain(|name| *name != "redelivered after channel close"),
+        }
+        if scenario == Scenario::ConsumerSeparate {
+            names.push("separate-mode window (expected)");
+        }
         names
     }
 

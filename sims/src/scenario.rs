@@ -17,8 +17,9 @@ pub struct UnknownName {
     pub expected: String,
 }
 
-/// The simulated world. Every scenario runs the shipped router and layer on two replicas,
-/// a store host over the simulated network in atomic mode, and three client hosts.
+/// The simulated world. Every scenario but the consumer ones runs the shipped router and
+/// layer on two replicas, a store host over the simulated network in atomic mode, and three
+/// client hosts; the consumer ones run two consumers, a broker, the store host and a publisher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Scenario {
     /// The store host keeps its state across a bounce, like a disk (G7 applies).
@@ -62,6 +63,20 @@ pub enum Scenario {
     /// decides each batch (everything queued, as the writer takes it) through idem-sqlite's
     /// own `BatchDecision`, then commits it to tables it keeps (see `batch_host`).
     SqliteBatch,
+    /// Message consumers (SPEC "Message consumers"): two hosts run the real
+    /// `idem_consumer::Consumer` in atomic mode (the effect row and the completion in one
+    /// step on the store host) against a JetStream-like broker (ack wait, progress, nak with
+    /// a delay), with a publisher's duplicates and mismatches, and consumer, broker and store
+    /// faults (see `docs/sims.md`).
+    Consumer,
+    /// [`Scenario::Consumer`] against a RabbitMQ-like broker: no ack deadline and no
+    /// progress; a consumer's channel that breaks (or goes silent) has all its copies
+    /// requeued at once.
+    ConsumerChannelClose,
+    /// [`Scenario::Consumer`] in separate mode: the handler writes its effect row alone,
+    /// the consumer completes afterwards. Its G1 window (a second effect row after a crash
+    /// between the row and the completion) is reported as expected.
+    ConsumerSeparate,
 }
 
 /// The recording limit of the oversized scenarios: a payment's 201 with a short destination
@@ -70,7 +85,7 @@ pub(crate) const OVERSIZED_LIMIT: usize = 256;
 
 impl Scenario {
     /// Every scenario's name, in [`Scenario::ALL`] order.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 15] = [
         "default",
         "volatile-store",
         "separate",
@@ -83,9 +98,12 @@ impl Scenario {
         "redis-lua",
         "redis-lua-atomic",
         "sqlite-batch",
+        "consumer",
+        "consumer-channel-close",
+        "consumer-separate",
     ];
     /// Every scenario.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Default,
         Scenario::VolatileStore,
         Scenario::Separate,
@@ -98,6 +116,9 @@ impl Scenario {
         Scenario::RedisLua,
         Scenario::RedisLuaAtomic,
         Scenario::SqliteBatch,
+        Scenario::Consumer,
+        Scenario::ConsumerChannelClose,
+        Scenario::ConsumerSeparate,
     ];
 
     /// The name used on the command line.
@@ -116,6 +137,9 @@ impl Scenario {
             Scenario::RedisLua => "redis-lua",
             Scenario::RedisLuaAtomic => "redis-lua-atomic",
             Scenario::SqliteBatch => "sqlite-batch",
+            Scenario::Consumer => "consumer",
+            Scenario::ConsumerChannelClose => "consumer-channel-close",
+            Scenario::ConsumerSeparate => "consumer-separate",
         }
     }
 
@@ -141,6 +165,13 @@ impl Scenario {
                 "redis-lua in atomic mode: the row written in the step of an applied completion"
             }
             Scenario::SqliteBatch => "atomic mode through idem-sqlite's batch decision, one batch per group commit",
+            Scenario::Consumer => {
+                "2 consumers (idem-consumer, atomic mode), a JetStream-like broker, a publisher's plan, 60 s at most"
+            }
+            Scenario::ConsumerChannelClose => {
+                "consumer against a RabbitMQ-like broker: a broken channel requeues its copies"
+            }
+            Scenario::ConsumerSeparate => "consumer in separate mode: the effect row alone; its G1 window is expected",
         }
     }
 
@@ -152,6 +183,8 @@ impl Scenario {
             | Scenario::HandlerFaults
             | Scenario::RedisLuaAtomic
             | Scenario::SqliteBatch => base,
+            // Their own settings: `consumer::Settings`.
+            Scenario::Consumer | Scenario::ConsumerChannelClose | Scenario::ConsumerSeparate => base,
             Scenario::RedisLua => Settings { separate: true, ..base },
             Scenario::VolatileStore => Settings { durable_store: false, ..base },
             Scenario::Separate => Settings { separate: true, ..base },
@@ -171,6 +204,12 @@ impl Scenario {
     /// Whether its store host runs idem-redis's script (see `redis_host`).
     pub(crate) const fn runs_redis_lua(self) -> bool {
         matches!(self, Scenario::RedisLua | Scenario::RedisLuaAtomic)
+    }
+
+    /// Whether it is a message-consumer scenario (its own world: `consumer`).
+    #[must_use]
+    pub const fn is_consumer(self) -> bool {
+        matches!(self, Scenario::Consumer | Scenario::ConsumerChannelClose | Scenario::ConsumerSeparate)
     }
 }
 

@@ -26,6 +26,7 @@ use idem_server::{Page, PageRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::batch_host::{self, Tables};
+use crate::consumer::Effect;
 use crate::history::{Held, Kind, Recorder, Row, StoreEvent, StoreOp};
 use crate::redis_host::RedisHost;
 use crate::{Scenario, Variant};
@@ -60,6 +61,20 @@ pub(crate) enum Request {
     },
     InsertPayment {
         payment: Payment,
+    },
+    /// Atomic mode of the consumer scenarios: the effect rows and the fenced completion in
+    /// one step (`op::CompleteInTransaction`), or neither.
+    CompleteWithEffects {
+        id: RecordId,
+        fence: Fence,
+        response: StoredResponse,
+        now: Timestamp,
+        policy: Policy,
+        effects: Vec<Effect>,
+    },
+    /// Separate mode of the consumer scenarios: an effect row written alone.
+    InsertEffect {
+        effect: Effect,
     },
     Release {
         id: RecordId,
@@ -106,6 +121,8 @@ impl Request {
             Request::Complete { .. } => "complete",
             Request::CompleteWithPayment { .. } => "complete-with-payment",
             Request::InsertPayment { .. } => "insert-payment",
+            Request::CompleteWithEffects { .. } => "complete-with-effects",
+            Request::InsertEffect { .. } => "insert-effect",
             Request::Release { .. } => "release",
             Request::Renew { .. } => "renew",
             Request::Get { .. } => "get",
@@ -326,6 +343,29 @@ pub(crate) fn apply(
         }
         Request::InsertPayment { payment } => {
             insert_payment(state, payment, "insert-payment", recorder);
+            Answer::Done
+        }
+        Request::CompleteWithEffects { id, fence, response, now, policy, effects } => {
+            let mut ev = event(StoreOp::CompleteInTransaction, &id, Some(fence), held(state.store.record(&id)));
+            let operation = op::CompleteInTransaction {
+                fence: fence_for(state, &id, fence),
+                response: response.clone(),
+                now,
+                policy,
+            };
+            let answer = fenced(state, &id, operation, &mut ev, Some(response));
+            let applied = ev.applied;
+            recorder.record(Kind::Store(Box::new(ev)));
+            if applied {
+                // The rows commit with the completion, or not at all (atomic mode).
+                for effect in effects {
+                    effect.record("complete-with-effects", recorder);
+                }
+            }
+            answer
+        }
+        Request::InsertEffect { effect } => {
+            effect.record("insert-effect", recorder);
             Answer::Done
         }
         Request::Release { id, fence } => {

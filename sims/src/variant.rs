@@ -47,11 +47,18 @@ pub enum Variant {
     /// any fence as the current claim's), planted by string replacement as idem-redis's
     /// own planted-bug tests do (run it with `--scenario redis-lua-atomic` or `redis-lua`).
     LuaDropsFenceCheck,
+    /// The consumer's handler acks its own delivery before it returns, so before the
+    /// completion commits (run it with a consumer scenario).
+    AckBeforeCompletion,
+    /// A hand-rolled inbox: the consumer's handler writes its effect row at once and
+    /// returns a commit with no writes, so the row and the idempotency record are two
+    /// commits (run it with `--scenario consumer`).
+    DedupOutsideTransaction,
 }
 
 impl Variant {
     /// Every variant's name, in [`Variant::ALL`] order.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 15] = [
         "correct",
         "no-claim",
         "no-fence-check",
@@ -65,9 +72,11 @@ impl Variant {
         "replay-drops-header",
         "keeps-oversized",
         "lua-drops-fence-check",
+        "ack-before-completion",
+        "dedup-outside-transaction",
     ];
     /// Every variant.
-    pub const ALL: [Variant; 13] = [
+    pub const ALL: [Variant; 15] = [
         Variant::Correct,
         Variant::NoClaim,
         Variant::NoFenceCheck,
@@ -81,9 +90,11 @@ impl Variant {
         Variant::ReplayDropsHeader,
         Variant::KeepsOversized,
         Variant::LuaDropsFenceCheck,
+        Variant::AckBeforeCompletion,
+        Variant::DedupOutsideTransaction,
     ];
     /// The planted bugs.
-    pub const BUGS: [Variant; 12] = [
+    pub const BUGS: [Variant; 14] = [
         Variant::NoClaim,
         Variant::NoFenceCheck,
         Variant::UnscopedKeys,
@@ -96,6 +107,8 @@ impl Variant {
         Variant::ReplayDropsHeader,
         Variant::KeepsOversized,
         Variant::LuaDropsFenceCheck,
+        Variant::AckBeforeCompletion,
+        Variant::DedupOutsideTransaction,
     ];
 
     /// The name used on the command line.
@@ -115,6 +128,8 @@ impl Variant {
             Variant::ReplayDropsHeader => "replay-drops-header",
             Variant::KeepsOversized => "keeps-oversized",
             Variant::LuaDropsFenceCheck => "lua-drops-fence-check",
+            Variant::AckBeforeCompletion => "ack-before-completion",
+            Variant::DedupOutsideTransaction => "dedup-outside-transaction",
         }
     }
 
@@ -137,6 +152,12 @@ impl Variant {
             Variant::ReplayDropsHeader => "a replay keeps only the first of its repeated Link headers",
             Variant::KeepsOversized => "the ledger records a response past the recording limit whole",
             Variant::LuaDropsFenceCheck => "idem-redis's store.lua without its fence check (redis-lua scenarios)",
+            Variant::AckBeforeCompletion => {
+                "a consumer's handler acks its delivery before the completion (consumer scenarios)"
+            }
+            Variant::DedupOutsideTransaction => {
+                "a consumer's handler writes its effect at once, outside the completion's transaction (consumer)"
+            }
         }
     }
 }

@@ -36,14 +36,17 @@ pub(crate) struct Args {
     /// recording limit, some responses past it), oversized-responses-separate, redis-lua
     /// (the store host runs idem-redis's store.lua on a Redis-like keyspace, separate
     /// mode), redis-lua-atomic, sqlite-batch (the store host decides group commits with
-    /// idem-sqlite's batch decision).
+    /// idem-sqlite's batch decision); message consumers: consumer (idem-consumer in atomic
+    /// mode, a JetStream-like broker), consumer-channel-close (a RabbitMQ-like broker),
+    /// consumer-separate (separate mode, its G1 window expected).
     #[arg(long, default_value_t = Scenario::Default)]
     scenario: Scenario,
     /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, stale-answers-own,
     /// fence-reset (with --scenario volatile-store), double-write, row-outside-transaction,
     /// token-case-folded, rejects-query, replay-drops-header (with --scenario separate),
     /// keeps-oversized (with --scenario oversized-responses), lua-drops-fence-check (with
-    /// --scenario redis-lua or redis-lua-atomic).
+    /// --scenario redis-lua or redis-lua-atomic), ack-before-completion (with a consumer
+    /// scenario), dedup-outside-transaction (with --scenario consumer).
     #[arg(long, default_value_t = Variant::Correct)]
     variant: Variant,
     /// Threads running seeds side by side (default: one per core).

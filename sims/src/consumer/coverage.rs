@@ -1,0 +1,66 @@
+//! The consumer scenarios' coverage counters, read from the history (the common ones,
+//! take-over and crash during a handler, come from `Coverage::of`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::consumer::events::MsgEvent;
+use crate::history::{Event, Kind, StoreOp};
+use crate::report::Coverage;
+
+/// What the consumer paths reached in one run.
+pub(crate) fn of(events: &[Event]) -> Coverage {
+    let mut coverage = Coverage::default();
+    // Deliveries whose consumer replayed the record, and the (consumer, id) of each
+    // delivery with its latest claim's answer: a nak after a Conflict is a conflict naked.
+    let mut replayed: BTreeSet<u64> = BTreeSet::new();
+    let mut delivered: BTreeMap<u64, (usize, String)> = BTreeMap::new();
+    let mut last_claim: BTreeMap<(usize, String), bool> = BTreeMap::new();
+    let mut published: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for event in events {
+        match &event.kind {
+            Kind::Store(store) if store.op == StoreOp::Claim => {
+                let conflict = store.answer.starts_with("Conflict");
+                last_claim.insert((store.replica, store.id.key.as_str().to_owned()), conflict);
+            }
+            Kind::Fault(text) if text.contains("between commit and ack") => coverage.crash_after_commit += 1,
+            Kind::Msg(event) => match event.as_ref() {
+                MsgEvent::Published { id, payload, .. } => {
+                    *published.entry((id.clone(), payload.clone())).or_default() += 1;
+                }
+                MsgEvent::Delivered { delivery, id, consumer, .. } => {
+                    delivered.insert(*delivery, (*consumer, id.clone()));
+                }
+                MsgEvent::AckWaitLapsed { .. } => coverage.redelivered_after_ack_wait += 1,
+                MsgEvent::ChannelClosed { requeued, .. } => {
+                    coverage.redelivered_after_channel_close += requeued.len() as u64;
+                }
+                MsgEvent::Replayed { delivery, .. } => {
+                    replayed.insert(*delivery);
+                }
+                MsgEvent::Settle { delivery, what, applied: "applied", .. } => {
+                    if what == "ack" && replayed.contains(delivery) {
+                        coverage.replay_acked += 1;
+                    }
+                    if what.starts_with("dead-letter") {
+                        coverage.dead_lettered += 1;
+                    }
+                    if what == "progress" {
+                        coverage.progress_sent += 1;
+                    }
+                    let conflicted = delivered.get(delivery).and_then(|key| last_claim.get(key)) == Some(&true);
+                    if what.starts_with("nak") && conflicted {
+                        coverage.conflict_naked += 1;
+                    }
+                }
+                // An ack the broker refused (stale, channel closed) is lost too.
+                MsgEvent::Settle { what, .. } if what == "ack" => coverage.ack_lost += 1,
+                MsgEvent::CallFailed { op: "ack", .. } => coverage.ack_lost += 1,
+                MsgEvent::Handled { result, .. } if result == "failed" => coverage.handler_failed += 1,
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    coverage.duplicate_publish = published.values().map(|count| count - 1).sum();
+    coverage
+}
