@@ -48,6 +48,10 @@ impl RabbitDelivery {
         &self.delivery.properties
     }
 
+    pub(crate) fn link(&self) -> &crate::link::Link {
+        &self.dead_letter.link
+    }
+
     /// The delivery tag on its channel.
     #[must_use]
     pub fn delivery_tag(&self) -> u64 {

@@ -99,12 +99,14 @@
 //! * [`RabbitTransport`] (transport.rs): consume, stop, reopen after a closed channel.
 //! * [`RabbitDelivery`] (delivery.rs): one delivery's message and its settles.
 //! * dead_letter.rs: the copy under publisher confirms, or the reject.
+//! * reply.rs: [`RabbitDelivery::reply`], answering `reply_to` with the recorded outcome.
 
 mod builder;
 mod dead_letter;
 mod delivery;
 mod error;
 mod link;
+mod reply;
 mod transport;
 
 pub use builder::{DEFAULT_CONSUMER_TIMEOUT, DEFAULT_PREFETCH, RabbitTransportBuilder};
