@@ -19,6 +19,8 @@
 //! cargo bench -p idem-benches --bench consumer_load
 //! ```
 
+#![allow(clippy::print_stdout)] // the report is the point of a harness
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
