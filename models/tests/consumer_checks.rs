@@ -149,7 +149,13 @@ fn state_graph_has_no_cycles_so_eventually_is_sound() {
     // Goal: every path ends in a state without successors, which is what makes
     // stateright's `eventually` (checked at terminal states only) a sound check of G6.
     let faults = ConsumerFaults { crashes: 1, stalls: 1, lost_acks: 1, outages: 1, ..NO_FAULTS };
-    let model = model(ConsumerConfig { in_flight_max: 2, ..config(1, BrokerKind::AckWait, faults) });
+    assert_acyclic(&model(ConsumerConfig { in_flight_max: 2, ..config(1, BrokerKind::AckWait, faults) }));
+    let faults = ConsumerFaults { crashes: 1, stalls: 1, lost_acks: 1, timeouts: 1, ..NO_FAULTS };
+    assert_acyclic(&model(ConsumerConfig { in_flight_max: 2, ..config(1, BrokerKind::ChannelClose, faults) }));
+}
+
+/// Walks every state of `model` depth first and panics on a state met again on its own path.
+fn assert_acyclic(model: &ConsumerModel) {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         OnPath,
@@ -178,7 +184,7 @@ fn state_graph_has_no_cycles_so_eventually_is_sound() {
     }
     assert!(marks.values().all(|mark| *mark == Mark::Done));
     // The walk saw exactly the states the checker counts: it covered the whole configuration.
-    let counted = model.checker().spawn_bfs().join().unique_state_count();
+    let counted = model.clone().checker().spawn_bfs().join().unique_state_count();
     assert_eq!(marks.len(), counted);
 }
 
