@@ -9,6 +9,11 @@
 //! every clock, no `std::time`, no OS randomness, and no decision taken in a hash map's
 //! iteration order. The same seed gives a byte-identical [`Trace`].
 //!
+//! The consumer scenarios ([`Scenario::is_consumer`]) build another world: two hosts
+//! running the real `idem_consumer::Consumer` against a simulated at-least-once broker
+//! (JetStream-like or RabbitMQ-like) and the store host, a publisher whose plan is the
+//! checker's oracle, and their own faults ([`ConsumerMix`]) and checks.
+//!
 //! # Running a sweep from code
 //!
 //! ```no_run
@@ -36,7 +41,7 @@
 //! * [`run`], [`RunReport`], [`replay_command`]; [`sweep`], [`Sweep`].
 //! * [`external`]: the workload, history and checker for a harness of real processes
 //!   (`idem-chaos`).
-//! * [`FaultMix`]: the faults a seed drew. [`Trace`]: the event log. [`Violation`]: a broken
+//! * [`FaultMix`]: the faults a seed drew (a consumer scenario's are a [`ConsumerMix`]). [`Trace`]: the event log. [`Violation`]: a broken
 //!   guarantee and its story. [`Coverage`]: which targeted paths were reached.
 
 mod audit;
