@@ -117,6 +117,12 @@ impl RabbitTransportBuilder {
         let (link, vhost) = Link::connect(self.uri, self.connection_name).await.map_err(RabbitError::Connect)?;
         let link = Arc::new(link);
         let source: Arc<str> = format!("amqp:{vhost}/{}", self.queue).into();
+        if let Err(error) = idem_core::Principal::new(&source) {
+            // Not refused: a consumer with a fixed principal or a principal function never
+            // uses it. With the default principal every message would be dead-lettered.
+            tracing::warn!(target: "idem_rabbitmq", %source, %error,
+                "the source is not a valid principal; give the consumer PrincipalFrom::Fixed or Fn");
+        }
         let dead_letter =
             Arc::new(DeadLetter { target, link: link.clone(), source, retry_after: self.dead_letter_retry_after });
         let settings = Settings {
