@@ -16,13 +16,14 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idem_consumer::{AtomicHandler, ClaimScope, Commit, Consumer, Message, OnConflict};
+use idem_consumer::{AtomicHandler, ClaimScope, Commit, Consumer, Message};
+use idem_core::Policy;
 use idem_postgres::sqlx::{self, AssertSqlSafe, PgConnection};
 use idem_postgres::{PostgresOptions, PostgresStore};
-use idem_rabbitmq::RabbitTransport;
 use idem_rabbitmq::lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use idem_rabbitmq::lapin::types::FieldTable;
 use idem_rabbitmq::lapin::{BasicProperties, Connection, ConnectionProperties};
+use idem_rabbitmq::{RabbitTransport, recommended_on_conflict};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
@@ -82,7 +83,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let channel = transport.channel().cloned();
     let consumer = Consumer::builder(Arc::new(store.clone()), transport)
         .in_flight_max(16)
-        .on_conflict(OnConflict::Wait { max: Duration::from_secs(15) })
+        .on_conflict(recommended_on_conflict(&Policy::DEFAULT))
         .atomic(Payments { schema: name.clone() })?;
     if !demo {
         consumer.run_until(async { tokio::signal::ctrl_c().await.unwrap_or_default() }).await;

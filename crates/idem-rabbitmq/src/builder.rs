@@ -17,6 +17,17 @@ pub const DEFAULT_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// ([`idem_consumer::IN_FLIGHT_MAX_DEFAULT`]). Set both together.
 pub const DEFAULT_PREFETCH: usize = idem_consumer::IN_FLIGHT_MAX_DEFAULT;
 
+/// The conflict policy for a RabbitMQ consumer under `policy` (plan B6/B7): wait for the
+/// holder rather than nack, for one lease and one renewal interval (capped at
+/// [`idem_consumer::WAIT_MAX_LIMIT`]). A copy requeued by a dead consumer's closed connection
+/// arrives at once, while the dead holder's lease still runs; this wait outlasts that lease,
+/// so the copy is taken over without a requeue that a quorum queue would count.
+#[must_use]
+pub fn recommended_on_conflict(policy: &idem_core::Policy) -> idem_consumer::OnConflict {
+    let max = policy.lease().saturating_add(policy.renew_every()).min(idem_consumer::WAIT_MAX_LIMIT);
+    idem_consumer::OnConflict::Wait { max }
+}
+
 /// Settings for a [`RabbitTransport`]; [`RabbitTransportBuilder::connect`] checks them,
 /// connects and starts consuming.
 #[derive(Debug, Clone)]
@@ -144,4 +155,23 @@ fn short_name(what: &'static str, name: &str, empty_ok: bool) -> Result<ShortStr
         return Err(invalid());
     }
     ShortString::try_new(name).map_err(|_| invalid())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use idem_consumer::{OnConflict, WAIT_MAX_LIMIT};
+    use idem_core::Policy;
+
+    use super::recommended_on_conflict;
+
+    #[test]
+    fn the_recommended_wait_outlasts_a_lease_within_the_limit() {
+        let policy = Policy::new(Duration::from_secs(9), Duration::from_secs(3600)).expect("a policy");
+        let OnConflict::Wait { max } = recommended_on_conflict(&policy) else { panic!("waits") };
+        assert_eq!(max, policy.lease() + policy.renew_every());
+        let long = Policy::new(Duration::from_secs(600), Duration::from_secs(3600)).expect("a policy");
+        assert_eq!(recommended_on_conflict(&long), OnConflict::Wait { max: WAIT_MAX_LIMIT });
+    }
 }

@@ -38,7 +38,8 @@
 //! * **Quorum queues count requeues (B7).** Each nack, and each delivery returned by a
 //!   closed channel, counts toward `x-delivery-limit`; at the limit the broker drops or
 //!   dead-letters the message, even one that would have completed. Leave the limit off or
-//!   set it to 5 or more, and use [`idem_consumer::OnConflict::Wait`] (the consumer waits
+//!   set it to 5 or more, and use [`idem_consumer::OnConflict::Wait`]
+//!   ([`recommended_on_conflict`]; the consumer waits
 //!   for the holder's lease instead of nacking a message that is in flight elsewhere), so a
 //!   crash costs one extra delivery at most (tests/crash.rs shows a limit of 1 surviving a
 //!   SIGKILLed consumer with `Wait`, and dropping the message with `Redeliver`). [`idem_consumer::DeliveryInfo::attempt`] is the
@@ -109,7 +110,7 @@ mod link;
 mod reply;
 mod transport;
 
-pub use builder::{DEFAULT_CONSUMER_TIMEOUT, DEFAULT_PREFETCH, RabbitTransportBuilder};
+pub use builder::{DEFAULT_CONSUMER_TIMEOUT, DEFAULT_PREFETCH, RabbitTransportBuilder, recommended_on_conflict};
 pub use dead_letter::{REASON_HEADER, SOURCE_HEADER};
 pub use delivery::RabbitDelivery;
 pub use error::RabbitError;
