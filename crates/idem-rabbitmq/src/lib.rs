@@ -39,10 +39,10 @@
 //!   closed channel, counts toward `x-delivery-limit`; at the limit the broker drops or
 //!   dead-letters the message, even one that would have completed. Leave the limit off or
 //!   set it to 5 or more, and use [`idem_consumer::OnConflict::Wait`]
-//!   ([`recommended_on_conflict`]; the consumer waits
-//!   for the holder's lease instead of nacking a message that is in flight elsewhere), so a
-//!   crash costs one extra delivery at most (tests/crash.rs shows a limit of 1 surviving a
-//!   SIGKILLed consumer with `Wait`, and dropping the message with `Redeliver`). [`idem_consumer::DeliveryInfo::attempt`] is the
+//!   ([`recommended_on_conflict`]): the consumer waits for the holder's lease instead of
+//!   nacking a message that is in flight elsewhere, so a crash costs one extra delivery at
+//!   most (tests/crash.rs: a limit of 1 survives a SIGKILLed consumer with `Wait`, and
+//!   drops the message with `Redeliver`). [`idem_consumer::DeliveryInfo::attempt`] is the
 //!   quorum queue's `x-delivery-count` + 1 (classic queues do not count: `None`).
 //!
 //! # Dead-lettering
