@@ -158,7 +158,7 @@ async fn dead_letter_publishes_a_copy_with_its_reason_then_terminates() {
     fixture.until_settled("app", WAIT).await;
     nothing_until(&mut transport, Instant::now() + Duration::from_secs(3), "a terminated message came back").await;
     let info = fixture.consumer_info("app").await;
-    assert_eq!(info.num_redelivered, 0);
+    assert_eq!(info.delivered.consumer_sequence, 2, "each of the two was delivered once");
 }
 
 #[tokio::test]
@@ -170,6 +170,7 @@ async fn dead_letter_without_a_subject_terminates() {
     delivery.dead_letter(DeadLetterReason::HandlerGaveUp).await.expect("terminate");
     fixture.until_settled("app", WAIT).await;
     nothing_until(&mut transport, Instant::now() + Duration::from_secs(2), "a terminated message came back").await;
+    assert_eq!(fixture.consumer_info("app").await.delivered.consumer_sequence, 1, "delivered once, never again");
 }
 
 #[tokio::test]
