@@ -65,20 +65,22 @@ async fn killed_then_taken_over(test: &str, name: &str, arguments: FieldTable) -
     broker.publish(&queue, Some("pay-000"), b"amount 0", &[]).await;
 
     let exe = std::env::current_exe().expect("the test binary's path");
-    let mut dying = Command::new(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD, format!("{queue} {}", schema.name))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the child consumer starts");
-    let stdout = dying.stdout.take().expect("piped");
+    let mut dying = KillOnDrop(
+        Command::new(exe)
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(CHILD, format!("{queue} {}", schema.name))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the child consumer starts"),
+    );
+    let stdout = dying.0.stdout.take().expect("piped");
     let entered = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout).lines().map_while(Result::ok).any(|line| line.contains(ENTERED))
     });
     let entered = within(WAIT, "the child's handler to take the message", entered).await.expect("reader task");
     assert!(entered, "the child exited before its handler took the message");
-    dying.kill().expect("SIGKILL the child");
-    let status = dying.wait().expect("the child is reaped");
+    dying.0.kill().expect("SIGKILL the child");
+    let status = dying.0.wait().expect("the child is reaped");
     assert!(status.code().is_none(), "the child died by the signal, not by itself: {status:?}");
     // The dead child's claim still holds the record: the requeued copy must wait for its
     // lease rather than run beside it.
@@ -101,6 +103,16 @@ async fn killed_then_taken_over(test: &str, name: &str, arguments: FieldTable) -
     assert_eq!(handler.runs(), 1, "the survivor ran it once, after the dead holder's lease");
     assert_eq!(handler.redelivered_runs(), 1, "the run was on the copy requeued by the kill");
     handler
+}
+
+/// The child, killed if the test fails before it does (no orphan outlives the test).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The consumer that dies: its handler takes the message, says so, and waits to be killed.
