@@ -44,7 +44,7 @@ pub enum Scenario {
     ClientDefaults,
     /// Before healing, handlers fail: a 500 or a panic before their write, or after it.
     HandlerFaults,
-    /// The layer keeps responses of at most [`OVERSIZED_LIMIT`] bytes, and some payments
+    /// The layer keeps responses of at most `OVERSIZED_LIMIT` (256) bytes, and some payments
     /// ask for a long destination, which their 201 echoes past it: the first answer is the
     /// payment whole, retries get a `response-not-kept` problem (SPEC "HTTP behaviour").
     OversizedResponses,
