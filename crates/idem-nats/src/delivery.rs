@@ -4,9 +4,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::HeaderName;
 use async_nats::connection::State;
+use async_nats::jetstream::context::{PublishError as JsPublishError, PublishErrorKind as JsPublishErrorKind};
 use async_nats::jetstream::{AckKind, Message};
+use async_nats::{HeaderName, PublishErrorKind, SubscribeErrorKind};
 use bytes::Bytes;
 use idem_consumer::{Delivery, DeliveryInfo, TransportError};
 use idem_core::DeadLetterReason;
@@ -74,14 +75,16 @@ impl NatsDelivery {
     }
 }
 
-/// A client error as the consumer sees it: [`TransportError::Closed`] while the client is
-/// not connected (it buffers publishes while reconnecting, so a settle may be lost then),
-/// else [`TransportError::Other`].
+/// A client error as the consumer sees it: [`TransportError::Closed`] when the client is
+/// closed (its publish or subscribe cannot reach the connection any more: a drained or
+/// dropped client) or not connected (it buffers publishes while reconnecting, so a settle
+/// may be lost then, and a double ack times out), else [`TransportError::Other`].
 pub(crate) fn transport_error(message: &Message, error: async_nats::Error) -> TransportError {
-    if message.context.client().connection_state() != State::Connected {
-        return TransportError::Closed;
-    }
-    TransportError::other(error)
+    let closed = error.downcast_ref::<async_nats::PublishError>().is_some_and(|e| e.kind() == PublishErrorKind::Send)
+        || error.downcast_ref::<async_nats::SubscribeError>().is_some_and(|e| e.kind() == SubscribeErrorKind::Other)
+        || error.downcast_ref::<JsPublishError>().is_some_and(|e| e.kind() == JsPublishErrorKind::BrokenPipe)
+        || message.context.client().connection_state() != State::Connected;
+    if closed { TransportError::Closed } else { TransportError::other(error) }
 }
 
 impl DeliveryInfo for NatsDelivery {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::RetentionPolicy;
 use common::{Fixture, next_within, nothing_until};
-use idem_consumer::{Delivery, DeliveryInfo, Transport};
+use idem_consumer::{Delivery, DeliveryInfo, Transport, TransportError};
 use idem_core::{DeadLetterReason, RedeliveryTimer};
 use idem_nats::{NatsOptions, NatsTransport, dead_letter};
 use tokio::time::Instant;
@@ -204,5 +204,43 @@ async fn stop_gives_back_what_the_client_buffered() {
     ids.sort();
     assert!(!ids.contains(&taken.message_id().map(str::to_owned)), "the taken one is not given back: {ids:?}");
     taken.ack().await.expect("a delivery handed out before stop can still be settled");
+    fixture.until_settled("app", WAIT).await;
+}
+
+#[tokio::test]
+async fn settling_on_a_closed_client_is_closed_and_next_says_so() {
+    let fixture = Fixture::new("closed").await;
+    fixture.consumer("app", Duration::from_secs(1)).await;
+    // A client of the transport's own, so closing it leaves the fixture's working.
+    let js = common::connect().await;
+    let mut transport = NatsTransport::open(&js, &fixture.stream, "app", NatsOptions::default()).await.expect("open");
+    let mut held = Vec::new();
+    for n in 0..3 {
+        fixture.publish(&fixture.subject("p"), b"x", Some(&format!("c-{n}"))).await;
+        held.push(next_within(&mut transport, WAIT, "a message").await);
+    }
+
+    js.client().drain().await.expect("drain the transport's client");
+    // Draining ends the pull subscription first, then closes the connection.
+    let next = tokio::time::timeout(WAIT, transport.next()).await;
+    assert!(matches!(next, Ok(Some(Err(TransportError::Closed)))), "next on a drained client: {next:?}");
+    let next = tokio::time::timeout(WAIT, transport.next()).await;
+    assert!(matches!(next, Ok(Some(Err(_)))), "next keeps failing (the consumer retries it): {next:?}");
+    let (third, second, first) = (held.pop().expect("3"), held.pop().expect("2"), held.pop().expect("1"));
+    let error = first.ack().await.expect_err("an ack on a closed client fails");
+    assert!(matches!(error, TransportError::Closed), "ack: {error:?}");
+    let error = second.nak(Duration::ZERO).await.expect_err("a nak on a closed client fails");
+    assert!(matches!(error, TransportError::Closed), "nak: {error:?}");
+    let error =
+        third.dead_letter(DeadLetterReason::KeyMissing).await.expect_err("a dead letter on a closed client fails");
+    assert!(matches!(error, TransportError::Closed), "dead letter: {error:?}");
+
+    // Nothing was settled: all three come back to a working transport after their ack wait.
+    let mut other = fixture.transport("app", Duration::from_secs(1)).await;
+    for _ in 0..3 {
+        let again = next_within(&mut other, WAIT, "a message its closed client never settled").await;
+        assert_eq!(again.attempt(), Some(2));
+        again.ack().await.expect("ack");
+    }
     fixture.until_settled("app", WAIT).await;
 }
