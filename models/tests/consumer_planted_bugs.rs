@@ -107,7 +107,8 @@ fn a_dedup_record_apart_runs_twice_after_a_channel_close_too() {
     };
     let story = assert_found(config, ConsumerVariant::DedupOutsideTransaction, AT_MOST_ONCE);
     let requeued = line_with(&story, "its channel closes and the broker requeues copy 1");
-    let naked = line_with(&story, "in flight elsewhere; consumer 1 naks with a delay of 10 s copy 1");
+    let naked =
+        line_with(&story, "in flight elsewhere; consumer 1 naks copy 1 (m1 {\"amount\":100}) with a delay of 10 s");
     let taken = line_with(&story, "take over the lapsed claim");
     assert!(requeued < naked && naked < taken, "{story:#?}");
     assert!(story.last().is_some_and(|line| line.contains("holds 2 side effect(s) for m1")), "{story:#?}");

@@ -83,19 +83,18 @@ impl Words<'_> {
             ConsumerEvent::StoreDownAtClaim => "the store is down at the claim, nothing runs".to_owned(),
             ConsumerEvent::Decided(decided) => decision(*decided),
             ConsumerEvent::Settles { consumer, copy, sent, applied } => {
-                let what = match sent {
-                    Sent::Ack => "acks".to_owned(),
-                    Sent::Nak(after) => format!("naks with a delay of {}:", seconds(*after)),
-                    Sent::DeadLetter(reason) => format!("dead-letters ({reason})"),
+                let (verb, why) = match sent {
+                    Sent::Ack => ("acks", String::new()),
+                    Sent::Nak(after) => ("naks", format!(" with a delay of {}", seconds(*after))),
+                    Sent::DeadLetter(reason) => ("dead-letters", format!(" ({reason})")),
                 };
-                let what = what.trim_end_matches(':');
                 let outcome = match applied {
                     Applied::Current => "",
                     Applied::StaleApplied => " (an earlier delivery's; the broker applies it anyway)",
                     Applied::StaleIgnored => " (an earlier delivery's; the broker ignores it)",
                     Applied::AlreadySettled => " (settled already; nothing changes)",
                 };
-                format!("{} {what} {}{outcome}", consumer_name(*consumer), self.copy(*copy))
+                format!("{} {verb} {}{why}{outcome}", consumer_name(*consumer), self.copy(*copy))
             }
             ConsumerEvent::AckLost { consumer, copy, requeued } => {
                 let lost = format!("{}'s ack of {} is lost", consumer_name(*consumer), self.copy(*copy));
