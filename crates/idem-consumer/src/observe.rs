@@ -5,7 +5,7 @@
 //! |---|---|---|---|---|
 //! | [`MESSAGES_TOTAL`] `idem_messages_total` | counter | `outcome` | deliveries | every delivery settled (or left to the broker), by [`Outcome::as_str`] |
 //! | [`MESSAGE_DURATION_SECONDS`] `idem_message_duration_seconds` | histogram | `outcome` | seconds | from receiving the delivery to its settle |
-//! | [`TRANSPORT_ERRORS_TOTAL`] `idem_transport_errors_total` | counter | `operation`, `error` | errors | failed broker calls: `operation` is `next`, `ack`, `nak`, `dead_letter` or `in_progress`; `error` is `closed`, `stale` or `other` |
+//! | [`TRANSPORT_ERRORS_TOTAL`] `idem_transport_errors_total` | counter | `operation`, `error` | errors | failed broker calls: `operation` is `next`, `answer`, `ack`, `nak`, `dead_letter` or `in_progress`; `error` is `closed`, `stale` or `other` |
 //! | [`MESSAGES_IN_FLIGHT`] `idem_messages_in_flight` | gauge | — | deliveries | deliveries received and not yet settled |
 //! | `idem_store_errors_total` | counter | `operation`, `error` | errors | failed store calls (idem-once's [`idem_once::observe`]) |
 //!

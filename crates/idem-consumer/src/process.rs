@@ -43,7 +43,8 @@ pub(crate) async fn process<D: Delivery, S: Store + 'static, M: Mode<S>>(
     let span = observe::message_span(&delivery);
     let started = Instant::now();
     let (outcome, settle) = decide(shared, &delivery, &span).instrument(span.clone()).await;
-    settle_delivery(delivery, settle).instrument(span.clone()).await;
+    let answer_failed_retry = shared.settings.redelivery.handler_retry_after;
+    settle_delivery(delivery, settle, answer_failed_retry).instrument(span.clone()).await;
     observe::settled(&span, outcome, started);
     outcome
 }
@@ -173,10 +174,18 @@ impl<D: Delivery> Heartbeat for Progress<'_, D> {
     }
 }
 
-/// Sends the settle; a failure is counted and left to the broker's redelivery.
-async fn settle_delivery<D: Delivery>(delivery: D, settle: Settle) {
+/// Sends the settle; a failure is counted and left to the broker's redelivery. An ack is
+/// preceded by the delivery's answer ([`Delivery::answer`]); if that fails, the message is
+/// naked after `answer_failed_retry` instead, so its redelivery answers again.
+async fn settle_delivery<D: Delivery>(delivery: D, settle: Settle, answer_failed_retry: Duration) {
     let (operation, result) = match settle {
-        Settle::Ack(_) => ("ack", delivery.ack().await),
+        Settle::Ack(outcome) => match delivery.answer(&outcome).await {
+            Ok(()) => ("ack", delivery.ack().await),
+            Err(error) => {
+                observe::transport_failed("answer", &error);
+                ("nak", delivery.nak(answer_failed_retry).await)
+            }
+        },
         Settle::Redeliver { after } => ("nak", delivery.nak(after).await),
         Settle::DeadLetter(reason) => {
             tracing::warn!(%reason, "dead-lettering the message");

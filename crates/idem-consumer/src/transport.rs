@@ -17,6 +17,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use idem_core::StoredOutcome;
 use idem_core::consume::{DeadLetterReason, RedeliveryTimer};
 
 /// A transport failure, by what the consumer can do about it.
@@ -90,6 +91,16 @@ pub trait Delivery: DeliveryInfo + 'static {
     /// Restarts the broker's redelivery timer for this delivery (JetStream `+WPI`); a no-op
     /// where the broker has none (RabbitMQ).
     fn in_progress(&self) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Answers the message with its recorded outcome, just before the ack: a request/reply
+    /// message's reply (AMQP `reply_to`). Called before every ack, the first execution's
+    /// and every replay's, always with the recorded outcome, so every copy of a request
+    /// gets the same answer (G2). Does nothing by default. An error leaves the message
+    /// unacked: it is naked and its redelivery answers again (replies are at least once).
+    fn answer(&self, outcome: &StoredOutcome) -> impl Future<Output = Result<(), TransportError>> + Send {
+        let _ = outcome;
+        async { Ok(()) }
+    }
 }
 
 /// A source of deliveries: one broker consumer (a JetStream pull consumer, an AMQP

@@ -1,5 +1,6 @@
 //! [`RabbitDelivery`]: one AMQP delivery as the consumer sees it.
 
+use idem_core::StoredOutcome;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,6 +111,12 @@ fn integer(value: &AMQPValue) -> Option<i64> {
 }
 
 impl Delivery for RabbitDelivery {
+    /// Publishes the recorded outcome to the message's `reply_to`, if it has one
+    /// ([`RabbitDelivery::reply`]), before every ack: a duplicate request gets the same reply.
+    async fn answer(&self, outcome: &StoredOutcome) -> Result<(), TransportError> {
+        self.reply(outcome).await.map(|_replied| ())
+    }
+
     async fn ack(self) -> Result<(), TransportError> {
         settled(self.delivery.acker.ack(BasicAckOptions::default()).await)
     }
