@@ -13,8 +13,8 @@ use crate::checking::{Outcome, Search, SearchError, Strategy, Verdict};
 /// A running checker of the consumer model, whatever its strategy.
 pub type ConsumerChecker = Box<dyn Checker<ConsumerModel> + Send + Sync>;
 
-/// Starts checking `model` on background threads (join with [`ConsumerChecker::join`] or
-/// by waiting for [`Checker::is_done`]).
+/// Starts checking `model` on background threads (join its [`Checker::handles`], or wait
+/// for [`Checker::is_done`]).
 ///
 /// # Errors
 /// [`SearchError`] for options stateright cannot honour.
