@@ -48,7 +48,8 @@ pub enum Variant {
     /// own planted-bug tests do (run it with `--scenario redis-lua-atomic` or `redis-lua`).
     LuaDropsFenceCheck,
     /// The consumer's handler acks its own delivery before it returns, so before the
-    /// completion commits (run it with a consumer scenario).
+    /// completion commits (run it with `--scenario consumer` or `consumer-channel-close`;
+    /// in separate mode the effect row precedes the early ack, which no check then sees).
     AckBeforeCompletion,
     /// A hand-rolled inbox: the consumer's handler writes its effect row at once and
     /// returns a commit with no writes, so the row and the idempotency record are two
@@ -153,7 +154,7 @@ impl Variant {
             Variant::KeepsOversized => "the ledger records a response past the recording limit whole",
             Variant::LuaDropsFenceCheck => "idem-redis's store.lua without its fence check (redis-lua scenarios)",
             Variant::AckBeforeCompletion => {
-                "a consumer's handler acks its delivery before the completion (consumer scenarios)"
+                "a consumer's handler acks its delivery before the completion (atomic consumer scenarios)"
             }
             Variant::DedupOutsideTransaction => {
                 "a consumer's handler writes its effect at once, outside the completion's transaction (consumer)"

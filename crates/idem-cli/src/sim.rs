@@ -45,8 +45,8 @@ pub(crate) struct Args {
     /// fence-reset (with --scenario volatile-store), double-write, row-outside-transaction,
     /// token-case-folded, rejects-query, replay-drops-header (with --scenario separate),
     /// keeps-oversized (with --scenario oversized-responses), lua-drops-fence-check (with
-    /// --scenario redis-lua or redis-lua-atomic), ack-before-completion (with a consumer
-    /// scenario), dedup-outside-transaction (with --scenario consumer).
+    /// --scenario redis-lua or redis-lua-atomic), ack-before-completion (with --scenario
+    /// consumer or consumer-channel-close), dedup-outside-transaction (with --scenario consumer).
     #[arg(long, default_value_t = Variant::Correct)]
     variant: Variant,
     /// Threads running seeds side by side (default: one per core).

@@ -11,6 +11,7 @@
 //! | G6 | every copy is acked or dead-lettered, within the bound after healing or its publish; a copy of the first payload is acked, never dead-lettered; an acked id has an effect row (else it is lost); every planned publish happened |
 //! | G2 | every replayed outcome equals the outcome of an effect row of its id written before it, and all replays of an id are equal |
 //! | G3 | a fenced store operation applies only with the record's fence; no fence issued twice |
+//! | G8 | every handler ran under a claim (its fence) the store wrote for its message |
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,6 +41,7 @@ pub(crate) fn check(
     settled(&mut found, &planned, copies, settings);
     replays(&mut found);
     fences(&mut found);
+    claims(&mut found);
     if let Some(error) = run_error {
         let detail = format!("the simulation did not finish: {error}");
         found.violations.push(Violation { guarantee: "G6", subject: "the run".to_owned(), detail, story: Vec::new() });
@@ -258,5 +260,35 @@ fn fences(found: &mut Found<'_>) {
     }
     for (id, detail) in wrong {
         found.push("G3", &id, detail);
+    }
+}
+
+/// G8: every handler ran under a claim the store wrote for its message id, with its fence
+/// (the latest answer for that record id and fence, as the history goes).
+fn claims(found: &mut Found<'_>) {
+    let mut written: BTreeMap<(String, u64), bool> = BTreeMap::new();
+    let mut wrong: Vec<(String, String)> = Vec::new();
+    for event in found.events {
+        match &event.kind {
+            Kind::Store(store) => {
+                if let Some((fence, was_written)) = store.issued {
+                    written.insert((store.id.key.as_str().to_owned(), fence.get()), was_written);
+                }
+            }
+            Kind::Msg(msg) => {
+                if let MsgEvent::Handling { id, fence, delivery, .. } = msg.as_ref()
+                    && written.get(&(id.clone(), *fence)) != Some(&true)
+                {
+                    wrong.push((
+                        id.clone(),
+                        format!("the handler of d{delivery} ran under f{fence}, a claim the store never wrote"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (id, detail) in wrong {
+        found.push("G8", &id, detail);
     }
 }

@@ -25,8 +25,8 @@ pub(crate) enum MsgEvent {
     CallFailed { consumer: usize, op: &'static str, delivery: Option<u64>, why: String },
     /// A consumer gave up a channel after a failed call (channel-close mode).
     ChannelDropped { consumer: usize, session: u64 },
-    /// A handler started on a delivery (`fate`: how it will go).
-    Handling { consumer: usize, delivery: u64, id: String, payload: String, fate: String },
+    /// A handler started on a delivery under the claim `fence` (`fate`: how it will go).
+    Handling { consumer: usize, delivery: u64, id: String, payload: String, fence: u64, fate: String },
     /// A handler returned (`result`: its outcome or its error).
     Handled { consumer: usize, delivery: u64, id: String, result: String },
     /// The consumer replayed a completed record (`Handler::replayed`) for a delivery.
@@ -97,8 +97,8 @@ impl fmt::Display for MsgEvent {
             MsgEvent::ChannelDropped { consumer, session } => {
                 write!(f, "drop    consumer-{consumer} gives up session {session} (its connection broke)")
             }
-            MsgEvent::Handling { consumer, delivery, id, payload, fate } => {
-                write!(f, "handle  consumer-{consumer} d{delivery} {id} {payload}: {fate}")
+            MsgEvent::Handling { consumer, delivery, id, payload, fence, fate } => {
+                write!(f, "handle  consumer-{consumer} d{delivery} {id} {payload} under f{fence}: {fate}")
             }
             MsgEvent::Handled { consumer, delivery, id, result } => {
                 write!(f, "handled consumer-{consumer} d{delivery} {id}: {result}")

@@ -82,7 +82,7 @@ impl SimHandler {
 
     /// Runs the handler's body: its time, its failure, then the effect row it would write
     /// and the outcome it returns.
-    async fn body(&self, message: &Message<'_>) -> Result<(Effect, u64), HandlerFailed> {
+    async fn body(&self, message: &Message<'_>, claim: &ClaimScope) -> Result<(Effect, u64), HandlerFailed> {
         let id = message.message_id().unwrap_or_default().to_owned();
         let payload = String::from_utf8_lossy(message.payload()).into_owned();
         let (delivery, _, _) = delivery_of(message);
@@ -104,6 +104,7 @@ impl SimHandler {
             delivery,
             id: id.clone(),
             payload: payload.clone(),
+            fence: claim.fence().get(),
             fate,
         });
         let counter = &self.shared.in_handler[self.consumer];
@@ -142,8 +143,8 @@ impl SimHandler {
 impl AtomicHandler<RemoteStore> for SimHandler {
     type Error = HandlerFailed;
 
-    async fn handle(&self, message: &Message<'_>, _claim: &ClaimScope) -> Result<Commit<RemoteStore>, HandlerFailed> {
-        let (effect, _) = self.body(message).await?;
+    async fn handle(&self, message: &Message<'_>, claim: &ClaimScope) -> Result<Commit<RemoteStore>, HandlerFailed> {
+        let (effect, _) = self.body(message, claim).await?;
         let outcome = StoredOutcome::bytes(effect.outcome.clone());
         if self.shared.variant == Variant::DedupOutsideTransaction {
             // The effect commits at once; only the completion is left for the consumer.
@@ -167,8 +168,8 @@ impl AtomicHandler<RemoteStore> for SimHandler {
 impl Handler for SimHandler {
     type Error = HandlerFailed;
 
-    async fn handle(&self, message: &Message<'_>, _claim: &ClaimScope) -> Result<StoredOutcome, HandlerFailed> {
-        let (effect, _) = self.body(message).await?;
+    async fn handle(&self, message: &Message<'_>, claim: &ClaimScope) -> Result<StoredOutcome, HandlerFailed> {
+        let (effect, _) = self.body(message, claim).await?;
         let outcome = StoredOutcome::bytes(effect.outcome.clone());
         insert_alone(&self.store, effect).await.map_err(|error| HandlerFailed(error.to_string()))?;
         if self.shared.variant == Variant::AckBeforeCompletion {
