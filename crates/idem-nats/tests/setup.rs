@@ -93,3 +93,35 @@ async fn the_recommended_consumer_opens_with_ack_wait_of_lease_plus_renewal() {
     assert_eq!(info.config.max_ack_pending, 32);
     assert_eq!(info.config.ack_policy, AckPolicy::Explicit);
 }
+
+/// A handler that is never run: the consumer is refused before it starts.
+struct Never;
+
+impl idem_consumer::Handler for Never {
+    type Error = std::convert::Infallible;
+
+    async fn handle(
+        &self,
+        _message: &idem_consumer::Message<'_>,
+        _claim: &idem_consumer::ClaimScope,
+    ) -> Result<idem_core::StoredOutcome, Self::Error> {
+        Ok(idem_core::StoredOutcome::empty())
+    }
+}
+
+#[tokio::test]
+async fn an_ack_wait_under_two_renewals_is_refused_by_the_consumer() {
+    let fixture = Fixture::with_retention("timers", RetentionPolicy::Limits).await;
+    let store = std::sync::Arc::new(idem_core::MemoryStore::default());
+    // The default lease (10 s) renews every 3.3 s; an ack wait of 1 s would expire between renewals.
+    let short = fixture.transport("short", Duration::from_secs(1)).await;
+    let refused = idem_consumer::Consumer::builder(std::sync::Arc::clone(&store), short).handler(Never);
+    let error = refused.err().expect("an ack wait of 1 s with a 10 s lease is refused");
+    assert!(matches!(error, idem_consumer::ConfigError::Timers(_)), "{error}");
+
+    let policy = Policy::DEFAULT;
+    let fitting = fixture.consumer_with(recommended_consumer("fits", &policy, 64, 1)).await;
+    let fitting = NatsTransport::new(&fixture.js, fitting, NatsOptions::default()).await.expect("transport");
+    let built = idem_consumer::Consumer::builder(store, fitting).policy(policy).handler(Never);
+    assert!(built.is_ok(), "the recommended ack wait fits the lease");
+}
