@@ -80,11 +80,28 @@ impl NatsDelivery {
 /// dropped client) or not connected (it buffers publishes while reconnecting, so a settle
 /// may be lost then, and a double ack times out), else [`TransportError::Other`].
 pub(crate) fn transport_error(message: &Message, error: async_nats::Error) -> TransportError {
-    let closed = error.downcast_ref::<async_nats::PublishError>().is_some_and(|e| e.kind() == PublishErrorKind::Send)
-        || error.downcast_ref::<async_nats::SubscribeError>().is_some_and(|e| e.kind() == SubscribeErrorKind::Other)
-        || error.downcast_ref::<JsPublishError>().is_some_and(|e| e.kind() == JsPublishErrorKind::BrokenPipe)
-        || message.context.client().connection_state() != State::Connected;
-    if closed { TransportError::Closed } else { TransportError::other(error) }
+    if client_closed(&*error) || message.context.client().connection_state() != State::Connected {
+        return TransportError::Closed;
+    }
+    TransportError::other(error)
+}
+
+/// Whether `error`, or an error it wraps, says the client can no longer reach its connection.
+pub(crate) fn client_closed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let closed =
+            error.downcast_ref::<async_nats::PublishError>().is_some_and(|e| e.kind() == PublishErrorKind::Send)
+                || error
+                    .downcast_ref::<async_nats::SubscribeError>()
+                    .is_some_and(|e| e.kind() == SubscribeErrorKind::Other)
+                || error.downcast_ref::<JsPublishError>().is_some_and(|e| e.kind() == JsPublishErrorKind::BrokenPipe);
+        if closed {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 impl DeliveryInfo for NatsDelivery {

@@ -11,7 +11,7 @@ use futures::{FutureExt, StreamExt};
 use idem_consumer::{Transport, TransportError};
 use idem_core::RedeliveryTimer;
 
-use crate::delivery::{NatsDelivery, Origin};
+use crate::delivery::{NatsDelivery, Origin, client_closed};
 use crate::setup::{self, NatsOptions, SetupError};
 
 /// How often the server sends an idle heartbeat on an open pull request, so a connection
@@ -131,6 +131,7 @@ impl Transport for NatsTransport {
             Some(messages) => messages,
             None => match self.pull().await {
                 Ok(messages) => self.messages.insert(messages),
+                Err(error) if client_closed(&*error) => return Some(Err(TransportError::Closed)),
                 Err(error) => return Some(Err(TransportError::other(error))),
             },
         };
