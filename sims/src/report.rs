@@ -138,6 +138,9 @@ coverage! {
     redelivered_after_ack_wait: "redelivered after ack timeout",
     /// A channel closed and the broker requeued a copy out on it (`consumer-channel-close`).
     redelivered_after_channel_close: "redelivered after channel close",
+    /// A copy came back while its handler still ran: a lost progress (ack-wait) or a
+    /// channel closed under it (channel-close) (consumers).
+    redelivered_while_running: "redelivered while its handler ran",
     /// A delivery whose record was replayed was acked (consumers).
     replay_acked: "replay acked",
     /// A delivery whose claim met a claim in flight was naked (consumers).
@@ -223,6 +226,7 @@ impl Coverage {
             "crash during a handler",
             "redelivered after ack timeout",
             "redelivered after channel close",
+            "redelivered while its handler ran",
             "replay acked",
             "conflict naked",
             "dead-lettered",

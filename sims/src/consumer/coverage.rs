@@ -16,6 +16,9 @@ pub(crate) fn of(events: &[Event]) -> Coverage {
     let mut delivered: BTreeMap<u64, (usize, String)> = BTreeMap::new();
     let mut last_claim: BTreeMap<(usize, String), bool> = BTreeMap::new();
     let mut published: BTreeMap<(String, String), u64> = BTreeMap::new();
+    // Handlers running now, by delivery: a copy that comes back meanwhile came back while
+    // its handler was alive (a lost progress, a channel closed under it).
+    let mut running: BTreeMap<u64, (usize, String)> = BTreeMap::new();
     for event in events {
         match &event.kind {
             Kind::Store(store) if store.op == StoreOp::Claim => {
@@ -23,6 +26,12 @@ pub(crate) fn of(events: &[Event]) -> Coverage {
                 last_claim.insert((store.replica, store.id.key.as_str().to_owned()), conflict);
             }
             Kind::Fault(text) if text.contains("between commit and ack") => coverage.crash_after_commit += 1,
+            // A crashed consumer's handlers never return.
+            Kind::Fault(text) if text.starts_with("crash consumer-") || text.starts_with("bounce consumer-") => {
+                let crashed = text.split_whitespace().nth(1).and_then(|name| name.strip_prefix("consumer-"));
+                let crashed = crashed.and_then(|index| index.parse::<usize>().ok());
+                running.retain(|_, run| Some(run.0) != crashed);
+            }
             Kind::Msg(event) => match event.as_ref() {
                 MsgEvent::Published { id, payload, .. } => {
                     *published.entry((id.clone(), payload.clone())).or_default() += 1;
@@ -30,9 +39,21 @@ pub(crate) fn of(events: &[Event]) -> Coverage {
                 MsgEvent::Delivered { delivery, id, consumer, .. } => {
                     delivered.insert(*delivery, (*consumer, id.clone()));
                 }
-                MsgEvent::AckWaitLapsed { .. } => coverage.redelivered_after_ack_wait += 1,
-                MsgEvent::ChannelClosed { requeued, .. } => {
+                MsgEvent::Handling { delivery, consumer, id, .. } => {
+                    running.insert(*delivery, (*consumer, id.clone()));
+                }
+                MsgEvent::Handled { delivery, result, .. } => {
+                    running.remove(delivery);
+                    coverage.handler_failed += u64::from(result == "failed");
+                }
+                MsgEvent::AckWaitLapsed { delivery, .. } => {
+                    coverage.redelivered_after_ack_wait += 1;
+                    coverage.redelivered_while_running += u64::from(running.contains_key(delivery));
+                }
+                MsgEvent::ChannelClosed { consumer, requeued, .. } => {
                     coverage.redelivered_after_channel_close += requeued.len() as u64;
+                    let alive = |id: &String| running.values().any(|run| run.0 == *consumer && &run.1 == id);
+                    coverage.redelivered_while_running += requeued.iter().filter(|id| alive(id)).count() as u64;
                 }
                 MsgEvent::Replayed { delivery, .. } => {
                     replayed.insert(*delivery);
@@ -55,7 +76,6 @@ pub(crate) fn of(events: &[Event]) -> Coverage {
                 // An ack the broker refused (stale, channel closed) is lost too.
                 MsgEvent::Settle { what, .. } if what == "ack" => coverage.ack_lost += 1,
                 MsgEvent::CallFailed { op: "ack", .. } => coverage.ack_lost += 1,
-                MsgEvent::Handled { result, .. } if result == "failed" => coverage.handler_failed += 1,
                 _ => {}
             },
             _ => {}
