@@ -77,7 +77,9 @@ async fn a_nak_with_a_delay_redelivers_after_it_as_attempt_two() {
 #[tokio::test]
 async fn in_progress_keeps_a_message_past_its_ack_wait_and_without_it_it_returns() {
     let fixture = Fixture::new("progress").await;
-    let ack_wait = Duration::from_secs(1);
+    // Two seconds, renewed every half second: a loaded machine may stall the renewals a
+    // while without the message coming back.
+    let ack_wait = Duration::from_secs(2);
     let mut transport = fixture.transport("app", ack_wait).await;
     fixture.publish(&fixture.subject("p"), b"kept", Some("kept")).await;
     let kept = next_within(&mut transport, WAIT, "the kept message").await;
@@ -85,9 +87,9 @@ async fn in_progress_keeps_a_message_past_its_ack_wait_and_without_it_it_returns
     let left = next_within(&mut transport, WAIT, "the left message").await;
     let left_at = Instant::now();
 
-    // Hold both for three ack waits; only `kept` gets in-progress acks (every third of one).
+    // Hold both for three ack waits; only `kept` gets in-progress acks (every quarter of one).
     let mut copies = Vec::new();
-    let mut tick = tokio::time::interval(ack_wait / 3);
+    let mut tick = tokio::time::interval(ack_wait / 4);
     let held = Instant::now();
     while held.elapsed() < ack_wait * 3 {
         tokio::select! {
