@@ -21,8 +21,10 @@
 //! - **Dead-lettering is at least once.** With a dead-letter subject, the copy is published
 //!   and acked by its stream before the original is terminated (`+TERM`); a crash between
 //!   the two publishes it again on redelivery, deduplicated by the dead-letter stream's
-//!   duplicate window on the copy's `Nats-Msg-Id`. Without a subject, the message is
-//!   terminated with a warning and dropped.
+//!   duplicate window on the copy's `Nats-Msg-Id`. A copy that could not be published
+//!   leaves the original unterminated: it comes back after `ack_wait` and is dead-lettered
+//!   again, never dropped. Without a subject, the message is terminated with a warning and
+//!   dropped.
 //!
 //! # The settings that make it hold
 //!

@@ -19,7 +19,7 @@ pub const MAX_DELIVER_MIN: i64 = 10;
 
 /// How many messages the transport asks JetStream for at a time, by default: the consumer's
 /// own default in-flight bound (`ConsumerBuilder::in_flight_max`).
-pub const IN_FLIGHT_MAX_DEFAULT: usize = 64;
+pub const IN_FLIGHT_MAX_DEFAULT: usize = idem_consumer::IN_FLIGHT_MAX_DEFAULT;
 
 /// How the transport pulls and where it dead-letters.
 #[derive(Debug, Clone, PartialEq, Eq)]
