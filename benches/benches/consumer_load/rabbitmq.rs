@@ -32,8 +32,11 @@ pub(crate) async fn round(messages: usize, round: usize, kind: Kind) -> f64 {
         .await
         .expect("q");
     publish(&channel, &name, messages).await;
-    let store =
-        Arc::new(PostgresStore::open(PostgresOptions::new(DATABASE).schema(&name)).await.expect("PostgreSQL runs"));
+    let store = Arc::new(
+        PostgresStore::open(PostgresOptions::new(DATABASE).schema(&name).connections_max(POOL_MAX))
+            .await
+            .expect("PostgreSQL runs"),
+    );
     let table = format!("CREATE TABLE \"{name}\".payments (id TEXT NOT NULL, amount BIGINT NOT NULL)");
     sqlx::raw_sql(AssertSqlSafe(table)).execute(store.pool()).await.expect("the table");
     let transport = RabbitTransport::builder(AMQP, &name).prefetch(IN_FLIGHT_MAX).connect().await.expect("transport");
