@@ -247,3 +247,24 @@ async fn settling_on_a_closed_client_is_closed_and_next_says_so() {
     }
     fixture.until_settled("app", WAIT).await;
 }
+
+#[tokio::test]
+async fn a_dead_letter_whose_copy_fails_is_not_terminated() {
+    let mut fixture = Fixture::new("dlq_gone").await;
+    let dlq_stream = format!("idem_t_dlq_gone_copies_{}", std::process::id());
+    fixture.add_stream(&dlq_stream, RetentionPolicy::Limits).await;
+    let consumer = fixture.consumer("app", Duration::from_secs(1)).await;
+    let options = NatsOptions::default().dead_letter_subject(format!("{dlq_stream}.x"));
+    let mut transport = NatsTransport::new(&fixture.js, consumer, options).await.expect("transport");
+    // The dead-letter stream goes away after the check at construction.
+    fixture.js.delete_stream(&dlq_stream).await.expect("delete the dead-letter stream");
+    fixture.publish(&fixture.subject("p"), b"x", Some("g-1")).await;
+
+    let delivery = next_within(&mut transport, WAIT, "the message").await;
+    let error = delivery.dead_letter(DeadLetterReason::KeyReused).await.expect_err("no stream takes the copy");
+    assert!(matches!(error, TransportError::Other(_)), "{error:?}");
+    let again = next_within(&mut transport, WAIT, "the message whose copy failed, back after its ack wait").await;
+    assert_eq!((again.message_id(), again.attempt()), (Some("g-1"), Some(2)));
+    again.ack().await.expect("ack");
+    fixture.until_settled("app", WAIT).await;
+}
