@@ -109,3 +109,17 @@ fn an_effect_committed_outside_the_completion_is_caught_as_a_second_effect() {
     // passes the same seeds (the first test).
     caught(Scenario::Consumer, Variant::DedupOutsideTransaction, 0..20, "G1");
 }
+
+#[test]
+fn a_consumer_sweep_does_not_depend_on_its_thread_count() {
+    // Goal: seeds run after other seeds on one thread give what they give on two (no state
+    // leaks between runs: tokio's task numbering, turmoil's random stream, statics).
+    for scenario in SCENARIOS {
+        let one = idem_sim::sweep(0..40, scenario, Variant::Correct, 1, &|_| {});
+        let two = idem_sim::sweep(0..40, scenario, Variant::Correct, 2, &|_| {});
+        eprintln!("{scenario}: coverage on one thread {:?}", one.coverage);
+        assert_eq!(one.coverage, two.coverage, "{scenario}");
+        assert_eq!(one.failing_seeds(), two.failing_seeds(), "{scenario}");
+        assert_eq!(one.simulated, two.simulated, "{scenario}");
+    }
+}
