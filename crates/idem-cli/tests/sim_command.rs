@@ -80,3 +80,23 @@ fn bad_seed_ranges_and_names_are_readable_errors() {
         assert!(!stderr(&output).contains("panicked"), "{args:?}: {}", stderr(&output));
     }
 }
+
+#[test]
+fn the_consumer_scenarios_pass_and_a_planted_inbox_is_caught() {
+    // Goal: `idem sim --scenario consumer*` runs the real consumer over the simulated broker
+    // as a user runs it: the shipped code passes with its counters reached; the hand-rolled
+    // inbox (dedup record written after the side effect, outside its transaction) fails
+    // with exit code 1 and the command that replays it.
+    for scenario in ["consumer", "consumer-channel-close"] {
+        let output = idem(&["sim", "--seeds", "0..20", "--scenario", scenario, "--threads", "2"]);
+        let table = stdout(&output);
+        assert_eq!(output.status.code(), Some(0), "{scenario}: {table}{}", stderr(&output));
+        assert!(table.contains("failures                      0"), "{scenario}: {table}");
+        assert!(table.contains("replay acked"), "{scenario}: {table}");
+    }
+    let output = idem(&["sim", "--seeds", "0..20", "--scenario", "consumer", "--variant", "dedup-outside-transaction"]);
+    assert_eq!(output.status.code(), Some(1), "{}{}", stdout(&output), stderr(&output));
+    let replay = "--scenario consumer --variant dedup-outside-transaction --trace";
+    assert!(stderr(&output).contains(replay), "{}", stderr(&output));
+    assert!(stderr(&output).contains("G1"), "{}", stderr(&output));
+}
