@@ -8,8 +8,8 @@ use std::time::Duration;
 use idem_core::consume::Redelivery;
 use idem_core::{AtomicStore, Clock, Policy, Store};
 use idem_once::Once;
-use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::config::{ConfigError, OnConflict, Settings};
 use crate::handler::{AtomicHandler, Handler};
@@ -160,16 +160,19 @@ where
 impl<T: Transport, S: Store + 'static, M: Mode<S>> Consumer<T, S, M> {
     /// Takes deliveries and handles up to `in_flight_max` at once until `shutdown`
     /// completes or the transport stops. Then it stops the transport and gives running
-    /// handlers `drain_max` to finish and settle; those still running are abandoned as a
-    /// crash would leave them, never cut short half-way.
+    /// handlers `drain_max` to finish and settle; those still running are aborted, as a
+    /// crash would end them: in atomic mode their writes roll back; in separate mode a side
+    /// effect already made runs again once the message is redelivered after the lease.
     pub async fn run_until(mut self, shutdown: impl Future<Output = ()> + Send) -> Drained {
         let settings = &self.shared.settings;
         let permits = Arc::new(Semaphore::new(settings.in_flight_max));
-        let tracker = TaskTracker::new();
+        // Every delivery's task, reaped as they end, so it holds at most `in_flight_max`.
+        let mut running = JoinSet::new();
         let settled = Arc::new(AtomicU64::new(0));
         let mut retry = INTAKE_RETRY_FIRST;
         tokio::pin!(shutdown);
         loop {
+            while running.try_join_next().is_some() {}
             let permit = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -191,26 +194,43 @@ impl<T: Transport, S: Store + 'static, M: Mode<S>> Consumer<T, S, M> {
             };
             retry = INTAKE_RETRY_FIRST;
             let (shared, settled) = (Arc::clone(&self.shared), Arc::clone(&settled));
-            metrics::gauge!(observe::MESSAGES_IN_FLIGHT).increment(1.0);
-            tracker.spawn(async move {
+            let in_flight = InFlight::start(permit);
+            running.spawn(async move {
                 process(&shared, delivery).await;
                 settled.fetch_add(1, Ordering::Relaxed);
-                metrics::gauge!(observe::MESSAGES_IN_FLIGHT).decrement(1.0);
-                drop(permit);
+                drop(in_flight);
             });
         }
         self.transport.stop().await;
-        tracker.close();
-        let running = tracker.len() as u64;
-        let drained = tokio::time::timeout(self.shared.settings.drain_max, tracker.wait()).await.is_ok();
-        let abandoned = if drained { 0 } else { tracker.len() as u64 };
+        let drain = async { while running.join_next().await.is_some() {} };
+        let abandoned = match tokio::time::timeout(self.shared.settings.drain_max, drain).await {
+            Ok(()) => 0,
+            Err(_) => running.len() as u64,
+        };
         if abandoned > 0 {
-            tracing::warn!(
-                abandoned,
-                running,
-                "shutdown: handlers still running after the drain time are abandoned; their claims lapse and the broker redelivers"
-            );
+            // Aborted, as a crash would end them: in atomic mode their transactions roll
+            // back; their claims lapse and the broker redelivers their messages.
+            tracing::warn!(abandoned, "shutdown: handlers still running after the drain time are aborted");
+            running.abort_all();
+            while running.join_next().await.is_some() {}
         }
         Drained { settled: settled.load(Ordering::Relaxed), abandoned }
+    }
+}
+
+/// One delivery in flight: its permit and its place in the gauge, given back when its task
+/// ends, however it ends (settled, panicked, aborted).
+struct InFlight(#[allow(dead_code, reason = "held for its drop")] OwnedSemaphorePermit);
+
+impl InFlight {
+    fn start(permit: OwnedSemaphorePermit) -> InFlight {
+        metrics::gauge!(observe::MESSAGES_IN_FLIGHT).increment(1.0);
+        InFlight(permit)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(observe::MESSAGES_IN_FLIGHT).decrement(1.0);
     }
 }

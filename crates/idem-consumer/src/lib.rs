@@ -44,6 +44,6 @@ pub use consumer::{Consumer, ConsumerBuilder, Drained};
 pub use handler::{AtomicHandler, Handler};
 pub use idem_once::{ClaimScope, Commit};
 pub use message::{KeyFrom, Message, PrincipalFrom};
-pub use mode::{Atomic, Mode, Separate};
+pub use mode::{Atomic, Failed, Mode, Separate};
 pub use observe::Outcome;
 pub use transport::{Delivery, DeliveryInfo, Transport, TransportError};

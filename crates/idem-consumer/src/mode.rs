@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use idem_core::{AtomicStore, Claim, RecordId, Store, StoredOutcome};
-use idem_once::{Executed, Heartbeat, Once};
+use idem_once::{Executed, Failure, Heartbeat, Once};
 
 use crate::handler::{AtomicHandler, Handler};
 use crate::message::Message;
@@ -13,7 +13,6 @@ use crate::message::Message;
 /// need to implement it.
 pub trait Mode<S: Store>: Send + Sync + 'static {
     /// Runs the handler under `claim` while renewing it, and records its outcome.
-    /// A failure comes back as its text, for the log.
     fn execute<'a>(
         &'a self,
         once: &'a Once<S>,
@@ -21,7 +20,7 @@ pub trait Mode<S: Store>: Send + Sync + 'static {
         claim: Claim,
         message: &'a Message<'a>,
         heartbeat: &'a impl Heartbeat,
-    ) -> impl Future<Output = Executed<String>> + Send + 'a;
+    ) -> impl Future<Output = Executed<Failed>> + Send + 'a;
 
     /// The handler's hook for a completed record, before its ack.
     fn replayed(&self, message: &Message<'_>, outcome: &StoredOutcome) -> impl Future<Output = ()> + Send;
@@ -44,9 +43,9 @@ impl<S: Store + 'static, H: Handler> Mode<S> for Separate<H> {
         claim: Claim,
         message: &'a Message<'a>,
         heartbeat: &'a impl Heartbeat,
-    ) -> Executed<String> {
+    ) -> Executed<Failed> {
         let work = |scope| async move { self.0.handle(message, &scope).await };
-        text(once.execute(id, claim, heartbeat, work).await)
+        classified(once.execute(id, claim, heartbeat, work).await)
     }
 
     fn replayed(&self, message: &Message<'_>, outcome: &StoredOutcome) -> impl Future<Output = ()> + Send {
@@ -71,9 +70,9 @@ where
         claim: Claim,
         message: &'a Message<'a>,
         heartbeat: &'a impl Heartbeat,
-    ) -> Executed<String> {
+    ) -> Executed<Failed> {
         let work = |scope| async move { self.0.handle(message, &scope).await };
-        text(once.execute_atomic(id, claim, heartbeat, work).await)
+        classified(once.execute_atomic(id, claim, heartbeat, work).await)
     }
 
     fn replayed(&self, message: &Message<'_>, outcome: &StoredOutcome) -> impl Future<Output = ()> + Send {
@@ -85,11 +84,23 @@ where
     }
 }
 
-fn text<F: std::fmt::Display>(executed: Executed<F>) -> Executed<String> {
+/// Why an execution failed, as the consumer settles it.
+#[derive(Debug)]
+pub enum Failed {
+    /// The handler, its writes, or a panic in either: SPEC row "handler error" (release, nak,
+    /// or dead-letter once the attempts are spent). The failure's text, for the log.
+    Handler(String),
+    /// The store failed while committing: not the handler's fault, so never counted
+    /// toward giving up (G8's nak).
+    Store(idem_core::StoreError),
+}
+
+fn classified<E: std::fmt::Display, W: std::fmt::Display>(executed: Executed<Failure<E, W>>) -> Executed<Failed> {
     match executed {
         Executed::Completed(outcome) => Executed::Completed(outcome),
         Executed::Lost => Executed::Lost,
-        Executed::Failed(failure) => Executed::Failed(failure.to_string()),
+        Executed::Failed(Failure::Store(error)) => Executed::Failed(Failed::Store(error)),
+        Executed::Failed(failure) => Executed::Failed(Failed::Handler(failure.to_string())),
         Executed::Unrecorded { outcome, error } => Executed::Unrecorded { outcome, error },
     }
 }

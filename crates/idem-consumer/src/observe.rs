@@ -49,6 +49,9 @@ pub enum Outcome {
     Unrecorded,
     /// The store failed before a claim: nothing ran; naked (G8).
     StoreFailed,
+    /// Handling the delivery panicked outside the handler (a key function, a `replayed`
+    /// hook); naked. A panic inside the handler is [`Outcome::Released`].
+    Panicked,
 }
 
 impl Outcome {
@@ -64,6 +67,7 @@ impl Outcome {
             Outcome::Superseded => "superseded",
             Outcome::Unrecorded => "unrecorded",
             Outcome::StoreFailed => "store_failed",
+            Outcome::Panicked => "panicked",
         }
     }
 }

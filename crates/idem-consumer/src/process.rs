@@ -6,7 +6,10 @@
 //! record the store holds completed; every failure to settle is left to the broker, whose
 //! redelivery is then acked as a replay.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use idem_core::consume::{self, Handle, Settle};
 use idem_core::reply;
@@ -17,7 +20,7 @@ use tracing::Instrument;
 
 use crate::config::{OnConflict, Settings};
 use crate::message::{Message, record_id};
-use crate::mode::Mode;
+use crate::mode::{Failed, Mode};
 use crate::observe::{self, Outcome};
 use crate::transport::Delivery;
 
@@ -42,7 +45,13 @@ pub(crate) async fn process<D: Delivery, S: Store + 'static, M: Mode<S>>(
 ) -> Outcome {
     let span = observe::message_span(&delivery);
     let started = Instant::now();
-    let (outcome, settle) = decide(shared, &delivery, &span).instrument(span.clone()).await;
+    // A panic outside the handler's own future (a key function, a `replayed` hook) must not
+    // leave the delivery unsettled: RabbitMQ would hold it until its consumer timeout.
+    let decided = AssertUnwindSafe(decide(shared, &delivery, &span)).catch_unwind().instrument(span.clone()).await;
+    let (outcome, settle) = decided.unwrap_or_else(|_panic| {
+        tracing::error!(parent: &span, "panicked while handling the delivery; naking it");
+        (Outcome::Panicked, Settle::Redeliver { after: shared.settings.redelivery.handler_retry_after })
+    });
     let answer_failed_retry = shared.settings.redelivery.handler_retry_after;
     settle_delivery(delivery, settle, answer_failed_retry).instrument(span.clone()).await;
     observe::settled(&span, outcome, started);
@@ -91,10 +100,11 @@ async fn decide<D: Delivery, S: Store + 'static, M: Mode<S>>(
             };
             (Outcome::Superseded, replay_hook(mode, &message, settle).await)
         }
-        Executed::Failed(failure) => {
+        Executed::Failed(Failed::Handler(failure)) => {
             tracing::warn!(%failure, "handler failed; its claim was released");
             (Outcome::Released, consume::after_failure(delivery.attempt(), rules))
         }
+        Executed::Failed(Failed::Store(error)) => store_failed(&error, settings),
         Executed::Unrecorded { error, .. } => {
             // SPEC: an ack only after the completion committed. The side effect ran
             // (separate mode); the redelivery meets this claim until its lease lapses.

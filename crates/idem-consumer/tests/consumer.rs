@@ -235,3 +235,80 @@ fn timers_that_do_not_fit_the_lease_are_refused() {
         .handler(Arc::new(Payments::default()));
     assert!(matches!(built, Err(ConfigError::InFlightMax(0))));
 }
+
+/// A handler whose `replayed` hook panics once.
+struct PanicsOnReplay(std::sync::atomic::AtomicBool, Arc<Payments>);
+
+impl idem_consumer::Handler for PanicsOnReplay {
+    type Error = common::PaymentFailed;
+
+    async fn handle(
+        &self,
+        message: &idem_consumer::Message<'_>,
+        claim: &idem_consumer::ClaimScope,
+    ) -> Result<idem_core::StoredOutcome, Self::Error> {
+        idem_consumer::Handler::handle(&*self.1, message, claim).await
+    }
+
+    async fn replayed(&self, _message: &idem_consumer::Message<'_>, _outcome: &idem_core::StoredOutcome) {
+        if !self.0.swap(true, Ordering::SeqCst) {
+            panic!("the replay hook panics once");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_outside_the_handler_naks_the_delivery_instead_of_leaving_it_unsettled() {
+    // A delivery left unsettled would sit unacked on RabbitMQ until its consumer timeout;
+    // the panic is caught and the delivery naked, and the next delivery is acked. The ack
+    // wait is an hour, like a broker with no timer, so only the nak can bring it back in time.
+    let broker = MemoryBroker::new(Duration::from_secs(3600));
+    broker.publish(Some("k"), "orders", "pay");
+    let duplicate = broker.publish(Some("k"), "orders", "pay");
+    let payments = Arc::new(Payments::default());
+    let handler = PanicsOnReplay(std::sync::atomic::AtomicBool::new(false), Arc::clone(&payments));
+    let consumer = Consumer::builder(Arc::new(FlakyStore::default()), broker.transport("memory:orders/app"))
+        .policy(policy())
+        .clock(clock())
+        .handler(handler)
+        .expect("valid settings");
+    let drained = consumer.run_until(until_settled(&broker, Duration::from_secs(30))).await;
+    let message = &broker.messages()[&duplicate];
+    assert_eq!(message.state, State::Acked, "{message:?}");
+    assert!(message.delivered >= 2, "the panicking delivery was naked, then redelivered: {message:?}");
+    assert_eq!(payments.runs.load(Ordering::SeqCst), 1);
+    assert_eq!(drained.abandoned, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn handlers_still_running_after_the_drain_time_are_aborted_and_their_claims_lapse() {
+    // Shutdown ends a hung handler as a crash would: it is not acked, its lease is no
+    // longer renewed, and the message is left for the broker to redeliver.
+    let broker = MemoryBroker::new(ACK_WAIT);
+    let seq = broker.publish(Some("hung"), "orders", "pay");
+    let store = Arc::new(FlakyStore::default());
+    let payments = Arc::new(Payments::default());
+    *payments.delay.lock().expect("not poisoned") = Duration::from_secs(120);
+    let clock = clock();
+    let consumer = Consumer::builder(Arc::clone(&store), broker.transport("memory:orders/app"))
+        .policy(policy())
+        .clock(Arc::clone(&clock))
+        .drain_max(Duration::from_secs(1))
+        .handler(Arc::clone(&payments))
+        .expect("valid settings");
+    let drained = consumer.run_until(tokio::time::sleep(Duration::from_millis(100))).await;
+    assert_eq!(drained.abandoned, 1, "{drained:?}");
+    tokio::time::sleep(LEASE * 2).await;
+    let record = store.inner.get(&broker_id_of("hung")).await.expect("reads").expect("claimed");
+    let RecordState::InFlight { lease_expires_at } = record.state else { panic!("{record:?}") };
+    assert!(lease_expires_at <= clock.now(), "the aborted handler's lease lapsed instead of being renewed: {record:?}");
+    assert_ne!(broker.messages()[&seq].state, State::Acked);
+    assert!(payments.effects().is_empty(), "the aborted handler never finished");
+}
+
+fn broker_id_of(key: &str) -> idem_core::RecordId {
+    idem_core::RecordId::new(
+        idem_core::Principal::new("memory:orders/app").expect("a principal"),
+        idem_core::Key::from_chars(key).expect("a key"),
+    )
+}

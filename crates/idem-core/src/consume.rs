@@ -125,8 +125,11 @@ pub struct Redelivery {
     /// Delay for a message whose handler failed and whose claim was released.
     pub handler_retry_after: Duration,
     /// The delivery on which a failing handler's message is dead-lettered instead of
-    /// redelivered (`Some(3)`: it runs at most three times). `None`: redeliver until the
-    /// broker's own delivery limit, if any.
+    /// redelivered (`Some(3)`: a handler that fails on the third delivery gives up). The
+    /// count is the broker's delivery count, which also counts conflicts, store outages,
+    /// crashes and lost acks, so set it well above what those cost; brokers that do not
+    /// count (a RabbitMQ classic queue) never reach it. `None` (the default): redeliver
+    /// until the broker's own delivery limit, if any.
     pub handler_attempts_max: Option<NonZeroU32>,
     /// Delay when the store failed and gave no hint of its own.
     pub store_retry_after: Duration,

@@ -13,14 +13,13 @@
 //! and its durable consumer `payments-app` are made if missing. A demo run uses a stream
 //! and a database of its own, removed at the end.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::stream::{self, RetentionPolicy::WorkQueue};
 use idem_consumer::{AtomicHandler, ClaimScope, Commit, Consumer, Message};
-use idem_core::{Policy, Redelivery};
+use idem_core::Policy;
 use idem_nats::{NatsOptions, NatsTransport, recommended_consumer};
 use idem_sqlite::{ClaimSync, SqliteOptions, SqliteStore, sqlx};
 
@@ -77,9 +76,7 @@ async fn main() -> Result<(), BoxError> {
     let stream = js.get_or_create_stream(config).await?;
     stream.get_or_create_consumer(DURABLE, recommended_consumer(DURABLE, &Policy::DEFAULT, 64, 1)).await?;
     let transport = NatsTransport::open(&js, &name, DURABLE, NatsOptions::default()).await?;
-    // A payment that fails 5 times (a payload that does not parse) is dead-lettered, not retried forever.
-    let redelivery = Redelivery { handler_attempts_max: NonZeroU32::new(5), ..Redelivery::DEFAULT };
-    let consumer = Consumer::builder(Arc::clone(&store), transport).redelivery(redelivery).atomic(Payments)?;
+    let consumer = Consumer::builder(Arc::clone(&store), transport).atomic(Payments)?;
     let (until, published) = demo::until(demo, &js, &name); // Ctrl-C; with --demo: publish until all acked
     let drained = consumer.run_until(until).await;
     demo::check(published, drained, &js, &store, &name, &db).await?; // nothing without --demo

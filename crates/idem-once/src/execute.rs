@@ -44,7 +44,7 @@ pub enum Failure<E, W = Infallible> {
     /// The work returned an error.
     #[error("the work failed: {0}")]
     Work(E),
-    /// The work panicked (caught; in atomic mode its writes never ran).
+    /// The work or its writes panicked (caught; in atomic mode nothing of them committed).
     #[error("the work panicked")]
     Panicked,
     /// Atomic mode: the business writes failed and were rolled back with the completion.
@@ -147,6 +147,14 @@ where
             let now = self.clock.now();
             let fenced = self.store.complete_with(id, claim.fence, stored, now, &self.policy, writes).await;
             Ok::<_, Failure<E, S::WriteError>>((fenced, outcome))
+        };
+        // Catches a panic in the writes too (they run inline in some stores' completion):
+        // nothing of them committed, and the claim is released.
+        let committed = async {
+            match AssertUnwindSafe(committed).catch_unwind().await {
+                Ok(result) => result,
+                Err(_panic) => Err(Failure::Panicked),
+            }
         };
         let ran = while_renewing(self.renewing(id, claim, &lease), heartbeat, committed).await;
         match ran {

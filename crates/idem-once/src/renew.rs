@@ -87,7 +87,10 @@ async fn renew_until_refused<S: Store>(renewing: Renewing<'_, S>, heartbeat: &im
         match observe::store("renew", store.renew(id, fence, clock.now(), policy).await) {
             Ok(Renewal::Renewed { lease_expires_at }) => {
                 lease.renewed(lease_expires_at);
-                heartbeat.renewed().await;
+                // Bounded, so a stuck broker call cannot delay the next store renewal.
+                if tokio::time::timeout(every / 2, heartbeat.renewed()).await.is_err() {
+                    tracing::warn!(key = id.key.as_str(), "the heartbeat took over half a renewal interval; dropped");
+                }
             }
             Ok(Renewal::Refused(Refusal::AlreadyCompleted { completed_by })) if completed_by == fence => {
                 // The work completed the record itself (atomic mode) and is about to return.
