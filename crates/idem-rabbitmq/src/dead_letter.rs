@@ -85,7 +85,7 @@ impl DeadLetter {
             .basic_publish(exchange.clone(), routing_key.clone(), options, payload, properties)
             .await
             .map_err(transport_error)?;
-        match confirm.await.map_err(transport_error)? {
+        match crate::link::confirmed(confirm).await? {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(TransportError::other(format!(
                 "the dead-letter copy was unroutable: no queue is bound to exchange {exchange:?} with key {routing_key:?}"

@@ -6,6 +6,23 @@ use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
+/// Longest wait for the broker to confirm a published copy (a dead letter, a reply). A
+/// broker under a memory or disk alarm blocks publishing connections; past this the
+/// publish counts as failed and the delivery is naked, rather than holding its slot.
+pub(crate) const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits for a publisher confirm, at most [`CONFIRM_TIMEOUT`].
+pub(crate) async fn confirmed<T>(
+    confirm: impl std::future::IntoFuture<Output = lapin::Result<T>>,
+) -> Result<T, idem_consumer::TransportError> {
+    match tokio::time::timeout(CONFIRM_TIMEOUT, confirm.into_future()).await {
+        Ok(confirmation) => confirmation.map_err(crate::error::transport_error),
+        Err(_) => Err(idem_consumer::TransportError::other(format!(
+            "the broker did not confirm the publish within {CONFIRM_TIMEOUT:?} (a blocked connection?)"
+        ))),
+    }
+}
+
 /// One AMQP connection, reopened on demand.
 pub(crate) struct Link {
     uri: String,

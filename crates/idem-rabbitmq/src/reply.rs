@@ -44,7 +44,7 @@ impl RabbitDelivery {
             .basic_publish(ShortString::default(), reply_to, BasicPublishOptions::default(), &outcome.bytes, properties)
             .await
             .map_err(transport_error)?;
-        let confirmation = confirm.await.map_err(transport_error)?;
+        let confirmation = crate::link::confirmed(confirm).await?;
         if confirmation.is_ack() { Ok(true) } else { Err(TransportError::other("the broker refused the reply (nack)")) }
     }
 }
