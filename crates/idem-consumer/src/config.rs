@@ -52,6 +52,15 @@ pub enum ConfigError {
     /// A zero execution ceiling or drain time.
     #[error("{0} must be longer than zero")]
     Zero(&'static str),
+    /// The transport's source, the default principal, is not a principal (too long, or a
+    /// control character): every message would be dead-lettered.
+    #[error("the transport's source {name:?} is not a principal ({error}); pick PrincipalFrom::Fixed")]
+    Source {
+        /// The source.
+        name: String,
+        /// Why it is not a principal.
+        error: idem_core::PrincipalError,
+    },
 }
 
 /// Every setting of a consumer, with its default.
@@ -85,8 +94,13 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Checks the settings against each other and the broker's timer.
-    pub(crate) fn check(&self, timer: RedeliveryTimer) -> Result<(), ConfigError> {
+    /// Checks the settings against each other, the broker's timer and the transport's source.
+    pub(crate) fn check(&self, timer: RedeliveryTimer, source: Option<&str>) -> Result<(), ConfigError> {
+        if let (PrincipalFrom::Source, Some(source)) = (&self.principal_from, source)
+            && let Err(error) = idem_core::Principal::new(source)
+        {
+            return Err(ConfigError::Source { name: source.to_owned(), error });
+        }
         if !(1..=IN_FLIGHT_MAX_LIMIT).contains(&self.in_flight_max) {
             return Err(ConfigError::InFlightMax(self.in_flight_max));
         }

@@ -133,7 +133,7 @@ impl<T: Transport, S: Store + 'static> ConsumerBuilder<T, S> {
 
     fn build<M: Mode<S>>(self, mode: M) -> Result<Consumer<T, S, M>, ConfigError> {
         let ConsumerBuilder { store, transport, settings } = self;
-        settings.check(transport.redelivery_timer())?;
+        settings.check(transport.redelivery_timer(), transport.source())?;
         let once = Once::new(store, settings.policy)
             .with_clock(Arc::clone(&settings.clock))
             .with_execution_max(settings.execution_max);

@@ -206,6 +206,10 @@ impl Transport for MemoryTransport {
     fn redelivery_timer(&self) -> RedeliveryTimer {
         RedeliveryTimer::AckWait(self.broker.ack_wait)
     }
+
+    fn source(&self) -> Option<&str> {
+        Some(&self.source)
+    }
 }
 
 /// One delivery from a [`MemoryBroker`].

@@ -121,4 +121,11 @@ pub trait Transport: Send + 'static {
     /// The broker's own redelivery timer, checked against the lease when the consumer is
     /// built ([`idem_core::consume::check_timers`]).
     fn redelivery_timer(&self) -> RedeliveryTimer;
+
+    /// What every delivery's [`DeliveryInfo::source`] will be, if the transport knows it up
+    /// front: the consumer checks at build that it makes a principal, so a bad one is a
+    /// configuration error, not every message dead-lettered.
+    fn source(&self) -> Option<&str> {
+        None
+    }
 }

@@ -234,6 +234,11 @@ fn timers_that_do_not_fit_the_lease_are_refused() {
         .in_flight_max(0)
         .handler(Arc::new(Payments::default()));
     assert!(matches!(built, Err(ConfigError::InFlightMax(0))));
+    let too_long = format!("memory:{}", "q".repeat(300));
+    let built = Consumer::builder(Arc::new(FlakyStore::default()), MemoryBroker::new(ACK_WAIT).transport(&too_long))
+        .policy(policy())
+        .handler(Arc::new(Payments::default()));
+    assert!(matches!(built, Err(ConfigError::Source { .. })), "a source that is no principal is refused at build");
 }
 
 /// A handler whose `replayed` hook panics once.

@@ -179,4 +179,8 @@ impl Transport for NatsTransport {
     fn redelivery_timer(&self) -> RedeliveryTimer {
         RedeliveryTimer::AckWait(self.ack_wait)
     }
+
+    fn source(&self) -> Option<&str> {
+        Some(NatsTransport::source(self))
+    }
 }

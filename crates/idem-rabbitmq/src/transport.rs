@@ -205,4 +205,8 @@ impl Transport for RabbitTransport {
     fn redelivery_timer(&self) -> RedeliveryTimer {
         RedeliveryTimer::ChannelTimeout(self.settings.consumer_timeout)
     }
+
+    fn source(&self) -> Option<&str> {
+        Some(RabbitTransport::source(self))
+    }
 }
