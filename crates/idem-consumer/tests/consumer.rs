@@ -317,3 +317,51 @@ fn broker_id_of(key: &str) -> idem_core::RecordId {
         idem_core::Key::from_chars(key).expect("a key"),
     )
 }
+
+/// Numbers its runs; the first run is slow, later ones quick.
+#[derive(Default)]
+struct NumberedRuns {
+    runs: std::sync::atomic::AtomicU32,
+    replayed: std::sync::Mutex<Vec<String>>,
+}
+
+impl idem_consumer::Handler for NumberedRuns {
+    type Error = common::PaymentFailed;
+
+    async fn handle(
+        &self,
+        _message: &idem_consumer::Message<'_>,
+        _claim: &idem_consumer::ClaimScope,
+    ) -> Result<idem_core::StoredOutcome, Self::Error> {
+        let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+        let slow = if run == 1 { LEASE * 3 } else { Duration::from_millis(500) };
+        tokio::time::sleep(slow).await;
+        Ok(idem_core::StoredOutcome::bytes(format!("run {run}")))
+    }
+
+    async fn replayed(&self, _message: &idem_consumer::Message<'_>, outcome: &idem_core::StoredOutcome) {
+        self.replayed.lock().expect("not poisoned").push(String::from_utf8_lossy(&outcome.bytes).into_owned());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_execution_that_lost_its_claim_settles_by_the_record_not_its_own_outcome() {
+    // G2 and G3 for a lost claim: the first run stops renewing at its execution ceiling,
+    // its lease lapses, the redelivery takes over and completes; the first run's completion
+    // is refused, and it settles with the record's outcome ("run 2"), never its own.
+    let broker = MemoryBroker::new(ACK_WAIT);
+    let seq = broker.publish(Some("k"), "orders", "pay");
+    let handler = Arc::new(NumberedRuns::default());
+    let consumer = Consumer::builder(Arc::new(FlakyStore::default()), broker.transport("memory:orders/app"))
+        .policy(policy())
+        .clock(clock())
+        .execution_max(Duration::from_secs(1))
+        .handler(Arc::clone(&handler))
+        .expect("valid settings");
+    // Until the first run has settled too (it ends at three leases).
+    consumer.run_until(tokio::time::sleep(LEASE * 3 + Duration::from_secs(1))).await;
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 2, "the lapsed claim was taken over once");
+    assert_eq!(broker.messages()[&seq].state, State::Acked);
+    let replayed = handler.replayed.lock().expect("not poisoned").clone();
+    assert_eq!(replayed, ["run 2"], "the superseded run settled with the record's outcome");
+}
