@@ -38,8 +38,8 @@ use futures::future::join_all;
 use crate::consume::{self, Handle, Redelivery, Settle};
 use crate::outcome::{ContentType, StoredOutcome};
 use crate::{
-    Decision, Fence, Fenced, Fingerprint, Key, Limits, Policy, Principal, RecordId, RecordState, Refusal, Renewal,
-    Store, StoreError, StoredResponse, Timestamp,
+    Decision, Fence, Fenced, Fingerprint, Holder, Key, Limits, Policy, Principal, RecordId, RecordState, Refusal,
+    Renewal, Store, StoreError, StoredResponse, Timestamp,
 };
 
 /// How the suite gets stores of one backend.
@@ -218,7 +218,9 @@ async fn absent_record_executes<H: Harness>(harness: &H) {
     assert_eq!(claim.lease_expires_at, at(10), "conformance case `{case}`: the lease starts at the claim");
     let held = record(case, &store, &alice).await.expect("the claim is recorded");
     assert_eq!(held.fence, claim.fence, "conformance case `{case}`: the record holds the claim's fence");
-    assert_eq!(held.state, RecordState::InFlight { lease_expires_at: at(10) }, "conformance case `{case}`");
+    let in_flight = RecordState::InFlight { lease_expires_at: at(10), holder: Holder::NONE, renewals: 0 };
+    assert_eq!(held.state, in_flight, "conformance case `{case}`");
+    assert_eq!((held.created_at, held.expires_at), (at(0), at(3600)), "conformance case `{case}`: created, retention");
 }
 
 async fn conflict_while_in_flight<H: Harness>(harness: &H) {
@@ -229,7 +231,9 @@ async fn conflict_while_in_flight<H: Harness>(harness: &H) {
     executes(case, &store, &alice, 100, at(0)).await;
     let before = record(case, &store, &alice).await;
     let decision = claim(case, &store, &alice, 100, at(4)).await;
-    assert_eq!(decision, Decision::Conflict { retry_after: Duration::from_secs(6) }, "conformance case `{case}`");
+    let conflict =
+        Decision::Conflict { retry_after: Duration::from_secs(6), expires_at: at(3600), holder: Holder::NONE };
+    assert_eq!(decision, conflict, "conformance case `{case}`");
     assert_eq!(record(case, &store, &alice).await, before, "conformance case `{case}`: a conflict writes nothing");
 }
 
@@ -262,7 +266,8 @@ async fn replay_after_completion<H: Harness>(harness: &H) {
     );
     for now in [at(2), at(50), at(3000)] {
         let decision = claim(case, &store, &alice, 100, now).await;
-        assert_eq!(decision, Decision::Replay(response("pay_1")), "conformance case `{case}`");
+        let replay = Decision::Replay { response: response("pay_1"), expires_at: at(3601) };
+        assert_eq!(decision, replay, "conformance case `{case}`: the response, and retention from completion");
     }
 }
 
@@ -272,9 +277,10 @@ async fn mismatch_while_in_flight<H: Harness>(harness: &H) {
     let store = harness.open(Limits::default()).await;
     let alice = id("alice", "k1");
     executes(case, &store, &alice, 100, at(0)).await;
-    assert_eq!(claim(case, &store, &alice, 700, at(1)).await, Decision::Mismatch, "conformance case `{case}`");
+    let mismatch = Decision::Mismatch { expires_at: at(3600) };
+    assert_eq!(claim(case, &store, &alice, 700, at(1)).await, mismatch, "conformance case `{case}`");
     // Also once the lease lapsed: a different request never takes the claim over.
-    assert_eq!(claim(case, &store, &alice, 700, at(30)).await, Decision::Mismatch, "conformance case `{case}`");
+    assert_eq!(claim(case, &store, &alice, 700, at(30)).await, mismatch, "conformance case `{case}`");
 }
 
 async fn mismatch_after_completion<H: Harness>(harness: &H) {
@@ -284,7 +290,8 @@ async fn mismatch_after_completion<H: Harness>(harness: &H) {
     let alice = id("alice", "k1");
     let fence = executes(case, &store, &alice, 100, at(0)).await;
     let _ = complete(case, &store, &alice, fence, "pay_1", at(1)).await;
-    assert_eq!(claim(case, &store, &alice, 700, at(2)).await, Decision::Mismatch, "conformance case `{case}`");
+    let mismatch = Decision::Mismatch { expires_at: at(3601) };
+    assert_eq!(claim(case, &store, &alice, 700, at(2)).await, mismatch, "conformance case `{case}`");
 }
 
 async fn expired_record_executes_again<H: Harness>(harness: &H) {
@@ -295,7 +302,7 @@ async fn expired_record_executes_again<H: Harness>(harness: &H) {
     let first = executes(case, &store, &alice, 100, at(0)).await;
     let _ = complete(case, &store, &alice, first, "pay_1", at(1)).await;
     assert!(
-        matches!(claim(case, &store, &alice, 100, at(3600)).await, Decision::Replay(_)),
+        matches!(claim(case, &store, &alice, 100, at(3600)).await, Decision::Replay { .. }),
         "conformance case `{case}`"
     );
     let again = executes(case, &store, &alice, 700, at(3601)).await;
@@ -311,7 +318,7 @@ async fn principals_never_share_a_record<H: Harness>(harness: &H) {
     let _ = complete(case, &store, &alice, fence, "alice-pay", at(1)).await;
     let bob_fence = executes(case, &store, &bob, 100, at(2)).await;
     assert_ne!(bob_fence, fence, "conformance case `{case}`");
-    assert_eq!(claim(case, &store, &alice, 100, at(3)).await, Decision::Replay(response("alice-pay")));
+    assert_eq!(claim(case, &store, &alice, 100, at(3)).await.replayed(), Some(&response("alice-pay")));
 }
 
 async fn stale_fence_is_refused_after_take_over<H: Harness>(harness: &H) {
@@ -363,7 +370,9 @@ async fn renewal_extends_the_lease<H: Harness>(harness: &H) {
     let renewed = Renewal::Renewed { lease_expires_at: at(17) };
     assert_eq!(renew(case, &store, &alice, fence, at(7)).await, renewed, "conformance case `{case}`");
     let decision = claim(case, &store, &alice, 100, at(10)).await;
-    assert_eq!(decision, Decision::Conflict { retry_after: Duration::from_secs(7) }, "conformance case `{case}`");
+    let conflict =
+        Decision::Conflict { retry_after: Duration::from_secs(7), expires_at: at(3600), holder: Holder::NONE };
+    assert_eq!(decision, conflict, "conformance case `{case}`");
     // A renewal stamped earlier (a lagging clock) keeps the longer lease.
     assert_eq!(renew(case, &store, &alice, fence, at(3)).await, renewed, "conformance case `{case}`");
     // After a lapse, as long as nobody took over, the holder may still renew.
@@ -410,8 +419,8 @@ async fn repeated_completion_with_the_same_fence<H: Harness>(harness: &H) {
         "conformance case `{case}`"
     );
     assert_eq!(
-        claim(case, &store, &alice, 100, at(3)).await,
-        Decision::Replay(response("first")),
+        claim(case, &store, &alice, 100, at(3)).await.replayed(),
+        Some(&response("first")),
         "conformance case `{case}`"
     );
 }
@@ -429,7 +438,7 @@ async fn completion_under_another_fence_is_refused<H: Harness>(harness: &H) {
     let refused = Fenced::Refused(Refusal::AlreadyCompleted { completed_by: second.fence });
     assert_eq!(complete(case, &store, &alice, first, "first", at(12)).await, refused, "conformance case `{case}`");
     assert_eq!(ok(case, store.release(&alice, first).await), refused, "conformance case `{case}`");
-    assert_eq!(claim(case, &store, &alice, 100, at(13)).await, Decision::Replay(response("second")));
+    assert_eq!(claim(case, &store, &alice, 100, at(13)).await.replayed(), Some(&response("second")));
 }
 
 async fn fences_are_never_reused<H: Harness>(harness: &H) {
@@ -487,8 +496,8 @@ async fn full_store_refuses_claims_and_never_evicts<H: Harness>(harness: &H) {
     let full = store.claim(&k3, &fingerprint(100), at(1), &policy()).await;
     assert!(matches!(full, Err(StoreError::Full { .. })), "conformance case `{case}`: expected Full, got {full:?}");
     assert_eq!(
-        claim(case, &store, &k1, 100, at(1)).await,
-        Decision::Replay(response("pay_1")),
+        claim(case, &store, &k1, 100, at(1)).await.replayed(),
+        Some(&response("pay_1")),
         "conformance case `{case}`: nothing was evicted"
     );
     // k1 expired at 3600 s: a claim on it replaces it without adding a record.
@@ -513,8 +522,8 @@ async fn full_store_accepts_a_granted_completion<H: Harness>(harness: &H) {
     let full = store.claim(&k2, &fingerprint(100), at(2), &policy()).await;
     assert!(matches!(full, Err(StoreError::Full { .. })), "conformance case `{case}`: expected Full, got {full:?}");
     assert_eq!(
-        claim(case, &store, &k1, 100, at(3)).await,
-        Decision::Replay(response(&big)),
+        claim(case, &store, &k1, 100, at(3)).await.replayed(),
+        Some(&response(&big)),
         "conformance case `{case}`"
     );
 }
@@ -594,7 +603,7 @@ async fn outcomes_are_stored_byte_for_byte<H: Harness>(harness: &H) {
         let Some(record) = record(case, &store, &id).await else {
             panic!("conformance case `{case}`: the completed record is gone")
         };
-        let RecordState::Completed { response } = &record.state else {
+        let RecordState::Completed { response, .. } = &record.state else {
             panic!("conformance case `{case}`: the record is not completed: {:?}", record.state)
         };
         assert!(
@@ -628,8 +637,9 @@ async fn a_completed_outcome_replays_equal<H: Harness>(harness: &H) {
     }
     let other_payload = Fingerprint::of_message("orders.created", b"{\"order\":2}");
     let decision = ok(case, store.claim(&id, &other_payload, at(3), &policy()).await);
-    assert_eq!(decision, Decision::Mismatch, "conformance case `{case}`: another payload under the key");
+    let mismatch = Decision::Mismatch { expires_at: at(3601) };
+    assert_eq!(decision, mismatch, "conformance case `{case}`: another payload under the key");
     let request = Fingerprint::of("POST", "orders.created", b"{\"order\":1}");
     let decision = ok(case, store.claim(&id, &request, at(4), &policy()).await);
-    assert_eq!(decision, Decision::Mismatch, "conformance case `{case}`: an HTTP request under the key");
+    assert_eq!(decision, mismatch, "conformance case `{case}`: an HTTP request under the key");
 }

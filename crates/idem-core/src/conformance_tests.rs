@@ -72,10 +72,11 @@ impl Store for Planted {
     async fn claim(
         &self,
         id: &RecordId,
-        fingerprint: &Fingerprint,
+        request: impl Into<crate::ClaimRequest> + Send,
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
+        let request = request.into();
         let mut state = self.state.lock().unwrap();
         if *self.down.lock().unwrap() {
             return match self.bug {
@@ -87,14 +88,14 @@ impl Store for Planted {
         }
         if let Bug::NoAdmission = self.bug {
             let view = state.view(id);
-            let t = transition::claim(view.record, fingerprint, now, policy, view.counters.next_fence);
+            let t = transition::claim(view.record, &request, now, policy, view.counters.next_fence);
             let mut limits_off = view;
             limits_off.limits = Limits { records_max: u64::MAX, stored_bytes_max: u64::MAX };
-            let step = step::step(id, &limits_off, op::Claim { fingerprint: *fingerprint, now, policy: *policy })?;
+            let step = step::step(id, &limits_off, op::Claim { request: request.clone(), now, policy: *policy })?;
             assert_eq!(step.answer, t.outcome);
             return Ok(state.commit(id, step));
         }
-        Ok(state.run(id, op::Claim { fingerprint: *fingerprint, now, policy: *policy })?)
+        Ok(state.run(id, op::Claim { request, now, policy: *policy })?)
     }
     async fn complete(
         &self,
@@ -131,7 +132,7 @@ impl Store for Planted {
             for (id, record) in records {
                 let view = StoreView { record: None, counters: rewound.counters(), limits: rewound.limits() };
                 let claim =
-                    op::Claim { fingerprint: record.fingerprint, now: Timestamp::EPOCH, policy: Policy::DEFAULT };
+                    op::Claim { request: record.fingerprint.into(), now: Timestamp::EPOCH, policy: Policy::DEFAULT };
                 let mut step = step::step(&id, &view, claim).expect("room");
                 step.write = crate::Write::Put(record);
                 let _ = rewound.commit(&id, step);

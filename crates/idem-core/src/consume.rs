@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use crate::outcome::StoredOutcome;
 use crate::reply::{self, Superseded};
-use crate::{Claim, Decision, Fenced, Fingerprint, Key, LEASE_DEFAULT, Policy, Record, StoreError, Timestamp};
+use crate::{Claim, ClaimRequest, Decision, Fenced, Key, LEASE_DEFAULT, Policy, Record, StoreError, Timestamp};
 
 /// What to do with a delivery whose record the store decided ([`handle`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,20 +79,25 @@ pub enum DeadLetterReason {
     /// SPEC row "handler error", bounded: the handler failed on the delivery that reached
     /// [`Redelivery::handler_attempts_max`].
     HandlerGaveUp,
+    /// SPEC "Key lifecycle": only the record's tombstone remains. The message was handled
+    /// long ago and is never run again, but its outcome is gone, so it cannot be replayed.
+    KeyExpired,
 }
 
 impl DeadLetterReason {
     /// Every reason, in declaration order.
-    pub const ALL: [DeadLetterReason; 5] = [
+    pub const ALL: [DeadLetterReason; 6] = [
         DeadLetterReason::KeyReused,
         DeadLetterReason::KeyMissing,
         DeadLetterReason::KeyInvalid,
         DeadLetterReason::NotAnOutcome,
         DeadLetterReason::HandlerGaveUp,
+        DeadLetterReason::KeyExpired,
     ];
 
     /// The reason's stable name: `key-reused`, `key-missing` and `key-invalid` as the HTTP
-    /// problem types of docs/problems.md, then `not-an-outcome` and `handler-gave-up`.
+    /// problem types of docs/problems.md, then `not-an-outcome`, `handler-gave-up` and
+    /// `key-expired` (also a problem type).
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -101,6 +106,7 @@ impl DeadLetterReason {
             DeadLetterReason::KeyInvalid => "key-invalid",
             DeadLetterReason::NotAnOutcome => "not-an-outcome",
             DeadLetterReason::HandlerGaveUp => "handler-gave-up",
+            DeadLetterReason::KeyExpired => "key-expired",
         }
     }
 }
@@ -165,15 +171,17 @@ impl Default for Redelivery {
 /// What to do with a delivery, from the store's decision on its record (SPEC's consumer
 /// table): run on execute or take-over; ack a replay with its recorded outcome (or
 /// dead-letter a record that holds no outcome); redeliver a conflict after
-/// [`Redelivery::conflict_after`]; dead-letter a mismatch.
+/// [`Redelivery::conflict_after`]; dead-letter a mismatch, and a tombstone (its outcome
+/// is gone).
 pub fn handle(decision: Decision, rules: &Redelivery) -> Handle {
     match decision {
         Decision::Execute(claim) | Decision::TakeOver { claim, .. } => Handle::Run(claim),
-        Decision::Replay(response) => Handle::Settle(replayed(response)),
-        Decision::Conflict { retry_after } => {
+        Decision::Replay { response, .. } => Handle::Settle(replayed(response)),
+        Decision::Conflict { retry_after, .. } => {
             Handle::Settle(Settle::Redeliver { after: rules.conflict_after(retry_after) })
         }
-        Decision::Mismatch => Handle::Settle(Settle::DeadLetter(DeadLetterReason::KeyReused)),
+        Decision::Mismatch { .. } => Handle::Settle(Settle::DeadLetter(DeadLetterReason::KeyReused)),
+        Decision::Gone { .. } => Handle::Settle(Settle::DeadLetter(DeadLetterReason::KeyExpired)),
     }
 }
 
@@ -192,11 +200,12 @@ pub fn after_completion(fenced: Fenced, own: StoredOutcome) -> Option<Settle> {
 /// the record as now stored, by [`reply::superseded`] (the same rule idem-http answers
 /// by): ack a completed record with *its* outcome; redeliver while another claim holds it
 /// (after its lease left, or at once-ish when none does); dead-letter a mismatch.
-pub fn superseded(record: Option<&Record>, fingerprint: &Fingerprint, now: Timestamp, rules: &Redelivery) -> Settle {
-    match reply::superseded(record, fingerprint, now) {
-        Superseded::Replay(response) => replayed(response),
+pub fn superseded(record: Option<&Record>, request: &ClaimRequest, now: Timestamp, rules: &Redelivery) -> Settle {
+    match reply::superseded(record, request, now) {
+        Superseded::Replay { response, .. } => replayed(response),
         Superseded::InProgress { lease_left } => Settle::Redeliver { after: rules.conflict_after(lease_left) },
-        Superseded::Mismatch => Settle::DeadLetter(DeadLetterReason::KeyReused),
+        Superseded::Mismatch { .. } => Settle::DeadLetter(DeadLetterReason::KeyReused),
+        Superseded::Gone { .. } => Settle::DeadLetter(DeadLetterReason::KeyExpired),
     }
 }
 

@@ -2,7 +2,7 @@
 //! planted-bug checks that a wrong mapping is reported as the row it breaks.
 use crate::consume::*;
 use crate::outcome::ContentType;
-use crate::{Fence, RecordState, Refusal, StoredResponse};
+use crate::{ClaimRequest, Fence, Fingerprint, Holder, RecordState, Refusal, StoredResponse};
 
 const RULES: Redelivery = Redelivery::DEFAULT;
 
@@ -29,20 +29,27 @@ fn table_violations(handle: impl Fn(Decision, &Redelivery) -> Handle) -> Vec<&'s
     if handle(take_over, &RULES) != Handle::Run(claim()) {
         wrong.push("take-over runs under the new claim");
     }
-    let replay = Decision::Replay(StoredResponse::from(outcome()));
+    let expires_at = Timestamp::from_unix_ms(3_600_000);
+    let replay = Decision::Replay { response: StoredResponse::from(outcome()), expires_at };
     if handle(replay, &RULES) != Handle::Settle(Settle::Ack(outcome())) {
         wrong.push("replay acks with the recorded outcome");
     }
-    let http = Decision::Replay(StoredResponse::new(201, "pay_1"));
+    let http = Decision::Replay { response: StoredResponse::new(201, "pay_1"), expires_at };
     if handle(http, &RULES) != Handle::Settle(Settle::DeadLetter(DeadLetterReason::NotAnOutcome)) {
         wrong.push("a recorded HTTP response is dead-lettered");
     }
-    let conflict = Decision::Conflict { retry_after: secs(4) };
+    let conflict = Decision::Conflict { retry_after: secs(4), expires_at, holder: Holder::NONE };
     if handle(conflict, &RULES) != Handle::Settle(Settle::Redeliver { after: secs(4) }) {
         wrong.push("conflict redelivers after the lease left");
     }
-    if handle(Decision::Mismatch, &RULES) != Handle::Settle(Settle::DeadLetter(DeadLetterReason::KeyReused)) {
+    if handle(Decision::Mismatch { expires_at }, &RULES)
+        != Handle::Settle(Settle::DeadLetter(DeadLetterReason::KeyReused))
+    {
         wrong.push("mismatch is dead-lettered as key-reused");
+    }
+    if handle(Decision::Gone { expires_at }, &RULES) != Handle::Settle(Settle::DeadLetter(DeadLetterReason::KeyExpired))
+    {
+        wrong.push("a tombstone is dead-lettered as key-expired, never run");
     }
     wrong
 }
@@ -63,12 +70,12 @@ fn the_table_check_catches_planted_mappings() {
     };
     assert_eq!(table_violations(conflict_acked), ["conflict redelivers after the lease left"]);
     let mismatch_run = |decision: Decision, rules: &Redelivery| match decision {
-        Decision::Mismatch => Handle::Run(claim()),
+        Decision::Mismatch { .. } => Handle::Run(claim()),
         other => handle(other, rules),
     };
     assert_eq!(table_violations(mismatch_run), ["mismatch is dead-lettered as key-reused"]);
     let replay_run = |decision: Decision, rules: &Redelivery| match decision {
-        Decision::Replay(_) => Handle::Run(claim()),
+        Decision::Replay { .. } => Handle::Run(claim()),
         other => handle(other, rules),
     };
     assert_eq!(table_violations(replay_run).len(), 2, "both replay rows break");
@@ -106,26 +113,39 @@ fn only_an_applied_completion_acks() {
 }
 
 fn record(state: RecordState, fingerprint: Fingerprint) -> Record {
-    Record { fingerprint, fence: Fence::new(9), expires_at: Timestamp::from_unix_ms(3_600_000), state }
+    Record {
+        fingerprint,
+        fence: Fence::new(9),
+        created_at: Timestamp::EPOCH,
+        expires_at: Timestamp::from_unix_ms(3_600_000),
+        state,
+    }
 }
 
 #[test]
 fn a_superseded_execution_settles_by_the_record_as_stored() {
     // Goal: a lost claim acks with the *recorded* outcome (G2), redelivers while another
     // claim holds the record, and never acks on its own outcome.
-    let ours = Fingerprint::of_message("orders", b"1");
+    let ours_fingerprint = Fingerprint::of_message("orders", b"1");
+    let ours = ClaimRequest::new(ours_fingerprint);
     let now = Timestamp::from_unix_ms(1_000);
     let theirs = StoredOutcome::bytes(&b"theirs"[..]);
-    let completed = record(RecordState::Completed { response: theirs.clone().into() }, ours);
+    let completed_state = |response| RecordState::Completed { response, replays: 0, tombstone_until: None };
+    let completed = record(completed_state(theirs.clone().into()), ours_fingerprint);
     assert_eq!(superseded(Some(&completed), &ours, now, &RULES), Settle::Ack(theirs));
-    let in_flight = record(RecordState::InFlight { lease_expires_at: Timestamp::from_unix_ms(4_000) }, ours);
+    let lease_expires_at = Timestamp::from_unix_ms(4_000);
+    let in_flight_state = RecordState::InFlight { lease_expires_at, holder: Holder::NONE, renewals: 0 };
+    let in_flight = record(in_flight_state, ours_fingerprint);
     assert_eq!(superseded(Some(&in_flight), &ours, now, &RULES), Settle::Redeliver { after: secs(3) });
     let released = superseded(None, &ours, now, &RULES);
     assert_eq!(released, Settle::Redeliver { after: RULES.conflict_after_min });
-    let mismatch = superseded(Some(&in_flight), &Fingerprint::of_message("orders", b"2"), now, &RULES);
+    let other = ClaimRequest::new(Fingerprint::of_message("orders", b"2"));
+    let mismatch = superseded(Some(&in_flight), &other, now, &RULES);
     assert_eq!(mismatch, Settle::DeadLetter(DeadLetterReason::KeyReused));
-    let http = record(RecordState::Completed { response: StoredResponse::new(200, "x") }, ours);
+    let http = record(completed_state(StoredResponse::new(200, "x")), ours_fingerprint);
     assert_eq!(superseded(Some(&http), &ours, now, &RULES), Settle::DeadLetter(DeadLetterReason::NotAnOutcome));
+    let tombstone = Record { state: RecordState::Tombstone, ..record(RecordState::Tombstone, ours_fingerprint) };
+    assert_eq!(superseded(Some(&tombstone), &ours, now, &RULES), Settle::DeadLetter(DeadLetterReason::KeyExpired));
 }
 
 #[test]
@@ -167,7 +187,7 @@ fn a_message_without_a_valid_key_is_dead_lettered() {
 fn dead_letter_reasons_have_stable_distinct_names() {
     // Goal: the names on the dead-letter path are pinned and no two reasons share one.
     let names: Vec<&str> = DeadLetterReason::ALL.iter().map(|reason| reason.as_str()).collect();
-    assert_eq!(names, ["key-reused", "key-missing", "key-invalid", "not-an-outcome", "handler-gave-up"]);
+    assert_eq!(names, ["key-reused", "key-missing", "key-invalid", "not-an-outcome", "handler-gave-up", "key-expired"]);
     assert_eq!(DeadLetterReason::KeyReused.to_string(), "key-reused");
 }
 

@@ -1,4 +1,11 @@
 //! What a request asks for, as a digest: same key with another fingerprint is misuse.
+//!
+//! A fingerprint carries its [`FingerprintVersion`]: the byte fingerprint (version 1,
+//! [`Fingerprint::of`], [`Fingerprint::of_message`]) or the semantic one (version 2,
+//! [`Fingerprint::semantic`], SPEC "Key lifecycle"). A store keeps the version with the
+//! digest, and a request may name the byte fingerprint as well
+//! ([`crate::ClaimRequest::earlier`]), so records written before a route turned semantic
+//! fingerprints on still compare correctly after the upgrade.
 
 use std::fmt;
 
@@ -14,7 +21,68 @@ const MESSAGE_DOMAIN_TAG: &[u8] = b"idem-message-fingerprint-v1\0";
 
 const _: () = assert!(DOMAIN_TAG[5] != MESSAGE_DOMAIN_TAG[5]);
 
-/// A SHA-256 digest of what a request asks for.
+/// Domain tag of a semantic fingerprint ([`Fingerprint::semantic`]).
+const SEMANTIC_DOMAIN_TAG: &[u8] = b"idem-fingerprint-v2\0";
+
+/// Which rules made a fingerprint. Two fingerprints of different versions never match:
+/// their digests are domain-separated, and [`Fingerprint::matches`] compares versions first.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum FingerprintVersion {
+    /// Version 1: the bytes as sent ([`Fingerprint::of`], [`Fingerprint::of_message`]).
+    Bytes,
+    /// Version 2: what the request means ([`Fingerprint::semantic`]).
+    Semantic,
+}
+
+impl FingerprintVersion {
+    /// The version's number, as stored.
+    #[must_use]
+    pub const fn number(self) -> u8 {
+        match self {
+            FingerprintVersion::Bytes => 1,
+            FingerprintVersion::Semantic => 2,
+        }
+    }
+
+    /// The version numbered `number`, if there is one.
+    #[must_use]
+    pub const fn from_number(number: u8) -> Option<FingerprintVersion> {
+        match number {
+            1 => Some(FingerprintVersion::Bytes),
+            2 => Some(FingerprintVersion::Semantic),
+            _ => None,
+        }
+    }
+}
+
+/// Why stored bytes are not a fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FingerprintError {
+    /// Neither 32 bytes (version 1) nor a version byte and 32 bytes.
+    #[error("a stored fingerprint has {0} bytes, not 32 or 33")]
+    Length(usize),
+    /// The version byte names no version this idem knows (written by a newer idem?).
+    #[error("a stored fingerprint has version {0}, which this idem does not know")]
+    UnknownVersion(u8),
+}
+
+/// The parts of a request that a semantic fingerprint covers, each already in canonical
+/// form (idem-http builds them: RFC 8785 JSON, sorted query, chosen headers).
+#[derive(Clone, Copy, Debug)]
+pub struct SemanticParts<'a> {
+    /// The method, as sent.
+    pub method: &'a str,
+    /// The path without its query, as sent.
+    pub path: &'a str,
+    /// The query parameters in canonical order, each `(name, value)` percent-decoded.
+    pub query: &'a [(String, String)],
+    /// The chosen headers, each `(lower-case name, value)`, sorted by name, absent ones left out.
+    pub headers: &'a [(String, Vec<u8>)],
+    /// The canonical body (RFC 8785 JSON without the ignored fields, or the bytes as sent).
+    pub body: &'a [u8],
+}
+
+/// A SHA-256 digest of what a request asks for, and the version of the rules that made it.
 ///
 /// Exactly what goes in, in this order:
 ///
@@ -26,9 +94,13 @@ const _: () = assert!(DOMAIN_TAG[5] != MESSAGE_DOMAIN_TAG[5]);
 ///
 /// Every field but the last is length-prefixed, so no two requests share an input.
 /// Headers are not included: they carry transport details (tracing ids, dates) that a
-/// retry may legitimately change.
+/// retry may legitimately change. That is version 1 ([`FingerprintVersion::Bytes`]);
+/// version 2 is [`Fingerprint::semantic`].
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Fingerprint([u8; 32]);
+pub struct Fingerprint {
+    version: FingerprintVersion,
+    digest: [u8; 32],
+}
 
 impl Fingerprint {
     /// Starts a fingerprint; feed the body with [`FingerprintBuilder::update`] as it arrives.
@@ -41,6 +113,40 @@ impl Fingerprint {
             hasher.update(field);
         }
         FingerprintBuilder { hasher }
+    }
+
+    /// The semantic fingerprint (version 2) of a request whose parts are in canonical form.
+    ///
+    /// Exactly what goes in, in this order, each field as its length (big-endian `u64`)
+    /// and then its bytes:
+    ///
+    /// 1. the bytes `idem-fingerprint-v2` and one zero byte (a domain tag, unprefixed);
+    /// 2. the method; the path;
+    /// 3. the number of query parameters, then each name and value;
+    /// 4. the number of headers, then each name and value;
+    /// 5. the body.
+    #[must_use]
+    pub fn semantic(parts: &SemanticParts<'_>) -> Fingerprint {
+        let mut hasher = Sha256::new();
+        hasher.update(SEMANTIC_DOMAIN_TAG);
+        let mut field = |bytes: &[u8]| {
+            hasher.update((bytes.len() as u64).to_be_bytes());
+            hasher.update(bytes);
+        };
+        field(parts.method.as_bytes());
+        field(parts.path.as_bytes());
+        field(&(parts.query.len() as u64).to_be_bytes());
+        for (name, value) in parts.query {
+            field(name.as_bytes());
+            field(value.as_bytes());
+        }
+        field(&(parts.headers.len() as u64).to_be_bytes());
+        for (name, value) in parts.headers {
+            field(name.as_bytes());
+            field(value);
+        }
+        field(parts.body);
+        Fingerprint { version: FingerprintVersion::Semantic, digest: hasher.finalize().into() }
     }
 
     /// The fingerprint of a request whose body is already in memory.
@@ -75,27 +181,65 @@ impl Fingerprint {
         hasher.update((subject.len() as u64).to_be_bytes());
         hasher.update(subject.as_bytes());
         hasher.update(payload);
-        Fingerprint(hasher.finalize().into())
+        Fingerprint { version: FingerprintVersion::Bytes, digest: hasher.finalize().into() }
     }
 
-    /// Rebuilds a fingerprint from the 32 bytes a store kept.
+    /// A fingerprint from its version and digest, e.g. as a store kept them.
     #[must_use]
-    pub const fn from_bytes(bytes: [u8; 32]) -> Fingerprint {
-        Fingerprint(bytes)
+    pub const fn new(version: FingerprintVersion, digest: [u8; 32]) -> Fingerprint {
+        Fingerprint { version, digest }
+    }
+
+    /// The version of the rules that made it.
+    #[must_use]
+    pub const fn version(&self) -> FingerprintVersion {
+        self.version
     }
 
     /// The digest's 32 bytes.
     #[must_use]
-    pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+    pub const fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+
+    /// The bytes a store keeps: the 32 digest bytes for version 1 (as every store kept
+    /// fingerprints before versions, so older rows read back unchanged), the version
+    /// byte and then the digest for any later version.
+    #[must_use]
+    pub fn to_stored(&self) -> Vec<u8> {
+        match self.version {
+            FingerprintVersion::Bytes => self.digest.to_vec(),
+            version => {
+                let mut stored = Vec::with_capacity(33);
+                stored.push(version.number());
+                stored.extend_from_slice(&self.digest);
+                stored
+            }
+        }
+    }
+
+    /// Reads back what [`Fingerprint::to_stored`] wrote.
+    ///
+    /// # Errors
+    /// [`FingerprintError`] for any other length or an unknown version.
+    pub fn from_stored(stored: &[u8]) -> Result<Fingerprint, FingerprintError> {
+        match stored.len() {
+            32 => Ok(Fingerprint::new(FingerprintVersion::Bytes, stored.try_into().expect("32 bytes"))),
+            33 => {
+                let version =
+                    FingerprintVersion::from_number(stored[0]).ok_or(FingerprintError::UnknownVersion(stored[0]))?;
+                Ok(Fingerprint::new(version, stored[1..].try_into().expect("32 bytes")))
+            }
+            length => Err(FingerprintError::Length(length)),
+        }
     }
 }
 
 impl fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Eight bytes identify a fingerprint in logs and model traces well enough.
-        f.write_str("Fingerprint(")?;
-        for byte in &self.0[..8] {
+        write!(f, "Fingerprint(v{} ", self.version.number())?;
+        for byte in &self.digest[..8] {
             write!(f, "{byte:02x}")?;
         }
         f.write_str("…)")
@@ -117,7 +261,7 @@ impl FingerprintBuilder {
     /// Finishes the digest.
     #[must_use]
     pub fn finish(self) -> Fingerprint {
-        Fingerprint(self.hasher.finalize().into())
+        Fingerprint { version: FingerprintVersion::Bytes, digest: self.hasher.finalize().into() }
     }
 }
 
@@ -154,7 +298,7 @@ mod tests {
     }
 
     fn hex(fingerprint: Fingerprint) -> String {
-        fingerprint.as_bytes().iter().map(|byte| format!("{byte:02x}")).collect()
+        fingerprint.digest().iter().map(|byte| format!("{byte:02x}")).collect()
     }
 
     #[test]
@@ -166,6 +310,43 @@ mod tests {
         assert_eq!(hex(request), "869c31da1db5c074c04e01b80f474adea431e37a4421c63a199c5494a44cf973");
         let message = Fingerprint::of_message("orders.created", b"{\"id\":1}");
         assert_eq!(hex(message), "deac82c65c9c383ab98f521673c6ac30d6b70b1dc54670585ca24c2e223876b6");
+    }
+
+    #[test]
+    fn stored_form_round_trips_and_keeps_version_one_as_it_was() {
+        // Goal: version 1 is stored as the bare 32 bytes every store held before versions,
+        // a later version with its number first, and bad bytes are an error, not a panic.
+        let bytes = Fingerprint::of("POST", "/p", b"{}");
+        assert_eq!(bytes.to_stored(), bytes.digest().to_vec());
+        let parts = SemanticParts { method: "POST", path: "/p", query: &[], headers: &[], body: b"{}" };
+        let semantic = Fingerprint::semantic(&parts);
+        assert_eq!(semantic.to_stored()[0], 2);
+        for fingerprint in [bytes, semantic] {
+            assert_eq!(Fingerprint::from_stored(&fingerprint.to_stored()), Ok(fingerprint));
+        }
+        assert_eq!(Fingerprint::from_stored(&[0; 31]), Err(FingerprintError::Length(31)));
+        let mut unknown = semantic.to_stored();
+        unknown[0] = 9;
+        assert_eq!(Fingerprint::from_stored(&unknown), Err(FingerprintError::UnknownVersion(9)));
+    }
+
+    #[test]
+    fn semantic_fields_are_separated_and_never_equal_a_byte_fingerprint() {
+        // Goal: each semantic part takes part, boundaries are fixed, and the same digest
+        // under two versions is two different fingerprints.
+        let query = [("a".to_owned(), "1".to_owned())];
+        let headers = [("content-type".to_owned(), b"application/json".to_vec())];
+        let base = SemanticParts { method: "POST", path: "/p", query: &query, headers: &headers, body: b"{}" };
+        let fingerprint = Fingerprint::semantic(&base);
+        assert_ne!(fingerprint, Fingerprint::semantic(&SemanticParts { method: "PUT", ..base }));
+        assert_ne!(fingerprint, Fingerprint::semantic(&SemanticParts { path: "/q", ..base }));
+        assert_ne!(fingerprint, Fingerprint::semantic(&SemanticParts { query: &[], ..base }));
+        assert_ne!(fingerprint, Fingerprint::semantic(&SemanticParts { headers: &[], ..base }));
+        assert_ne!(fingerprint, Fingerprint::semantic(&SemanticParts { body: b"[]", ..base }));
+        let shifted = [("a1".to_owned(), String::new())];
+        assert_ne!(fingerprint, Fingerprint::semantic(&SemanticParts { query: &shifted, ..base }));
+        let twin = Fingerprint::new(FingerprintVersion::Bytes, *fingerprint.digest());
+        assert_ne!(twin, fingerprint);
     }
 
     #[test]

@@ -31,7 +31,11 @@
 //!   [`Key::from_chars`], a message id taken as it is.
 //! * [`record`]: [`Principal`], [`RecordId`], [`Fence`], [`StoredResponse`], [`Record`], [`Policy`].
 //! * [`fingerprint`]: [`Fingerprint`], a SHA-256 of method, path and streamed body, or of
-//!   a message's subject and payload ([`Fingerprint::of_message`]), never equal to each other.
+//!   a message's subject and payload ([`Fingerprint::of_message`]), never equal to each
+//!   other; or of a request's canonical parts ([`Fingerprint::semantic`]), with its
+//!   [`FingerprintVersion`].
+//! * [`request`]: [`ClaimRequest`] (fingerprints and [`Holder`]), what a claim takes.
+//! * [`admin`]: [`KeyAdmin`] (list, forget) and [`ListQuery`]: key administration.
 //! * [`outcome`]: [`StoredOutcome`] (bytes and their [`ContentType`]), any operation's
 //!   result, recorded as a [`StoredResponse`] of status 0 so no store changes.
 //! * [`time`]: [`Timestamp`], time as a value.
@@ -70,10 +74,12 @@
 //! assert_eq!(completed, Fenced::Applied);
 //!
 //! // The retry gets the recorded response, and nothing runs twice.
-//! assert_eq!(store.claim(&id, &fingerprint, now, &policy).await.unwrap(), Decision::Replay(response));
+//! let replay = store.claim(&id, &fingerprint, now, &policy).await.unwrap();
+//! assert_eq!(replay.replayed(), Some(&response));
 //! # });
 //! ```
 
+pub mod admin;
 pub mod atomic;
 pub mod clock;
 pub mod consume;
@@ -83,6 +89,7 @@ pub mod memory;
 pub mod outcome;
 pub mod record;
 pub mod reply;
+pub mod request;
 pub mod step;
 pub mod store;
 pub mod time;
@@ -96,19 +103,21 @@ mod conformance_tests;
 #[cfg(feature = "testing")]
 pub mod differential;
 
+pub use admin::{KeyAdmin, LIST_LIMIT_MAX, ListQuery, ListQueryError, Page, StateFilter};
 pub use atomic::{AtomicStore, CommitError, WritesFuture};
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consume::{DeadLetterReason, Handle, Redelivery, RedeliveryTimer, Settle, TimerError};
-pub use fingerprint::{Fingerprint, FingerprintBuilder};
+pub use fingerprint::{Fingerprint, FingerprintBuilder, FingerprintError, FingerprintVersion, SemanticParts};
 pub use key::{KEY_CHARS_MAX, Key, KeyError};
 pub use memory::{MemoryState, MemoryStore};
 pub use outcome::{ContentType, ContentTypeError, NotAnOutcome, StoredOutcome};
 pub use record::{
     Fence, LEASE_DEFAULT, Policy, PolicyError, Principal, PrincipalError, RENEWALS_PER_LEASE, Record, RecordId,
-    RecordState, StoredResponse,
+    RecordState, StoredResponse, TOMBSTONE_MAX,
 };
 pub use reply::{Disposition, StatusRules, Superseded, TryLaterStatuses};
+pub use request::{ClaimRequest, HOLDER_ID_BYTES_MAX, Holder};
 pub use step::{Counters, Step, StepError, StoreView, step};
 pub use store::{BoxError, Store, StoreError};
 pub use time::Timestamp;

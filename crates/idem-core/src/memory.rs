@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::admin::{KeyAdmin, ListQuery, Page};
 use crate::step::{self, Counters, Operation, Step, StepError, StoreView, op};
 use crate::usage::{Limits, Usage};
 use crate::{
-    Decision, Fence, Fenced, Fingerprint, Policy, Record, RecordId, Renewal, Store, StoreError, StoredResponse,
+    ClaimRequest, Decision, Fence, Fenced, Policy, Record, RecordId, Renewal, Store, StoreError, StoredResponse,
     Timestamp, Write,
 };
 
@@ -27,18 +28,18 @@ pub struct MemoryState {
     counters: Counters,
     /// A hash map: lookups by id are the hot path of every step.
     records: HashMap<RecordId, Record>,
-    /// Every record by the time it becomes forgettable, so purging finds expired records
-    /// in order without scanning. Ties are broken by the record's fence, which no two held
+    /// Every record by the time a purge is due ([`Record::due_at`]), so purging finds
+    /// due records in order without scanning. Ties are broken by the record's fence, which no two held
     /// records share (fences are never reused), so the index has integer keys and depends
     /// only on the records held.
     expiry: BTreeMap<ExpirySlot, RecordId>,
 }
 
-/// A held record's place in the expiry index: (forgettable at, fence).
+/// A held record's place in the expiry index: (due at, fence).
 type ExpirySlot = (Timestamp, Fence);
 
 fn slot(record: &Record) -> ExpirySlot {
-    (record.forgettable_at(), record.fence)
+    (record.due_at(), record.fence)
 }
 
 impl Hash for MemoryState {
@@ -118,13 +119,13 @@ impl MemoryState {
         step.answer
     }
 
-    /// Forgets up to `batch_max` records that have expired at `now`, earliest first
-    /// (ties by fence), each through the [`op::Expire`] step; returns how many.
+    /// Forgets (or shrinks to a tombstone) up to `batch_max` records due at `now`,
+    /// earliest first (ties by fence), each through the [`op::Expire`] step; returns how many.
     pub fn purge_expired(&mut self, now: Timestamp, batch_max: usize) -> usize {
         let due: Vec<RecordId> = self
             .expiry
             .iter()
-            .take_while(|((forgettable_at, _), _)| *forgettable_at <= now)
+            .take_while(|((due_at, _), _)| *due_at <= now)
             .take(batch_max)
             .map(|(_, id)| id.clone())
             .collect();
@@ -233,11 +234,11 @@ impl Store for MemoryStore {
     async fn claim(
         &self,
         id: &RecordId,
-        fingerprint: &Fingerprint,
+        request: impl Into<ClaimRequest> + Send,
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
-        self.run(id, op::Claim { fingerprint: *fingerprint, now, policy: *policy })
+        self.run(id, op::Claim { request: request.into(), now, policy: *policy })
     }
 
     async fn complete(
@@ -265,5 +266,19 @@ impl Store for MemoryStore {
 
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
         Ok(self.lock().purge_expired(now, batch_max))
+    }
+
+    async fn count_replay(&self, id: &RecordId, now: Timestamp) -> Result<bool, StoreError> {
+        self.run(id, op::CountReplay { now })
+    }
+}
+
+impl KeyAdmin for MemoryStore {
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        Ok(query.select(self.lock().records.iter()))
+    }
+
+    async fn forget(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        self.run(id, op::Forget)
     }
 }

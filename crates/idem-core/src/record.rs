@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::{Fingerprint, Key, Timestamp};
+use crate::{Fingerprint, Holder, Key, Timestamp};
 
 /// The longest principal, in bytes.
 pub const PRINCIPAL_BYTES_MAX: usize = 255;
@@ -177,11 +177,15 @@ pub const LEASE_DEFAULT: Duration = Duration::from_secs(10);
 /// Renewals per lease: the holder renews every `lease / RENEWALS_PER_LEASE`.
 pub const RENEWALS_PER_LEASE: u32 = 3;
 
-/// How long claims and records live.
+/// The longest tombstone period a [`Policy`] accepts: 366 days.
+pub const TOMBSTONE_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// How long claims, records and tombstones live.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Policy {
     lease: Duration,
     retention: Duration,
+    tombstone: Option<Duration>,
 }
 
 /// Why a [`Policy`] is refused.
@@ -199,12 +203,16 @@ pub enum PolicyError {
         /// The retention asked for.
         retention: Duration,
     },
+    /// The tombstone period is zero or longer than [`TOMBSTONE_MAX`].
+    #[error("a tombstone must last 1 ms to {TOMBSTONE_MAX:?}, not {0:?}")]
+    TombstoneOutOfRange(Duration),
 }
 
 impl Policy {
     /// The defaults: a [`LEASE_DEFAULT`] (10 s) lease, renewed while the handler runs, and
     /// 24 h retention (SPEC, "HTTP behaviour").
-    pub const DEFAULT: Policy = Policy { lease: LEASE_DEFAULT, retention: Duration::from_secs(24 * 3600) };
+    pub const DEFAULT: Policy =
+        Policy { lease: LEASE_DEFAULT, retention: Duration::from_secs(24 * 3600), tombstone: None };
 
     /// A policy with the given lease and retention.
     ///
@@ -217,7 +225,26 @@ impl Policy {
         if retention <= lease {
             return Err(PolicyError::RetentionNotLongerThanLease { lease, retention });
         }
-        Ok(Policy { lease, retention })
+        Ok(Policy { lease, retention, tombstone: None })
+    }
+
+    /// This policy, with completed records leaving a tombstone for `period` after their
+    /// retention (SPEC "Key lifecycle"): the same key then gets [`crate::Decision::Gone`]
+    /// and never runs again until the tombstone is purged in turn.
+    ///
+    /// # Errors
+    /// [`PolicyError::TombstoneOutOfRange`] unless 1 ms <= `period` <= [`TOMBSTONE_MAX`].
+    pub fn with_tombstone(self, period: Duration) -> Result<Policy, PolicyError> {
+        if period < Duration::from_millis(1) || period > TOMBSTONE_MAX {
+            return Err(PolicyError::TombstoneOutOfRange(period));
+        }
+        Ok(Policy { tombstone: Some(period), ..self })
+    }
+
+    /// How long a completed record's tombstone stays after its retention, if it leaves one.
+    #[must_use]
+    pub const fn tombstone(&self) -> Option<Duration> {
+        self.tombstone
     }
 
     /// How long a claim stays valid without completion.
@@ -253,9 +280,13 @@ pub struct Record {
     pub fingerprint: Fingerprint,
     /// The fence of the claim that made the record what it is now.
     pub fence: Fence,
-    /// When the record may be forgotten (for an in-flight record: only once its lease lapsed too).
+    /// When the claim that made the record was taken (a take-over restarts it): what an
+    /// operator's listing filters by age.
+    pub created_at: Timestamp,
+    /// When the record's retention ends: in flight, only once its lease lapsed too; for a
+    /// tombstone, when the tombstone is forgotten.
     pub expires_at: Timestamp,
-    /// In flight or completed.
+    /// In flight, completed, or a tombstone.
     pub state: RecordState,
 }
 
@@ -266,39 +297,95 @@ pub enum RecordState {
     InFlight {
         /// When the claim stops being valid without completion.
         lease_expires_at: Timestamp,
+        /// Who holds the claim.
+        holder: Holder,
+        /// How many renewals extended the lease.
+        renewals: u32,
     },
     /// The response is recorded; retries replay it.
     Completed {
         /// The recorded response.
         response: StoredResponse,
+        /// How many replays were counted ([`crate::Store::count_replay`], best effort).
+        replays: u64,
+        /// When the tombstone this record leaves after its retention is forgotten, if it
+        /// leaves one ([`Policy::tombstone`]).
+        tombstone_until: Option<Timestamp>,
     },
+    /// The record's retention ended and only this much of it is left, until `expires_at`:
+    /// the key is never executed again meanwhile (SPEC "Key lifecycle").
+    Tombstone,
+}
+
+impl RecordState {
+    /// The state's name, as stores and operators spell it: `in_flight`, `completed`, `tombstone`.
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            RecordState::InFlight { .. } => "in_flight",
+            RecordState::Completed { .. } => "completed",
+            RecordState::Tombstone => "tombstone",
+        }
+    }
 }
 
 impl Record {
     /// Bytes this record occupies in a store (without its id), for size limits.
     #[must_use]
     pub fn stored_bytes(&self) -> usize {
-        const FIXED_BYTES: usize = 64; // fingerprint, fence, times, status: rounded up
+        const FIXED_BYTES: usize = 64; // fingerprint, fence, times, counts, status: rounded up
         match &self.state {
-            RecordState::InFlight { .. } => FIXED_BYTES,
-            RecordState::Completed { response } => FIXED_BYTES + response.stored_bytes(),
+            RecordState::InFlight { holder, .. } => FIXED_BYTES + holder.stored_bytes(),
+            RecordState::Completed { response, .. } => FIXED_BYTES + response.stored_bytes(),
+            RecordState::Tombstone => FIXED_BYTES,
         }
     }
 
     /// When the record starts to count as absent: its retention's end, or for an
-    /// in-flight record whose lease outlasts that, the lease's end.
+    /// in-flight record whose lease outlasts that, the lease's end; for a completed
+    /// record that leaves a tombstone, the tombstone's end.
     #[must_use]
     pub fn forgettable_at(&self) -> Timestamp {
         match self.state {
-            RecordState::InFlight { lease_expires_at } => self.expires_at.max(lease_expires_at),
-            RecordState::Completed { .. } => self.expires_at,
+            RecordState::InFlight { lease_expires_at, .. } => self.expires_at.max(lease_expires_at),
+            RecordState::Completed { tombstone_until, .. } => tombstone_until.unwrap_or(self.expires_at),
+            RecordState::Tombstone => self.expires_at,
         }
     }
 
-    /// Whether the record counts as absent at `now`: a completed record past its
-    /// retention, or an in-flight one past its retention whose lease lapsed too.
+    /// When a purge must next visit the record ([`crate::step::op::Expire`]): to forget
+    /// it, or, for a completed record that leaves a tombstone, to shrink it to one at
+    /// the end of its retention. Stores index records by this time.
+    #[must_use]
+    pub fn due_at(&self) -> Timestamp {
+        match self.state {
+            RecordState::Completed { .. } => self.expires_at,
+            RecordState::InFlight { .. } | RecordState::Tombstone => self.forgettable_at(),
+        }
+    }
+
+    /// Whether the record counts as absent at `now`: past [`Record::forgettable_at`].
     #[must_use]
     pub fn is_expired(&self, now: Timestamp) -> bool {
         now >= self.forgettable_at()
+    }
+
+    /// Whether the record answers [`crate::Decision::Gone`] at `now`: a tombstone, or a
+    /// completed record past its retention whose tombstone has not ended.
+    #[must_use]
+    pub fn is_tombstone(&self, now: Timestamp) -> bool {
+        match self.state {
+            RecordState::Tombstone => !self.is_expired(now),
+            RecordState::Completed { tombstone_until: Some(_), .. } => now >= self.expires_at && !self.is_expired(now),
+            RecordState::Completed { .. } | RecordState::InFlight { .. } => false,
+        }
+    }
+
+    /// What an answer for this record at `now` states as its expiry (SPEC "Key
+    /// lifecycle", expiry on the wire): the end of its retention, or while it is a
+    /// tombstone, the tombstone's end.
+    #[must_use]
+    pub fn answered_expiry(&self, now: Timestamp) -> Timestamp {
+        if self.is_tombstone(now) { self.forgettable_at() } else { self.expires_at }
     }
 }

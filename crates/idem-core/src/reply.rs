@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::transition::{self, Look};
-use crate::{Fingerprint, Record, StoredResponse, Timestamp};
+use crate::{ClaimRequest, Record, StoredResponse, Timestamp};
 
 /// What becomes of a claim once its handler answered with a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +107,12 @@ pub fn retry_after(lease_left: Duration, cap: Duration) -> Duration {
 #[must_use]
 pub enum Superseded {
     /// The record is completed: answer the recorded response, as a replay.
-    Replay(StoredResponse),
+    Replay {
+        /// The recorded response.
+        response: StoredResponse,
+        /// When the record's retention ends.
+        expires_at: Timestamp,
+    },
     /// Another claim is in flight, or none is held any more: answer "in progress" with
     /// this lease left (zero when the client may retry at once).
     InProgress {
@@ -115,16 +120,25 @@ pub enum Superseded {
         lease_left: Duration,
     },
     /// The key now belongs to a different request: answer the mismatch.
-    Mismatch,
+    Mismatch {
+        /// When the record that holds the key expires.
+        expires_at: Timestamp,
+    },
+    /// Only the record's tombstone remains: answer "gone".
+    Gone {
+        /// When the tombstone is forgotten.
+        expires_at: Timestamp,
+    },
 }
 
 /// What an execution that lost its claim answers, from the record as now stored.
-pub fn superseded(record: Option<&Record>, fingerprint: &Fingerprint, now: Timestamp) -> Superseded {
-    match transition::look(record, fingerprint, now) {
-        Look::Replay(response) => Superseded::Replay(response),
-        Look::InProgress { lease_left } => Superseded::InProgress { lease_left },
+pub fn superseded(record: Option<&Record>, request: &ClaimRequest, now: Timestamp) -> Superseded {
+    match transition::look(record, request, now) {
+        Look::Replay { response, expires_at } => Superseded::Replay { response, expires_at },
+        Look::InProgress { lease_left, .. } => Superseded::InProgress { lease_left },
         Look::Absent | Look::Lapsed { .. } => Superseded::InProgress { lease_left: Duration::ZERO },
-        Look::Mismatch => Superseded::Mismatch,
+        Look::Mismatch { expires_at } => Superseded::Mismatch { expires_at },
+        Look::Gone { expires_at } => Superseded::Gone { expires_at },
     }
 }
 
@@ -132,9 +146,9 @@ pub fn superseded(record: Option<&Record>, fingerprint: &Fingerprint, now: Times
 /// should keep waiting, given the record it just read: yes while another claim for the
 /// same request holds a valid lease; otherwise it claims, and the decision table answers.
 #[must_use]
-pub fn keep_waiting(record: Option<&Record>, fingerprint: &Fingerprint, now: Timestamp) -> Option<Duration> {
-    match transition::look(record, fingerprint, now) {
-        Look::InProgress { lease_left } => Some(lease_left),
-        Look::Absent | Look::Lapsed { .. } | Look::Replay(_) | Look::Mismatch => None,
+pub fn keep_waiting(record: Option<&Record>, request: &ClaimRequest, now: Timestamp) -> Option<Duration> {
+    match transition::look(record, request, now) {
+        Look::InProgress { lease_left, .. } => Some(lease_left),
+        Look::Absent | Look::Lapsed { .. } | Look::Replay { .. } | Look::Mismatch { .. } | Look::Gone { .. } => None,
     }
 }

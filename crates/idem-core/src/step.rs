@@ -21,7 +21,7 @@
 //! let id = RecordId::new(Principal::anonymous(), Key::parse(b"k1").unwrap());
 //! let fingerprint = Fingerprint::of("POST", "/payments", b"{}");
 //! let view = StoreView { record: None, counters: Counters::EMPTY, limits: Limits::default() };
-//! let claim = op::Claim { fingerprint, now: Timestamp::EPOCH, policy: Policy::default() };
+//! let claim = op::Claim { request: fingerprint.into(), now: Timestamp::EPOCH, policy: Policy::default() };
 //! let step = step::step(&id, &view, claim).unwrap();
 //!
 //! // A new key executes; the store must write the claim, advance the counter, count it.
@@ -33,7 +33,7 @@
 
 use crate::transition::{self, Renewal, Transition, Write};
 use crate::usage::{self, Limits, Usage, UsageDelta};
-use crate::{Decision, Fence, Fenced, Fingerprint, Policy, Record, RecordId, StoreError, StoredResponse, Timestamp};
+use crate::{ClaimRequest, Decision, Fence, Fenced, Policy, Record, RecordId, StoreError, StoredResponse, Timestamp};
 
 /// The store-wide values every step may read or change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,6 +133,11 @@ pub trait Operation: sealed::Sealed {
     /// What the operation answers.
     type Answer;
 
+    /// Whether a write of this operation moves the fence counter on even though it
+    /// issues no claim (a forget: SPEC "Key lifecycle", forget is fenced).
+    #[doc(hidden)]
+    const MOVES_FENCE: bool = false;
+
     /// The operation's transition on the record (see [`crate::transition`]).
     #[doc(hidden)]
     fn decide(self, record: Option<&Record>, fresh_fence: Fence) -> Transition<Self::Answer>;
@@ -144,14 +149,14 @@ mod sealed {
 
 /// The operations a store performs, as plain data.
 pub mod op {
-    use super::{Fence, Fingerprint, Policy, StoredResponse, Timestamp};
+    use super::{ClaimRequest, Fence, Policy, StoredResponse, Timestamp};
 
     /// A new request for the record id: decide, and take a claim if it executes.
     /// Answers a [`crate::Decision`].
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Claim {
-        /// The request's fingerprint.
-        pub fingerprint: Fingerprint,
+        /// The request: its fingerprints and who would hold the claim.
+        pub request: ClaimRequest,
         /// The time of the request.
         pub now: Timestamp,
         /// The lease and retention a new claim gets.
@@ -205,10 +210,23 @@ pub mod op {
         pub policy: Policy,
     }
 
-    /// Forget the record if it has expired. Answers whether it was forgotten.
+    /// Forget the record, or shrink it to its tombstone, if it is due. Answers whether
+    /// it changed.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct Expire {
         /// The time of the purge.
+        pub now: Timestamp,
+    }
+
+    /// Forget the record whatever its state (an operator's forget), moving the fence
+    /// counter on. Answers the record removed, if there was one.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Forget;
+
+    /// Count one replay of a completed record (best effort). Answers whether it counted.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct CountReplay {
+        /// The time of the replay.
         pub now: Timestamp,
     }
 }
@@ -217,7 +235,7 @@ impl sealed::Sealed for op::Claim {}
 impl Operation for op::Claim {
     type Answer = Decision;
     fn decide(self, record: Option<&Record>, fresh_fence: Fence) -> Transition<Decision> {
-        transition::claim(record, &self.fingerprint, self.now, &self.policy, fresh_fence)
+        transition::claim(record, &self.request, self.now, &self.policy, fresh_fence)
     }
 }
 
@@ -258,7 +276,24 @@ impl Operation for op::Expire {
     type Answer = bool;
     fn decide(self, record: Option<&Record>, _: Fence) -> Transition<bool> {
         let write = record.map_or(Write::Unchanged, |record| transition::expire(record, self.now));
-        Transition { outcome: write == Write::Delete, write }
+        Transition { outcome: write != Write::Unchanged, write }
+    }
+}
+
+impl sealed::Sealed for op::Forget {}
+impl Operation for op::Forget {
+    type Answer = Option<Record>;
+    const MOVES_FENCE: bool = true;
+    fn decide(self, record: Option<&Record>, _: Fence) -> Transition<Option<Record>> {
+        transition::forget(record)
+    }
+}
+
+impl sealed::Sealed for op::CountReplay {}
+impl Operation for op::CountReplay {
+    type Answer = bool;
+    fn decide(self, record: Option<&Record>, _: Fence) -> Transition<bool> {
+        transition::count_replay(record, self.now)
     }
 }
 
@@ -268,7 +303,9 @@ impl Operation for op::Expire {
 /// The store-wide rules, once for every store:
 ///
 /// * **Fences.** A step that puts a record under a new fence (an execution or a
-///   take-over) issues `view.counters.next_fence` and advances the counter past it.
+///   take-over) issues `view.counters.next_fence` and advances the counter past it. A
+///   forget that removes a record advances it too (without admission), so no fence
+///   issued before the forget is ever current afterwards.
 ///   A counter that is not past the record's fence is damage: [`StepError::FenceCounterBehind`].
 /// * **Admission.** Such a step is refused at a size limit ([`StepError::Full`]): at
 ///   `records_max` records unless it replaces a held (expired) record, and at
@@ -294,6 +331,8 @@ pub fn step<O: Operation>(id: &RecordId, view: &StoreView<'_>, operation: O) -> 
             "a new claim carries the fresh fence"
         );
         admit(view)?;
+        Some(fresh_fence.next())
+    } else if O::MOVES_FENCE && write != Write::Unchanged {
         Some(fresh_fence.next())
     } else {
         None

@@ -4,7 +4,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::{Decision, Fence, Fenced, Fingerprint, Policy, Record, RecordId, Renewal, StoredResponse, Timestamp};
+use crate::{ClaimRequest, Decision, Fence, Fenced, Policy, Record, RecordId, Renewal, StoredResponse, Timestamp};
 
 /// An error from a backend's driver (connection, I/O, protocol).
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -71,6 +71,7 @@ impl StoreError {
 /// what a retry does then. [`StoreError::Full`] and [`StoreError::Corrupt`] changed nothing.
 pub trait Store: Send + Sync {
     /// Decides a new request for `id` and, if the decision is to execute, takes the claim.
+    /// `request` is a [`ClaimRequest`] or just a `&Fingerprint`.
     ///
     /// Retry after `Unavailable`: safe. If the lost call did take a claim, the retry sees
     /// it as [`Decision::Conflict`] until the lease lapses and then takes it over; the
@@ -78,7 +79,7 @@ pub trait Store: Send + Sync {
     fn claim(
         &self,
         id: &RecordId,
-        fingerprint: &Fingerprint,
+        request: impl Into<ClaimRequest> + Send,
         now: Timestamp,
         policy: &Policy,
     ) -> impl Future<Output = Result<Decision, StoreError>> + Send;
@@ -130,4 +131,16 @@ pub trait Store: Send + Sync {
     /// Retry after `Unavailable`: safe, expired records are absent either way.
     fn purge_expired(&self, now: Timestamp, batch_max: usize)
     -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Counts one replay of `id`'s completed record, for operators
+    /// ([`crate::RecordState::Completed::replays`]); answers whether it counted. Best
+    /// effort: a layer calls it after answering the replay and ignores a failure, so a
+    /// full or failing store never stops a replay. The default counts nothing (a store
+    /// that wraps another should forward it).
+    ///
+    /// Retry after `Unavailable`: not needed; a lost count is only a lower number.
+    fn count_replay(&self, id: &RecordId, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (id, now);
+        std::future::ready(Ok(false))
+    }
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::{Fence, Fingerprint, Policy, Record, RecordState, StoredResponse, Timestamp};
+use crate::{ClaimRequest, Fence, Holder, Policy, Record, RecordState, StoredResponse, Timestamp};
 
 /// What a transition answers and what the store must write to apply it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,14 +54,32 @@ pub enum Decision {
         stale: Fence,
     },
     /// The response is recorded: answer with it, do not run the handler.
-    Replay(StoredResponse),
+    Replay {
+        /// The recorded response.
+        response: StoredResponse,
+        /// When the record's retention ends.
+        expires_at: Timestamp,
+    },
     /// Another request holds a valid claim: answer "in progress", do not run the handler.
     Conflict {
         /// How long until that claim lapses (a `Retry-After` hint).
         retry_after: Duration,
+        /// When the in-flight record's retention ends (a completion restarts it).
+        expires_at: Timestamp,
+        /// Who holds the claim.
+        holder: Holder,
     },
     /// The key was used for a different request: refuse, do not run the handler.
-    Mismatch,
+    Mismatch {
+        /// When the record (or its tombstone) that holds the key expires.
+        expires_at: Timestamp,
+    },
+    /// The record's retention ended and its tombstone remains (SPEC "Key lifecycle"):
+    /// the operation ran long ago and never runs again; answer "gone".
+    Gone {
+        /// When the tombstone is forgotten.
+        expires_at: Timestamp,
+    },
 }
 
 impl Decision {
@@ -70,7 +88,18 @@ impl Decision {
     pub fn claim(&self) -> Option<Claim> {
         match self {
             Decision::Execute(claim) | Decision::TakeOver { claim, .. } => Some(*claim),
-            Decision::Replay(_) | Decision::Conflict { .. } | Decision::Mismatch => None,
+            Decision::Replay { .. } | Decision::Conflict { .. } | Decision::Mismatch { .. } | Decision::Gone { .. } => {
+                None
+            }
+        }
+    }
+
+    /// The recorded response, if the decision is to replay it.
+    #[must_use]
+    pub fn replayed(&self) -> Option<&StoredResponse> {
+        match self {
+            Decision::Replay { response, .. } => Some(response),
+            _ => None,
         }
     }
 }
@@ -121,32 +150,55 @@ pub enum Look {
         stale: Fence,
     },
     /// The response is recorded: replay it.
-    Replay(StoredResponse),
+    Replay {
+        /// The recorded response.
+        response: StoredResponse,
+        /// When the record's retention ends.
+        expires_at: Timestamp,
+    },
     /// Another request holds a valid claim.
     InProgress {
         /// How long until that claim lapses.
         lease_left: Duration,
+        /// When the in-flight record's retention ends.
+        expires_at: Timestamp,
+        /// Who holds the claim.
+        holder: Holder,
     },
     /// The key was used for a different request.
-    Mismatch,
+    Mismatch {
+        /// When the record (or its tombstone) that holds the key expires.
+        expires_at: Timestamp,
+    },
+    /// Only the record's tombstone remains: the operation never runs again.
+    Gone {
+        /// When the tombstone is forgotten.
+        expires_at: Timestamp,
+    },
 }
 
-/// Looks at `record` for a request with `fingerprint` at `now` (SPEC's decision table).
-/// A record that has expired counts as absent; a different fingerprint is a mismatch
-/// whether the record is in flight or completed.
-pub fn look(record: Option<&Record>, fingerprint: &Fingerprint, now: Timestamp) -> Look {
+/// Looks at `record` for `request` at `now` (SPEC's decision table, and "Key lifecycle"
+/// for tombstones). A record that has expired counts as absent; a fingerprint that
+/// matches neither of the request's is a mismatch, whether the record is in flight,
+/// completed or a tombstone; a tombstone of the same request is gone.
+pub fn look(record: Option<&Record>, request: &ClaimRequest, now: Timestamp) -> Look {
     let Some(record) = record.filter(|record| !record.is_expired(now)) else {
         return Look::Absent;
     };
-    if record.fingerprint != *fingerprint {
-        return Look::Mismatch;
+    let expires_at = record.answered_expiry(now);
+    if !request.matches(&record.fingerprint) {
+        return Look::Mismatch { expires_at };
+    }
+    if record.is_tombstone(now) {
+        return Look::Gone { expires_at };
     }
     match &record.state {
-        RecordState::Completed { response } => Look::Replay(response.clone()),
-        RecordState::InFlight { lease_expires_at } if now < *lease_expires_at => {
-            Look::InProgress { lease_left: now.until(*lease_expires_at) }
+        RecordState::Completed { response, .. } => Look::Replay { response: response.clone(), expires_at },
+        RecordState::InFlight { lease_expires_at, holder, .. } if now < *lease_expires_at => {
+            Look::InProgress { lease_left: now.until(*lease_expires_at), expires_at, holder: holder.clone() }
         }
         RecordState::InFlight { .. } => Look::Lapsed { stale: record.fence },
+        RecordState::Tombstone => unreachable!("a tombstone that has not expired is gone"),
     }
 }
 
@@ -161,36 +213,40 @@ pub fn look(record: Option<&Record>, fingerprint: &Fingerprint, now: Timestamp) 
 /// first and answers an error instead.)
 pub fn claim(
     record: Option<&Record>,
-    fingerprint: &Fingerprint,
+    request: &ClaimRequest,
     now: Timestamp,
     policy: &Policy,
     fresh_fence: Fence,
 ) -> Transition<Decision> {
-    match look(record, fingerprint, now) {
-        Look::Absent => execute(Decision::Execute, fingerprint, now, policy, fresh_fence),
+    match look(record, request, now) {
+        Look::Absent => execute(Decision::Execute, request, now, policy, fresh_fence),
         Look::Lapsed { stale } => {
             assert!(fresh_fence > stale, "store reused fence {fresh_fence:?} (record holds {stale:?})");
-            execute(|claim| Decision::TakeOver { claim, stale }, fingerprint, now, policy, fresh_fence)
+            execute(|claim| Decision::TakeOver { claim, stale }, request, now, policy, fresh_fence)
         }
-        Look::Replay(response) => unchanged(Decision::Replay(response)),
-        Look::InProgress { lease_left } => unchanged(Decision::Conflict { retry_after: lease_left }),
-        Look::Mismatch => unchanged(Decision::Mismatch),
+        Look::Replay { response, expires_at } => unchanged(Decision::Replay { response, expires_at }),
+        Look::InProgress { lease_left, expires_at, holder } => {
+            unchanged(Decision::Conflict { retry_after: lease_left, expires_at, holder })
+        }
+        Look::Mismatch { expires_at } => unchanged(Decision::Mismatch { expires_at }),
+        Look::Gone { expires_at } => unchanged(Decision::Gone { expires_at }),
     }
 }
 
 fn execute(
     decide: impl FnOnce(Claim) -> Decision,
-    fingerprint: &Fingerprint,
+    request: &ClaimRequest,
     now: Timestamp,
     policy: &Policy,
     fence: Fence,
 ) -> Transition<Decision> {
     let lease_expires_at = now.saturating_add(policy.lease());
     let record = Record {
-        fingerprint: *fingerprint,
+        fingerprint: request.fingerprint,
         fence,
+        created_at: now,
         expires_at: now.saturating_add(policy.retention()),
-        state: RecordState::InFlight { lease_expires_at },
+        state: RecordState::InFlight { lease_expires_at, holder: request.holder.clone(), renewals: 0 },
     };
     Transition { outcome: decide(Claim { fence, lease_expires_at }), write: Write::Put(record) }
 }
@@ -214,11 +270,14 @@ pub fn complete(
 ) -> Transition<Fenced> {
     match check_fence(record, fence) {
         FenceState::Current(record) => {
+            let expires_at = now.saturating_add(policy.retention());
+            let tombstone_until = policy.tombstone().map(|period| expires_at.saturating_add(period));
             let completed = Record {
                 fingerprint: record.fingerprint,
                 fence,
-                expires_at: now.saturating_add(policy.retention()),
-                state: RecordState::Completed { response },
+                created_at: record.created_at,
+                expires_at,
+                state: RecordState::Completed { response, replays: 0, tombstone_until },
             };
             Transition { outcome: Fenced::Applied, write: Write::Put(completed) }
         }
@@ -273,7 +332,7 @@ pub enum Renewal {
 pub fn renew(record: Option<&Record>, fence: Fence, now: Timestamp, policy: &Policy) -> Transition<Renewal> {
     match check_fence(record, fence) {
         FenceState::Current(record) => {
-            let RecordState::InFlight { lease_expires_at } = record.state else {
+            let RecordState::InFlight { lease_expires_at, ref holder, renewals } = record.state else {
                 unreachable!("check_fence answers Current only for a record in flight")
             };
             let renewed = lease_expires_at.max(now.saturating_add(policy.lease()));
@@ -281,7 +340,12 @@ pub fn renew(record: Option<&Record>, fence: Fence, now: Timestamp, policy: &Pol
             if renewed == lease_expires_at {
                 return unchanged(answer);
             }
-            let record = Record { state: RecordState::InFlight { lease_expires_at: renewed }, ..record.clone() };
+            let state = RecordState::InFlight {
+                lease_expires_at: renewed,
+                holder: holder.clone(),
+                renewals: renewals.saturating_add(1),
+            };
+            let record = Record { state, ..record.clone() };
             Transition { outcome: answer, write: Write::Put(record) }
         }
         FenceState::CompletedBy(completed_by) => {
@@ -303,13 +367,53 @@ pub fn release(record: Option<&Record>, fence: Fence) -> Transition<Fenced> {
     }
 }
 
-/// Forgets the record if it has expired at `now` (see [`Record::is_expired`]).
+/// What a purge does with `record` at `now` (see [`Record::due_at`]): nothing before it
+/// is due; a completed record that leaves a tombstone shrinks to one at the end of its
+/// retention (response dropped, kept until the tombstone's end); anything else that is
+/// due is forgotten.
 ///
 /// Forgetting an in-flight record whose lease lapsed is as safe as a take-over: its
 /// holder's fence is no longer current, so its completion is refused.
 #[must_use]
 pub fn expire(record: &Record, now: Timestamp) -> Write {
-    if record.is_expired(now) { Write::Delete } else { Write::Unchanged }
+    if now < record.due_at() {
+        return Write::Unchanged;
+    }
+    match record.state {
+        RecordState::Completed { tombstone_until: Some(until), .. } if now < until => {
+            Write::Put(Record { expires_at: until, state: RecordState::Tombstone, ..record.clone() })
+        }
+        _ => Write::Delete,
+    }
+}
+
+/// Forgets the record whatever its state (an operator's `forget`, SPEC "Key lifecycle"),
+/// and answers what was removed. The store moves its fence counter on as well
+/// ([`crate::step()`]), so a handler still running under the removed claim can never
+/// complete afterwards (G3): its fence finds no record, or a newer claim.
+pub fn forget(record: Option<&Record>) -> Transition<Option<Record>> {
+    match record {
+        Some(record) => Transition { outcome: Some(record.clone()), write: Write::Delete },
+        None => unchanged(None),
+    }
+}
+
+/// Counts one replay of a completed record within its retention (best effort, for
+/// operators); anything else is left as it is. Answers whether it counted.
+pub fn count_replay(record: Option<&Record>, now: Timestamp) -> Transition<bool> {
+    match record {
+        Some(record @ Record { state: RecordState::Completed { response, replays, tombstone_until }, .. })
+            if now < record.expires_at =>
+        {
+            let state = RecordState::Completed {
+                response: response.clone(),
+                replays: replays.saturating_add(1),
+                tombstone_until: *tombstone_until,
+            };
+            Transition { outcome: true, write: Write::Put(Record { state, ..record.clone() }) }
+        }
+        _ => unchanged(false),
+    }
 }
 
 enum FenceState<'a> {
@@ -323,7 +427,7 @@ fn check_fence(record: Option<&Record>, fence: Fence) -> FenceState<'_> {
         return FenceState::Refused(Refusal::NoRecord);
     };
     match record.state {
-        RecordState::Completed { .. } => FenceState::CompletedBy(record.fence),
+        RecordState::Completed { .. } | RecordState::Tombstone => FenceState::CompletedBy(record.fence),
         RecordState::InFlight { .. } if record.fence == fence => FenceState::Current(record),
         RecordState::InFlight { .. } => {
             FenceState::Refused(Refusal::StaleFence { presented: fence, current: record.fence })
