@@ -4,7 +4,9 @@
 //! that does not decode is [`StoreError::Corrupt`].
 
 use bytes::Bytes;
-use idem_core::{Fence, Fingerprint, Record, RecordId, RecordState, StoreError, StoredResponse, Timestamp};
+use idem_core::{
+    Fence, Fingerprint, Holder, Key, Principal, Record, RecordId, RecordState, StoreError, StoredResponse, Timestamp,
+};
 
 /// First byte of a stored response, so a future encoding can be told apart.
 const RESPONSE_VERSION: u8 = 2;
@@ -25,6 +27,9 @@ pub(crate) struct Keys {
     /// `{prefix}:expiry`: a sorted set, score = forgettable-at ms, member = `<fence as 20
     /// digits>:<id field>` (written by the script).
     pub(crate) expiry: String,
+    /// `{prefix}:list`: a sorted set, score 0, member = [`list_member`] of every record
+    /// held: `ZRANGEBYLEX` walks it in `RecordId` order (written by the script).
+    pub(crate) list: String,
 }
 
 /// Counters hash field: the next fence.
@@ -37,7 +42,12 @@ pub(crate) const USAGE_BYTES: &str = "bytes";
 impl Keys {
     pub(crate) fn new(prefix: &str) -> Keys {
         let tagged = format!("{{{prefix}}}");
-        Keys { counters: format!("{tagged}:counters"), expiry: format!("{tagged}:expiry"), tagged }
+        Keys {
+            counters: format!("{tagged}:counters"),
+            expiry: format!("{tagged}:expiry"),
+            list: format!("{tagged}:list"),
+            tagged,
+        }
     }
 
     /// `{prefix}:r:<id field>`: the record of `field`.
@@ -75,7 +85,29 @@ pub(crate) fn id_field(id: &RecordId) -> Vec<u8> {
     field
 }
 
-/// A response as bytes, the record hash's `resp` field: status, headers (count, then
+/// A record id as a list-index member: `<principal>\0<key>`. A principal holds no byte
+/// below 0x20 (no control characters), so bytewise order of members is `RecordId`'s
+/// order: principal first (a shorter principal that is a prefix of another sorts first,
+/// as in `str`'s order), then key.
+pub(crate) fn list_member(id: &RecordId) -> Vec<u8> {
+    let mut member = id.principal.as_str().as_bytes().to_vec();
+    member.push(0);
+    member.extend_from_slice(id.key.as_str().as_bytes());
+    member
+}
+
+/// The record id of a list-index member.
+pub(crate) fn id_of_member(member: &[u8]) -> Result<RecordId, StoreError> {
+    let bad = || corrupt(format!("a list index member: {:?}", String::from_utf8_lossy(member)));
+    let split = member.iter().position(|&b| b == 0).ok_or_else(bad)?;
+    let principal = std::str::from_utf8(&member[..split]).map_err(|_| bad())?;
+    let principal =
+        if principal.is_empty() { Principal::anonymous() } else { Principal::new(principal).map_err(|_| bad())? };
+    let key = Key::parse(&member[split + 1..]).map_err(|_| bad())?;
+    Ok(RecordId::new(principal, key))
+}
+
+/// A response as bytes, the record's `resp` field: status, headers (count, then
 /// length-prefixed names and values) and the body. Integers are big-endian. The script
 /// stores and returns it without reading it.
 pub(crate) fn encode_response(response: &StoredResponse) -> Vec<u8> {
@@ -143,35 +175,134 @@ pub(crate) fn decode_response(value: &[u8]) -> Result<StoredResponse, StoreError
     Ok(StoredResponse { status, headers, body: Bytes::copy_from_slice(reader.rest) })
 }
 
-/// A record read back from its value (see `store.lua`): the fingerprint (32 bytes), then
-/// `"<fence> <expires_at> <lease end, empty once completed> <stored bytes>\n"`, then for
-/// a completed record the response ([`encode_response`]).
+/// A record read back from its value (see `store.lua`): the fingerprint's digest (32
+/// bytes), then `"v<version> <fence> <expires_at> <lease end> <stored bytes> <created_at>
+/// <state i|c|t> <renewals> <replays> <tombstone_until> <request id> <trace id>\n"`, then
+/// for a completed record the response ([`encode_response`]). A value the script wrote
+/// before (a digit after the digest: `"<fence> <expires_at> <lease end> <stored
+/// bytes>\n"`) reads as a version 1 fingerprint, created at the epoch (unknown), with no
+/// holder, renewals, replays or tombstone.
 pub(crate) fn decode_record(value: &[u8]) -> Result<Record, StoreError> {
     let bad = |what: &str| corrupt(format!("a record value {what}"));
-    if value.len() < 32 {
-        return Err(bad("is shorter than a fingerprint"));
+    if value.len() < 33 {
+        return Err(bad("is shorter than a fingerprint and a header"));
     }
-    let (fingerprint, rest) = value.split_at(32);
+    let (digest, rest) = value.split_at(32);
     let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| bad("has no header"))?;
     let (header, response) = (&rest[..end], &rest[end + 1..]);
     let header = std::str::from_utf8(header).map_err(|_| bad("header is not text"))?;
-    let parts: Vec<&str> = header.split(' ').collect();
-    let [fence, expires_at, lease, _bytes] = parts[..] else { return Err(bad("header has not four fields")) };
-    let number = |what: &str, text: &str| decimal(what, Some(text.as_bytes().to_vec()));
-    let fence = number("fence", fence)?;
+    let fields: Vec<&str> = header.split(' ').collect();
+    let fields = match (header.strip_prefix('v'), &fields[..]) {
+        (Some(_), [version, rest @ ..]) if rest.len() == 11 => Fields::parse(&version[1..], rest)?,
+        (None, [fence, expires_at, lease, _bytes]) => Fields::legacy(fence, expires_at, lease)?,
+        _ => return Err(bad("header has not the fields of either format")),
+    };
+    let mut stored = Vec::with_capacity(33);
+    if fields.version != 1 {
+        stored.push(fields.version);
+    }
+    stored.extend_from_slice(digest);
+    let fingerprint = Fingerprint::from_stored(&stored).map_err(|error| corrupt(error.to_string()))?;
+    let state = match (fields.state, fields.lease) {
+        ("i", Some(lease_expires_at)) if response.is_empty() => {
+            RecordState::InFlight { lease_expires_at, holder: fields.holder, renewals: fields.renewals }
+        }
+        ("c", None) => RecordState::Completed {
+            response: decode_response(response)?,
+            replays: fields.replays,
+            tombstone_until: fields.tombstone_until,
+        },
+        ("t", None) if response.is_empty() => RecordState::Tombstone,
+        (state, _) => return Err(bad(&format!("in state {state:?} has a lease or response it cannot have"))),
+    };
+    Ok(Record { fingerprint, fence: fields.fence, created_at: fields.created_at, expires_at: fields.expires_at, state })
+}
+
+/// A record header's fields, read.
+struct Fields<'a> {
+    version: u8,
+    fence: Fence,
+    expires_at: Timestamp,
+    lease: Option<Timestamp>,
+    created_at: Timestamp,
+    state: &'a str,
+    renewals: u32,
+    replays: u64,
+    tombstone_until: Option<Timestamp>,
+    holder: Holder,
+}
+
+fn number(what: &str, text: &str) -> Result<u64, StoreError> {
+    decimal(what, Some(text.as_bytes().to_vec()))
+}
+
+fn time(what: &str, text: &str) -> Result<Timestamp, StoreError> {
+    number(what, text).map(Timestamp::from_unix_ms)
+}
+
+fn optional_time(what: &str, text: &str) -> Result<Option<Timestamp>, StoreError> {
+    if text.is_empty() { Ok(None) } else { time(what, text).map(Some) }
+}
+
+fn fence(text: &str) -> Result<Fence, StoreError> {
+    let fence = number("fence", text)?;
     if fence < Fence::FIRST.get() {
         return Err(corrupt(format!("fence {fence} is not a fence")));
     }
-    let expires_at = Timestamp::from_unix_ms(number("expires_at", expires_at)?);
-    let state = if lease.is_empty() {
-        RecordState::Completed { response: decode_response(response)? }
-    } else if response.is_empty() {
-        RecordState::InFlight { lease_expires_at: Timestamp::from_unix_ms(number("lease", lease)?) }
-    } else {
-        return Err(bad("in flight holds a response"));
-    };
-    let fingerprint: [u8; 32] = fingerprint.try_into().expect("split at 32");
-    Ok(Record { fingerprint: Fingerprint::from_bytes(fingerprint), fence: Fence::new(fence), expires_at, state })
+    Ok(Fence::new(fence))
+}
+
+impl<'a> Fields<'a> {
+    fn parse(version: &str, fields: &[&'a str]) -> Result<Fields<'a>, StoreError> {
+        let [
+            fence_text,
+            expires_at,
+            lease,
+            _bytes,
+            created_at,
+            state,
+            renewals,
+            replays,
+            tombstone_until,
+            request,
+            trace,
+        ] = fields[..]
+        else {
+            unreachable!("the caller matched eleven fields")
+        };
+        let version = u8::try_from(number("fingerprint version", version)?)
+            .map_err(|_| corrupt(format!("fingerprint version {version}")))?;
+        let renewals = number("renewals", renewals)?;
+        let id = |text: &'a str| (!text.is_empty()).then_some(text);
+        Ok(Fields {
+            version,
+            fence: fence(fence_text)?,
+            expires_at: time("expires_at", expires_at)?,
+            lease: optional_time("lease", lease)?,
+            created_at: time("created_at", created_at)?,
+            state,
+            renewals: u32::try_from(renewals).map_err(|_| corrupt(format!("{renewals} renewals")))?,
+            replays: number("replays", replays)?,
+            tombstone_until: optional_time("tombstone_until", tombstone_until)?,
+            holder: Holder::new(id(request), id(trace)),
+        })
+    }
+
+    fn legacy(fence_text: &str, expires_at: &str, lease: &str) -> Result<Fields<'a>, StoreError> {
+        let lease = optional_time("lease", lease)?;
+        Ok(Fields {
+            version: 1,
+            fence: fence(fence_text)?,
+            expires_at: time("expires_at", expires_at)?,
+            state: if lease.is_some() { "i" } else { "c" },
+            lease,
+            created_at: Timestamp::EPOCH,
+            renewals: 0,
+            replays: 0,
+            tombstone_until: None,
+            holder: Holder::NONE,
+        })
+    }
 }
 
 /// An unsigned decimal the script wrote or answered.
@@ -183,8 +314,6 @@ pub(crate) fn decimal(what: &str, value: Option<Vec<u8>>) -> Result<u64, StoreEr
 
 #[cfg(test)]
 mod tests {
-    use idem_core::{Key, Principal};
-
     use super::*;
 
     fn id(principal: &str, key: &str) -> RecordId {
@@ -203,14 +332,31 @@ mod tests {
     }
 
     fn value(record: &Record) -> Vec<u8> {
-        // What the script writes: see store.lua's `put`.
-        let (lease, response) = match &record.state {
-            RecordState::InFlight { lease_expires_at } => (lease_expires_at.unix_ms().to_string(), vec![]),
-            RecordState::Completed { response } => (String::new(), encode_response(response)),
+        // What the script writes: see store.lua's `encode`.
+        let time = |at: Option<Timestamp>| at.map(|at| at.unix_ms().to_string()).unwrap_or_default();
+        let (state, lease, renewals, replays, tomb, holder, response) = match &record.state {
+            RecordState::InFlight { lease_expires_at, holder, renewals } => {
+                ("i", Some(*lease_expires_at), *renewals, 0, None, holder.clone(), vec![])
+            }
+            RecordState::Completed { response, replays, tombstone_until } => {
+                ("c", None, 0, *replays, *tombstone_until, Holder::NONE, encode_response(response))
+            }
+            RecordState::Tombstone => ("t", None, 0, 0, None, Holder::NONE, vec![]),
         };
-        let mut value = record.fingerprint.as_bytes().to_vec();
+        let mut value = record.fingerprint.digest().to_vec();
         value.extend_from_slice(
-            format!("{} {} {lease} 99\n", record.fence.get(), record.expires_at.unix_ms()).as_bytes(),
+            format!(
+                "v{} {} {} {} 99 {} {state} {renewals} {replays} {} {} {}\n",
+                record.fingerprint.version().number(),
+                record.fence.get(),
+                record.expires_at.unix_ms(),
+                time(lease),
+                record.created_at.unix_ms(),
+                time(tomb),
+                holder.request_id().unwrap_or_default(),
+                holder.trace_id().unwrap_or_default(),
+            )
+            .as_bytes(),
         );
         value.extend_from_slice(&response);
         value
@@ -218,22 +364,37 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_damage_is_corrupt() {
-        // Goal: in-flight and completed records (with binary header values) decode back
-        // from the value the script writes; every truncation is an error value.
-        let fingerprint = Fingerprint::of("POST", "/p", b"{}");
+        // Goal: every state (in flight with a holder, completed with binary header values,
+        // replays and a tombstone end, a tombstone) with either fingerprint version decodes
+        // back from the value the script writes; every truncation is an error value.
+        let parts = idem_core::SemanticParts { method: "POST", path: "/p", query: &[], headers: &[], body: b"{}" };
         let in_flight = Record {
-            fingerprint,
+            fingerprint: Fingerprint::of("POST", "/p", b"{}"),
             fence: Fence::new(7),
+            created_at: Timestamp::from_unix_ms(3),
             expires_at: Timestamp::from_unix_ms(9),
-            state: RecordState::InFlight { lease_expires_at: Timestamp::from_unix_ms(5) },
+            state: RecordState::InFlight {
+                lease_expires_at: Timestamp::from_unix_ms(5),
+                holder: Holder::new(Some("req-1"), Some("trace-9")),
+                renewals: 4,
+            },
         };
         let response = StoredResponse {
             status: 201,
-            headers: vec![("x-bin".to_owned(), Bytes::from_static(&[0, 255]))],
+            headers: vec![("x-bin".to_owned(), Bytes::from_static(&[0, 255, b'\n', b' ']))],
             body: Bytes::from_static(b"body"),
         };
-        let completed = Record { state: RecordState::Completed { response: response.clone() }, ..in_flight.clone() };
-        for record in [in_flight, completed] {
+        let completed = Record {
+            fingerprint: Fingerprint::semantic(&parts),
+            state: RecordState::Completed {
+                response: response.clone(),
+                replays: u64::MAX,
+                tombstone_until: Some(Timestamp::from_unix_ms(20)),
+            },
+            ..in_flight.clone()
+        };
+        let tombstone = Record { state: RecordState::Tombstone, ..completed.clone() };
+        for record in [in_flight, completed, tombstone] {
             let bytes = value(&record);
             assert_eq!(decode_record(&bytes).unwrap(), record);
             for cut in 0..bytes.len() - 4 {

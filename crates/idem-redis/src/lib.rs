@@ -1,7 +1,8 @@
 //! An idempotency store on Redis (separate mode).
 //!
 //! [`RedisStore`] implements idem-core's [`Store`](idem_core::Store) (claim, complete,
-//! release, renew, get, purge). Each operation is **one round trip**: one `EVALSHA` of
+//! release, renew, get, purge, count_replay) and [`KeyAdmin`](idem_core::KeyAdmin) (list,
+//! forget; SPEC "Key lifecycle"). Each operation is **one round trip**: one `EVALSHA` of
 //! `src/store.lua`, a Lua script that runs idem-core's store step on the server, atomically
 //! (Redis runs one script at a time): the decision table
 //! (`idem_core::transition`), the fence counter that only grows, admission at the size
@@ -75,7 +76,8 @@
 //! };
 //! let response = StoredResponse::new(201, &b"{\"payment_id\":\"pay_1\"}"[..]);
 //! assert_eq!(store.complete(&id, claim.fence, response.clone(), now, &policy).await?, Fenced::Applied);
-//! assert_eq!(store.claim(&id, &fingerprint, now, &policy).await?, Decision::Replay(response));
+//! let expires_at = now.saturating_add(policy.retention());
+//! assert_eq!(store.claim(&id, &fingerprint, now, &policy).await?, Decision::Replay { response, expires_at });
 //! # Ok(())
 //! # }
 //! ```
@@ -89,10 +91,18 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{p}:r:<id>` | string, with expiry | the record: fingerprint (32 bytes), then `"<fence> <expires_at> <lease end> <stored bytes>\n"` (lease end empty once completed), then for a completed record the response (version 2: status, headers, body; integers big-endian) |
+//! | `{p}:r:<id>` | string, with expiry | the record: the fingerprint's digest (32 bytes), then `"v<fingerprint version> <fence> <expires_at> <lease end> <stored bytes> <created_at> <state i\|c\|t> <renewals> <replays> <tombstone_until> <holder request id> <holder trace id>\n"` (an empty field is absent: lease end and holder ids only in flight, tombstone end only when completed with one), then for a completed record the response (version 2: status, headers, body; integers big-endian) |
 //! | `{p}:h:<id>` | string, no expiry | `"<fence> <bytes>"` of the record held: what to account for if Redis forgets the record by itself |
-//! | `{p}:expiry` | sorted set | score = the record's forgettable time (ms), member = `<fence, 20 digits>:<id>`: the purge's index, earliest first, ties by fence |
+//! | `{p}:expiry` | sorted set | score = when a purge is due ([`Record::due_at`](idem_core::Record::due_at), ms), member = `<fence, 20 digits>:<id>`: the purge's index, earliest first, ties by fence |
+//! | `{p}:list` | sorted set | score 0, member = `<principal>\0<key>` of every record held: [`KeyAdmin::list`](idem_core::KeyAdmin::list)'s index, walked with `ZRANGEBYLEX` in `RecordId` order (a principal has no byte below 0x20) |
 //! | `{p}:counters` | hash | `fence` (the next fence; only grows), `records`, `bytes` (idem-core's usage totals) |
+//!
+//! Records the previous version wrote (no `v` after the digest, four header fields) still
+//! read back and replay as version 1 fingerprints created at the epoch (the time was not
+//! kept); the first write through this version rewrites them and adds them to `{p}:list`,
+//! so until then a listing does not show them (they expire within their retention).
+//! The reverse does not hold: replicas of the previous version read this version's records
+//! as `Corrupt`, so all replicas must be upgraded together.
 //!
 //! A record is one string so that writing it and its expiry is one `SET … PX`; the script
 //! reads its header with one pattern match and never parses the response. `<id>` is
@@ -124,8 +134,20 @@
 //! `{p}:h:<id>` entry. The purge is one script per batch of at most 128: it walks
 //! `{p}:expiry` up to `now` (`ZRANGEBYSCORE … LIMIT`) and runs idem-core's `Expire` step
 //! per entry, so it forgets exactly what the core calls expired (the conformance suite's
-//! purge cases); it remains needed to keep the usage totals and the index small, not to
+//! purge cases), and shrinks a completed record whose policy keeps a tombstone to that
+//! tombstone at its retention's end (the response dropped, the usage with it); it remains needed to keep the usage totals and the index small, not to
 //! free the records.
+//!
+//! # Key administration
+//!
+//! [`forget`](idem_core::KeyAdmin::forget) is one script, `op::Forget`: the record, its
+//! held entry and index entries go and the fence counter moves on in the same script, so
+//! a handler still running under the forgotten claim can never complete (G3). A record
+//! Redis already forgot by itself is accounted for the same way (it answers `None`).
+//! [`list`](idem_core::KeyAdmin::list) walks `{p}:list` in rounds of 256 (`ZRANGEBYLEX`,
+//! then one `MGET` of the records) and keeps what
+//! [`ListQuery::admits`](idem_core::ListQuery::admits); rounds are bounded by the records
+//! the store may hold. [`count_replay`](idem_core::Store::count_replay) is one script.
 //!
 //! # Limits
 //!

@@ -1,11 +1,15 @@
 //! The differential check has teeth: `store.lua` with one rule planted wrong (a fence
-//! check dropped, a lease that lasts a millisecond too long, admission one record late)
-//! is caught by `idem_core::differential` on the real Redis, while the script as shipped
+//! check dropped, a lease that lasts a millisecond too long, admission one record late, a
+//! forget that leaves the fence counter, a purge that deletes instead of leaving a
+//! tombstone, a claim that ignores the earlier fingerprint, a tombstone's usage counted
+//! wrong) is caught by `idem_core::differential` on the real Redis, while the script as shipped
 //! passes the same cases.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use idem_core::differential::{self, LIMITS};
+use idem_core::{Fence, KeyAdmin, LIST_LIMIT_MAX, ListQuery, Page};
+use proptest::prop_assert_eq;
 use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
 
 use crate::script::{SCRIPT, planted};
@@ -28,7 +32,7 @@ fn differential_check(source: &str) -> Result<(), TestError<Vec<differential::Op
     runner.run(&differential::ops(), |ops| {
         let memory = differential::reference();
         let prefix = format!("idem-planted-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let (expected, actual) = runtime.block_on(async {
+        let (expected, actual, ends) = runtime.block_on(async {
             let options = RedisOptions::new(&redis_url())
                 .expect("the test URL parses")
                 .prefix(&prefix)
@@ -40,11 +44,24 @@ fn differential_check(source: &str) -> Result<(), TestError<Vec<differential::Op
             let redis = redis.with_script(source.to_owned()).await;
             let expected = differential::run(&memory, &ops).await;
             let actual = differential::run(&redis, &ops).await;
+            let memory_end = (memory.usage(), memory.snapshot().counters().next_fence, listing(&memory).await);
+            let redis_usage = redis.usage().await.expect("usage is readable");
+            // A run without any claim never created the counter; memory's is then at its start.
+            let redis_fence = redis.next_fence().await.expect("the counter is readable").unwrap_or(Fence::FIRST);
+            let ends = (memory_end, (redis_usage, redis_fence, listing(&redis).await));
             redis.clear().await.expect("the case's keys are deleted");
-            (expected, actual)
+            (expected, actual, ends)
         });
-        differential::assert_same(&ops, &expected, &actual)
+        differential::assert_same(&ops, &expected, &actual)?;
+        prop_assert_eq!(&ends.0, &ends.1, "usage, fence counter and listing after the case");
+        Ok(())
     })
+}
+
+/// Every record a store lists after a case (six ids at most, so one page).
+async fn listing<S: KeyAdmin>(store: &S) -> Page {
+    let everything = ListQuery::new(LIST_LIMIT_MAX).expect("a valid limit");
+    store.list(&everything).await.expect("the store lists")
 }
 
 fn assert_caught(source: &str) {
@@ -79,8 +96,8 @@ fn lease_one_millisecond_too_long_is_caught() {
     // lease ends (now <= lease instead of now < lease) answers Conflict where idem-core
     // takes over.
     assert_caught(&planted(
-        "if lt(now, record.lease) then return { 'conflict', record.lease } end",
-        "if not lt(record.lease, now) then return { 'conflict', record.lease } end",
+        "if lt(now, record.lease) then return { 'conflict',",
+        "if not lt(record.lease, now) then return { 'conflict',",
     ));
 }
 
@@ -91,5 +108,40 @@ fn admission_one_record_late_is_caught() {
     assert_caught(&planted(
         "if not record and records >= records_max then",
         "if not record and records > records_max then",
+    ));
+}
+
+#[test]
+fn forget_without_moving_the_fence_is_caught() {
+    // Goal: a forget that removes the record but leaves the fence counter where it was
+    // (issue 22: "forget is fenced") answers later claims with fences unlike idem-core's.
+    assert_caught(&planted("write_counters(c, true, -1, -gone.bytes)", "write_counters(c, false, -1, -gone.bytes)"));
+}
+
+#[test]
+fn purge_that_deletes_instead_of_leaving_a_tombstone_is_caught() {
+    // Goal: a purge that forgets a completed record at its retention's end although its
+    // policy keeps a tombstone (so a late retry would run again) answers unlike idem-core.
+    assert_caught(&planted(
+        "if record.state == 'c' and record.tomb ~= '' and lt(now, record.tomb) then",
+        "if false then",
+    ));
+}
+
+#[test]
+fn claim_ignoring_the_earlier_fingerprint_is_caught() {
+    // Goal: a claim that compares only the request's own fingerprint (a record written
+    // under the byte fingerprint turns into a mismatch after a route's upgrade to
+    // semantic fingerprints) answers unlike idem-core.
+    assert_caught(&planted("(earlier == '' or record.fp ~= earlier)", "true"));
+}
+
+#[test]
+fn tombstone_usage_counted_wrong_is_caught() {
+    // Goal: a tombstone whose bytes are counted one byte off drifts the usage totals
+    // (and admission) away from idem_core::usage::stored_bytes.
+    assert_caught(&planted(
+        "bytes = #id_field - digits_len - 1 + tomb_fixed",
+        "bytes = #id_field - digits_len + tomb_fixed",
     ));
 }

@@ -9,8 +9,8 @@
 use idem_core::step::{LimitReached, StepError};
 use idem_core::usage;
 use idem_core::{
-    Claim, Decision, Fence, Fenced, Fingerprint, Policy, Record, RecordId, RecordState, Refusal, Renewal, StoreError,
-    StoredResponse, Timestamp,
+    Claim, ClaimRequest, Decision, Fence, Fenced, Fingerprint, FingerprintVersion, Holder, Policy, Record, RecordId,
+    RecordState, Refusal, Renewal, StoreError, StoredResponse, Timestamp,
 };
 
 use crate::codec::{Keys, corrupt, decimal, decode_response, encode_response, id_field};
@@ -51,14 +51,26 @@ fn text(value: u64) -> Vec<u8> {
 
 /// Bytes a record costs (idem-core's [`usage::stored_bytes`]), which the script adds to
 /// the usage totals.
-fn bytes_of(id: &RecordId, state: RecordState) -> Vec<u8> {
+fn bytes_of(id: &RecordId, state: RecordState) -> u64 {
     let record = Record {
-        fingerprint: Fingerprint::from_bytes([0; 32]),
+        fingerprint: Fingerprint::new(FingerprintVersion::Bytes, [0; 32]),
         fence: Fence::FIRST,
+        created_at: Timestamp::EPOCH,
         expires_at: Timestamp::EPOCH,
         state,
     };
-    text(usage::stored_bytes(id, &record))
+    usage::stored_bytes(id, &record)
+}
+
+/// Bytes a tombstone costs beyond its id's: what the purge adds to a tombstone's id
+/// bytes when it shrinks a completed record (the script knows the id, not the formula).
+fn tombstone_bytes_beyond_id() -> u64 {
+    let id = RecordId::new(idem_core::Principal::anonymous(), idem_core::Key::parse(b"k").expect("a valid key"));
+    bytes_of(&id, RecordState::Tombstone) - id.stored_bytes() as u64
+}
+
+fn optional(at: Option<Timestamp>) -> Vec<u8> {
+    at.map_or_else(Vec::new, |at| text(at.unix_ms()))
 }
 
 impl Calls {
@@ -99,6 +111,7 @@ impl Calls {
             self.keys.held(&field),
             self.keys.counters.as_bytes().to_vec(),
             self.keys.expiry.as_bytes().to_vec(),
+            self.keys.list.as_bytes().to_vec(),
         ];
         let mut all = Vec::with_capacity(rest.len() + 1);
         all.push(field);
@@ -106,20 +119,28 @@ impl Calls {
         self.call(operation, keys, all)
     }
 
-    /// `claim`: see `store.lua` for the arguments.
+    /// `claim`: see `store.lua` for the arguments. `request` is a
+    /// [`ClaimRequest`] or just a `&Fingerprint`, as [`idem_core::Store::claim`] takes it.
     #[must_use]
-    pub fn claim(&self, id: &RecordId, fingerprint: &Fingerprint, now: Timestamp, policy: &Policy) -> Call {
+    pub fn claim(&self, id: &RecordId, request: impl Into<ClaimRequest>, now: Timestamp, policy: &Policy) -> Call {
+        let request = request.into();
         let lease_end = now.saturating_add(policy.lease());
         let retention_end = now.saturating_add(policy.retention());
         let limits = self.options.limits;
+        let id_text = |id: Option<&str>| id.unwrap_or_default().as_bytes().to_vec();
+        let (request_id, trace_id) = (id_text(request.holder.request_id()), id_text(request.holder.trace_id()));
+        let in_flight = RecordState::InFlight { lease_expires_at: lease_end, holder: request.holder, renewals: 0 };
         let rest = vec![
             text(limits.records_max),
             text(limits.stored_bytes_max),
-            fingerprint.as_bytes().to_vec(),
+            request.fingerprint.to_stored(),
+            request.earlier.as_ref().map_or_else(Vec::new, Fingerprint::to_stored),
             text(now.unix_ms()),
             text(lease_end.unix_ms()),
             text(retention_end.unix_ms()),
-            bytes_of(id, RecordState::InFlight { lease_expires_at: lease_end }),
+            text(bytes_of(id, in_flight)),
+            request_id,
+            trace_id,
         ];
         self.per_id(id, "claim", rest)
     }
@@ -135,9 +156,17 @@ impl Calls {
         policy: &Policy,
     ) -> Call {
         let retention_end = now.saturating_add(policy.retention());
+        let tombstone_until = policy.tombstone().map(|period| retention_end.saturating_add(period));
         let encoded = encode_response(&response);
-        let bytes = bytes_of(id, RecordState::Completed { response });
-        let rest = vec![text(fence.get()), text(now.unix_ms()), text(retention_end.unix_ms()), encoded, bytes];
+        let bytes = bytes_of(id, RecordState::Completed { response, replays: 0, tombstone_until });
+        let rest = vec![
+            text(fence.get()),
+            text(now.unix_ms()),
+            text(retention_end.unix_ms()),
+            optional(tombstone_until),
+            encoded,
+            text(bytes),
+        ];
         self.per_id(id, "complete", rest)
     }
 
@@ -154,10 +183,33 @@ impl Calls {
         self.per_id(id, "renew", vec![text(fence.get()), text(now.unix_ms()), text(lease_end.unix_ms())])
     }
 
+    /// `forget` (an operator's, [`idem_core::KeyAdmin::forget`]): read its answer with
+    /// [`Calls::forgotten`].
+    #[must_use]
+    pub fn forget(&self, id: &RecordId) -> Call {
+        self.per_id(id, "forget", vec![])
+    }
+
+    /// `count_replay` ([`idem_core::Store::count_replay`]): read its answer with
+    /// [`Calls::counted`].
+    #[must_use]
+    pub fn count_replay(&self, id: &RecordId, now: Timestamp) -> Call {
+        self.per_id(id, "count_replay", vec![text(now.unix_ms())])
+    }
+
     /// One `purge` script of a [`Purge`].
     fn purge(&self, now: Timestamp, batch: usize) -> Call {
-        let keys = vec![self.keys.counters.as_bytes().to_vec(), self.keys.expiry.as_bytes().to_vec()];
-        let rest = vec![self.keys.tagged.as_bytes().to_vec(), text(now.unix_ms()), text(batch as u64)];
+        let keys = vec![
+            self.keys.counters.as_bytes().to_vec(),
+            self.keys.expiry.as_bytes().to_vec(),
+            self.keys.list.as_bytes().to_vec(),
+        ];
+        let rest = vec![
+            self.keys.tagged.as_bytes().to_vec(),
+            text(now.unix_ms()),
+            text(batch as u64),
+            text(tombstone_bytes_beyond_id()),
+        ];
         self.call("purge", keys, rest)
     }
 
@@ -172,9 +224,17 @@ impl Calls {
                 claim: Claim { fence: answer.fence(1)?, lease_expires_at: answer.time(2)? },
                 stale: answer.fence(3)?,
             },
-            b"replay" => Decision::Replay(decode_response(&answer.value(1).unwrap_or_default())?),
-            b"conflict" => Decision::Conflict { retry_after: now.until(answer.time(1)?) },
-            b"mismatch" => Decision::Mismatch,
+            b"replay" => Decision::Replay {
+                expires_at: answer.time(1)?,
+                response: decode_response(&answer.value(2).unwrap_or_default())?,
+            },
+            b"conflict" => Decision::Conflict {
+                retry_after: now.until(answer.time(1)?),
+                expires_at: answer.time(2)?,
+                holder: Holder::new(answer.text(3)?, answer.text(4)?),
+            },
+            b"mismatch" => Decision::Mismatch { expires_at: answer.time(1)? },
+            b"gone" => Decision::Gone { expires_at: answer.time(1)? },
             _ => return Err(answer.error(&self.options)?),
         })
     }
@@ -190,6 +250,30 @@ impl Calls {
         match answer.refusal(fence)? {
             Some(refusal) => Ok(Fenced::Refused(refusal)),
             None => Err(answer.error(&self.options)?),
+        }
+    }
+
+    /// What a forget's answer means: the record removed, if there was one.
+    ///
+    /// # Errors
+    /// As [`Calls::decision`], and `Corrupt` when the record removed does not decode.
+    pub fn forgotten(&self, answer: &Answer) -> Result<Option<Record>, StoreError> {
+        match answer.name() {
+            b"forgot" => Ok(Some(decode_record(&answer.value(1).unwrap_or_default())?)),
+            b"none" => Ok(None),
+            _ => Err(answer.error(&self.options)?),
+        }
+    }
+
+    /// What a replay count's answer means: whether it counted.
+    ///
+    /// # Errors
+    /// As [`Calls::decision`].
+    pub fn counted(&self, answer: &Answer) -> Result<bool, StoreError> {
+        match answer.name() {
+            b"counted" => Ok(true),
+            b"not_counted" => Ok(false),
+            _ => Err(answer.error(&self.options)?),
         }
     }
 
@@ -277,6 +361,13 @@ impl Answer {
 
     fn fence(&self, index: usize) -> Result<Fence, StoreError> {
         Ok(Fence::new(self.number(index, "a fence")?))
+    }
+
+    /// A holder id the script answered: absent when empty.
+    fn text(&self, index: usize) -> Result<Option<&str>, StoreError> {
+        let value = self.0.get(index).map_or(&[][..], Vec::as_slice);
+        let text = std::str::from_utf8(value).map_err(|_| corrupt("a holder id is not text"))?;
+        Ok((!text.is_empty()).then_some(text))
     }
 
     fn time(&self, index: usize) -> Result<Timestamp, StoreError> {

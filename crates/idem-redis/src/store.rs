@@ -7,18 +7,20 @@ use std::time::Duration;
 
 use idem_core::usage::Usage;
 use idem_core::{
-    Decision, Fence, Fenced, Fingerprint, Policy, Record, RecordId, Renewal, Store, StoreError, StoredResponse,
-    Timestamp,
+    ClaimRequest, Decision, Fence, Fenced, KeyAdmin, ListQuery, Page, Policy, Record, RecordId, Renewal, Store,
+    StoreError, StoredResponse, Timestamp,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError};
 
-use crate::codec::{COUNTER_FENCE, USAGE_BYTES, USAGE_RECORDS, corrupt, decode_record};
+use crate::codec::{COUNTER_FENCE, USAGE_BYTES, USAGE_RECORDS, corrupt, decode_record, id_of_member, list_member};
 use crate::options::RedisOptions;
 use crate::script::{Answer, Call, Calls, Purge, SCRIPT};
 
 /// Keys deleted per `SCAN` round of [`RedisStore::clear`].
 const CLEAR_BATCH: usize = 500;
+/// List-index entries one round of [`KeyAdmin::list`] reads (one `ZRANGEBYLEX`, one `MGET`).
+const LIST_ROUND: usize = 256;
 /// Fences per millisecond a [`crate::FenceSeed::ServerClock`] seed leaves room for: the seed is
 /// Redis's clock in milliseconds shifted left by this many bits (`SEED_FACTOR` in
 /// `store.lua`).
@@ -291,6 +293,33 @@ impl RedisStore {
         self.connections[turn].clone()
     }
 
+    /// One round of a listing: up to [`LIST_ROUND`] list-index members from `min` to
+    /// `max`, and the value of each one's record (`None` when there is none).
+    async fn list_round(&self, min: &[u8], max: &[u8]) -> Result<(Vec<Vec<u8>>, Vec<Option<Vec<u8>>>), StoreError> {
+        self.bounded(async {
+            let mut connection = self.connection();
+            let members: Vec<Vec<u8>> = redis::cmd("ZRANGEBYLEX")
+                .arg(&self.calls.keys().list)
+                .arg(min)
+                .arg(max)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(LIST_ROUND)
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            if members.is_empty() {
+                return Ok((members, Vec::new()));
+            }
+            let keys = members.iter().map(|member| id_of_member(member).map(|id| self.calls.record_key(&id)));
+            let keys = keys.collect::<Result<Vec<_>, _>>()?;
+            let values: Vec<Option<Vec<u8>>> =
+                redis::cmd("MGET").arg(keys).query_async(&mut connection).await.map_err(redis_error)?;
+            Ok((members, values))
+        })
+        .await
+    }
+
     /// Runs the script once (`EVALSHA`, or `EVAL` when Redis lost it: `NOSCRIPT` after a
     /// restart or `SCRIPT FLUSH`), within the operation timeout.
     async fn invoke(&self, call: &Call) -> Result<Answer, StoreError> {
@@ -317,11 +346,11 @@ impl Store for RedisStore {
     async fn claim(
         &self,
         id: &RecordId,
-        fingerprint: &Fingerprint,
+        request: impl Into<ClaimRequest> + Send,
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
-        let answer = self.invoke(&self.calls.claim(id, fingerprint, now, policy)).await?;
+        let answer = self.invoke(&self.calls.claim(id, request, now, policy)).await?;
         self.calls.decision(&answer, now)
     }
 
@@ -367,4 +396,79 @@ impl Store for RedisStore {
         }
         Ok(purge.purged())
     }
+
+    async fn count_replay(&self, id: &RecordId, now: Timestamp) -> Result<bool, StoreError> {
+        let answer = self.invoke(&self.calls.count_replay(id, now)).await?;
+        self.calls.counted(&answer)
+    }
+}
+
+impl KeyAdmin for RedisStore {
+    /// Walks the list index (`{p}:list`, `ZRANGEBYLEX` from the cursor or the principal's
+    /// first id) in rounds of 256 entries, reading each round's records with one `MGET`
+    /// and keeping those [`ListQuery::admits`], until the page and one more are found or
+    /// the index ends. Each round is two commands, so no call blocks Redis for long; the
+    /// rounds are bounded by the records the store may hold. A page is not a snapshot:
+    /// records written between rounds may or may not be in it, as in a SQL listing
+    /// without a transaction. Records Redis forgot by itself (past their forgettable
+    /// time) are not listed; they count as absent anyway.
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let (mut min, max) = list_range(query);
+        let rounds_max = self.options.limits.records_max / LIST_ROUND as u64 + 2;
+        let mut page = Page::default();
+        for _ in 0..rounds_max {
+            let (members, records) = self.list_round(&min, &max).await?;
+            for (member, value) in members.iter().zip(records) {
+                let Some(value) = value else { continue };
+                let id = id_of_member(member)?;
+                let record = decode_record(&value)?;
+                if !query.admits(&id, &record) {
+                    continue;
+                }
+                if page.records.len() == query.limit() {
+                    page.has_more = true;
+                    return Ok(page);
+                }
+                page.records.push((id, record));
+            }
+            match members.last() {
+                Some(last) if members.len() == LIST_ROUND => min = exclusive(last),
+                _ => return Ok(page),
+            }
+        }
+        Err(corrupt(format!(
+            "the list index holds more than the {} records the store may hold",
+            self.options.limits.records_max
+        )))
+    }
+
+    async fn forget(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let answer = self.invoke(&self.calls.forget(id)).await?;
+        self.calls.forgotten(&answer)
+    }
+}
+
+/// `ZRANGEBYLEX` bounds of a query: from after its cursor or its principal's first id,
+/// to its principal's last id or the end.
+fn list_range(query: &ListQuery) -> (Vec<u8>, Vec<u8>) {
+    let mut min = b"-".to_vec();
+    let mut max = b"+".to_vec();
+    if let Some(principal) = &query.principal {
+        // Every member of this principal is "<principal>\0<key>": from "[<principal>\0"
+        // to before "<principal>\x01".
+        min = [b"[", principal.as_str().as_bytes(), b"\0"].concat();
+        max = [b"(", principal.as_str().as_bytes(), b"\x01"].concat();
+    }
+    if let Some(cursor) = &query.starting_after {
+        let after = list_member(cursor);
+        if min == b"-" || after.as_slice() >= &min[1..] {
+            min = exclusive(&after);
+        }
+    }
+    (min, max)
+}
+
+/// A `ZRANGEBYLEX` bound that excludes `member`.
+fn exclusive(member: &[u8]) -> Vec<u8> {
+    [b"(", member].concat()
 }

@@ -1,5 +1,5 @@
 //! RedisStore runs idem-core's conformance suite on the real Redis: every rule every store
-//! keeps. Each store the suite opens gets a prefix of its own; all are deleted at the end.
+//! keeps, and the key-lifecycle suite for its KeyAdmin. Each store the suite opens gets a prefix of its own; all are deleted at the end.
 
 mod common;
 
@@ -38,4 +38,15 @@ async fn redis_store_passes_the_conformance_suite() {
     let report = conformance::run(&harness).await;
     assert!(report.not_applicable.is_empty(), "cases skipped: {:?}", report.not_applicable);
     assert_eq!(report.passed, CASES, "every case ran and held, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_passes_the_lifecycle_suite() {
+    // Goal: every key-lifecycle case (tombstones, forget moving the fence on, listing with
+    // paging and filters, holders and renewals, replay counts, fingerprint versions) holds
+    // for RedisStore, its KeyAdmin included, against a real Redis.
+    let harness = Redis::default();
+    let report = conformance::lifecycle::run(&harness).await;
+    assert!(report.not_applicable.is_empty(), "cases skipped: {:?}", report.not_applicable);
+    assert_eq!(report.passed, conformance::lifecycle::CASES, "every case ran and held, in order");
 }

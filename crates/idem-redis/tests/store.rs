@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Cleanup, fingerprint, id, policy, response, wall_now};
-use idem_core::{Decision, Fenced, Policy, Refusal, Store, StoreError, Usage};
+use idem_core::{
+    Decision, Fence, Fenced, Holder, KeyAdmin, ListQuery, Policy, RecordState, Refusal, Store, StoreError,
+    StoredResponse, Timestamp, Usage,
+};
 use idem_redis::{OpenError, RedisOptions, RedisStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,4 +162,101 @@ async fn unreachable_redis_is_an_error_within_the_timeouts() {
     store.close();
     let answer = store.claim(&id("alice", "k1"), &fingerprint("a"), wall_now(), &policy()).await;
     assert!(matches!(answer, Err(StoreError::Unavailable { .. })), "{answer:?}");
+}
+
+/// The script as the previous version shipped it (before versioned fingerprints,
+/// tombstones and the list index), to write records the way that version did.
+const SCRIPT_BEFORE: &str = include_str!("fixtures/store-before-lifecycle.lua");
+
+/// Runs [`SCRIPT_BEFORE`] on `id` at `now_ms` with the previous argument layout.
+async fn before(prefix: &str, id_field: &str, args: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let tag = format!("{{{prefix}}}");
+    let keys = [
+        format!("{tag}:r:{id_field}"),
+        format!("{tag}:h:{id_field}"),
+        format!("{tag}:counters"),
+        format!("{tag}:expiry"),
+    ];
+    let client = redis::Client::open(common::redis_url()).expect("the test URL parses");
+    let mut connection = client.get_multiplexed_async_connection().await.expect("these tests need Redis");
+    redis::cmd("EVAL")
+        .arg(SCRIPT_BEFORE)
+        .arg(keys.len())
+        .arg(&keys)
+        .arg(args)
+        .query_async(&mut connection)
+        .await
+        .expect("the previous script runs")
+}
+
+#[tokio::test]
+async fn records_written_by_the_previous_version_read_back_and_replay() {
+    // Goal: an upgrade keeps what Redis holds: a completed record and an in-flight claim
+    // the previous script wrote (32-byte fingerprint, four header fields, no list entry)
+    // read back as version 1 fingerprints, replay with their expiry, complete under their
+    // fence, count in the usage as idem_core::usage::stored_bytes says, and are listed
+    // and forgotten once the new script has written them.
+    let cleanup = Cleanup::default();
+    let options = common::options().fence_seed(idem_redis::FenceSeed::First);
+    cleanup.track(&options);
+    let prefix = options.key_prefix().to_owned();
+    let now = wall_now();
+    let policy = policy();
+    let (lease_end, retention_end) = (now.saturating_add(policy.lease()), now.saturating_add(policy.retention()));
+    let digest = fingerprint("a").to_stored();
+    assert_eq!(digest.len(), 32, "a byte fingerprint is stored as its digest, as before");
+    let text = |n: u64| n.to_string().into_bytes();
+    let claim = |field: &str, bytes: u64| {
+        let head = [b"claim".to_vec(), b"1".to_vec(), field.as_bytes().to_vec(), text(100), text(1 << 20)];
+        let tail = [
+            digest.clone(),
+            text(now.unix_ms()),
+            text(lease_end.unix_ms()),
+            text(retention_end.unix_ms()),
+            text(bytes),
+        ];
+        [&head[..], &tail[..]].concat()
+    };
+    // alice/k1 completed, bob/k1 in flight, each as the previous version wrote them.
+    let answer = before(&prefix, "5:alicek1", &claim("5:alicek1", 5 + 2 + 64)).await;
+    assert_eq!(answer, [b"execute".to_vec(), b"1".to_vec(), text(lease_end.unix_ms())]);
+    let mut encoded = vec![2, 0, 201, 0, 0, 0, 0];
+    encoded.extend_from_slice(b"pay_1");
+    let complete = [b"complete".to_vec(), b"1".to_vec(), b"5:alicek1".to_vec(), text(1), text(now.unix_ms())];
+    let complete = [&complete[..], &[text(retention_end.unix_ms()), encoded, text(5 + 2 + 64 + 5)]].concat();
+    assert_eq!(before(&prefix, "5:alicek1", &complete).await, [b"applied".to_vec()]);
+    assert_eq!(before(&prefix, "3:bobk1", &claim("3:bobk1", 3 + 2 + 64)).await[0], b"execute");
+
+    let store = common::open(options).await;
+    let (alice, bob) = (id("alice", "k1"), id("bob", "k1"));
+    let old = store.get(&alice).await.unwrap().expect("the old record reads back");
+    assert_eq!(
+        (old.fingerprint, old.fence, old.created_at, old.expires_at),
+        (fingerprint("a"), Fence::new(1), Timestamp::EPOCH, retention_end)
+    );
+    let replayed = store.claim(&alice, &fingerprint("a"), now, &policy).await.unwrap();
+    assert_eq!(
+        replayed,
+        Decision::Replay { response: StoredResponse::new(201, &b"pay_1"[..]), expires_at: retention_end }
+    );
+    let mismatch = store.claim(&alice, &fingerprint("b"), now, &policy).await.unwrap();
+    assert_eq!(mismatch, Decision::Mismatch { expires_at: retention_end });
+    assert!(store.count_replay(&alice, now).await.unwrap(), "an old completed record counts replays");
+    let in_flight = store.get(&bob).await.unwrap().expect("the old claim reads back");
+    assert!(
+        matches!(in_flight.state, RecordState::InFlight { ref holder, renewals: 0, .. } if *holder == Holder::NONE)
+    );
+    let done = store.complete(&bob, Fence::new(2), response("pay_2"), now, &policy).await.unwrap();
+    assert_eq!(done, Fenced::Applied, "the old claim's fence completes it");
+    let bytes: u64 = [(&alice, store.get(&alice).await), (&bob, store.get(&bob).await)]
+        .into_iter()
+        .map(|(id, record)| idem_core::usage::stored_bytes(id, &record.unwrap().expect("held")))
+        .sum();
+    assert_eq!(store.usage().await.unwrap(), Usage { records: 2, stored_bytes: bytes });
+    let page = store.list(&ListQuery::new(10).unwrap()).await.unwrap();
+    let listed: Vec<_> = page.records.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(listed, [alice.clone(), bob.clone()], "listed once the new script wrote them");
+    assert!(store.forget(&alice).await.unwrap().is_some());
+    assert!(store.forget(&bob).await.unwrap().is_some());
+    assert_eq!(store.usage().await.unwrap(), Usage::default());
 }
