@@ -86,6 +86,17 @@ pub enum Variant {
     /// moment the lease ends, so a retry arriving then takes the claim over from a handler
     /// that renews on schedule (the renewal timer's bug; SPEC, "renewal").
     RenewsEveryLease,
+    /// An operator's forget makes the claim lapse instead of removing the record: the
+    /// record stays in flight under its fence with its lease ended, and the fence counter
+    /// does not move, so a handler still running under the forgotten claim completes
+    /// afterwards (SPEC "Key lifecycle": forget is fenced, G3).
+    ForgetKeepsFence,
+    /// The claim reads a tombstone as no record (the view the server passes drops it), so
+    /// a late retry after retention runs again (SPEC "Key lifecycle": tombstones).
+    IgnoresTombstones,
+    /// The layer's heartbeat ignores the execution ceiling and renews as long as the
+    /// handler runs, so a hung handler holds its key for ever (SPEC "Key lifecycle").
+    RenewsPastCeiling,
 }
 
 /// How messages travel between clients and servers.
@@ -198,6 +209,18 @@ pub struct Config {
     /// Purges racing the requests: a server runs the store's purge of expired records
     /// (`MemoryState::purge_expired`) at its own time while claims are in flight.
     pub purges: u8,
+    /// An operator's forgets (`op::Forget` on a held record, at any moment): the record is
+    /// removed and the fence counter moves on, so a handler still running under it cannot
+    /// complete, renew or release afterwards (SPEC "Key lifecycle", G3).
+    pub forgets: u8,
+    /// The tombstone a completed record leaves after its retention (`Policy::with_tombstone`),
+    /// or none. With one, the clock may pass a record's retention while a request the
+    /// network held back is still on its way: the late request must get 410, never run.
+    pub tombstone: Option<Duration>,
+    /// The execution ceiling (idem-once's `with_execution_max`): a handler stops renewing
+    /// once it has run this long, so its claim lapses at most one lease later. `None`: no
+    /// ceiling (idem-http's default).
+    pub ceiling: Option<Duration>,
     /// How far the clocks of servers 2, 3, ... run ahead of server 1's and the store's:
     /// each server passes its own `now` to the store step (claim, renewal, completion).
     pub skew: Duration,
@@ -242,6 +265,9 @@ impl Default for Config {
             outages: 1,
             store_crashes: 0,
             purges: 0,
+            forgets: 0,
+            tombstone: None,
+            ceiling: None,
             skew: Duration::ZERO,
             renewals: true,
             handler_time: HANDLER_TIME_DEFAULT,
@@ -273,6 +299,7 @@ impl Config {
             ("outages", self.outages, 0, FAULTS_MAX),
             ("store crashes", self.store_crashes, 0, FAULTS_MAX),
             ("purges", self.purges, 0, FAULTS_MAX),
+            ("forgets", self.forgets, 0, FAULTS_MAX),
         ];
         for (what, given, min, max) in checks {
             if given < min || given > max {
@@ -296,11 +323,19 @@ impl Config {
             ("handler time (ms)", self.handler_time),
             ("slow handler time (ms)", self.slow_handler_time),
             ("skew (ms)", self.skew),
+            ("ceiling (ms)", self.ceiling.unwrap_or(Duration::from_millis(1))),
         ] {
             let given = whole_ms(duration);
             let min = u64::from(what != "skew (ms)");
             if !(min..=time_max_ms).contains(&given) {
                 return Err(ConfigError::OutOfRange { what, given, min, max: time_max_ms });
+            }
+        }
+        if let Some(period) = self.tombstone {
+            let max_ms = whole_ms(idem_core::TOMBSTONE_MAX);
+            let given = whole_ms(period);
+            if !(1..=max_ms).contains(&given) {
+                return Err(ConfigError::OutOfRange { what: "tombstone (ms)", given, min: 1, max: max_ms });
             }
         }
         Ok(())
@@ -367,5 +402,8 @@ named!(
     SkewedLease = "skewed-lease",
     PurgeInFlight = "purge-in-flight",
     RenewsEveryLease = "renews-every-lease",
+    ForgetKeepsFence = "forget-keeps-fence",
+    IgnoresTombstones = "ignores-tombstones",
+    RenewsPastCeiling = "renews-past-ceiling",
 );
 named!(NetworkKind, "network", Duplicating = "duplicating", Ordered = "ordered", Lossy = "lossy");

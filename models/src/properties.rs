@@ -2,7 +2,7 @@
 
 use stateright::{Expectation, Model, Property};
 
-use crate::ghost::Observed;
+use crate::ghost::{Facts, Observed};
 use crate::state::{Answer, Broken, Message, State};
 
 /// G1: a side effect commits at most once per (principal, key).
@@ -26,6 +26,15 @@ pub const EXPIRED_IS_FORGOTTEN: &str = "an expired record is forgotten";
 /// Retention: a purge removes a record only once its time is over (never a claim whose
 /// lease is valid, nor a record whose retention is not over).
 pub const PURGE_WAITS_FOR_EXPIRY: &str = "a purge removes only expired records";
+/// G3 with forget (SPEC "Key lifecycle"): a forget moves the fence on, so a completion,
+/// release or renewal of a claim granted before it is never applied afterwards.
+pub const FORGET_IS_FENCED: &str = "nothing granted before a forget completes after it";
+/// Tombstones (SPEC "Key lifecycle"): no claim is granted for a record id while its
+/// tombstone lives (from the end of its retention to the end of its tombstone).
+pub const TOMBSTONE_NEVER_EXECUTES: &str = "a tombstoned key never executes";
+/// The execution ceiling (SPEC "Key lifecycle"): no claim's lease ends past its grant plus
+/// the ceiling and one lease.
+pub const CEILING_BOUNDS_CLAIMS: &str = "no claim lives past the ceiling plus one lease";
 /// G6: every client's every operation ends with a final answer (every operation that met
 /// no more faults than `Config::progress_faults`).
 pub const PROGRESS: &str = "every client gets its final response";
@@ -48,9 +57,15 @@ pub const FORGETTING_HAPPENS: &str = "a record is forgotten after its retention"
 
 /// Reachability: a store crash loses writes that were not on disk yet.
 pub const STORE_CRASH_LOSES_WRITES: &str = "a store crash loses writes not on disk";
+/// Reachability: an operator forgets a record while a handler granted before still runs.
+pub const FORGET_UNDER_A_HANDLER: &str = "a record is forgotten under a running handler";
+/// Reachability: a completed record shrinks to its tombstone after its retention.
+pub const TOMBSTONE_LEFT: &str = "a record leaves a tombstone";
+/// Reachability: a handler that did not stall passes the ceiling and loses its claim.
+pub const CEILING_LAPSE_HAPPENS: &str = "a claim lapses under a running handler at the ceiling";
 
 /// Every property, with the guarantee (or reachability goal) it stands for.
-pub const GUARANTEES: [(&str, &str); 19] = [
+pub const GUARANTEES: [(&str, &str); 25] = [
     (AT_MOST_ONCE, "G1"),
     (REPLAY_FIDELITY, "G2"),
     (NO_STALE_COMPLETION, "G3"),
@@ -60,6 +75,9 @@ pub const GUARANTEES: [(&str, &str); 19] = [
     (NOTHING_RUNS_WITHOUT_A_CLAIM, "G8"),
     (EXPIRED_IS_FORGOTTEN, "TTL"),
     (PURGE_WAITS_FOR_EXPIRY, "TTL"),
+    (FORGET_IS_FENCED, "G3"),
+    (TOMBSTONE_NEVER_EXECUTES, "lifecycle"),
+    (CEILING_BOUNDS_CLAIMS, "lifecycle"),
     (PROGRESS, "G6"),
     (REPLAY_HAPPENS, "reachable"),
     (TAKE_OVER_HAPPENS, "reachable"),
@@ -70,6 +88,9 @@ pub const GUARANTEES: [(&str, &str); 19] = [
     (UNRECORDED_ANSWERED, "reachable"),
     (FORGETTING_HAPPENS, "reachable"),
     (STORE_CRASH_LOSES_WRITES, "reachable"),
+    (FORGET_UNDER_A_HANDLER, "reachable"),
+    (TOMBSTONE_LEFT, "reachable"),
+    (CEILING_LAPSE_HAPPENS, "reachable"),
 ];
 
 /// The `always` and `eventually` properties: the guarantees proper.
@@ -77,7 +98,8 @@ pub fn guarantees() -> impl Iterator<Item = &'static str> {
     GUARANTEES.iter().filter(|(_, guarantee)| *guarantee != "reachable").map(|(name, _)| *name)
 }
 
-/// The guarantee a property checks ("G1".."G8", "TTL"), or "reachable" for a `sometimes`.
+/// The guarantee a property checks ("G1".."G8", "TTL", "lifecycle"), or "reachable" for a
+/// `sometimes`.
 #[must_use]
 pub fn guarantee(property: &str) -> &'static str {
     GUARANTEES.iter().find(|(name, _)| *name == property).map_or("?", |(_, guarantee)| guarantee)
@@ -112,6 +134,9 @@ pub(crate) fn all<M: Model<State = State> + Observed>() -> Vec<Property<M>> {
         Property::always(NOTHING_RUNS_WITHOUT_A_CLAIM, |_, state: &State| !state.broke(Broken::NoClaim)),
         Property::always(EXPIRED_IS_FORGOTTEN, |_, state: &State| !state.broke(Broken::NotForgotten)),
         Property::always(PURGE_WAITS_FOR_EXPIRY, |_, state: &State| !state.broke(Broken::PurgedEarly)),
+        Property::always(FORGET_IS_FENCED, |_, state: &State| !state.broke(Broken::Forgotten)),
+        Property::always(TOMBSTONE_NEVER_EXECUTES, |_, state: &State| !state.broke(Broken::Tombstoned)),
+        Property::always(CEILING_BOUNDS_CLAIMS, |model: &M, state: &State| model.facts().within_ceiling(state)),
         // Sound because the model is acyclic and the predicate never turns false again;
         // see the crate docs, "Progress". A path that broke a safety property ends there
         // (see `actions`); progress is judged on the paths that stay safe.
@@ -133,5 +158,12 @@ pub(crate) fn all<M: Model<State = State> + Observed>() -> Vec<Property<M>> {
         Property::sometimes(FORGETTING_HAPPENS, |model: &M, state: &State| model.facts().forgotten(state)),
         // A store crash is offered only when it loses something (see `actions`).
         Property::sometimes(STORE_CRASH_LOSES_WRITES, |model: &M, state: &State| model.facts().store_crashed(state)),
+        Property::sometimes(FORGET_UNDER_A_HANDLER, |model: &M, state: &State| {
+            model.facts().forgotten_under_a_handler(state)
+        }),
+        Property::sometimes(TOMBSTONE_LEFT, |_, state: &State| Facts::tombstone_left(state)),
+        Property::sometimes(CEILING_LAPSE_HAPPENS, |model: &M, state: &State| {
+            model.facts().lapsed_at_the_ceiling(state)
+        }),
     ]
 }

@@ -36,6 +36,8 @@ pub enum Answer {
     },
     /// 422: the key was used for a different request.
     Mismatch,
+    /// 410: only the record's tombstone is left (problem `key-expired`); idem-client stops.
+    Gone,
     /// 503 from the handler itself, which failed before its side effect (no `Retry-After`).
     Failed,
     /// 503 with a `Retry-After`: the store could not be reached.
@@ -52,7 +54,7 @@ impl Answer {
     /// 409, 429, 503 and transport errors; a 422 ends it with an error, never retried).
     #[must_use]
     pub const fn is_final(self) -> bool {
-        matches!(self, Answer::Created | Answer::Unrecorded | Answer::Replayed | Answer::Mismatch)
+        matches!(self, Answer::Created | Answer::Unrecorded | Answer::Replayed | Answer::Mismatch | Answer::Gone)
     }
 
     /// The `Retry-After` the answer carries, if any.
@@ -73,6 +75,7 @@ impl Answer {
             Answer::Created | Answer::Unrecorded | Answer::Replayed => 201,
             Answer::Conflict { .. } => 409,
             Answer::Mismatch => 422,
+            Answer::Gone => 410,
             Answer::Failed | Answer::Unavailable { .. } => 503,
             Answer::Reset => 0,
         }
@@ -196,6 +199,9 @@ pub struct Handler {
     pub attempt: AttemptNumber,
     /// Ghost: which execution grant this is.
     pub serial: Serial,
+    /// Ghost: how many times the record id had been forgotten when the claim was granted
+    /// (its "life"; [`SlotGhost::lives`]).
+    pub life: u8,
     /// The fence the store handed out with the claim.
     pub fence: Fence,
     /// Whether the claim was a take-over of a lapsed one.
@@ -228,6 +234,9 @@ pub struct Execution {
     pub op: OpIndex,
     /// The execution grant it ran under.
     pub serial: Serial,
+    /// The life of the record id it ran in (forgets before its grant): an operator's forget
+    /// lets the key run again, so G1 counts per life.
+    pub life: u8,
 }
 
 /// The store: idem-core's own store value, its clock, and the business ledger beside it.
@@ -346,6 +355,14 @@ pub struct SlotGhost {
     /// The execution (operation and grant) whose response a completion recorded first;
     /// the model rebuilds that response to compare answers with it.
     pub first_response: Option<(OpIndex, Serial)>,
+    /// How many times an operator forgot the record id; kept across purges.
+    pub lives: u8,
+    /// With an execution ceiling: the latest a lease of the current claim may end (its
+    /// grant time, on the granting server's clock, plus the ceiling and one lease).
+    pub lease_bound: Option<Timestamp>,
+    /// With tombstones: when the completed record's retention ends and when its tombstone
+    /// ends, from the time the model passed to the applied completion.
+    pub tombstone: Option<(Timestamp, Timestamp)>,
 }
 
 /// Bits for [`Ghost::broken`]: which guarantee an event broke.
@@ -370,6 +387,11 @@ pub enum Broken {
     /// Retention: a purge removed a record before its time (a claim whose lease is valid,
     /// or a record whose retention is not over).
     PurgedEarly = 128,
+    /// Lifecycle: a claim was granted for a record id while its tombstone lived.
+    Tombstoned = 256,
+    /// G3: a completion, release or renewal was applied for a claim granted before the
+    /// record id was forgotten.
+    Forgotten = 512,
 }
 
 /// Faults still allowed (each is spent when it happens, which keeps the model finite).
@@ -393,6 +415,8 @@ pub struct Budgets {
     pub store_crashes: u8,
     /// Purges racing the requests left.
     pub purges: u8,
+    /// An operator's forgets left.
+    pub forgets: u8,
 }
 
 /// The whole system at one moment.
@@ -460,7 +484,20 @@ impl Representative for State {
             let handlers: Vec<_> = self.servers[server]
                 .handlers
                 .iter()
-                .map(|h| (h.op, h.attempt, h.serial, h.fence, h.stage, h.took_over, h.started_at, h.renewed_at, h.pace))
+                .map(|h| {
+                    (
+                        h.op,
+                        h.attempt,
+                        h.serial,
+                        h.life,
+                        h.fence,
+                        h.stage,
+                        h.took_over,
+                        h.started_at,
+                        h.renewed_at,
+                        h.pace,
+                    )
+                })
                 .collect();
             let mut messages: Vec<Message> =
                 self.network.iter().filter(|m| usize::from(m.server()) == server).map(|m| m.with_server(0)).collect();

@@ -16,7 +16,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 const POLL_EVERY: Duration = Duration::from_millis(10);
 
 /// The HTTP model's options that mean nothing to the consumer model.
-const HTTP_ONLY: [&str; 19] = [
+const HTTP_ONLY: [&str; 22] = [
     "clients",
     "servers",
     "ops_per_client",
@@ -36,6 +36,9 @@ const HTTP_ONLY: [&str; 19] = [
     "deadline",
     "attempt_timeout",
     "store_crashes",
+    "forgets",
+    "tombstone",
+    "ceiling",
 ];
 
 /// Options of `idem check`.
@@ -224,8 +227,8 @@ fn describe(config: &Config, search: Search) -> String {
     let client = config.client;
     format!(
         "model: {} clients, {} servers, {} operation(s) each{}, {} network{}, {} crash(es), {} stall(s), \
-         {} slow handler(s), {} failure(s), {} delay(s), {} outage(s), {} store crash(es), {} purge(s), clock skew {}, renewals {}, handlers take up to {} (slow ones {}), \
-         {} mode, variant {}\n\
+         {} slow handler(s), {} failure(s), {} delay(s), {} outage(s), {} store crash(es), {} purge(s), {} forget(s), clock skew {}, renewals {}, handlers take up to {} (slow ones {}), \
+         tombstone {}, execution ceiling {}, {} mode, variant {}\n\
          client: {} attempts, deadline {}, attempt timeout {}; G6 judged for operations that met at most {} fault(s)\n\
          search: {strategy}{symmetry}, {} thread(s){depth}",
         config.clients,
@@ -246,10 +249,13 @@ fn describe(config: &Config, search: Search) -> String {
         config.outages,
         config.store_crashes,
         config.purges,
+        config.forgets,
         humantime::format_duration(config.skew),
         if config.renewals { "on" } else { "off" },
         humantime::format_duration(config.handler_time),
         humantime::format_duration(config.slow_handler_time),
+        config.tombstone.map_or("none".to_owned(), |period| humantime::format_duration(period).to_string()),
+        config.ceiling.map_or("none".to_owned(), |ceiling| humantime::format_duration(ceiling).to_string()),
         config.mode,
         config.variant,
         client.attempts_max,
@@ -307,7 +313,8 @@ fn write_table(
 /// Why a reachability property cannot be reached in `config`, when the configuration says so.
 fn not_reached_because(property: &str, config: &Config) -> Option<&'static str> {
     use idem_model::properties::{
-        MISMATCH_ANSWERED, OUTAGE_ANSWERED, RENEWAL_HAPPENS, STORE_CRASH_LOSES_WRITES, UNRECORDED_ANSWERED,
+        CEILING_LAPSE_HAPPENS, FORGET_UNDER_A_HANDLER, MISMATCH_ANSWERED, OUTAGE_ANSWERED, RENEWAL_HAPPENS,
+        STORE_CRASH_LOSES_WRITES, TOMBSTONE_LEFT, UNRECORDED_ANSWERED,
     };
     if property == MISMATCH_ANSWERED && !config.key_reuse {
         Some("no request reuses a key; try --key-reuse")
@@ -319,6 +326,12 @@ fn not_reached_because(property: &str, config: &Config) -> Option<&'static str> 
         Some("renewals are off")
     } else if property == STORE_CRASH_LOSES_WRITES && config.store_crashes == 0 {
         Some("no store crash; try --store-crashes 1")
+    } else if property == FORGET_UNDER_A_HANDLER && config.forgets == 0 {
+        Some("no forget; try --forgets 1")
+    } else if property == TOMBSTONE_LEFT && config.tombstone.is_none() {
+        Some("no tombstones; try --tombstone 1h --delays 1")
+    } else if property == CEILING_LAPSE_HAPPENS && config.ceiling.is_none() {
+        Some("no execution ceiling; try --ceiling 5s --slow 1")
     } else {
         None
     }

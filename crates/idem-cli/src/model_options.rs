@@ -71,6 +71,19 @@ pub(crate) struct ModelOptions {
     /// own time while claims are in flight (it must remove nothing before its time).
     #[arg(long, default_value_t = Config::default().purges)]
     purges: u8,
+    /// An operator's forgets: `idem keys forget` on a held record at any moment (the store
+    /// removes it and moves its fence on, so a handler still running cannot complete).
+    #[arg(long, default_value_t = Config::default().forgets)]
+    forgets: u8,
+    /// Completed records leave a tombstone for this long after their retention (a late
+    /// request then gets 410); the clock may pass a retention while a request the network
+    /// held back (--delays) is still on its way [default: none]
+    #[arg(long, value_parser = parse_duration)]
+    tombstone: Option<humantime::Duration>,
+    /// The execution ceiling: a handler stops renewing once it has run this long, so its
+    /// claim lapses at most one lease later [default: none, as idem-http ships]
+    #[arg(long, value_parser = parse_duration)]
+    ceiling: Option<humantime::Duration>,
     /// How far the clocks of servers 2, 3, ... run ahead of server 1's; each server passes its
     /// own time to the store. Below lease - renew_every (6.67 s) a renewing holder keeps its claim.
     #[arg(long, default_value_t = Config::default().skew.into(), value_parser = parse_duration)]
@@ -97,7 +110,9 @@ pub(crate) struct ModelOptions {
     /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, no-fingerprint-check,
     /// fence-reuse, long-lease, fail-open, write-outside-transaction (with --failures or
     /// --lapses), skewed-lease (with --servers 2 and --slow 1 in separate mode), purge-in-flight (with
-    /// --purges 1), renews-every-lease (with --slow 1 and a delayed duplicate in separate mode);
+    /// --purges 1), renews-every-lease (with --slow 1 and a delayed duplicate in separate mode),
+    /// forget-keeps-fence (with --forgets 1), ignores-tombstones (with --tombstone and
+    /// --delays 1), renews-past-ceiling (with --ceiling and --slow 1);
     /// with --store-crashes also no-fence-reseed, unsynced-completion, completion-apart. With
     /// --consumer: ack-before-completion, dedup-outside-transaction (with --crashes 1),
     /// check-then-act (with --consumers 2).
@@ -132,6 +147,9 @@ impl ModelOptions {
             // `idem check --store-crashes` sets its own (crates/idem-cli/src/check.rs).
             store_crashes: Config::default().store_crashes,
             purges: self.purges,
+            forgets: self.forgets,
+            tombstone: self.tombstone.map(Duration::from),
+            ceiling: self.ceiling.map(Duration::from),
             skew: Duration::from(self.skew),
             renewals: !self.no_renewals,
             handler_time: Duration::from(self.handler_time),

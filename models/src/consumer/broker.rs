@@ -111,7 +111,7 @@ impl ConsumerModel {
         }
         let published = self.copy(copy);
         let id = self.id_of(copy).clone();
-        let claim = op::Claim { fingerprint: published.fingerprint, now, policy: self.policy };
+        let claim = op::Claim { request: published.fingerprint.into(), now, policy: self.policy };
         let (decision, believed) = if self.config.variant == ConsumerVariant::CheckThenAct {
             // Bug: look up and decide, but never write the claim (the fence is still drawn).
             let view = state.store.memory.view(&id);
@@ -134,9 +134,10 @@ impl ConsumerModel {
                 written: believed.is_none(),
             },
             Decision::TakeOver { claim, stale } => Decided::TakeOver { fence: claim.fence, stale: *stale },
-            Decision::Replay(_) => Decided::Replay,
+            Decision::Replay { .. } => Decided::Replay,
             Decision::Conflict { .. } => Decided::Conflict,
-            Decision::Mismatch => Decided::Mismatch,
+            Decision::Mismatch { .. } => Decided::Mismatch,
+            Decision::Gone { .. } => Decided::Gone,
         };
         tell.tell(|| ConsumerEvent::Decided(decided));
         match consume::handle(decision, &self.rules) {

@@ -43,6 +43,8 @@ pub enum Decided {
     Conflict,
     /// Another payload's record.
     Mismatch,
+    /// Only the record's tombstone is left (never here: the consumer policy keeps none).
+    Gone,
 }
 
 /// How a delivery is settled, as the consumer sends it.

@@ -94,7 +94,7 @@ impl ConsumerModel {
         run.phase = RunPhase::Written;
         let (copy, delivery) = (run.copy, run.delivery);
         if commits_now {
-            state.store.ledger.push(Execution { op: copy, serial });
+            state.store.ledger.push(Execution { op: copy, serial, life: 0 });
         }
         tell.tell(|| {
             let message = self.copy(copy).message;
@@ -150,7 +150,7 @@ impl ConsumerModel {
                 self.check_current(state, copy, serial);
                 if pending {
                     // The transaction commits the side effect with the completion.
-                    state.store.ledger.push(Execution { op: copy, serial });
+                    state.store.ledger.push(Execution { op: copy, serial, life: 0 });
                 }
                 tell.tell(|| ConsumerEvent::CompletionAccepted);
                 run.phase = RunPhase::Acking;
@@ -170,7 +170,7 @@ impl ConsumerModel {
     /// How a run that lost its claim settles: `consume::superseded` on the record as stored.
     fn superseded(&self, state: &ConsumerState, copy: u8) -> Settle {
         let record = state.store.memory.record(self.id_of(copy));
-        consume::superseded(record, &self.copy(copy).fingerprint, state.store.now, &self.rules)
+        consume::superseded(record, &self.copy(copy).fingerprint.into(), state.store.now, &self.rules)
     }
 
     /// Ends a run with `settle`: an ack waits for its own step (a crash may come first); a

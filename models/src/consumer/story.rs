@@ -236,5 +236,6 @@ fn decision(decided: Decided) -> String {
         Decided::Replay => "the store decides: replay (the record is completed)".to_owned(),
         Decided::Conflict => "the store decides: in flight elsewhere".to_owned(),
         Decided::Mismatch => "the store decides: mismatch (the key holds another payload)".to_owned(),
+        Decided::Gone => "the store decides: gone (only a tombstone is left)".to_owned(),
     }
 }

@@ -86,7 +86,14 @@ pub enum Action {
         /// The server whose clock the purge reads.
         server: ServerIndex,
     },
-    /// Time passes until a record may be forgotten, and the store purges expired records.
+    /// An operator forgets a record (`op::Forget`): the store removes it and moves its fence
+    /// counter on.
+    Forget {
+        /// The store slot of the record.
+        slot: Slot,
+    },
+    /// Time passes until a record is due (forgotten, or shrunk to its tombstone), and the
+    /// store purges what is due.
     Expire {
         /// The store slot of the record.
         slot: Slot,

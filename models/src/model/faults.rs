@@ -27,6 +27,7 @@ impl IdemModel {
             outages: config.outages,
             store_crashes: config.store_crashes,
             purges: config.purges,
+            forgets: config.forgets,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use idem_core::reply::{self, Disposition, StatusRules, Superseded};
 use idem_core::step::op;
-use idem_core::{Fenced, Refusal, Renewal};
+use idem_core::{ClaimRequest, Fenced, Refusal, Renewal};
 
 use super::server::ReplyTo;
 use super::{FAILURE_STATUS, IdemModel, Tell, server_index};
@@ -30,7 +30,8 @@ impl IdemModel {
                 // for a stalled handler, it is late and renews now); either way the clock moved
                 // since the last one.
                 let renews = self.config.renewals && handler.believed.is_none() && state.store.up;
-                if renews && self.may_move_to(state, self.renewal_due(handler, now)) {
+                let due = self.renewal_due(handler, now);
+                if renews && self.renews_at(handler, due) && self.may_move_to(state, due) {
                     actions.push(Action::Renew { server, serial });
                 }
                 self.offer_handler_faults(state, server, handler, actions);
@@ -66,10 +67,10 @@ impl IdemModel {
     fn write(&self, state: &mut State, server: ServerIndex, index: usize, tell: &mut Tell<'_>) {
         let handler = &mut state.servers[usize::from(server)].handlers[index];
         handler.stage = Stage::Written;
-        let (op, serial) = (handler.op, handler.serial);
+        let (op, serial, life) = (handler.op, handler.serial, handler.life);
         let commits_now = !self.writes_in_transaction();
         if commits_now {
-            state.store.ledger.push(Execution { op, serial });
+            state.store.ledger.push(Execution { op, serial, life });
         }
         tell.tell(|| {
             let record_index = self.op(op).record_index;
@@ -135,15 +136,19 @@ impl IdemModel {
         tell.tell(|| StoryEvent::Completing { server, op, fence: handler.fence, presented, pending });
         match outcome {
             Fenced::Applied => {
-                if state.ghost.slots[usize::from(slot)].current != Some(serial) {
-                    state.mark(Broken::StaleWrite);
-                }
+                self.check_applied(state, &handler);
                 if pending {
                     // The transaction commits the payment row with the completion.
-                    state.store.ledger.push(Execution { op, serial });
+                    state.store.ledger.push(Execution { op, serial, life: handler.life });
                 }
-                if state.ghost.slots[usize::from(slot)].first_response.is_none() {
-                    state.ghost.slots[usize::from(slot)].first_response = Some((op, serial));
+                let ghost = &mut state.ghost.slots[usize::from(slot)];
+                if ghost.first_response.is_none() {
+                    ghost.first_response = Some((op, serial));
+                }
+                if let (None, Some(period)) = (ghost.tombstone, self.policy.tombstone()) {
+                    // The model's own reading of SPEC: retention from the completion, then the tombstone.
+                    let retention_ends = now.saturating_add(self.policy.retention());
+                    ghost.tombstone = Some((retention_ends, retention_ends.saturating_add(period)));
                 }
                 if synced {
                     // The commit waits for the disk, and with it everything committed before.
@@ -166,8 +171,9 @@ impl IdemModel {
     fn superseded(&self, state: &mut State, to: ReplyTo, tell: &mut Tell<'_>) {
         let operation = self.op(to.op);
         let record = state.store.memory.record(self.slot_id(operation.slot));
-        match reply::superseded(record, &operation.fingerprint, self.server_now(state, to.server)) {
-            Superseded::Replay(response) => {
+        let request = ClaimRequest::new(operation.fingerprint);
+        match reply::superseded(record, &request, self.server_now(state, to.server)) {
+            Superseded::Replay { response, .. } => {
                 tell.tell(|| StoryEvent::AnswersRecorded(response.clone()));
                 self.answer(state, to, Answer::Replayed, Some(&response), tell);
             }
@@ -176,9 +182,13 @@ impl IdemModel {
                 tell.tell(|| StoryEvent::AnswersConflict(answer));
                 self.answer(state, to, answer, None, tell);
             }
-            Superseded::Mismatch => {
+            Superseded::Mismatch { .. } => {
                 tell.tell(|| StoryEvent::AnswersMismatch);
                 self.answer(state, to, Answer::Mismatch, None, tell);
+            }
+            Superseded::Gone { .. } => {
+                tell.tell(|| StoryEvent::AnswersGone);
+                self.answer(state, to, Answer::Gone, None, tell);
             }
         }
     }
@@ -225,11 +235,9 @@ impl IdemModel {
             .expect("a release admits nothing and issues no fence, so the step never refuses it");
         match outcome {
             Fenced::Applied => {
-                if state.ghost.slots[usize::from(slot)].current != Some(handler.serial) {
-                    state.mark(Broken::StaleWrite);
-                }
-                state.ghost.slots[usize::from(slot)].current = None;
-                state.ghost.slots[usize::from(slot)].owner = None;
+                self.check_applied(state, handler);
+                let ghost = &mut state.ghost.slots[usize::from(slot)];
+                (ghost.current, ghost.owner, ghost.lease_bound) = (None, None, None);
                 tell.tell(|| StoryEvent::Released(fence));
                 self.answer(state, to, Answer::Failed, None, tell);
             }
@@ -243,6 +251,18 @@ impl IdemModel {
                 tell.tell(|| StoryEvent::ReleaseRefused { fence, refusal });
                 self.superseded(state, to, tell);
             }
+        }
+    }
+
+    /// G3: a completion, release or renewal the store applied must be the current claim's
+    /// (the ghost grant), and granted since the record id was last forgotten.
+    fn check_applied(&self, state: &mut State, handler: &Handler) {
+        let ghost = state.ghost.slots[usize::from(self.op(handler.op).slot)];
+        if ghost.current != Some(handler.serial) {
+            state.mark(Broken::StaleWrite);
+        }
+        if handler.life != ghost.lives {
+            state.mark(Broken::Forgotten);
         }
     }
 
@@ -265,9 +285,7 @@ impl IdemModel {
             .expect("a renewal admits nothing and issues no fence, so the step never refuses it");
         match outcome {
             Renewal::Renewed { lease_expires_at } => {
-                if state.ghost.slots[usize::from(slot)].current != Some(serial) {
-                    state.mark(Broken::StaleWrite);
-                }
+                self.check_applied(state, &handler);
                 let running = &mut state.servers[usize::from(server)].handlers[index];
                 running.renewed_at = now;
                 if running.pace == Pace::Stalled {

@@ -18,6 +18,7 @@ mod client;
 mod faults;
 mod handler;
 mod network;
+mod operator;
 mod server;
 pub(crate) mod store;
 mod time;
@@ -143,10 +144,21 @@ impl Config {
             }
             _ => POLICY,
         };
+        let policy = match self.tombstone {
+            Some(period) => policy.with_tombstone(period).map_err(|_| ConfigError::OutOfRange {
+                what: "tombstone (ms)",
+                given: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+                min: 1,
+                max: u64::try_from(idem_core::TOMBSTONE_MAX.as_millis()).unwrap_or(u64::MAX),
+            })?,
+            None => policy,
+        };
         let facts = Facts {
             record_of_op: operations.iter().map(|operation| operation.record_index).collect(),
-            records: record_indices.len(),
             id_of_op: operations.iter().map(|operation| slots[usize::from(operation.slot)].clone()).collect(),
+            id_of_slot: slots.clone(),
+            slot_of_op: operations.iter().map(|operation| operation.slot).collect(),
+            ceiling: self.ceiling,
             lease: policy.lease(),
             retention: policy.retention(),
             progress_faults: self.progress_faults,
@@ -224,6 +236,7 @@ impl IdemModel {
             Action::StoreCrash => self.store_crash(&mut next, tell),
             Action::Expire { slot } => self.expire(&mut next, slot, tell),
             Action::Purge { server } => self.purge(&mut next, server, tell),
+            Action::Forget { slot } => self.forget(&mut next, slot, tell),
         }
         self.forget_durable_if_current(&mut next);
         Some(next)
@@ -280,6 +293,7 @@ impl Model for IdemModel {
         self.offer_network_steps(state, actions);
         self.offer_handler_steps(state, actions);
         self.offer_store_steps(state, actions);
+        self.offer_operator_steps(state, actions);
     }
 
     fn next_state(&self, state: &State, action: Action) -> Option<State> {

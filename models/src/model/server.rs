@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use idem_core::reply;
 use idem_core::step::{self, Step, StepError, op};
-use idem_core::{Decision, Fence, Record, StoredResponse, Write};
+use idem_core::{ClaimRequest, Decision, Fence, Record, RecordState, StoredResponse, Timestamp, Write};
 
 use super::{IdemModel, Tell, interned, whole_seconds};
 use crate::config::{NetworkKind, Variant};
 use crate::state::{
-    Answer, AttemptNumber, Broken, Handler, Message, OpIndex, Pace, Phase, Serial, ServerIndex, Stage, State,
+    Answer, AttemptNumber, Broken, Handler, Message, OpIndex, Pace, Phase, Serial, ServerIndex, Slot, Stage, State,
 };
 use crate::story::{Decided, StoryEvent};
 
@@ -84,6 +84,12 @@ impl IdemModel {
         let id = self.slot_id(operation.slot);
         let mut view = state.store.memory.view(id);
         let stored = view.record;
+        if self.config.variant == Variant::IgnoresTombstones
+            && stored.is_some_and(|record| record.state == RecordState::Tombstone)
+        {
+            // Bug: a tombstone reads as no record.
+            view.record = None;
+        }
         if self.config.variant == Variant::FenceReuse {
             // Bug: a per-record counter, which starts again once the record is gone.
             view.counters.next_fence = stored.map_or(Fence::FIRST, |record| record.fence.next());
@@ -93,7 +99,8 @@ impl IdemModel {
             Variant::NoFingerprintCheck => stored.map_or(operation.fingerprint, |record| record.fingerprint),
             _ => operation.fingerprint,
         };
-        step::step(id, &view, op::Claim { fingerprint, now: self.server_now(state, server), policy: self.policy })
+        let request = ClaimRequest::new(fingerprint);
+        step::step(id, &view, op::Claim { request, now: self.server_now(state, server), policy: self.policy })
     }
 
     /// Acts on the store's decision: answer at once, or start a handler under the claim.
@@ -108,24 +115,29 @@ impl IdemModel {
         let (claim, took_over) = match decision {
             Decision::Execute(claim) => (claim, None),
             Decision::TakeOver { claim, stale } => (claim, Some(stale)),
-            Decision::Replay(response) => {
+            Decision::Replay { response, .. } => {
                 tell.tell(|| StoryEvent::Decided(Decided::Replay(response.clone())));
                 return self.answer(state, to, Answer::Replayed, Some(&response), tell);
             }
-            Decision::Conflict { retry_after: lease_left } => {
+            Decision::Conflict { retry_after: lease_left, .. } => {
                 let answer = self.conflict(lease_left);
                 tell.tell(|| StoryEvent::Decided(Decided::Conflict(answer)));
                 return self.answer(state, to, answer, None, tell);
             }
-            Decision::Mismatch => {
+            Decision::Mismatch { .. } => {
                 tell.tell(|| StoryEvent::Decided(Decided::Mismatch));
                 return self.answer(state, to, Answer::Mismatch, None, tell);
+            }
+            Decision::Gone { expires_at } => {
+                tell.tell(|| StoryEvent::Decided(Decided::Gone { until: expires_at }));
+                return self.answer(state, to, Answer::Gone, None, tell);
             }
         };
         let serial = Self::next_serial(state);
         let operation = self.op(to.op);
         let slot = usize::from(operation.slot);
-        state.ghost.slots[slot].current = Some(serial);
+        let granted_at = self.server_now(state, to.server);
+        self.note_grant(state, operation.slot, serial, granted_at);
         match (took_over, state.ghost.slots[slot].owner) {
             (Some(_), Some(owner)) if self.op(owner).label != operation.label => state.mark(Broken::Mismatch),
             (Some(_), _) => {}
@@ -144,6 +156,19 @@ impl IdemModel {
         self.start_handler(state, to, serial, claim.fence, took_over.is_some(), believed);
     }
 
+    /// The ghost facts of a grant: the claim current, the latest its lease may end under
+    /// the execution ceiling, and whether the record id's tombstone still lives (from the
+    /// completion the model saw applied, not from the store's answer).
+    fn note_grant(&self, state: &mut State, slot: Slot, serial: Serial, granted_at: Timestamp) {
+        let ghost = &mut state.ghost.slots[usize::from(slot)];
+        ghost.current = Some(serial);
+        ghost.lease_bound =
+            self.config.ceiling.map(|ceiling| granted_at.saturating_add(ceiling).saturating_add(self.policy.lease()));
+        if ghost.tombstone.is_some_and(|(from, until)| from <= granted_at && granted_at < until) {
+            state.mark(Broken::Tombstoned);
+        }
+    }
+
     pub(super) fn next_serial(state: &mut State) -> Serial {
         let serial = state.ghost.serials.checked_add(1).expect("fewer than 65536 claims in a bounded model");
         state.ghost.serials = serial;
@@ -160,10 +185,12 @@ impl IdemModel {
         believed: Option<Record>,
     ) {
         let now = state.store.now;
+        let life = state.ghost.slots[usize::from(self.op(to.op).slot)].lives;
         state.servers[usize::from(to.server)].handlers.push(Handler {
             op: to.op,
             attempt: to.attempt,
             serial,
+            life,
             fence,
             took_over,
             stage: Stage::Claimed,

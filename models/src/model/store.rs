@@ -41,14 +41,20 @@ impl IdemModel {
         for slot in 0..self.slots.len() {
             let slot = slot_index(slot);
             let Some(record) = state.store.memory.record(self.slot_id(slot)) else { continue };
-            let at = record.forgettable_at();
-            // The purge forgets every record expired by then: each must be settled.
-            let settled = (0..self.slots.len()).all(|other| {
+            let at = record.due_at();
+            // The purge visits every record due by then. One it forgets must be settled; one
+            // it shrinks to a tombstone need only be quiet: a request still on its way gets
+            // 410 from the tombstone, and meeting it is what tombstones are for.
+            let ready = (0..self.slots.len()).all(|other| {
                 let other = slot_index(other);
-                state.store.memory.record(self.slot_id(other)).is_none_or(|held| held.forgettable_at() > at)
-                    || self.slot_settled(state, other)
+                match state.store.memory.record(self.slot_id(other)) {
+                    Some(held) if held.due_at() <= at => {
+                        self.slot_settled(state, other) || (shrinks(held, at) && self.slot_quiet(state, other))
+                    }
+                    _ => true,
+                }
             });
-            if settled && self.may_move_to(state, at) {
+            if ready && self.may_move_to(state, at) {
                 actions.push(Action::Expire { slot });
             }
         }
@@ -76,8 +82,8 @@ impl IdemModel {
     pub(super) fn claim_in_flight(&self, state: &State, slot: Slot) -> Option<(Fence, Timestamp)> {
         let record = state.store.memory.record(self.slot_id(slot))?;
         match record.state {
-            RecordState::InFlight { lease_expires_at } => Some((record.fence, lease_expires_at)),
-            RecordState::Completed { .. } => None,
+            RecordState::InFlight { lease_expires_at, .. } => Some((record.fence, lease_expires_at)),
+            RecordState::Completed { .. } | RecordState::Tombstone => None,
         }
     }
 
@@ -170,7 +176,7 @@ impl IdemModel {
         }
         for (now, then) in state.ghost.slots.iter_mut().zip(durable.slots) {
             // The first recorded response stays history: G2 holds answers to it.
-            *now = SlotGhost { first_response: now.first_response, ..then };
+            *now = SlotGhost { first_response: now.first_response, lives: now.lives, ..then };
         }
         for slot in changed {
             let ops: Vec<OpIndex> = self.ops_of_slot(slot).collect();
@@ -187,11 +193,14 @@ impl IdemModel {
     /// cannot let anything run again. (A request that outlives the retention runs again:
     /// the model assumes none does, as SPEC's 24 h retention assumes of real ones.)
     fn slot_settled(&self, state: &State, slot: Slot) -> bool {
-        self.ops_of_slot(slot).all(|op| {
-            state.ops[usize::from(op)].is_over()
-                && !state.network.iter().any(|m| m.op() == op)
-                && !state.handlers().any(|(_, h)| h.op == op)
-        })
+        self.slot_quiet(state, slot) && self.ops_of_slot(slot).all(|op| !state.network.iter().any(|m| m.op() == op))
+    }
+
+    /// Whether every operation filed under `slot` is over and none has a handler left (a
+    /// request may still be on its way: a copy the network held back).
+    fn slot_quiet(&self, state: &State, slot: Slot) -> bool {
+        self.ops_of_slot(slot)
+            .all(|op| state.ops[usize::from(op)].is_over() && !state.handlers().any(|(_, h)| h.op == op))
     }
 
     /// A server runs the store's purge at its own time (`MemoryState::purge_expired`, as
@@ -218,35 +227,41 @@ impl IdemModel {
             // The model's own reading of retention: a record is kept until its retention
             // is over and, while in flight, until its lease lapsed too.
             let lease_valid =
-                matches!(record.state, RecordState::InFlight { lease_expires_at } if lease_expires_at > now);
+                matches!(record.state, RecordState::InFlight { lease_expires_at, .. } if lease_expires_at > now);
             if lease_valid || record.expires_at > now {
                 state.mark(Broken::PurgedEarly);
             }
-            state.ghost.slots[slot] = SlotGhost::default();
+            let lives = state.ghost.slots[slot].lives;
+            state.ghost.slots[slot] = SlotGhost { lives, ..SlotGhost::default() };
         }
         tell.tell(|| StoryEvent::PurgeRuns { server, at, purged });
     }
 
-    /// Time passes to the record's forgettable time and the store purges what expired.
+    /// Time passes to the record's due time and the store purges what is due: it forgets
+    /// the record, or shrinks a completed one to its tombstone at the end of its retention.
     pub(super) fn expire(&self, state: &mut State, slot: Slot, tell: &mut Tell<'_>) {
         let id = self.slot_id(slot);
-        let forgettable_at =
-            state.store.memory.record(id).expect("expiry is offered only for a held record").forgettable_at();
-        state.store.now = forgettable_at;
-        let purged = state.store.memory.purge_expired(forgettable_at, PURGE_BATCH_MAX);
+        let at = state.store.memory.record(id).expect("expiry is offered only for a held record").due_at();
+        state.store.now = at;
+        let purged = state.store.memory.purge_expired(at, PURGE_BATCH_MAX);
         // A purge runs off the request path and waits for the disk.
         state.store.durable = None;
-        if state.store.memory.record(id).is_some() {
+        // The model's own reading: a record whose tombstone window (noted at its completion)
+        // has begun and not ended is a tombstone now; any other due record is gone.
+        let ghost = state.ghost.slots[usize::from(slot)];
+        let tombstone = ghost.tombstone.filter(|(from, until)| *from <= at && at < *until);
+        let kept = state.store.memory.record(id).map(|record| record.state == RecordState::Tombstone);
+        if kept != tombstone.map(|_| true) {
             state.mark(Broken::NotForgotten);
         }
         for (slot, held) in self.slots.iter().enumerate() {
             if state.store.memory.record(held).is_none() {
-                state.ghost.slots[slot].current = None;
-                state.ghost.slots[slot].owner = None;
-                state.ghost.slots[slot].first_response = None;
+                let lives = state.ghost.slots[slot].lives;
+                state.ghost.slots[slot] = SlotGhost { lives, ..SlotGhost::default() };
             }
         }
-        tell.tell(|| StoryEvent::Purged { at: forgettable_at, slot, purged });
+        let tombstone_until = tombstone.map(|(_, until)| until);
+        tell.tell(|| StoryEvent::Purged { at, slot, purged, tombstone_until });
     }
 }
 
@@ -278,10 +293,16 @@ pub(crate) fn call_fails(store: &mut Store) -> bool {
 }
 
 /// A record as the story of a store crash tells it.
-fn held(record: Option<&Record>) -> Held {
+pub(super) fn held(record: Option<&Record>) -> Held {
     match record {
         None => Held::Absent,
         Some(Record { fence, state: RecordState::InFlight { .. }, .. }) => Held::Claim(*fence),
         Some(Record { fence, state: RecordState::Completed { .. }, .. }) => Held::Completion(*fence),
+        Some(Record { fence, state: RecordState::Tombstone, .. }) => Held::Tombstone(*fence),
     }
+}
+
+/// Whether a purge at `at` shrinks `record` to its tombstone rather than forgetting it.
+fn shrinks(record: &Record, at: Timestamp) -> bool {
+    matches!(record.state, RecordState::Completed { tombstone_until: Some(until), .. } if at < until)
 }

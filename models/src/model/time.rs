@@ -57,11 +57,24 @@ impl IdemModel {
             limit = limit.min(handler.started_at.saturating_add(runs_for));
         }
         let renews = self.config.renewals && handler.pace != Pace::Stalled && handler.believed.is_none();
-        if renews {
+        let heartbeat = handler.renewed_at.saturating_add(self.renew_every());
+        if renews && self.renews_at(handler, heartbeat) {
             // The heartbeat fires on schedule, before the lease could lapse.
-            limit = limit.min(handler.renewed_at.saturating_add(self.renew_every()));
+            limit = limit.min(heartbeat);
         }
         limit
+    }
+
+    /// Whether the layer still renews `handler`'s claim at `at`: only before the execution
+    /// ceiling (idem-once stops renewing once the execution has run that long, so the
+    /// claim lapses at most one lease later). Variant `renews-past-ceiling` renews on.
+    pub(super) fn renews_at(&self, handler: &Handler, at: Timestamp) -> bool {
+        match self.config.ceiling {
+            Some(ceiling) if self.config.variant != Variant::RenewsPastCeiling => {
+                at < handler.started_at.saturating_add(ceiling)
+            }
+            _ => true,
+        }
     }
 
     /// Whether the clock may move to `target` now.

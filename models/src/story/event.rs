@@ -153,6 +153,8 @@ pub enum StoryEvent {
     AnswersConflict(Answer),
     /// A superseded execution answers 422.
     AnswersMismatch,
+    /// A superseded execution answers 410: only the record's tombstone is left.
+    AnswersGone,
     /// A handler fails (503), before its write or after it.
     Fails {
         /// The server.
@@ -260,8 +262,21 @@ pub enum StoryEvent {
         at: Timestamp,
         /// The record's slot.
         slot: Slot,
-        /// How many records the purge removed.
+        /// How many records the purge removed or shrank.
         purged: usize,
+        /// Until when the record's tombstone stays, if the purge shrank it to one.
+        tombstone_until: Option<Timestamp>,
+    },
+    /// An operator forgets a record.
+    Forgotten {
+        /// The record's slot.
+        slot: Slot,
+        /// What the store held before.
+        removed: Held,
+        /// What it holds after.
+        kept: Held,
+        /// The fence the next claim gets.
+        next_fence: Fence,
     },
 }
 
@@ -274,6 +289,11 @@ pub enum Decided {
     Conflict(Answer),
     /// Another request used the key: 422.
     Mismatch,
+    /// Only the record's tombstone is left: 410.
+    Gone {
+        /// When the tombstone ends.
+        until: Timestamp,
+    },
     /// Execute under a new claim.
     Execute {
         /// The claim's fence.
@@ -321,6 +341,8 @@ pub enum Held {
     Claim(Fence),
     /// A completion under a fence.
     Completion(Fence),
+    /// A tombstone of a completion under a fence.
+    Tombstone(Fence),
 }
 
 /// Where a restarted store's fence counter goes on.

@@ -73,6 +73,7 @@ impl Words<'_> {
             | StoryEvent::AnswersRecorded(_)
             | StoryEvent::AnswersConflict(_)
             | StoryEvent::AnswersMismatch
+            | StoryEvent::AnswersGone
             | StoryEvent::Fails { .. }
             | StoryEvent::NothingToRelease
             | StoryEvent::ReleaseStoreDown
@@ -186,6 +187,7 @@ impl Words<'_> {
             }
             StoryEvent::AnswersConflict(answer) => format!("answers {}", tell_answer(*answer)),
             StoryEvent::AnswersMismatch => "answers 422".to_owned(),
+            StoryEvent::AnswersGone => "answers 410 (key expired)".to_owned(),
             StoryEvent::Fails { server, op, written, rolled_back } => {
                 let when = match (written, rolled_back) {
                     (false, _) => "before its side effect (503)",
@@ -270,10 +272,24 @@ impl Words<'_> {
                 server + 1,
                 time(*at)
             ),
-            StoryEvent::Purged { at, slot, purged } => format!(
+            StoryEvent::Purged { at, slot, purged, tombstone_until: None } => format!(
                 "time passes to {}, when the record of {} may be forgotten; the store purges {purged} expired record(s)",
                 time(*at),
                 self.slot_name(*slot)
+            ),
+            StoryEvent::Purged { at, slot, purged, tombstone_until: Some(until) } => format!(
+                "time passes to {}, when the retention of {} ends; the store's purge ({purged} record(s)) shrinks it \
+                 to a tombstone until {}",
+                time(*at),
+                self.slot_name(*slot),
+                time(*until)
+            ),
+            StoryEvent::Forgotten { slot, removed, kept, next_fence } => format!(
+                "an operator forgets {} ({}): the store now holds {}; the next claim gets {}",
+                self.slot_name(*slot),
+                held(*removed),
+                held(*kept),
+                fence_name(*next_fence)
             ),
             _ => unreachable!("fault and store events only"),
         }
@@ -360,6 +376,7 @@ fn decision(decided: &Decided) -> String {
         Decided::Replay(response) => format!("the store decides: replay {}", tell_response(response)),
         Decided::Conflict(answer) => format!("the store decides: in progress, {}", tell_answer(*answer)),
         Decided::Mismatch => "the store decides: mismatch, 422".to_owned(),
+        Decided::Gone { until } => format!("the store decides: gone (a tombstone until {}), 410", time(*until)),
         Decided::Execute { fence, written: false, .. } => format!(
             "the store decides: execute under fence {}, but the claim is never written (check-then-act)",
             fence_name(*fence)
@@ -382,6 +399,7 @@ fn held(record: Held) -> String {
         Held::Absent => "no record".to_owned(),
         Held::Claim(fence) => format!("a claim under {}", fence_name(fence)),
         Held::Completion(fence) => format!("a completion under {}", fence_name(fence)),
+        Held::Tombstone(fence) => format!("the tombstone of a completion under {}", fence_name(fence)),
     }
 }
 
@@ -423,6 +441,7 @@ fn tell_answer(answer: Answer) -> String {
         Answer::Replayed => "201 (replayed)".to_owned(),
         Answer::Conflict { retry_after_s } => format!("409 (Retry-After {retry_after_s} s)"),
         Answer::Mismatch => "422".to_owned(),
+        Answer::Gone => "410".to_owned(),
         Answer::Failed => "503 (no Retry-After)".to_owned(),
         Answer::Unavailable { retry_after_s } => format!("503 (Retry-After {retry_after_s} s)"),
         Answer::Reset => "a reset connection".to_owned(),
