@@ -278,6 +278,7 @@ pub mod observe;
 pub mod outcome;
 pub mod principal;
 pub mod problem;
+pub mod problem_docs;
 pub mod purge;
 pub mod service;
 
@@ -297,5 +298,6 @@ pub use layer::{IdempotencyLayer, IntoStore};
 pub use outcome::Outcome;
 pub use principal::PrincipalExtractor;
 pub use problem::Problem;
+pub use problem_docs::ProblemDocs;
 pub use purge::PurgeSchedule;
 pub use service::Idempotency;

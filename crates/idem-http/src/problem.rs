@@ -1,4 +1,5 @@
-//! Error responses as `application/problem+json` (RFC 9457).
+//! Error responses as `application/problem+json` (RFC 9457), and the catalogue of every
+//! problem type idem answers ([`CATALOGUE`]), each documented in `docs/problems.md`.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -7,11 +8,145 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{Body, full};
 
-/// The default base of the layer's problem type URIs: each type is this base plus a slug,
-/// which names a section of `docs/problems.md` in the project's repository (the page that
-/// says, per type, what happened and what a client should do). Set another base with
-/// [`crate::IdempotencyBuilder::problem_type_base`], e.g. to serve the page yourself.
-pub const PROBLEM_TYPE_BASE: &str = concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/problems.md#");
+/// The default base of the layer's problem type URIs: each `type` is this base plus a slug,
+/// `/problems#<slug>`. It is a relative reference with the full path, as RFC 9457 section
+/// 3.1.1 recommends for relative types, so it resolves against the URL of the request that
+/// got the problem: on the same server, at [`crate::problem_docs::PROBLEM_DOCS_PATH`], where
+/// [`crate::problem_docs::ProblemDocs`] serves one page with a section (HTML `id`) per slug.
+///
+/// A server that does not mount that page sets another base with
+/// [`crate::IdempotencyBuilder::problem_type_base`]: an absolute URL where it publishes
+/// `docs/problems.md` (e.g. `https://api.example/problems#`), or [`ABOUT_BLANK`].
+pub const PROBLEM_TYPE_BASE: &str = "/problems#";
+
+/// The problem type `about:blank` (RFC 9457 section 4.2.1): given as the type base, every
+/// problem is answered with `"type": "about:blank"` and the status's reason phrase as its
+/// `title`, as that section asks; the slug is then not sent.
+pub const ABOUT_BLANK: &str = "about:blank";
+
+/// Who answers a problem type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// The idempotency layer (idem-http), in any server that uses it.
+    Layer,
+    /// idem-server, the demo payments API (`idem serve`), around the layer.
+    DemoServer,
+}
+
+/// One problem type: its slug (the part of the `type` URI after the base, and the heading
+/// `## <slug>` of its section in `docs/problems.md`), its title (the same for every
+/// occurrence, RFC 9457 section 3.1.3) and who answers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProblemType {
+    /// The slug: lower-case ASCII letters and `-`.
+    pub slug: &'static str,
+    /// The title.
+    pub title: &'static str,
+    /// Who answers it.
+    pub origin: Origin,
+}
+
+/// The problem types, one constant each; [`CATALOGUE`] lists them all.
+pub mod types {
+    use super::{Origin, ProblemType};
+
+    const fn layer(slug: &'static str, title: &'static str) -> ProblemType {
+        ProblemType { slug, title, origin: Origin::Layer }
+    }
+
+    const fn server(slug: &'static str, title: &'static str) -> ProblemType {
+        ProblemType { slug, title, origin: Origin::DemoServer }
+    }
+
+    /// 400: a keyed method without `Idempotency-Key`.
+    pub const KEY_MISSING: ProblemType = layer("key-missing", "Idempotency-Key missing");
+    /// 400: an `Idempotency-Key` that is not a key.
+    pub const KEY_INVALID: ProblemType = layer("key-invalid", "Idempotency-Key invalid");
+    /// 413: a body over the limit.
+    pub const BODY_TOO_LARGE: ProblemType = layer("body-too-large", "Request body too large");
+    /// 400: a body that could not be read to its end.
+    pub const BODY_UNREADABLE: ProblemType = layer("body-unreadable", "Request body unreadable");
+    /// 409: the same key is in flight.
+    pub const IN_PROGRESS: ProblemType = layer("in-progress", "Request in progress");
+    /// 422: the key was used for another request.
+    pub const KEY_REUSED: ProblemType = layer("key-reused", "Idempotency-Key reused");
+    /// 410: only the key's tombstone remains; the operation ran and will not run again.
+    pub const KEY_EXPIRED: ProblemType = layer("key-expired", "Idempotency-Key expired");
+    /// 503: the store is busy, unreachable or cannot write.
+    pub const STORE_UNAVAILABLE: ProblemType = layer("store-unavailable", "Idempotency store unavailable");
+    /// 503: the store is at its size limit.
+    pub const STORE_FULL: ProblemType = layer("store-full", "Idempotency store full");
+    /// 500: the record cannot be read back.
+    pub const STORE_CORRUPT: ProblemType = layer("store-corrupt", "Idempotency record unreadable");
+    /// 500: the handler panicked, or its body failed.
+    pub const HANDLER_FAILED: ProblemType = layer("handler-failed", "Handler failed");
+    /// The original status: the operation completed, its response was not kept.
+    pub const RESPONSE_NOT_KEPT: ProblemType = layer("response-not-kept", "Response not kept");
+
+    /// 404: no route, or no such row for this caller.
+    pub const NOT_FOUND: ProblemType = server("not-found", "Not found");
+    /// 405: the route does not take this method.
+    pub const METHOD_NOT_ALLOWED: ProblemType = server("method-not-allowed", "Method not allowed");
+    /// 401: an `Authorization` header the server cannot read a caller from.
+    pub const UNAUTHORIZED: ProblemType = server("unauthorized", "Unauthorized");
+    /// 400: `starting_after` names nothing of this caller's.
+    pub const UNKNOWN_CURSOR: ProblemType = server("unknown-cursor", "Unknown cursor");
+    /// 415: a `POST` body that is not JSON.
+    pub const UNSUPPORTED_MEDIA_TYPE: ProblemType = server("unsupported-media-type", "Unsupported media type");
+    /// 408: the body did not arrive in time.
+    pub const BODY_READ_TIMEOUT: ProblemType = server("body-read-timeout", "Request body too slow");
+    /// 503: too many bodies are being received at once.
+    pub const SERVER_BUSY: ProblemType = server("server-busy", "Server busy");
+    /// 400: a body that is not JSON text.
+    pub const MALFORMED_JSON: ProblemType = server("malformed-json", "Malformed JSON");
+    /// 400: a body or query that fails validation.
+    pub const INVALID_REQUEST: ProblemType = server("invalid-request", "Invalid request");
+    /// 503 (500 for an unreadable row): the payments database failed.
+    pub const LEDGER_UNAVAILABLE: ProblemType = server("ledger-unavailable", "Ledger unavailable");
+    /// 503 on `/healthz`: a store write failed and none has succeeded since.
+    pub const NOT_READY: ProblemType = server("not-ready", "Not ready");
+    /// 429: a caller creating new keys faster than its share.
+    pub const RATE_LIMITED: ProblemType = server("rate-limited", "Too many new keys");
+    /// 500: a bug in the server.
+    pub const INTERNAL: ProblemType = server("internal", "Internal error");
+}
+
+/// Every problem type idem answers, the layer's and the demo server's: the one list that the
+/// documentation page ([`crate::problem_docs::ProblemDocs`]), its tests and the check of
+/// `docs/problems.md` (one section per entry, and no other) use.
+pub const CATALOGUE: [ProblemType; 25] = [
+    types::KEY_MISSING,
+    types::KEY_INVALID,
+    types::BODY_TOO_LARGE,
+    types::BODY_UNREADABLE,
+    types::IN_PROGRESS,
+    types::KEY_REUSED,
+    types::KEY_EXPIRED,
+    types::STORE_UNAVAILABLE,
+    types::STORE_FULL,
+    types::STORE_CORRUPT,
+    types::HANDLER_FAILED,
+    types::RESPONSE_NOT_KEPT,
+    types::NOT_FOUND,
+    types::METHOD_NOT_ALLOWED,
+    types::UNAUTHORIZED,
+    types::UNKNOWN_CURSOR,
+    types::UNSUPPORTED_MEDIA_TYPE,
+    types::BODY_READ_TIMEOUT,
+    types::SERVER_BUSY,
+    types::MALFORMED_JSON,
+    types::INVALID_REQUEST,
+    types::LEDGER_UNAVAILABLE,
+    types::NOT_READY,
+    types::RATE_LIMITED,
+    types::INTERNAL,
+];
+
+/// Looks a slug up in [`CATALOGUE`].
+#[must_use]
+pub fn catalogued(slug: &str) -> Option<ProblemType> {
+    CATALOGUE.iter().copied().find(|kind| kind.slug == slug)
+}
 
 /// The media type of every error the layer answers.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -49,6 +184,21 @@ impl Problem {
         detail: impl Into<String>,
     ) -> Problem {
         Problem { status, slug: slug.into(), title: title.into(), detail: detail.into(), retry_after: None }
+    }
+
+    /// A problem of a catalogued type ([`CATALOGUE`]): its slug and title, with `status`
+    /// and a `detail` about this occurrence.
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use idem_http::problem::{Problem, types};
+    ///
+    /// let problem = Problem::of(types::NOT_FOUND, StatusCode::NOT_FOUND, "no payment pay_1");
+    /// assert_eq!(problem.slug(), "not-found");
+    /// ```
+    #[must_use]
+    pub fn of(kind: ProblemType, status: StatusCode, detail: impl Into<String>) -> Problem {
+        Problem::new(status, kind.slug, kind.title, detail)
     }
 
     /// Adds a `Retry-After` header, in whole seconds rounded up (at least 1).
@@ -90,11 +240,17 @@ impl Problem {
         self.into_response_at(PROBLEM_TYPE_BASE)
     }
 
-    /// [`Problem::into_response`] with the type under `type_base`.
+    /// [`Problem::into_response`] with the type under `type_base`: `type_base` + slug, or
+    /// `about:blank` with the status's reason phrase as title if `type_base` is [`ABOUT_BLANK`].
     pub(crate) fn into_response_at(self, type_base: &str) -> Response<Body> {
+        let (kind, title) = if type_base == ABOUT_BLANK {
+            (ABOUT_BLANK.to_owned(), Cow::Borrowed(self.status.canonical_reason().unwrap_or("Unknown")))
+        } else {
+            (format!("{type_base}{}", self.slug), self.title)
+        };
         let json = serde_json::json!({
-            "type": format!("{type_base}{}", self.slug),
-            "title": self.title,
+            "type": kind,
+            "title": title,
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
@@ -125,74 +281,63 @@ pub(crate) mod kinds {
 
     use http::StatusCode;
 
-    use super::Problem;
+    use super::{Problem, types};
     use crate::body::NotKept;
 
     pub(crate) fn key_missing() -> Problem {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "key-missing",
-            "Idempotency-Key missing",
-            "this endpoint requires an Idempotency-Key header",
-        )
+        Problem::of(types::KEY_MISSING, StatusCode::BAD_REQUEST, "this endpoint requires an Idempotency-Key header")
     }
 
     pub(crate) fn key_invalid(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::BAD_REQUEST, "key-invalid", "Idempotency-Key invalid", detail)
+        Problem::of(types::KEY_INVALID, StatusCode::BAD_REQUEST, detail)
     }
 
     pub(crate) fn body_too_large(bytes_max: usize) -> Problem {
-        Problem::new(
+        Problem::of(
+            types::BODY_TOO_LARGE,
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
-            "Request body too large",
             format!("the request body is longer than {bytes_max} bytes; nothing was recorded, the key may be reused"),
         )
     }
 
     pub(crate) fn body_unreadable(detail: impl std::fmt::Display) -> Problem {
-        Problem::new(
+        Problem::of(
+            types::BODY_UNREADABLE,
             StatusCode::BAD_REQUEST,
-            "body-unreadable",
-            "Request body unreadable",
             format!("the request body could not be read ({detail}); nothing was recorded"),
         )
     }
 
     pub(crate) fn in_progress(retry_after: Duration) -> Problem {
-        Problem::new(
+        Problem::of(
+            types::IN_PROGRESS,
             StatusCode::CONFLICT,
-            "in-progress",
-            "Request in progress",
             "a request with this Idempotency-Key is being processed; retry later with the same key",
         )
         .with_retry_after(retry_after)
     }
 
     pub(crate) fn key_reused() -> Problem {
-        Problem::new(
+        Problem::of(
+            types::KEY_REUSED,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "key-reused",
-            "Idempotency-Key reused",
             "this Idempotency-Key was used for a request with another method, path or body",
         )
     }
 
     pub(crate) fn store_unavailable(retry_after: Duration) -> Problem {
-        Problem::new(
+        Problem::of(
+            types::STORE_UNAVAILABLE,
             StatusCode::SERVICE_UNAVAILABLE,
-            "store-unavailable",
-            "Idempotency store unavailable",
             "the request was not processed: the idempotency store is busy, unreachable or cannot write (for example, out of disk space)",
         )
         .with_retry_after(retry_after)
     }
 
     pub(crate) fn store_full(what: &str, retry_after: Duration) -> Problem {
-        Problem::new(
+        Problem::of(
+            types::STORE_FULL,
             StatusCode::SERVICE_UNAVAILABLE,
-            "store-full",
-            "Idempotency store full",
             format!(
                 "the request was not processed: the idempotency store is at its limit of {what} and takes no new keys until expired records are purged; replays still work"
             ),
@@ -201,16 +346,15 @@ pub(crate) mod kinds {
     }
 
     pub(crate) fn store_corrupt() -> Problem {
-        Problem::new(
+        Problem::of(
+            types::STORE_CORRUPT,
             StatusCode::INTERNAL_SERVER_ERROR,
-            "store-corrupt",
-            "Idempotency record unreadable",
             "the stored record for this key cannot be read; nothing was changed",
         )
     }
 
     pub(crate) fn handler_failed(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "handler-failed", "Handler failed", detail)
+        Problem::of(types::HANDLER_FAILED, StatusCode::INTERNAL_SERVER_ERROR, detail)
     }
 
     /// The answer to retries of a request whose response was not kept: the operation
@@ -220,10 +364,9 @@ pub(crate) mod kinds {
             NotKept::TooLarge { bytes_max } => format!("was longer than the {bytes_max} bytes that can be kept"),
             NotKept::Trailers => "carried trailers, which are not kept".to_owned(),
         };
-        Problem::new(
+        Problem::of(
+            types::RESPONSE_NOT_KEPT,
             status,
-            RESPONSE_NOT_KEPT,
-            "Response not kept",
             format!(
                 "the request with this Idempotency-Key was processed and completed with status {}, \
                  but its response {why}, so it cannot be replayed; do not retry: the operation will \
@@ -233,23 +376,19 @@ pub(crate) mod kinds {
         )
     }
 
-    /// Every slug the layer answers with; `docs/problems.md` has a section for each.
-    #[cfg(test)]
-    pub(crate) const SLUGS: [&str; 11] = [
-        "key-missing",
-        "key-invalid",
-        "body-too-large",
-        "body-unreadable",
-        "in-progress",
-        "key-reused",
-        "store-unavailable",
-        "store-full",
-        "store-corrupt",
-        "handler-failed",
-        RESPONSE_NOT_KEPT,
-    ];
-
-    const RESPONSE_NOT_KEPT: &str = "response-not-kept";
+    /// 410 for a key whose record expired and left a tombstone (SPEC "Key lifecycle"):
+    /// the operation ran and will not run again.
+    // Answered once tombstones are wired into the layer (issue 22, item 3); until then only
+    // the docs page and the tests use it.
+    #[cfg_attr(not(test), allow(dead_code, reason = "the layer answers it once tombstones are in"))]
+    pub(crate) fn key_expired() -> Problem {
+        Problem::of(
+            types::KEY_EXPIRED,
+            StatusCode::GONE,
+            "the record of this Idempotency-Key expired and only its tombstone remains: the \
+             operation ran and will not run again; use a new key for a new operation",
+        )
+    }
 
     /// One problem of each kind, for tests that check them all.
     #[cfg(test)]
@@ -266,6 +405,7 @@ pub(crate) mod kinds {
             store_corrupt(),
             handler_failed("test"),
             response_not_kept(StatusCode::CREATED, NotKept::Trailers),
+            key_expired(),
         ]
     }
 }
@@ -293,18 +433,48 @@ mod tests {
     }
 
     #[test]
-    fn every_problem_the_layer_answers_has_a_section_in_docs_problems_md() {
-        // Goal: a problem's type URI points to a section that exists (a heading `## slug`
-        // is the anchor `#slug`), and the page documents no type the layer does not answer.
-        let all = kinds::all();
-        let emitted: Vec<&str> = all.iter().map(Problem::slug).collect();
-        let mut listed = kinds::SLUGS.to_vec();
-        assert_eq!(emitted, listed, "kinds::all and kinds::SLUGS name the same kinds");
+    fn docs_problems_md_has_one_section_per_catalogued_type_and_no_other() {
+        // Goal: every type idem answers has its section (the page the type URI resolves
+        // to), and the page documents no type that is not in the catalogue.
         let mut documented = documented_slugs();
-        listed.sort_unstable();
+        let mut catalogued: Vec<&str> = CATALOGUE.iter().map(|kind| kind.slug).collect();
         documented.sort_unstable();
-        assert_eq!(documented, listed);
-        assert!(PROBLEM_TYPE_BASE.ends_with("docs/problems.md#"), "{PROBLEM_TYPE_BASE}");
+        catalogued.sort_unstable();
+        assert_eq!(documented, catalogued);
+        let mut unique = catalogued.clone();
+        unique.dedup();
+        assert_eq!(unique, catalogued, "no slug is catalogued twice");
+    }
+
+    #[test]
+    fn every_problem_the_layer_answers_is_a_catalogued_layer_type() {
+        // Goal: the layer answers only catalogued types, with their titles, and every layer
+        // type of the catalogue is one it answers.
+        let mut answered: Vec<(String, String)> =
+            kinds::all().into_iter().map(|problem| (problem.slug.into_owned(), problem.title.into_owned())).collect();
+        let mut listed: Vec<(String, String)> = CATALOGUE
+            .iter()
+            .filter(|kind| kind.origin == Origin::Layer)
+            .map(|kind| (kind.slug.to_owned(), kind.title.to_owned()))
+            .collect();
+        answered.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(answered, listed);
+        assert_eq!(catalogued("key-reused"), Some(types::KEY_REUSED));
+        assert_eq!(catalogued("no-such-type"), None);
+    }
+
+    #[test]
+    fn about_blank_sends_no_slug_and_the_reason_phrase_as_title() {
+        // Goal: RFC 9457 section 4.2.1: with about:blank the title is the status's phrase.
+        let response = kinds::key_reused().into_response_at(ABOUT_BLANK);
+        let body = futures::executor::block_on(http_body_util::BodyExt::collect(response.into_body()))
+            .expect("problem bodies are in memory")
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("problem bodies are JSON");
+        assert_eq!(json["type"], "about:blank");
+        assert_eq!(json["title"], "Unprocessable Entity");
+        assert_eq!(json["status"], 422);
     }
 
     #[test]

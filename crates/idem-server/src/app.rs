@@ -14,9 +14,11 @@ use axum::{Extension, Router};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use idem_core::{Clock, Key, Policy, Principal};
+use idem_http::problem::{Origin, PROBLEM_TYPE_BASE, types};
+use idem_http::problem_docs::PROBLEM_DOCS_PATH;
 use idem_http::{
     ClaimContext, CompletedInTransaction, ConfigError, ConflictPolicy, IDEMPOTENCY_KEY, IdempotencyLayer, Outcome,
-    PrincipalExtractor, Problem,
+    PrincipalExtractor, Problem, ProblemDocs,
 };
 
 use crate::bodies::{BodyBudget, Valid, validate_bodies};
@@ -26,6 +28,7 @@ use crate::ids::{IdGenerator, IdKind, fresh_id};
 use crate::ledger::{Completion, LIST_LIMIT_MAX, Ledger, LedgerError, Page, PageRequest, Written};
 use crate::metrics::Metrics;
 use crate::principal::principal_of;
+use crate::readiness::{Readiness, claim_probe};
 
 pub use crate::bodies::{BODY_BYTES_MAX, RequestLimits};
 /// Payments listed by `GET /payments` when `limit` is not given.
@@ -68,6 +71,8 @@ pub struct AppState<L> {
     /// What the `metrics` facade recorded (idem-http's own metrics), if a Prometheus
     /// recorder is installed in this process.
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Down from a failed store write until a real write succeeds ([`crate::readiness`]).
+    readiness: Arc<Readiness>,
 }
 
 impl<L> Clone for AppState<L> {
@@ -87,6 +92,7 @@ impl<L> Clone for AppState<L> {
             store_full_retry_after: self.store_full_retry_after,
             response_body_bytes_max: self.response_body_bytes_max,
             prometheus: self.prometheus.clone(),
+            readiness: Arc::clone(&self.readiness),
         }
     }
 }
@@ -112,6 +118,7 @@ impl<L: Ledger> AppState<L> {
             store_full_retry_after: idem_http::config::STORE_FULL_RETRY_AFTER_DEFAULT,
             response_body_bytes_max: None,
             prometheus: None,
+            readiness: Arc::new(Readiness::new()),
         }
     }
 
@@ -222,6 +229,12 @@ impl<L: Ledger> AppState<L> {
     pub fn policy(&self) -> Policy {
         self.policy
     }
+
+    /// The readiness latch `/healthz` answers from ([`crate::readiness`]).
+    #[must_use]
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
+    }
 }
 
 /// The API with the idempotency layer: what `idem serve` runs.
@@ -257,6 +270,8 @@ pub(crate) fn layered_app<L: Ledger>(
         // The app purges itself (`App::purge_forever`), on a schedule its owner controls.
         .no_purge()
         .store_full_retry_after(state.store_full_retry_after)
+        // Every type resolves on this server: `assemble` mounts the page at PROBLEM_DOCS_PATH.
+        .problem_type_base(PROBLEM_TYPE_BASE)
         .principal(move |parts| principal(parts))
         .build()?;
     // The layer wraps each keyed handler alone (`MethodRouter::route_layer`), not the router:
@@ -297,25 +312,47 @@ fn api_routes<L: Ledger>(
 }
 
 /// Adds the routes outside the layer and the middleware around everything. Order, from
-/// the outside in: observe (one log line and the metrics per request), validate bodies
-/// (so a refused body is never claimed, and so never recorded), the idempotency layer.
+/// the outside in: observe (one log line and the metrics per request), track store writes
+/// (the readiness latch), validate bodies (so a refused body is never claimed, and so never
+/// recorded), the idempotency layer. `/problems` is the page every problem type resolves
+/// to, the layer's and the server's (docs/problems.md).
 fn assemble<L: Ledger>(api: Router<AppState<L>>, state: AppState<L>) -> Router {
     let metrics = Arc::clone(&state.metrics);
     let bodies = state.bodies.clone();
+    let readiness = Arc::clone(&state.readiness);
     api.route("/healthz", get(healthz::<L>))
         .route("/livez", get(livez))
         .route("/metrics", get(render_metrics::<L>))
+        .route_service(PROBLEM_DOCS_PATH, ProblemDocs::of(&[Origin::Layer, Origin::DemoServer]))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(bodies, validate_bodies))
+        .layer(middleware::from_fn_with_state(readiness, track_store_writes))
         .layer(middleware::from_fn_with_state(metrics, observe))
         .with_state(state)
+}
+
+/// Moves the readiness latch by what the idempotency layer did with the store: a claim and
+/// its completion that succeeded put it up; a store call that failed (503) or a completion
+/// that could not be recorded put it down. Other outcomes wrote nothing, or failed in a way
+/// that says nothing about writes (an unreadable record, 500).
+async fn track_store_writes(State(readiness): State<Arc<Readiness>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    match response.extensions().get::<Outcome>() {
+        Some(Outcome::Executed | Outcome::ResponseTooLarge) => readiness.write_succeeded(),
+        Some(Outcome::StoreFailed) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+            readiness.write_failed();
+        }
+        Some(Outcome::Unrecorded) => readiness.write_failed(),
+        _ => {}
+    }
+    response
 }
 
 /// 404 for a path no route matches (problem+json; nothing is claimed or recorded).
 async fn unknown_route(request: Request) -> Response {
     let detail = format!("no route for {} {}", request.method(), request.uri().path());
-    let mut response = problem(Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail));
+    let mut response = problem(Problem::of(types::NOT_FOUND, StatusCode::NOT_FOUND, detail));
     echo_key(request.headers(), &mut response);
     response
 }
@@ -323,8 +360,7 @@ async fn unknown_route(request: Request) -> Response {
 /// 405 for a route that exists without this method (axum adds `Allow`; nothing recorded).
 async fn method_not_allowed(request: Request) -> Response {
     let detail = format!("{} is not allowed on {}", request.method(), request.uri().path());
-    let mut response =
-        problem(Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", detail));
+    let mut response = problem(Problem::of(types::METHOD_NOT_ALLOWED, StatusCode::METHOD_NOT_ALLOWED, detail));
     echo_key(request.headers(), &mut response);
     response
 }
@@ -343,17 +379,17 @@ pub(crate) fn problem(problem: Problem) -> Response {
 }
 
 pub(crate) fn invalid(error: &ValidationError) -> Response {
-    let (slug, title) = match error {
-        ValidationError::MalformedJson(_) => ("malformed-json", "Malformed JSON"),
-        _ => ("invalid-request", "Invalid request"),
+    let kind = match error {
+        ValidationError::MalformedJson(_) => types::MALFORMED_JSON,
+        _ => types::INVALID_REQUEST,
     };
-    let mut response = problem(Problem::new(StatusCode::BAD_REQUEST, slug, title, error.to_string()));
+    let mut response = problem(Problem::of(kind, StatusCode::BAD_REQUEST, error.to_string()));
     response.extensions_mut().insert(Outcome::Rejected);
     response
 }
 
 fn not_found(what: &str, id: &str) -> Response {
-    problem(Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("no {what} {id:?} for this caller")))
+    problem(Problem::of(types::NOT_FOUND, StatusCode::NOT_FOUND, format!("no {what} {id:?} for this caller")))
 }
 
 /// What kind of failure a ledger error is, in words for clients: never the driver's text
@@ -379,7 +415,7 @@ fn ledger_failed<L>(state: &AppState<L>, error: &LedgerError) -> Response {
         LedgerError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         LedgerError::Unavailable(_) | LedgerError::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
-    let mut failure = Problem::new(status, "ledger-unavailable", "Ledger unavailable", failure_class(error));
+    let mut failure = Problem::of(types::LEDGER_UNAVAILABLE, status, failure_class(error));
     if let Some(retry_after) = error.retry_after() {
         failure = failure.with_retry_after(retry_after);
     }
@@ -410,22 +446,46 @@ async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Ne
     response
 }
 
-/// Readiness: `ok` only after the ledger committed a write transaction just now, so a full
-/// disk, a read-only file or a dead database answers 503 here too, not only on payments.
+/// Readiness ([`crate::readiness`]): 200 `{"status":"ok"}` while the latch is up and the
+/// ledger commits a write just now; 503 `not-ready` (problem+json) from a failed store write
+/// until a real write succeeds. While the latch is down this runs the recovery probe (fresh
+/// room in the ledger, a claim in the idempotency store), whose success alone puts it up;
+/// the everyday probe can only put it down, as it may fit where new payments cannot.
 async fn healthz<L: Ledger>(State(state): State<AppState<L>>) -> Response {
-    match state.ledger.check_writable().await {
-        Ok(()) => ([(header::CONTENT_TYPE, JSON)], "{\"status\":\"ok\"}").into_response(),
+    let readiness = &state.readiness;
+    let probed = if readiness.is_ready() {
+        state.ledger.check_writable().await
+    } else {
+        let recovered = async {
+            state.ledger.check_room().await?;
+            claim_probe(&*state.ledger.idempotency_store(), &readiness.probe_id(), state.clock.now()).await
+        };
+        let recovered = recovered.await;
+        if recovered.is_ok() {
+            readiness.write_succeeded();
+        }
+        recovered
+    };
+    match probed {
+        Ok(()) if readiness.is_ready() => ([(header::CONTENT_TYPE, JSON)], "{\"status\":\"ok\"}").into_response(),
+        // A request's write failed between the probe and now: the latch wins.
+        Ok(()) => not_ready("a request's store write failed during the probe"),
         Err(error) => {
             tracing::warn!(%error, "health check: the ledger cannot take a write");
-            let mut failed = ledger_failed(&state, &error);
-            *failed.body_mut() = axum::body::Body::from(format!(
-                "{{\"status\":\"unavailable\",\"reason\":\"{}\"}}",
-                failure_class(&error)
-            ));
-            failed.headers_mut().insert(header::CONTENT_TYPE, JSON);
-            failed
+            readiness.write_failed();
+            state.metrics.record_ledger_error();
+            not_ready(failure_class(&error))
         }
     }
+}
+
+/// `/healthz`'s 503.
+fn not_ready(class: &str) -> Response {
+    problem(Problem::of(
+        types::NOT_READY,
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: a store write failed and none has succeeded since ({class})"),
+    ))
 }
 
 /// Liveness: the process answers HTTP (whatever its store says).
@@ -488,6 +548,12 @@ impl Created {
 
     /// The answer once the ledger wrote (or refused).
     fn answer<L>(self, state: &AppState<L>, written: Result<Written, LedgerError>) -> Response {
+        match &written {
+            Ok(Written::Alone | Written::Completed) => state.readiness.write_succeeded(),
+            // Refused by its fence: nothing was written, nothing learnt about writes.
+            Ok(Written::Superseded(_)) => {}
+            Err(_) => state.readiness.write_failed(),
+        }
         let marker = match written {
             Ok(Written::Alone) => None,
             Ok(Written::Completed) => Some(CompletedInTransaction(idem_core::Fenced::Applied)),
@@ -505,12 +571,7 @@ impl Created {
 fn missing_validation() -> Response {
     // A 500 releases the claim: nothing was written. Reaching it means the router was
     // assembled without `validate_bodies`, a bug in this file.
-    problem(Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "Internal error",
-        "request body was not validated",
-    ))
+    problem(Problem::of(types::INTERNAL, StatusCode::INTERNAL_SERVER_ERROR, "request body was not validated"))
 }
 
 async fn create_payment<L: Ledger>(
@@ -602,7 +663,7 @@ struct ListQuery {
 fn page_request(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<PageRequest, Problem> {
-    let invalid = |detail: String| Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", detail);
+    let invalid = |detail: String| Problem::of(types::INVALID_REQUEST, StatusCode::BAD_REQUEST, detail);
     let Ok(Query(query)) = query else {
         return Err(invalid(format!(
             "the query takes limit (a whole number from 1 to {LIST_LIMIT_MAX}) and starting_after (an id)"
@@ -620,7 +681,7 @@ fn list_answer<T>(page: Option<Page<T>>, request: &PageRequest, url: &str, to_js
     let Some(page) = page else {
         let cursor = request.starting_after.as_deref().unwrap_or_default();
         let detail = format!("starting_after {cursor:?} names nothing this caller created");
-        return problem(Problem::new(StatusCode::BAD_REQUEST, "unknown-cursor", "Unknown cursor", detail));
+        return problem(Problem::of(types::UNKNOWN_CURSOR, StatusCode::BAD_REQUEST, detail));
     };
     let items: Vec<String> = page.items.iter().map(to_json).collect();
     let body = format!(

@@ -12,6 +12,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
+use idem_http::problem::types;
 use idem_http::{Outcome, Problem};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
@@ -65,10 +66,9 @@ impl BodyBudget {
         match Arc::clone(&self.bytes).try_acquire_many_owned(permits) {
             Ok(permit) => Ok(permit),
             Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => Err(Refused::keep(
-                Problem::new(
+                Problem::of(
+                    types::SERVER_BUSY,
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "server-busy",
-                    "Server busy",
                     "too many request bodies are being received at once; try again shortly",
                 )
                 .with_retry_after(Duration::from_secs(1)),
@@ -151,10 +151,9 @@ async fn read_body(
     body: axum::body::Body,
 ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Refused> {
     if !is_json(headers) {
-        return Err(Refused::keep(Problem::new(
+        return Err(Refused::keep(Problem::of(
+            types::UNSUPPORTED_MEDIA_TYPE,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
             "the body must be JSON: send Content-Type: application/json",
         )));
     }
@@ -166,8 +165,7 @@ async fn read_body(
         Ok(read) => read,
         Err(_) => {
             let detail = format!("the body did not arrive within {:?}", bodies.limits.body_read_timeout);
-            let timed_out =
-                Problem::new(StatusCode::REQUEST_TIMEOUT, "body-read-timeout", "Request body too slow", detail);
+            let timed_out = Problem::of(types::BODY_READ_TIMEOUT, StatusCode::REQUEST_TIMEOUT, detail);
             // The rest of the body may still be on its way: the connection cannot be reused.
             Err(Refused { problem: timed_out, close: true })
         }
@@ -190,12 +188,7 @@ async fn collect_within_budget(
             Err(error) if error.is::<http_body_util::LengthLimitError>() => return Err(body_too_large()),
             Err(error) => {
                 let detail = error.to_string();
-                return Err(Refused::keep(Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "body-unreadable",
-                    "Request body unreadable",
-                    detail,
-                )));
+                return Err(Refused::keep(Problem::of(types::BODY_UNREADABLE, StatusCode::BAD_REQUEST, detail)));
             }
         };
         let Ok(data) = frame.into_data() else { continue };
@@ -214,7 +207,7 @@ async fn collect_within_budget(
 
 fn body_too_large() -> Refused {
     let detail = format!("the body must be at most {BODY_BYTES_MAX} bytes");
-    Refused::keep(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Request body too large", detail))
+    Refused::keep(Problem::of(types::BODY_TOO_LARGE, StatusCode::PAYLOAD_TOO_LARGE, detail))
 }
 
 /// Whether the declared body type is JSON: `application/json` or `application/…+json`, with

@@ -102,7 +102,7 @@ pub(crate) async fn limit_new_keys(State(fairness): State<Fairness>, request: Re
         Err(wait) => {
             let retry_after = retry_after_of(wait);
             let detail = "this caller is creating new idempotency keys faster than its share allows; retry with the same key later";
-            Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many new keys", detail)
+            Problem::of(idem_http::problem::types::RATE_LIMITED, StatusCode::TOO_MANY_REQUESTS, detail)
                 .with_retry_after(retry_after)
                 .into_response()
                 .map(axum::body::Body::new)

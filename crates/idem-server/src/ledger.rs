@@ -191,8 +191,19 @@ pub trait Ledger: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Page<User>>, LedgerError>> + Send;
 
     /// Whether the ledger can take a write now: `Ok` after a write transaction committed
-    /// (for `/healthz`), the failure otherwise.
+    /// (for `/healthz`), the failure otherwise. A cheap probe that may rewrite a row in
+    /// place, so its success does not prove that new rows fit: it never makes a server
+    /// ready again ([`crate::readiness`]).
     fn check_writable(&self) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Whether the ledger has room for new rows now: `Ok` after a write that needs what a
+    /// new payment needs (fresh storage, under the ledger's bounds) committed. `/healthz`
+    /// runs it while the readiness latch is down; its success makes the server ready again
+    /// ([`crate::readiness`]). By default, [`Ledger::check_writable`], for a ledger whose
+    /// every write takes the same room.
+    fn check_room(&self) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        self.check_writable()
+    }
 }
 
 /// Payments and users in memory, beside a [`MemoryStore`] (separate mode). For benches,
@@ -328,11 +339,19 @@ impl Ledger for MemoryLedger {
         // Memory always takes a write; a full ledger still serves replays and reads.
         Ok(())
     }
+
+    /// Room for one more row under `rows_max`.
+    async fn check_room(&self) -> Result<(), LedgerError> {
+        if self.tables().rows >= self.rows_max {
+            return Err(LedgerError::Full { what: format!("{} rows", self.rows_max) });
+        }
+        Ok(())
+    }
 }
 
 /// The app's tables, beside idem's `idem_*` tables in the same file. `seq` keeps the order
 /// of writes, so "newest first" does not depend on two payments' timestamps differing.
-const SCHEMA: [&str; 5] = [
+const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS payments (
         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
         payment_id   TEXT    NOT NULL UNIQUE,
@@ -358,7 +377,18 @@ const SCHEMA: [&str; 5] = [
         id         INTEGER PRIMARY KEY CHECK (id = 1),
         checked_at INTEGER NOT NULL
     ) STRICT",
+    // Rows of `ROOM_PROBE_BYTES` that the recovery probe writes: proof of fresh storage.
+    "CREATE TABLE IF NOT EXISTS server_room (
+        seq    INTEGER PRIMARY KEY,
+        filler BLOB    NOT NULL
+    ) STRICT",
 ];
+
+/// The recovery probe's row ([`Ledger::check_room`]): 64 KiB, sixteen 4 KiB pages, more
+/// than a payment and its record take. A row over a page goes to overflow pages, taken from
+/// the free list or by growing the file, so the probe fails where a payment's new pages
+/// would not fit. Random bytes, so no layer compresses them away.
+pub(crate) const ROOM_PROBE_BYTES: i64 = 64 * 1024;
 
 /// A page of `table` (payments or users) for a principal: the rows before the cursor's
 /// `seq`, newest first, one more than the limit to tell `has_more`.
@@ -548,6 +578,26 @@ impl Ledger for SqliteLedger {
             "INSERT OR REPLACE INTO server_health (id, checked_at) VALUES (1, CAST(strftime('%s', 'now') AS INTEGER) * 1000)",
         );
         self.store.write(one_statement(check)).await.map_err(commit_error)
+    }
+
+    /// Writes a new [`ROOM_PROBE_BYTES`] row and deletes the older ones, in one transaction
+    /// of the store's writer (the connection every write of the store goes through). The new
+    /// row is written before the old one is freed, so it cannot take the old one's pages.
+    async fn check_room(&self) -> Result<(), LedgerError> {
+        self.store
+            .write(|connection| {
+                Box::pin(async move {
+                    let seq: i64 =
+                        sqlx::query_scalar("INSERT INTO server_room (filler) VALUES (randomblob(?)) RETURNING seq")
+                            .bind(ROOM_PROBE_BYTES)
+                            .fetch_one(&mut *connection)
+                            .await?;
+                    sqlx::query("DELETE FROM server_room WHERE seq < ?").bind(seq).execute(&mut *connection).await?;
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(commit_error)
     }
 }
 

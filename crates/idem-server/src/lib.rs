@@ -9,9 +9,10 @@
 //! | `POST /users` | `{"name": "…", "email": "…"}` → 201, the user and `Location` |
 //! | `GET /users/{id}` | the caller's user, or 404 |
 //! | `GET /users?limit=N&starting_after=ID` | a page of the caller's users, like payments |
-//! | `GET /healthz` | `{"status":"ok"}` after committing a small write; 503 when the ledger cannot write |
+//! | `GET /healthz` | readiness: `{"status":"ok"}` after committing a small write; 503 `not-ready` (problem+json) from a failed store write until a real write succeeds ([`readiness`]) |
 //! | `GET /livez` | `{"status":"ok"}` while the process answers |
 //! | `GET /metrics` | Prometheus text: executions, replays, conflicts, mismatches, store errors, latency by outcome |
+//! | `GET /problems` | the documentation of every problem type, one HTML section per slug: each problem's `type` (`/problems#<slug>`) resolves here ([`idem_http::ProblemDocs`], docs/problems.md) |
 //!
 //! `POST` requests need an `Idempotency-Key` ([`idem_http::IdempotencyLayer`]). The caller
 //! is the `Authorization: Bearer <token>` value ([`principal::principal_of`]); keys,
@@ -82,7 +83,7 @@
 //!   [`separate_ledger`]: [`SeparateLedger`].
 //! * [`domain`]: request validation and the JSON answered.
 //! * [`ids`]: [`IdGenerator`], [`SeededIds`]. [`time`]: RFC 3339 from a timestamp.
-//! * [`principal`]: the caller. [`metrics`]: [`Metrics`].
+//! * [`principal`]: the caller. [`metrics`]: [`Metrics`]. [`readiness`]: [`Readiness`], what `/healthz` answers.
 //! * [`serve`](mod@serve): [`serve()`], [`run`], [`ServerConfig`], [`StoreSpec`], [`DbSpec`].
 
 pub mod app;
@@ -96,6 +97,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod postgres_ledger;
 pub mod principal;
+pub mod readiness;
 mod rows;
 pub mod separate_ledger;
 pub mod serve;
@@ -111,5 +113,6 @@ pub use ids::{IdGenerator, SeededIds};
 pub use ledger::{Ledger, LedgerError, MemoryLedger, Page, PageRequest, SqliteLedger};
 pub use metrics::Metrics;
 pub use postgres_ledger::PostgresLedger;
+pub use readiness::Readiness;
 pub use separate_ledger::SeparateLedger;
 pub use serve::{DbSpec, PostgresUrl, ServeError, ServerConfig, SqliteTuning, StoreSpec, StoreSpecError, run};

@@ -20,7 +20,7 @@ const TABLES_LOCK: i64 = 0x6964_656d_0061_7070;
 /// idem-postgres when the store was opened).
 #[derive(Debug)]
 struct Statements {
-    schema: [String; 6],
+    schema: [String; 7],
     insert_payment: String,
     payment: String,
     payments: PageStatements,
@@ -29,6 +29,8 @@ struct Statements {
     user: String,
     users: PageStatements,
     health: String,
+    room: String,
+    room_free: String,
 }
 
 /// A page of a table for a principal: the cursor row's `seq`, then the rows before it,
@@ -85,6 +87,13 @@ impl Statements {
                         checked_at TIMESTAMPTZ NOT NULL
                     )"
                 ),
+                // Rows that the recovery probe writes: proof of fresh storage.
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {s}.server_room (
+                        seq    BIGSERIAL PRIMARY KEY,
+                        filler BYTEA NOT NULL
+                    )"
+                ),
             ],
             insert_payment: format!(
                 "INSERT INTO {s}.payments (payment_id, principal, amount_minor, currency, destination, status, created_at)
@@ -102,14 +111,28 @@ impl Statements {
                 "INSERT INTO {s}.server_health (id, checked_at) VALUES (1, clock_timestamp())
                  ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at"
             ),
+            // Random bytes (16 per md5), which TOAST cannot compress away.
+            room: format!(
+                "INSERT INTO {s}.server_room (filler)
+                 SELECT decode(string_agg(md5(random()::text), ''), 'hex') FROM generate_series(1, $1)
+                 RETURNING seq"
+            ),
+            room_free: format!("DELETE FROM {s}.server_room WHERE seq < $1"),
         }
     }
 }
 
 /// The relations [`Statements::schema`] creates: when all are in the catalog, `open` runs no
 /// DDL at all.
-const RELATIONS: [&str; 6] =
-    ["payments", "payments_by_principal", "users", "users_by_principal", "users_by_principal_seq", "server_health"];
+const RELATIONS: [&str; 7] = [
+    "payments",
+    "payments_by_principal",
+    "users",
+    "users_by_principal",
+    "users_by_principal_seq",
+    "server_health",
+    "server_room",
+];
 
 /// Whether every relation of the app is already in `store`'s schema, read from the catalog
 /// alone. `CREATE INDEX IF NOT EXISTS` takes a share lock on its table before it finds the
@@ -304,6 +327,20 @@ impl Ledger for PostgresLedger {
 
     async fn check_writable(&self) -> Result<(), LedgerError> {
         sqlx::query(sql(&self.sql.health)).execute(self.store.pool()).await.map_err(unavailable).map(drop)
+    }
+
+    /// Writes a new row of [`crate::ledger::ROOM_PROBE_BYTES`] random bytes and deletes the
+    /// older ones, in one transaction: the new row needs new heap and TOAST space.
+    async fn check_room(&self) -> Result<(), LedgerError> {
+        let md5s = crate::ledger::ROOM_PROBE_BYTES / 16;
+        let mut transaction = self.store.pool().begin().await.map_err(unavailable)?;
+        let seq: i64 = sqlx::query_scalar(sql(&self.sql.room))
+            .bind(md5s)
+            .fetch_one(&mut *transaction)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(sql(&self.sql.room_free)).bind(seq).execute(&mut *transaction).await.map_err(unavailable)?;
+        transaction.commit().await.map_err(unavailable)
     }
 }
 

@@ -35,7 +35,7 @@ pub fn principal_of(headers: &HeaderMap) -> Result<Principal, Problem> {
 }
 
 fn unauthorized(detail: &str) -> Problem {
-    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
+    Problem::of(idem_http::problem::types::UNAUTHORIZED, StatusCode::UNAUTHORIZED, detail)
 }
 
 #[cfg(test)]

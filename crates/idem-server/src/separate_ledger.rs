@@ -87,4 +87,10 @@ impl<L: Ledger, St: Store + 'static> Ledger for SeparateLedger<L, St> {
         let probe = idem_core::RecordId::new(Principal::anonymous(), key);
         self.store.get(&probe).await.map(drop).map_err(LedgerError::Unavailable)
     }
+
+    /// The rows' database has room; `/healthz` claims in the idempotency store itself
+    /// ([`crate::readiness`]).
+    async fn check_room(&self) -> Result<(), LedgerError> {
+        self.rows.check_room().await
+    }
 }

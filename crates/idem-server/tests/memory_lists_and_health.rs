@@ -38,5 +38,6 @@ async fn healthz_answers_503_once_the_ledger_cannot_write() {
     let closed = server.get("/healthz", None).await;
 
     assert_eq!(closed.status, 503, "{closed:?}");
-    assert_eq!(closed.json()["status"], "unavailable");
+    assert_eq!(closed.header("content-type"), Some("application/problem+json"));
+    assert_eq!(closed.json()["type"], "/problems#not-ready");
 }

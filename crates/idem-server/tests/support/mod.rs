@@ -46,6 +46,8 @@ pub struct Server {
     pub addr: SocketAddr,
     pub ledger: Option<Arc<SqliteLedger>>,
     pub store: Option<Arc<SqliteStore>>,
+    /// The app's readiness latch (what `/healthz` answers from).
+    pub readiness: Arc<idem_server::Readiness>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<Drained>>>,
 }
@@ -67,7 +69,8 @@ impl Server {
         Server::start(AppState::new(ledger, clock(&setup), ids(&setup)), setup).await
     }
 
-    async fn start<L: idem_server::Ledger>(mut state: AppState<L>, setup: Setup) -> Server {
+    /// A server on a state built by the test.
+    pub async fn start<L: idem_server::Ledger>(mut state: AppState<L>, setup: Setup) -> Server {
         if let Some(conflict) = setup.conflict {
             state = state.with_conflict(conflict);
         }
@@ -81,6 +84,7 @@ impl Server {
         if let Some(fairness) = setup.fairness {
             state = state.with_fairness(fairness);
         }
+        let readiness = Arc::clone(state.readiness());
         let router = app(state).expect("test configurations are valid");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback has free ports");
         let addr = listener.local_addr().expect("a bound listener has an address");
@@ -89,7 +93,7 @@ impl Server {
         let task = tokio::spawn(idem_server::serve_with_limits(listener, router, limits, async move {
             let _ = stop.await;
         }));
-        Server { addr, ledger: None, store: None, shutdown: Some(shutdown), task: Some(task) }
+        Server { addr, ledger: None, store: None, readiness, shutdown: Some(shutdown), task: Some(task) }
     }
 
     /// Stops accepting, finishes requests in progress, closes the store.
