@@ -103,12 +103,13 @@ enum Operation {
     CompleteInTransaction(op::CompleteInTransaction),
     Release(op::Release),
     Renew(op::Renew),
+    CountReplay(op::CountReplay),
 }
 
 fn operation(request: &Request) -> Option<Operation> {
     Some(match request {
-        Request::Claim { fingerprint, now, policy, .. } => {
-            Operation::Claim(op::Claim { fingerprint: *fingerprint, now: *now, policy: *policy })
+        Request::Claim { request, now, policy, .. } => {
+            Operation::Claim(op::Claim { request: request.clone(), now: *now, policy: *policy })
         }
         Request::Complete { fence, response, now, policy, .. } => {
             Operation::Complete(op::Complete { fence: *fence, response: response.clone(), now: *now, policy: *policy })
@@ -125,6 +126,8 @@ fn operation(request: &Request) -> Option<Operation> {
         Request::Renew { fence, now, policy, .. } => {
             Operation::Renew(op::Renew { fence: *fence, now: *now, policy: *policy })
         }
+        // idem-sqlite counts a replay as one job of a group commit, as here.
+        Request::CountReplay { now, .. } => Operation::CountReplay(op::CountReplay { now: *now }),
         _ => return None,
     })
 }
@@ -136,7 +139,8 @@ fn decided_on(request: &Request) -> Option<&RecordId> {
         | Request::Complete { id, .. }
         | Request::CompleteWithPayment { id, .. }
         | Request::Release { id, .. }
-        | Request::Renew { id, .. } => Some(id),
+        | Request::Renew { id, .. }
+        | Request::CountReplay { id, .. } => Some(id),
         _ => None,
     }
 }
@@ -238,7 +242,7 @@ fn decide(
     let mut ev = StoreEvent::new(replica, epoch, StoreOp::Claim, &id, None, before);
     let answer = match operation(request).expect("only idempotency operations are decided") {
         Operation::Claim(claim) => {
-            ev.fingerprint = Some(claim.fingerprint);
+            ev.request = Some(claim.request.clone());
             let decided = decision.step(limits, &id, claim);
             if let Ok(Decision::Execute(claim) | Decision::TakeOver { claim, .. }) = &decided {
                 let written = decision.record(&id).is_some_and(|record| record.fence == claim.fence);
@@ -265,6 +269,17 @@ fn decide(
             ev.answer = renewed.as_ref().map_or_else(|error| format!("refused: {error}"), |r| format!("{r:?}"));
             renewed.map_or_else(Answer::Refused, Answer::Renewal)
         }
+        Operation::CountReplay(count) => {
+            ev.op = StoreOp::CountReplay;
+            let counted = decision.step(limits, &id, count);
+            ev.applied = matches!(counted, Ok(true));
+            ev.answer = match &counted {
+                Ok(true) => "counted".to_owned(),
+                Ok(false) => "not counted".to_owned(),
+                Err(error) => format!("refused: {error}"),
+            };
+            counted.map_or_else(Answer::Refused, Answer::Counted)
+        }
     };
     (answer, ev)
 }
@@ -285,14 +300,15 @@ fn fenced(
     fenced.map_or_else(Answer::Refused, Answer::Fenced)
 }
 
-/// A purge in the batch: the due records (`forgettable_at <= now`, earliest first, ties by
-/// fence, at most `batch_max`: the purge's `SELECT`, here over the committed table) each
-/// through `op::Expire` in the batch's decision.
+/// A purge in the batch: the due records (`due_at <= now`, earliest first, ties by fence,
+/// at most `batch_max`: the purge's `SELECT` on idem-sqlite's `due_at` index, here over the
+/// committed table) each through `op::Expire` in the batch's decision, which forgets a
+/// record or shrinks a completed one to its tombstone.
 fn purge(tables: &Tables, decision: &mut BatchDecision, now: Timestamp, batch_max: usize) -> Answer {
     let mut due: Vec<(Timestamp, Fence, &RecordId)> = tables
         .records
         .iter()
-        .map(|(id, record)| (record.forgettable_at(), record.fence, id))
+        .map(|(id, record)| (record.due_at(), record.fence, id))
         .filter(|(at, _, _)| *at <= now)
         .collect();
     due.sort_unstable();

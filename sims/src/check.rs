@@ -17,6 +17,7 @@ use std::fmt;
 use bytes::Bytes;
 use idem_core::{Fence, RecordId};
 
+use crate::check::rows::Keyed;
 use crate::faults::ms;
 use crate::history::{Event, Kind, StoreOp};
 use crate::oracle::{Asked, asked, caller_of, is_valid};
@@ -155,9 +156,10 @@ pub(crate) fn check(events: &[Event], settings: &Settings, final_epoch: u32, run
     claims(&facts, &mut violations);
     violations.extend(answers::check(&facts));
     violations.extend(not_kept::check(&facts));
-    let (rows, expected) = rows::check(&facts);
-    violations.extend(rows);
-    progress(&facts, &mut violations);
+    let rows = rows::check(&facts);
+    violations.extend(rows.violations);
+    progress(&facts, &rows.keyed, &mut violations);
+    let expected = rows.expected;
     if let Some(error) = run_error {
         let detail = format!("the simulation did not finish: {error}");
         violations.push(Violation { guarantee: "G6", subject: "the run".to_owned(), detail, story: Vec::new() });
@@ -211,17 +213,39 @@ fn claims(facts: &Facts<'_>, violations: &mut Vec<Violation>) {
 }
 
 /// The answers an operation may end with (SPEC): 400 for an invalid request; 201 or 422
-/// when another valid request used its caller's key; 201 otherwise.
-fn deserved(facts: &Facts<'_>, op: &OpFacts) -> &'static [u16] {
+/// when another valid request used its caller's key; 201 otherwise. With tombstones (SPEC
+/// "Key lifecycle"), 410 too once a row of its own request (same caller, key and content)
+/// was written; and only 410 when it was first sent after that row's retention as two
+/// skewed clocks see it, within its tombstone, and no other request used its key (whose
+/// record would answer 422 instead).
+fn deserved(facts: &Facts<'_>, op: &OpFacts, keyed: &Keyed<'_>, invoked_ms: u64) -> Vec<u16> {
     if !op.valid {
-        return &[400];
+        return vec![400];
     }
     let reused = facts.ops.values().any(|other| other.valid && op.differs_from(other));
-    if reused { &[201, 422] } else { &[201] }
+    let mut answers = if reused { vec![201, 422] } else { vec![201] };
+    let Some(tombstone) = facts.settings.tombstone else { return answers };
+    let Some(caller) = op.caller.clone() else { return answers };
+    let own_row_at = keyed
+        .get(&(caller, op.key.clone()))
+        .into_iter()
+        .flatten()
+        .filter(|(_, row)| op.asked.as_ref() == Some(&rows::asked_of(row)))
+        .map(|(at, _)| *at)
+        .min();
+    if let Some(row_at) = own_row_at {
+        let (retention, skew) = (ms(facts.settings.retention), ms(facts.settings.skew_max));
+        let gone = row_at + retention + 2 * skew..(row_at + retention + ms(tombstone)).saturating_sub(2 * skew);
+        if !reused && gone.contains(&invoked_ms) {
+            return vec![410];
+        }
+        answers.push(410);
+    }
+    answers
 }
 
 /// G6: after healing, every operation ends within the bound, with the answer it deserves.
-fn progress(facts: &Facts<'_>, violations: &mut Vec<Violation>) {
+fn progress(facts: &Facts<'_>, keyed: &Keyed<'_>, violations: &mut Vec<Violation>) {
     let heal_ms = ms(facts.settings.heal_at);
     let bound_ms = ms(facts.settings.progress_bound);
     let mut started: BTreeMap<(usize, usize), u64> = BTreeMap::new();
@@ -248,7 +272,7 @@ fn progress(facts: &Facts<'_>, violations: &mut Vec<Violation>) {
                 story: facts.story_of_op(*op),
             });
         };
-        let deserves = facts.ops.get(op).map_or(&[][..], |facts_of_op| deserved(facts, facts_of_op));
+        let deserves = facts.ops.get(op).map_or_else(Vec::new, |of_op| deserved(facts, of_op, keyed, *start));
         match ended.get(op) {
             None => violate("never ended".to_owned()),
             Some((_, None)) => violate("gave up without an answer".to_owned()),

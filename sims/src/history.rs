@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use idem_core::{Fence, Fingerprint, RecordId, StoredResponse};
+use idem_core::{ClaimRequest, Fence, RecordId, StoredResponse};
 
 use crate::clock::sim_ms;
 
@@ -19,6 +19,8 @@ pub(crate) enum StoreOp {
     Release,
     Renew,
     Get,
+    /// A replay counted (`Store::count_replay`): changes no fence, answers no request.
+    CountReplay,
 }
 
 /// The record as the store host held it before an operation.
@@ -27,13 +29,15 @@ pub(crate) enum Held {
     Absent,
     InFlight(Fence),
     Completed(Fence),
+    /// Only the tombstone of a completed record (SPEC "Key lifecycle").
+    Tombstone(Fence),
 }
 
 impl Held {
     pub(crate) fn fence(self) -> Option<Fence> {
         match self {
             Held::Absent => None,
-            Held::InFlight(fence) | Held::Completed(fence) => Some(fence),
+            Held::InFlight(fence) | Held::Completed(fence) | Held::Tombstone(fence) => Some(fence),
         }
     }
 }
@@ -50,8 +54,8 @@ pub(crate) struct StoreEvent {
     /// The fence the replica presented (fenced operations).
     pub(crate) presented: Option<Fence>,
     pub(crate) before: Held,
-    /// The claim's fingerprint (claims).
-    pub(crate) fingerprint: Option<Fingerprint>,
+    /// The claim's request as the store received it: fingerprint, earlier one, holder (claims).
+    pub(crate) request: Option<ClaimRequest>,
     /// The fence a claim issued and whether the in-flight record was written with it.
     pub(crate) issued: Option<(Fence, bool)>,
     /// Whether a fenced operation applied (`Fenced::Applied`, `Renewed`).
@@ -79,7 +83,7 @@ impl StoreEvent {
             id: id.clone(),
             presented,
             before,
-            fingerprint: None,
+            request: None,
             issued: None,
             applied: false,
             recorded: None,

@@ -85,12 +85,22 @@ pub(crate) fn payment_of(body: &[u8]) -> Option<(String, Asked)> {
 /// response was too long to record ("HTTP behaviour"): its `type` is the
 /// `response-not-kept` section of docs/problems.md.
 pub(crate) fn is_not_kept(body: &[u8]) -> bool {
+    problem_type(body).is_some_and(|kind| kind.ends_with("#response-not-kept"))
+}
+
+/// Whether an answer's body is the problem SPEC promises a key whose record left only its
+/// tombstone ("Key lifecycle"): its `type` is the `key-expired` section of docs/problems.md.
+pub(crate) fn is_key_expired(body: &[u8]) -> bool {
+    problem_type(body).is_some_and(|kind| kind.ends_with("#key-expired"))
+}
+
+fn problem_type(body: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct ProblemWire {
         #[serde(rename = "type")]
         kind: String,
     }
-    serde_json::from_slice::<ProblemWire>(body).is_ok_and(|problem| problem.kind.ends_with("#response-not-kept"))
+    serde_json::from_slice::<ProblemWire>(body).ok().map(|problem| problem.kind)
 }
 
 /// The payment id a `Location` names (`/payments/{id}`).
@@ -133,6 +143,8 @@ mod tests {
         assert!(is_not_kept(br#"{"type":"https://x.example/problems.md#response-not-kept","status":201}"#));
         assert!(!is_not_kept(br#"{"type":"https://x.example/problems.md#key-reused"}"#));
         assert!(!is_not_kept(br#"{"payment_id":"pay_1"}"#));
+        assert!(is_key_expired(br#"{"type":"/problems#key-expired","status":410}"#));
+        assert!(!is_key_expired(br#"{"type":"/problems#key-reused","status":422}"#));
         assert_eq!(payment_at(b"/payments/pay_01ab").as_deref(), Some("pay_01ab"));
         assert_eq!(payment_at(b"/users/usr_1"), None);
         assert_eq!(payment_at(b"/payments/"), None);

@@ -108,7 +108,40 @@ pub(crate) fn plan(rng: &mut ChaCha8Rng, settings: &Settings, fresh_only: bool) 
         }
         plans.push(streams);
     }
+    if !fresh_only {
+        late_retries(rng, settings, &mut plans, index);
+    }
     plans
+}
+
+/// With tombstones (`tombstones`): each client gets one more stream, of `late_retries`
+/// operations that send an earlier operation again, the same request under the same key
+/// (its scheme perhaps spelled otherwise), started well after that one's retention; they
+/// get the next operation indices from `index` on. Drawn after every other operation, so the
+/// other scenarios' plans stay as they were.
+fn late_retries(rng: &mut ChaCha8Rng, settings: &Settings, plans: &mut [Vec<Vec<Op>>], mut index: usize) {
+    if settings.late_retries == 0 {
+        return;
+    }
+    // Long enough after the original's start for a completion during the faults to pass
+    // its retention, and no later than the last start a late retry may have.
+    let after_ms = 2 * ms(settings.retention) + 3_000..=2 * ms(settings.retention) + 6_000;
+    let last_ms = ms(settings.late_last_start);
+    for (client, streams) in plans.iter_mut().enumerate() {
+        let token = TOKENS[client % TOKENS.len()];
+        let candidates: Vec<Op> =
+            streams.iter().flatten().filter(|op| op.start_ms + after_ms.start() <= last_ms).cloned().collect();
+        let mut late: Vec<Op> = Vec::new();
+        for _ in 0..settings.late_retries.min(candidates.len()) {
+            let original = &candidates[rng.random_range(0..candidates.len())];
+            let start_ms = (original.start_ms + rng.random_range(after_ms.clone())).min(last_ms);
+            let auth = auth(rng, token);
+            late.push(Op { index, start_ms, auth, ..original.clone() });
+            index += 1;
+        }
+        late.sort_by_key(|op| op.start_ms);
+        streams.push(late);
+    }
 }
 
 /// The previous operation's key with another request: another body (a 422, or an execution

@@ -84,6 +84,7 @@ pub(crate) fn handles(request: &Request) -> bool {
             | Request::Release { .. }
             | Request::Renew { .. }
             | Request::Get { .. }
+            | Request::CountReplay { .. }
             | Request::Purge { .. }
     )
 }
@@ -96,10 +97,10 @@ pub(crate) fn apply(state: &mut HostState, replica: usize, request: Request, rec
     };
     let event = |op, id: &RecordId, presented, before| StoreEvent::new(replica, epoch, op, id, presented, before);
     let (answer, ev, payment) = match request {
-        Request::Claim { id, fingerprint, now, policy } => {
+        Request::Claim { id, request, now, policy } => {
             let mut ev = event(StoreOp::Claim, &id, None, before(redis, &id));
-            ev.fingerprint = Some(fingerprint);
-            let decided = redis.eval(&redis.calls.claim(&id, &fingerprint, now, &policy));
+            let decided = redis.eval(&redis.calls.claim(&id, &request, now, &policy));
+            ev.request = Some(request);
             let decided = decided.and_then(|answer| redis.calls.decision(&answer, now));
             if let Ok(Decision::Execute(claim) | Decision::TakeOver { claim, .. }) = &decided {
                 let after = redis.record(&id).ok().flatten();
@@ -145,6 +146,18 @@ pub(crate) fn apply(state: &mut HostState, replica: usize, request: Request, rec
             let mut ev = event(StoreOp::Get, &id, None, held(record.as_ref().ok().and_then(Option::as_ref)));
             ev.answer = "read".to_owned();
             (record.map_or_else(HostAnswer::Refused, HostAnswer::Record), ev, None)
+        }
+        Request::CountReplay { id, now } => {
+            let mut ev = event(StoreOp::CountReplay, &id, None, before(redis, &id));
+            let counted = redis.eval(&redis.calls.count_replay(&id, now));
+            let counted = counted.and_then(|answer| redis.calls.counted(&answer));
+            ev.applied = matches!(counted, Ok(true));
+            ev.answer = match &counted {
+                Ok(true) => "counted".to_owned(),
+                Ok(false) => "not counted".to_owned(),
+                Err(error) => format!("refused: {error}"),
+            };
+            (counted.map_or_else(HostAnswer::Refused, HostAnswer::Counted), ev, None)
         }
         Request::Purge { now, batch_max } => return purge(redis, now, batch_max, recorder),
         other => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idem_core::{
-    Decision, Fence, Fenced, Fingerprint, Policy, Principal, Record, RecordId, Renewal, Store, StoreError,
+    ClaimRequest, Decision, Fence, Fenced, Policy, Principal, Record, RecordId, Renewal, Store, StoreError,
     StoredResponse, Timestamp,
 };
 use idem_server::domain::{Payment, User};
@@ -85,11 +85,14 @@ impl Store for RemoteStore {
     async fn claim(
         &self,
         id: &RecordId,
-        fingerprint: &Fingerprint,
+        request: impl Into<ClaimRequest> + Send,
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
-        match self.0.call(Request::Claim { id: id.clone(), fingerprint: *fingerprint, now, policy: *policy }).await? {
+        // The whole request goes to the host (fingerprint and its version, the earlier
+        // fingerprint, the holder), so the store decides on what a real one would receive.
+        let request = request.into();
+        match self.0.call(Request::Claim { id: id.clone(), request, now, policy: *policy }).await? {
             Answer::Decision(decision) => Ok(decision),
             Answer::Refused(error) => Err(error),
             other => Err(unexpected(&other)),
@@ -130,6 +133,17 @@ impl Store for RemoteStore {
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
         match self.0.call(Request::Purge { now, batch_max }).await? {
             Answer::Count(count) => Ok(count),
+            Answer::Refused(error) => Err(error),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Forwarded to the host, which counts it with the store's own step (or script), as a
+    /// real store overrides the trait's default.
+    async fn count_replay(&self, id: &RecordId, now: Timestamp) -> Result<bool, StoreError> {
+        match self.0.call(Request::CountReplay { id: id.clone(), now }).await? {
+            Answer::Counted(counted) => Ok(counted),
+            Answer::Refused(error) => Err(error),
             other => Err(unexpected(&other)),
         }
     }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use idem_core::RecordId;
 
 use crate::history::{Answer, Event, Held, Kind, StoreOp};
-use crate::oracle::{is_not_kept, payment_of};
+use crate::oracle::{is_key_expired, is_not_kept, payment_of};
 use crate::{Scenario, Variant};
 
 /// The readable event log of one run; the same seed gives the same bytes.
@@ -134,6 +134,8 @@ coverage! {
     not_kept_replayed: "retry answered response-not-kept",
     /// One group commit decided several idempotency operations (`sqlite-batch`).
     batched: "operations decided in one batch",
+    /// A client got 410 (`key-expired`): its key's record had left only its tombstone (`tombstones`).
+    gone_410: "410 for a tombstoned key",
     /// An ack deadline passed and the broker made the copy ready again (`consumer`).
     redelivered_after_ack_wait: "redelivered after ack timeout",
     /// A channel closed and the broker requeued a copy out on it (`consumer-channel-close`).
@@ -181,6 +183,7 @@ impl Coverage {
             }
             Scenario::RedisLuaAtomic => &[],
             Scenario::SqliteBatch => &["operations decided in one batch"],
+            Scenario::Tombstones => &["records purged", "410 for a tombstoned key"],
             Scenario::ShortRetention => &["records purged", "key claimed again after expiry"],
             Scenario::ConflictWait => &["waited on a key in flight"],
             Scenario::HandlerFaults => {
@@ -309,6 +312,7 @@ impl Coverage {
             422 => self.mismatch_422 += 1,
             503 => self.store_unavailable_503 += 1,
             400 => self.invalid_400 += 1,
+            410 if is_key_expired(&answer.body) => self.gone_410 += 1,
             _ if answer.replayed => self.replay += 1,
             _ => {}
         }

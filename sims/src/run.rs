@@ -349,7 +349,10 @@ async fn replica_software(world: Arc<World>, replica: usize) -> turmoil::Result 
             })
         })
     };
-    let policy = Policy::new(settings.lease, settings.retention)?;
+    let mut policy = Policy::new(settings.lease, settings.retention)?;
+    if let Some(period) = settings.tombstone {
+        policy = policy.with_tombstone(period)?;
+    }
     let purge = PurgeSchedule { every: settings.purge_every, batch_max: 64, batches_per_round_max: 4 };
     let mut builder = AppBuilder::new(ledger, clock, ids).policy(policy).purge(purge).before_write(hook);
     if let Some(bytes_max) = settings.response_body_bytes_max {

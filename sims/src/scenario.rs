@@ -63,6 +63,11 @@ pub enum Scenario {
     /// decides each batch (everything queued, as the writer takes it) through idem-sqlite's
     /// own `BatchDecision`, then commits it to tables it keeps (see `batch_host`).
     SqliteBatch,
+    /// Tombstones (SPEC "Key lifecycle"): retention of 3 s, then a tombstone that outlives the
+    /// run, purged every second; each client also retries some of its operations, the same
+    /// request under the same key, long after their retention: they must get 410
+    /// (`key-expired`), and no key ever runs twice.
+    Tombstones,
     /// Message consumers (SPEC "Message consumers"): two hosts run the real
     /// `idem_consumer::Consumer` in atomic mode (the effect row and the completion in one
     /// step on the store host) against a JetStream-like broker (ack wait, progress, nak with
@@ -79,13 +84,19 @@ pub enum Scenario {
     ConsumerSeparate,
 }
 
+/// The tombstone period of the `tombstones` scenario: longer than any run, so a key that
+/// completed never counts as absent again within one.
+pub(crate) const TOMBSTONE: Duration = Duration::from_secs(3600);
+/// Late retries per client in the `tombstones` scenario.
+const LATE_RETRIES: usize = 2;
+
 /// The recording limit of the oversized scenarios: a payment's 201 with a short destination
 /// (about 150 bytes) fits, one with a long destination (over 300 bytes) does not.
 pub(crate) const OVERSIZED_LIMIT: usize = 256;
 
 impl Scenario {
     /// Every scenario's name, in [`Scenario::ALL`] order.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "default",
         "volatile-store",
         "separate",
@@ -98,12 +109,13 @@ impl Scenario {
         "redis-lua",
         "redis-lua-atomic",
         "sqlite-batch",
+        "tombstones",
         "consumer",
         "consumer-channel-close",
         "consumer-separate",
     ];
     /// Every scenario.
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 16] = [
         Scenario::Default,
         Scenario::VolatileStore,
         Scenario::Separate,
@@ -116,6 +128,7 @@ impl Scenario {
         Scenario::RedisLua,
         Scenario::RedisLuaAtomic,
         Scenario::SqliteBatch,
+        Scenario::Tombstones,
         Scenario::Consumer,
         Scenario::ConsumerChannelClose,
         Scenario::ConsumerSeparate,
@@ -137,6 +150,7 @@ impl Scenario {
             Scenario::RedisLua => "redis-lua",
             Scenario::RedisLuaAtomic => "redis-lua-atomic",
             Scenario::SqliteBatch => "sqlite-batch",
+            Scenario::Tombstones => "tombstones",
             Scenario::Consumer => "consumer",
             Scenario::ConsumerChannelClose => "consumer-channel-close",
             Scenario::ConsumerSeparate => "consumer-separate",
@@ -165,6 +179,9 @@ impl Scenario {
                 "redis-lua in atomic mode: the row written in the step of an applied completion"
             }
             Scenario::SqliteBatch => "atomic mode through idem-sqlite's batch decision, one batch per group commit",
+            Scenario::Tombstones => {
+                "retention 3 s then a 1 h tombstone: late retries of a key must get 410, never run again"
+            }
             Scenario::Consumer => {
                 "2 consumers (idem-consumer, atomic mode), a JetStream-like broker, a publisher's plan, 60 s at most"
             }
@@ -191,6 +208,13 @@ impl Scenario {
             Scenario::ShortRetention => {
                 Settings { retention: Duration::from_secs(3), purge_every: Duration::from_secs(1), ..base }
             }
+            Scenario::Tombstones => Settings {
+                retention: Duration::from_secs(3),
+                tombstone: Some(TOMBSTONE),
+                purge_every: Duration::from_secs(1),
+                late_retries: LATE_RETRIES,
+                ..base
+            },
             Scenario::ClientDefaults => Settings { scenario: self, ..Settings::CLIENT_DEFAULTS },
             Scenario::OversizedResponses => Settings { response_body_bytes_max: Some(OVERSIZED_LIMIT), ..base },
             Scenario::OversizedResponsesSeparate => {
@@ -242,6 +266,13 @@ pub(crate) struct Settings {
     /// The claim lease (renewed every third of it by the layer).
     pub(crate) lease: Duration,
     pub(crate) retention: Duration,
+    /// How long a completed record leaves a tombstone after its retention, if it does.
+    pub(crate) tombstone: Option<Duration>,
+    /// Per client: operations sent again, the same request under the same key, well
+    /// after their retention (a stream of their own, started until `late_last_start`).
+    pub(crate) late_retries: usize,
+    /// Late retries are started until this time.
+    pub(crate) late_last_start: Duration,
     pub(crate) durable_store: bool,
     /// Separate mode: rows written alone, the layer completes.
     pub(crate) separate: bool,
@@ -280,6 +311,9 @@ impl Settings {
         ops_per_stream: 4,
         lease: Duration::from_secs(2),
         retention: Duration::from_secs(3600),
+        tombstone: None,
+        late_retries: 0,
+        late_last_start: Duration::from_secs(24),
         durable_store: true,
         separate: false,
         response_body_bytes_max: None,
@@ -324,6 +358,11 @@ const _: () = assert!(
 const _: () = assert!(Settings::DEFAULT.last_start.as_millis() >= Settings::DEFAULT.heal_at.as_millis());
 const _: () = assert!(
     Settings::DEFAULT.last_start.as_millis() + Settings::DEFAULT.progress_bound.as_millis()
+        < Settings::DEFAULT.duration_max.as_millis()
+);
+// A late retry too.
+const _: () = assert!(
+    Settings::DEFAULT.late_last_start.as_millis() + Settings::DEFAULT.progress_bound.as_millis()
         < Settings::DEFAULT.duration_max.as_millis()
 );
 const _: () = assert!(

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use idem_core::step::{self, Step, op};
 use idem_core::{
-    Decision, Fence, Fenced, Fingerprint, Limits, MemoryState, Policy, Principal, Record, RecordId, RecordState,
+    ClaimRequest, Decision, Fence, Fenced, Limits, MemoryState, Policy, Principal, Record, RecordId, RecordState,
     Renewal, StoreError, StoredResponse, Timestamp, UsageDelta, Write,
 };
 use idem_server::domain::{Payment, User};
@@ -38,9 +38,11 @@ pub(crate) const STORE_PORT: u16 = 7000;
 /// One operation for the store host.
 #[derive(Debug)]
 pub(crate) enum Request {
+    /// The whole request travels (fingerprint with its version, the earlier one, the
+    /// holder), as a store's claim takes it.
     Claim {
         id: RecordId,
-        fingerprint: Fingerprint,
+        request: ClaimRequest,
         now: Timestamp,
         policy: Policy,
     },
@@ -89,6 +91,11 @@ pub(crate) enum Request {
     Get {
         id: RecordId,
     },
+    /// One replay counted (best effort, `Store::count_replay`).
+    CountReplay {
+        id: RecordId,
+        now: Timestamp,
+    },
     Purge {
         now: Timestamp,
         batch_max: usize,
@@ -126,6 +133,7 @@ impl Request {
             Request::Release { .. } => "release",
             Request::Renew { .. } => "renew",
             Request::Get { .. } => "get",
+            Request::CountReplay { .. } => "count-replay",
             Request::Purge { .. } => "purge",
             Request::Payment { .. } => "payment",
             Request::Payments { .. } => "payments",
@@ -144,6 +152,8 @@ pub(crate) enum Answer {
     Renewal(Renewal),
     Record(Option<Record>),
     Count(usize),
+    /// Whether a replay was counted.
+    Counted(bool),
     Done,
     Payment(Option<Payment>),
     Payments(Option<Page<Payment>>),
@@ -228,7 +238,22 @@ pub(crate) fn held(record: Option<&Record>) -> Held {
         None => Held::Absent,
         Some(Record { fence, state: RecordState::InFlight { .. }, .. }) => Held::InFlight(*fence),
         Some(Record { fence, state: RecordState::Completed { .. }, .. }) => Held::Completed(*fence),
+        Some(Record { fence, state: RecordState::Tombstone, .. }) => Held::Tombstone(*fence),
     }
+}
+
+/// The planted `purge-drops-tombstones`: a purge that deletes every due record (the
+/// operator's `op::Forget`, which removes whatever is there) where `op::Expire` would
+/// shrink a completed record to its tombstone. Due records earliest first, as the store's
+/// own purge takes them.
+fn purge_dropping_tombstones(store: &mut MemoryState, now: Timestamp, batch_max: usize) -> usize {
+    let due: Vec<RecordId> = store
+        .records()
+        .take_while(|(_, record)| record.due_at() <= now)
+        .take(batch_max)
+        .map(|(id, _)| id.clone())
+        .collect();
+    due.iter().filter(|id| matches!(store.run(id, op::Forget), Ok(Some(_)))).count()
 }
 
 /// The store host's software: accepts connections and applies one operation per connection.
@@ -285,10 +310,10 @@ pub(crate) fn apply(
         _ => presented,
     };
     match request {
-        Request::Claim { id, fingerprint, now, policy } => {
+        Request::Claim { id, request, now, policy } => {
             let mut ev = event(StoreOp::Claim, &id, None, held(state.store.record(&id)));
-            ev.fingerprint = Some(fingerprint);
-            let claim = op::Claim { fingerprint, now, policy };
+            ev.request = Some(request.clone());
+            let claim = op::Claim { request, now, policy };
             let answer = match step::step(&id, &state.store.view(&id), claim) {
                 Err(error) => {
                     ev.answer = format!("refused: {error}");
@@ -402,8 +427,28 @@ pub(crate) fn apply(
             recorder.record(Kind::Store(Box::new(ev)));
             Answer::Record(record)
         }
+        Request::CountReplay { id, now } => {
+            let mut ev = event(StoreOp::CountReplay, &id, None, held(state.store.record(&id)));
+            let answer = match state.store.run(&id, op::CountReplay { now }) {
+                Ok(counted) => {
+                    ev.applied = counted;
+                    ev.answer = if counted { "counted" } else { "not counted" }.to_owned();
+                    Answer::Counted(counted)
+                }
+                Err(error) => {
+                    ev.answer = format!("refused: {error}");
+                    Answer::Refused(error.into())
+                }
+            };
+            recorder.record(Kind::Store(Box::new(ev)));
+            answer
+        }
         Request::Purge { now, batch_max } => {
-            let count = state.store.purge_expired(now, batch_max);
+            let count = if variant == Variant::PurgeDropsTombstones {
+                purge_dropping_tombstones(&mut state.store, now, batch_max)
+            } else {
+                state.store.purge_expired(now, batch_max)
+            };
             if count > 0 {
                 recorder.record(Kind::Purged { count });
             }
@@ -486,8 +531,9 @@ pub(crate) fn decision_text(decision: &Decision) -> String {
     match decision {
         Decision::Execute(claim) => format!("Execute {:?}", claim.fence),
         Decision::TakeOver { claim, stale } => format!("TakeOver {:?} from {stale:?}", claim.fence),
-        Decision::Replay(response) => format!("Replay {}", response.status),
-        Decision::Conflict { retry_after } => format!("Conflict {}ms", retry_after.as_millis()),
-        Decision::Mismatch => "Mismatch".to_owned(),
+        Decision::Replay { response, .. } => format!("Replay {}", response.status),
+        Decision::Conflict { retry_after, .. } => format!("Conflict {}ms", retry_after.as_millis()),
+        Decision::Mismatch { .. } => "Mismatch".to_owned(),
+        Decision::Gone { .. } => "Gone".to_owned(),
     }
 }

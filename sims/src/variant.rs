@@ -55,11 +55,15 @@ pub enum Variant {
     /// returns a commit with no writes, so the row and the idempotency record are two
     /// commits (run it with `--scenario consumer`).
     DedupOutsideTransaction,
+    /// The store host's purge deletes a completed record at the end of its retention
+    /// instead of shrinking it to its tombstone (`op::Forget` where `op::Expire` belongs), so
+    /// a late retry of the key runs again (run it with `--scenario tombstones`).
+    PurgeDropsTombstones,
 }
 
 impl Variant {
     /// Every variant's name, in [`Variant::ALL`] order.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "correct",
         "no-claim",
         "no-fence-check",
@@ -75,9 +79,10 @@ impl Variant {
         "lua-drops-fence-check",
         "ack-before-completion",
         "dedup-outside-transaction",
+        "purge-drops-tombstones",
     ];
     /// Every variant.
-    pub const ALL: [Variant; 15] = [
+    pub const ALL: [Variant; 16] = [
         Variant::Correct,
         Variant::NoClaim,
         Variant::NoFenceCheck,
@@ -93,9 +98,10 @@ impl Variant {
         Variant::LuaDropsFenceCheck,
         Variant::AckBeforeCompletion,
         Variant::DedupOutsideTransaction,
+        Variant::PurgeDropsTombstones,
     ];
     /// The planted bugs.
-    pub const BUGS: [Variant; 14] = [
+    pub const BUGS: [Variant; 15] = [
         Variant::NoClaim,
         Variant::NoFenceCheck,
         Variant::UnscopedKeys,
@@ -110,6 +116,7 @@ impl Variant {
         Variant::LuaDropsFenceCheck,
         Variant::AckBeforeCompletion,
         Variant::DedupOutsideTransaction,
+        Variant::PurgeDropsTombstones,
     ];
 
     /// The name used on the command line.
@@ -131,6 +138,7 @@ impl Variant {
             Variant::LuaDropsFenceCheck => "lua-drops-fence-check",
             Variant::AckBeforeCompletion => "ack-before-completion",
             Variant::DedupOutsideTransaction => "dedup-outside-transaction",
+            Variant::PurgeDropsTombstones => "purge-drops-tombstones",
         }
     }
 
@@ -158,6 +166,9 @@ impl Variant {
             }
             Variant::DedupOutsideTransaction => {
                 "a consumer's handler writes its effect at once, outside the completion's transaction (consumer)"
+            }
+            Variant::PurgeDropsTombstones => {
+                "the store's purge deletes a completed record at its retention's end instead of leaving a tombstone"
             }
         }
     }

@@ -73,3 +73,13 @@ fn responses_over_the_recording_limit_are_answered_whole_once_then_not_kept_in_b
     passes_and_reaches_its_paths(Scenario::OversizedResponses, 0..60);
     passes_and_reaches_its_paths(Scenario::OversizedResponsesSeparate, 0..60);
 }
+
+#[test]
+fn tombstones_answer_late_retries_410_and_no_key_runs_twice() {
+    // Goal: with retention 3 s and a tombstone that outlives the run, records shrink to
+    // tombstones while clients still retry; late retries of a completed request get 410
+    // (key-expired) over HTTP, which G6 requires exactly once a row of that request is past
+    // its retention, and G1 allows one payment per key for the whole run.
+    let sweep = passes_and_reaches_its_paths(Scenario::Tombstones, 0..60);
+    assert_eq!(sweep.coverage.claimed_after_expiry, 0, "a completed key was claimed again");
+}

@@ -2,7 +2,9 @@
 //! path, and each caller's payments as a user lists them over HTTP after healing.
 //!
 //! * G1: one payment per (caller, key) per record lifetime (a store lifetime, and the
-//!   retention: a key forgotten may run again); nothing stored that no request asked for.
+//!   retention, plus the tombstone period when the scenario leaves tombstones: a key
+//!   forgotten may run again, a tombstoned one never); nothing stored that no request
+//!   asked for.
 //! * G7: every payment acknowledged with a 201 is still stored, and its caller's list
 //!   shows it with the bytes answered (G2 if the bytes differ).
 //! * G4: every stored payment is in exactly one caller's list, the one that asked for it;
@@ -21,8 +23,19 @@ use crate::oracle::{Asked, caller_of, payment_of};
 /// Each caller's list: payment id → the item as listed.
 type Lists = BTreeMap<String, BTreeMap<String, Bytes>>;
 
-/// The checks above; the second list holds separate mode's expected G1 counterexamples.
-pub(crate) fn check(facts: &Facts<'_>) -> (Vec<Violation>, Vec<Violation>) {
+/// The rows of each (caller, key), in the order written, with the time each was written.
+pub(crate) type Keyed<'a> = BTreeMap<(String, String), Vec<(u64, &'a Row)>>;
+
+/// What the rows showed: violations, separate mode's expected G1 counterexamples, and
+/// each key's rows (for G6's deserved answers).
+pub(crate) struct Checked<'a> {
+    pub(crate) violations: Vec<Violation>,
+    pub(crate) expected: Vec<Violation>,
+    pub(crate) keyed: Keyed<'a>,
+}
+
+/// The checks above.
+pub(crate) fn check<'a>(facts: &Facts<'a>) -> Checked<'a> {
     let mut violations = Vec::new();
     let mut expected = Vec::new();
     let created = created(facts, &mut Vec::new());
@@ -48,8 +61,9 @@ pub(crate) fn check(facts: &Facts<'_>) -> (Vec<Violation>, Vec<Violation>) {
             owners.entry(&one.payment_id).or_insert(caller);
         }
     }
-    at_most_once(facts, &rows, &owners, &mut violations, &mut expected);
-    (violations, expected)
+    let keyed = by_key(facts, &rows, &owners, &mut violations);
+    at_most_once(facts, &keyed, &mut violations, &mut expected);
+    Checked { violations, expected, keyed }
 }
 
 fn audit_violation(guarantee: &'static str, detail: String) -> Violation {
@@ -92,7 +106,7 @@ fn lists(facts: &Facts<'_>, violations: &mut Vec<Violation>) -> Lists {
     lists
 }
 
-fn asked_of(row: &Row) -> Asked {
+pub(crate) fn asked_of(row: &Row) -> Asked {
     Asked { amount_minor: row.amount_minor, currency: row.currency.clone(), destination: row.destination.clone() }
 }
 
@@ -159,15 +173,15 @@ fn acknowledged(
     }
 }
 
-/// One row per (caller, key) per record lifetime; every row asked for by a request.
-fn at_most_once(
+/// Each row under the (caller, key) of the request that asked for it; a row no request of
+/// its caller asked for is a violation.
+fn by_key<'a>(
     facts: &Facts<'_>,
-    rows: &[(u64, &Row)],
+    rows: &[(u64, &'a Row)],
     owners: &BTreeMap<&str, &str>,
     violations: &mut Vec<Violation>,
-    expected: &mut Vec<Violation>,
-) {
-    let mut groups: BTreeMap<(String, String), Vec<(u64, &Row)>> = BTreeMap::new();
+) -> Keyed<'a> {
+    let mut groups: Keyed<'a> = BTreeMap::new();
     for (at, row) in rows {
         let asked = asked_of(row);
         let asking: Vec<_> = facts.ops.values().filter(|op| op.valid && op.asked.as_ref() == Some(&asked)).collect();
@@ -189,17 +203,30 @@ fn at_most_once(
         };
         groups.entry((caller, op.key.clone())).or_default().push((*at, row));
     }
-    // A key is forgotten once its retention ends, as two skewed clocks see it.
+    groups
+}
+
+/// One row per (caller, key) per record lifetime.
+fn at_most_once(facts: &Facts<'_>, groups: &Keyed<'_>, violations: &mut Vec<Violation>, expected: &mut Vec<Violation>) {
+    // A key is forgotten once its retention ends, or with tombstones once its tombstone
+    // ends too (SPEC "Key lifecycle": a tombstoned key never runs again), as two skewed
+    // clocks see it. The plan's tombstone outlives the run, so there a key runs once.
     let skew = ms(facts.settings.skew_max);
-    let lifetime = ms(facts.settings.retention).saturating_sub(2 * skew);
-    for ((caller, key), rows) in &groups {
+    let tombstone = facts.settings.tombstone.map_or(0, ms);
+    let lifetime = (ms(facts.settings.retention) + tombstone).saturating_sub(2 * skew);
+    for ((caller, key), rows) in groups {
         for pair in rows.windows(2) {
             let ((first_at, first), (then_at, then)) = (pair[0], pair[1]);
             if first.epoch == then.epoch && then_at - first_at < lifetime {
                 let guarantee = if asked_of(first) == asked_of(then) { "G1" } else { "G5" };
+                let tombstoned = if tombstone > 0 { ", the second while the key was tombstoned" } else { "" };
                 let detail = format!(
-                    "two payments for {caller:?} with one key in one record lifetime: {} ({}) and {} ({})",
-                    first.payment_id, first.via, then.payment_id, then.via
+                    "two payments for {caller:?} with one key in one record lifetime: {} ({}) and {} ({}){}",
+                    first.payment_id,
+                    first.via,
+                    then.payment_id,
+                    then.via,
+                    if then_at - first_at >= ms(facts.settings.retention) { tombstoned } else { "" }
                 );
                 // Separate mode: a write that committed alone before a lapsed lease or a
                 // crash can run again (SPEC "Modes"); a second payment is expected.
