@@ -25,7 +25,7 @@ use crate::codec::{self, record_columns};
 use crate::error::{corrupt, store_error};
 use crate::store::{one_row, read_counters};
 
-/// Most rows per `INSERT` or `DELETE` of a flush (12 parameters a row, far below SQLite's
+/// Most rows per `INSERT` or `DELETE` of a flush (18 parameters a row, far below SQLite's
 /// 32,766).
 const ROWS_PER_STATEMENT: usize = 64;
 
@@ -177,7 +177,8 @@ pub(crate) async fn put_records(
     }
     let mut statement = QueryBuilder::<Sqlite>::new(
         "INSERT INTO idem_records (principal, idem_key, fingerprint, fence, state, lease_expires_at, \
-         expires_at, forgettable_at, status, headers, body, stored_bytes) ",
+         expires_at, due_at, status, headers, body, stored_bytes, created_at, holder_request_id, \
+         holder_trace_id, renewals, replays, tombstone_until) ",
     );
     statement.push_values(rows, |mut values, (id, row, stored_bytes)| {
         values
@@ -188,18 +189,26 @@ pub(crate) async fn put_records(
             .push_bind(row.state)
             .push_bind(row.lease_expires_at)
             .push_bind(row.expires_at)
-            .push_bind(row.forgettable_at)
+            .push_bind(row.due_at)
             .push_bind(row.status)
             .push_bind(row.headers)
             .push_bind(row.body)
-            .push_bind(stored_bytes);
+            .push_bind(stored_bytes)
+            .push_bind(row.created_at)
+            .push_bind(row.holder_request_id)
+            .push_bind(row.holder_trace_id)
+            .push_bind(row.renewals)
+            .push_bind(row.replays)
+            .push_bind(row.tombstone_until);
     });
     statement.push(
         " ON CONFLICT (principal, idem_key) DO UPDATE SET fingerprint = excluded.fingerprint, \
          fence = excluded.fence, state = excluded.state, lease_expires_at = excluded.lease_expires_at, \
-         expires_at = excluded.expires_at, forgettable_at = excluded.forgettable_at, \
+         expires_at = excluded.expires_at, due_at = excluded.due_at, \
          status = excluded.status, headers = excluded.headers, body = excluded.body, \
-         stored_bytes = excluded.stored_bytes",
+         stored_bytes = excluded.stored_bytes, created_at = excluded.created_at, \
+         holder_request_id = excluded.holder_request_id, holder_trace_id = excluded.holder_trace_id, \
+         renewals = excluded.renewals, replays = excluded.replays, tombstone_until = excluded.tombstone_until",
     );
     statement.build().execute(&mut *connection).await.map_err(store_error)?;
     Ok(())

@@ -175,7 +175,7 @@ mod tests {
         batch.counters_read(Counters::EMPTY);
         assert_eq!(batch.unread(&[&a, &a, &unread]), vec![&a, &unread]);
         batch.record_read(a.clone(), None);
-        let claim = op::Claim { fingerprint: Fingerprint::of("POST", "/p", b"{}"), now, policy };
+        let claim = op::Claim { request: Fingerprint::of("POST", "/p", b"{}").into(), now, policy };
         let Ok(Decision::Execute(claimed)) = batch.step(limits, &a, claim) else { panic!("a first claim executes") };
         let response = StoredResponse { status: 201, headers: vec![], body: bytes::Bytes::from_static(b"ok") };
         let stale = op::Complete { fence: Fence::new(99), response: response.clone(), now, policy };

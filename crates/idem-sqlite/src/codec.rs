@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use idem_core::{
-    Fence, Fingerprint, Key, Principal, Record, RecordId, RecordState, StoreError, StoredResponse, Timestamp,
+    Fence, Fingerprint, Holder, Key, Principal, Record, RecordId, RecordState, StoreError, StoredResponse, Timestamp,
 };
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -16,6 +16,8 @@ use crate::error::{corrupt, store_error};
 pub(crate) const STATE_IN_FLIGHT: &str = "in_flight";
 /// `state` of a completed record.
 pub(crate) const STATE_COMPLETED: &str = "completed";
+/// `state` of a tombstone.
+pub(crate) const STATE_TOMBSTONE: &str = "tombstone";
 
 /// First byte of the header encoding, so a future encoding can be told apart.
 const HEADERS_VERSION: u8 = 1;
@@ -27,7 +29,10 @@ macro_rules! record_columns {
     () => {
         "r.fingerprint AS fingerprint, r.fence AS fence, r.state AS state, \
          r.lease_expires_at AS lease_expires_at, r.expires_at AS expires_at, \
-         r.forgettable_at AS forgettable_at, r.status AS status, r.headers AS headers, r.body AS body"
+         r.due_at AS due_at, r.status AS status, r.headers AS headers, r.body AS body, \
+         r.created_at AS created_at, r.holder_request_id AS holder_request_id, \
+         r.holder_trace_id AS holder_trace_id, r.renewals AS renewals, r.replays AS replays, \
+         r.tombstone_until AS tombstone_until"
     };
 }
 pub(crate) use record_columns;
@@ -40,10 +45,16 @@ pub(crate) struct RecordRow {
     pub(crate) state: &'static str,
     pub(crate) lease_expires_at: Option<i64>,
     pub(crate) expires_at: i64,
-    pub(crate) forgettable_at: i64,
+    pub(crate) due_at: i64,
     pub(crate) status: Option<i64>,
     pub(crate) headers: Option<Vec<u8>>,
     pub(crate) body: Option<Vec<u8>>,
+    pub(crate) created_at: i64,
+    pub(crate) holder_request_id: Option<String>,
+    pub(crate) holder_trace_id: Option<String>,
+    pub(crate) renewals: i64,
+    pub(crate) replays: i64,
+    pub(crate) tombstone_until: Option<i64>,
 }
 
 /// A time as stored. Times past `i64::MAX` ms (292 million years) are stored as
@@ -82,31 +93,45 @@ pub(crate) fn count_from_sql(column: &str, value: i64) -> Result<u64, StoreError
     u64::try_from(value).map_err(|_| corrupt(format!("{column} is {value}, a negative count")))
 }
 
-/// The column values of `record`.
+/// The column values of `record`. Columns of another state are NULL (or 0 for the counts).
 pub(crate) fn encode_record(record: &Record) -> Result<RecordRow, StoreError> {
-    let (state, lease_expires_at, status, headers, body) = match &record.state {
-        RecordState::InFlight { lease_expires_at } => {
-            (STATE_IN_FLIGHT, Some(time_to_sql(*lease_expires_at)), None, None, None)
-        }
-        RecordState::Completed { response } => (
-            STATE_COMPLETED,
-            None,
-            Some(i64::from(response.status)),
-            Some(encode_headers(&response.headers)?),
-            Some(response.body.to_vec()),
-        ),
-    };
-    Ok(RecordRow {
-        fingerprint: record.fingerprint.as_bytes().to_vec(),
+    let mut row = RecordRow {
+        fingerprint: record.fingerprint.to_stored(),
         fence: fence_to_sql(record.fence)?,
-        state,
-        lease_expires_at,
+        state: STATE_TOMBSTONE,
+        lease_expires_at: None,
         expires_at: time_to_sql(record.expires_at),
-        forgettable_at: time_to_sql(record.forgettable_at()),
-        status,
-        headers,
-        body,
-    })
+        due_at: time_to_sql(record.due_at()),
+        status: None,
+        headers: None,
+        body: None,
+        created_at: time_to_sql(record.created_at),
+        holder_request_id: None,
+        holder_trace_id: None,
+        renewals: 0,
+        replays: 0,
+        tombstone_until: None,
+    };
+    match &record.state {
+        RecordState::InFlight { lease_expires_at, holder, renewals } => {
+            row.state = STATE_IN_FLIGHT;
+            row.lease_expires_at = Some(time_to_sql(*lease_expires_at));
+            row.holder_request_id = holder.request_id().map(str::to_owned);
+            row.holder_trace_id = holder.trace_id().map(str::to_owned);
+            row.renewals = i64::from(*renewals);
+        }
+        RecordState::Completed { response, replays, tombstone_until } => {
+            row.state = STATE_COMPLETED;
+            row.status = Some(i64::from(response.status));
+            row.headers = Some(encode_headers(&response.headers)?);
+            row.body = Some(response.body.to_vec());
+            // A best-effort count past 2^63 (never reached) stays at the largest integer.
+            row.replays = i64::try_from(*replays).unwrap_or(i64::MAX);
+            row.tombstone_until = tombstone_until.map(time_to_sql);
+        }
+        RecordState::Tombstone => {}
+    }
+    Ok(row)
 }
 
 /// The record id of a row's `principal` and `idem_key` (`''` is the anonymous principal).
@@ -135,34 +160,52 @@ pub(crate) fn id_from_sql(principal: &str, key: &str) -> Result<RecordId, StoreE
 /// Reads a record from a row that holds the columns of `record_columns!`.
 pub(crate) fn decode_record(row: &SqliteRow) -> Result<Record, StoreError> {
     let fingerprint: Vec<u8> = row.try_get("fingerprint").map_err(store_error)?;
-    let fingerprint: [u8; 32] = fingerprint
-        .as_slice()
-        .try_into()
-        .map_err(|_| corrupt(format!("fingerprint has {} bytes, not 32", fingerprint.len())))?;
+    let fingerprint =
+        Fingerprint::from_stored(&fingerprint).map_err(|error| corrupt(format!("fingerprint: {error}")))?;
     let fence = fence_from_sql("fence", row.try_get("fence").map_err(store_error)?)?;
     let state: String = row.try_get("state").map_err(store_error)?;
     let expires_at = time_from_sql("expires_at", row.try_get("expires_at").map_err(store_error)?)?;
-    let forgettable_at: i64 = row.try_get("forgettable_at").map_err(store_error)?;
+    let created_at = time_from_sql("created_at", row.try_get("created_at").map_err(store_error)?)?;
+    let due_at: i64 = row.try_get("due_at").map_err(store_error)?;
 
     let state = match state.as_str() {
-        STATE_IN_FLIGHT => {
-            let lease: Option<i64> = row.try_get("lease_expires_at").map_err(store_error)?;
-            let lease = lease.ok_or_else(|| corrupt("an in-flight record has no lease_expires_at"))?;
-            RecordState::InFlight { lease_expires_at: time_from_sql("lease_expires_at", lease)? }
+        STATE_IN_FLIGHT => decode_in_flight(row)?,
+        STATE_COMPLETED => {
+            let replays = count_from_sql("replays", row.try_get("replays").map_err(store_error)?)?;
+            let tombstone_until: Option<i64> = row.try_get("tombstone_until").map_err(store_error)?;
+            let tombstone_until = tombstone_until.map(|until| time_from_sql("tombstone_until", until)).transpose()?;
+            RecordState::Completed { response: decode_response(row)?, replays, tombstone_until }
         }
-        STATE_COMPLETED => RecordState::Completed { response: decode_response(row)? },
-        other => return Err(corrupt(format!("state is {other:?}, not {STATE_IN_FLIGHT:?} or {STATE_COMPLETED:?}"))),
+        STATE_TOMBSTONE => RecordState::Tombstone,
+        other => {
+            return Err(corrupt(format!(
+                "state is {other:?}, not {STATE_IN_FLIGHT:?}, {STATE_COMPLETED:?} or {STATE_TOMBSTONE:?}"
+            )));
+        }
     };
-    let record = Record { fingerprint: Fingerprint::from_bytes(fingerprint), fence, expires_at, state };
-    // Purging trusts the column to say when the record expires; a row where it disagrees
-    // with the record would be purged early or late.
-    if time_to_sql(record.forgettable_at()) != forgettable_at {
-        return Err(corrupt(format!(
-            "forgettable_at is {forgettable_at}, but the record becomes forgettable at {}",
-            record.forgettable_at().unix_ms()
-        )));
+    let record = Record { fingerprint, fence, created_at, expires_at, state };
+    // Purging trusts the column to say when the record is due; a row where it disagrees
+    // with the record would be purged (or shrunk to its tombstone) early or late.
+    if time_to_sql(record.due_at()) != due_at {
+        return Err(corrupt(format!("due_at is {due_at}, but the record is due at {}", record.due_at().unix_ms())));
     }
     Ok(record)
+}
+
+/// The in-flight state of a row: its lease, holder and renewals.
+fn decode_in_flight(row: &SqliteRow) -> Result<RecordState, StoreError> {
+    let lease: Option<i64> = row.try_get("lease_expires_at").map_err(store_error)?;
+    let lease = lease.ok_or_else(|| corrupt("an in-flight record has no lease_expires_at"))?;
+    let renewals: i64 = row.try_get("renewals").map_err(store_error)?;
+    let renewals = u32::try_from(renewals).map_err(|_| corrupt(format!("renewals is {renewals}, not a u32")))?;
+    let request_id: Option<String> = row.try_get("holder_request_id").map_err(store_error)?;
+    let trace_id: Option<String> = row.try_get("holder_trace_id").map_err(store_error)?;
+    let holder = Holder::new(request_id.as_deref(), trace_id.as_deref());
+    // Holder::new drops ids it would not keep; a stored one it drops was not written by idem.
+    if holder.request_id() != request_id.as_deref() || holder.trace_id() != trace_id.as_deref() {
+        return Err(corrupt(format!("holder ids {request_id:?}, {trace_id:?} are not ids a claim keeps")));
+    }
+    Ok(RecordState::InFlight { lease_expires_at: time_from_sql("lease_expires_at", lease)?, holder, renewals })
 }
 
 fn decode_response(row: &SqliteRow) -> Result<StoredResponse, StoreError> {

@@ -1,7 +1,8 @@
 //! The embedded durable store for idem: idempotency records in a SQLite file.
 //!
 //! [`SqliteStore`] implements idem-core's [`Store`](idem_core::Store) (claim, complete,
-//! release, renew, get, purge) and [`AtomicStore`](idem_core::AtomicStore) (atomic mode):
+//! release, renew, get, purge, count a replay), [`KeyAdmin`](idem_core::KeyAdmin) (an
+//! operator's list and forget) and [`AtomicStore`](idem_core::AtomicStore) (atomic mode):
 //! [`complete_with`](idem_core::AtomicStore::complete_with) runs the handler's business
 //! writes and the fenced completion in one transaction, so both commit or neither does.
 //! Every write goes through one writer that commits many requests' writes with one `fsync`
@@ -27,7 +28,8 @@
 //!   [`AtomicStore`](idem_core::AtomicStore) impl, [`SqliteStore::write`] (business writes
 //!   without a completion, group-committed), [`SqliteStore::group_commit_stats`],
 //!   [`SqliteStore::usage`], [`SqliteStore::pool`], and the manual atomic-mode path
-//!   [`SqliteStore::begin_write`] + [`SqliteStore::complete_in`].
+//!   [`SqliteStore::begin_write`] + [`SqliteStore::complete_in`]; the
+//!   [`KeyAdmin`](idem_core::KeyAdmin) impl (key administration, below).
 //! * [`GroupCommitStats`]: commits, jobs per commit, the writer's queue.
 //! * [`sqlx`]: the driver, re-exported, so a service needs no exact-version dependency of its own.
 //! * [`Usage`]: idem-core's usage totals, re-exported.
@@ -77,7 +79,7 @@
 //! assert_eq!(fenced, Fenced::Applied); // Refused: the row was rolled back with it
 //!
 //! // A retry replays the recorded response; the payment exists once.
-//! assert_eq!(store.claim(&id, &fingerprint, now, &policy).await?, Decision::Replay(response));
+//! assert_eq!(store.claim(&id, &fingerprint, now, &policy).await?.replayed(), Some(&response));
 //! let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(store.pool()).await?;
 //! assert_eq!(payments, 1);
 //! # Ok(())
@@ -125,17 +127,38 @@
 //!
 //! # Replays: the replay cache
 //!
-//! A completed record never changes until it expires, so the store keeps the completed
-//! records it has written or read in memory ([`SqliteOptions::replay_cache_bytes`], 64 MiB
-//! by default, least-used evicted, each dropped once expired). A claim on a cached record
-//! is decided by idem-core's step on the copy; only an answer that writes nothing (a
-//! replay, a fingerprint mismatch) is taken from it. This stays right with several
-//! processes on one file: none of them can change a completed record before it expires.
+//! A completed record does not change before its retention ends (only its replay count,
+//! which no answer reads, and an operator's forget, below), so the store keeps the
+//! completed records it has written or read in memory
+//! ([`SqliteOptions::replay_cache_bytes`], 64 MiB by default, least-used evicted, each
+//! dropped once its retention ended: past it the record may be shrunk to a tombstone). A
+//! claim on a cached record is decided by idem-core's step on the copy; only an answer
+//! that writes nothing (a replay, with the record's `expires_at`, or a fingerprint
+//! mismatch) is taken from it. This stays right with several processes on one file: none
+//! of them can change a completed record before its retention ends, but for a forget.
 //! A claim the cache cannot answer goes to the group commit, which caches what it finds.
 //! With the cache off (`replay_cache_bytes(0)`), a claim first decides on a snapshot read
 //! from the pool instead, and only a claim that must write becomes a job; either way a
 //! replay takes no write lock. [`Store::get`](idem_core::Store::get) and usage always
 //! read the file.
+//!
+//! Replays are counted for operators ([`Store::count_replay`](idem_core::Store::count_replay),
+//! which the layer calls after answering one): each count is a job of the group commit,
+//! best effort, so a batch of counts alone commits without a sync of its own.
+//!
+//! # Key administration
+//!
+//! [`KeyAdmin::list`](idem_core::KeyAdmin::list) is one `SELECT` on the pool (no write
+//! lock): idem-core's filter rule ([`ListQuery::admits`](idem_core::ListQuery::admits))
+//! restated as a `WHERE` clause, in `(principal, idem_key)` order (the primary key,
+//! `BINARY` collation: bytewise, as record ids order), one row more than the page to tell
+//! `has_more`. [`KeyAdmin::forget`](idem_core::KeyAdmin::forget) is idem-core's
+//! [`op::Forget`](idem_core::step::op::Forget) through the group commit, synced: the row is
+//! deleted and the fence counter moved on in one transaction, so a handler still running
+//! under the forgotten claim cannot complete afterwards (G3). A forget drops this
+//! process's cached copy; a forget by another process on the same file (`idem keys
+//! forget` beside a running server) is not seen by the server's replay cache, which keeps
+//! replaying its copy until it is evicted or its retention ends.
 //!
 //! # Why sqlx
 //!
@@ -191,13 +214,18 @@
 //! | table | column | meaning |
 //! |---|---|---|
 //! | `idem_records` | `principal`, `idem_key` | the record id, primary key (`''` is the anonymous principal) |
-//! | | `fingerprint` | 32 bytes of SHA-256 |
+//! | | `fingerprint` | [`Fingerprint::to_stored`](idem_core::Fingerprint::to_stored): the 32-byte digest for version 1 (as before versions), a version byte and the digest for later ones |
 //! | | `fence` | the fence of the claim that made the record what it is |
-//! | | `state` | `'in_flight'` or `'completed'` |
-//! | | `lease_expires_at` | in flight: when the claim lapses; completed: NULL |
-//! | | `expires_at` | end of retention |
-//! | | `forgettable_at` | `Record::forgettable_at`, indexed (with the id) for purging |
-//! | | `status`, `headers`, `body` | completed: the stored response; in flight: NULL |
+//! | | `state` | `'in_flight'`, `'completed'` or `'tombstone'` ([`RecordState::name`](idem_core::RecordState::name); no `CHECK`, so migration 0003 added a state without rebuilding the table) |
+//! | | `created_at` | when the claim that made the record was taken (0 for rows written before migration 0003: unknown, older than any age) |
+//! | | `lease_expires_at` | in flight: when the claim lapses; otherwise NULL |
+//! | | `holder_request_id`, `holder_trace_id` | in flight: who holds the claim ([`Holder`](idem_core::Holder)), NULL when unknown |
+//! | | `renewals` | in flight: renewals of the claim; otherwise 0 |
+//! | | `expires_at` | end of retention; for a tombstone, the tombstone's end |
+//! | | `due_at` | [`Record::due_at`](idem_core::Record::due_at), indexed (with the id) for purging (named `forgettable_at` before migration 0003; equal for every row written before it) |
+//! | | `status`, `headers`, `body` | completed: the stored response; otherwise NULL |
+//! | | `replays` | completed: replays counted (best effort); otherwise 0 |
+//! | | `tombstone_until` | completed: when the tombstone it leaves after its retention ends, NULL if it leaves none |
 //! | | `stored_bytes` | what the record costs, [`idem_core::usage::stored_bytes`]; read back only to recover from a damaged row |
 //! | `idem_fence` | `next_fence` | the next fence to issue; only grows |
 //! | | `unsynced_fences` | with deferred claim sync: fences issued since the last synced commit (an upper bound) |
@@ -217,11 +245,13 @@
 //! store: at a limit new claims get [`StoreError::Full`](idem_core::StoreError::Full),
 //! live records are never evicted, and completions of granted claims are always accepted.
 //! [`Store::purge_expired`](idem_core::Store::purge_expired) forgets at most `batch_max`
-//! expired records per call, the earliest `forgettable_at` first (ties by fence, as in
+//! due records per call, the earliest `due_at` first (ties by fence, as in
 //! `idem_core::MemoryState`; no two held records share a fence), in
-//! one short transaction: the `forgettable_at` index only finds the candidates, each goes
-//! through idem-core's [`op::Expire`](idem_core::step::op::Expire) step, and the batch's
-//! usage deltas are written once.
+//! one short transaction: the `due_at` index only finds the candidates, each goes
+//! through idem-core's [`op::Expire`](idem_core::step::op::Expire) step (which forgets it,
+//! or shrinks a completed record that leaves a tombstone to that tombstone, due again at
+//! the tombstone's end; tombstones count toward the limits like any record), and the
+//! batch's usage deltas are written once.
 //!
 //! Damage recovery (not a protocol rule): a due row that cannot be read back (a
 //! hand-edited row, a row from another version) is forgotten anyway, giving back what its
@@ -244,6 +274,7 @@
 //!
 //! None. SQLite is bundled (sqlx's `sqlite` feature), so the store needs no system library.
 
+mod admin;
 mod batch;
 pub mod batch_decision;
 mod codec;

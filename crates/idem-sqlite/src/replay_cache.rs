@@ -1,18 +1,24 @@
 //! Completed records kept in memory, so a replay reads no row at all.
 //!
-//! A completed record never changes until it expires (SPEC: a completion is final; only
-//! expiry and purge remove it), so a copy is as good as the row for as long as the record
-//! has not expired: the copy is used only while `now` is before its `expires_at`, and is
-//! dropped once it has. That holds across processes sharing one file too: no process can
-//! change a completed record that has not expired. The cache is bounded by bytes (the
-//! records' [`idem_core::usage::stored_bytes`]) and evicts what is least used
-//! (`quick_cache`'s CLOCK-Pro).
+//! A completed record does not change until its retention ends (SPEC: a completion is
+//! final; only expiry and purge remove it), except in two ways that change no claim's
+//! answer or are seen here: its replay count ([`idem_core::Store::count_replay`], which
+//! no decision reads), and an operator's forget. So a copy answers claims as the row
+//! would while `now` is before its `expires_at`, and is dropped once it is not (past
+//! retention a record may be shrunk to its tombstone, so the store answers then). That
+//! holds across processes sharing one file too, except for a forget by another process
+//! (e.g. `idem keys forget` while a server runs): this process keeps replaying its copy
+//! until the copy is evicted or its retention ends. A forget through this store drops
+//! the copy ([`ReplayCache::forgotten`]). The cache is bounded by bytes (the records'
+//! [`idem_core::usage::stored_bytes`]) and evicts what is least used (`quick_cache`'s
+//! CLOCK-Pro).
 //!
 //! The answer is still idem-core's: [`idem_core::step::step`] decides the claim on the
 //! cached record, and only an answer that writes nothing (a replay, a fingerprint
 //! mismatch) is taken from the cache; anything else goes to the store.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use idem_core::step::{self, Counters, StoreView, op};
 use idem_core::{Decision, Limits, Record, RecordId, RecordState, Usage, usage};
@@ -23,6 +29,9 @@ use quick_cache::sync::Cache;
 #[derive(Debug, Clone)]
 pub(crate) struct ReplayCache {
     records: Option<Arc<Cache<RecordId, Arc<Record>, RecordBytes>>>,
+    /// How many forgets this store has run: an operation that read a record before a
+    /// forget must not cache it after (see [`ReplayCache::remember`]).
+    forgets: Arc<AtomicU64>,
 }
 
 /// Weighs an entry by what it costs in a store.
@@ -42,11 +51,12 @@ const TYPICAL_ENTRY_BYTES: u64 = 1024;
 impl ReplayCache {
     /// A cache of at most `bytes_max` bytes of records; 0 keeps nothing.
     pub(crate) fn new(bytes_max: u64) -> ReplayCache {
+        let forgets = Arc::new(AtomicU64::new(0));
         if bytes_max == 0 {
-            return ReplayCache { records: None };
+            return ReplayCache { records: None, forgets };
         }
         let entries = usize::try_from(bytes_max / TYPICAL_ENTRY_BYTES).unwrap_or(usize::MAX).max(16);
-        ReplayCache { records: Some(Arc::new(Cache::with_weighter(entries, bytes_max, RecordBytes))) }
+        ReplayCache { records: Some(Arc::new(Cache::with_weighter(entries, bytes_max, RecordBytes))), forgets }
     }
 
     /// Whether records are kept at all.
@@ -59,7 +69,9 @@ impl ReplayCache {
     pub(crate) fn claim(&self, id: &RecordId, claim: &op::Claim, limits: Limits) -> Option<Decision> {
         let records = self.records.as_ref()?;
         let record = records.get(id)?;
-        if record.is_expired(claim.now) {
+        // Past its retention a record answers as a tombstone or not at all, and a purge may
+        // shrink or remove it: the store decides.
+        if claim.now >= record.expires_at {
             records.remove(id);
             return None;
         }
@@ -75,10 +87,31 @@ impl ReplayCache {
         step.writes_nothing().then_some(step.answer)
     }
 
-    /// Keeps `record` if it is completed.
-    pub(crate) fn remember(&self, id: &RecordId, record: &Record) {
+    /// The forget count now; an operation takes it before it reads the record it may
+    /// [`ReplayCache::remember`].
+    pub(crate) fn epoch(&self) -> u64 {
+        self.forgets.load(Ordering::SeqCst)
+    }
+
+    /// Keeps `record` if it is completed, unless a forget ran since `epoch` was taken: the
+    /// record may be the one it removed. Checked after the insert (and undone), so a
+    /// forget that lands between the check and the insert still wins: it counts before it
+    /// removes.
+    pub(crate) fn remember(&self, id: &RecordId, record: &Record, epoch: u64) {
         if let (Some(records), RecordState::Completed { .. }) = (&self.records, &record.state) {
             records.insert(id.clone(), Arc::new(record.clone()));
+            if self.epoch() != epoch {
+                records.remove(id);
+            }
+        }
+    }
+
+    /// `id`'s record was forgotten (or may have been: call it whatever the forget's
+    /// outcome): drop the copy, and keep operations that read it earlier from caching it.
+    pub(crate) fn forgotten(&self, id: &RecordId) {
+        self.forgets.fetch_add(1, Ordering::SeqCst);
+        if let Some(records) = &self.records {
+            records.remove(id);
         }
     }
 }

@@ -8,8 +8,8 @@
 
 use idem_core::step::{self, Counters, Operation, Step, StoreView, op};
 use idem_core::{
-    Decision, Fence, Fenced, Fingerprint, Limits, Policy, Record, RecordId, Renewal, Store, StoreError, StoredResponse,
-    Timestamp, Usage, UsageDelta, Write,
+    ClaimRequest, Decision, Fence, Fenced, Limits, Policy, Record, RecordId, Renewal, Store, StoreError,
+    StoredResponse, Timestamp, Usage, UsageDelta, Write,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -244,6 +244,11 @@ impl SqliteStore {
         write(transaction, id, step).await
     }
 
+    /// The replay cache, for the forget in [`crate::admin`].
+    pub(crate) fn replay_cache(&self) -> &ReplayCache {
+        &self.replays
+    }
+
     /// How the group-commit writer has done so far: commits, jobs in them, jobs queued.
     #[must_use]
     pub fn group_commit_stats(&self) -> GroupCommitStats {
@@ -261,11 +266,14 @@ impl SqliteStore {
 
     /// One operation as one job of the next group commit, decided on the batch's view of
     /// the tables and written with the batch (see [`crate::batch`]).
-    async fn run<O>(&self, id: &RecordId, operation: O, sync: writer::Sync) -> Result<O::Answer, StoreError>
+    pub(crate) async fn run<O>(&self, id: &RecordId, operation: O, sync: writer::Sync) -> Result<O::Answer, StoreError>
     where
         O: Operation + Send + 'static,
         O::Answer: Send + 'static,
     {
+        // Taken before the batch reads the record, so a forget that commits after that
+        // read keeps this record out of the cache (see ReplayCache::remember).
+        let epoch = self.replays.epoch();
         let (job_id, limits) = (id.clone(), self.limits);
         let (answer, completed) = self
             .writer
@@ -279,7 +287,7 @@ impl SqliteStore {
             .await?;
         // Committed: the record is as the batch left it.
         if let Some(record) = completed {
-            self.replays.remember(id, &record);
+            self.replays.remember(id, &record, epoch);
         }
         Ok(answer)
     }
@@ -297,13 +305,14 @@ impl SqliteStore {
         O::Answer: Send + 'static,
     {
         {
+            let epoch = self.replays.epoch();
             let mut connection = self.pool.acquire().await.map_err(store_error)?;
             let (counters, record) = read_view(&mut connection, id).await?;
             let view = StoreView { record: record.as_ref(), counters, limits: self.limits };
             let step = step::step(id, &view, operation.clone())?;
             if step.writes_nothing() {
                 if let Some(record) = &record {
-                    self.replays.remember(id, record);
+                    self.replays.remember(id, record, epoch);
                 }
                 return Ok(step.answer);
             }
@@ -316,8 +325,9 @@ impl SqliteStore {
         batch::read_record(&mut connection, id).await
     }
 
-    /// Forgets up to `batch_max` due records in one transaction: candidates come from the
-    /// `forgettable_at` index, each goes through [`op::Expire`], and the usage deltas of
+    /// Purges up to `batch_max` due records in one transaction: candidates come from the
+    /// `due_at` index, each goes through [`op::Expire`] (which forgets it, or shrinks a
+    /// completed record that leaves a tombstone to that tombstone), and the usage deltas of
     /// the whole batch are written once. A step error (a fence counter not past a due
     /// record's fence) fails the batch as `Corrupt` and keeps the record: forgetting it
     /// would let a new claim reuse its fence. Only a row that cannot be read at all is
@@ -353,8 +363,8 @@ async fn purge_batch(
         let rows = sqlx::query(concat!(
             "SELECT r.principal AS principal, r.idem_key AS idem_key, r.stored_bytes AS stored_bytes, ",
             record_columns!(),
-            " FROM idem_records AS r WHERE r.forgettable_at <= ?1",
-            " ORDER BY r.forgettable_at, r.fence LIMIT ?2"
+            " FROM idem_records AS r WHERE r.due_at <= ?1",
+            " ORDER BY r.due_at, r.fence LIMIT ?2"
         ))
         .bind(codec::time_to_sql(now))
         .bind(limit)
@@ -376,8 +386,8 @@ async fn purge_batch(
                     let step = step::step(&id, &view, op::Expire { now })?;
                     debug_assert!(step.next_fence.is_none(), "expiry issues no fence");
                     // The index and the record agree (decode_record checks the column), so
-                    // every candidate has expired.
-                    debug_assert!(step.answer, "the forgettable_at index lists only expired records");
+                    // every candidate is due: forgotten, or shrunk to its tombstone.
+                    debug_assert!(step.answer, "the due_at index lists only due records");
                     if !step.answer {
                         continue;
                     }
@@ -566,11 +576,11 @@ impl Store for SqliteStore {
     async fn claim(
         &self,
         id: &RecordId,
-        fingerprint: &Fingerprint,
+        request: impl Into<ClaimRequest> + Send,
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
-        let claim = op::Claim { fingerprint: *fingerprint, now, policy: *policy };
+        let claim = op::Claim { request: request.into(), now, policy: *policy };
         if let Some(decision) = self.replays.claim(id, &claim, self.limits) {
             return Ok(decision);
         }
@@ -609,6 +619,15 @@ impl Store for SqliteStore {
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
         self.purge_now(now, batch_max).await
     }
+
+    /// [`op::CountReplay`] as one job of the next group commit. Best effort, so it never
+    /// asks for a sync of its own: a batch of counts alone commits with
+    /// `synchronous=NORMAL` and reaches the disk with the next synced commit (a machine
+    /// crash may lose a few counts, never a record). It issues no fence and is never
+    /// refused for room.
+    async fn count_replay(&self, id: &RecordId, now: Timestamp) -> Result<bool, StoreError> {
+        self.run(id, op::CountReplay { now }, writer::Sync::Deferred).await
+    }
 }
 
 impl AtomicStore for SqliteStore {
@@ -630,7 +649,7 @@ impl AtomicStore for SqliteStore {
     where
         W: for<'c> FnOnce(&'c mut SqliteConnection) -> WritesFuture<'c, sqlx::Error> + Send + 'static,
     {
-        let (job_id, limits) = (id.clone(), self.limits);
+        let (job_id, limits, epoch) = (id.clone(), self.limits, self.replays.epoch());
         let operation = op::CompleteInTransaction { fence, response, now, policy: *policy };
         let (fenced, completed) = self
             .writer
@@ -648,7 +667,7 @@ impl AtomicStore for SqliteStore {
             })
             .await?;
         if let (Fenced::Applied, Some(record)) = (fenced, completed) {
-            self.replays.remember(id, &record);
+            self.replays.remember(id, &record, epoch);
         }
         Ok(fenced)
     }

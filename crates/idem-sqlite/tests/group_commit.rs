@@ -100,7 +100,7 @@ async fn writes_and_completion_commit_together_and_a_retry_replays() {
     assert_eq!(complete_with_order(store, &id, fence, "ord_1", 1_100).await.expect("commit"), Fenced::Applied);
 
     let replay = store.claim(&id, &fingerprint("order"), at(1_200), &policy()).await.expect("claim");
-    assert_eq!(replay, Decision::Replay(response("ord_1")));
+    assert_eq!(replay, common::replay("ord_1", 1_100));
     assert_eq!(orders(store).await, ["ord_1"]);
     // The same fence cannot complete (and write) a second time.
     let again = complete_with_order(store, &id, fence, "ord_1b", 1_300).await.expect("answered");

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{at, fingerprint, id, open_with, policy, response};
+use common::{at, fingerprint, id, open_with, policy, replay, replay_of, response};
 use idem_core::{Decision, Fenced, Store};
 use idem_sqlite::{SqliteOptions, SqliteStore};
 
@@ -37,8 +37,8 @@ async fn replays_are_answered_from_memory_with_the_stored_bytes() {
         let again = t.store.claim(&key, &fp, at(2), &policy()).await.unwrap();
         let other = t.store.claim(&key, &fingerprint("b"), at(2), &policy()).await.unwrap();
         if from_memory {
-            assert_eq!(again, Decision::Replay(sent), "cache {cache_bytes}");
-            assert_eq!(other, Decision::Mismatch, "cache {cache_bytes}");
+            assert_eq!(again, replay_of(sent, 1), "cache {cache_bytes}");
+            assert_eq!(other, Decision::Mismatch { expires_at: at(10_001) }, "cache {cache_bytes}");
         } else {
             assert!(again.claim().is_some(), "without a cache the claim reads the table: {again:?}");
         }
@@ -55,20 +55,15 @@ async fn a_cached_record_is_not_used_past_its_expiry() {
     let key = id("alice", "k1");
     let fence = expect_fence(&a.store.claim(&key, &fingerprint("a"), at(0), &policy()).await.unwrap());
     let _ = a.store.complete(&key, fence, response("from a"), at(1), &policy()).await.unwrap();
-    assert_eq!(
-        a.store.claim(&key, &fingerprint("a"), at(2), &policy()).await.unwrap(),
-        Decision::Replay(response("from a"))
-    );
+    assert_eq!(a.store.claim(&key, &fingerprint("a"), at(2), &policy()).await.unwrap(), replay("from a", 1));
 
     assert_eq!(b.purge_expired(at(20_000), 10).await.unwrap(), 1);
     let fence = expect_fence(&b.claim(&key, &fingerprint("b"), at(20_000), &policy()).await.unwrap());
     let _ = b.complete(&key, fence, response("from b"), at(20_001), &policy()).await.unwrap();
 
-    assert_eq!(
-        a.store.claim(&key, &fingerprint("b"), at(20_002), &policy()).await.unwrap(),
-        Decision::Replay(response("from b"))
-    );
-    assert_eq!(a.store.claim(&key, &fingerprint("a"), at(20_002), &policy()).await.unwrap(), Decision::Mismatch);
+    assert_eq!(a.store.claim(&key, &fingerprint("b"), at(20_002), &policy()).await.unwrap(), replay("from b", 20_001));
+    let mismatch = a.store.claim(&key, &fingerprint("a"), at(20_002), &policy()).await.unwrap();
+    assert_eq!(mismatch, Decision::Mismatch { expires_at: at(30_001) });
 }
 
 #[tokio::test]

@@ -9,8 +9,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{at, fingerprint, id, open, open_with, options_in, policy, response};
-use idem_core::{Claim, Decision, Fence, Fenced, Record, RecordState, Refusal, Renewal, Store, StoreError};
+use common::{at, fingerprint, id, open, open_with, options_in, policy, replay, replay_of, response};
+use idem_core::{Claim, Decision, Fence, Fenced, Holder, Record, RecordState, Refusal, Renewal, Store, StoreError};
 use idem_sqlite::{OpenError, SqliteOptions, SqliteStore, Usage};
 
 fn expect_claim(decision: Decision) -> Claim {
@@ -28,8 +28,8 @@ async fn absent_record_executes_with_first_fence() {
     assert_eq!(decision, Decision::Execute(Claim { fence: Fence::FIRST, lease_expires_at: at(2_000) }));
     let stored = t.store.get(&id).await.unwrap().expect("the claim is stored");
     assert_eq!(stored.fence, Fence::FIRST);
-    assert_eq!(stored.state, RecordState::InFlight { lease_expires_at: at(2_000) });
-    assert_eq!(stored.expires_at, at(11_000));
+    assert_eq!(stored.state, RecordState::InFlight { lease_expires_at: at(2_000), holder: Holder::NONE, renewals: 0 });
+    assert_eq!((stored.created_at, stored.expires_at), (at(1_000), at(11_000)));
 }
 
 #[tokio::test]
@@ -140,7 +140,7 @@ async fn atomic_completion_commits_with_business_row() {
     assert_eq!(outcome, Fenced::Applied);
     tx.commit().await.unwrap();
     assert_eq!(payments(&t.store).await, ["pay_1"]);
-    assert_eq!(t.store.claim(&id, &fp, at(20), &policy()).await.unwrap(), Decision::Replay(stored));
+    assert_eq!(t.store.claim(&id, &fp, at(20), &policy()).await.unwrap(), replay_of(stored, 10));
 }
 
 #[tokio::test]
@@ -192,7 +192,7 @@ async fn atomic_completion_twice_with_same_fence_is_refused() {
         }
     }
     assert_eq!(payments(&t.store).await, ["pay_1"], "the repeated completion's payment rolled back");
-    assert_eq!(t.store.claim(&id, &fp, at(2), &policy()).await.unwrap(), Decision::Replay(response("pay_1")));
+    assert_eq!(t.store.claim(&id, &fp, at(2), &policy()).await.unwrap(), replay("pay_1", 1));
     assert_eq!(Some(t.store.usage().await.unwrap()), usage_after_first, "the refusal wrote nothing");
 }
 
@@ -211,7 +211,7 @@ async fn atomic_completion_after_a_separate_completion_is_refused() {
     assert_eq!(outcome, Fenced::Refused(Refusal::AlreadyCompleted { completed_by: claim.fence }));
     tx.rollback().await.unwrap();
     assert!(payments(&t.store).await.is_empty());
-    assert_eq!(t.store.claim(&id, &fp, at(3), &policy()).await.unwrap(), Decision::Replay(response("separate")));
+    assert_eq!(t.store.claim(&id, &fp, at(3), &policy()).await.unwrap(), replay("separate", 1));
 }
 
 #[tokio::test]
@@ -278,7 +278,7 @@ async fn completed_records_replay_identically_after_reopen() {
     let reopened = SqliteStore::open(SqliteOptions::new(&t.path)).await.unwrap();
     let records_after = vec![reopened.get(&done).await.unwrap(), reopened.get(&pending).await.unwrap()];
     assert_eq!(records_after, records_before);
-    assert_eq!(reopened.claim(&done, &fp, at(100), &policy()).await.unwrap(), Decision::Replay(stored));
+    assert_eq!(reopened.claim(&done, &fp, at(100), &policy()).await.unwrap(), replay_of(stored, 0));
     assert_eq!(
         reopened.complete(&pending, pending_claim.fence, response("later"), at(100), &policy()).await.unwrap(),
         Fenced::Applied
@@ -320,7 +320,7 @@ async fn completed_record_survives_a_crash_of_the_process() {
 
     let store = SqliteStore::open(SqliteOptions::new(&path)).await.unwrap();
     let replayed = store.claim(&id("alice", "k1"), &fingerprint("a"), at(1), &policy()).await.unwrap();
-    assert_eq!(replayed, Decision::Replay(response("pay_1")));
+    assert_eq!(replayed, replay("pay_1", 0));
 }
 
 // ---- purging ----
@@ -361,7 +361,7 @@ async fn purge_deletes_only_expired_records_in_bounded_batches() {
 async fn renewal_persists_across_reopen_and_moves_the_purge_index() {
     // Goal: a renewed lease is in the file (a reopened store still sees it, so a retry gets
     // Conflict, not a take-over), and a lease renewed past the retention's end moves the
-    // record's forgettable_at, so purging does not forget a claim that is still held.
+    // record's due_at, so purging does not forget a claim that is still held.
     let t = open().await;
     let (id, fp) = (id("alice", "k1"), fingerprint("a"));
     // Lease 1 s, retention 10 s: the claim at 0 expires at 10 s, its lease ends at 1 s.
@@ -372,25 +372,23 @@ async fn renewal_persists_across_reopen_and_moves_the_purge_index() {
 
     let reopened = SqliteStore::open(SqliteOptions::new(&t.path)).await.unwrap();
     let held = reopened.get(&id).await.unwrap().expect("the claim is held");
-    assert_eq!(held.state, RecordState::InFlight { lease_expires_at: at(1_600) });
+    assert_eq!(held.state, RecordState::InFlight { lease_expires_at: at(1_600), holder: Holder::NONE, renewals: 1 });
     let retry = reopened.claim(&id, &fp, at(1_200), &policy()).await.unwrap();
-    assert_eq!(retry, Decision::Conflict { retry_after: Duration::from_millis(400) });
+    let expected =
+        Decision::Conflict { retry_after: Duration::from_millis(400), expires_at: at(10_000), holder: Holder::NONE };
+    assert_eq!(retry, expected);
 
     // Renewed at 9.5 s, the lease outlasts the retention (10 s) by half a second.
     let renewed = reopened.renew(&id, claim.fence, at(9_500), &policy()).await.unwrap();
     assert_eq!(renewed, Renewal::Renewed { lease_expires_at: at(10_500) });
-    let forgettable_at: i64 =
-        sqlx::query_scalar("SELECT forgettable_at FROM idem_records").fetch_one(reopened.pool()).await.unwrap();
-    assert_eq!(forgettable_at, 10_500);
+    let due_at: i64 = sqlx::query_scalar("SELECT due_at FROM idem_records").fetch_one(reopened.pool()).await.unwrap();
+    assert_eq!(due_at, 10_500);
     assert_eq!(reopened.purge_expired(at(10_000), 10).await.unwrap(), 0, "the held claim is not due");
     assert_eq!(
         reopened.complete(&id, claim.fence, response("late but held"), at(10_200), &policy()).await.unwrap(),
         Fenced::Applied
     );
-    assert_eq!(
-        reopened.claim(&id, &fp, at(10_300), &policy()).await.unwrap(),
-        Decision::Replay(response("late but held"))
-    );
+    assert_eq!(reopened.claim(&id, &fp, at(10_300), &policy()).await.unwrap(), replay("late but held", 10_200));
 }
 
 #[tokio::test]
@@ -480,8 +478,20 @@ async fn damaged_rows_are_corrupt_not_panics() {
         "UPDATE idem_records SET headers = x'0102'",
         "UPDATE idem_records SET body = NULL",
         "UPDATE idem_records SET expires_at = -5",
-        "UPDATE idem_records SET forgettable_at = 1",
+        "UPDATE idem_records SET due_at = 1",
         "UPDATE idem_records SET state = 'in_flight'",
+        // Version 3 of a fingerprint, which no idem writes.
+        concat!(
+            "UPDATE idem_records SET fingerprint = x'03",
+            "0000000000000000000000000000000000000000000000000000000000000000'"
+        ),
+        "UPDATE idem_records SET fingerprint = zeroblob(34)",
+        "UPDATE idem_records SET created_at = -1",
+        "UPDATE idem_records SET replays = -1",
+        "UPDATE idem_records SET tombstone_until = -1",
+        "UPDATE idem_records SET state = 'in_flight', lease_expires_at = 500, holder_request_id = 'has space'",
+        "UPDATE idem_records SET state = 'in_flight', lease_expires_at = 500, holder_trace_id = ''",
+        "UPDATE idem_records SET state = 'in_flight', lease_expires_at = 500, renewals = 4294967296",
     ] {
         let error = damaged(statement).await;
         assert!(matches!(&error, StoreError::Corrupt { detail } if !detail.is_empty()), "{statement}: {error:?}");
@@ -731,7 +741,7 @@ async fn replays_and_conflicts_take_no_write_lock() {
     expect_claim(t.store.claim(&busy, &fp, at(1_000), &policy()).await.unwrap());
 
     let writer = t.store.begin_write().await.expect("the write lock is free");
-    assert_eq!(t.store.claim(&done, &fp, at(1_200), &policy()).await.unwrap(), Decision::Replay(response("pay_1")));
+    assert_eq!(t.store.claim(&done, &fp, at(1_200), &policy()).await.unwrap(), replay("pay_1", 1_100));
     assert!(matches!(t.store.claim(&busy, &fp, at(1_200), &policy()).await.unwrap(), Decision::Conflict { .. }));
     let new_key = t.store.claim(&id("alice", "new"), &fp, at(1_200), &policy()).await;
     assert!(matches!(new_key, Err(StoreError::Unavailable { .. })), "{new_key:?}");
@@ -749,7 +759,7 @@ async fn cached_replays_take_no_write_lock() {
     let _ = t.store.complete(&done, claim.fence, response("pay_1"), at(1_100), &policy()).await.unwrap();
 
     let writer = t.store.begin_write().await.expect("the write lock is free");
-    assert_eq!(t.store.claim(&done, &fp, at(1_200), &policy()).await.unwrap(), Decision::Replay(response("pay_1")));
+    assert_eq!(t.store.claim(&done, &fp, at(1_200), &policy()).await.unwrap(), replay("pay_1", 1_100));
     let new_key = t.store.claim(&id("alice", "new"), &fp, at(1_200), &policy()).await;
     assert!(matches!(new_key, Err(StoreError::Unavailable { .. })), "{new_key:?}");
     drop(writer);

@@ -77,3 +77,14 @@ pub fn response(body: &str) -> StoredResponse {
         body: Bytes::copy_from_slice(body.as_bytes()),
     }
 }
+
+/// The replay of `response` completed at `completed_ms` under [`policy`]: its record
+/// expires a retention (10 s) after the completion, and the replay says so.
+pub fn replay_of(response: StoredResponse, completed_ms: u64) -> idem_core::Decision {
+    idem_core::Decision::Replay { response, expires_at: at(completed_ms + 10_000) }
+}
+
+/// [`replay_of`] for [`response`]`(body)`.
+pub fn replay(body: &str, completed_ms: u64) -> idem_core::Decision {
+    replay_of(response(body), completed_ms)
+}
