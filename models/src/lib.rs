@@ -4,7 +4,10 @@
 //! `MemoryStore` holds, changed only by idem-core's store step ([`idem_core::step()`]
 //! through `MemoryState::run`) with the operations of [`idem_core::step::op`]: `Claim`,
 //! `CompleteInTransaction` (atomic mode), `Complete` (separate mode), `Release`, `Renew`,
-//! and `Expire` (through `MemoryState::purge_expired`). Fences, admission, usage and the
+//! `Forget` (an operator's, `Config::forgets`) and `Expire` (through
+//! `MemoryState::purge_expired`, which shrinks a completed record to its tombstone with
+//! `Config::tombstone`). With `Config::ceiling` the server stops renewing a handler at the
+//! execution ceiling, as idem-once does. Fences, admission, usage and the
 //! decision table are idem-core's; so are the answers around a decision: the 409's
 //! `Retry-After` ([`idem_core::reply::retry_after`], capped at idem-http's default), what
 //! an execution that lost its claim answers ([`idem_core::reply::superseded`]), and which

@@ -45,12 +45,12 @@ impl IdemModel {
             // its fence and the counter stays where it was.
             forget.next_fence = None;
             if let Some(Record { state: RecordState::InFlight { holder, renewals, .. }, .. }) = &before {
-                let state = RecordState::InFlight {
+                let lapsed_now = RecordState::InFlight {
                     lease_expires_at: state.store.now,
                     holder: holder.clone(),
                     renewals: *renewals,
                 };
-                let lapsed = Record { state, ..before.clone().expect("matched above") };
+                let lapsed = Record { state: lapsed_now, ..before.clone().expect("matched above") };
                 (forget.write, forget.usage) = (Write::Put(lapsed), UsageDelta::NONE);
             }
         }
