@@ -408,4 +408,50 @@ mod tests {
             assert!(decode_response(&bytes[..cut]).is_err(), "cut at {cut}");
         }
     }
+
+    #[test]
+    fn previous_records_read_as_version_one_without_lifecycle_fields() {
+        // Goal: a value the previous script wrote (digest, then four header fields) reads
+        // back: version 1 fingerprint, created at the epoch, no holder, renewals, replays or
+        // tombstone; a header of neither format is damage.
+        let fingerprint = Fingerprint::of("POST", "/p", b"{}");
+        let mut value = fingerprint.to_stored();
+        value.extend_from_slice(b"7 9  71\n");
+        value.extend_from_slice(&encode_response(&StoredResponse::new(201, &b"ok"[..])));
+        let record = decode_record(&value).unwrap();
+        let expected = Record {
+            fingerprint,
+            fence: Fence::new(7),
+            created_at: Timestamp::EPOCH,
+            expires_at: Timestamp::from_unix_ms(9),
+            state: RecordState::Completed {
+                response: StoredResponse::new(201, &b"ok"[..]),
+                replays: 0,
+                tombstone_until: None,
+            },
+        };
+        assert_eq!(record, expected);
+        let mut in_flight = fingerprint.to_stored();
+        in_flight.extend_from_slice(b"7 9 5 71\n");
+        let state =
+            RecordState::InFlight { lease_expires_at: Timestamp::from_unix_ms(5), holder: Holder::NONE, renewals: 0 };
+        assert_eq!(decode_record(&in_flight).unwrap().state, state);
+        let mut neither = fingerprint.to_stored();
+        neither.extend_from_slice(b"7 9 5\n");
+        assert!(decode_record(&neither).is_err());
+    }
+
+    #[test]
+    fn list_members_sort_as_record_ids_do() {
+        // Goal: bytewise order of list-index members (what ZRANGEBYLEX walks) is RecordId's
+        // order, a principal that prefixes another included, and members map back to ids.
+        let mut ids =
+            vec![id("", "b"), id("", "a"), id("al", "z"), id("alice", "k2"), id("alice", "k1"), id("ali", "~")];
+        let mut members: Vec<Vec<u8>> = ids.iter().map(list_member).collect();
+        ids.sort();
+        members.sort();
+        let back: Vec<RecordId> = members.iter().map(|member| id_of_member(member).unwrap()).collect();
+        assert_eq!(back, ids);
+        assert!(id_of_member(b"no separator").is_err());
+    }
 }
