@@ -87,7 +87,7 @@ impl Bench {
             Workload::Baseline => {
                 sqlx::query(AssertSqlSafe(baseline))
                     .bind(&key)
-                    .bind(fingerprint.as_bytes().as_slice())
+                    .bind(fingerprint.to_stored())
                     .bind(i64::try_from(n).expect("fits"))
                     .bind(&response().body[..])
                     .execute(self.store.pool())

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use idem_core::{
-    Fence, Fingerprint, Key, Principal, Record, RecordId, RecordState, StoreError, StoredResponse, Timestamp,
+    Fence, Fingerprint, Holder, Key, Principal, Record, RecordId, RecordState, StoreError, StoredResponse, Timestamp,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -16,15 +16,38 @@ use crate::error::{corrupt, store_error};
 pub(crate) const STATE_IN_FLIGHT: &str = "in_flight";
 /// `state` of a completed record.
 pub(crate) const STATE_COMPLETED: &str = "completed";
+/// `state` of a tombstone.
+pub(crate) const STATE_TOMBSTONE: &str = "tombstone";
 
 /// First byte of the header encoding, so a future encoding can be told apart.
 const HEADERS_VERSION: u8 = 1;
 
-/// The columns [`decode_record`] reads, from `idem_records AS r`. Each is named as its
-/// column, so the list works in a join with tables that share column names.
-pub(crate) const RECORD_COLUMNS: &str = "r.fingerprint AS fingerprint, r.fence AS fence, r.state AS state, \
-     r.lease_expires_at AS lease_expires_at, r.expires_at AS expires_at, \
-     r.forgettable_at AS forgettable_at, r.status AS status, r.headers AS headers, r.body AS body";
+/// The columns of a record in `idem_records` (the record id and `stored_bytes` aside), in
+/// the order [`RecordRow`] binds them.
+pub(crate) const COLUMNS: [&str; 15] = [
+    "fingerprint",
+    "fence",
+    "created_at",
+    "state",
+    "lease_expires_at",
+    "holder_request_id",
+    "holder_trace_id",
+    "renewals",
+    "expires_at",
+    "due_at",
+    "status",
+    "headers",
+    "body",
+    "replays",
+    "tombstone_until",
+];
+
+/// `table`'s record columns, each named as its column after `prefix`: what
+/// [`decode_record_named`] reads (with `prefix` empty, [`decode_record`]). Naming each
+/// column lets the list work in a join with tables that share column names.
+pub(crate) fn columns_of(table: &str, prefix: &str) -> String {
+    COLUMNS.map(|column| format!("{table}.{column} AS {prefix}{column}")).join(", ")
+}
 
 /// How many shards the usage totals are kept in (`idem_usage`, migration 0001).
 pub(crate) const USAGE_SHARDS: u32 = 64;
@@ -40,18 +63,47 @@ pub(crate) fn usage_shard(id: &RecordId) -> i32 {
     i32::try_from(hash % u64::from(USAGE_SHARDS)).expect("a shard number is below 64")
 }
 
-/// The column values of a record, ready to bind.
-#[derive(Debug, PartialEq, Eq)]
+/// The column values of a record, ready to bind, in the order of [`COLUMNS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RecordRow {
     pub(crate) fingerprint: Vec<u8>,
     pub(crate) fence: i64,
+    pub(crate) created_at: i64,
     pub(crate) state: &'static str,
     pub(crate) lease_expires_at: Option<i64>,
+    pub(crate) holder_request_id: Option<String>,
+    pub(crate) holder_trace_id: Option<String>,
+    pub(crate) renewals: i32,
     pub(crate) expires_at: i64,
-    pub(crate) forgettable_at: i64,
+    pub(crate) due_at: i64,
     pub(crate) status: Option<i32>,
     pub(crate) headers: Option<Vec<u8>>,
     pub(crate) body: Option<Vec<u8>>,
+    pub(crate) replays: i64,
+    pub(crate) tombstone_until: Option<i64>,
+}
+
+/// `statement` with `row` bound as its next 15 parameters, in the order of [`COLUMNS`].
+pub(crate) fn bind_record<'q>(
+    statement: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    row: RecordRow,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    statement
+        .bind(row.fingerprint)
+        .bind(row.fence)
+        .bind(row.created_at)
+        .bind(row.state)
+        .bind(row.lease_expires_at)
+        .bind(row.holder_request_id)
+        .bind(row.holder_trace_id)
+        .bind(row.renewals)
+        .bind(row.expires_at)
+        .bind(row.due_at)
+        .bind(row.status)
+        .bind(row.headers)
+        .bind(row.body)
+        .bind(row.replays)
+        .bind(row.tombstone_until)
 }
 
 /// A time as stored. Times past `i64::MAX` ms (292 million years) are stored as
@@ -61,7 +113,7 @@ pub(crate) fn time_to_sql(time: Timestamp) -> i64 {
 }
 
 /// A time read back; a negative value is corrupt.
-fn time_from_sql(column: &str, value: i64) -> Result<Timestamp, StoreError> {
+pub(crate) fn time_from_sql(column: &str, value: i64) -> Result<Timestamp, StoreError> {
     u64::try_from(value)
         .map(Timestamp::from_unix_ms)
         .map_err(|_| corrupt(format!("{column} is {value}, a time before 1970")))
@@ -90,31 +142,47 @@ pub(crate) fn count_from_sql(column: &str, value: i64) -> Result<u64, StoreError
     u64::try_from(value).map_err(|_| corrupt(format!("{column} is {value}, a negative count")))
 }
 
-/// The column values of `record`.
+/// The column values of `record`. Columns a state does not use hold NULL (0 for the
+/// counts).
 pub(crate) fn encode_record(record: &Record) -> Result<RecordRow, StoreError> {
-    let (state, lease_expires_at, status, headers, body) = match &record.state {
-        RecordState::InFlight { lease_expires_at } => {
-            (STATE_IN_FLIGHT, Some(time_to_sql(*lease_expires_at)), None, None, None)
-        }
-        RecordState::Completed { response } => (
-            STATE_COMPLETED,
-            None,
-            Some(i32::from(response.status)),
-            Some(encode_headers(&response.headers)?),
-            Some(response.body.to_vec()),
-        ),
-    };
-    Ok(RecordRow {
-        fingerprint: record.fingerprint.as_bytes().to_vec(),
+    let mut row = RecordRow {
+        fingerprint: record.fingerprint.to_stored(),
         fence: fence_to_sql(record.fence)?,
-        state,
-        lease_expires_at,
+        created_at: time_to_sql(record.created_at),
+        state: STATE_TOMBSTONE,
+        lease_expires_at: None,
+        holder_request_id: None,
+        holder_trace_id: None,
+        renewals: 0,
         expires_at: time_to_sql(record.expires_at),
-        forgettable_at: time_to_sql(record.forgettable_at()),
-        status,
-        headers,
-        body,
-    })
+        due_at: time_to_sql(record.due_at()),
+        status: None,
+        headers: None,
+        body: None,
+        replays: 0,
+        tombstone_until: None,
+    };
+    match &record.state {
+        RecordState::InFlight { lease_expires_at, holder, renewals } => {
+            row.state = STATE_IN_FLIGHT;
+            row.lease_expires_at = Some(time_to_sql(*lease_expires_at));
+            row.holder_request_id = holder.request_id().map(str::to_owned);
+            row.holder_trace_id = holder.trace_id().map(str::to_owned);
+            // 2^31 renewals, one every third of a lease, take centuries; refused, not wrapped.
+            row.renewals = i32::try_from(*renewals)
+                .map_err(|_| corrupt(format!("renewals of {renewals} do not fit a PostgreSQL integer")))?;
+        }
+        RecordState::Completed { response, replays, tombstone_until } => {
+            row.state = STATE_COMPLETED;
+            row.status = Some(i32::from(response.status));
+            row.headers = Some(encode_headers(&response.headers)?);
+            row.body = Some(response.body.to_vec());
+            row.replays = count_to_sql("replays", *replays)?;
+            row.tombstone_until = tombstone_until.map(time_to_sql);
+        }
+        RecordState::Tombstone => {}
+    }
+    Ok(row)
 }
 
 /// The record id of a row's `principal` and `idem_key` (`''` is the anonymous principal).
@@ -140,46 +208,87 @@ pub(crate) fn id_from_sql(principal: &str, key: &str) -> Result<RecordId, StoreE
     Ok(RecordId::new(principal, parsed))
 }
 
-/// Reads a record from a row that holds the columns of `record_columns!`.
+/// Reads a record from a row that holds the columns of `columns_of(_, "")`.
 pub(crate) fn decode_record(row: &PgRow) -> Result<Record, StoreError> {
-    let fingerprint: Vec<u8> = row.try_get("fingerprint").map_err(store_error)?;
-    let fingerprint: [u8; 32] = fingerprint
-        .as_slice()
-        .try_into()
-        .map_err(|_| corrupt(format!("fingerprint has {} bytes, not 32", fingerprint.len())))?;
-    let fence = fence_from_sql("fence", row.try_get("fence").map_err(store_error)?)?;
-    let state: String = row.try_get("state").map_err(store_error)?;
-    let expires_at = time_from_sql("expires_at", row.try_get("expires_at").map_err(store_error)?)?;
-    let forgettable_at: i64 = row.try_get("forgettable_at").map_err(store_error)?;
+    decode_record_named(row, "")
+}
+
+/// Reads a record from a row that holds the columns of `columns_of(_, prefix)`.
+pub(crate) fn decode_record_named(row: &PgRow, prefix: &str) -> Result<Record, StoreError> {
+    let get = Columns { row, prefix };
+    let stored: Vec<u8> = get.value("fingerprint")?;
+    let fingerprint = Fingerprint::from_stored(&stored).map_err(|error| corrupt(format!("fingerprint: {error}")))?;
+    let fence = fence_from_sql("fence", get.value("fence")?)?;
+    let created_at = time_from_sql("created_at", get.value("created_at")?)?;
+    let state: String = get.value("state")?;
+    let expires_at = time_from_sql("expires_at", get.value("expires_at")?)?;
+    let due_at: i64 = get.value("due_at")?;
 
     let state = match state.as_str() {
         STATE_IN_FLIGHT => {
-            let lease: Option<i64> = row.try_get("lease_expires_at").map_err(store_error)?;
+            let lease: Option<i64> = get.value("lease_expires_at")?;
             let lease = lease.ok_or_else(|| corrupt("an in-flight record has no lease_expires_at"))?;
-            RecordState::InFlight { lease_expires_at: time_from_sql("lease_expires_at", lease)? }
+            let renewals: i32 = get.value("renewals")?;
+            RecordState::InFlight {
+                lease_expires_at: time_from_sql("lease_expires_at", lease)?,
+                holder: decode_holder(&get)?,
+                renewals: u32::try_from(renewals).map_err(|_| corrupt(format!("renewals is {renewals}")))?,
+            }
         }
-        STATE_COMPLETED => RecordState::Completed { response: decode_response(row)? },
-        other => return Err(corrupt(format!("state is {other:?}, not {STATE_IN_FLIGHT:?} or {STATE_COMPLETED:?}"))),
+        STATE_COMPLETED => {
+            let tombstone_until: Option<i64> = get.value("tombstone_until")?;
+            RecordState::Completed {
+                response: decode_response(&get)?,
+                replays: count_from_sql("replays", get.value("replays")?)?,
+                tombstone_until: tombstone_until.map(|until| time_from_sql("tombstone_until", until)).transpose()?,
+            }
+        }
+        STATE_TOMBSTONE => RecordState::Tombstone,
+        other => return Err(corrupt(format!("state is {other:?}, not one of idem's three"))),
     };
-    let record = Record { fingerprint: Fingerprint::from_bytes(fingerprint), fence, expires_at, state };
-    // Purging trusts the column to say when the record expires; a row where it disagrees
+    let record = Record { fingerprint, fence, created_at, expires_at, state };
+    // Purging trusts the column to say when the record is due; a row where it disagrees
     // with the record would be purged early or late.
-    if time_to_sql(record.forgettable_at()) != forgettable_at {
-        return Err(corrupt(format!(
-            "forgettable_at is {forgettable_at}, but the record becomes forgettable at {}",
-            record.forgettable_at().unix_ms()
-        )));
+    if time_to_sql(record.due_at()) != due_at {
+        return Err(corrupt(format!("due_at is {due_at}, but the record is due at {}", record.due_at().unix_ms())));
     }
     Ok(record)
 }
 
-fn decode_response(row: &PgRow) -> Result<StoredResponse, StoreError> {
-    let status: Option<i32> = row.try_get("status").map_err(store_error)?;
+/// The columns of one row, named after a prefix.
+struct Columns<'a> {
+    row: &'a PgRow,
+    prefix: &'a str,
+}
+
+impl Columns<'_> {
+    fn value<'r, T>(&'r self, column: &str) -> Result<T, StoreError>
+    where
+        T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        let name = format!("{}{column}", self.prefix);
+        self.row.try_get(name.as_str()).map_err(store_error)
+    }
+}
+
+/// The holder's ids as stored; one that `Holder` would not keep was not written by idem.
+fn decode_holder(get: &Columns<'_>) -> Result<Holder, StoreError> {
+    let request_id: Option<String> = get.value("holder_request_id")?;
+    let trace_id: Option<String> = get.value("holder_trace_id")?;
+    let holder = Holder::new(request_id.as_deref(), trace_id.as_deref());
+    if holder.request_id() != request_id.as_deref() || holder.trace_id() != trace_id.as_deref() {
+        return Err(corrupt(format!("holder ids {request_id:?}, {trace_id:?} are not ids a claim keeps")));
+    }
+    Ok(holder)
+}
+
+fn decode_response(get: &Columns<'_>) -> Result<StoredResponse, StoreError> {
+    let status: Option<i32> = get.value("status")?;
     let status = status.ok_or_else(|| corrupt("a completed record has no status"))?;
     let status = u16::try_from(status).map_err(|_| corrupt(format!("status is {status}, not an HTTP status")))?;
-    let headers: Option<Vec<u8>> = row.try_get("headers").map_err(store_error)?;
+    let headers: Option<Vec<u8>> = get.value("headers")?;
     let headers = decode_headers(&headers.ok_or_else(|| corrupt("a completed record has no headers"))?)?;
-    let body: Option<Vec<u8>> = row.try_get("body").map_err(store_error)?;
+    let body: Option<Vec<u8>> = get.value("body")?;
     let body = body.ok_or_else(|| corrupt("a completed record has no body"))?;
     Ok(StoredResponse { status, headers, body: Bytes::from(body) })
 }

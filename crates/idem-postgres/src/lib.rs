@@ -2,7 +2,8 @@
 //! replicas on one database.
 //!
 //! [`PostgresStore`] implements idem-core's [`Store`](idem_core::Store) (claim, complete,
-//! release, renew, get, purge) and atomic mode, where the handler's business writes and
+//! release, renew, get, purge, count a replay), its [`KeyAdmin`](idem_core::KeyAdmin)
+//! (list, forget: SPEC "Key lifecycle") and atomic mode, where the handler's business writes and
 //! the completion with its fence check commit together or not at all (SPEC "Modes", G1):
 //! [`AtomicStore::complete_with`](idem_core::AtomicStore::complete_with) runs the
 //! handler's writes and the completion in one transaction of the store's (the recommended
@@ -24,8 +25,8 @@
 //! answered as `MemoryStore` answers them, fences compared by rank), which `src/planted.rs`
 //! shows fails for each rule of the SQL planted wrong that [`PlantedBug`] names (the
 //! guarded completion without its fence or its state check, with neither, or comparing
-//! fences with `<=`; its retention or usage delta counted wrong; a purge one millisecond
-//! late).
+//! fences with `<=`; its retention, tombstone or usage delta counted wrong; a purge one
+//! millisecond late), except the listing's order, which `tests/admin.rs` catches.
 //!
 //! # Contents
 //!
@@ -40,7 +41,8 @@
 //!   ([`complete_with`](idem_core::AtomicStore::complete_with), atomic mode in one call:
 //!   the recommended path), [`PostgresStore::begin_write`] and
 //!   [`PostgresStore::complete_in`] (atomic mode by hand, in a transaction the caller
-//!   holds), [`PostgresStore::usage`], [`PostgresStore::pool`].
+//!   holds), the [`KeyAdmin`](idem_core::KeyAdmin) impl (an operator's list and forget,
+//!   "Key administration" below), [`PostgresStore::usage`], [`PostgresStore::pool`].
 //! * [`OpenError`]: why a database could not be opened, worded for a CLI to print.
 //! * [`PlantedBug`], [`PostgresStore::with_planted_bug`]: **for testing tests only**, the
 //!   store with one rule of its SQL planted wrong (what `idem serve --plant-bug` runs), so
@@ -97,7 +99,7 @@
 //!     Fenced::Applied => {}                 // the payment and the completion committed
 //!     Fenced::Refused(_) => return Ok(()), // stale claim: the payment was rolled back
 //! }
-//! assert_eq!(store.claim(&id, &fingerprint, now, &policy).await?, Decision::Replay(response));
+//! assert_eq!(store.claim(&id, &fingerprint, now, &policy).await?.replayed(), Some(&response));
 //! # Ok(())
 //! # }
 //! ```
@@ -164,7 +166,9 @@
 //! | `claim` that conflicts, replays or mismatches | 1: the read | 0 |
 //! | `complete` of the claim in flight | 1: the guarded completion | 1 |
 //! | `complete` otherwise (repeated, refused) | 2: the guarded completion (writes nothing), the read | 0 |
-//! | `release`, `renew` | 2: the read, the guarded write (1 when the step writes nothing) | 1 (0) |
+//! | `release`, `renew`, `count_replay` | 2: the read, the guarded write (1 when the step writes nothing) | 1 (0) |
+//! | `forget` (KeyAdmin) | 2: the read (drawing a fence), the guarded delete (1 when nothing is held) | 1 (0) |
+//! | `list` (KeyAdmin) | 1 | 0 |
 //! | `complete_in` of the claim in flight | **1**, in the caller's transaction | the caller's |
 //! | `complete_in` otherwise (refused) | 2: the guarded completion, the locked read | the caller's |
 //! | `complete_with` of the claim in flight | **3** and the writes': `BEGIN`, the writes, the guarded completion, `COMMIT` | 1 |
@@ -175,16 +179,21 @@
 //!
 //! **The guarded completion.** A completion of the claim in flight is the usual case, and
 //! what idem-core's step makes of it depends on no part of the record but its state and
-//! fence: the completed record keeps the claim's fingerprint and fence, holds the response,
-//! and is kept for the retention from the completion's `now`. So the store asks the step
+//! fence: the completed record keeps the claim's fingerprint, fence and creation time,
+//! drops its holder and renewal count, holds the response with no replays counted, is kept
+//! for the retention from the completion's `now`, and (under a policy with tombstones)
+//! leaves its tombstone until the tombstone period after that. So the store asks the step
 //! what to write for the record presumed to be "the claim `fence`, in flight", and sends it
 //! as one statement that locks the record's row only if it is that claim (and the fence
 //! counter is past it, the step's damage check), reads the counters and the clock after
 //! the lock is granted, and writes the completion with its end of retention counted from
 //! that clock (`LEAST(now + retention, i64::MAX)`, [`Timestamp`](idem_core::Timestamp)'s
-//! saturating sum as stored), all in one round trip. The statement returns the view it
-//! read; the store runs the step again on that view, at that time, and checks that it
-//! names exactly what was written (record, usage delta, answer). When the row is not that
+//! saturating sum as stored, and the tombstone's end likewise after it), all in one round
+//! trip; the usage delta is the new `stored_bytes` less the row's, since a holder's ids
+//! count toward the claim's size. The statement returns the view it read and the row as
+//! it wrote it; the store runs the step again on that view, at that time, and checks that
+//! it names exactly what was written (the record read back from the written row, its
+//! `stored_bytes`, the usage delta, the answer). When the row is not that
 //! claim (taken over, completed, released, purged), the statement writes nothing and the
 //! ordinary read and step produce the refusal. A disagreement would be a bug in this
 //! crate's SQL: it is reported as `Corrupt` (in atomic mode the caller then rolls back and
@@ -257,12 +266,16 @@
 //! connections of all replicas' pools (an operation holds one pooled connection from its
 //! read to its write); sequential claims, and the conformance suite, see exact totals.
 //!
-//! [`Store::purge_expired`](idem_core::Store::purge_expired) forgets at most `batch_max`
-//! expired records per call, earliest `forgettable_at` first (ties by fence, as in
-//! `idem_core::MemoryState`), in one short transaction: the `forgettable_at` index finds
-//! the candidates, rows another transaction holds are skipped (`SKIP LOCKED`), each goes
-//! through idem-core's [`op::Expire`](idem_core::step::op::Expire) step, and the batch is
-//! deleted and its usage given back per shard in one statement each. A due row that cannot
+//! [`Store::purge_expired`](idem_core::Store::purge_expired) visits at most `batch_max`
+//! due records per call, earliest [`Record::due_at`](idem_core::Record::due_at) first
+//! (ties by fence, as in `idem_core::MemoryState`), in one short transaction: the `due_at`
+//! index finds the candidates, rows another transaction holds are skipped (`SKIP
+//! LOCKED`), each goes through idem-core's [`op::Expire`](idem_core::step::op::Expire)
+//! step, which forgets it or, for a completed record that leaves a tombstone, shrinks it
+//! to the tombstone (response dropped, kept until the tombstone's end, when it is due
+//! again); the forgotten ones are deleted in one statement, the shrunk ones rewritten in
+//! another (one array per column), and the usage given back per shard in a third. Each
+//! counts in what the call returns. A due row that cannot
 //! be read back is forgotten anyway (damage recovery, as in idem-sqlite).
 //!
 //! The pool holds at most [`PostgresOptions::connections_max`] connections; a call waits
@@ -319,22 +332,64 @@
 //!
 //! | table | column | meaning |
 //! |---|---|---|
-//! | `idem_records` | `principal`, `idem_key` | the record id, primary key (`''` is the anonymous principal) |
-//! | | `fingerprint` | 32 bytes of SHA-256 |
+//! | `idem_records` | `principal`, `idem_key` | the record id, primary key, collation `"C"` (bytewise) since 0002 (`''` is the anonymous principal) |
+//! | | `fingerprint` | [`Fingerprint::to_stored`](idem_core::Fingerprint::to_stored): 32 bytes of SHA-256 for a byte fingerprint (version 1), a version byte and 32 bytes for later versions |
 //! | | `fence` | the fence of the claim that made the record what it is |
-//! | | `state` | `'in_flight'` or `'completed'` |
-//! | | `lease_expires_at` | in flight: when the claim lapses; completed: NULL |
-//! | | `expires_at` | end of retention |
-//! | | `forgettable_at` | `Record::forgettable_at`, indexed with `fence` for purging |
-//! | | `status`, `headers`, `body` | completed: the stored response; in flight: NULL |
+//! | | `created_at` | when that claim was taken; 0 for records written before migration 0002 |
+//! | | `state` | `'in_flight'`, `'completed'` or `'tombstone'` (a CHECK constraint) |
+//! | | `lease_expires_at` | in flight: when the claim lapses; otherwise NULL |
+//! | | `holder_request_id`, `holder_trace_id` | in flight: the holder's ids, each NULL when not sent; otherwise NULL |
+//! | | `renewals` | in flight: renewals of the lease; otherwise 0 |
+//! | | `expires_at` | end of retention; for a tombstone, the tombstone's end |
+//! | | `due_at` | [`Record::due_at`](idem_core::Record::due_at), indexed with `fence` for purging |
+//! | | `status`, `headers`, `body` | completed: the stored response; otherwise NULL |
+//! | | `replays` | completed: replays counted (best effort); otherwise 0 |
+//! | | `tombstone_until` | completed: when its tombstone ends, NULL if it leaves none; otherwise NULL |
 //! | | `stored_bytes` | what the record costs, [`idem_core::usage::stored_bytes`] |
 //! | `idem_fence_seq` | (sequence) | the fences; only grows |
 //! | `idem_usage` | `shard`, `records`, `stored_bytes` | 64 shards of the totals for the size limits |
+//!
+//! **Upgrading** from a schema migrated before the key lifecycle (0001 only): `open` runs
+//! migration `0002_key_lifecycle.sql`, which adds the lifecycle columns with values for
+//! the rows already there (created at 0, "before the upgrade, time unknown", so an age
+//! filter counts them as old; no holder; no counts; no tombstone), adds the state
+//! constraint, renames `forgettable_at` to `due_at` (the same value for every row 0001
+//! could hold) and gives the id columns the `"C"` collation, which rebuilds the primary
+//! key. It holds an exclusive lock on `idem_records` for as long as that takes (it lifts
+//! the statement timeout for itself; on a table of millions of rows, seconds), and the
+//! store's operations wait for it or fail `Unavailable` after the lock timeout. Stop
+//! replicas of the older idem first: their statements name `forgettable_at` and fail
+//! afterwards (`Unavailable`, nothing applied), and a replica of the older idem that
+//! opens the migrated schema is refused ([`OpenError::NewerSchema`]).
+//! `tests/upgrade.rs` migrates with 0001 alone, writes records as the older idem did, and
+//! shows they read back, replay and complete after the upgrade.
 //!
 //! Headers are one `BYTEA` in idem-sqlite's encoding: a version byte `1`, the number of
 //! headers as a big-endian `u32`, then per header the name's length (big-endian `u32`) and
 //! UTF-8 bytes, and the value's length and bytes. A stored value out of range is
 //! [`StoreError::Corrupt`](idem_core::StoreError::Corrupt).
+//!
+//! # Key administration (SPEC "Key lifecycle")
+//!
+//! [`KeyAdmin::list`](idem_core::KeyAdmin::list) is one statement that restates
+//! [`ListQuery::admits`](idem_core::ListQuery::admits) as its `WHERE` clause (principal,
+//! stored state, created before, created at or after, and the cursor as `(principal,
+//! idem_key) > (…)`), ordered by `(principal, idem_key)` in the `"C"` collation, so pages
+//! come in Rust's bytewise `str` order whatever the database's collation, and reads
+//! `limit + 1` rows to tell whether more follow. With the id columns in that collation
+//! (migration 0002) the primary key's index serves the order and the cursor. Expired
+//! records not yet purged are listed. `tests/admin.rs` pages every filter against
+//! `ListQuery::select` over the same records, with the columns in a natural-language
+//! collation, and shows the listing without its `COLLATE "C"` ([`PlantedBug`]) is caught.
+//!
+//! [`KeyAdmin::forget`](idem_core::KeyAdmin::forget) is idem-core's
+//! [`op::Forget`](idem_core::step::op::Forget) through the ordinary read and guarded
+//! write; its read draws from `idem_fence_seq` as a claim's does, and that draw is the
+//! step's advance of the fence counter, so a handler still running under the forgotten
+//! claim can never complete afterwards (G3), in separate or atomic mode.
+//!
+//! [`Store::count_replay`](idem_core::Store::count_replay) is idem-core's
+//! [`op::CountReplay`](idem_core::step::op::CountReplay) through the same path.
 //!
 //! # Failures (G8: the caller refuses the request, nothing runs without a claim)
 //!
@@ -368,14 +423,18 @@ pub use sqlx;
 #[cfg(test)]
 extern crate self as idem_postgres;
 
+mod admin;
 mod codec;
 mod error;
+mod guarded;
 mod options;
 #[cfg(test)]
 mod planted;
 mod planting;
+mod purge;
 mod schema;
 mod session;
+mod statements;
 mod store;
 
 pub use error::OpenError;

@@ -1,8 +1,9 @@
 //! The differential check has teeth: PostgresStore with one rule of its SQL planted wrong
-//! (each [`PlantedBug`]: the guarded completion without its fence or its state check, with
-//! neither, or comparing fences with `<=`; its retention counted from the wrong time, its
-//! usage delta dropped when one part of it is zero; a purge that keeps a record due at the
-//! very millisecond) is caught by `idem_core::differential` on the real PostgreSQL, while
+//! (each [`PlantedBug`] but the listing's, which `tests/admin.rs` catches: the guarded
+//! completion without its fence or its state check, with neither, or comparing fences
+//! with `<=`; its retention counted from the wrong time, its tombstone's end dropped, its
+//! usage delta dropped when one part of it is zero; a purge that keeps a record due at
+//! the very millisecond) is caught by `idem_core::differential` on the real PostgreSQL, while
 //! the SQL as shipped passes the same cases (`tests/common/differential.rs`;
 //! `tests/differential.rs` runs other cases, from another seed). The bugs are planted as
 //! `idem serve --plant-bug` plants them ([`PostgresStore::with_planted_bug`]): the planted
@@ -10,7 +11,7 @@
 //! each bug is caught by the answers and usage totals alone, not by that check's error.
 //!
 //! Tried and not kept: a purge that takes due records by fence instead of by
-//! `forgettable_at` is caught only after about 2,500 cases (the random histories rarely
+//! `due_at` is caught only after about 2,500 cases (the random histories rarely
 //! have due records whose two orders differ within a partial batch), and the guarded
 //! completion's damage check (`next_fence > fence` as `>=`) cannot be caught this way at
 //! all: the sequence is always past every record in these histories.
@@ -108,6 +109,14 @@ fn retention_counted_from_the_lease_end_is_caught() {
     // of the completion's time (the operands of the sum swapped for the wrong column)
     // keeps records a different time than idem-core.
     assert_caught(PlantedBug::RetentionFromLeaseEnd);
+}
+
+#[test]
+fn completion_without_its_tombstone_is_caught() {
+    // Goal: a guarded completion that drops when the record's tombstone ends (so the key
+    // runs again after retention instead of answering Gone) answers unlike idem-core
+    // under the check's tombstone policy.
+    assert_caught(PlantedBug::CompletionWithoutTombstone);
 }
 
 #[test]

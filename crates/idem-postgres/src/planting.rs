@@ -37,9 +37,18 @@ pub enum PlantedBug {
     /// `retention-from-lease-end`: a completion's retention is counted from the claim's
     /// lease end instead of the completion's time, so records are kept too long.
     RetentionFromLeaseEnd,
+    /// `completion-without-tombstone`: the guarded completion never keeps when the
+    /// record's tombstone ends, so under a policy with tombstones the key runs again after
+    /// retention instead of answering Gone (SPEC "Key lifecycle" broken).
+    CompletionWithoutTombstone,
     /// `usage-delta-needs-both`: a write adds its usage delta only when both the record
     /// count and the bytes change (`AND` for `OR`), so the size limits count wrong totals.
     UsageDeltaNeedsBoth,
+    /// `list-without-collation`: an operator's listing orders record ids in the columns'
+    /// collation instead of bytewise (`COLLATE "C"`), so on a database whose collation is
+    /// a natural language's, pages come in another order than Rust's and a cursor skips
+    /// or repeats records.
+    ListWithoutCollation,
     /// `purge-one-ms-late`: the purge keeps a record whose time is up at the very
     /// millisecond (`<` for `<=`).
     PurgeOneMsLate,
@@ -47,14 +56,16 @@ pub enum PlantedBug {
 
 impl PlantedBug {
     /// Every planted bug, in the order of the enum.
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::CompletionWithoutFence,
         PlantedBug::CompletionFenceAtMost,
         PlantedBug::CompletionWithoutState,
         PlantedBug::CompletionUnguarded,
         PlantedBug::RetentionFromLeaseEnd,
+        PlantedBug::CompletionWithoutTombstone,
         PlantedBug::UsageDeltaNeedsBoth,
         PlantedBug::PurgeOneMsLate,
+        PlantedBug::ListWithoutCollation,
     ];
 
     /// The bug's name, as `idem serve --plant-bug` takes it.
@@ -66,8 +77,10 @@ impl PlantedBug {
             PlantedBug::CompletionWithoutState => "completion-without-state",
             PlantedBug::CompletionUnguarded => "completion-unguarded",
             PlantedBug::RetentionFromLeaseEnd => "retention-from-lease-end",
+            PlantedBug::CompletionWithoutTombstone => "completion-without-tombstone",
             PlantedBug::UsageDeltaNeedsBoth => "usage-delta-needs-both",
             PlantedBug::PurgeOneMsLate => "purge-one-ms-late",
+            PlantedBug::ListWithoutCollation => "list-without-collation",
         }
     }
 
@@ -84,10 +97,18 @@ impl PlantedBug {
             PlantedBug::CompletionWithoutState => ("r.state = 'in_flight' AND r.fence = $3", "r.fence = $3"),
             PlantedBug::CompletionUnguarded => ("AND r.state = 'in_flight' AND r.fence = $3", ""),
             PlantedBug::RetentionFromLeaseEnd => {
-                ("coalesce($9::int8, old.db_now)", "coalesce(old.lease_expires_at, $9::int8, old.db_now)")
+                ("coalesce($8::int8, old.db_now)", "coalesce(old.lease_expires_at, $8::int8, old.db_now)")
             }
-            PlantedBug::UsageDeltaNeedsBoth => ("($12 <> 0 OR $13 <> 0)", "($12 <> 0 AND $13 <> 0)"),
-            PlantedBug::PurgeOneMsLate => ("r.forgettable_at <= $1", "r.forgettable_at < $1"),
+            PlantedBug::CompletionWithoutTombstone => {
+                ("CASE WHEN $10::int8 IS NULL THEN NULL", "CASE WHEN true THEN NULL")
+            }
+            PlantedBug::UsageDeltaNeedsBoth => {
+                ("(d.records <> 0 OR d.bytes <> 0)", "(d.records <> 0 AND d.bytes <> 0)")
+            }
+            PlantedBug::PurgeOneMsLate => ("r.due_at <= $1", "r.due_at < $1"),
+            PlantedBug::ListWithoutCollation => {
+                ("ORDER BY r.principal COLLATE \"C\", r.idem_key COLLATE \"C\"", "ORDER BY r.principal, r.idem_key")
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::options::PostgresOptions;
 pub const MIGRATIONS_TABLE: &str = "_idem_migrations";
 
 /// Every relation idem's migrations create, besides [`MIGRATIONS_TABLE`].
-const RELATIONS: [&str; 4] = ["idem_records", "idem_records_by_forgettable_at", "idem_fence_seq", "idem_usage"];
+const RELATIONS: [&str; 4] = ["idem_records", "idem_records_by_due_at", "idem_fence_seq", "idem_usage"];
 
 /// idem's migrations (the crate's `migrations/` folder), noted in [`MIGRATIONS_TABLE`].
 pub(crate) fn migrator() -> Migrator {

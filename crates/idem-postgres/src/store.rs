@@ -7,30 +7,28 @@
 //! claim in flight in one statement, checked against the step afterwards. The store has
 //! no rule of its own about the protocol.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use idem_core::step::{self, Counters, Operation, Step, StoreView, op};
 use idem_core::{
-    AtomicStore, CommitError, Decision, Fence, Fenced, Fingerprint, Limits, Policy, Record, RecordId, RecordState,
-    Renewal, Store, StoreError, StoredResponse, Timestamp, Usage, UsageDelta, Write, WritesFuture, usage,
+    AtomicStore, ClaimRequest, CommitError, Decision, Fence, Fenced, Limits, Policy, Record, RecordId, Renewal, Store,
+    StoreError, StoredResponse, Timestamp, Usage, Write, WritesFuture, usage,
 };
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, Postgres, Row, Transaction};
 
-use crate::codec::{self, RECORD_COLUMNS, STATE_IN_FLIGHT, usage_shard};
+use crate::codec::{self, usage_shard};
 use crate::error::{Failure, INTEGRITY_CLASS, OpenError, corrupt, sqlstate, store_error};
+use crate::guarded::complete_guarded;
 use crate::options::{PostgresOptions, TimeSource};
 use crate::planting::PlantedBug;
+use crate::statements::Statements;
 use crate::{schema, session};
 
 /// A transaction on a pooled connection from [`PostgresStore::begin_write`]. It commits
 /// with `commit()`; dropped, it rolls back.
 pub type WriteTransaction = Transaction<'static, Postgres>;
-
-/// The database's clock in unix milliseconds.
-const DB_NOW_MS: &str = "floor(extract(epoch FROM clock_timestamp()) * 1000)::int8";
 
 /// Backoff after contention: 2 ms doubling per retry up to 64 ms, with jitter.
 const BACKOFF_FIRST: Duration = Duration::from_millis(2);
@@ -38,7 +36,7 @@ const BACKOFF_MAX: Duration = Duration::from_millis(64);
 
 /// How a step reads the record and the fence counter (the sequence `idem_fence_seq`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadKind {
+pub(crate) enum ReadKind {
     /// A claim, without a lock: `nextval`, the value a claim issues if its step puts a new
     /// claim. Drawing reserves it for this operation (so the write has nothing left to
     /// advance); a draw the step does not use leaves a gap.
@@ -52,169 +50,30 @@ enum ReadKind {
     PeekLocked,
 }
 
-/// Every statement, with the schema spelled out, built once at open.
-#[derive(Debug, Clone)]
-struct Statements {
-    read_view_draw: Arc<str>,
-    read_view_peek: Arc<str>,
-    read_view_locked: Arc<str>,
-    complete_guarded: Arc<str>,
-    read_counters: Arc<str>,
-    read_record: Arc<str>,
-    insert_record: Arc<str>,
-    update_record: Arc<str>,
-    delete_record: Arc<str>,
-    purge_due: Arc<str>,
-    purge_delete: Arc<str>,
-    purge_usage: Arc<str>,
-    usage_totals: Arc<str>,
-}
-
-impl Statements {
-    #[allow(clippy::too_many_lines)] // one statement after another, each with its comment
-    fn new(schema: &str) -> Statements {
-        // `schema` is a plain identifier (checked by the options), safe between quotes.
-        let s = format!("\"{schema}\"");
-        let usage_sums = format!(
-            "(SELECT coalesce(sum(records), 0)::int8 FROM {s}.idem_usage) AS usage_records, \
-             (SELECT coalesce(sum(stored_bytes), 0)::int8 FROM {s}.idem_usage) AS usage_stored_bytes"
-        );
-        let peek =
-            format!("(SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {s}.idem_fence_seq)");
-        // The record's row version: the id of the transaction that wrote it (`xmin`). A
-        // later write of the row is another transaction's, so the version differs; a write
-        // guarded by the version read applies only to the row as read (see the crate docs).
-        let version = "r.xmin::text::int8";
-        // The record is read in a lateral subquery (locked, for the locked read); the outer
-        // projection (the fence counter, the clock) is evaluated at the join, after the
-        // record was read (and its lock granted), so a claim draws a fence after the fence
-        // of the record it read was drawn, and reads the time after that record was
-        // written. The usage sums read the statement's snapshot (see the crate docs).
-        let read_view = |fence: &str, lock: &str| {
-            format!(
-                "SELECT x.held IS NOT NULL AS held, x.version, x.fingerprint, x.fence, x.state, \
-                 x.lease_expires_at, x.expires_at, x.forgettable_at, x.status, x.headers, x.body, \
-                 {fence} AS next_fence, {usage_sums}, {DB_NOW_MS} AS db_now \
-                 FROM (SELECT 1) AS one LEFT JOIN LATERAL \
-                 (SELECT true AS held, {version} AS version, {RECORD_COLUMNS} FROM {s}.idem_records AS r \
-                 WHERE r.principal = $1 AND r.idem_key = $2{lock}) AS x ON true"
-            )
-        };
-        // The usage delta goes to the record's shard, only when the record write happened
-        // and the delta changes something.
-        let usage_cte = |first: u32| {
-            let (records, bytes, shard) = (first, first + 1, first + 2);
-            format!(
-                "u AS (UPDATE {s}.idem_usage SET records = records + ${records}, \
-                 stored_bytes = stored_bytes + ${bytes} WHERE shard = ${shard} \
-                 AND (${records} <> 0 OR ${bytes} <> 0) AND EXISTS (SELECT 1 FROM w) RETURNING 1)"
-            )
-        };
-        let counts = "SELECT (SELECT count(*) FROM w) AS written, (SELECT count(*) FROM u) AS counted";
-        let columns = "fingerprint, fence, state, lease_expires_at, expires_at, forgettable_at, status, headers, \
-                       body, stored_bytes";
-        let arc = |sql: String| Arc::<str>::from(sql);
-        Statements {
-            read_view_draw: arc(read_view(&format!("nextval('{s}.idem_fence_seq')"), "")),
-            read_view_peek: arc(read_view(&peek, "")),
-            read_view_locked: arc(read_view(&peek, " FOR UPDATE")),
-            // Atomic mode's completion in one statement (PostgresStore::complete_in): `old`
-            // locks the record's row if it is the claim `$3` in flight and reads the view
-            // around it (counters, clock) after the lock is granted; `w` writes the completion
-            // the store step names for that view (columns `$4`.., bound from the step), its
-            // times counted from the view's clock (`$9`: the caller's time under
-            // TimeSource::Caller, else the clock; `$10`: the retention in ms), only if the
-            // fence counter is past the record's fence (the step's check); `u` adds the usage
-            // delta. The view and what was written come back for the step to check.
-            complete_guarded: arc(format!(
-                "WITH old AS (SELECT x.*, {peek} AS next_fence, {usage_sums}, {DB_NOW_MS} AS db_now \
-                 FROM (SELECT {version} AS version, {RECORD_COLUMNS} FROM {s}.idem_records AS r \
-                 WHERE r.principal = $1 AND r.idem_key = $2 AND r.state = '{STATE_IN_FLIGHT}' AND r.fence = $3 \
-                 FOR UPDATE) AS x), \
-                 t AS (SELECT LEAST(coalesce($9::int8, old.db_now)::numeric + $10::int8, 9223372036854775807)::int8 \
-                 AS at FROM old), \
-                 w AS (UPDATE {s}.idem_records AS r SET state = $4, lease_expires_at = $5, expires_at = t.at, \
-                 forgettable_at = t.at, status = $6, headers = $7, body = $8, stored_bytes = $11 FROM old, t \
-                 WHERE r.principal = $1 AND r.idem_key = $2 AND r.state = '{STATE_IN_FLIGHT}' AND r.fence = $3 \
-                 AND old.next_fence > old.fence \
-                 RETURNING r.expires_at AS written_expires_at, r.forgettable_at AS written_forgettable_at), {}, \
-                 counts AS ({counts}) \
-                 SELECT old.*, w.written_expires_at, w.written_forgettable_at, counts.written, counts.counted \
-                 FROM old CROSS JOIN counts LEFT JOIN w ON true",
-                usage_cte(12)
-            )),
-            read_counters: arc(format!("SELECT {peek} AS next_fence, {usage_sums}, {DB_NOW_MS} AS db_now")),
-            read_record: arc(format!(
-                "SELECT {RECORD_COLUMNS} FROM {s}.idem_records AS r WHERE r.principal = $1 AND r.idem_key = $2"
-            )),
-            // A new record id: two operations that both found it absent race here, and the
-            // unique key lets exactly one insert; the other inserts nothing and runs again.
-            insert_record: arc(format!(
-                "WITH w AS (INSERT INTO {s}.idem_records (principal, idem_key, {columns}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                 ON CONFLICT (principal, idem_key) DO NOTHING RETURNING 1), {} {counts}",
-                usage_cte(13)
-            )),
-            // A held record: only the row version the step read (`$16`); a row another
-            // operation wrote (or deleted) since is left alone, and this one runs again.
-            update_record: arc(format!(
-                "WITH w AS (UPDATE {s}.idem_records AS r SET fingerprint = $3, fence = $4, state = $5, \
-                 lease_expires_at = $6, expires_at = $7, forgettable_at = $8, status = $9, headers = $10, \
-                 body = $11, stored_bytes = $12 WHERE r.principal = $1 AND r.idem_key = $2 AND {version} = $16 \
-                 RETURNING 1), {} {counts}",
-                usage_cte(13)
-            )),
-            delete_record: arc(format!(
-                "WITH w AS (DELETE FROM {s}.idem_records AS r WHERE r.principal = $1 AND r.idem_key = $2 \
-                 AND {version} = $6 RETURNING 1), {} {counts}",
-                usage_cte(3)
-            )),
-            // Rows other transactions hold are skipped: they are being worked on, and the
-            // next batch finds them if they are still due.
-            purge_due: arc(format!(
-                "SELECT r.principal AS principal, r.idem_key AS idem_key, r.stored_bytes AS stored_bytes, \
-                 {RECORD_COLUMNS} FROM {s}.idem_records AS r WHERE r.forgettable_at <= $1 \
-                 ORDER BY r.forgettable_at, r.fence LIMIT $2 FOR UPDATE SKIP LOCKED"
-            )),
-            purge_delete: arc(format!(
-                "DELETE FROM {s}.idem_records WHERE (principal, idem_key) IN \
-                 (SELECT * FROM unnest($1::text[], $2::text[]))"
-            )),
-            purge_usage: arc(format!(
-                "UPDATE {s}.idem_usage AS u SET records = u.records + d.records, \
-                 stored_bytes = u.stored_bytes + d.stored_bytes \
-                 FROM unnest($1::int4[], $2::int8[], $3::int8[]) AS d(shard, records, stored_bytes) \
-                 WHERE u.shard = d.shard"
-            )),
-            usage_totals: arc(format!("SELECT count(*) AS shards, {usage_sums} FROM {s}.idem_usage")),
-        }
-    }
-}
-
 /// The durable, shared store: records in PostgreSQL, decided by idem-core's store step.
 ///
 /// Cloning is cheap and shares the pool. See the crate docs for the schema, the atomic-mode
 /// recipe, time, concurrency and what each failure means.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
-    inner: Arc<Inner>,
+    pub(crate) pool: PgPool,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    limits: Limits,
-    time: TimeSource,
-    retries_max: u32,
-    schema: String,
-    sql: Statements,
+pub(crate) struct Inner {
+    pub(crate) limits: Limits,
+    pub(crate) time: TimeSource,
+    pub(crate) retries_max: u32,
+    pub(crate) schema: String,
+    pub(crate) sql: Statements,
     /// Whether the guarded completion checks what it wrote against the store step: always,
     /// but in a store with a bug planted for testing ([`PostgresStore::with_planted_bug`]).
-    self_check: bool,
+    pub(crate) self_check: bool,
 }
 
 /// A query on one of the prebuilt statements.
-fn query<'q>(sql: &Arc<str>) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+pub(crate) fn query<'q>(sql: &Arc<str>) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(AssertSqlSafe(Arc::clone(sql)))
 }
 
@@ -335,23 +194,8 @@ impl PostgresStore {
     pub fn with_planted_bug(&self, bug: PlantedBug) -> PostgresStore {
         let (right, wrong) = bug.replacement();
         let mut sql = self.inner.sql.clone();
-        let statements = [
-            &mut sql.read_view_draw,
-            &mut sql.read_view_peek,
-            &mut sql.read_view_locked,
-            &mut sql.complete_guarded,
-            &mut sql.read_counters,
-            &mut sql.read_record,
-            &mut sql.insert_record,
-            &mut sql.update_record,
-            &mut sql.delete_record,
-            &mut sql.purge_due,
-            &mut sql.purge_delete,
-            &mut sql.purge_usage,
-            &mut sql.usage_totals,
-        ];
         let mut planted = 0;
-        for statement in statements.into_iter().filter(|statement| statement.contains(right)) {
+        for statement in sql.all().into_iter().filter(|statement| statement.contains(right)) {
             *statement = Arc::from(statement.replace(right, wrong));
             planted += 1;
         }
@@ -456,7 +300,7 @@ impl PostgresStore {
     }
 
     /// One operation, run again after contention (bounded, with backoff).
-    async fn run<O: Operation>(
+    pub(crate) async fn run<O: Operation>(
         &self,
         id: &RecordId,
         read: ReadKind,
@@ -518,66 +362,12 @@ impl PostgresStore {
         }
     }
 
-    /// Forgets up to `batch_max` due records in one transaction, skipping rows other
-    /// transactions hold: candidates come from the `forgettable_at` index, each goes
-    /// through [`op::Expire`], the batch is deleted in one statement and its usage deltas
-    /// are added per shard in another.
-    async fn purge_attempt(&self, now: Timestamp, batch_max: usize) -> Result<usize, Failure> {
-        let sql = &self.inner.sql;
-        let limit = i64::try_from(batch_max).unwrap_or(i64::MAX);
-        let mut transaction = self.pool.begin().await?;
-        let counters_row = query(&sql.read_counters).fetch_one(&mut *transaction).await?;
-        let (counters, db_now) = decode_counters(&counters_row)?;
-        let now = self.now(now, db_now);
-        let rows = query(&sql.purge_due).bind(codec::time_to_sql(now)).bind(limit).fetch_all(&mut *transaction).await?;
-        let (mut principals, mut keys) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
-        let mut deltas: BTreeMap<i32, UsageDelta> = BTreeMap::new();
-        for row in &rows {
-            let principal: String = row.try_get("principal").map_err(store_error)?;
-            let key: String = row.try_get("idem_key").map_err(store_error)?;
-            let read = codec::id_from_sql(&principal, &key)
-                .and_then(|id| codec::decode_record(row).map(|record| (id, record)));
-            let (shard, delta) = match read {
-                Ok((id, record)) => {
-                    let view = StoreView { record: Some(&record), counters, limits: self.inner.limits };
-                    let step = step::step(&id, &view, op::Expire { now })?;
-                    debug_assert!(step.next_fence.is_none(), "expiry issues no fence");
-                    // The index and the record agree (decode_record checks the column), so
-                    // every candidate has expired.
-                    debug_assert!(step.answer, "the forgettable_at index lists only expired records");
-                    if !step.answer {
-                        continue;
-                    }
-                    debug_assert_eq!(step.write, Write::Delete, "an expired record is deleted");
-                    (usage_shard(&id), step.usage)
-                }
-                Err(error) => forget_damaged(row, &principal, &key, &error),
-            };
-            let total = deltas.entry(shard).or_insert(UsageDelta::NONE);
-            *total = sum(*total, delta)?;
-            principals.push(principal);
-            keys.push(key);
-        }
-        if principals.is_empty() {
-            return Ok(0);
-        }
-        let deleted = query(&sql.purge_delete).bind(&principals).bind(&keys).execute(&mut *transaction).await?;
-        // Every row was locked by this transaction, so every one is deleted.
-        debug_assert_eq!(deleted.rows_affected(), u64::try_from(principals.len()).unwrap_or(u64::MAX));
-        let shards: Vec<i32> = deltas.keys().copied().collect();
-        let records: Vec<i64> = deltas.values().map(|delta| delta.records).collect();
-        let bytes: Vec<i64> = deltas.values().map(|delta| delta.stored_bytes).collect();
-        query(&sql.purge_usage).bind(&shards).bind(&records).bind(&bytes).execute(&mut *transaction).await?;
-        transaction.commit().await?;
-        Ok(principals.len())
-    }
-
-    fn now(&self, caller: Timestamp, database: Timestamp) -> Timestamp {
+    pub(crate) fn now(&self, caller: Timestamp, database: Timestamp) -> Timestamp {
         pick_now(self.inner.time, caller, database)
     }
 }
 
-fn pick_now(time: TimeSource, caller: Timestamp, database: Timestamp) -> Timestamp {
+pub(crate) fn pick_now(time: TimeSource, caller: Timestamp, database: Timestamp) -> Timestamp {
     match time {
         TimeSource::Database => database,
         TimeSource::Caller => caller,
@@ -670,18 +460,7 @@ async fn write<A>(
                 Seen::Absent => (&sql.insert_record, None),
                 Seen::Held { version } => (&sql.update_record, Some(version)),
             };
-            let statement = query(statement)
-                .bind(principal)
-                .bind(key)
-                .bind(values.fingerprint)
-                .bind(values.fence)
-                .bind(values.state)
-                .bind(values.lease_expires_at)
-                .bind(values.expires_at)
-                .bind(values.forgettable_at)
-                .bind(values.status)
-                .bind(values.headers)
-                .bind(values.body)
+            let statement = codec::bind_record(query(statement).bind(principal).bind(key), values)
                 .bind(stored_bytes)
                 .bind(usage.records)
                 .bind(usage.stored_bytes)
@@ -719,137 +498,9 @@ async fn write<A>(
     Ok(Some(answer))
 }
 
-/// Atomic mode's completion in one statement ([`Statements`]' `complete_guarded`) on the
-/// caller's transaction: decide the step on the record as the claim `fence` in flight would
-/// be (its fingerprint and times do not change a completion: the statement keeps the one
-/// and counts the other from the view's clock), write it if the row is that claim, then run
-/// the step again on the view the statement read and check it names exactly what was
-/// written. Returns `None`, having written nothing, when the row is not that claim (or the
-/// fence counter is not past it): then the locked read and the step answer.
-async fn complete_guarded<O: Operation<Answer = Fenced>>(
-    connection: &mut PgConnection,
-    inner: &Inner,
-    id: &RecordId,
-    fence: Fence,
-    now: Timestamp,
-    operation: impl Fn(Timestamp) -> O,
-) -> Result<Option<Fenced>, Failure> {
-    // The record the guard admits, at time zero: times are added in the statement.
-    let presumed = Record {
-        fingerprint: Fingerprint::from_bytes([0; 32]),
-        fence,
-        expires_at: Timestamp::EPOCH,
-        state: RecordState::InFlight { lease_expires_at: Timestamp::EPOCH },
-    };
-    let view = StoreView {
-        record: Some(&presumed),
-        counters: Counters { next_fence: fence.next(), usage: Usage::default() },
-        limits: inner.limits,
-    };
-    let planned = step::step(id, &view, operation(Timestamp::EPOCH))?;
-    let Write::Put(completed) = &planned.write else {
-        unreachable!("the step completes the claim in flight that it was shown")
-    };
-    debug_assert!(planned.answer == Fenced::Applied && planned.next_fence.is_none());
-    let values = codec::encode_record(completed)?;
-    // The retention, as the step counted it from time zero.
-    let retention_ms = values.expires_at;
-    let stored_bytes = codec::count_to_sql("stored_bytes", usage::stored_bytes(id, completed))?;
-    let base = match inner.time {
-        TimeSource::Database => None,
-        TimeSource::Caller => Some(codec::time_to_sql(now)),
-    };
-    let shard = usage_shard(id);
-    let row = query(&inner.sql.complete_guarded)
-        .bind(id.principal.as_str())
-        .bind(id.key.as_str())
-        .bind(values.fence)
-        .bind(values.state)
-        .bind(values.lease_expires_at)
-        .bind(values.status)
-        .bind(values.headers.as_deref())
-        .bind(values.body.as_deref())
-        .bind(base)
-        .bind(retention_ms)
-        .bind(stored_bytes)
-        .bind(planned.usage.records)
-        .bind(planned.usage.stored_bytes)
-        .bind(shard)
-        .fetch_optional(&mut *connection)
-        .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let written: i64 = row.try_get("written").map_err(store_error)?;
-    let counted: i64 = row.try_get("counted").map_err(store_error)?;
-    if written == 0 {
-        return Ok(None);
-    }
-    if !inner.self_check {
-        // A bug planted for testing: the SQL is trusted, wrong as it may be.
-        return Ok(Some(planned.answer));
-    }
-    if counted != i64::from(!planned.usage.is_none()) {
-        return Err(corrupt(format!("the idem_usage row of shard {shard} is missing")).into());
-    }
-    // The step on the view as read, at the view's time, must name what was written.
-    let (counters, db_now) = decode_counters(&row)?;
-    let old = codec::decode_record(&row)?;
-    let now = pick_now(inner.time, now, db_now);
-    let view = StoreView { record: Some(&old), counters, limits: inner.limits };
-    let step = step::step(id, &view, operation(now))?;
-    let expires_at: Option<i64> = row.try_get("written_expires_at").map_err(store_error)?;
-    let forgettable_at: Option<i64> = row.try_get("written_forgettable_at").map_err(store_error)?;
-    let agrees = match &step.write {
-        Write::Put(record) => {
-            let expected = codec::encode_record(record)?;
-            let as_written = codec::RecordRow {
-                fingerprint: expected.fingerprint.clone(), // the statement keeps the row's
-                fence: codec::fence_to_sql(old.fence)?,    // and its fence
-                expires_at: expires_at.unwrap_or(-1),
-                forgettable_at: forgettable_at.unwrap_or(-1),
-                ..values
-            };
-            record.fingerprint == old.fingerprint
-                && expected == as_written
-                && usage::stored_bytes(id, record) == usage::stored_bytes(id, completed)
-        }
-        Write::Unchanged | Write::Delete => false,
-    };
-    if !agrees || step.answer != planned.answer || step.usage != planned.usage || step.next_fence.is_some() {
-        debug_assert!(false, "the guarded completion wrote what the step does not name: {step:?}");
-        return Err(corrupt(format!("the guarded completion disagrees with the store step ({:?})", step.write)).into());
-    }
-    Ok(Some(step.answer))
-}
-
-/// Damage recovery, not a protocol rule: a row the index calls due that cannot be read
-/// back (a hand-edited row, a row from another version) is forgotten anyway. Refusing
-/// would leave it first in every later batch, and purging would stall for good (and the
-/// store fill up). Forgetting a record is always safe: its fence stops being current, so
-/// a late completion is refused (G3); the fence counter is not touched. Its usage is given
-/// back as its `stored_bytes` column says (nothing, if that is unreadable too), to the
-/// shard of its id (shard 0 if the id is unreadable too).
-fn forget_damaged(row: &PgRow, principal: &str, key: &str, error: &StoreError) -> (i32, UsageDelta) {
-    tracing::warn!(principal, key, %error, "expired record cannot be read; purging it");
-    let shard = codec::id_from_sql(principal, key).map_or(0, |id| usage_shard(&id));
-    let stored_bytes = row.try_get::<i64, _>("stored_bytes").ok().filter(|bytes| *bytes >= 0).unwrap_or(0);
-    (shard, UsageDelta { records: -1, stored_bytes: -stored_bytes })
-}
-
-/// Two deltas as one; a sum past `i64` is damage (no batch frees that much).
-fn sum(a: UsageDelta, b: UsageDelta) -> Result<UsageDelta, StoreError> {
-    let records = a.records.checked_add(b.records);
-    let stored_bytes = a.stored_bytes.checked_add(b.stored_bytes);
-    match (records, stored_bytes) {
-        (Some(records), Some(stored_bytes)) => Ok(UsageDelta { records, stored_bytes }),
-        _ => Err(corrupt("a purge batch frees more than a PostgreSQL bigint counts")),
-    }
-}
-
 /// The counters and the database's clock from a row with `next_fence`, the usage sums
 /// and `db_now`.
-fn decode_counters(row: &PgRow) -> Result<(Counters, Timestamp), StoreError> {
+pub(crate) fn decode_counters(row: &PgRow) -> Result<(Counters, Timestamp), StoreError> {
     let next_fence = codec::fence_from_sql("idem_fence_seq", row.try_get("next_fence").map_err(store_error)?)?;
     let db_now: i64 = row.try_get("db_now").map_err(store_error)?;
     let db_now = u64::try_from(db_now).map_err(|_| corrupt(format!("the database's clock reads {db_now} ms")))?;
@@ -877,12 +528,12 @@ impl Store for PostgresStore {
     async fn claim(
         &self,
         id: &RecordId,
-        fingerprint: &Fingerprint,
+        request: impl Into<ClaimRequest> + Send,
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
-        let (fingerprint, policy) = (*fingerprint, *policy);
-        self.run(id, ReadKind::Draw, now, |now| op::Claim { fingerprint, now, policy }).await
+        let (request, policy) = (request.into(), *policy);
+        self.run(id, ReadKind::Draw, now, |now| op::Claim { request: request.clone(), now, policy }).await
     }
 
     /// Under [`TimeSource::Database`], `now` is ignored: the database's clock decides.
@@ -946,6 +597,14 @@ impl Store for PostgresStore {
                 Err(failure) => return Err(failure.into_store_error()),
             }
         }
+    }
+
+    /// Counts the replay through idem-core's [`op::CountReplay`] step, as every other
+    /// operation runs (a read, a guarded write). Best effort by the trait's contract: the
+    /// caller ignores a failure, so a full or failing store never stops a replay.
+    /// Under [`TimeSource::Database`], `now` is ignored: the database's clock decides.
+    async fn count_replay(&self, id: &RecordId, now: Timestamp) -> Result<bool, StoreError> {
+        self.run(id, ReadKind::Peek, now, |now| op::CountReplay { now }).await
     }
 }
 

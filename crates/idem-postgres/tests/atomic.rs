@@ -73,7 +73,7 @@ async fn complete_with_commits_the_writes_and_the_completion_together() {
     assert_eq!(pay(&store, &alice, fence, "pay_1", 100).await.expect("committed"), Fenced::Applied);
     assert_eq!(payments(&store).await, ["pay_1"]);
     let retry = store.claim(&alice, &fingerprint("pay"), at(200), &policy()).await.expect("answered");
-    assert_eq!(retry, Decision::Replay(response("pay_1")));
+    assert_eq!(retry.replayed(), Some(&response("pay_1")));
 
     let again = pay(&store, &alice, fence, "pay_1b", 300).await.expect("answered");
     assert_eq!(again, Fenced::Refused(Refusal::AlreadyCompleted { completed_by: fence }));
@@ -106,7 +106,7 @@ async fn refused_completion_rolls_the_writes_back() {
     assert_eq!(pay(&store, &alice, second, "pay_2", 2_200).await.expect("committed"), Fenced::Applied);
     assert_eq!(payments(&store).await, ["pay_2"]);
     let retry = store.claim(&alice, &fingerprint("pay"), at(2_300), &policy()).await.expect("answered");
-    assert_eq!(retry, Decision::Replay(response("pay_2")));
+    assert_eq!(retry.replayed(), Some(&response("pay_2")));
     schemas.close_all().await;
 }
 
@@ -245,7 +245,7 @@ async fn concurrent_complete_with_on_distinct_keys_all_land() {
     assert_eq!(payments(&store).await, expected);
     for (n, (key, _)) in claims.iter().enumerate() {
         let retry = store.claim(key, &fingerprint("pay"), at(200), &policy()).await.expect("answered");
-        assert_eq!(retry, Decision::Replay(response(&format!("pay_{n:02}"))));
+        assert_eq!(retry.replayed(), Some(&response(&format!("pay_{n:02}"))));
     }
     assert_eq!(store.usage().await.expect("usage reads").records, u64::try_from(KEYS).expect("16 fits"));
     schemas.close_all().await;

@@ -68,7 +68,7 @@ async fn complete_without_commit(holder: &PostgresStore, key: &RecordId) -> (Wri
 async fn claim_after_the_lease(store: &PostgresStore, key: &RecordId) -> Result<Decision, StoreError> {
     for _ in 0..30 {
         match store.claim(key, &fingerprint("pay"), NOW, &policy()).await {
-            Ok(Decision::Conflict { retry_after }) => tokio::time::sleep(retry_after).await,
+            Ok(Decision::Conflict { retry_after, .. }) => tokio::time::sleep(retry_after).await,
             other => return other,
         }
     }

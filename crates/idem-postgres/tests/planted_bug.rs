@@ -44,10 +44,10 @@ async fn stale_completion(store: &PostgresStore, key: &RecordId, stale: Fence) -
 async fn completed_with(store: &PostgresStore, key: &RecordId) -> Option<(Fence, String)> {
     let record = store.get(key).await.expect("no store error").expect("the record exists");
     match record.state {
-        RecordState::Completed { response } => {
+        RecordState::Completed { response, .. } => {
             Some((record.fence, String::from_utf8_lossy(&response.body).into_owned()))
         }
-        RecordState::InFlight { .. } => None,
+        RecordState::InFlight { .. } | RecordState::Tombstone => None,
     }
 }
 

@@ -71,7 +71,7 @@ async fn worker(
             }
             let claim = match store.claim(&record_id, &fingerprint("pay"), now, &policy).await {
                 Ok(Decision::Execute(claim) | Decision::TakeOver { claim, .. }) => claim,
-                Ok(Decision::Replay(_)) => break,
+                Ok(Decision::Replay { .. }) => break,
                 Ok(Decision::Conflict { .. }) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;

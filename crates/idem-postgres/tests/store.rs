@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{Schemas, at, connect, fingerprint, id, policy, response, wall_clock};
 use idem_core::step::{self, Counters, Operation, StoreView, op};
 use idem_core::{
-    AtomicStore, Decision, Fence, Fenced, Limits, Policy, Record, RecordId, RecordState, Refusal, Store, StoreError,
-    Timestamp, Write, WritesFuture,
+    AtomicStore, ClaimRequest, Decision, Fence, Fenced, Holder, Limits, Policy, Record, RecordId, RecordState, Refusal,
+    Store, StoreError, Timestamp, Write, WritesFuture,
 };
 use idem_postgres::{OpenError, PostgresOptions, PostgresStore, TimeSource};
 use sqlx::{AssertSqlSafe, Row};
@@ -80,7 +80,7 @@ async fn skewed_client_clocks_do_not_matter() {
     let record = store.get(&alice).await.unwrap().expect("the record is held");
     assert!(record.expires_at.unix_ms() >= before.unix_ms() + 9_000, "retention counts from the database's clock");
     let replay = store.claim(&alice, &fingerprint("a"), FAR_AHEAD, &policy()).await.unwrap();
-    assert_eq!(replay, Decision::Replay(response("pay_1")), "a fast clock does not see the record expired");
+    assert_eq!(replay.replayed(), Some(&response("pay_1")), "a fast clock does not see the record expired");
     assert_eq!(store.purge_expired(FAR_AHEAD, 10).await.unwrap(), 0);
     schemas.close_all().await;
 }
@@ -249,7 +249,7 @@ async fn atomic_completion_rolls_back_with_the_callers_transaction() {
     tx.commit().await.unwrap();
     assert_eq!(payments_count().await, 1, "exactly one payment");
     let replay = store.claim(&alice, &fingerprint("a"), at(2_300), &policy()).await.unwrap();
-    assert_eq!(replay, Decision::Replay(response("pay_2")));
+    assert_eq!(replay.replayed(), Some(&response("pay_2")));
 
     // A second completion in a transaction with the same fence is refused: its business
     // writes would repeat the first's.
@@ -347,10 +347,13 @@ async fn stepped<O: Operation<Answer = Fenced>>(
 fn as_stored(record: Record) -> Record {
     let end = Timestamp::from_unix_ms(u64::try_from(i64::MAX).expect("fits"));
     let state = match record.state {
-        RecordState::InFlight { lease_expires_at } => {
-            RecordState::InFlight { lease_expires_at: lease_expires_at.min(end) }
+        RecordState::InFlight { lease_expires_at, holder, renewals } => {
+            RecordState::InFlight { lease_expires_at: lease_expires_at.min(end), holder, renewals }
         }
-        completed @ RecordState::Completed { .. } => completed,
+        RecordState::Completed { response, replays, tombstone_until } => {
+            RecordState::Completed { response, replays, tombstone_until: tombstone_until.map(|until| until.min(end)) }
+        }
+        RecordState::Tombstone => RecordState::Tombstone,
     };
     Record { expires_at: record.expires_at.min(end), state, ..record }
 }
@@ -360,12 +363,17 @@ async fn guarded_completion_answers_as_the_step_on_the_stored_record() {
     // Goal: complete_in and complete write the claim in flight in one guarded statement,
     // presuming the record is that claim; whatever the record really is (live, lapsed but
     // not taken over, past its retention but not purged, taken over, completed by this
-    // fence or another, released, purged; a retention so long that its end saturates), the
-    // answer and the stored record are exactly what idem-core's step makes of the record
-    // read just before, and the usage totals still match the rows.
+    // fence or another, released, purged; a retention so long that its end saturates; a
+    // claim whose holder sent ids, completed under a policy with tombstones, also with a
+    // retention that saturates), the answer and the stored record are exactly what
+    // idem-core's step makes of the record read just before, and the usage totals still
+    // match the rows.
     let schemas = Schemas::default();
     let store = schemas.open_with(|options| options.time_source(TimeSource::Caller)).await;
     let long = Policy::new(Duration::from_secs(1), Duration::MAX).expect("lease < retention");
+    let tombstone = |policy: Policy| policy.with_tombstone(Duration::from_secs(3600)).expect("a valid tombstone");
+    let held =
+        ClaimRequest { holder: Holder::new(Some("req-7"), Some("trace-7")), ..ClaimRequest::new(fingerprint("a")) };
     let scenarios = [
         "live",
         "lapsed",
@@ -376,13 +384,21 @@ async fn guarded_completion_answers_as_the_step_on_the_stored_record() {
         "released",
         "purged",
         "long retention",
+        "held, tombstone",
+        "held, tombstone, long retention",
     ];
     for (n, scenario) in scenarios.into_iter().enumerate() {
         for atomic in [true, false] {
             let key = id("alice", &format!("k{n}-{atomic}"));
             let start = at(1_000_000 * u64::try_from(n).unwrap());
-            let policy = if scenario == "long retention" { long } else { policy() };
-            let Decision::Execute(claim) = store.claim(&key, &fingerprint("a"), start, &policy).await.unwrap() else {
+            let policy = match scenario {
+                "long retention" => long,
+                "held, tombstone" => tombstone(policy()),
+                "held, tombstone, long retention" => tombstone(long),
+                _ => policy(),
+            };
+            let request = if scenario.starts_with("held") { held.clone() } else { ClaimRequest::new(fingerprint("a")) };
+            let Decision::Execute(claim) = store.claim(&key, &request, start, &policy).await.unwrap() else {
                 panic!("{scenario}: a new key executes")
             };
             let mut later = start.saturating_add(Duration::from_millis(500));
@@ -513,7 +529,7 @@ async fn operations_take_the_round_trips_the_docs_state() {
     assert_eq!(done.unwrap(), Fenced::Applied);
     assert_eq!(sent(), 1, "a completion");
     let replay = store.claim(&alice, &fingerprint("a"), now, &policy()).await.unwrap();
-    assert!(matches!(replay, Decision::Replay(_)), "{replay:?}");
+    assert!(matches!(replay, Decision::Replay { .. }), "{replay:?}");
     assert_eq!(sent(), 1, "a replay");
 
     let Decision::Execute(second) = store.claim(&bob, &fingerprint("b"), now, &policy()).await.unwrap() else {
@@ -592,7 +608,7 @@ async fn concurrent_operations_on_one_record_apply_once() {
         for task in tasks {
             match task.await.expect("no task panicked") {
                 Some(Decision::TakeOver { .. }) => take_overs += 1,
-                Some(Decision::Conflict { .. } | Decision::Replay(_)) | None => {}
+                Some(Decision::Conflict { .. } | Decision::Replay { .. }) | None => {}
                 Some(other) => panic!("round {round}: {other:?}"),
             }
         }
@@ -604,6 +620,7 @@ async fn concurrent_operations_on_one_record_apply_once() {
                 assert_eq!(take_overs, 0, "round {round}: a renewal kept the claim: {record:?}");
             }
             RecordState::InFlight { .. } => assert_eq!(take_overs, 1, "round {round}: one take-over"),
+            RecordState::Tombstone => panic!("round {round}: no tombstone policy, yet {record:?}"),
         }
         // Once taken over, the stale fence is refused.
         if record.fence != stale.fence {

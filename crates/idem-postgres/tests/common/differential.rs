@@ -1,6 +1,7 @@
 //! idem-core's differential check (`idem_core::differential`) on a real PostgreSQL: random
 //! sequences of claims, completions, releases, renewals, reads, purges and clock steps give
-//! the same answers on [`PostgresStore`] as on `MemoryStore`, and the store ends with the
+//! the same answers on [`PostgresStore`] as on `MemoryStore` (tombstones, forgets, replay
+//! counts and holders included), and the store ends with the
 //! usage totals `MemoryStore` counts, which are also its rows' own sums.
 //!
 //! Shared by `tests/differential.rs` (the store as shipped) and `src/planted.rs` (the store
@@ -25,8 +26,8 @@ use std::time::Duration;
 
 use idem_core::differential::{self, LIMITS, Op};
 use idem_core::{
-    Decision, Fence, Fenced, Fingerprint, Policy, Record, RecordId, Refusal, Renewal, Store, StoreError,
-    StoredResponse, Timestamp, Usage,
+    ClaimRequest, Decision, Fence, Fenced, KeyAdmin, ListQuery, Page, Policy, Record, RecordId, Refusal, Renewal,
+    Store, StoreError, StoredResponse, Timestamp, Usage,
 };
 use idem_postgres::{PostgresOptions, PostgresStore, TimeSource};
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
@@ -109,6 +110,10 @@ impl<'a> Renumbered<'a> {
         }
     }
 
+    fn record(&self, record: Record) -> Record {
+        Record { fence: self.fences().memory_of(record.fence), ..record }
+    }
+
     fn fenced(&self, fenced: Fenced) -> Fenced {
         match fenced {
             Fenced::Applied => Fenced::Applied,
@@ -121,11 +126,11 @@ impl Store for Renumbered<'_> {
     async fn claim(
         &self,
         id: &RecordId,
-        fingerprint: &Fingerprint,
+        request: impl Into<ClaimRequest> + Send,
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
-        let decision = self.store.claim(id, fingerprint, now, policy).await?;
+        let decision = self.store.claim(id, request, now, policy).await?;
         let mut fences = self.fences();
         Ok(match decision {
             Decision::Execute(mut claim) => {
@@ -166,12 +171,40 @@ impl Store for Renumbered<'_> {
     }
 
     async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let record = self.store.get(id).await?;
-        Ok(record.map(|record| Record { fence: self.fences().memory_of(record.fence), ..record }))
+        Ok(self.store.get(id).await?.map(|record| self.record(record)))
     }
 
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
         self.store.purge_expired(now, batch_max).await
+    }
+
+    async fn count_replay(&self, id: &RecordId, now: Timestamp) -> Result<bool, StoreError> {
+        self.store.count_replay(id, now).await
+    }
+}
+
+impl KeyAdmin for Renumbered<'_> {
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let page = self.store.list(query).await?;
+        let records = page.records.into_iter().map(|(id, record)| (id, self.record(record))).collect();
+        Ok(Page { records, ..page })
+    }
+
+    /// A forget that removed a record moved `MemoryStore`'s counter on by one fence; in
+    /// PostgreSQL it drew that fence from the sequence (the sequence's last value, as
+    /// operations run one at a time), which takes its rank here.
+    async fn forget(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let Some(removed) = self.store.forget(id).await? else {
+            return Ok(None);
+        };
+        let removed = self.record(removed);
+        let statement = format!("SELECT last_value FROM \"{}\".idem_fence_seq", self.store.schema());
+        let drawn: i64 = sqlx::query_scalar(AssertSqlSafe(statement))
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(StoreError::unavailable)?;
+        let _ = self.fences().issue(Fence::new(u64::try_from(drawn).expect("fences are positive")));
+        Ok(Some(removed))
     }
 }
 

@@ -1,0 +1,139 @@
+//! The guarded completion: a completion of the claim in flight in one statement, checked
+//! against idem-core's store step afterwards (crate docs, "The guarded completion").
+
+use idem_core::step::{self, Counters, Operation, StoreView};
+use idem_core::{
+    Fence, Fenced, Fingerprint, FingerprintVersion, Holder, Record, RecordId, RecordState, StoreError, Timestamp,
+    Usage, UsageDelta, Write, usage,
+};
+use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgRow};
+
+use crate::codec::{self, usage_shard};
+use crate::error::{Failure, corrupt, store_error};
+use crate::options::TimeSource;
+use crate::store::{Inner, decode_counters, pick_now, query};
+
+/// Atomic mode's completion in one statement (`complete_guarded` in
+/// [`crate::statements`]) on the caller's transaction: decide the step on the record as
+/// the claim `fence` in flight would be (its fingerprint, creation time, holder and times
+/// do not change a completion: the statement keeps the first two, clears the holder and
+/// counts the times from the view's clock), write it if the row is that claim, then run
+/// the step again on the view the statement read and check it names exactly what was
+/// written: the record as the row now holds it, its `stored_bytes` and the usage delta.
+/// Returns `None`, having written nothing, when the row is not that claim (or the fence
+/// counter is not past it): then the locked read and the step answer.
+pub(crate) async fn complete_guarded<O: Operation<Answer = Fenced>>(
+    connection: &mut PgConnection,
+    inner: &Inner,
+    id: &RecordId,
+    fence: Fence,
+    now: Timestamp,
+    operation: impl Fn(Timestamp) -> O,
+) -> Result<Option<Fenced>, Failure> {
+    // The record the guard admits, at time zero: times are added in the statement.
+    let presumed = Record {
+        fingerprint: Fingerprint::new(FingerprintVersion::Bytes, [0; 32]),
+        fence,
+        created_at: Timestamp::EPOCH,
+        expires_at: Timestamp::EPOCH,
+        state: RecordState::InFlight { lease_expires_at: Timestamp::EPOCH, holder: Holder::NONE, renewals: 0 },
+    };
+    let view = StoreView {
+        record: Some(&presumed),
+        counters: Counters { next_fence: fence.next(), usage: Usage::default() },
+        limits: inner.limits,
+    };
+    let planned = step::step(id, &view, operation(Timestamp::EPOCH))?;
+    let Write::Put(completed) = &planned.write else {
+        unreachable!("the step completes the claim in flight that it was shown")
+    };
+    debug_assert!(planned.answer == Fenced::Applied && planned.next_fence.is_none());
+    let values = codec::encode_record(completed)?;
+    // The retention and the tombstone period, as the step counted them from time zero.
+    let retention_ms = values.expires_at;
+    let tombstone_ms = values.tombstone_until.map(|until| until - values.expires_at);
+    let stored_bytes = codec::count_to_sql("stored_bytes", usage::stored_bytes(id, completed))?;
+    let base = match inner.time {
+        TimeSource::Database => None,
+        TimeSource::Caller => Some(codec::time_to_sql(now)),
+    };
+    let shard = usage_shard(id);
+    let row = query(&inner.sql.complete_guarded)
+        .bind(id.principal.as_str())
+        .bind(id.key.as_str())
+        .bind(values.fence)
+        .bind(values.state)
+        .bind(values.status)
+        .bind(values.headers.as_deref())
+        .bind(values.body.as_deref())
+        .bind(base)
+        .bind(retention_ms)
+        .bind(tombstone_ms)
+        .bind(stored_bytes)
+        .bind(shard)
+        .bind(values.lease_expires_at)
+        .bind(values.holder_request_id.as_deref())
+        .bind(values.holder_trace_id.as_deref())
+        .bind(values.renewals)
+        .bind(values.replays)
+        .bind(planned.usage.records)
+        .fetch_optional(&mut *connection)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let written: i64 = row.try_get("written").map_err(store_error)?;
+    let counted: i64 = row.try_get("counted").map_err(store_error)?;
+    if written == 0 {
+        return Ok(None);
+    }
+    if !inner.self_check {
+        // A bug planted for testing: the SQL is trusted, wrong as it may be.
+        return Ok(Some(planned.answer));
+    }
+    let written = Written::read(&row, planned.usage.records)?;
+    if counted != i64::from(!written.delta.is_none()) {
+        return Err(corrupt(format!("the idem_usage row of shard {shard} is missing")).into());
+    }
+    // The step on the view as read, at the view's time, must name what was written.
+    let (counters, db_now) = decode_counters(&row)?;
+    let old = codec::decode_record(&row)?;
+    let now = pick_now(inner.time, now, db_now);
+    let view = StoreView { record: Some(&old), counters, limits: inner.limits };
+    let step = step::step(id, &view, operation(now))?;
+    let agrees = match &step.write {
+        Write::Put(record) => {
+            *record == written.record
+                && codec::count_to_sql("stored_bytes", usage::stored_bytes(id, record))? == written.stored_bytes
+        }
+        Write::Unchanged | Write::Delete => false,
+    };
+    if !agrees || step.answer != planned.answer || step.usage != written.delta || step.next_fence.is_some() {
+        debug_assert!(false, "the guarded completion wrote what the step does not name: {step:?}, wrote {written:?}");
+        return Err(corrupt(format!("the guarded completion disagrees with the store step ({:?})", step.write)).into());
+    }
+    Ok(Some(step.answer))
+}
+
+/// What the guarded completion wrote, as its statement returns it.
+#[derive(Debug)]
+struct Written {
+    /// The row as written (`w_` columns), read back as a record.
+    record: Record,
+    /// Its `stored_bytes` column.
+    stored_bytes: i64,
+    /// The usage delta added: the records delta bound (the planned step's), and the bytes as the row's
+    /// `stored_bytes` column went from the old to the new value.
+    delta: UsageDelta,
+}
+
+impl Written {
+    fn read(row: &PgRow, records: i64) -> Result<Written, StoreError> {
+        let record = codec::decode_record_named(row, "w_")?;
+        let stored_bytes: i64 = row.try_get("w_stored_bytes").map_err(store_error)?;
+        let old_bytes: i64 = row.try_get("stored_bytes").map_err(store_error)?;
+        let bytes = stored_bytes.checked_sub(old_bytes).ok_or_else(|| corrupt("stored_bytes out of range"))?;
+        Ok(Written { record, stored_bytes, delta: UsageDelta { records, stored_bytes: bytes } })
+    }
+}
