@@ -104,7 +104,8 @@ pub(crate) async fn complete_guarded<O: Operation<Answer = Fenced>>(
     let step = step::step(id, &view, operation(now))?;
     let agrees = match &step.write {
         Write::Put(record) => {
-            *record == written.record
+            // Compared as stored: times past i64::MAX ms are the store's end of time.
+            codec::encode_record(record)? == codec::encode_record(&written.record)?
                 && codec::count_to_sql("stored_bytes", usage::stored_bytes(id, record))? == written.stored_bytes
         }
         Write::Unchanged | Write::Delete => false,
