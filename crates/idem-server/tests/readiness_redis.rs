@@ -37,12 +37,8 @@ impl OwnRedis {
         let stdout = child.stdout.take().expect("stdout is piped");
         // Its log says when it listens: read it, bounded in lines (a start logs a few dozen).
         let mut log = BufReader::new(stdout);
-        let ready = log
-            .by_ref()
-            .lines()
-            .take(200)
-            .map_while(Result::ok)
-            .any(|line| line.contains("Ready to accept connections"));
+        let ready =
+            (&mut log).lines().take(200).map_while(Result::ok).any(|line| line.contains("Ready to accept connections"));
         let redis = OwnRedis { child, port, _log: log };
         assert!(ready, "redis-server on port {port} did not say it was ready");
         redis
