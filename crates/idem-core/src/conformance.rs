@@ -30,6 +30,8 @@
 //! case panics with its name and what differed. Time is an argument of every store call,
 //! so the suite moves time by passing later timestamps; nothing sleeps.
 
+pub mod lifecycle;
+
 use std::future::Future;
 use std::time::Duration;
 

@@ -9,8 +9,8 @@ use crate::conformance::{self, CASES, Harness};
 use crate::step::{self, StoreView, op};
 use crate::transition;
 use crate::{
-    Decision, Fence, Fenced, Fingerprint, Limits, MemoryState, MemoryStore, Policy, Record, RecordId, Renewal, Store,
-    StoreError, StoredResponse, Timestamp,
+    Decision, Fence, Fenced, KeyAdmin, Limits, ListQuery, MemoryState, MemoryStore, Page, Policy, Record, RecordId,
+    RecordState, Renewal, Store, StoreError, StoredResponse, Timestamp,
 };
 
 struct Memory;
@@ -23,6 +23,13 @@ impl Harness for Memory {
     async fn break_backend(&self, _: &MemoryStore) -> bool {
         false
     }
+}
+
+#[test]
+fn memory_store_passes_the_lifecycle_cases() {
+    // Goal: MemoryStore keeps every key-lifecycle rule (tombstones, forget, listing, holders, counts, versions).
+    let report = pollster::block_on(conformance::lifecycle::run(&Memory));
+    assert_eq!(report.passed, conformance::lifecycle::CASES);
 }
 
 #[test]
@@ -51,6 +58,15 @@ enum Bug {
     TruncatesBodies,
     /// Refuses a status outside HTTP's 100..=599, as a codec with that check would.
     RefusesNonHttpStatus,
+    /// Forgets by making the claim lapse at once, keeping its fence current (forget
+    /// without moving the fence): the forgotten holder can still complete.
+    ForgetLapsesTheClaim,
+    /// Purges a completed record at its retention's end instead of shrinking it to its
+    /// tombstone, so the key runs again.
+    PurgeDropsTombstones,
+    /// Compares the stored fingerprint with the request's own only, ignoring its earlier
+    /// version, as a store that reads the version away would.
+    IgnoresEarlierFingerprints,
 }
 
 /// The body cap of [`Bug::TruncatesBodies`]: 64 KiB, more than any case but the outcomes' 1 MiB.
@@ -76,7 +92,10 @@ impl Store for Planted {
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
-        let request = request.into();
+        let mut request = request.into();
+        if let Bug::IgnoresEarlierFingerprints = self.bug {
+            request.earlier = None;
+        }
         let mut state = self.state.lock().unwrap();
         if *self.down.lock().unwrap() {
             return match self.bug {
@@ -152,7 +171,45 @@ impl Store for Planted {
         Ok(self.state.lock().unwrap().record(id).cloned())
     }
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
-        Ok(self.state.lock().unwrap().purge_expired(now, batch_max))
+        let mut state = self.state.lock().unwrap();
+        if let Bug::PurgeDropsTombstones = self.bug {
+            let due: Vec<RecordId> =
+                state.records().filter(|(_, record)| record.due_at() <= now).map(|(id, _)| id.clone()).collect();
+            for id in due.iter().take(batch_max) {
+                let _ = state.run(id, op::Forget);
+            }
+            return Ok(due.len().min(batch_max));
+        }
+        Ok(state.purge_expired(now, batch_max))
+    }
+    async fn count_replay(&self, id: &RecordId, now: Timestamp) -> Result<bool, StoreError> {
+        self.run(id, op::CountReplay { now })
+    }
+}
+
+impl KeyAdmin for Planted {
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let state = self.state.lock().unwrap();
+        Ok(query.select(state.records()))
+    }
+    async fn forget(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        if let Bug::ForgetLapsesTheClaim = self.bug {
+            let mut state = self.state.lock().unwrap();
+            let Some(record) = state.record(id).cloned() else { return Ok(None) };
+            let mut lapsed = record.clone();
+            if let RecordState::InFlight { lease_expires_at, .. } = &mut lapsed.state {
+                *lease_expires_at = Timestamp::EPOCH;
+            }
+            lapsed.expires_at = Timestamp::EPOCH;
+            let view = state.view(id);
+            let mut step = step::step(id, &view, op::Forget)?;
+            step.write = crate::Write::Put(lapsed);
+            step.next_fence = None;
+            step.usage = crate::UsageDelta::NONE;
+            let _ = state.commit(id, step);
+            return Ok(Some(record));
+        }
+        self.run(id, op::Forget)
     }
 }
 
@@ -178,6 +235,39 @@ fn failure(bug: Bug) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_default()
+}
+
+/// Runs the lifecycle cases on a planted bug and returns the failure message.
+fn lifecycle_failure(bug: Bug) -> String {
+    let outcome =
+        catch_unwind(AssertUnwindSafe(|| pollster::block_on(conformance::lifecycle::run(&PlantedHarness(bug)))));
+    let panic = outcome.expect_err("the lifecycle cases must fail on a planted bug");
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_lifecycle_cases_catch_a_forget_that_does_not_move_the_fence() {
+    // Goal: a forget that only lapses the claim lets the forgotten holder complete (G3): caught.
+    let message = lifecycle_failure(Bug::ForgetLapsesTheClaim);
+    assert!(message.contains("forget_moves_the_fence_on"), "{message}");
+}
+
+#[test]
+fn the_lifecycle_cases_catch_a_purge_that_drops_tombstones() {
+    // Goal: a purge that forgets a completed record instead of leaving its tombstone is caught.
+    let message = lifecycle_failure(Bug::PurgeDropsTombstones);
+    assert!(message.contains("tombstone_answers_gone_and_never_executes"), "{message}");
+}
+
+#[test]
+fn the_lifecycle_cases_catch_a_store_that_loses_the_earlier_fingerprint() {
+    // Goal: a store that compares only the request's newest fingerprint breaks the upgrade path: caught.
+    let message = lifecycle_failure(Bug::IgnoresEarlierFingerprints);
+    assert!(message.contains("fingerprint_versions_compare_correctly"), "{message}");
 }
 
 #[test]

@@ -10,14 +10,14 @@
 //! ```
 //! use idem_core::consume::{self, Handle, Redelivery, Settle};
 //! use idem_core::outcome::StoredOutcome;
-//! use idem_core::{Decision, StoredResponse};
+//! use idem_core::{Decision, Holder, StoredResponse, Timestamp};
 //! use std::time::Duration;
 //!
-//! let rules = Redelivery::DEFAULT;
+//! let (rules, expires_at) = (Redelivery::DEFAULT, Timestamp::from_unix_ms(86_400_000));
 //! let recorded = StoredOutcome::bytes(&b"done"[..]);
-//! let replay = Decision::Replay(StoredResponse::from(recorded.clone()));
+//! let replay = Decision::Replay { response: StoredResponse::from(recorded.clone()), expires_at };
 //! assert_eq!(consume::handle(replay, &rules), Handle::Settle(Settle::Ack(recorded)));
-//! let conflict = Decision::Conflict { retry_after: Duration::from_secs(4) };
+//! let conflict = Decision::Conflict { retry_after: Duration::from_secs(4), expires_at, holder: Holder::NONE };
 //! let Handle::Settle(Settle::Redeliver { after }) = consume::handle(conflict, &rules) else { unreachable!() };
 //! assert_eq!(after, Duration::from_secs(4));
 //! ```

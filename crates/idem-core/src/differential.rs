@@ -1,6 +1,7 @@
 //! The differential check every store runs next to the conformance suite (feature
-//! `testing`): random sequences of claims, completions, releases, renewals, reads, purges
-//! and clock steps, applied to the store under test and to [`MemoryStore`], must give the
+//! `testing`): random sequences of claims (byte and semantic fingerprints, with and
+//! without a holder), completions, releases, renewals, reads, purges, forgets, replay
+//! counts and clock steps, under a policy with tombstones, applied to the store under test and to [`MemoryStore`], must give the
 //! same answers (decisions, fences, refusals, renewals, records, `Full` errors) and end with
 //! the same counters. Both are I/O around [`crate::step()`], so this pins what a store's
 //! reads and writes around the step do.
@@ -24,8 +25,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use crate::{
-    Bytes, Decision, Fence, Fenced, Fingerprint, Key, Limits, MemoryStore, Policy, Principal, Record, RecordId,
-    Renewal, Store, StoreError, StoredResponse, Timestamp,
+    Bytes, ClaimRequest, Decision, Fence, Fenced, Fingerprint, Holder, Key, KeyAdmin, Limits, MemoryStore, Policy,
+    Principal, Record, RecordId, Renewal, SemanticParts, StoreError, StoredResponse, Timestamp,
 };
 
 /// Small limits, so admission at capacity is reached often.
@@ -40,11 +41,12 @@ const START_MS: u64 = 1_700_000_000_000;
 /// three keys).
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// Claim with one of two fingerprints.
+    /// Claim with one of four requests: byte fingerprints `a` and `b`, `a` with a
+    /// holder, and `a`'s semantic fingerprint naming byte `a` as its earlier one.
     Claim {
         /// Index of the record id.
         id: usize,
-        /// Index of the fingerprint.
+        /// Index of the request.
         fingerprint: usize,
     },
     /// Complete with a response of `body_bytes` bytes.
@@ -81,6 +83,16 @@ pub enum Op {
         /// The batch bound.
         batch_max: usize,
     },
+    /// Forget the record (an operator's forget; moves the fence counter on).
+    Forget {
+        /// Index of the record id.
+        id: usize,
+    },
+    /// Count a replay.
+    CountReplay {
+        /// Index of the record id.
+        id: usize,
+    },
     /// Move the clock forward by `ms` milliseconds.
     Advance {
         /// Milliseconds.
@@ -93,11 +105,13 @@ pub enum Op {
 pub fn op() -> impl Strategy<Value = Op> {
     let id = 0..6usize;
     prop_oneof![
-        4 => (id.clone(), 0..2usize).prop_map(|(id, fingerprint)| Op::Claim { id, fingerprint }),
+        4 => (id.clone(), 0..4usize).prop_map(|(id, fingerprint)| Op::Claim { id, fingerprint }),
         3 => (id.clone(), 1..=10u64, 0..300usize).prop_map(|(id, fence, body_bytes)| Op::Complete { id, fence, body_bytes }),
         2 => (id.clone(), 1..=10u64).prop_map(|(id, fence)| Op::Release { id, fence }),
         2 => (id.clone(), 1..=10u64).prop_map(|(id, fence)| Op::Renew { id, fence }),
-        1 => id.prop_map(|id| Op::Get { id }),
+        1 => id.clone().prop_map(|id| Op::Get { id }),
+        1 => id.clone().prop_map(|id| Op::Forget { id }),
+        1 => id.clone().prop_map(|id| Op::CountReplay { id }),
         1 => prop_oneof![Just(1usize), Just(2), Just(PURGE_ALL)].prop_map(|batch_max| Op::Purge { batch_max }),
         2 => prop_oneof![Just(0u64), Just(400), Just(1_000), Just(4_000)].prop_map(|ms| Op::Advance { ms }),
     ]
@@ -108,10 +122,20 @@ pub fn ops() -> impl Strategy<Value = Vec<Op>> {
     proptest::collection::vec(op(), 1..40)
 }
 
-/// The policy every run uses: a 1 s lease and a 3 s retention.
+/// The policy every run uses: a 1 s lease, a 3 s retention and a 2 s tombstone.
 #[must_use]
 pub fn policy() -> Policy {
-    Policy::new(Duration::from_millis(1_000), Duration::from_millis(3_000)).expect("lease < retention")
+    let policy = Policy::new(Duration::from_millis(1_000), Duration::from_millis(3_000)).expect("lease < retention");
+    policy.with_tombstone(Duration::from_millis(2_000)).expect("a valid tombstone")
+}
+
+/// The four requests of [`Op::Claim`].
+fn requests() -> [ClaimRequest; 4] {
+    let [a, b] = [b"a", b"b"].map(|body| Fingerprint::of("POST", "/payments", body));
+    let parts = SemanticParts { method: "POST", path: "/payments", query: &[], headers: &[], body: b"a" };
+    let semantic = ClaimRequest { earlier: Some(a), ..ClaimRequest::new(Fingerprint::semantic(&parts)) };
+    let held = ClaimRequest { holder: Holder::new(Some("req-1"), Some("trace-1")), ..ClaimRequest::new(a) };
+    [ClaimRequest::new(a), ClaimRequest::new(b), held, semantic]
 }
 
 /// What one operation answered, comparable across stores.
@@ -125,8 +149,12 @@ pub enum Answer {
     Renewal(Renewal),
     /// What a read found.
     Record(Option<Record>),
-    /// How many records a purge forgot.
+    /// How many records a purge forgot or shrank.
     Purged(usize),
+    /// What a forget removed.
+    Forgot(Option<Record>),
+    /// Whether a replay was counted.
+    Counted(bool),
     /// `StoreError::Full`, with what was full.
     Full(String),
     /// The clock moved.
@@ -164,16 +192,16 @@ fn response_of(body_bytes: usize) -> StoredResponse {
 /// # Panics
 /// If the store fails with anything but `StoreError::Full`: these runs give no other
 /// reason to refuse.
-pub async fn run<S: Store>(store: &S, ops: &[Op]) -> Vec<Answer> {
+pub async fn run<S: KeyAdmin>(store: &S, ops: &[Op]) -> Vec<Answer> {
     let ids = ids();
     let policy = policy();
-    let fingerprints = [b"a", b"b"].map(|body| Fingerprint::of("POST", "/payments", body));
+    let requests = requests();
     let mut now = Timestamp::from_unix_ms(START_MS);
     let mut answers = Vec::with_capacity(ops.len());
     for op in ops {
         let result = match op {
             Op::Claim { id, fingerprint } => {
-                answer(store.claim(&ids[*id], &fingerprints[*fingerprint], now, &policy).await, Answer::Decision)
+                answer(store.claim(&ids[*id], &requests[*fingerprint], now, &policy).await, Answer::Decision)
             }
             Op::Complete { id, fence, body_bytes } => answer(
                 store.complete(&ids[*id], Fence::new(*fence), response_of(*body_bytes), now, &policy).await,
@@ -185,6 +213,8 @@ pub async fn run<S: Store>(store: &S, ops: &[Op]) -> Vec<Answer> {
             }
             Op::Get { id } => answer(store.get(&ids[*id]).await, Answer::Record),
             Op::Purge { batch_max } => answer(store.purge_expired(now, *batch_max).await, Answer::Purged),
+            Op::Forget { id } => answer(store.forget(&ids[*id]).await, Answer::Forgot),
+            Op::CountReplay { id } => answer(store.count_replay(&ids[*id], now).await, Answer::Counted),
             Op::Advance { ms } => {
                 now = Timestamp::from_unix_ms(now.unix_ms() + ms);
                 Answer::Advanced

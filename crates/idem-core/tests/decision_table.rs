@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use idem_core::transition::{self, Write};
 use idem_core::{
-    Decision, Fence, Fenced, Fingerprint, Key, MemoryStore, Policy, Principal, RecordId, RecordState, Refusal, Store,
-    StoredResponse, Timestamp,
+    Decision, Fence, Fenced, Fingerprint, Holder, Key, MemoryStore, Policy, Principal, RecordId, RecordState, Refusal,
+    Store, StoredResponse, Timestamp,
 };
 use pollster::block_on;
 
@@ -71,7 +71,7 @@ fn expired_record_executes_again() {
     let first = claim_executes(&store, &id, &fp, at(0));
     assert_eq!(complete(&store, &id, first, "r1", at(1)), Fenced::Applied);
     assert!(
-        matches!(claim(&store, &id, &fp, at(1 + 3599)), Decision::Replay(_)),
+        matches!(claim(&store, &id, &fp, at(1 + 3599)), Decision::Replay { .. }),
         "still retained one second before the end"
     );
     let again = claim_executes(&store, &id, &fp, at(1 + 3600));
@@ -84,7 +84,9 @@ fn conflict_while_in_flight() {
     let store = MemoryStore::default();
     let (id, fp) = (id("alice", "k1"), fingerprint("a"));
     claim_executes(&store, &id, &fp, at(0));
-    assert_eq!(claim(&store, &id, &fp, at(20)), Decision::Conflict { retry_after: Duration::from_secs(40) });
+    let conflict =
+        Decision::Conflict { retry_after: Duration::from_secs(40), expires_at: at(3600), holder: Holder::NONE };
+    assert_eq!(claim(&store, &id, &fp, at(20)), conflict);
 }
 
 #[test]
@@ -107,7 +109,8 @@ fn replay_after_completion() {
     let fence = claim_executes(&store, &id, &fp, at(0));
     assert_eq!(complete(&store, &id, fence, "paid", at(1)), Fenced::Applied);
     for second in [2, 100, 3000] {
-        assert_eq!(claim(&store, &id, &fp, at(second)), Decision::Replay(response("paid")));
+        let replay = Decision::Replay { response: response("paid"), expires_at: at(3601) };
+        assert_eq!(claim(&store, &id, &fp, at(second)), replay);
     }
 }
 
@@ -117,20 +120,21 @@ fn mismatch_while_in_flight_or_completed() {
     let store = MemoryStore::default();
     let (id, fp, other) = (id("alice", "k1"), fingerprint("a"), fingerprint("b"));
     let fence = claim_executes(&store, &id, &fp, at(0));
-    assert_eq!(claim(&store, &id, &other, at(1)), Decision::Mismatch, "in flight, valid lease");
-    assert_eq!(claim(&store, &id, &other, at(61)), Decision::Mismatch, "in flight, lapsed lease");
+    let in_flight = Decision::Mismatch { expires_at: at(3600) };
+    assert_eq!(claim(&store, &id, &other, at(1)), in_flight, "in flight, valid lease");
+    assert_eq!(claim(&store, &id, &other, at(61)), in_flight, "in flight, lapsed lease");
     assert_eq!(complete(&store, &id, fence, "r", at(2)), Fenced::Applied, "the mismatches did not disturb the claim");
-    assert_eq!(claim(&store, &id, &other, at(3)), Decision::Mismatch, "completed");
+    assert_eq!(claim(&store, &id, &other, at(3)), Decision::Mismatch { expires_at: at(3602) }, "completed");
 }
 
 #[test]
 fn mismatch_leaves_the_record_untouched() {
     // Goal: G5 at the level of writes — a mismatching claim writes nothing.
     let (fp, other) = (fingerprint("a"), fingerprint("b"));
-    let put = transition::claim(None, &fp, at(0), &policy(), Fence::FIRST);
+    let put = transition::claim(None, &fp.into(), at(0), &policy(), Fence::FIRST);
     let Write::Put(record) = put.write else { panic!("a claim on an absent record writes it") };
-    let mismatch = transition::claim(Some(&record), &other, at(1), &policy(), Fence::new(2));
-    assert_eq!(mismatch.outcome, Decision::Mismatch);
+    let mismatch = transition::claim(Some(&record), &other.into(), at(1), &policy(), Fence::new(2));
+    assert_eq!(mismatch.outcome, Decision::Mismatch { expires_at: at(3600) });
     assert_eq!(mismatch.write, Write::Unchanged);
 }
 
@@ -156,7 +160,7 @@ fn stale_fence_is_refused() {
     assert_eq!(block_on(store.release(&id, stale)).expect("available"), refusal);
     assert_eq!(block_on(store.get(&id)).expect("available"), before);
     assert_eq!(complete(&store, &id, current, "current", at(63)), Fenced::Applied);
-    assert_eq!(claim(&store, &id, &fp, at(64)), Decision::Replay(response("current")));
+    assert_eq!(claim(&store, &id, &fp, at(64)).replayed(), Some(&response("current")));
 }
 
 #[test]
@@ -170,7 +174,7 @@ fn completion_after_completion_is_refused_unless_same_fence() {
     assert_eq!(complete(&store, &id, current, "retried", at(63)), Fenced::Applied);
     let refused = Fenced::Refused(Refusal::AlreadyCompleted { completed_by: current });
     assert_eq!(complete(&store, &id, stale, "stale", at(64)), refused);
-    assert_eq!(claim(&store, &id, &fp, at(65)), Decision::Replay(response("first")));
+    assert_eq!(claim(&store, &id, &fp, at(65)).replayed(), Some(&response("first")));
 }
 
 #[test]
@@ -207,8 +211,8 @@ fn principals_never_share_a_record() {
     let bob_fence = claim_executes(&store, &bob, &fp, at(0));
     assert_eq!(complete(&store, &alice, alice_fence, "alice's", at(1)), Fenced::Applied);
     assert_eq!(complete(&store, &bob, bob_fence, "bob's", at(1)), Fenced::Applied);
-    assert_eq!(claim(&store, &alice, &fp, at(2)), Decision::Replay(response("alice's")));
-    assert_eq!(claim(&store, &bob, &fp, at(2)), Decision::Replay(response("bob's")));
+    assert_eq!(claim(&store, &alice, &fp, at(2)).replayed(), Some(&response("alice's")));
+    assert_eq!(claim(&store, &bob, &fp, at(2)).replayed(), Some(&response("bob's")));
     let anonymous = RecordId::new(Principal::anonymous(), Key::try_from("k1").expect("valid"));
     assert!(
         matches!(claim(&store, &anonymous, &fp, at(2)), Decision::Execute(_)),
@@ -248,7 +252,7 @@ fn full_store_refuses_new_claims_and_keeps_live_records() {
     let refused = block_on(store.claim(&c, &fp, at(0), &policy()));
     assert!(matches!(refused, Err(idem_core::StoreError::Full { .. })), "got {refused:?}");
     assert_eq!(complete(&store, &a, fence_a, "kept", at(1)), Fenced::Applied, "a granted claim always completes");
-    assert_eq!(claim(&store, &a, &fp, at(2)), Decision::Replay(response("kept")));
+    assert_eq!(claim(&store, &a, &fp, at(2)).replayed(), Some(&response("kept")));
     assert_eq!(store.len(), 2);
 }
 
@@ -282,7 +286,7 @@ fn policy_rejects_retention_not_longer_than_lease() {
 fn in_flight_record_is_not_written_by_a_refused_completion() {
     // Goal: the pure function never writes on refusal, whatever the record's state.
     let fp = fingerprint("a");
-    let Write::Put(in_flight) = transition::claim(None, &fp, at(0), &policy(), Fence::new(7)).write else {
+    let Write::Put(in_flight) = transition::claim(None, &fp.into(), at(0), &policy(), Fence::new(7)).write else {
         panic!("claim writes")
     };
     assert!(matches!(in_flight.state, RecordState::InFlight { .. }));

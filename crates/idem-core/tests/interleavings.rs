@@ -217,14 +217,15 @@ fn to_reference(decision: &Decision, responses: &BTreeMap<String, u64>) -> RefDe
     match decision {
         Decision::Execute(claim) => RefDecision::Execute { fence: claim.fence.get() },
         Decision::TakeOver { claim, stale } => RefDecision::TakeOver { fence: claim.fence.get(), stale: stale.get() },
-        Decision::Replay(stored) => {
+        Decision::Replay { response: stored, .. } => {
             let body = String::from_utf8(stored.body.to_vec()).expect("test bodies are UTF-8");
             RefDecision::Replay { response: responses[&body] }
         }
-        Decision::Conflict { retry_after } => {
+        Decision::Conflict { retry_after, .. } => {
             RefDecision::Conflict { retry_after_ms: u64::try_from(retry_after.as_millis()).expect("short") }
         }
-        Decision::Mismatch => RefDecision::Mismatch,
+        Decision::Mismatch { .. } => RefDecision::Mismatch,
+        Decision::Gone { .. } => unreachable!("no tombstones without a tombstone policy"),
     }
 }
 
@@ -369,10 +370,10 @@ fn check_same_records(store: &MemoryStore, reference: &Reference) -> Result<(), 
         let payload = Request { principal: id.0, key: id.1, payload: expected.payload };
         prop_assert_eq!(record.fingerprint, fingerprint(payload));
         match (&record.state, &expected.state) {
-            (RecordState::InFlight { lease_expires_at }, RefState::InFlight { lease_end_ms }) => {
+            (RecordState::InFlight { lease_expires_at, .. }, RefState::InFlight { lease_end_ms }) => {
                 prop_assert_eq!(lease_expires_at.unix_ms(), *lease_end_ms);
             }
-            (RecordState::Completed { response: stored }, RefState::Completed { response: number }) => {
+            (RecordState::Completed { response: stored, .. }, RefState::Completed { response: number }) => {
                 prop_assert_eq!(stored, &response(*number));
             }
             (got, want) => prop_assert!(false, "state differs: store {got:?}, reference {want:?}"),

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use idem_core::reply::{self, RETRY_AFTER_MIN, TRY_LATER_STATUSES};
 use idem_core::{
-    Disposition, Fence, Fingerprint, Record, RecordState, StatusRules, StoredResponse, Superseded, Timestamp,
+    ClaimRequest, Disposition, Fence, Fingerprint, Holder, Record, RecordState, StatusRules, StoredResponse,
+    Superseded, Timestamp,
 };
 
 fn at(ms: u64) -> Timestamp {
@@ -15,12 +16,17 @@ fn fingerprint(body: &[u8]) -> Fingerprint {
     Fingerprint::of("POST", "/payments", body)
 }
 
+fn request(body: &[u8]) -> ClaimRequest {
+    ClaimRequest::new(fingerprint(body))
+}
+
 fn in_flight(lease_end_ms: u64) -> Record {
     Record {
         fingerprint: fingerprint(b"a"),
         fence: Fence::new(3),
+        created_at: at(0),
         expires_at: at(3_600_000),
-        state: RecordState::InFlight { lease_expires_at: at(lease_end_ms) },
+        state: RecordState::InFlight { lease_expires_at: at(lease_end_ms), holder: Holder::NONE, renewals: 0 },
     }
 }
 
@@ -59,15 +65,18 @@ fn a_superseded_execution_answers_what_the_store_holds() {
     // Goal: after losing its claim an execution answers the recorded response, 409 for a live
     // claim (with its lease left), 409 at once when nothing is held, and 422 for another request.
     let response = StoredResponse::new(201, &b"pay_2"[..]);
-    let completed = Record { state: RecordState::Completed { response: response.clone() }, ..in_flight(0) };
-    assert_eq!(reply::superseded(Some(&completed), &fingerprint(b"a"), at(5)), Superseded::Replay(response));
+    let state = RecordState::Completed { response: response.clone(), replays: 0, tombstone_until: None };
+    let completed = Record { state, ..in_flight(0) };
+    let replay = Superseded::Replay { response, expires_at: at(3_600_000) };
+    assert_eq!(reply::superseded(Some(&completed), &request(b"a"), at(5)), replay);
     let live = in_flight(8_000);
     let expected = Superseded::InProgress { lease_left: Duration::from_secs(3) };
-    assert_eq!(reply::superseded(Some(&live), &fingerprint(b"a"), at(5_000)), expected);
+    assert_eq!(reply::superseded(Some(&live), &request(b"a"), at(5_000)), expected);
     let gone = Superseded::InProgress { lease_left: Duration::ZERO };
-    assert_eq!(reply::superseded(None, &fingerprint(b"a"), at(5_000)), gone);
-    assert_eq!(reply::superseded(Some(&live), &fingerprint(b"a"), at(9_000)), gone, "a lapsed claim is not live");
-    assert_eq!(reply::superseded(Some(&live), &fingerprint(b"b"), at(5_000)), Superseded::Mismatch);
+    assert_eq!(reply::superseded(None, &request(b"a"), at(5_000)), gone);
+    assert_eq!(reply::superseded(Some(&live), &request(b"a"), at(9_000)), gone, "a lapsed claim is not live");
+    let mismatch = Superseded::Mismatch { expires_at: at(3_600_000) };
+    assert_eq!(reply::superseded(Some(&live), &request(b"b"), at(5_000)), mismatch);
 }
 
 #[test]
@@ -75,8 +84,8 @@ fn a_waiting_request_waits_only_for_a_live_claim_of_its_own_request() {
     // Goal: keep waiting while the same request's claim is live; stop for a lapse, a completion,
     // an absent record and a different request (which then gets 422 from the claim).
     let live = in_flight(8_000);
-    assert_eq!(reply::keep_waiting(Some(&live), &fingerprint(b"a"), at(5_000)), Some(Duration::from_secs(3)));
-    assert_eq!(reply::keep_waiting(Some(&live), &fingerprint(b"a"), at(8_000)), None);
-    assert_eq!(reply::keep_waiting(Some(&live), &fingerprint(b"b"), at(5_000)), None);
-    assert_eq!(reply::keep_waiting(None, &fingerprint(b"a"), at(5_000)), None);
+    assert_eq!(reply::keep_waiting(Some(&live), &request(b"a"), at(5_000)), Some(Duration::from_secs(3)));
+    assert_eq!(reply::keep_waiting(Some(&live), &request(b"a"), at(8_000)), None);
+    assert_eq!(reply::keep_waiting(Some(&live), &request(b"b"), at(5_000)), None);
+    assert_eq!(reply::keep_waiting(None, &request(b"a"), at(5_000)), None);
 }

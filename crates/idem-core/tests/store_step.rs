@@ -6,8 +6,8 @@ use std::time::Duration;
 use idem_core::step::{self, Counters, LimitReached, StepError, StoreView, op};
 use idem_core::usage::{self, UsageDelta};
 use idem_core::{
-    Decision, Fence, Fenced, Fingerprint, Key, Limits, MemoryState, Policy, Principal, Record, RecordId, RecordState,
-    Renewal, StoreError, StoredResponse, Timestamp, Usage, Write,
+    Decision, Fence, Fenced, Fingerprint, Holder, Key, Limits, MemoryState, Policy, Principal, Record, RecordId,
+    RecordState, Renewal, StoreError, StoredResponse, Timestamp, Usage, Write,
 };
 
 fn policy() -> Policy {
@@ -27,7 +27,7 @@ fn at(seconds: u64) -> Timestamp {
 }
 
 fn claim_op(now: Timestamp) -> op::Claim {
-    op::Claim { fingerprint: fingerprint(), now, policy: policy() }
+    op::Claim { request: fingerprint().into(), now, policy: policy() }
 }
 
 fn signed(bytes: u64) -> i64 {
@@ -42,7 +42,7 @@ fn execute_names_the_record_the_counter_and_the_usage() {
     let Decision::Execute(claim) = step.answer else { panic!("a new key executes") };
     assert_eq!(claim.fence, Fence::FIRST);
     let Write::Put(record) = &step.write else { panic!("the claim is written") };
-    assert_eq!(record.state, RecordState::InFlight { lease_expires_at: at(15) });
+    assert_eq!(record.state, RecordState::InFlight { lease_expires_at: at(15), holder: Holder::NONE, renewals: 0 });
     assert_eq!(step.next_fence, Some(Fence::FIRST.next()));
     let bytes = usage::stored_bytes(&id("k1"), record);
     assert_eq!(step.usage, UsageDelta { records: 1, stored_bytes: signed(bytes) });
@@ -61,7 +61,7 @@ fn answers_that_change_nothing_write_nothing() {
     assert!(matches!(stale.answer, Fenced::Refused(_)));
     assert!(stale.writes_nothing());
     let other = Fingerprint::of("POST", "/payments", b"{\"other\":1}");
-    let mismatch = step::step(&id("k1"), &view, op::Claim { fingerprint: other, now: at(1), policy: policy() });
+    let mismatch = step::step(&id("k1"), &view, op::Claim { request: other.into(), now: at(1), policy: policy() });
     assert!(mismatch.expect("no admission").writes_nothing());
 }
 
@@ -135,7 +135,8 @@ fn a_counter_behind_a_record_is_damage_not_a_panic() {
         fingerprint: fingerprint(),
         fence: Fence::new(7),
         expires_at: at(3600),
-        state: RecordState::InFlight { lease_expires_at: at(10) },
+        created_at: at(0),
+        state: RecordState::InFlight { lease_expires_at: at(10), holder: Holder::NONE, renewals: 0 },
     };
     let counters = Counters { next_fence: Fence::new(7), usage: Usage { records: 1, stored_bytes: 80 } };
     let view = StoreView { record: Some(&record), counters, limits: Limits::default() };

@@ -19,8 +19,8 @@ fn debug_output_names_each_value() {
     assert_eq!(format!("{:?}", Fingerprint::builder("POST", "/")), "FingerprintBuilder");
     assert_eq!(Key::parse(b"\"k1\"").expect("valid").to_string(), "k1", "Display is the key itself");
     let fingerprint = format!("{:?}", Fingerprint::of("POST", "/", b""));
-    assert!(fingerprint.starts_with("Fingerprint(") && fingerprint.ends_with("…)"), "{fingerprint}");
-    let hex = &fingerprint["Fingerprint(".len()..fingerprint.len() - "…)".len()];
+    assert!(fingerprint.starts_with("Fingerprint(v1 ") && fingerprint.ends_with("…)"), "{fingerprint}");
+    let hex = &fingerprint["Fingerprint(v1 ".len()..fingerprint.len() - "…)".len()];
     assert_eq!(hex.len(), 16, "eight bytes in hex: {fingerprint}");
     assert!(hex.bytes().all(|byte| byte.is_ascii_hexdigit()), "{fingerprint}");
     assert_ne!(fingerprint, format!("{:?}", Fingerprint::of("POST", "/", b"x")));
