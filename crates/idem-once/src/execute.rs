@@ -7,11 +7,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use idem_core::{AtomicStore, Claim, CommitError, Fenced, RecordId, Store, StoreError, StoredOutcome, StoredResponse};
+use idem_core::{
+    AtomicStore, Claim, CommitError, Fenced, RecordId, Store, StoreError, StoredOutcome, StoredResponse, Timestamp,
+};
 
 use crate::commit::Commit;
 use crate::lease::{ClaimScope, LeaseState};
-use crate::record::{self, Released};
+use crate::record::{self, Completion, Released};
 use crate::renew::{Heartbeat, Renewing, while_renewing};
 use crate::{Once, observe};
 
@@ -20,10 +22,19 @@ use crate::{Once, observe};
 #[must_use = "an execution's end decides the answer or the settle"]
 pub enum Executed<E> {
     /// This execution's completion committed: answer (ack) with this outcome.
-    Completed(StoredOutcome),
+    Completed {
+        /// What the work produced, as recorded.
+        outcome: StoredOutcome,
+        /// When the completed record's retention ends, for the answer's expiry (SPEC "Key
+        /// lifecycle": expiry on the wire; [`record::Completion::Applied`]). Computed from
+        /// the `now` this process gave the store; a store that keeps its own clock (e.g.
+        /// idem-postgres on the database's clock) may have stored a time off by their skew.
+        expires_at: Timestamp,
+    },
     /// The claim was lost (a renewal, the completion or the release was refused): another
-    /// execution holds or completed the record. Answer from the record as now stored
-    /// (`idem_core::reply::superseded`, `idem_core::consume::superseded`), never this one's outcome (G2).
+    /// execution holds or completed the record, or an operator forgot it. Answer from the
+    /// record as now stored (`idem_core::reply::superseded`, `idem_core::consume::superseded`,
+    /// which also carry its expiry), never this one's outcome (G2).
     Lost,
     /// Nothing was recorded and the claim was given back (or lapses): a retry may run.
     Failed(E),
@@ -82,9 +93,9 @@ impl<S: Store> Once<S> {
             Err(failure) => return self.released(id, claim, failure).await,
         };
         let stored = StoredResponse::from(outcome.clone());
-        match record::complete(&*self.store, id, claim.fence, stored, &*self.clock, &self.policy).await {
-            Ok(Fenced::Applied) => Executed::Completed(outcome),
-            Ok(Fenced::Refused(refusal)) => {
+        match record::complete_expiring(&*self.store, id, claim.fence, stored, &*self.clock, &self.policy).await {
+            Ok(Completion::Applied { expires_at }) => Executed::Completed { outcome, expires_at },
+            Ok(Completion::Refused(refusal)) => {
                 tracing::warn!(key = id.key.as_str(), %refusal, "completion refused: the claim was taken over");
                 Executed::Lost
             }
@@ -146,7 +157,9 @@ where
             let stored = StoredResponse::from(outcome.clone());
             let now = self.clock.now();
             let fenced = self.store.complete_with(id, claim.fence, stored, now, &self.policy, writes).await;
-            Ok::<_, Failure<E, S::WriteError>>((fenced, outcome))
+            // One call, so the `now` it carried is the completed record's.
+            let expires_at = now.saturating_add(self.policy.retention());
+            Ok::<_, Failure<E, S::WriteError>>((fenced, Completed { outcome, expires_at }))
         };
         // Catches a panic in the writes too (they run inline in some stores' completion):
         // nothing of them committed, and the claim is released.
@@ -158,16 +171,17 @@ where
         };
         let ran = while_renewing(self.renewing(id, claim, &lease), heartbeat, committed).await;
         match ran {
-            Ok((Ok(Fenced::Applied), outcome)) => Executed::Completed(outcome),
+            Ok((Ok(Fenced::Applied), Completed { outcome, expires_at })) => Executed::Completed { outcome, expires_at },
             Ok((Ok(Fenced::Refused(refusal)), _)) => {
                 tracing::warn!(key = id.key.as_str(), %refusal, "atomic completion refused: the claim was taken over; nothing committed");
                 Executed::Lost
             }
             Ok((Err(CommitError::Writes(error)), _)) => self.released(id, claim, Failure::Writes(error)).await,
-            Ok((Err(CommitError::Store(error)), outcome)) => {
+            Ok((Err(CommitError::Store(error)), Completed { outcome, expires_at })) => {
                 observe::failed("complete", &error);
                 match record::release(&*self.store, id, claim.fence).await {
-                    Released::CompletedByThisClaim => Executed::Completed(outcome),
+                    // The commit that went through was this very call, with its `now`.
+                    Released::CompletedByThisClaim => Executed::Completed { outcome, expires_at },
                     Released::Stale => Executed::Lost,
                     Released::Yes | Released::Failed => Executed::Failed(Failure::Store(error)),
                 }
@@ -180,6 +194,12 @@ where
             Err(failure) => self.released(id, claim, failure).await,
         }
     }
+}
+
+/// An outcome and the expiry its completion gives the record.
+struct Completed {
+    outcome: StoredOutcome,
+    expires_at: Timestamp,
 }
 
 /// Runs `work`, catching a panic, so a panicking handler still has its claim released.

@@ -7,11 +7,20 @@
 //! the store's, and what an execution that lost its claim answers is
 //! `idem_core::reply::superseded`'s.
 //!
+//! * [`Once::claim`] takes a `ClaimRequest` (fingerprint, the same request's fingerprint
+//!   of an earlier version, the claim's `Holder`) or just a `&Fingerprint`.
 //! * [`Once::execute`] / [`Once::execute_atomic`]: one execution under a claim the caller
-//!   holds, ending in [`Executed`] (plain data: completed, lost, failed, unrecorded).
+//!   holds, ending in [`Executed`] (plain data: completed with the record's expiry, lost,
+//!   failed, unrecorded).
+//! * [`Once::run`] / [`Once::run_atomic`] end in [`Ran`], which carries the expiry of the
+//!   record it answers from (SPEC "Key lifecycle": expiry on the wire); a tombstone
+//!   ([`Ran::Gone`]) never runs the work.
 //! * [`renew::while_renewing`]: the lease renewed every `Policy::renew_every` while work
-//!   runs, and a [`Heartbeat`] told after each applied renewal (a broker's in-progress ack).
-//! * [`record::complete`] (bounded retries) and [`record::release`].
+//!   runs, and a [`Heartbeat`] told after each applied renewal (a broker's in-progress ack),
+//!   up to the execution ceiling ([`Once::with_execution_max`], SPEC "Key lifecycle:
+//!   execution ceiling").
+//! * [`record::complete`] / [`record::complete_expiring`] (bounded retries) and
+//!   [`record::release`].
 //! * [`Commit`]: atomic mode's outcome plus business writes, committed with the completion
 //!   in one transaction (`AtomicStore::complete_with`) or not at all.
 //!
@@ -28,9 +37,11 @@
 //! let fingerprint = Fingerprint::of_message("orders", b"{\"amount\":5}");
 //!
 //! let first = once.run(&id, &fingerprint, |_claim| async { Ok::<_, std::io::Error>(StoredOutcome::bytes("paid")) }).await;
-//! assert!(matches!(first, Ok(Ran::Executed(_))));
+//! assert!(matches!(first, Ok(Ran::Executed { .. })));
 //! let again = once.run(&id, &fingerprint, |_claim| async { unreachable!("never runs twice") as Result<_, std::io::Error> }).await;
-//! assert!(matches!(again, Ok(Ran::Replayed(outcome)) if outcome.bytes == "paid"));
+//! assert!(matches!(again, Ok(Ran::Replayed { ref outcome, .. }) if outcome.bytes == "paid"));
+//! // Every answer from a record says when it expires: here, a day after the completion.
+//! assert_eq!(first.unwrap().expires_at(), again.unwrap().expires_at());
 //! # });
 //! ```
 

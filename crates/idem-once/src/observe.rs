@@ -2,7 +2,7 @@
 //!
 //! | name | kind | labels | counts |
 //! |---|---|---|---|
-//! | [`STORE_ERRORS_TOTAL`] `idem_store_errors_total` | counter | `operation`, `error` | each failed store call: `operation` is `claim`, `get`, `complete`, `release` or `renew`; `error` is `unavailable`, `full` or `corrupt` |
+//! | [`STORE_ERRORS_TOTAL`] `idem_store_errors_total` | counter | `operation`, `error` | each failed store call: `operation` is `claim`, `get`, `complete`, `release`, `renew` or `count_replay`; `error` is `unavailable`, `full` or `corrupt` |
 
 use idem_core::StoreError;
 

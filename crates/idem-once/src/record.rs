@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use idem_core::{Clock, Fence, Fenced, Policy, RecordId, Refusal, Store, StoreError, StoredResponse};
+use idem_core::{
+    Clock, Fence, Fenced, Policy, RecordId, RecordState, Refusal, Store, StoreError, StoredResponse, Timestamp,
+};
 
 use crate::observe;
 
@@ -25,10 +27,54 @@ pub async fn complete<S: Store>(
     clock: &dyn Clock,
     policy: &Policy,
 ) -> Result<Fenced, StoreError> {
+    complete_expiring(store, id, fence, response, clock, policy).await.map(Completion::fenced)
+}
+
+/// What a completion answered ([`complete_expiring`]): [`Fenced`], with the expiry of the
+/// record it completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a refused completion means the caller no longer holds the claim"]
+pub enum Completion {
+    /// The record is completed by this fence.
+    Applied {
+        /// When the completed record's retention ends (SPEC "Key lifecycle": expiry on the
+        /// wire): the retention from the `now` of the completion that applied.
+        expires_at: Timestamp,
+    },
+    /// The fence was not current; nothing changed (G3).
+    Refused(Refusal),
+}
+
+impl Completion {
+    /// The store's answer without the expiry.
+    pub fn fenced(self) -> Fenced {
+        match self {
+            Completion::Applied { .. } => Fenced::Applied,
+            Completion::Refused(refusal) => Fenced::Refused(refusal),
+        }
+    }
+}
+
+/// [`complete`], also saying when the completed record expires. Where the attempt that
+/// answered `Applied` was a retry, the earlier attempt whose answer was lost may be the
+/// one that applied (with an earlier `now`), so the record is read back for its expiry;
+/// if that read fails, the retry's `now` is taken (at most the retry pauses later).
+///
+/// # Errors
+/// As [`complete`].
+pub async fn complete_expiring<S: Store>(
+    store: &S,
+    id: &RecordId,
+    fence: Fence,
+    response: StoredResponse,
+    clock: &dyn Clock,
+    policy: &Policy,
+) -> Result<Completion, StoreError> {
     let mut pause = COMPLETE_RETRY_FIRST;
     let mut attempt = 1;
     loop {
-        let result = store.complete(id, fence, response.clone(), clock.now(), policy).await;
+        let now = clock.now();
+        let result = store.complete(id, fence, response.clone(), now, policy).await;
         match observe::store("complete", result) {
             Err(StoreError::Unavailable { source, .. }) if attempt < COMPLETE_ATTEMPTS_MAX => {
                 tracing::warn!(key = id.key.as_str(), attempt, error = %source, "completion failed; retrying");
@@ -36,9 +82,23 @@ pub async fn complete<S: Store>(
                 pause *= 2;
                 attempt += 1;
             }
-            result => return result,
+            Ok(Fenced::Applied) => {
+                let computed = now.saturating_add(policy.retention());
+                let expires_at =
+                    if attempt == 1 { computed } else { stored_expiry(store, id, fence).await.unwrap_or(computed) };
+                return Ok(Completion::Applied { expires_at });
+            }
+            Ok(Fenced::Refused(refusal)) => return Ok(Completion::Refused(refusal)),
+            Err(error) => return Err(error),
         }
     }
+}
+
+/// The expiry of `id`'s record if `fence` completed it.
+async fn stored_expiry<S: Store>(store: &S, id: &RecordId, fence: Fence) -> Option<Timestamp> {
+    let record = observe::store("get", store.get(id).await).ok()??;
+    let completed = matches!(record.state, RecordState::Completed { .. }) && record.fence == fence;
+    completed.then_some(record.expires_at)
 }
 
 /// Whether a release took effect.

@@ -1,4 +1,4 @@
-//! Renewing a claim while its work runs (SPEC "Leases": the holder's heartbeat), and
+//! Renewing a claim while its work runs (SPEC vocabulary "renewal": the holder's heartbeat), and
 //! telling the transport after each renewal the store applied ([`Heartbeat`]), so a broker's
 //! redelivery timer moves with the lease (SPEC "Message consumers").
 
@@ -37,15 +37,19 @@ pub struct Renewing<'a, S> {
     pub clock: &'a dyn Clock,
     /// Shared with the work: renewed, or lost.
     pub lease: &'a LeaseState,
-    /// The execution ceiling: no renewal after this long, so a hung execution frees its
-    /// key one lease later (SPEC "Leases"). `None`: renew as long as the work runs.
+    /// The execution ceiling (SPEC "Key lifecycle: execution ceiling"): no renewal once
+    /// this long has passed since the renewal started, so a hung execution frees its key
+    /// within the ceiling plus one lease (the last renewal, at most the ceiling in, holds
+    /// one lease). `None`: renew as long as the work runs.
     pub execution_max: Option<Duration>,
 }
 
 /// Runs `work` to its end while renewing the claim every [`Policy::renew_every`] on the
 /// runtime's timer (which tokio's paused time and turmoil drive). The renewal never cuts
 /// `work` short: it stops when `work` ends, when a renewal is refused, or at the
-/// execution ceiling.
+/// execution ceiling (SPEC "Key lifecycle: execution ceiling"); past the ceiling the
+/// lease lapses, a duplicate may take the claim over, and this work's completion is then
+/// refused (G3).
 pub async fn while_renewing<S: Store, T>(
     renewing: Renewing<'_, S>,
     heartbeat: &impl Heartbeat,

@@ -38,7 +38,7 @@ async fn the_writes_commit_with_the_completion_once() {
     let once = Once::new(Arc::clone(&store), policy()).with_clock(TokioClock::new());
     for _ in 0..3 {
         let ran = once.run_atomic(&id("p1"), &fingerprint("5"), |_| async { Ok::<_, std::io::Error>(pay("p1")) }).await;
-        assert!(matches!(ran, Ok(Ran::Executed(_) | Ran::Replayed(_))), "{ran:?}");
+        assert!(matches!(ran, Ok(Ran::Executed { .. } | Ran::Replayed { .. })), "{ran:?}");
     }
     assert_eq!(payments(&store).await, ["p1"], "one payment row for three runs");
     let record = store.get(&id("p1")).await.expect("reads").expect("kept");

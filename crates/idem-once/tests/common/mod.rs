@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use idem_core::{
-    Clock, Decision, Fence, Fenced, Fingerprint, Key, MemoryStore, Policy, Principal, Record, RecordId, Renewal, Store,
-    StoreError, StoredResponse, Timestamp,
+    ClaimRequest, Clock, Decision, Fence, Fenced, Fingerprint, Key, MemoryStore, Policy, Principal, Record, RecordId,
+    Renewal, Store, StoreError, StoredResponse, Timestamp,
 };
 use tokio::time::Instant;
 
@@ -29,9 +29,10 @@ impl Clock for TokioClock {
 }
 
 pub(crate) const LEASE: Duration = Duration::from_secs(3);
+pub(crate) const RETENTION: Duration = Duration::from_secs(3600);
 
 pub(crate) fn policy() -> Policy {
-    Policy::new(LEASE, Duration::from_secs(3600)).expect("lease < retention")
+    Policy::new(LEASE, RETENTION).expect("lease < retention")
 }
 
 pub(crate) fn id(key: &str) -> RecordId {
@@ -62,8 +63,14 @@ fn down() -> StoreError {
 }
 
 impl Store for FlakyStore {
-    async fn claim(&self, id: &RecordId, f: &Fingerprint, now: Timestamp, p: &Policy) -> Result<Decision, StoreError> {
-        self.inner.claim(id, f, now, p).await
+    async fn claim(
+        &self,
+        id: &RecordId,
+        request: impl Into<ClaimRequest> + Send,
+        now: Timestamp,
+        p: &Policy,
+    ) -> Result<Decision, StoreError> {
+        self.inner.claim(id, request, now, p).await
     }
     async fn complete(
         &self,
@@ -93,5 +100,8 @@ impl Store for FlakyStore {
     }
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
         self.inner.purge_expired(now, batch_max).await
+    }
+    async fn count_replay(&self, id: &RecordId, now: Timestamp) -> Result<bool, StoreError> {
+        self.inner.count_replay(id, now).await
     }
 }
