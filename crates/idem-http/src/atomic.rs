@@ -101,8 +101,10 @@ pub struct ClaimContext {
     /// What `Claim::commit` did, read by the layer when the handler returns.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) commit: Arc<CommitState>,
-    /// The layer's configuration: policy, header filter, clock, limits, problem base.
+    /// The layer's configuration: header filter, clock, limits, problem base.
     pub(crate) config: Arc<Config>,
+    /// The request's route: its policy (lease, retention, tombstone).
+    pub(crate) route: Arc<crate::route::Route>,
 }
 
 impl ClaimContext {
@@ -136,7 +138,7 @@ impl ClaimContext {
     /// The lease and retention the layer uses; pass it to the completion.
     #[must_use]
     pub fn policy(&self) -> &Policy {
-        &self.config.policy
+        &self.route.policy
     }
 
     /// The time on the layer's clock: the `now` to complete with.
@@ -205,7 +207,7 @@ impl std::fmt::Debug for ClaimContext {
             .field("fence", &self.fence)
             .field("lease_expires_at", &self.lease_expires_at())
             .field("lost", &self.lost())
-            .field("policy", &self.config.policy)
+            .field("policy", &self.route.policy)
             .finish_non_exhaustive()
     }
 }

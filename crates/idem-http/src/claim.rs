@@ -151,7 +151,8 @@ impl<S: AtomicStore> Claim<S> {
             }
         };
         let now = config.clock.now();
-        let result = store.complete_with(&context.id, context.fence, stored, now, &config.policy, writes).await;
+        let policy = context.route.policy;
+        let result = store.complete_with(&context.id, context.fence, stored, now, &policy, writes).await;
         let fenced = match result {
             Ok(fenced) => fenced,
             Err(CommitError::Writes(error)) => {
@@ -171,7 +172,11 @@ impl<S: AtomicStore> Claim<S> {
             }
         };
         let commit = if fenced == Fenced::Applied { Commit::Applied } else { Commit::Refused };
-        let response = Response::from_parts(head, answer_body);
+        let mut response = Response::from_parts(head, answer_body);
+        if fenced == Fenced::Applied {
+            // The record's retention counts from this completion's `now` (SPEC "Key lifecycle").
+            crate::execute::mark_expiry(response.headers_mut(), now.saturating_add(policy.retention()));
+        }
         mark(&context, commit, response, CompletedInTransaction(fenced))
     }
 }

@@ -6,6 +6,10 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{HeaderName, Method, StatusCode};
 use idem_core::{Clock, Policy, PolicyError, Principal, StatusRules, Store, SystemClock, TryLaterStatuses};
+
+use crate::headers::{IDEMPOTENCY_KEY, REQUEST_ID};
+use crate::route::{LayerDefaults, ROUTES_MAX, Route, RouteMatch, RoutePolicy};
+use crate::semantic::FingerprintRules;
 use tokio_util::task::TaskTracker;
 
 use crate::headers::HeaderFilter;
@@ -68,11 +72,36 @@ pub enum ConfigError {
         /// The bound asked for.
         asked: Duration,
     },
+    /// The execution ceiling is shorter than one renewal interval (it would stop renewal
+    /// before the first renewal) or longer than [`crate::route::EXECUTION_MAX_LIMIT`].
+    #[error("execution ceiling of {ceiling:?} must be from one renewal interval ({renew_every:?}) to 24 h")]
+    ExecutionMax {
+        /// The ceiling asked for.
+        ceiling: Duration,
+        /// The policy's renewal interval.
+        renew_every: Duration,
+    },
+    /// A route pattern is not `/exact/path` or `/prefix/*`.
+    #[error("route pattern {pattern:?} is not an exact path (`/a/b`) or a prefix (`/a/*`)")]
+    RoutePattern {
+        /// The pattern given.
+        pattern: String,
+    },
+    /// More than [`ROUTES_MAX`] routes.
+    #[error("at most {ROUTES_MAX} routes")]
+    TooManyRoutes,
 }
 
 /// Everything the service needs per request; built once, shared by every clone.
 pub(crate) struct Config {
-    pub(crate) policy: Policy,
+    /// What a request no route matches is decided under.
+    pub(crate) default_route: Arc<Route>,
+    /// The routes, first match wins.
+    pub(crate) routes: Vec<(RouteMatch, Arc<Route>)>,
+    /// The header that carries the key (default `Idempotency-Key`).
+    pub(crate) key_header: HeaderName,
+    /// The header whose value a claim keeps as its holder's request id.
+    pub(crate) request_id_header: HeaderName,
     pub(crate) request_body_bytes_max: usize,
     pub(crate) response_body_bytes_max: usize,
     pub(crate) filter: Arc<HeaderFilter>,
@@ -86,8 +115,6 @@ pub(crate) struct Config {
     pub(crate) store_full_retry_after: Duration,
     /// The purge task, started on the first request, stopped when this is dropped.
     pub(crate) purger: Purger,
-    /// Which handler statuses record and which release the claim.
-    pub(crate) status_rules: StatusRules,
     pub(crate) clock: Arc<dyn Clock>,
     /// The base of problem type URIs.
     pub(crate) problem_type_base: String,
@@ -96,6 +123,12 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// What a request with `method` and `path` is decided under: its route's settings.
+    pub(crate) fn route_for(&self, method: &Method, path: &str) -> Arc<Route> {
+        let matched = self.routes.iter().find(|(route, _)| route.matches(method, path));
+        Arc::clone(matched.map_or(&self.default_route, |(_, route)| route))
+    }
+
     /// `problem` as a response, its type under the configured base.
     pub(crate) fn answer(&self, problem: Problem) -> http::Response<crate::Body> {
         problem.into_response_at(&self.problem_type_base)
@@ -105,7 +138,9 @@ impl Config {
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
-            .field("policy", &self.policy)
+            .field("default_route", &self.default_route)
+            .field("routes", &self.routes)
+            .field("key_header", &self.key_header)
             .field("request_body_bytes_max", &self.request_body_bytes_max)
             .field("response_body_bytes_max", &self.response_body_bytes_max)
             .field("filter", &self.filter)
@@ -113,7 +148,6 @@ impl std::fmt::Debug for Config {
             .field("missing_key", &self.missing_key)
             .field("conflict", &self.conflict)
             .field("conflict_retry_after_max", &self.conflict_retry_after_max)
-            .field("status_rules", &self.status_rules)
             .field("problem_type_base", &self.problem_type_base)
             .finish_non_exhaustive()
     }
@@ -133,6 +167,12 @@ pub struct IdempotencyBuilder<St> {
     store: Arc<St>,
     lease: Duration,
     retention: Duration,
+    tombstone: Option<Duration>,
+    execution_max: Option<Duration>,
+    fingerprint: FingerprintRules,
+    routes: Vec<(Option<Method>, String, RoutePolicy)>,
+    key_header: HeaderName,
+    request_id_header: HeaderName,
     request_body_bytes_max: usize,
     response_body_bytes_max: usize,
     deny: Vec<HeaderName>,
@@ -164,6 +204,12 @@ impl<St: Store> IdempotencyBuilder<St> {
             store,
             lease: Policy::DEFAULT.lease(),
             retention: Policy::DEFAULT.retention(),
+            tombstone: None,
+            execution_max: None,
+            fingerprint: FingerprintRules::Bytes,
+            routes: Vec::new(),
+            key_header: IDEMPOTENCY_KEY,
+            request_id_header: REQUEST_ID,
             request_body_bytes_max: REQUEST_BODY_BYTES_MAX_DEFAULT,
             response_body_bytes_max: RESPONSE_BODY_BYTES_MAX_DEFAULT,
             deny: Vec::new(),
@@ -199,6 +245,57 @@ impl<St: Store> IdempotencyBuilder<St> {
     /// client's budget (idem-client's defaults outlast the default lease).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
+        self
+    }
+
+    /// Completed records leave a tombstone for `period` after their retention (default:
+    /// none; SPEC "Key lifecycle"). A retry of the same request then gets `410 Gone`
+    /// (problem `key-expired`) instead of running again, until the tombstone is purged in
+    /// turn; a different request under the key is a 422. Tombstones count toward the
+    /// store's limits. At most [`idem_core::TOMBSTONE_MAX`] (366 days).
+    pub fn tombstone(mut self, period: Duration) -> Self {
+        self.tombstone = Some(period);
+        self
+    }
+
+    /// The execution ceiling (default: none; SPEC "Key lifecycle"): the layer stops
+    /// renewing a claim once its handler has run this long, so a hung handler frees its
+    /// key within the ceiling plus one lease (a retry then takes the claim over, and the
+    /// hung handler's completion is refused, G3). The handler itself is not cancelled.
+    /// From one renewal interval (a third of the lease) to 24 h.
+    pub fn execution_max(mut self, ceiling: Duration) -> Self {
+        self.execution_max = Some(ceiling);
+        self
+    }
+
+    /// How requests are fingerprinted (default [`FingerprintRules::Bytes`]; see
+    /// [`crate::semantic`] for [`FingerprintRules::Semantic`]).
+    pub fn fingerprint(mut self, rules: FingerprintRules) -> Self {
+        self.fingerprint = rules;
+        self
+    }
+
+    /// Settings for one route (see [`crate::route`]): requests with `method` (or any keyed
+    /// method for `None`) whose path is `pattern` (`/exact` or `/prefix/*`). Routes are
+    /// matched in the order added; checked at [`IdempotencyBuilder::build`].
+    pub fn route(mut self, method: Option<Method>, pattern: &str, policy: RoutePolicy) -> Self {
+        self.routes.push((method, pattern.to_owned(), policy));
+        self
+    }
+
+    /// The header that carries the key (default `Idempotency-Key`, the IETF draft's name).
+    /// Answers echo the key in the same header.
+    pub fn key_header(mut self, name: HeaderName) -> Self {
+        self.key_header = name;
+        self
+    }
+
+    /// The request header whose value a claim keeps as its holder's request id (default
+    /// `X-Request-Id`), shown to operators and named in a duplicate's 409. The trace id
+    /// comes from the W3C `traceparent` header. Values that are not short visible ASCII
+    /// are not kept ([`idem_core::Holder`]).
+    pub fn request_id_header(mut self, name: HeaderName) -> Self {
+        self.request_id_header = name;
         self
     }
 
@@ -349,10 +446,26 @@ impl<St: Store> IdempotencyBuilder<St> {
     ///
     /// # Errors
     /// [`ConfigError`] when lease and retention are invalid, a body limit is zero, a
-    /// try-later status is not 4xx, or the conflict wait is over [`WAIT_MAX`].
+    /// try-later status is not 4xx, the conflict wait is over [`WAIT_MAX`], or the
+    /// tombstone, execution ceiling or a route (here or in a [`RoutePolicy`]) is invalid.
     pub fn build(self) -> Result<IdempotencyLayer<St>, ConfigError> {
-        let policy = Policy::new(self.lease, self.retention)?;
         let try_later = self.try_later.map_err(|status| ConfigError::TryLaterNotClientError { status })?;
+        let defaults = LayerDefaults {
+            lease: self.lease,
+            retention: self.retention,
+            tombstone: self.tombstone,
+            execution_max: self.execution_max,
+            fingerprint: self.fingerprint,
+            status_rules: StatusRules { try_later, ..self.status_rules },
+        };
+        let default_route = Arc::new(defaults.resolve(&RoutePolicy::new())?);
+        if self.routes.len() > ROUTES_MAX {
+            return Err(ConfigError::TooManyRoutes);
+        }
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for (method, pattern, policy) in &self.routes {
+            routes.push((RouteMatch::new(method.clone(), pattern)?, Arc::new(defaults.resolve(policy)?)));
+        }
         if self.request_body_bytes_max == 0 {
             return Err(ConfigError::ZeroBodyLimit { which: "request_body_bytes_max" });
         }
@@ -365,7 +478,10 @@ impl<St: Store> IdempotencyBuilder<St> {
             return Err(ConfigError::WaitTooLong { asked });
         }
         let config = Config {
-            policy,
+            default_route,
+            routes,
+            key_header: self.key_header,
+            request_id_header: self.request_id_header,
             request_body_bytes_max: self.request_body_bytes_max,
             response_body_bytes_max: self.response_body_bytes_max,
             filter: Arc::new(HeaderFilter::new(self.deny)),
@@ -376,7 +492,6 @@ impl<St: Store> IdempotencyBuilder<St> {
             conflict_retry_after_max: self.conflict_retry_after_max,
             store_full_retry_after: self.store_full_retry_after,
             purger: Purger::new(self.purge),
-            status_rules: StatusRules { try_later, ..self.status_rules },
             clock: self.clock,
             problem_type_base: self.problem_type_base,
             tracker: self.tracker,
@@ -442,11 +557,11 @@ mod tests {
         // 409 on conflict, 5xx and 408/425/429 release.
         let layer = builder().build().expect("defaults are valid");
         let config = layer.config();
-        assert_eq!(config.policy, Policy::DEFAULT);
-        assert_eq!(config.policy.lease(), idem_core::LEASE_DEFAULT);
-        assert_eq!(config.policy.lease(), Duration::from_secs(10));
+        assert_eq!(config.default_route.policy, Policy::DEFAULT);
+        assert_eq!(config.default_route.policy.lease(), idem_core::LEASE_DEFAULT);
+        assert_eq!(config.default_route.policy.lease(), Duration::from_secs(10));
         assert_eq!(
-            config.status_rules,
+            config.default_route.status_rules,
             StatusRules {
                 record_server_errors: false,
                 record_try_later: false,
@@ -465,9 +580,12 @@ mod tests {
         let server_errors = builder().store_server_errors(true).build().expect("valid");
         let try_later = builder().store_try_later(true).build().expect("valid");
         assert_eq!(
-            server_errors.config().status_rules,
+            server_errors.config().default_route.status_rules,
             StatusRules { record_server_errors: true, ..StatusRules::default() }
         );
-        assert_eq!(try_later.config().status_rules, StatusRules { record_try_later: true, ..StatusRules::default() });
+        assert_eq!(
+            try_later.config().default_route.status_rules,
+            StatusRules { record_try_later: true, ..StatusRules::default() }
+        );
     }
 }

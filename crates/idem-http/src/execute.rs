@@ -21,7 +21,9 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use idem_core::reply::{self, Disposition, Superseded};
-use idem_core::{Claim, Decision, Fenced, Fingerprint, RecordId, Store, StoreError, StoredResponse};
+use idem_core::{
+    Claim, ClaimRequest, Decision, Fenced, Fingerprint, Holder, RecordId, Store, StoreError, StoredResponse, Timestamp,
+};
 use tokio::time::Instant;
 use tower::Service;
 use tracing::Span;
@@ -29,11 +31,12 @@ use tracing::Span;
 use crate::atomic::{Commit, CommitState, NothingCommitted};
 use crate::body::{Body, BoxError, NotKept, ReadError, ResponseRead, full, read_bounded, read_to_keep};
 use crate::config::{Config, ConflictPolicy, WAIT_MAX};
-use crate::headers::IDEMPOTENT_REPLAYED;
-use crate::problem::kinds;
+use crate::headers::{IDEMPOTENCY_EXPIRES, IDEMPOTENT_REPLAYED};
+use crate::problem::{kinds, types};
+use crate::route::Route;
 use crate::{ClaimContext, CompletedInTransaction, Outcome, Problem, observe, service};
 use idem_once::LeaseState;
-use idem_once::record::{self, Released};
+use idem_once::record::{self, Completion, Released};
 use idem_once::renew::{Renewing, while_renewing};
 
 /// First pause of a waiting request between looks at the store; doubled up to [`WAIT_POLL_MAX`].
@@ -49,6 +52,10 @@ const _: () = assert!(WAIT_POLLS_MAX as u128 * WAIT_POLL_MAX.as_millis() > WAIT_
 /// What one keyed request is about: configuration, store and record id.
 pub(crate) struct Keyed<St> {
     pub(crate) config: Arc<Config>,
+    /// The settings of the request's route.
+    pub(crate) route: Arc<Route>,
+    /// Who would hold the claim.
+    pub(crate) holder: Holder,
     pub(crate) store: Arc<St>,
     pub(crate) id: RecordId,
     /// The request's span ([`observe::request_span`]); the work runs inside it.
@@ -77,7 +84,8 @@ where
 {
     match decide(&keyed, inner, parts, body).await {
         Ok((mut response, outcome)) => {
-            service::finish(&mut response, outcome, Some(&keyed.id.key), Some(&keyed.span), keyed.started);
+            let key = Some((&keyed.id.key, &keyed.config.key_header));
+            service::finish(&mut response, outcome, key, Some(&keyed.span), keyed.started);
             Ok(response)
         }
         Err(error) => {
@@ -110,34 +118,55 @@ where
         Err(ReadError::TooLarge { bytes_max }) => return Ok(rejected(config, kinds::body_too_large(bytes_max))),
         Err(ReadError::Broken(error)) => return Ok(rejected(config, kinds::body_unreadable(error))),
     };
-    let fingerprint = fingerprint.finish();
+    let request = ClaimRequest {
+        holder: keyed.holder.clone(),
+        ..keyed.route.fingerprint.claim_request(&parts, &body, fingerprint.finish())
+    };
 
     let now = config.clock.now();
-    let mut decision =
-        match observe::store("claim", keyed.store.claim(&keyed.id, &fingerprint, now, &config.policy).await) {
-            Ok(decision) => decision,
-            Err(error) => return Ok(store_failed(config, &error)),
-        };
-    if let (Decision::Conflict { retry_after: lease_left }, ConflictPolicy::Wait(wait_max)) =
-        (&decision, config.conflict)
-    {
-        decision = match wait_for_turn(keyed, &fingerprint, wait_max, *lease_left).await {
+    let policy = &keyed.route.policy;
+    let mut decision = match observe::store("claim", keyed.store.claim(&keyed.id, &request, now, policy).await) {
+        Ok(decision) => decision,
+        Err(error) => return Ok(store_failed(config, &error)),
+    };
+    if let (Decision::Conflict { .. }, ConflictPolicy::Wait(wait_max)) = (&decision, config.conflict) {
+        decision = match wait_for_turn(keyed, &request, wait_max, decision).await {
             Ok(decision) => decision,
             Err(error) => return Ok(store_failed(config, &error)),
         };
     }
     match decision {
-        Decision::Execute(claim) => execute(keyed, inner, parts, body, &fingerprint, claim).await,
+        Decision::Execute(claim) => execute(keyed, inner, parts, body, &request, claim).await,
         Decision::TakeOver { claim, stale } => {
             // The earlier holder is presumed crashed; in separate mode its side effect may
             // have happened, which is why this is worth a warning.
             tracing::warn!(key = keyed.id.key.as_str(), ?stale, fence = ?claim.fence, "taking over a lapsed claim");
-            execute(keyed, inner, parts, body, &fingerprint, claim).await
+            execute(keyed, inner, parts, body, &request, claim).await
         }
-        Decision::Replay(stored) => Ok((replay(config, stored), Outcome::Replayed)),
-        Decision::Conflict { retry_after: lease_left } => Ok((in_progress(config, lease_left), Outcome::Conflict)),
-        Decision::Mismatch => Ok((config.answer(kinds::key_reused()), Outcome::Mismatch)),
+        Decision::Replay { response, expires_at } => {
+            Ok((expiring(replay(config, response), expires_at), Outcome::Replayed))
+        }
+        Decision::Conflict { retry_after: lease_left, expires_at, holder } => {
+            Ok((expiring(in_progress(config, lease_left, &holder), expires_at), Outcome::Conflict))
+        }
+        Decision::Mismatch { expires_at } => {
+            Ok((expiring(config.answer(kinds::key_reused()), expires_at), Outcome::Mismatch))
+        }
+        Decision::Gone { expires_at } => Ok((expiring(config.answer(kinds::key_expired()), expires_at), Outcome::Gone)),
     }
+}
+
+/// Marks `response` with when its record expires ([`IDEMPOTENCY_EXPIRES`], an HTTP-date).
+fn expiring(mut response: Response<Body>, expires_at: Timestamp) -> Response<Body> {
+    mark_expiry(response.headers_mut(), expires_at);
+    response
+}
+
+/// Sets [`IDEMPOTENCY_EXPIRES`] to `expires_at`, rounded down to the second.
+pub(crate) fn mark_expiry(headers: &mut http::HeaderMap, expires_at: Timestamp) {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(expires_at.unix_ms());
+    let date = httpdate::fmt_http_date(time);
+    headers.insert(IDEMPOTENCY_EXPIRES, HeaderValue::try_from(date).expect("an HTTP-date is visible ASCII"));
 }
 
 /// Polls the store with backoff until the request in flight is done, at most `wait_max`
@@ -146,11 +175,11 @@ where
 /// if the wait ran out. Whether to keep waiting is [`reply::keep_waiting`]'s answer.
 async fn wait_for_turn<St: Store>(
     keyed: &Keyed<St>,
-    fingerprint: &Fingerprint,
+    request: &ClaimRequest,
     wait_max: Duration,
-    mut lease_left: Duration,
+    mut conflict: Decision,
 ) -> Result<Decision, StoreError> {
-    let (config, store, id) = (&keyed.config, &keyed.store, &keyed.id);
+    let (config, store, id, policy) = (&keyed.config, &keyed.store, &keyed.id, &keyed.route.policy);
     let mut waited = Duration::ZERO;
     let mut pause = WAIT_POLL_FIRST;
     for _ in 0..WAIT_POLLS_MAX {
@@ -164,16 +193,18 @@ async fn wait_for_turn<St: Store>(
 
         // A cheap read first: only claim (a write in SQL stores) once the holder is done.
         let record = observe::store("get", store.get(id).await)?;
-        if let Some(left) = reply::keep_waiting(record.as_ref(), fingerprint, config.clock.now()) {
-            lease_left = left;
+        if let Some(left) = reply::keep_waiting(record.as_ref(), request, config.clock.now()) {
+            if let Decision::Conflict { retry_after, .. } = &mut conflict {
+                *retry_after = left;
+            }
             continue;
         }
-        match observe::store("claim", store.claim(id, fingerprint, config.clock.now(), &config.policy).await)? {
-            Decision::Conflict { retry_after: left } => lease_left = left,
+        match observe::store("claim", store.claim(id, request, config.clock.now(), policy).await)? {
+            decision @ Decision::Conflict { .. } => conflict = decision,
             decision => return Ok(decision),
         }
     }
-    Ok(Decision::Conflict { retry_after: lease_left })
+    Ok(conflict)
 }
 
 /// What became of the handler, read while its claim was being renewed.
@@ -205,7 +236,7 @@ async fn execute<S, St, ResBody>(
     inner: S,
     parts: Parts,
     body: Bytes,
-    fingerprint: &Fingerprint,
+    fingerprint: &ClaimRequest,
     claim: Claim,
 ) -> Result<Answer, S::Error>
 where
@@ -223,6 +254,7 @@ where
         lease: Arc::clone(&lease),
         commit: Arc::clone(&commit),
         config: Arc::clone(config),
+        route: Arc::clone(&keyed.route),
     };
     let mut request = Request::from_parts(parts, full(body));
     request.extensions_mut().insert(context);
@@ -233,15 +265,21 @@ where
         store: &*keyed.store,
         id: &keyed.id,
         fence: claim.fence,
-        policy: &config.policy,
+        policy: &keyed.route.policy,
         clock: &*config.clock,
         lease: &lease,
-        execution_max: None,
+        execution_max: keyed.route.execution_max,
     };
     let ran = while_renewing(renewing, &(), run_handler(keyed, inner, request, &commit)).await;
 
-    if let Ran::CompletedInTransaction(Fenced::Applied, response) = ran {
+    if let Ran::CompletedInTransaction(Fenced::Applied, mut response) = ran {
         // The store recorded this very response under this claim's fence: it is the answer.
+        // `Claim::commit` marked its expiry; a handler that completed by hand did not, so
+        // the layer states the retention from now (at most this request's time later).
+        if !response.headers().contains_key(IDEMPOTENCY_EXPIRES) {
+            let expires_at = config.clock.now().saturating_add(keyed.route.policy.retention());
+            mark_expiry(response.headers_mut(), expires_at);
+        }
         return Ok((response, Outcome::Executed));
     }
     if lease.is_lost() {
@@ -308,8 +346,8 @@ where
             let stored = config.filter.stored_response(head.status.as_u16(), &head.headers, body.clone());
             let response = Response::from_parts(head, full(body));
             Ok(match complete(keyed, claim, stored).await {
-                Ok(Fenced::Applied) => (response, Outcome::Executed),
-                Ok(Fenced::Refused(refusal)) => {
+                Ok(Completion::Applied { expires_at }) => (expiring(response, expires_at), Outcome::Executed),
+                Ok(Completion::Refused(refusal)) => {
                     tracing::warn!(key = keyed.id.key.as_str(), %refusal, "completion refused; this execution's claim was taken over");
                     superseded(keyed, fingerprint).await
                 }
@@ -356,7 +394,7 @@ where
         Commit::NotCalled => {}
         bypassed => return Ran::Bypassed(bypassed),
     }
-    if config.status_rules.disposition(response.status().as_u16()) == Disposition::Release {
+    if keyed.route.status_rules.disposition(response.status().as_u16()) == Disposition::Release {
         return Ran::Release(response.map(crate::body::boxed));
     }
     let (head, response_body) = response.into_parts();
@@ -375,9 +413,22 @@ where
 }
 
 /// The 409 for a claim in flight that holds `lease_left` more; its `Retry-After` is
-/// [`reply::retry_after`] with the configured cap.
-fn in_progress(config: &Config, lease_left: Duration) -> Response<Body> {
-    config.answer(kinds::in_progress(reply::retry_after(lease_left, config.conflict_retry_after_max)))
+/// [`reply::retry_after`] with the configured cap. Its detail names the holder's request
+/// id and trace id, where the claim keeps them, so a duplicate can be traced to the
+/// execution it waits for.
+fn in_progress(config: &Config, lease_left: Duration, holder: &Holder) -> Response<Body> {
+    let retry_after = reply::retry_after(lease_left, config.conflict_retry_after_max);
+    let problem = kinds::in_progress(retry_after);
+    let named = match (holder.request_id(), holder.trace_id()) {
+        (None, None) => return config.answer(problem),
+        (request_id, trace_id) => format!(
+            "{} (held by request {}, trace {})",
+            problem.detail(),
+            request_id.unwrap_or("unknown"),
+            trace_id.unwrap_or("unknown")
+        ),
+    };
+    config.answer(crate::Problem::of(types::IN_PROGRESS, problem.status(), named).with_retry_after(retry_after))
 }
 
 /// Completes the record for a response that cannot be kept (longer than the recording
@@ -392,7 +443,7 @@ fn in_progress(config: &Config, lease_left: Duration) -> Response<Body> {
 /// copy of the body.
 async fn not_kept<St: Store>(
     keyed: &Keyed<St>,
-    fingerprint: &Fingerprint,
+    fingerprint: &ClaimRequest,
     claim: Claim,
     head: http::response::Parts,
     body: Body,
@@ -407,8 +458,10 @@ async fn not_kept<St: Store>(
     );
     let stored = crate::atomic::not_kept_record(config, head.status, &head.headers, why);
     match complete(keyed, claim, stored).await {
-        Ok(Fenced::Applied) => (Response::from_parts(head, body), Outcome::ResponseTooLarge),
-        Ok(Fenced::Refused(refusal)) => {
+        Ok(Completion::Applied { expires_at }) => {
+            (expiring(Response::from_parts(head, body), expires_at), Outcome::ResponseTooLarge)
+        }
+        Ok(Completion::Refused(refusal)) => {
             tracing::warn!(key = keyed.id.key.as_str(), %refusal, "completion refused; this execution's claim was taken over");
             superseded(keyed, fingerprint).await
         }
@@ -425,7 +478,7 @@ async fn not_kept<St: Store>(
 /// handler's own response is lost, loudly.
 async fn record_problem<St: Store>(
     keyed: &Keyed<St>,
-    fingerprint: &Fingerprint,
+    fingerprint: &ClaimRequest,
     claim: Claim,
     problem: Problem,
     outcome: Outcome,
@@ -437,8 +490,8 @@ async fn record_problem<St: Store>(
     let stored = keyed.config.filter.stored_response(head.status.as_u16(), &head.headers, body.clone());
     let response = Response::from_parts(head, full(body));
     match complete(keyed, claim, stored).await {
-        Ok(Fenced::Applied) => (response, outcome),
-        Ok(Fenced::Refused(_)) => superseded(keyed, fingerprint).await,
+        Ok(Completion::Applied { expires_at }) => (expiring(response, expires_at), outcome),
+        Ok(Completion::Refused(_)) => superseded(keyed, fingerprint).await,
         Err(error) => {
             tracing::error!(key = keyed.id.key.as_str(), %error, "could not record the problem in place of the response");
             (response, Outcome::Unrecorded)
@@ -446,10 +499,15 @@ async fn record_problem<St: Store>(
     }
 }
 
-/// Records `stored` for `claim`, with idem-once's bounded retries.
-async fn complete<St: Store>(keyed: &Keyed<St>, claim: Claim, stored: StoredResponse) -> Result<Fenced, StoreError> {
-    let config = &keyed.config;
-    record::complete(&*keyed.store, &keyed.id, claim.fence, stored, &*config.clock, &config.policy).await
+/// Records `stored` for `claim`, with idem-once's bounded retries; what the store
+/// answered, with the completed record's expiry.
+async fn complete<St: Store>(
+    keyed: &Keyed<St>,
+    claim: Claim,
+    stored: StoredResponse,
+) -> Result<Completion, StoreError> {
+    let (store, clock, policy) = (&*keyed.store, &*keyed.config.clock, &keyed.route.policy);
+    record::complete_expiring(store, &keyed.id, claim.fence, stored, clock, policy).await
 }
 
 /// Gives the claim back; what the store answered.
@@ -460,14 +518,15 @@ async fn release<St: Store>(keyed: &Keyed<St>, claim: Claim) -> Released {
 /// This execution lost its claim, so its response must not be answered (G2): answer what
 /// the store holds now, as [`reply::superseded`] says: the recorded response, a 409 while
 /// another claim is in flight (or none is), or a 422 if the key now belongs to another request.
-async fn superseded<St: Store>(keyed: &Keyed<St>, fingerprint: &Fingerprint) -> Answer {
+async fn superseded<St: Store>(keyed: &Keyed<St>, request: &ClaimRequest) -> Answer {
     let config = &keyed.config;
     let response = match observe::store("get", keyed.store.get(&keyed.id).await) {
         Err(error) => store_failed(config, &error).0,
-        Ok(record) => match reply::superseded(record.as_ref(), fingerprint, config.clock.now()) {
-            Superseded::Replay(stored) => replay(config, stored),
-            Superseded::InProgress { lease_left } => in_progress(config, lease_left),
-            Superseded::Mismatch => config.answer(kinds::key_reused()),
+        Ok(record) => match reply::superseded(record.as_ref(), request, config.clock.now()) {
+            Superseded::Replay { response, expires_at } => expiring(replay(config, response), expires_at),
+            Superseded::InProgress { lease_left } => in_progress(config, lease_left, &Holder::NONE),
+            Superseded::Mismatch { expires_at } => expiring(config.answer(kinds::key_reused()), expires_at),
+            Superseded::Gone { expires_at } => expiring(config.answer(kinds::key_expired()), expires_at),
         },
     };
     (response, Outcome::Superseded)

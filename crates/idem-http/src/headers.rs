@@ -11,11 +11,24 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 /// The response header that marks a replay (value `true`); first executions never carry it.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
+/// The response header that says when the key's record expires (SPEC "Key lifecycle",
+/// expiry on the wire), as an HTTP-date (RFC 9110 section 5.6.7, e.g.
+/// `Tue, 08 Dec 2026 21:00:00 GMT`, rounded down to the second). Every answer to a keyed
+/// request that found or made a record carries it: the first answer and every replay (the
+/// end of the retention, counted from the completion), a 409 (the in-flight record's, which
+/// its completion restarts), a 422 (the record that holds the key), and a 410 (the end of
+/// the tombstone). After it, the key is free (or, with tombstones, answers 410 until the
+/// tombstone's end).
+pub const IDEMPOTENCY_EXPIRES: HeaderName = HeaderName::from_static("idempotency-expires");
+
+/// The default request header whose value a claim keeps as its holder's request id.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Headers that never reach the store: hop-by-hop headers (RFC 9110 section 7.6.1 and the
 /// classic list), which describe one connection, not the response; `Date` and
 /// `Set-Cookie`, which describe one moment and one session; `Content-Length`, which the
-/// replayed body determines; and the two headers the layer itself adds to every answer.
-const NEVER_STORED: [HeaderName; 14] = [
+/// replayed body determines; and the three headers the layer itself adds to answers.
+const NEVER_STORED: [HeaderName; 15] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -30,6 +43,7 @@ const NEVER_STORED: [HeaderName; 14] = [
     header::CONTENT_LENGTH,
     IDEMPOTENCY_KEY,
     IDEMPOTENT_REPLAYED,
+    IDEMPOTENCY_EXPIRES,
 ];
 
 /// CORS response headers (`Access-Control-Allow-Origin`, `-Expose-Headers`, ...) are

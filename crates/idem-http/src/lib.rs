@@ -257,6 +257,8 @@
 //! * [`atomic`]: [`ClaimContext`], [`CompletedInTransaction`] (atomic mode by hand).
 //! * [`problem`]: [`Problem`]; [`principal`]: [`principal::authorization_principal`].
 //! * [`headers`]: header names, and which response headers are recorded.
+//! * [`route`]: [`RoutePolicy`], settings per route; [`semantic`]: [`FingerprintRules`],
+//!   [`SemanticRules`] (semantic fingerprints).
 //! * [`outcome`]: [`Outcome`]; [`observe`]: metric names and the span; [`body`]: the [`Body`] type.
 //! * Re-exports of what a handler names from idem-core ([`AtomicStore`], [`CommitError`],
 //!   [`WritesFuture`], [`Fenced`], [`StoreError`], [`Principal`], [`Key`], [`RecordId`],
@@ -280,6 +282,8 @@ pub mod principal;
 pub mod problem;
 pub mod problem_docs;
 pub mod purge;
+pub mod route;
+pub mod semantic;
 pub mod service;
 
 pub use atomic::{ClaimContext, CompletedInTransaction};
@@ -288,7 +292,7 @@ pub use body::{Body, BoxError};
 pub use claim::{Claim, ClaimRejection};
 pub use config::{CONFLICT_RETRY_AFTER_MAX_DEFAULT, ConfigError, ConflictPolicy, IdempotencyBuilder, MissingKey};
 pub use future::ResponseFuture;
-pub use headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
+pub use headers::{IDEMPOTENCY_EXPIRES, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID};
 pub use idem_core;
 pub use idem_core::{
     AtomicStore, CommitError, Fenced, Key, MemoryStore, Policy, Principal, RecordId, StoreError, StoredResponse,
@@ -300,4 +304,6 @@ pub use principal::PrincipalExtractor;
 pub use problem::Problem;
 pub use problem_docs::ProblemDocs;
 pub use purge::PurgeSchedule;
+pub use route::RoutePolicy;
+pub use semantic::{FingerprintRules, SemanticRules, SemanticRulesError};
 pub use service::Idempotency;

@@ -37,6 +37,8 @@ pub enum Outcome {
     Conflict,
     /// The key was used for another request: 422, the handler did not run.
     Mismatch,
+    /// Only the record's tombstone remains: 410 `key-expired`, nothing ran.
+    Gone,
     /// Refused before a claim (bad or missing key, body too large or unreadable, principal
     /// refused): nothing recorded, the handler did not run.
     Rejected,
@@ -61,6 +63,7 @@ impl Outcome {
             Outcome::Replayed => "replayed",
             Outcome::Conflict => "conflict",
             Outcome::Mismatch => "mismatch",
+            Outcome::Gone => "gone",
             Outcome::Rejected => "rejected",
             Outcome::StoreFailed => "store_failed",
             Outcome::Superseded => "superseded",

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body::Body as HttpBody;
-use idem_core::{Key, RecordId, Store};
+use idem_core::{Holder, Key, RecordId, Store};
 use tokio::time::Instant;
 use tower::Service;
 use tracing::{Instrument, Span};
@@ -14,7 +14,6 @@ use tracing::{Instrument, Span};
 use crate::body::{Body, BoxError, boxed};
 use crate::config::{Config, MissingKey};
 use crate::execute::{self, Keyed};
-use crate::headers::IDEMPOTENCY_KEY;
 use crate::problem::kinds;
 use crate::{Outcome, Problem, ResponseFuture, observe};
 
@@ -97,7 +96,7 @@ where
         if !self.config.methods.contains(request.method()) {
             return ResponseFuture::pass_through(self.inner.call(request.map(boxed)), started);
         }
-        let key = match parse_key(request.headers()) {
+        let key = match parse_key(request.headers(), &self.config.key_header) {
             Ok(Some(key)) => key,
             Ok(None) if self.config.missing_key == MissingKey::PassThrough => {
                 return ResponseFuture::pass_through(self.inner.call(request.map(boxed)), started);
@@ -116,6 +115,8 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let keyed = Keyed {
+            route: self.config.route_for(&parts.method, parts.uri.path()),
+            holder: holder(&parts.headers, &self.config.request_id_header),
             config: Arc::clone(&self.config),
             store: Arc::clone(&self.store),
             id: RecordId::new(principal, key),
@@ -126,15 +127,25 @@ where
     }
 }
 
-/// The request's key: `None` without the header, a 400 problem for a bad value or
-/// several values (SPEC: several values are malformed, whether in one header or two).
-fn parse_key(headers: &HeaderMap) -> Result<Option<Key>, Problem> {
-    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+/// The request's key from the key header (`Idempotency-Key` by default): `None` without
+/// it, a 400 problem for a bad value or several values (SPEC: several values are
+/// malformed, whether in one header or two).
+fn parse_key(headers: &HeaderMap, name: &HeaderName) -> Result<Option<Key>, Problem> {
+    let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else { return Ok(None) };
     if values.next().is_some() {
-        return Err(kinds::key_invalid("several Idempotency-Key headers were sent; send exactly one"));
+        return Err(kinds::key_invalid(format!("several {name} headers were sent; send exactly one")));
     }
     Key::parse(value.as_bytes()).map(Some).map_err(|error| kinds::key_invalid(error.to_string()))
+}
+
+/// Who would hold the claim: the request id header's value, and the trace id of a W3C
+/// `traceparent` (`version-traceid-parentid-flags`). [`Holder::new`] drops values that
+/// are not short visible ASCII.
+fn holder(headers: &HeaderMap, request_id_header: &HeaderName) -> Holder {
+    let text = |name: &HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+    let trace_id = text(&http::HeaderName::from_static("traceparent")).and_then(|parent| parent.split('-').nth(1));
+    Holder::new(text(request_id_header), trace_id)
 }
 
 fn reject<F, E>(
@@ -145,7 +156,7 @@ fn reject<F, E>(
 ) -> ResponseFuture<F, E> {
     let mut response = config.answer(problem);
     let (key, span) = keyed.unzip();
-    finish(&mut response, Outcome::Rejected, key, span, started);
+    finish(&mut response, Outcome::Rejected, key.map(|key| (key, &config.key_header)), span, started);
     ResponseFuture::ready(response)
 }
 
@@ -156,15 +167,16 @@ fn reject<F, E>(
 pub(crate) fn finish(
     response: &mut Response<Body>,
     outcome: Outcome,
-    key: Option<&Key>,
+    key: Option<(&Key, &HeaderName)>,
     span: Option<&Span>,
     started: Instant,
 ) {
     response.extensions_mut().insert(outcome);
-    if let Some(key) = key {
+    if let Some((key, header)) = key {
         let echoed = HeaderValue::try_from(key.to_sf_string()).expect("a key's sf-string is visible ASCII");
-        response.headers_mut().insert(IDEMPOTENCY_KEY, echoed);
+        response.headers_mut().insert(header.clone(), echoed);
     }
+    let key = key.map(|(key, _)| key);
     let status = response.status().as_u16();
     observe::answered(span, outcome, Some(status), started);
     span.unwrap_or(&Span::none()).in_scope(|| {
@@ -176,12 +188,31 @@ pub(crate) fn finish(
 mod tests {
     use super::*;
 
+    use crate::headers::IDEMPOTENCY_KEY;
+
     fn headers(values: &[&'static [u8]]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for value in values {
             map.append(IDEMPOTENCY_KEY, HeaderValue::from_bytes(value).expect("test values are valid header bytes"));
         }
         map
+    }
+
+    fn parse_key(headers: &HeaderMap) -> Result<Option<Key>, Problem> {
+        super::parse_key(headers, &IDEMPOTENCY_KEY)
+    }
+
+    #[test]
+    fn the_holder_comes_from_the_request_id_and_the_traceparent() {
+        // Goal: the request id header and the W3C traceparent's trace id are kept; junk is not.
+        let mut map = HeaderMap::new();
+        map.insert("x-request-id", HeaderValue::from_static("req-7"));
+        map.insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        let held = holder(&map, &crate::headers::REQUEST_ID);
+        assert_eq!((held.request_id(), held.trace_id()), (Some("req-7"), Some("4bf92f3577b34da6a3ce929d0e0e4736")));
+        map.insert("x-request-id", HeaderValue::from_static("has space"));
+        map.insert("traceparent", HeaderValue::from_static("garbage"));
+        assert_eq!(holder(&map, &crate::headers::REQUEST_ID), Holder::NONE);
     }
 
     #[test]

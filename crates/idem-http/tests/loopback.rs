@@ -404,7 +404,7 @@ async fn recorded_headers_exclude_date_set_cookie_and_denied_headers() {
 
     assert_eq!(first.header("set-cookie"), Some("session=secret"), "the first answer is the handler's own");
     let record = store.record(&anonymous("k")).await.expect("the response is recorded");
-    let RecordState::Completed { response } = record.state else { panic!("the record is completed: {record:?}") };
+    let RecordState::Completed { response, .. } = record.state else { panic!("the record is completed: {record:?}") };
     let names: Vec<&str> = response.headers.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["content-type", "location"]);
     assert!(replay.is_replay());
@@ -493,7 +493,7 @@ async fn a_streamed_response_over_the_limit_is_recorded_before_it_is_read_to_its
     let head = server.send_head(server.request("POST", "/large-gated", &[b"k"]), "{}").await;
     assert_eq!(head.status(), 201);
     let record = store.record(&anonymous("k")).await.expect("the record exists");
-    let RecordState::Completed { response } = record.state else {
+    let RecordState::Completed { response, .. } = record.state else {
         panic!("completed before the body ends: {record:?}")
     };
     assert_eq!(response.status, 201);
@@ -628,7 +628,7 @@ async fn cors_headers_come_from_the_cors_layer_and_are_never_recorded() {
 
     assert_eq!(first.status, 201);
     let record = store.record(&anonymous("k")).await.expect("the response is recorded");
-    let RecordState::Completed { response } = record.state else { panic!("the record is completed: {record:?}") };
+    let RecordState::Completed { response, .. } = record.state else { panic!("the record is completed: {record:?}") };
     let names: Vec<&str> = response.headers.iter().map(|(name, _)| name.as_str()).collect();
     assert!(names.iter().all(|name| !name.starts_with("access-control-")), "{names:?}");
     assert!(replay.is_replay());

@@ -50,7 +50,7 @@ async fn a_slow_handler_keeps_its_claim_for_three_leases() {
     assert_eq!(retry.problem()["type"], support::problem_type("in-progress"));
     assert_eq!(retry.header("retry-after"), Some("1"), "the lease left, capped at the default 1 s");
     let record = store.record(&anonymous("slow")).await.expect("the claim is held");
-    let RecordState::InFlight { lease_expires_at } = record.state else { panic!("still in flight: {record:?}") };
+    let RecordState::InFlight { lease_expires_at, .. } = record.state else { panic!("still in flight: {record:?}") };
     assert!(lease_expires_at > clock.now(), "renewals carried the lease past three leases: {lease_expires_at:?}");
     let renewals = store.renewals.load(Ordering::SeqCst);
     assert!(renewals >= 9, "a renewal every third of a lease: {renewals} in three leases");

@@ -23,8 +23,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use idem_core::{
-    Clock, Decision, Fence, Fenced, Fingerprint, MemoryStore, Policy, Record, RecordId, Renewal, Store, StoreError,
-    StoredResponse, Timestamp,
+    Clock, Decision, Fence, Fenced, MemoryStore, Policy, Record, RecordId, Renewal, Store, StoreError, StoredResponse,
+    Timestamp,
 };
 use idem_http::{Body, ClaimContext, CompletedInTransaction, IdempotencyBuilder, IdempotencyLayer, Outcome};
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -418,15 +418,16 @@ impl Store for TestStore {
     async fn claim(
         &self,
         id: &RecordId,
-        fingerprint: &Fingerprint,
+        request: impl Into<idem_core::ClaimRequest> + Send,
         now: Timestamp,
         policy: &Policy,
     ) -> Result<Decision, StoreError> {
+        let request = request.into();
         self.claims.fetch_add(1, Ordering::SeqCst);
         if self.fail_claims.load(Ordering::SeqCst) {
             return Err(Self::injected(7));
         }
-        self.memory.claim(id, fingerprint, now, policy).await
+        self.memory.claim(id, request, now, policy).await
     }
 
     async fn complete(
@@ -467,6 +468,10 @@ impl Store for TestStore {
 
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
         self.memory.purge_expired(now, batch_max).await
+    }
+
+    async fn count_replay(&self, id: &RecordId, now: Timestamp) -> Result<bool, StoreError> {
+        self.memory.count_replay(id, now).await
     }
 }
 
