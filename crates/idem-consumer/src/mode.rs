@@ -97,7 +97,7 @@ pub enum Failed {
 
 fn classified<E: std::fmt::Display, W: std::fmt::Display>(executed: Executed<Failure<E, W>>) -> Executed<Failed> {
     match executed {
-        Executed::Completed(outcome) => Executed::Completed(outcome),
+        Executed::Completed { outcome, expires_at } => Executed::Completed { outcome, expires_at },
         Executed::Lost => Executed::Lost,
         Executed::Failed(Failure::Store(error)) => Executed::Failed(Failed::Store(error)),
         Executed::Failed(failure) => Executed::Failed(Failed::Handler(failure.to_string())),

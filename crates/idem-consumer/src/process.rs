@@ -13,7 +13,7 @@ use futures::FutureExt;
 
 use idem_core::consume::{self, Handle, Settle};
 use idem_core::reply;
-use idem_core::{Decision, Fingerprint, RecordId, Store, StoreError};
+use idem_core::{ClaimRequest, Decision, Fingerprint, RecordId, Store, StoreError};
 use idem_once::{Executed, Heartbeat, Once};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -71,13 +71,13 @@ async fn decide<D: Delivery, S: Store + 'static, M: Mode<S>>(
     };
     observe::identified(span, &id);
     let message = Message::new(&id, delivery);
-    let fingerprint = Fingerprint::of_message(delivery.subject(), delivery.payload());
-    let mut decision = match once.claim(&id, &fingerprint).await {
+    let request = ClaimRequest::new(Fingerprint::of_message(delivery.subject(), delivery.payload()));
+    let mut decision = match once.claim(&id, &request).await {
         Ok(decision) => decision,
         Err(error) => return store_failed(&error, settings),
     };
-    if let (Decision::Conflict { retry_after }, OnConflict::Wait { max }) = (&decision, settings.on_conflict) {
-        decision = match wait_for_turn(once, delivery, &id, &fingerprint, max, *retry_after).await {
+    if let (Decision::Conflict { .. }, OnConflict::Wait { max }) = (&decision, settings.on_conflict) {
+        decision = match wait_for_turn(once, delivery, &id, &request, max, decision).await {
             Ok(decision) => decision,
             Err(error) => return store_failed(&error, settings),
         };
@@ -91,11 +91,11 @@ async fn decide<D: Delivery, S: Store + 'static, M: Mode<S>>(
         Handle::Settle(settle) => return (settled_without_running(&settle), replay_hook(mode, &message, settle).await),
     };
     match mode.execute(once, &id, claim, &message, &Progress(delivery)).await {
-        Executed::Completed(outcome) => (Outcome::Executed, Settle::Ack(outcome)),
+        Executed::Completed { outcome, .. } => (Outcome::Executed, Settle::Ack(outcome)),
         Executed::Lost => {
             // Never this execution's word: the record as stored decides (G2, G3).
             let settle = match once.get(&id).await {
-                Ok(record) => consume::superseded(record.as_ref(), &fingerprint, once.clock().now(), rules),
+                Ok(record) => consume::superseded(record.as_ref(), &request, once.clock().now(), rules),
                 Err(error) => consume::store_failed(&error, rules),
             };
             (Outcome::Superseded, replay_hook(mode, &message, settle).await)
@@ -137,14 +137,14 @@ async fn replay_hook<S: Store, M: Mode<S>>(mode: &M, message: &Message<'_>, sett
 
 /// Holds a delivery while another claim holds its record, at most `wait_max` and
 /// [`WAIT_POLLS_MAX`] looks; returns the first decision that is not a conflict, or the
-/// conflict if the wait ran out. Whether to keep waiting is [`reply::keep_waiting`]'s answer.
+/// latest conflict (`conflict` is the first) if the wait ran out. Whether to keep waiting is [`reply::keep_waiting`]'s answer.
 async fn wait_for_turn<S: Store, D: Delivery>(
     once: &Once<S>,
     delivery: &D,
     id: &RecordId,
-    fingerprint: &Fingerprint,
+    request: &ClaimRequest,
     wait_max: Duration,
-    mut lease_left: Duration,
+    mut conflict: Decision,
 ) -> Result<Decision, StoreError> {
     let renew_every = once.policy().renew_every();
     let (mut waited, mut since_progress, mut pause) = (Duration::ZERO, Duration::ZERO, WAIT_POLL_FIRST);
@@ -161,16 +161,18 @@ async fn wait_for_turn<S: Store, D: Delivery>(
             since_progress = Duration::ZERO;
         }
         let record = once.get(id).await?;
-        if let Some(left) = reply::keep_waiting(record.as_ref(), fingerprint, once.clock().now()) {
-            lease_left = left;
+        if let Some(left) = reply::keep_waiting(record.as_ref(), request, once.clock().now()) {
+            if let Decision::Conflict { retry_after, .. } = &mut conflict {
+                *retry_after = left;
+            }
             continue;
         }
-        match once.claim(id, fingerprint).await? {
-            Decision::Conflict { retry_after } => lease_left = retry_after,
+        match once.claim(id, request).await? {
+            seen @ Decision::Conflict { .. } => conflict = seen,
             decision => return Ok(decision),
         }
     }
-    Ok(Decision::Conflict { retry_after: lease_left })
+    Ok(conflict)
 }
 
 /// The broker's in-progress ack after each renewal the store applied.

@@ -305,7 +305,7 @@ async fn handlers_still_running_after_the_drain_time_are_aborted_and_their_claim
     assert_eq!(drained.abandoned, 1, "{drained:?}");
     tokio::time::sleep(LEASE * 2).await;
     let record = store.inner.get(&broker_id_of("hung")).await.expect("reads").expect("claimed");
-    let RecordState::InFlight { lease_expires_at } = record.state else { panic!("{record:?}") };
+    let RecordState::InFlight { lease_expires_at, .. } = record.state else { panic!("{record:?}") };
     assert!(lease_expires_at <= clock.now(), "the aborted handler's lease lapsed instead of being renewed: {record:?}");
     assert_ne!(broker.messages()[&seq].state, State::Acked);
     assert!(payments.effects().is_empty(), "the aborted handler never finished");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use idem_consumer::testing::MemoryBroker;
 use idem_consumer::{ClaimScope, Handler, Message};
 use idem_core::{
-    Clock, Decision, Fence, Fenced, Fingerprint, MemoryStore, Policy, Record, RecordId, Renewal, Store, StoreError,
+    ClaimRequest, Clock, Decision, Fence, Fenced, MemoryStore, Policy, Record, RecordId, Renewal, Store, StoreError,
     StoredOutcome, StoredResponse, Timestamp,
 };
 use tokio::time::Instant;
@@ -113,9 +113,15 @@ impl FlakyStore {
 }
 
 impl Store for FlakyStore {
-    async fn claim(&self, id: &RecordId, f: &Fingerprint, now: Timestamp, p: &Policy) -> Result<Decision, StoreError> {
+    async fn claim(
+        &self,
+        id: &RecordId,
+        request: impl Into<ClaimRequest> + Send,
+        now: Timestamp,
+        p: &Policy,
+    ) -> Result<Decision, StoreError> {
         self.check()?;
-        self.inner.claim(id, f, now, p).await
+        self.inner.claim(id, request, now, p).await
     }
     async fn complete(
         &self,
@@ -145,5 +151,9 @@ impl Store for FlakyStore {
     }
     async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
         self.inner.purge_expired(now, batch_max).await
+    }
+    async fn count_replay(&self, id: &RecordId, now: Timestamp) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.count_replay(id, now).await
     }
 }
