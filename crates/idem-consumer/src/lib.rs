@@ -11,6 +11,7 @@
 //! | replay (completed) | acks without running; the stored outcome goes to [`Handler::replayed`] first |
 //! | in flight elsewhere | naks with a delay (or waits: [`OnConflict::Wait`]) |
 //! | mismatch | never runs; dead-letters with reason `key-reused` |
+//! | gone (a tombstone: completed, past retention, [`idem_core::Policy::with_tombstone`]) | never runs (the outcome is no longer kept to replay); dead-letters with reason `key-expired` (SPEC "Key lifecycle") |
 //! | handler error | releases the claim and naks |
 //! | the store fails | never runs; naks (G8) |
 //!

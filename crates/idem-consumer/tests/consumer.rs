@@ -365,3 +365,40 @@ async fn an_execution_that_lost_its_claim_settles_by_the_record_not_its_own_outc
     let replayed = handler.replayed.lock().expect("not poisoned").clone();
     assert_eq!(replayed, ["run 2"], "the superseded run settled with the record's outcome");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_redelivery_past_retention_under_a_tombstone_is_dead_lettered_key_expired() {
+    // SPEC "Key lifecycle": past retention a completed key leaves a tombstone; a copy that
+    // arrives then must not run again (the outcome is gone, so it cannot be replayed
+    // either): dead-lettered `key-expired`, both before and after a purge shrank the record.
+    const RETENTION: Duration = Duration::from_secs(3600);
+    let broker = MemoryBroker::new(ACK_WAIT);
+    let store = Arc::new(FlakyStore::default());
+    let payments = Arc::new(Payments::default());
+    // One clock for every run: paused time moves it, a fresh clock would start over.
+    let clock = clock();
+    let run = |limit: Duration| {
+        let consumer = Consumer::builder(Arc::clone(&store), broker.transport("memory:orders/app"))
+            .policy(policy().with_tombstone(Duration::from_secs(86_400)).expect("a tombstone period in range"))
+            .clock(Arc::clone(&clock))
+            .handler(Arc::clone(&payments))
+            .expect("valid settings");
+        let broker = &broker;
+        async move { consumer.run_until(until_settled(broker, limit)).await }
+    };
+    let first = broker.publish(Some("k"), "orders", "pay 5");
+    run(Duration::from_secs(30)).await;
+    assert_eq!(broker.messages()[&first].state, State::Acked);
+
+    tokio::time::advance(RETENTION).await;
+    let unpurged = broker.publish(Some("k"), "orders", "pay 5");
+    run(Duration::from_secs(30)).await;
+    assert_eq!(broker.messages()[&unpurged].state, State::DeadLettered(DeadLetterReason::KeyExpired));
+
+    let purged = store.inner.purge_expired(clock.now(), 10).await.expect("purges");
+    assert_eq!(purged, 1, "the completed record shrank to its tombstone");
+    let after_purge = broker.publish(Some("k"), "orders", "pay 5");
+    run(Duration::from_secs(30)).await;
+    assert_eq!(broker.messages()[&after_purge].state, State::DeadLettered(DeadLetterReason::KeyExpired));
+    assert_eq!(payments.runs.load(Ordering::SeqCst), 1, "the handler ran once, for the first copy only");
+}
