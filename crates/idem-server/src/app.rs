@@ -68,6 +68,8 @@ pub struct AppState<L> {
     store_full_retry_after: Duration,
     /// The layer's recording limit on handler responses (`None`: idem-http's default).
     response_body_bytes_max: Option<usize>,
+    /// The layer's execution ceiling (`None`: renew for as long as the handler runs).
+    execution_max: Option<Duration>,
     /// What the `metrics` facade recorded (idem-http's own metrics), if a Prometheus
     /// recorder is installed in this process.
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -91,6 +93,7 @@ impl<L> Clone for AppState<L> {
             tracker: self.tracker.clone(),
             store_full_retry_after: self.store_full_retry_after,
             response_body_bytes_max: self.response_body_bytes_max,
+            execution_max: self.execution_max,
             prometheus: self.prometheus.clone(),
             readiness: Arc::clone(&self.readiness),
         }
@@ -117,6 +120,7 @@ impl<L: Ledger> AppState<L> {
             tracker: tokio_util::task::TaskTracker::new(),
             store_full_retry_after: idem_http::config::STORE_FULL_RETRY_AFTER_DEFAULT,
             response_body_bytes_max: None,
+            execution_max: None,
             prometheus: None,
             readiness: Arc::new(Readiness::new()),
         }
@@ -160,6 +164,15 @@ impl<L: Ledger> AppState<L> {
     #[must_use]
     pub fn with_response_body_bytes_max(mut self, bytes_max: usize) -> AppState<L> {
         self.response_body_bytes_max = Some(bytes_max);
+        self
+    }
+
+    /// Sets the idempotency layer's execution ceiling
+    /// ([`idem_http::IdempotencyBuilder::execution_max`], SPEC "Key lifecycle"): a hung
+    /// handler frees its key within the ceiling plus one lease.
+    #[must_use]
+    pub fn with_execution_max(mut self, ceiling: Duration) -> AppState<L> {
+        self.execution_max = Some(ceiling);
         self
     }
 
@@ -260,6 +273,12 @@ pub(crate) fn layered_app<L: Ledger>(
     let mut layer = IdempotencyLayer::builder(state.ledger.idempotency_store());
     if let Some(bytes_max) = state.response_body_bytes_max {
         layer = layer.response_body_bytes_max(bytes_max);
+    }
+    if let Some(period) = state.policy.tombstone() {
+        layer = layer.tombstone(period);
+    }
+    if let Some(ceiling) = state.execution_max {
+        layer = layer.execution_max(ceiling);
     }
     let layer = layer
         .lease(state.policy.lease())

@@ -95,6 +95,13 @@ impl<L: Ledger> AppBuilder<L> {
         self
     }
 
+    /// The execution ceiling; see [`AppState::with_execution_max`]. Tombstones come with
+    /// the policy ([`idem_core::Policy::with_tombstone`], see [`Self::policy`]).
+    pub fn execution_max(mut self, ceiling: std::time::Duration) -> AppBuilder<L> {
+        self.state = self.state.with_execution_max(ceiling);
+        self
+    }
+
     /// Limits how fast each principal may create new keys (off unless set).
     pub fn fairness(mut self, limits: FairnessLimits) -> AppBuilder<L> {
         self.state = self.state.with_fairness(limits);

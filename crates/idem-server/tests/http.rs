@@ -357,7 +357,8 @@ async fn a_payment_held_past_several_leases_keeps_its_claim_by_renewal_and_commi
         let mut renewed = false;
         for _ in 0..200 {
             let record = idem_core::Store::get(&*store, &id).await.expect("the file is readable").expect("held");
-            if matches!(record.state, idem_core::RecordState::InFlight { lease_expires_at } if lease_expires_at > now) {
+            if matches!(record.state, idem_core::RecordState::InFlight { lease_expires_at, .. } if lease_expires_at > now)
+            {
                 renewed = true;
                 break;
             }
