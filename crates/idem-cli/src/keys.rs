@@ -4,10 +4,7 @@
 //! `--store` takes the URLs `idem serve --store` takes (idem-server's [`StoreSpec`]), plus a
 //! bare file path for SQLite.
 //!
-//! NOT YET WIRED and never compiled: idem-cli could not build while idem-consumer did not
-//! compile against the issue-22 core. To wire it: `mod keys;` and `Keys(keys::Args)` with
-//! `Command::Keys(args) => keys::run(&args)` in main.rs; dependencies idem-admin,
-//! idem-postgres, idem-redis, serde, sqlx; rename tests/keys.rs.pending to tests/keys.rs. `keys` never creates anything: a missing SQLite file, a file
+//! `keys` never creates anything: a missing SQLite file, a file
 //! or PostgreSQL schema without idem's tables is an error, not a new empty store.
 
 use std::process::ExitCode;

@@ -4,6 +4,7 @@
 mod chaos;
 mod check;
 mod explore;
+mod keys;
 mod model_options;
 mod pay;
 mod serve;
@@ -29,6 +30,8 @@ enum Command {
     Check(check::Args),
     /// Serve stateright's Explorer web UI to walk the model step by step.
     Explore(explore::Args),
+    /// List, show or forget idempotency records in a store (SQLite, PostgreSQL or Redis).
+    Keys(keys::Args),
     /// Send a payment to a running server through the retrying client (a key per payment).
     Pay(pay::Args),
     /// Serve the payments/users API with idempotency keys (SQLite, PostgreSQL, Redis or memory store).
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Chaos(args) => chaos::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Explore(args) => explore::run(&args),
+        Command::Keys(args) => keys::run(&args),
         Command::Pay(args) => pay::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Sim(args) => sim::run(&args),

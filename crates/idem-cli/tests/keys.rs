@@ -45,7 +45,8 @@ async fn populate(store: &impl Store) -> Fence {
         panic!("a fresh key executes")
     };
     for (caller, key) in [("alice", "k2"), ("", "k3")] {
-        let Decision::Execute(claim) = store.claim(&id(caller, key), &fingerprint, now(), &policy()).await.expect("claim")
+        let Decision::Execute(claim) =
+            store.claim(&id(caller, key), &fingerprint, now(), &policy()).await.expect("claim")
         else {
             panic!("a fresh key executes")
         };
@@ -133,7 +134,8 @@ async fn keys_on_postgres_in_a_fresh_schema() {
     let schema = Schema::fresh();
     let missing = idem(&["list", "--store", &schema.url()]);
     assert_eq!(missing.status.code(), Some(2), "{}", String::from_utf8_lossy(&missing.stderr));
-    let options = idem_server::PostgresUrl { url: replicas::postgres_url(), schema: Some(schema.name.clone()) }.options();
+    let options =
+        idem_server::PostgresUrl { url: replicas::postgres_url(), schema: Some(schema.name.clone()) }.options();
     let store = idem_postgres::PostgresStore::open(options.clone()).await.expect("opens");
     let fence = populate(&store).await;
     drive_cli(&schema.url(), fence);
@@ -147,7 +149,9 @@ async fn keys_on_redis_under_a_fresh_prefix() {
     let prefix = RedisPrefix::fresh();
     let unused = idem(&["list", "--store", &prefix.url()]);
     assert_eq!(unused.status.code(), Some(2), "a prefix with no store is refused");
-    let store = idem_redis::RedisStore::open(idem_redis::RedisOptions::new(&prefix.url()).expect("valid")).await.expect("opens");
+    let store = idem_redis::RedisStore::open(idem_redis::RedisOptions::new(&prefix.url()).expect("valid"))
+        .await
+        .expect("opens");
     let fence = populate(&store).await;
     drive_cli(&prefix.url(), fence);
     old_fence_is_refused(&store, fence).await;
