@@ -275,9 +275,14 @@ where
     if let Ran::CompletedInTransaction(Fenced::Applied, mut response) = ran {
         // The store recorded this very response under this claim's fence: it is the answer.
         // `Claim::commit` marked its expiry; a handler that completed by hand did not, so
-        // the layer states the retention from now (at most this request's time later).
+        // the layer reads the record back: every replay states the record's `expires_at`,
+        // and the first answer must state the same (SPEC "Key lifecycle"). Only if that read
+        // fails does it state the retention from now (a second later at most, rounded).
         if !response.headers().contains_key(IDEMPOTENCY_EXPIRES) {
-            let expires_at = config.clock.now().saturating_add(keyed.route.policy.retention());
+            let expires_at = match keyed.store.get(&keyed.id).await {
+                Ok(Some(record)) if record.fence == claim.fence => record.expires_at,
+                _ => config.clock.now().saturating_add(keyed.route.policy.retention()),
+            };
             mark_expiry(response.headers_mut(), expires_at);
         }
         return Ok((response, Outcome::Executed));
