@@ -61,7 +61,7 @@ fn response(key: &str) -> StoredResponse {
 fn completed(record: Option<&Record>) -> Option<&StoredResponse> {
     match &record?.state {
         RecordState::Completed { response, .. } => Some(response),
-        RecordState::InFlight { .. } => None,
+        RecordState::InFlight { .. } | RecordState::Tombstone => None,
     }
 }
 
