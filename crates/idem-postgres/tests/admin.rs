@@ -38,7 +38,7 @@ async fn fill(store: &PostgresStore) -> Timestamp {
             else {
                 panic!("a new key executes")
             };
-            if n % 3 != 0 {
+            if !n.is_multiple_of(3) {
                 let done = store.complete(&record_id, claim.fence, response("ok"), created, &policy()).await;
                 assert_eq!(done.unwrap(), Fenced::Applied);
             }
