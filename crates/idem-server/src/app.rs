@@ -342,7 +342,7 @@ fn assemble<L: Ledger>(api: Router<AppState<L>>, state: AppState<L>) -> Router {
     api.route("/healthz", get(healthz::<L>))
         .route("/livez", get(livez))
         .route("/metrics", get(render_metrics::<L>))
-        .route_service(PROBLEM_DOCS_PATH, ProblemDocs::of(&[Origin::Layer, Origin::DemoServer]))
+        .route_service(PROBLEM_DOCS_PATH, ProblemDocs::of(&[Origin::Layer, Origin::DemoServer, Origin::Admin]))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(bodies, validate_bodies))
