@@ -107,6 +107,7 @@ where
         let status = match service.clone().oneshot(request).await {
             Ok(response) => Some(response.status().as_u16()),
             Err(RetryError::KeyReused { .. }) => Some(422),
+            Err(RetryError::KeyExpired { .. }) => Some(410),
             Err(error) => {
                 history.failed(op.client, op.index, error.to_string());
                 None

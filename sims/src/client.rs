@@ -113,6 +113,7 @@ where
         let status = match service.clone().oneshot(request).await {
             Ok(response) => Some(response.status().as_u16()),
             Err(RetryError::KeyReused { .. }) => Some(422),
+            Err(RetryError::KeyExpired { .. }) => Some(410),
             Err(error) => {
                 recorder.record(Kind::Failed { client, op: op.index, why: error.to_string() });
                 None

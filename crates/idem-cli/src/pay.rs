@@ -152,6 +152,9 @@ async fn pay(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     writeln!(out, "key: {}", report.key.as_ref().map_or("-", Key::as_str))?;
     writeln!(out, "attempts: {}", report.attempts)?;
     writeln!(out, "replayed: {}", report.replayed)?;
+    if let Some(expires_at) = report.expires_at {
+        writeln!(out, "expires: {}", httpdate::fmt_http_date(expires_at))?;
+    }
     writeln!(out, "{}", String::from_utf8_lossy(&body))?;
     Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -164,6 +167,7 @@ fn describe(status: StatusCode) -> String {
 fn explain(error: RetryError) -> Box<dyn std::error::Error> {
     let said = match &error {
         RetryError::KeyReused { body, .. }
+        | RetryError::KeyExpired { body, .. }
         | RetryError::Exhausted { last: Failure::Status { body, .. }, .. }
         | RetryError::DeadlineExceeded { last: Some(Failure::Status { body, .. }), .. } => {
             Some(String::from_utf8_lossy(body).into_owned())

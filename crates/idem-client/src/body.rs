@@ -27,6 +27,10 @@ pub const PROBLEM_BODY_BYTES_MAX: usize = 64 * 1024;
 /// key is reused for a different request (`…/docs/problems.md#key-reused`).
 pub const KEY_REUSED_SLUG: &str = "key-reused";
 
+/// The last part of the problem type URI the idempotency layer answers (410 Gone) when a
+/// key's record has expired and only its tombstone is left (`…/problems#key-expired`).
+pub const KEY_EXPIRED_SLUG: &str = "key-expired";
+
 const _: () = assert!(FAILURE_BODY_BYTES_MAX <= PROBLEM_BODY_BYTES_MAX);
 
 /// What reading a body to a limit gave.
@@ -225,10 +229,11 @@ pub(crate) fn is_problem_json(content_type: Option<&HeaderValue>) -> bool {
     essence.eq_ignore_ascii_case("application/problem+json")
 }
 
-/// Whether `body` is a problem+json whose `type` names the key-reused problem: the type
-/// URI's fragment, or else its last path segment, is [`KEY_REUSED_SLUG`]. So the check holds
-/// whatever base a server configured (`…/problems.md#key-reused`, `…/problems/key-reused`).
-pub(crate) fn is_key_reused_problem(body: &[u8]) -> bool {
+/// Whether `body` is a problem+json whose `type` names the problem `slug` (such as
+/// [`KEY_REUSED_SLUG`]): the type URI's fragment, or else its last path segment, is `slug`.
+/// So the check holds whatever base a server configured (`…/problems.md#key-reused`,
+/// `…/problems/key-reused`).
+pub(crate) fn is_problem_type(body: &[u8], slug: &str) -> bool {
     let Ok(problem) = serde_json::from_slice::<serde_json::Value>(body) else { return false };
     let Some(type_uri) = problem.get("type").and_then(serde_json::Value::as_str) else { return false };
     let (before_fragment, fragment) = match type_uri.split_once('#') {
@@ -238,8 +243,8 @@ pub(crate) fn is_key_reused_problem(body: &[u8]) -> bool {
     let path = before_fragment.split('?').next().unwrap_or_default();
     let last_segment = path.rsplit('/').next().unwrap_or_default();
     match fragment {
-        Some(fragment) if !fragment.is_empty() => fragment == KEY_REUSED_SLUG,
-        _ => last_segment == KEY_REUSED_SLUG,
+        Some(fragment) if !fragment.is_empty() => fragment == slug,
+        _ => last_segment == slug,
     }
 }
 
@@ -332,6 +337,10 @@ mod tests {
         }
     }
 
+    fn is_key_reused_problem(body: &[u8]) -> bool {
+        is_problem_type(body, KEY_REUSED_SLUG)
+    }
+
     #[test]
     fn only_the_key_reused_problem_type_is_key_reused() {
         // Goal: the slug is matched as the type URI's fragment or last path segment, under any
@@ -364,5 +373,15 @@ mod tests {
         assert!(is_problem_json(content_type("Application/Problem+JSON; charset=utf-8").as_ref()));
         assert!(!is_problem_json(content_type("application/json").as_ref()));
         assert!(!is_problem_json(None));
+    }
+
+    #[test]
+    fn the_key_expired_slug_is_matched_like_key_reused() {
+        // Goal: the 410's problem is told by its own slug, not by key-reused's.
+        let problem = |type_uri: &str| serde_json::json!({ "type": type_uri, "status": 410 }).to_string();
+        assert!(is_problem_type(problem("/problems#key-expired").as_bytes(), KEY_EXPIRED_SLUG));
+        assert!(is_problem_type(problem("https://docs.example/problems/key-expired").as_bytes(), KEY_EXPIRED_SLUG));
+        assert!(!is_problem_type(problem("/problems#key-reused").as_bytes(), KEY_EXPIRED_SLUG));
+        assert!(!is_problem_type(problem("/problems#key-expired").as_bytes(), KEY_REUSED_SLUG));
     }
 }

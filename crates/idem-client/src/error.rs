@@ -1,6 +1,6 @@
 //! Why a request through the layer did not produce a response.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -71,6 +71,29 @@ pub enum RetryError {
         key: Key,
         /// Attempts made, the one answered 422 included.
         attempts: u32,
+        /// When the server forgets the key's record (its `Idempotency-Expires`); after that
+        /// the key may be used again, for any request.
+        expires_at: Option<SystemTime>,
+        /// The server's problem+json, whole (at most [`crate::PROBLEM_BODY_BYTES_MAX`]).
+        body: Bytes,
+    },
+    /// The server answered 410 with idem-http's key-expired problem: the key's record
+    /// expired and only its tombstone is left, so the first attempt's outcome can no longer
+    /// be replayed (SPEC "Expiry", tombstones). Not retried: running the operation again
+    /// might do it twice. The caller finds out the outcome another way (a list of payments,
+    /// say) or, knowing it did not happen, sends it with a new key. Any other 410 is
+    /// returned as a response.
+    #[error(
+        "idempotency key {key} has expired on the server; its outcome is no longer kept (410, on attempt {attempts})"
+    )]
+    KeyExpired {
+        /// The key.
+        key: Key,
+        /// Attempts made, the one answered 410 included.
+        attempts: u32,
+        /// When the tombstone ends (its `Idempotency-Expires`); after that the key is forgotten
+        /// and would run again.
+        expires_at: Option<SystemTime>,
         /// The server's problem+json, whole (at most [`crate::PROBLEM_BODY_BYTES_MAX`]).
         body: Bytes,
     },
@@ -107,6 +130,7 @@ impl RetryError {
     pub fn key(&self) -> Option<&Key> {
         match self {
             RetryError::KeyReused { key, .. }
+            | RetryError::KeyExpired { key, .. }
             | RetryError::Exhausted { key, .. }
             | RetryError::DeadlineExceeded { key, .. } => Some(key),
             _ => None,
@@ -118,10 +142,23 @@ impl RetryError {
     pub fn attempts(&self) -> u32 {
         match self {
             RetryError::KeyReused { attempts, .. }
+            | RetryError::KeyExpired { attempts, .. }
             | RetryError::Exhausted { attempts, .. }
             | RetryError::DeadlineExceeded { attempts, .. } => *attempts,
             RetryError::Transport(_) => 1,
             _ => 0,
+        }
+    }
+}
+
+impl RetryError {
+    /// When the server's record (or tombstone) of the key expires, for the errors that
+    /// carry a server's keyed answer (`Idempotency-Expires`).
+    #[must_use]
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        match self {
+            RetryError::KeyReused { expires_at, .. } | RetryError::KeyExpired { expires_at, .. } => *expires_at,
+            _ => None,
         }
     }
 }

@@ -21,8 +21,15 @@
 //!   [`RetryError::KeyReused`]. Any other 422, such as axum's `Json` extractor refusing a
 //!   body of the wrong shape, is the server's answer and comes back as a response, body
 //!   intact: [`ResponseBody`] hands out the bytes the layer read ahead, then the rest.
+//! * **An expired key stops the retries.** A server that keeps tombstones answers a retry
+//!   that arrives after the key's record expired with `410 Gone` and idem-http's
+//!   `key-expired` problem: the operation's outcome is no longer known, and running it again
+//!   could pay twice. That is [`RetryError::KeyExpired`], never retried; any other 410 is a
+//!   response.
 //! * **A replay is a normal answer.** The final response carries a [`RetryReport`]: the
-//!   key, the attempts, and whether the server replayed its recorded response.
+//!   key, the attempts, whether the server replayed its recorded response, and when the
+//!   server forgets the key (`Idempotency-Expires`, an HTTP-date; until then a resend with
+//!   the same key is answered from the record).
 //!
 //! # Example
 //!
@@ -155,7 +162,7 @@ pub mod report;
 pub mod service;
 
 pub use backoff::Backoff;
-pub use body::{FAILURE_BODY_BYTES_MAX, KEY_REUSED_SLUG, PROBLEM_BODY_BYTES_MAX, ResponseBody};
+pub use body::{FAILURE_BODY_BYTES_MAX, KEY_EXPIRED_SLUG, KEY_REUSED_SLUG, PROBLEM_BODY_BYTES_MAX, ResponseBody};
 pub use config::{
     ATTEMPT_TIMEOUT_DEFAULT, ATTEMPTS_MAX_DEFAULT, ConfigError, DEADLINE_DEFAULT, IdempotentRetryBuilder,
 };
@@ -164,4 +171,4 @@ pub use future::ResponseFuture;
 pub use keys::{KeyGenerator, OperationKey, SeededKeys, UuidV4Keys};
 pub use layer::IdempotentRetryLayer;
 pub use report::RetryReport;
-pub use service::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotentRetry};
+pub use service::{IDEMPOTENCY_EXPIRES, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IdempotentRetry};

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use crate::body::{
-    Ahead, PROBLEM_BODY_BYTES_MAX, Read, ResponseBody, declared_over, is_key_reused_problem, is_problem_json,
-    read_prefix, read_up_to,
+    Ahead, KEY_EXPIRED_SLUG, KEY_REUSED_SLUG, PROBLEM_BODY_BYTES_MAX, Read, ResponseBody, declared_over,
+    is_problem_json, is_problem_type, read_prefix, read_up_to,
 };
 use crate::config::Config;
 use crate::{BoxError, Failure, OperationKey, ResponseFuture, RetryError, RetryReport};
@@ -24,6 +24,10 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 
 /// The response header that marks a replay (value `true`).
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The response header that says when the server's record of the key expires (an HTTP-date),
+/// read into [`RetryReport::expires_at`].
+pub const IDEMPOTENCY_EXPIRES: HeaderName = HeaderName::from_static("idempotency-expires");
 
 /// Sends each request that needs a key with one, and retries it with the same key and the
 /// same bytes until it gets a final answer, the attempts run out, or the deadline passes.
@@ -47,7 +51,8 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 /// | no response headers within the per-attempt timeout | retry |
 /// | a status in the retry list (409, 429, 503 by default) | retry, after `Retry-After` if given |
 /// | 422 with the key-reused problem (below) | [`RetryError::KeyReused`], no retry |
-/// | anything else (2xx, 3xx, 400, 413, any other 422, other 4xx and 5xx) | the final response |
+/// | 410 with the key-expired problem (below) | [`RetryError::KeyExpired`], no retry |
+/// | anything else (2xx, 3xx, 400, 413, any other 422 or 410, other 4xx and 5xx) | the final response |
 ///
 /// A 422 is the key-reused problem when its `Content-Type` is `application/problem+json`
 /// and its body, read whole within [`crate::PROBLEM_BODY_BYTES_MAX`] bytes and the
@@ -55,7 +60,8 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 /// `key-reused` ([`crate::KEY_REUSED_SLUG`], what idem-http answers). Every other 422 (a
 /// handler refusing a body of the wrong shape, say, as axum's `Json` extractor does) is the
 /// server's answer about the request: returned, not retried, with its body whole (the bytes
-/// read ahead first, then the rest).
+/// read ahead first, then the rest). A 410 is told the same way, by the slug `key-expired`
+/// ([`crate::KEY_EXPIRED_SLUG`]).
 ///
 /// Between attempts it waits [`crate::Backoff`]'s jittered time or the server's
 /// `Retry-After` (in seconds); a wait that would end past the overall deadline is not
@@ -247,19 +253,15 @@ where
             Ok(Ok(response)) => response,
         };
         let status = response.status();
-        if status == StatusCode::UNPROCESSABLE_ENTITY {
+        if let Some(slug) = layer_problem_for(status) {
             let (parts, body) = response.into_parts();
             let mut body = ResponseBody::new(body);
-            // Only the idempotency layer's own problem means "key reused"; read (boundedly)
-            // to find out, keeping every byte read for the caller otherwise.
+            // Only the idempotency layer's own problem stops the retries with an error; read
+            // (boundedly) to find out, keeping every byte read for the caller otherwise.
             if is_problem_json(parts.headers.get(header::CONTENT_TYPE)) {
                 let ahead = tokio::time::timeout_at(attempt_at, body.read_ahead(PROBLEM_BODY_BYTES_MAX)).await;
-                if ahead == Ok(Ahead::Whole) && is_key_reused_problem(body.buffered()) {
-                    return Err(RetryError::KeyReused {
-                        key: self.key.clone(),
-                        attempts,
-                        body: body.buffered().clone(),
-                    });
+                if ahead == Ok(Ahead::Whole) && is_problem_type(body.buffered(), slug) {
+                    return Err(self.layer_problem(slug, attempts, &parts.headers, body.buffered().clone()));
                 }
             }
             return Ok(Some(Attempt::Final(Response::from_parts(parts, body))));
@@ -273,8 +275,28 @@ where
         Ok(Some(Attempt::Retry(Failure::Status { status, retry_after, body })))
     }
 
+    /// The error for the idempotency layer's problem `slug`, answered on attempt `attempts`.
+    fn layer_problem(&self, slug: &str, attempts: u32, headers: &http::HeaderMap, body: Bytes) -> RetryError {
+        let (key, expires_at) = (self.key.clone(), crate::report::expires_at(headers));
+        if slug == KEY_EXPIRED_SLUG {
+            RetryError::KeyExpired { key, attempts, expires_at, body }
+        } else {
+            RetryError::KeyReused { key, attempts, expires_at, body }
+        }
+    }
+
     fn deadline_exceeded(&self, attempts: u32, last: Option<Failure>) -> RetryError {
         RetryError::DeadlineExceeded { key: self.key.clone(), attempts, deadline: self.config.deadline, last }
+    }
+}
+
+/// The idempotency layer's problem a response with `status` may carry and that ends the
+/// retries with an error: 422 key-reused, 410 key-expired.
+fn layer_problem_for(status: StatusCode) -> Option<&'static str> {
+    match status {
+        StatusCode::UNPROCESSABLE_ENTITY => Some(KEY_REUSED_SLUG),
+        StatusCode::GONE => Some(KEY_EXPIRED_SLUG),
+        _ => None,
     }
 }
 
@@ -282,6 +304,7 @@ where
 fn with_report<B>(mut response: Response<B>, key: Option<Key>, attempts: u32) -> Response<B> {
     let replayed =
         response.headers().get(IDEMPOTENT_REPLAYED).is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"true"));
-    response.extensions_mut().insert(RetryReport { key, attempts, replayed });
+    let expires_at = key.as_ref().and_then(|_| crate::report::expires_at(response.headers()));
+    response.extensions_mut().insert(RetryReport { key, attempts, replayed, expires_at });
     response
 }

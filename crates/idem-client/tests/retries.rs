@@ -90,7 +90,7 @@ async fn a_key_reused_for_another_request_is_an_error_and_not_retried() {
     assert_eq!(first.status(), StatusCode::CREATED);
     let error = client.oneshot(with_key("999.00")).await.expect_err("another body under the same key is refused");
 
-    let RetryError::KeyReused { key: reused, attempts, body } = &error else {
+    let RetryError::KeyReused { key: reused, attempts, body, .. } = &error else {
         panic!("expected KeyReused, got {error:?}")
     };
     assert_eq!((reused, *attempts), (&key, 1));
@@ -136,7 +136,7 @@ async fn the_callers_key_is_kept_and_get_passes_through_without_one() {
     let lost = client.clone().oneshot(get()).await;
     assert!(matches!(lost, Err(RetryError::Transport(_))), "{lost:?}");
     let listed = client.oneshot(get()).await.expect("the GET is answered");
-    assert_eq!(report(&listed), RetryReport { key: None, attempts: 1, replayed: false });
+    assert_eq!(report(&listed), RetryReport { key: None, attempts: 1, replayed: false, expires_at: None });
     let seen = transport.seen();
     assert_eq!(seen.len(), 4);
     assert_eq!((&seen[2].key, &seen[3].key), (&None, &None), "no key on a method that needs none");

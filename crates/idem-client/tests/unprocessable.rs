@@ -101,7 +101,7 @@ async fn idem_https_key_reused_problem_is_key_reused() {
     assert_eq!(first.status(), StatusCode::CREATED);
     let error = client.oneshot(with_key("11.00")).await.expect_err("another body under the same key is refused");
 
-    let RetryError::KeyReused { key: reused, attempts: 1, body } = &error else {
+    let RetryError::KeyReused { key: reused, attempts: 1, body, .. } = &error else {
         panic!("expected KeyReused after one attempt, got {error:?}")
     };
     assert_eq!(reused, &key);

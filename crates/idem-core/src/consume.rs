@@ -203,7 +203,7 @@ pub fn after_completion(fenced: Fenced, own: StoredOutcome) -> Option<Settle> {
 pub fn superseded(record: Option<&Record>, request: &ClaimRequest, now: Timestamp, rules: &Redelivery) -> Settle {
     match reply::superseded(record, request, now) {
         Superseded::Replay { response, .. } => replayed(response),
-        Superseded::InProgress { lease_left } => Settle::Redeliver { after: rules.conflict_after(lease_left) },
+        Superseded::InProgress { lease_left, .. } => Settle::Redeliver { after: rules.conflict_after(lease_left) },
         Superseded::Mismatch { .. } => Settle::DeadLetter(DeadLetterReason::KeyReused),
         Superseded::Gone { .. } => Settle::DeadLetter(DeadLetterReason::KeyExpired),
     }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::transition::{self, Look};
-use crate::{ClaimRequest, Record, StoredResponse, Timestamp};
+use crate::{ClaimRequest, Holder, Record, StoredResponse, Timestamp};
 
 /// What becomes of a claim once its handler answered with a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +118,11 @@ pub enum Superseded {
     InProgress {
         /// The lease left of the claim in flight, or zero.
         lease_left: Duration,
+        /// When the in-flight record's retention ends; `None` when no live claim holds the
+        /// key (no record, or a lapsed one), so there is no expiry to state.
+        expires_at: Option<Timestamp>,
+        /// Who holds the claim in flight ([`Holder::NONE`] when none does, or it is unknown).
+        holder: Holder,
     },
     /// The key now belongs to a different request: answer the mismatch.
     Mismatch {
@@ -135,8 +140,12 @@ pub enum Superseded {
 pub fn superseded(record: Option<&Record>, request: &ClaimRequest, now: Timestamp) -> Superseded {
     match transition::look(record, request, now) {
         Look::Replay { response, expires_at } => Superseded::Replay { response, expires_at },
-        Look::InProgress { lease_left, .. } => Superseded::InProgress { lease_left },
-        Look::Absent | Look::Lapsed { .. } => Superseded::InProgress { lease_left: Duration::ZERO },
+        Look::InProgress { lease_left, expires_at, holder } => {
+            Superseded::InProgress { lease_left, expires_at: Some(expires_at), holder }
+        }
+        Look::Absent | Look::Lapsed { .. } => {
+            Superseded::InProgress { lease_left: Duration::ZERO, expires_at: None, holder: Holder::NONE }
+        }
         Look::Mismatch { expires_at } => Superseded::Mismatch { expires_at },
         Look::Gone { expires_at } => Superseded::Gone { expires_at },
     }

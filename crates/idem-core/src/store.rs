@@ -143,4 +143,14 @@ pub trait Store: Send + Sync {
         let _ = (id, now);
         std::future::ready(Ok(false))
     }
+
+    /// Whether the store decides with the `now` its caller passes (true, the default), so a
+    /// record completed with `now` expires at `now` + retention. A store that reads a clock
+    /// of its own instead (PostgreSQL's `TimeSource::Database`) answers false, and a caller
+    /// that states a completed record's expiry (`Idempotency-Expires`, which every replay
+    /// states from the stored record) reads the record back instead of computing it (SPEC
+    /// "Key lifecycle": expiry on the wire, G2). A store that wraps another should forward it.
+    fn decides_with_callers_now(&self) -> bool {
+        true
+    }
 }

@@ -70,9 +70,13 @@ fn a_superseded_execution_answers_what_the_store_holds() {
     let replay = Superseded::Replay { response, expires_at: at(3_600_000) };
     assert_eq!(reply::superseded(Some(&completed), &request(b"a"), at(5)), replay);
     let live = in_flight(8_000);
-    let expected = Superseded::InProgress { lease_left: Duration::from_secs(3) };
+    let expected = Superseded::InProgress {
+        lease_left: Duration::from_secs(3),
+        expires_at: Some(at(3_600_000)),
+        holder: Holder::NONE,
+    };
     assert_eq!(reply::superseded(Some(&live), &request(b"a"), at(5_000)), expected);
-    let gone = Superseded::InProgress { lease_left: Duration::ZERO };
+    let gone = Superseded::InProgress { lease_left: Duration::ZERO, expires_at: None, holder: Holder::NONE };
     assert_eq!(reply::superseded(None, &request(b"a"), at(5_000)), gone);
     assert_eq!(reply::superseded(Some(&live), &request(b"a"), at(9_000)), gone, "a lapsed claim is not live");
     let mismatch = Superseded::Mismatch { expires_at: at(3_600_000) };

@@ -173,8 +173,9 @@ impl<S: AtomicStore> Claim<S> {
         };
         let commit = if fenced == Fenced::Applied { Commit::Applied } else { Commit::Refused };
         let mut response = Response::from_parts(head, answer_body);
-        if fenced == Fenced::Applied {
+        if fenced == Fenced::Applied && store.decides_with_callers_now() {
             // The record's retention counts from this completion's `now` (SPEC "Key lifecycle").
+            // A store with a clock of its own is read back by the layer instead.
             crate::execute::mark_expiry(response.headers_mut(), now.saturating_add(policy.retention()));
         }
         mark(&context, commit, response, CompletedInTransaction(fenced))
@@ -269,7 +270,7 @@ where
     type Rejection = ClaimRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
-        take(parts)?.ok_or_else(|| ClaimRejection { problem: kinds::key_missing() })
+        take(parts)?.ok_or_else(|| ClaimRejection { problem: kinds::key_missing(&IDEMPOTENCY_KEY) })
     }
 }
 

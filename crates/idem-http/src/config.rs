@@ -120,6 +120,8 @@ pub(crate) struct Config {
     pub(crate) problem_type_base: String,
     /// Tracks every keyed request's work, also after its client went away.
     pub(crate) tracker: TaskTracker,
+    /// Whether a replay counts itself in its record ([`idem_core::Store::count_replay`]).
+    pub(crate) count_replays: bool,
 }
 
 impl Config {
@@ -189,6 +191,7 @@ pub struct IdempotencyBuilder<St> {
     clock: Arc<dyn Clock>,
     problem_type_base: String,
     tracker: TaskTracker,
+    count_replays: bool,
 }
 
 /// Default cap on a 409's `Retry-After`: most requests in flight finish within a second.
@@ -225,6 +228,7 @@ impl<St: Store> IdempotencyBuilder<St> {
             clock: Arc::new(SystemClock),
             problem_type_base: PROBLEM_TYPE_BASE.to_owned(),
             tracker: TaskTracker::new(),
+            count_replays: true,
         }
     }
 
@@ -390,6 +394,16 @@ impl<St: Store> IdempotencyBuilder<St> {
         self
     }
 
+    /// Whether each replay counts itself in its record, for operators (`replays` in
+    /// `idem keys show` and the admin router; default: true). Counting is one more store
+    /// write per replay, made after the answer is built and best effort (a failure is
+    /// logged and counted in `idem_store_errors_total{operation="count_replay"}`, never answered), so a service
+    /// that replays far more than it executes may turn it off.
+    pub fn count_replays(mut self, count: bool) -> Self {
+        self.count_replays = count;
+        self
+    }
+
     /// How the layer forgets expired records by itself (default
     /// [`PurgeSchedule::DEFAULT`]: every minute, bounded batches); see [`crate::purge`].
     pub fn purge_schedule(mut self, schedule: PurgeSchedule) -> Self {
@@ -495,6 +509,7 @@ impl<St: Store> IdempotencyBuilder<St> {
             clock: self.clock,
             problem_type_base: self.problem_type_base,
             tracker: self.tracker,
+            count_replays: self.count_replays,
         };
         crate::observe::describe();
         Ok(IdempotencyLayer::from_parts(Arc::new(config), self.store))

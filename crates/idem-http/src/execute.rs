@@ -144,7 +144,11 @@ where
             execute(keyed, inner, parts, body, &request, claim).await
         }
         Decision::Replay { response, expires_at } => {
-            Ok((expiring(replay(config, response), expires_at), Outcome::Replayed))
+            let answer = expiring(replay(config, response), expires_at);
+            if config.count_replays {
+                count_replay(keyed, now).await;
+            }
+            Ok((answer, Outcome::Replayed))
         }
         Decision::Conflict { retry_after: lease_left, expires_at, holder } => {
             Ok((expiring(in_progress(config, lease_left, &holder), expires_at), Outcome::Conflict))
@@ -153,6 +157,14 @@ where
             Ok((expiring(config.answer(kinds::key_reused()), expires_at), Outcome::Mismatch))
         }
         Decision::Gone { expires_at } => Ok((expiring(config.answer(kinds::key_expired()), expires_at), Outcome::Gone)),
+    }
+}
+
+/// Counts one replay in the record, for operators; best effort (SPEC: a failing store never
+/// stops a replay), so a failure is only logged and counted by [`observe::store`].
+async fn count_replay<St: Store>(keyed: &Keyed<St>, now: Timestamp) {
+    if let Err(error) = observe::store("count_replay", keyed.store.count_replay(&keyed.id, now).await) {
+        tracing::debug!(key = keyed.id.key.as_str(), %error, "could not count a replay");
     }
 }
 
@@ -424,16 +436,21 @@ where
 fn in_progress(config: &Config, lease_left: Duration, holder: &Holder) -> Response<Body> {
     let retry_after = reply::retry_after(lease_left, config.conflict_retry_after_max);
     let problem = kinds::in_progress(retry_after);
-    let named = match (holder.request_id(), holder.trace_id()) {
-        (None, None) => return config.answer(problem),
-        (request_id, trace_id) => format!(
-            "{} (held by request {}, trace {})",
-            problem.detail(),
-            request_id.unwrap_or("unknown"),
-            trace_id.unwrap_or("unknown")
-        ),
-    };
-    config.answer(crate::Problem::of(types::IN_PROGRESS, problem.status(), named).with_retry_after(retry_after))
+    let (request_id, trace_id) = (holder.request_id(), holder.trace_id());
+    if request_id.is_none() && trace_id.is_none() {
+        return config.answer(problem);
+    }
+    // In the detail for people, and as an extension member (RFC 9457 section 3.2) for
+    // programs: `holder: {request_id, trace_id}`, each a string or null.
+    let named = format!(
+        "{} (held by request {}, trace {})",
+        problem.detail(),
+        request_id.unwrap_or("unknown"),
+        trace_id.unwrap_or("unknown")
+    );
+    let holder = serde_json::json!({ "request_id": request_id, "trace_id": trace_id });
+    let problem = crate::Problem::of(types::IN_PROGRESS, problem.status(), named).with_retry_after(retry_after);
+    config.answer(problem.with_extension("holder", holder))
 }
 
 /// Completes the record for a response that cannot be kept (longer than the recording
@@ -529,7 +546,10 @@ async fn superseded<St: Store>(keyed: &Keyed<St>, request: &ClaimRequest) -> Ans
         Err(error) => store_failed(config, &error).0,
         Ok(record) => match reply::superseded(record.as_ref(), request, config.clock.now()) {
             Superseded::Replay { response, expires_at } => expiring(replay(config, response), expires_at),
-            Superseded::InProgress { lease_left } => in_progress(config, lease_left, &Holder::NONE),
+            Superseded::InProgress { lease_left, expires_at: None, holder } => in_progress(config, lease_left, &holder),
+            Superseded::InProgress { lease_left, expires_at: Some(expires_at), holder } => {
+                expiring(in_progress(config, lease_left, &holder), expires_at)
+            }
             Superseded::Mismatch { expires_at } => expiring(config.answer(kinds::key_reused()), expires_at),
             Superseded::Gone { expires_at } => expiring(config.answer(kinds::key_expired()), expires_at),
         },

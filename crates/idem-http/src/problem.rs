@@ -31,6 +31,9 @@ pub enum Origin {
     Layer,
     /// idem-server, the demo payments API (`idem serve`), around the layer.
     DemoServer,
+    /// idem-admin, the key administration router, for the situations only it meets (it
+    /// answers the layer's and the demo server's types for the shared ones).
+    Admin,
 }
 
 /// One problem type: its slug (the part of the `type` URI after the base, and the heading
@@ -49,6 +52,10 @@ pub struct ProblemType {
 /// The problem types, one constant each; [`CATALOGUE`] lists them all.
 pub mod types {
     use super::{Origin, ProblemType};
+
+    const fn admin(slug: &'static str, title: &'static str) -> ProblemType {
+        ProblemType { slug, title, origin: Origin::Admin }
+    }
 
     const fn layer(slug: &'static str, title: &'static str) -> ProblemType {
         ProblemType { slug, title, origin: Origin::Layer }
@@ -109,12 +116,17 @@ pub mod types {
     pub const RATE_LIMITED: ProblemType = server("rate-limited", "Too many new keys");
     /// 500: a bug in the server.
     pub const INTERNAL: ProblemType = server("internal", "Internal error");
+
+    /// 403: a known caller the admin router's authorisation hook does not let administer keys.
+    pub const FORBIDDEN: ProblemType = admin("forbidden", "Forbidden");
+    /// 400: an admin listing's `starting_after` that is not a cursor the router answered.
+    pub const INVALID_CURSOR: ProblemType = admin("invalid-cursor", "Invalid cursor");
 }
 
-/// Every problem type idem answers, the layer's and the demo server's: the one list that the
+/// Every problem type idem answers, the layer's, the demo server's and the admin router's: the one list that the
 /// documentation page ([`crate::problem_docs::ProblemDocs`]), its tests and the check of
 /// `docs/problems.md` (one section per entry, and no other) use.
-pub const CATALOGUE: [ProblemType; 25] = [
+pub const CATALOGUE: [ProblemType; 27] = [
     types::KEY_MISSING,
     types::KEY_INVALID,
     types::BODY_TOO_LARGE,
@@ -140,6 +152,8 @@ pub const CATALOGUE: [ProblemType; 25] = [
     types::NOT_READY,
     types::RATE_LIMITED,
     types::INTERNAL,
+    types::FORBIDDEN,
+    types::INVALID_CURSOR,
 ];
 
 /// Looks a slug up in [`CATALOGUE`].
@@ -170,7 +184,12 @@ pub struct Problem {
     title: Cow<'static, str>,
     detail: String,
     retry_after: Option<Duration>,
+    /// Extension members (RFC 9457 section 3.2), in the order added.
+    extensions: Vec<(&'static str, serde_json::Value)>,
 }
+
+/// The members RFC 9457 section 3.1 defines, which an extension may not replace.
+const STANDARD_MEMBERS: [&str; 5] = ["type", "title", "status", "detail", "instance"];
 
 impl Problem {
     /// A problem with `status`, the type *base* + `slug` (the layer's configured base,
@@ -183,7 +202,14 @@ impl Problem {
         title: impl Into<Cow<'static, str>>,
         detail: impl Into<String>,
     ) -> Problem {
-        Problem { status, slug: slug.into(), title: title.into(), detail: detail.into(), retry_after: None }
+        Problem {
+            status,
+            slug: slug.into(),
+            title: title.into(),
+            detail: detail.into(),
+            retry_after: None,
+            extensions: Vec::new(),
+        }
     }
 
     /// A problem of a catalogued type ([`CATALOGUE`]): its slug and title, with `status`
@@ -205,6 +231,19 @@ impl Problem {
     #[must_use]
     pub fn with_retry_after(mut self, retry_after: Duration) -> Problem {
         self.retry_after = Some(retry_after);
+        self
+    }
+
+    /// Adds an extension member (RFC 9457 section 3.2): `name` with `value` in the body,
+    /// beside `type`, `title`, `status` and `detail`, for clients that read this problem
+    /// type. A `name` of a standard member (`type`, `title`, `status`, `detail`,
+    /// `instance`) is ignored, and a later `name` replaces an earlier one.
+    #[must_use]
+    pub fn with_extension(mut self, name: &'static str, value: serde_json::Value) -> Problem {
+        if !STANDARD_MEMBERS.contains(&name) {
+            self.extensions.retain(|(existing, _)| *existing != name);
+            self.extensions.push((name, value));
+        }
         self
     }
 
@@ -248,12 +287,15 @@ impl Problem {
         } else {
             (format!("{type_base}{}", self.slug), self.title)
         };
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "type": kind,
             "title": title,
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
+        if let Some(members) = json.as_object_mut() {
+            members.extend(self.extensions.into_iter().map(|(name, value)| (name.to_owned(), value)));
+        }
         let mut response = Response::new(full(json.to_string()));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
@@ -284,8 +326,9 @@ pub(crate) mod kinds {
     use super::{Problem, types};
     use crate::body::NotKept;
 
-    pub(crate) fn key_missing() -> Problem {
-        Problem::of(types::KEY_MISSING, StatusCode::BAD_REQUEST, "this endpoint requires an Idempotency-Key header")
+    /// `header` is the configured key header's name (default `idempotency-key`).
+    pub(crate) fn key_missing(header: &http::HeaderName) -> Problem {
+        Problem::of(types::KEY_MISSING, StatusCode::BAD_REQUEST, format!("this endpoint requires an {header} header"))
     }
 
     pub(crate) fn key_invalid(detail: impl Into<String>) -> Problem {
@@ -394,7 +437,7 @@ pub(crate) mod kinds {
     #[cfg(test)]
     pub(crate) fn all() -> Vec<Problem> {
         vec![
-            key_missing(),
+            key_missing(&crate::IDEMPOTENCY_KEY),
             key_invalid("test"),
             body_too_large(1),
             body_unreadable("test"),
@@ -478,17 +521,33 @@ mod tests {
     }
 
     #[test]
+    fn extension_members_sit_beside_the_standard_ones_and_never_replace_them() {
+        // Goal: RFC 9457 section 3.2: an extension is added to the body; a standard member's
+        // name is ignored; the same name twice keeps the later value.
+        let problem = kinds::key_reused()
+            .with_extension("holder", serde_json::json!({ "request_id": "r1" }))
+            .with_extension("status", serde_json::json!(200))
+            .with_extension("holder", serde_json::json!({ "request_id": "r2" }));
+        let body = futures::executor::block_on(http_body_util::BodyExt::collect(problem.into_response().into_body()))
+            .expect("problem bodies are in memory")
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("problem bodies are JSON");
+        assert_eq!(json["status"], 422, "a standard member is not replaced");
+        assert_eq!(json["holder"], serde_json::json!({ "request_id": "r2" }));
+    }
+
+    #[test]
     fn the_type_base_is_the_configured_one() {
         // Goal: the type URI is the base the layer was given plus the slug; the public
         // into_response uses the default base.
         let at = |base: &str| {
-            let response = kinds::key_missing().into_response_at(base);
+            let response = kinds::key_missing(&crate::IDEMPOTENCY_KEY).into_response_at(base);
             let body = futures::executor::block_on(http_body_util::BodyExt::collect(response.into_body()))
                 .expect("problem bodies are in memory")
                 .to_bytes();
             serde_json::from_slice::<serde_json::Value>(&body).expect("problem bodies are JSON")["type"].clone()
         };
         assert_eq!(at("https://docs.example/errors#"), "https://docs.example/errors#key-missing");
-        assert_eq!(kinds::key_missing().type_uri(), format!("{PROBLEM_TYPE_BASE}key-missing"));
+        assert_eq!(kinds::key_missing(&crate::IDEMPOTENCY_KEY).type_uri(), format!("{PROBLEM_TYPE_BASE}key-missing"));
     }
 }

@@ -204,7 +204,7 @@ mod tests {
             let served = layer.html().contains(&id) && layer.html().contains(&first_line);
             assert_eq!(served, kind.origin == Origin::Layer, "{}", kind.slug);
         }
-        let everything = ProblemDocs::of(&[Origin::Layer, Origin::DemoServer]);
+        let everything = ProblemDocs::of(&[Origin::Layer, Origin::DemoServer, Origin::Admin]);
         assert!(CATALOGUE.iter().all(|kind| everything.html().contains(&format!("<section id=\"{}\">", kind.slug))));
     }
 

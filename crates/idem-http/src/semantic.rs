@@ -22,9 +22,15 @@
 //!
 //! The layer also computes the byte fingerprint (version 1) and sends it as the claim's
 //! earlier fingerprint ([`idem_core::ClaimRequest::earlier`]), so records written before
-//! a route turned semantic fingerprints on still match their retries. Changing a route's
-//! rules (another ignored field, another header) makes retries of records written under
-//! the old rules compare by bytes only: a byte-identical retry replays, any other is 422.
+//! a route turned semantic fingerprints on still match their retries (a byte-identical
+//! retry replays; a re-spaced one is 422, as before the change).
+//!
+//! The earlier fingerprint is always the byte one, so it bridges that one change only.
+//! Changing a semantic route's rules (another ignored field, another header), or turning
+//! them off again, makes every retry of a record written under the old rules a different
+//! request, byte-identical or not: 422 `key-reused` until the record expires. Change the
+//! rules when the route's records have expired (its retention after the last request
+//! under the old rules), or on a new route.
 
 use http::HeaderName;
 use http::request::Parts;

@@ -101,7 +101,7 @@ where
             Ok(None) if self.config.missing_key == MissingKey::PassThrough => {
                 return ResponseFuture::pass_through(self.inner.call(request.map(boxed)), started);
             }
-            Ok(None) => return reject(&self.config, kinds::key_missing(), None, started),
+            Ok(None) => return reject(&self.config, kinds::key_missing(&self.config.key_header), None, started),
             Err(problem) => return reject(&self.config, problem, None, started),
         };
         let (parts, body) = request.into_parts();

@@ -74,6 +74,8 @@ async fn every_keyed_answer_states_when_its_record_expires() {
     assert!((earliest..=earliest + 60_000).contains(&stated_ms), "{conflict:?}");
     let detail = conflict.problem()["detail"].as_str().expect("a detail").to_owned();
     assert!(detail.contains("req-42") && detail.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{detail}");
+    let holder = serde_json::json!({ "request_id": "req-42", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736" });
+    assert_eq!(conflict.problem()["holder"], holder, "the holder as an RFC 9457 extension member");
     counters.gate.add_permits(1);
     assert_eq!(in_flight.await.expect("joined"), StatusCode::CREATED);
 }
@@ -213,4 +215,29 @@ fn bad_routes_and_ceilings_are_configuration_errors() {
     ));
     assert!(matches!(builder().execution_max(secs(1)).build(), Err(idem_http::ConfigError::ExecutionMax { .. })));
     assert!(matches!(builder().tombstone(Duration::ZERO).build(), Err(idem_http::ConfigError::Policy(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_replay_is_counted_in_the_record_unless_turned_off() {
+    // Goal: a replay counts itself in the record (operators read `replays`); with
+    // `count_replays(false)` the answer is the same and the count stays 0.
+    async fn replays_after_two_retries(count: bool) -> u64 {
+        let store = Arc::new(TestStore::default());
+        let configure = move |builder: idem_http::IdempotencyBuilder<TestStore>| {
+            builder.clock(TokioClock::new(T0)).no_purge().count_replays(count)
+        };
+        let (server, counters, _) = serve(&store, configure).await;
+        assert_eq!(server.post("/payments", "k1", "{}").await.status, StatusCode::CREATED);
+        for _ in 0..2 {
+            assert!(server.post("/payments", "k1", "{}").await.is_replay());
+        }
+        assert_eq!(counters.runs(), 1);
+        let record = idem_core::Store::get(&store.memory, &support::anonymous("k1")).await.expect("read");
+        match record.expect("the record is kept").state {
+            idem_core::RecordState::Completed { replays, .. } => replays,
+            other => panic!("expected a completed record, got {other:?}"),
+        }
+    }
+    assert_eq!(replays_after_two_retries(true).await, 2);
+    assert_eq!(replays_after_two_retries(false).await, 0);
 }

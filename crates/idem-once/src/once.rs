@@ -64,12 +64,10 @@ pub enum Ran<E> {
     InFlight {
         /// How long the other claim's lease still runs (zero: try again at once).
         lease_left: Duration,
-        /// When the in-flight record's retention ends, if the store's decision said
-        /// ([`Decision::Conflict`]); `None` when this execution lost its claim and no
-        /// live record holds the key now.
+        /// When the in-flight record's retention ends; `None` when this execution lost its
+        /// claim and no live claim holds the key now.
         expires_at: Option<Timestamp>,
-        /// Who holds the claim, as the store's decision named it; `None` when it did not
-        /// come from a decision (this execution lost its claim).
+        /// Who holds the claim in flight; `None` when no live claim holds the key.
         holder: Option<Holder>,
     },
     /// The key belongs to another operation (other fingerprint): never run (G5).
@@ -247,8 +245,9 @@ impl<S: Store> Once<S> {
                 let record = self.get(id).await?;
                 match reply::superseded(record.as_ref(), request, self.clock.now()) {
                     Superseded::Replay { response, expires_at } => replayed(response, expires_at),
-                    Superseded::InProgress { lease_left } => {
-                        Ran::InFlight { lease_left, expires_at: None, holder: None }
+                    Superseded::InProgress { lease_left, expires_at, holder } => {
+                        let holder = expires_at.map(|_| holder);
+                        Ran::InFlight { lease_left, expires_at, holder }
                     }
                     Superseded::Mismatch { expires_at } => Ran::Mismatch { expires_at },
                     Superseded::Gone { expires_at } => Ran::Gone { expires_at },

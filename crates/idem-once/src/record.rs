@@ -57,8 +57,9 @@ impl Completion {
 
 /// [`complete`], also saying when the completed record expires. Where the attempt that
 /// answered `Applied` was a retry, the earlier attempt whose answer was lost may be the
-/// one that applied (with an earlier `now`), so the record is read back for its expiry;
-/// if that read fails, the retry's `now` is taken (at most the retry pauses later).
+/// one that applied (with an earlier `now`), so the record is read back for its expiry, as
+/// it is on a store that does not decide with the caller's `now`
+/// ([`Store::decides_with_callers_now`]); if that read fails, the `now` passed is taken.
 ///
 /// # Errors
 /// As [`complete`].
@@ -84,8 +85,11 @@ pub async fn complete_expiring<S: Store>(
             }
             Ok(Fenced::Applied) => {
                 let computed = now.saturating_add(policy.retention());
+                // The record is read back where `now` may not be what the store used: after a
+                // retry, or on a store with a clock of its own.
+                let known = attempt == 1 && store.decides_with_callers_now();
                 let expires_at =
-                    if attempt == 1 { computed } else { stored_expiry(store, id, fence).await.unwrap_or(computed) };
+                    if known { computed } else { stored_expiry(store, id, fence).await.unwrap_or(computed) };
                 return Ok(Completion::Applied { expires_at });
             }
             Ok(Fenced::Refused(refusal)) => return Ok(Completion::Refused(refusal)),

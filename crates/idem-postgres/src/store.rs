@@ -606,6 +606,12 @@ impl Store for PostgresStore {
     async fn count_replay(&self, id: &RecordId, now: Timestamp) -> Result<bool, StoreError> {
         self.run(id, ReadKind::Peek, now, |now| op::CountReplay { now }).await
     }
+
+    /// Under [`TimeSource::Database`] (the default) the database's clock decides, not the
+    /// caller's `now`.
+    fn decides_with_callers_now(&self) -> bool {
+        self.inner.time == TimeSource::Caller
+    }
 }
 
 impl AtomicStore for PostgresStore {

@@ -34,9 +34,14 @@ struct PgServer {
 
 impl PgServer {
     async fn start(clock: ManualClock, hook: Option<BeforeWriteHook>) -> PgServer {
+        PgServer::start_timed(clock, hook, TimeSource::Caller).await
+    }
+
+    /// [`PgServer::start`] with the store's `now` from `time`.
+    async fn start_timed(clock: ManualClock, hook: Option<BeforeWriteHook>, time: TimeSource) -> PgServer {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_nanos());
         let schema = format!("idem_srv_{}_{}", std::process::id(), nanos % 1_000_000_000_000);
-        let options = PostgresOptions::new(postgres_url()).schema(schema).time_source(TimeSource::Caller);
+        let options = PostgresOptions::new(postgres_url()).schema(schema).time_source(time);
         let store = match PostgresStore::open(options).await {
             Ok(store) => Arc::new(store),
             Err(error) => panic!(
@@ -113,6 +118,25 @@ async fn payments_and_users_round_trip_and_replay_on_postgres() {
     let user_at = user.header("location").expect("a Location").to_owned();
     let read = support::send(server.addr, http::Method::GET, &user_at, &auth, "").await;
     assert_eq!(read.json(), user.json());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_databases_clock_the_first_answer_states_the_expiry_every_replay_states() {
+    // Goal: SPEC "Key lifecycle", expiry on the wire (G2): under TimeSource::Database the
+    // record's retention counts from the database's clock, not the server's (here years
+    // apart: the server's clock is 2023's), and the first answer's Idempotency-Expires is
+    // the record's, equal to the replay's. Planted: stating the server's `now` + retention
+    // on the first answer gives a 2023 date against the replay's.
+    let server = PgServer::start_timed(manual_clock(), None, TimeSource::Database).await;
+    let first = post_as(server.addr, "gina", "/payments", "pg-expiry", PAYMENT).await;
+    let retry = post_as(server.addr, "gina", "/payments", "pg-expiry", PAYMENT).await;
+    assert_eq!((first.status, retry.is_replay()), (201, true), "{:?}", first.body);
+    let stated = first.header("idempotency-expires").expect("the first answer states its expiry");
+    assert_eq!(retry.header("idempotency-expires"), Some(stated), "the replay states the same");
+    // The server's clock reads 14 Nov 2023 and the retention is 24 h: a date in 2023 would be
+    // the server's `now` + retention, not the record's.
+    assert!(!stated.contains(" 2023 "), "the database's clock decided, not the server's: {stated}");
     server.stop().await;
 }
 

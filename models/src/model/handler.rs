@@ -177,7 +177,7 @@ impl IdemModel {
                 tell.tell(|| StoryEvent::AnswersRecorded(response.clone()));
                 self.answer(state, to, Answer::Replayed, Some(&response), tell);
             }
-            Superseded::InProgress { lease_left } => {
+            Superseded::InProgress { lease_left, .. } => {
                 let answer = self.conflict(lease_left);
                 tell.tell(|| StoryEvent::AnswersConflict(answer));
                 self.answer(state, to, answer, None, tell);

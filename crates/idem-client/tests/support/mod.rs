@@ -34,7 +34,7 @@ pub fn transport() -> Transport {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-/// The start of the demo's clock (any fixed time: the tests never compare dates).
+/// The start of the demo's clock: a whole second, so the HTTP-dates the server states are exact.
 fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(Timestamp::from_unix_ms(1_700_000_000_000)))
 }
@@ -42,22 +42,30 @@ fn clock() -> Arc<ManualClock> {
 /// `idem-server`'s app on a SQLite file in a temporary directory, served on 127.0.0.1.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The server's clock: tests move it to expire records.
+    pub clock: Arc<ManualClock>,
     ledger: Arc<SqliteLedger>,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
     pub async fn start() -> Server {
+        Server::start_with(idem_core::Policy::DEFAULT).await
+    }
+
+    /// The server with its records kept under `policy` (retention, tombstones).
+    pub async fn start_with(policy: idem_core::Policy) -> Server {
         let dir = tempfile::tempdir().expect("a temporary directory can be made");
         let options = SqliteOptions::new(dir.path().join("idem.db"));
         let store = Arc::new(SqliteStore::open(options).await.expect("a new SQLite file opens"));
         let ledger = Arc::new(SqliteLedger::open(store).await.expect("the payments table is created"));
-        let router = app(AppState::new(Arc::clone(&ledger), clock(), Arc::new(SeededIds::new(1))))
-            .expect("the default configuration is valid");
+        let clock = clock();
+        let state = AppState::new(Arc::clone(&ledger), Arc::clone(&clock), Arc::new(SeededIds::new(1)));
+        let router = app(state.with_policy(policy)).expect("the test configurations are valid");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback port 0 can be bound");
         let addr = listener.local_addr().expect("a bound listener has an address");
         tokio::spawn(idem_server::serve(listener, router, std::future::pending()));
-        Server { addr, ledger, _dir: dir }
+        Server { addr, clock, ledger, _dir: dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -85,8 +93,9 @@ pub struct InProcess {
 impl InProcess {
     pub fn new() -> InProcess {
         let ledger = Arc::new(MemoryLedger::new(Arc::new(MemoryStore::default()), 1_000));
-        let router = app(AppState::new(Arc::clone(&ledger), clock(), Arc::new(SeededIds::new(1))))
-            .expect("the default configuration is valid");
+        let clock = clock();
+        let state = AppState::new(Arc::clone(&ledger), Arc::clone(&clock), Arc::new(SeededIds::new(1)));
+        let router = app(state.with_policy(policy)).expect("the test configurations are valid");
         InProcess { router, ledger }
     }
 
