@@ -38,7 +38,8 @@ pub(crate) struct Args {
     /// mode), redis-lua-atomic, sqlite-batch (the store host decides group commits with
     /// idem-sqlite's batch decision); message consumers: consumer (idem-consumer in atomic
     /// mode, a JetStream-like broker), consumer-channel-close (a RabbitMQ-like broker),
-    /// consumer-separate (separate mode, its G1 window expected).
+    /// consumer-separate (separate mode, its G1 window expected); key lifecycle: tombstones
+    /// (records shrink to tombstones, late retries must get 410).
     #[arg(long, default_value_t = Scenario::Default)]
     scenario: Scenario,
     /// correct, or a planted bug: no-claim, no-fence-check, unscoped-keys, stale-answers-own,
@@ -46,7 +47,8 @@ pub(crate) struct Args {
     /// token-case-folded, rejects-query, replay-drops-header (with --scenario separate),
     /// keeps-oversized (with --scenario oversized-responses), lua-drops-fence-check (with
     /// --scenario redis-lua or redis-lua-atomic), ack-before-completion (with --scenario
-    /// consumer or consumer-channel-close), dedup-outside-transaction (with --scenario consumer).
+    /// consumer or consumer-channel-close), dedup-outside-transaction (with --scenario consumer),
+    /// purge-drops-tombstones (with --scenario tombstones).
     #[arg(long, default_value_t = Variant::Correct)]
     variant: Variant,
     /// Threads running seeds side by side (default: one per core).
@@ -165,4 +167,39 @@ fn summary(args: &Args, threads: usize, sweep: &Sweep, wall: Duration) -> String
         line(format!("the faults did not reach: {} (a sweep needs every counter above zero)", untested.join(", ")));
     }
     out
+}
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory as _;
+
+    /// `idem sim`'s options alone, as clap renders their help.
+    #[derive(clap::Parser)]
+    struct Sim {
+        #[command(flatten)]
+        args: super::Args,
+    }
+
+    /// Whether `text` has `name` as a whole word (not inside `consumer-separate`, say).
+    fn names(text: &str, name: &str) -> bool {
+        let part_of_name = |c: char| c.is_ascii_alphanumeric() || c == '-';
+        text.match_indices(name).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + name.len()..].chars().next();
+            !before.is_some_and(part_of_name) && !after.is_some_and(part_of_name)
+        })
+    }
+
+    #[test]
+    fn the_help_names_every_scenario_and_variant() {
+        // Goal: the hand-written lists in --help keep up with the simulation's own names.
+        let help = Sim::command().render_long_help().to_string();
+        let missing: Vec<&str> = idem_sim::Scenario::NAMES
+            .iter()
+            .chain(idem_sim::Variant::NAMES.iter())
+            .copied()
+            .filter(|name| !names(&help, name))
+            .collect();
+        assert!(missing.is_empty(), "idem sim --help does not name {missing:?}");
+    }
 }
