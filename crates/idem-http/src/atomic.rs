@@ -268,3 +268,15 @@ pub struct CompletedInTransaction(pub Fenced);
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(not(feature = "axum"), allow(dead_code))]
 pub(crate) struct NothingCommitted;
+
+/// Put into the request's extensions by the layer, next to the [`ClaimContext`]: the store
+/// `Claim` (the axum extractor, `claim.rs`) commits to. Taken out by the first extraction.
+#[cfg(feature = "axum")]
+pub(crate) struct ClaimStore<S>(pub(crate) Arc<S>);
+
+#[cfg(feature = "axum")]
+impl<S> Clone for ClaimStore<S> {
+    fn clone(&self) -> Self {
+        ClaimStore(Arc::clone(&self.0))
+    }
+}

@@ -75,7 +75,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use idem_core::{AtomicStore, CommitError, Fenced, Store, WritesFuture};
 
-use crate::atomic::{Commit, NothingCommitted};
+use crate::atomic::{ClaimStore, Commit, NothingCommitted};
 use crate::body::{Body, ResponseRead, read_to_keep};
 use crate::headers::IDEMPOTENCY_KEY;
 use crate::problem::kinds;
@@ -86,16 +86,6 @@ use crate::{ClaimContext, CompletedInTransaction, Problem};
 pub struct Claim<S> {
     context: ClaimContext,
     store: Arc<S>,
-}
-
-/// Put into the request's extensions by the layer, next to the [`ClaimContext`]: the store
-/// [`Claim`] commits to. Taken out by the first extraction.
-pub(crate) struct ClaimStore<S>(pub(crate) Arc<S>);
-
-impl<S> Clone for ClaimStore<S> {
-    fn clone(&self) -> Self {
-        ClaimStore(Arc::clone(&self.0))
-    }
 }
 
 impl<S> Claim<S> {
@@ -162,7 +152,7 @@ impl<S: AtomicStore> Claim<S> {
             }
             Err(CommitError::Store(error)) => {
                 let error = crate::observe::store("complete", Err::<(), _>(error)).expect_err("passed through");
-                let (problem, _) = crate::execute::store_failed(config, &error);
+                let (problem, _) = crate::answer::store_failed(config, &error);
                 return mark(
                     &context,
                     Commit::NothingCommitted,
@@ -176,7 +166,7 @@ impl<S: AtomicStore> Claim<S> {
         if fenced == Fenced::Applied && store.decides_with_callers_now() {
             // The record's retention counts from this completion's `now` (SPEC "Key lifecycle").
             // A store with a clock of its own is read back by the layer instead.
-            crate::execute::mark_expiry(response.headers_mut(), now.saturating_add(policy.retention()));
+            crate::answer::mark_expiry(response.headers_mut(), now.saturating_add(policy.retention()));
         }
         mark(&context, commit, response, CompletedInTransaction(fenced))
     }

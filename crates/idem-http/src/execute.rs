@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Body as HttpBody;
 use idem_core::reply::{self, Disposition, Superseded};
 use idem_core::{
@@ -28,13 +28,14 @@ use tokio::time::Instant;
 use tower::Service;
 use tracing::Span;
 
+use crate::answer::{self, Answer, expiring, in_progress, mark_expiry, rejected, replay, store_failed};
 use crate::atomic::{Commit, CommitState, NothingCommitted};
 use crate::body::{Body, BoxError, NotKept, ReadError, ResponseRead, full, read_bounded, read_to_keep};
 use crate::config::{Config, ConflictPolicy, WAIT_MAX};
-use crate::headers::{IDEMPOTENCY_EXPIRES, IDEMPOTENT_REPLAYED};
-use crate::problem::{kinds, types};
+use crate::headers::IDEMPOTENCY_EXPIRES;
+use crate::problem::kinds;
 use crate::route::Route;
-use crate::{ClaimContext, CompletedInTransaction, Outcome, Problem, observe, service};
+use crate::{ClaimContext, CompletedInTransaction, Outcome, Problem, observe};
 use idem_once::LeaseState;
 use idem_once::record::{self, Completion, Released};
 use idem_once::renew::{Renewing, while_renewing};
@@ -64,9 +65,6 @@ pub(crate) struct Keyed<St> {
     pub(crate) started: Instant,
 }
 
-/// A response and what the layer did to get it.
-type Answer = (Response<Body>, Outcome);
-
 /// Processes one keyed request to its end and marks the answer.
 pub(crate) async fn run<S, St, ReqBody, ResBody>(
     keyed: Keyed<St>,
@@ -85,7 +83,7 @@ where
     match decide(&keyed, inner, parts, body).await {
         Ok((mut response, outcome)) => {
             let key = Some((&keyed.id.key, &keyed.config.key_header));
-            service::finish(&mut response, outcome, key, Some(&keyed.span), keyed.started);
+            answer::finish(&mut response, outcome, key, Some(&keyed.span), keyed.started);
             Ok(response)
         }
         Err(error) => {
@@ -166,19 +164,6 @@ async fn count_replay<St: Store>(keyed: &Keyed<St>, now: Timestamp) {
     if let Err(error) = observe::store("count_replay", keyed.store.count_replay(&keyed.id, now).await) {
         tracing::debug!(key = keyed.id.key.as_str(), %error, "could not count a replay");
     }
-}
-
-/// Marks `response` with when its record expires ([`IDEMPOTENCY_EXPIRES`], an HTTP-date).
-fn expiring(mut response: Response<Body>, expires_at: Timestamp) -> Response<Body> {
-    mark_expiry(response.headers_mut(), expires_at);
-    response
-}
-
-/// Sets [`IDEMPOTENCY_EXPIRES`] to `expires_at`, rounded down to the second.
-pub(crate) fn mark_expiry(headers: &mut http::HeaderMap, expires_at: Timestamp) {
-    let time = std::time::UNIX_EPOCH + Duration::from_millis(expires_at.unix_ms());
-    let date = httpdate::fmt_http_date(time);
-    headers.insert(IDEMPOTENCY_EXPIRES, HeaderValue::try_from(date).expect("an HTTP-date is visible ASCII"));
 }
 
 /// Polls the store with backoff until the request in flight is done, at most `wait_max`
@@ -271,7 +256,7 @@ where
     let mut request = Request::from_parts(parts, full(body));
     request.extensions_mut().insert(context);
     #[cfg(feature = "axum")]
-    request.extensions_mut().insert(crate::claim::ClaimStore(Arc::clone(&keyed.store)));
+    request.extensions_mut().insert(crate::atomic::ClaimStore(Arc::clone(&keyed.store)));
 
     let renewing = Renewing {
         store: &*keyed.store,
@@ -429,30 +414,6 @@ where
     }
 }
 
-/// The 409 for a claim in flight that holds `lease_left` more; its `Retry-After` is
-/// [`reply::retry_after`] with the configured cap. Its detail names the holder's request
-/// id and trace id, where the claim keeps them, so a duplicate can be traced to the
-/// execution it waits for.
-fn in_progress(config: &Config, lease_left: Duration, holder: &Holder) -> Response<Body> {
-    let retry_after = reply::retry_after(lease_left, config.conflict_retry_after_max);
-    let problem = kinds::in_progress(retry_after);
-    let (request_id, trace_id) = (holder.request_id(), holder.trace_id());
-    if request_id.is_none() && trace_id.is_none() {
-        return config.answer(problem);
-    }
-    // In the detail for people, and as an extension member (RFC 9457 section 3.2) for
-    // programs: `holder: {request_id, trace_id}`, each a string or null.
-    let named = format!(
-        "{} (held by request {}, trace {})",
-        problem.detail(),
-        request_id.unwrap_or("unknown"),
-        trace_id.unwrap_or("unknown")
-    );
-    let holder = serde_json::json!({ "request_id": request_id, "trace_id": trace_id });
-    let problem = crate::Problem::of(types::IN_PROGRESS, problem.status(), named).with_retry_after(retry_after);
-    config.answer(problem.with_extension("holder", holder))
-}
-
 /// Completes the record for a response that cannot be kept (longer than the recording
 /// limit, or with trailers) and answers that response itself, whole, to this client.
 ///
@@ -555,47 +516,4 @@ async fn superseded<St: Store>(keyed: &Keyed<St>, request: &ClaimRequest) -> Ans
         },
     };
     (response, Outcome::Superseded)
-}
-
-/// The recorded response, marked `Idempotent-Replayed: true`.
-fn replay(config: &Config, stored: StoredResponse) -> Response<Body> {
-    let Ok(status) = StatusCode::from_u16(stored.status) else {
-        tracing::error!(status = stored.status, "recorded status is not an HTTP status");
-        return config.answer(kinds::store_corrupt());
-    };
-    let mut response = Response::new(full(stored.body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    for (name, value) in stored.headers {
-        match (HeaderName::try_from(name.as_str()), HeaderValue::from_maybe_shared(value)) {
-            (Ok(name), Ok(value)) => {
-                headers.append(name, value);
-            }
-            _ => {
-                tracing::error!(header = ?name, "recorded header is not a valid header");
-                return config.answer(kinds::store_corrupt());
-            }
-        }
-    }
-    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-    response
-}
-
-fn rejected(config: &Config, problem: Problem) -> Answer {
-    (config.answer(problem), Outcome::Rejected)
-}
-
-/// G8: the store could not decide, so the handler does not run.
-/// The problem for a store failure names its class only; the driver's text (file names,
-/// SQL, error codes) stays in the log.
-pub(crate) fn store_failed(config: &Config, error: &StoreError) -> Answer {
-    tracing::warn!(%error, "idempotency store failed");
-    let problem = match error {
-        StoreError::Unavailable { retry_after, .. } => {
-            kinds::store_unavailable(retry_after.unwrap_or(reply::RETRY_AFTER_MIN))
-        }
-        StoreError::Full { what } => kinds::store_full(what, config.store_full_retry_after),
-        StoreError::Corrupt { .. } => kinds::store_corrupt(),
-    };
-    (config.answer(problem), Outcome::StoreFailed)
 }

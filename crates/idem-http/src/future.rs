@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TrackedFuture;
 
+use crate::Outcome;
 use crate::body::{Body, BoxError, boxed};
-use crate::{Outcome, service};
 
 pin_project! {
     /// The response future of [`crate::Idempotency`].
@@ -74,7 +74,7 @@ where
             KindProj::PassThrough { future, started } => {
                 let response = ready!(future.poll(cx))?;
                 let mut response = response.map(boxed);
-                service::finish(&mut response, Outcome::PassedThrough, None, None, *started);
+                crate::answer::finish(&mut response, Outcome::PassedThrough, None, None, *started);
                 Poll::Ready(Ok(response))
             }
             KindProj::Keyed { work } => work.poll(cx),

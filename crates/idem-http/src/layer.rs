@@ -6,7 +6,9 @@ use idem_core::Store;
 use tower::Layer;
 
 use crate::Idempotency;
-use crate::config::{Config, IdempotencyBuilder};
+use crate::builder::IdempotencyBuilder;
+use crate::config::Config;
+use crate::error::ConfigError;
 
 /// A store as the layer holds it, shared: a store (`St`) or an `Arc<St>`.
 ///
@@ -62,13 +64,24 @@ impl<St: Store> IdempotencyLayer<St> {
         IdempotencyBuilder::new(store.into_store())
     }
 
-    pub(crate) fn from_parts(config: Arc<Config>, store: Arc<St>) -> IdempotencyLayer<St> {
-        IdempotencyLayer { config, store }
-    }
-
     #[cfg(test)]
     pub(crate) fn config(&self) -> &Config {
         &self.config
+    }
+}
+
+impl<St: Store> IdempotencyBuilder<St> {
+    /// The layer.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when lease and retention are invalid, a body limit is zero, a
+    /// try-later status is not 4xx, the conflict wait is over [`crate::config::WAIT_MAX`],
+    /// or the tombstone, execution ceiling or a route (here or in a
+    /// [`crate::RoutePolicy`]) is invalid.
+    pub fn build(self) -> Result<IdempotencyLayer<St>, ConfigError> {
+        let (config, store) = self.validate()?;
+        crate::observe::describe();
+        Ok(IdempotencyLayer { config: Arc::new(config), store })
     }
 }
 

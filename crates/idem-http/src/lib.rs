@@ -267,11 +267,15 @@
 // Without `axum`, the docs still name `Claim` (the recommended path), unlinked.
 #![cfg_attr(not(feature = "axum"), allow(rustdoc::broken_intra_doc_links))]
 
+mod answer;
 pub mod atomic;
 pub mod body;
+pub mod builder;
+mod catalogue;
 #[cfg(feature = "axum")]
 pub mod claim;
 pub mod config;
+pub mod error;
 mod execute;
 pub mod future;
 pub mod headers;
@@ -288,9 +292,11 @@ pub mod service;
 
 pub use atomic::{ClaimContext, CompletedInTransaction};
 pub use body::{Body, BoxError};
+pub use builder::IdempotencyBuilder;
 #[cfg(feature = "axum")]
 pub use claim::{Claim, ClaimRejection};
-pub use config::{CONFLICT_RETRY_AFTER_MAX_DEFAULT, ConfigError, ConflictPolicy, IdempotencyBuilder, MissingKey};
+pub use config::{CONFLICT_RETRY_AFTER_MAX_DEFAULT, ConflictPolicy, MissingKey};
+pub use error::ConfigError;
 pub use future::ResponseFuture;
 pub use headers::{IDEMPOTENCY_EXPIRES, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID};
 pub use idem_core;

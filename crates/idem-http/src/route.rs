@@ -26,7 +26,7 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use idem_core::{Policy, StatusRules, TryLaterStatuses};
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::semantic::FingerprintRules;
 
 /// The most routes one layer holds: matching walks them in order.

@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, Request, Response};
 use http_body::Body as HttpBody;
 use idem_core::{Holder, Key, RecordId, Store};
 use tokio::time::Instant;
 use tower::Service;
 use tracing::{Instrument, Span};
 
+use crate::answer::finish;
 use crate::body::{Body, BoxError, boxed};
 use crate::config::{Config, MissingKey};
 use crate::execute::{self, Keyed};
@@ -160,33 +161,11 @@ fn reject<F, E>(
     ResponseFuture::ready(response)
 }
 
-/// Marks a response on its way out: the outcome in its extensions, the validated key
-/// echoed (as a structured-field string; SPEC "HTTP behaviour": every answer after a valid
-/// key, whichever path produced it), the outcome and status on the request's span, the
-/// metrics ([`observe`]), and the one `tracing` event for the request.
-pub(crate) fn finish(
-    response: &mut Response<Body>,
-    outcome: Outcome,
-    key: Option<(&Key, &HeaderName)>,
-    span: Option<&Span>,
-    started: Instant,
-) {
-    response.extensions_mut().insert(outcome);
-    if let Some((key, header)) = key {
-        let echoed = HeaderValue::try_from(key.to_sf_string()).expect("a key's sf-string is visible ASCII");
-        response.headers_mut().insert(header.clone(), echoed);
-    }
-    let key = key.map(|(key, _)| key);
-    let status = response.status().as_u16();
-    observe::answered(span, outcome, Some(status), started);
-    span.unwrap_or(&Span::none()).in_scope(|| {
-        tracing::info!(target: "idem_http", outcome = outcome.as_str(), status, key = key.map(Key::as_str), "idempotency");
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use http::HeaderValue;
 
     use crate::headers::IDEMPOTENCY_KEY;
 
