@@ -9,7 +9,7 @@ use async_nats::jetstream::message::PublishMessage;
 use idem_consumer::TransportError;
 use idem_core::DeadLetterReason;
 
-use crate::delivery::transport_error;
+use crate::error::transport_error;
 
 /// Why the message was dead-lettered: [`DeadLetterReason::as_str`] (`key-reused`, ...).
 pub const REASON_HEADER: &str = "Idem-Dead-Letter-Reason";

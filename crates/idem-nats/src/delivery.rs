@@ -4,15 +4,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::connection::State;
-use async_nats::jetstream::context::{PublishError as JsPublishError, PublishErrorKind as JsPublishErrorKind};
+use async_nats::HeaderName;
 use async_nats::jetstream::{AckKind, Message};
-use async_nats::{HeaderName, PublishErrorKind, SubscribeErrorKind};
 use bytes::Bytes;
 use idem_consumer::{Delivery, DeliveryInfo, TransportError};
 use idem_core::DeadLetterReason;
 
 use crate::dead_letter;
+use crate::error::transport_error;
 
 /// What every delivery of one transport shares.
 #[derive(Debug)]
@@ -73,35 +72,6 @@ impl NatsDelivery {
     async fn settle_confirmed(&self, kind: AckKind) -> Result<(), TransportError> {
         self.message.double_ack_with(kind).await.map_err(|error| transport_error(&self.message, error))
     }
-}
-
-/// A client error as the consumer sees it: [`TransportError::Closed`] when the client is
-/// closed (its publish or subscribe cannot reach the connection any more: a drained or
-/// dropped client) or not connected (it buffers publishes while reconnecting, so a settle
-/// may be lost then, and a double ack times out), else [`TransportError::Other`].
-pub(crate) fn transport_error(message: &Message, error: async_nats::Error) -> TransportError {
-    if client_closed(&*error) || message.context.client().connection_state() != State::Connected {
-        return TransportError::Closed;
-    }
-    TransportError::other(error)
-}
-
-/// Whether `error`, or an error it wraps, says the client can no longer reach its connection.
-pub(crate) fn client_closed(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(error) = next {
-        let closed =
-            error.downcast_ref::<async_nats::PublishError>().is_some_and(|e| e.kind() == PublishErrorKind::Send)
-                || error
-                    .downcast_ref::<async_nats::SubscribeError>()
-                    .is_some_and(|e| e.kind() == SubscribeErrorKind::Other)
-                || error.downcast_ref::<JsPublishError>().is_some_and(|e| e.kind() == JsPublishErrorKind::BrokenPipe);
-        if closed {
-            return true;
-        }
-        next = error.source();
-    }
-    false
 }
 
 impl DeliveryInfo for NatsDelivery {

@@ -83,6 +83,7 @@
 
 pub mod dead_letter;
 mod delivery;
+mod error;
 mod setup;
 mod transport;
 

@@ -11,7 +11,8 @@ use futures::{FutureExt, StreamExt};
 use idem_consumer::{Transport, TransportError};
 use idem_core::RedeliveryTimer;
 
-use crate::delivery::{NatsDelivery, Origin, client_closed};
+use crate::delivery::{NatsDelivery, Origin};
+use crate::error::client_closed;
 use crate::setup::{self, NatsOptions, SetupError};
 
 /// How often the server sends an idle heartbeat on an open pull request, so a connection

@@ -149,6 +149,14 @@ impl RabbitTransportBuilder {
     }
 }
 
+impl RabbitTransport {
+    /// A builder for a transport consuming `queue` on the broker at `uri`
+    /// (`amqp://user:password@host:port/vhost`, the vhost URL-encoded: `%2f` for `/`).
+    pub fn builder(uri: impl Into<String>, queue: impl Into<String>) -> RabbitTransportBuilder {
+        RabbitTransportBuilder::new(uri.into(), queue.into())
+    }
+}
+
 fn short_name(what: &'static str, name: &str, empty_ok: bool) -> Result<ShortString, RabbitError> {
     let invalid = || RabbitError::InvalidName { what, name: name.to_owned() };
     if name.is_empty() && !empty_ok {

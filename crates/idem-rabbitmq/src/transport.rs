@@ -10,7 +10,6 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, 
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Consumer};
 
-use crate::builder::RabbitTransportBuilder;
 use crate::dead_letter::DeadLetter;
 use crate::delivery::RabbitDelivery;
 use crate::error::transport_error;
@@ -33,7 +32,7 @@ pub(crate) struct Settings {
 }
 
 /// An AMQP consumer on one queue (`basic.consume`, manual acks, `basic.qos` prefetch),
-/// as an [`idem_consumer::Transport`]. Built by [`RabbitTransport::builder`].
+/// as an [`idem_consumer::Transport`]. Built by `RabbitTransport::builder` (in `builder.rs`).
 ///
 /// When its channel closes (RabbitMQ's consumer timeout closes the whole channel; a lost
 /// connection closes every channel), [`Transport::next`] reports
@@ -63,12 +62,6 @@ impl std::fmt::Debug for RabbitTransport {
 }
 
 impl RabbitTransport {
-    /// A builder for a transport consuming `queue` on the broker at `uri`
-    /// (`amqp://user:password@host:port/vhost`, the vhost URL-encoded: `%2f` for `/`).
-    pub fn builder(uri: impl Into<String>, queue: impl Into<String>) -> RabbitTransportBuilder {
-        RabbitTransportBuilder::new(uri.into(), queue.into())
-    }
-
     pub(crate) async fn start(
         link: Arc<Link>,
         settings: Settings,
