@@ -2,14 +2,16 @@
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use idem_core::Policy;
-use idem_http::ConflictPolicy;
+use idem_core::{Policy, PolicyError, TOMBSTONE_MAX};
+use idem_http::{ConfigError, ConflictPolicy};
+use idem_server::serve::{ADMIN_TOKEN_FILE_BYTES_MAX, AdminToken, AdminTokenError};
 use idem_server::{
-    DbSpec, FairnessLimits, HANDLER_DELAY_MAX, PlantedBug, RequestLimits, ServerConfig, ServerLimits, SqliteTuning,
-    StoreSpec,
+    DbSpec, FairnessLimits, HANDLER_DELAY_MAX, PlantedBug, RequestLimits, ServeError, ServerConfig, ServerLimits,
+    SqliteTuning, StoreSpec,
 };
 use idem_sqlite::ClaimSync;
 
@@ -45,6 +47,26 @@ pub(crate) struct Args {
     /// key, and should stay shorter than the clients' retry budget.
     #[arg(long, env = "IDEM_LEASE", default_value = LEASE_DEFAULT_TEXT, value_parser = humantime::parse_duration)]
     lease: Duration,
+    /// Keep a tombstone of each completed key for this long after its retention ends (e.g.
+    /// 30d; SPEC "Key lifecycle"): the same request then gets 410 Gone (problem
+    /// key-expired, with Idempotency-Expires) and never runs again, and another request
+    /// under the key gets 422, until the tombstone is purged in turn. From 1ms to 366 days;
+    /// off unless set.
+    #[arg(long, env = "IDEM_TOMBSTONE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    tombstone: Option<Duration>,
+    /// Stop renewing a claim once its handler has run this long (e.g. 2m; SPEC "Key
+    /// lifecycle"), so a hung handler frees its key within this ceiling plus one lease and
+    /// its late completion is refused. From one renewal interval (a third of --lease) to
+    /// 24h; off (renew while the handler runs) unless set.
+    #[arg(long, env = "IDEM_EXECUTION_MAX", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    execution_max: Option<Duration>,
+    /// Mount the key administration API at /admin (GET /admin/keys, GET and DELETE
+    /// /admin/keys/{caller}/{key} or /admin/keys/{id}; SPEC "Key lifecycle", forget is
+    /// fenced) for the operator token in this file: one word of visible ASCII, whitespace
+    /// around it ignored, the file at most 4096 bytes. Requests must send exactly one
+    /// `Authorization: Bearer <token>` (else 401). Without this flag nothing is at /admin.
+    #[arg(long, env = "IDEM_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    admin_token_file: Option<PathBuf>,
     /// Let a duplicate of a request in flight wait up to this long for its answer (e.g. 5s)
     /// instead of getting 409 at once.
     #[arg(long, env = "IDEM_CONFLICT_WAIT", value_parser = humantime::parse_duration)]
@@ -158,7 +180,31 @@ fn body_buffer_bytes(text: &str) -> Result<usize, String> {
 pub(crate) enum ServeCliError {
     /// Lease and retention do not fit together.
     #[error("invalid --lease/--retention: {0}")]
-    Policy(#[from] idem_core::PolicyError),
+    Policy(#[from] PolicyError),
+    /// A tombstone period out of idem-core's range ([`Policy::with_tombstone`]).
+    #[error(
+        "invalid --tombstone {}: a tombstone lasts from 1ms to {} days (SPEC \"Key lifecycle\")",
+        humantime::format_duration(*given),
+        TOMBSTONE_MAX.as_secs() / 86_400
+    )]
+    Tombstone {
+        /// The period asked for.
+        given: Duration,
+    },
+    /// An execution ceiling the idempotency layer refuses ([`ConfigError::ExecutionMax`]).
+    #[error(
+        "invalid --execution-max {}: the execution ceiling must be from one renewal interval (a third of --lease, here {renew_every:?}) to 24h (SPEC \"Key lifecycle\")",
+        humantime::format_duration(*ceiling)
+    )]
+    ExecutionMax {
+        /// The ceiling asked for.
+        ceiling: Duration,
+        /// The lease's renewal interval.
+        renew_every: Duration,
+    },
+    /// The admin token file was refused (the message names the file, never the token).
+    #[error(transparent)]
+    AdminToken(#[from] AdminTokenError),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -169,11 +215,19 @@ pub(crate) enum ServeCliError {
 
 pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     init_logging();
+    let mut policy = Policy::new(args.lease, args.retention).map_err(ServeCliError::Policy)?;
+    if let Some(period) = args.tombstone {
+        policy = policy.with_tombstone(period).map_err(|_| ServeCliError::Tombstone { given: period })?;
+    }
+    let admin_token =
+        args.admin_token_file.as_deref().map(AdminToken::read).transpose().map_err(ServeCliError::AdminToken)?;
     let config = ServerConfig {
         listen: args.listen,
         store: args.store.clone(),
         db: args.db.clone(),
-        policy: Policy::new(args.lease, args.retention).map_err(ServeCliError::Policy)?,
+        policy,
+        execution_max: args.execution_max,
+        admin_token,
         conflict: args.conflict_wait.map_or(ConflictPolicy::Reject, ConflictPolicy::Wait),
         server_limits: ServerLimits {
             connections_max: args.connections_max,
@@ -212,7 +266,12 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeCliError::Runtime)?;
-    runtime.block_on(idem_server::run(config, shutdown_signal())).map_err(ServeCliError::Serve)?;
+    runtime.block_on(idem_server::run(config, shutdown_signal())).map_err(|error| match error {
+        ServeError::Config(ConfigError::ExecutionMax { ceiling, renew_every }) => {
+            ServeCliError::ExecutionMax { ceiling, renew_every }
+        }
+        other => ServeCliError::Serve(other),
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -269,6 +328,12 @@ mod tests {
         assert_eq!(handler_delay("60s"), Ok(HANDLER_DELAY_MAX));
         assert_eq!(handler_delay("61s"), Err("must be at most 1m".to_owned()));
         assert!(handler_delay("soon").is_err());
+    }
+
+    #[test]
+    fn the_admin_token_file_help_states_the_servers_bound() {
+        // Goal: `--admin-token-file`'s help ("at most 4096 bytes") says what the server checks.
+        assert_eq!(ADMIN_TOKEN_FILE_BYTES_MAX, 4096);
     }
 
     #[test]

@@ -35,8 +35,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use idem_core::{Clock, Policy, Store};
+use http::{HeaderValue, StatusCode, header};
+use idem_admin::{AdminRouter, AdminService, Authorize};
+use idem_core::{Clock, KeyAdmin, Policy, Store};
 use idem_http::{ConfigError, ConflictPolicy, PrincipalExtractor};
+use tower::ServiceExt;
 
 use crate::app::{AppState, BeforeWriteHook, HandlerWrap, RequestLimits, layered_app};
 use crate::fairness::FairnessLimits;
@@ -49,6 +52,11 @@ use crate::principal::principal_of;
 /// simulations drive on their clock), so its layer's own purge task is off.
 pub use idem_http::PurgeSchedule;
 
+/// Where [`AppBuilder::admin`] mounts the key administration API: `GET /admin/keys`,
+/// `GET`/`DELETE /admin/keys/{id}` and `/admin/keys/{caller}/{key}` (idem-admin's routes,
+/// which see their paths without this prefix).
+pub const ADMIN_PATH: &str = "/admin";
+
 /// Builds an [`App`] from its parts; see the module docs.
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct AppBuilder<L> {
@@ -56,6 +64,7 @@ pub struct AppBuilder<L> {
     purge: PurgeSchedule,
     principal: PrincipalExtractor,
     wrap: Option<HandlerWrap<L>>,
+    admin: Option<AdminService>,
 }
 
 impl<L: Ledger> AppBuilder<L> {
@@ -73,6 +82,7 @@ impl<L: Ledger> AppBuilder<L> {
             purge: PurgeSchedule::DEFAULT,
             principal: Arc::new(|parts: &http::request::Parts| principal_of(&parts.headers)),
             wrap: None,
+            admin: None,
         }
     }
 
@@ -99,6 +109,22 @@ impl<L: Ledger> AppBuilder<L> {
     /// the policy ([`idem_core::Policy::with_tombstone`], see [`Self::policy`]).
     pub fn execution_max(mut self, ceiling: std::time::Duration) -> AppBuilder<L> {
         self.state = self.state.with_execution_max(ceiling);
+        self
+    }
+
+    /// Mounts idem-admin's key administration API (list, show, forget; SPEC "Key
+    /// lifecycle") at [`ADMIN_PATH`], over this ledger's idempotency store and the app's
+    /// clock, admitting what `authorize` admits (off unless set). It sits beside the API,
+    /// not inside it: no idempotency layer, no fairness limit, no body validation and no
+    /// request log line of the app's; the HTTP server's connection limits and timeouts
+    /// still apply. A 401 carries `WWW-Authenticate: Bearer` (RFC 9110, section 11.6.1).
+    pub fn admin(mut self, authorize: impl Authorize) -> AppBuilder<L>
+    where
+        L::Store: KeyAdmin,
+    {
+        let store = self.state.ledger().idempotency_store();
+        let clock = Arc::clone(self.state.clock());
+        self.admin = Some(AdminRouter::new(store, authorize).clock(clock).into_service());
         self
     }
 
@@ -155,9 +181,25 @@ impl<L: Ledger> AppBuilder<L> {
     pub fn build(self) -> Result<App<L>, ConfigError> {
         // A full store frees room at the next purge: that is the store-full 503's Retry-After.
         let state = self.state.with_store_full_retry_after(self.purge.every);
-        let router = layered_app(state.clone(), self.principal, self.wrap)?;
+        let mut router = layered_app(state.clone(), self.principal, self.wrap)?;
+        if let Some(admin) = self.admin {
+            // Added after the app's own layers, so none of them wraps it (axum layers only
+            // the routes that exist when `layer` is called). `nest_service` strips the
+            // prefix: idem-admin routes `/keys`, and `/admin` alone reaches its 404.
+            router = router
+                .nest_service(ADMIN_PATH, ServiceExt::<axum::extract::Request>::map_response(admin, challenge_bearer));
+        }
         Ok(App { router, state, purge: self.purge })
     }
+}
+
+/// Adds `WWW-Authenticate: Bearer` to the admin API's 401s, which a 401 must carry (RFC
+/// 9110, section 15.5.2); the hook's problem cannot set headers.
+fn challenge_bearer<B>(mut response: http::Response<B>) -> http::Response<B> {
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
 }
 
 /// The app built from its parts: the router to serve and the purge task to run.
