@@ -2,8 +2,9 @@
 //! requests with one key, spread over both, make one payment, and every final answer is
 //! the same bytes (G1, G2 across replicas).
 //!
-//! Needs PostgreSQL at `postgres://postgres@127.0.0.1:5432/test` (or
-//! `IDEM_TEST_POSTGRES_URL`); without it the test fails saying how to start it. Each run
+//! Needs PostgreSQL: `IDEM_TEST_POSTGRES_URL`, else a throw-away cluster idem-testkit starts
+//! (as root, the local server at `postgres://postgres@127.0.0.1:5432/test`); without it the
+//! test fails saying how to start it. Each run
 //! works in a schema of its own (`?schema=` in the store URL), dropped at the end.
 
 mod replicas;

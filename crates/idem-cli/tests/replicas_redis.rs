@@ -3,9 +3,10 @@
 //! crash between the payment and the completion) it keeps G1 too: concurrent same-key
 //! requests over both replicas make one payment.
 //!
-//! Needs Redis at `redis://127.0.0.1:6379` (or `IDEM_TEST_REDIS_URL`) and PostgreSQL at
-//! `postgres://postgres@127.0.0.1:5432/test` (or `IDEM_TEST_POSTGRES_URL`); without them
-//! the test fails saying how to start them. Each run has its own Redis key prefix and
+//! Needs Redis and PostgreSQL: `IDEM_TEST_REDIS_URL` and `IDEM_TEST_POSTGRES_URL`, else
+//! throw-away servers idem-testkit starts (as root, PostgreSQL is the local server at
+//! `postgres://postgres@127.0.0.1:5432/test`); without them the test fails saying how to
+//! start them. Each run has its own Redis key prefix and
 //! PostgreSQL schema, cleared and dropped at the end.
 
 mod replicas;

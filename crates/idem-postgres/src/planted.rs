@@ -33,8 +33,9 @@ const CASES: u32 = 500;
 /// The seed of those sequences.
 const SEED: [u8; 32] = *b"idem-postgres planted sql seed 1";
 
+/// `IDEM_TEST_POSTGRES_URL`, else a throw-away cluster (as root, the local server).
 fn postgres_url() -> String {
-    std::env::var("IDEM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    idem_testkit::postgres_url()
 }
 
 /// Runs the check on a store in a fresh schema whose SQL `plant` may change; drops the

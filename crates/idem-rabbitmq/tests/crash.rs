@@ -69,6 +69,8 @@ async fn killed_then_taken_over(test: &str, name: &str, arguments: FieldTable) -
         Command::new(exe)
             .args(["--exact", test, "--nocapture", "--test-threads=1"])
             .env(CHILD, format!("{queue} {}", schema.name))
+            // The schema is in this process's database, not in a cluster of the child's own.
+            .env("IDEM_TEST_POSTGRES_URL", common::pg::url())
             .stdout(Stdio::piped())
             .spawn()
             .expect("the child consumer starts"),

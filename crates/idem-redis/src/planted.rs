@@ -18,8 +18,9 @@ use crate::{FenceSeed, RedisOptions, RedisStore};
 /// Random operation sequences per check: the same, from a fixed seed, for every script.
 const CASES: u32 = 256;
 
+/// `IDEM_TEST_REDIS_URL`, else a throw-away `redis-server` of this test process.
 fn redis_url() -> String {
-    std::env::var("IDEM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    idem_testkit::redis_url()
 }
 
 /// Runs the differential check on a store running `source`; `Err` names the first

@@ -2,8 +2,9 @@
 //! trip, and atomic mode's G1 across a lapsed lease (the stale handler's payment rolls back
 //! with its refused completion), as `http.rs` checks it for SQLite.
 //!
-//! Needs PostgreSQL at `postgres://postgres@127.0.0.1:5432/test` (or
-//! `IDEM_TEST_POSTGRES_URL`); fails saying how to start it, never skips. Each test works in
+//! Needs PostgreSQL: `IDEM_TEST_POSTGRES_URL`, else a throw-away cluster idem-testkit starts
+//! (as root, the local server at `postgres://postgres@127.0.0.1:5432/test`); fails saying
+//! how to start it, never skips. Each test works in
 //! a schema of its own, dropped at the end.
 
 mod support;
@@ -19,7 +20,7 @@ use support::{PAYMENT, Reply, manual_clock, post_as};
 use tokio::sync::{Notify, Semaphore, oneshot};
 
 fn postgres_url() -> String {
-    std::env::var("IDEM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    idem_testkit::postgres_url()
 }
 
 /// A server on a PostgreSQL schema of its own, on the caller's clock (so a test can move
@@ -45,8 +46,8 @@ impl PgServer {
         let store = match PostgresStore::open(options).await {
             Ok(store) => Arc::new(store),
             Err(error) => panic!(
-                "these tests need PostgreSQL at {} (set IDEM_TEST_POSTGRES_URL to use another); start the \
-                 local one with `pg_ctlcluster 15 main start` or `.ci/run`: {error}",
+                "these tests need PostgreSQL at {} (set IDEM_TEST_POSTGRES_URL to use another); as root \
+                 that is the local one: start it with `pg_ctlcluster 15 main start` or `.ci/run`: {error}",
                 postgres_url()
             ),
         };

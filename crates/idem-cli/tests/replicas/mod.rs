@@ -13,14 +13,17 @@ use sqlx::Connection as _;
 
 use crate::support::{Reply, send};
 
-/// The PostgreSQL the tests use, unless `IDEM_TEST_POSTGRES_URL` names another.
+/// The PostgreSQL the tests (and the `idem serve` processes they start) use:
+/// `IDEM_TEST_POSTGRES_URL`, else a throw-away cluster of this test process (as root, the
+/// local server on port 5432); see idem-testkit.
 pub fn postgres_url() -> String {
-    std::env::var("IDEM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    idem_testkit::postgres_url()
 }
 
-/// The Redis the tests use, unless `IDEM_TEST_REDIS_URL` names another.
+/// The Redis the tests (and their `idem serve` processes) use: `IDEM_TEST_REDIS_URL`, else a
+/// throw-away `redis-server` of this test process.
 pub fn redis_url() -> String {
-    std::env::var("IDEM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    idem_testkit::redis_url()
 }
 
 /// A name no other run uses: `idem_rep_<pid>_<nanoseconds>`, a plain identifier.
@@ -56,7 +59,7 @@ impl Schema {
         if let Err(error) = reached {
             panic!(
                 "the replica tests need PostgreSQL at {} (set IDEM_TEST_POSTGRES_URL to use another); \
-                 start the local one with `pg_ctlcluster 15 main start` (see `ls /etc/postgresql` for \
+                 as root that is the local one: start it with `pg_ctlcluster 15 main start` (see `ls /etc/postgresql` for \
                  the version) or `.ci/run`: {error}",
                 postgres_url()
             );
@@ -102,8 +105,8 @@ impl RedisPrefix {
         let prefix = RedisPrefix { name };
         if let Err(error) = prefix.open() {
             panic!(
-                "the replica tests need Redis at {} (set IDEM_TEST_REDIS_URL to use another); start one \
-                 with `redis-server --daemonize yes --save \"\" --appendonly no` or `.ci/run`: {error}",
+                "the replica tests need Redis at {} (idem-testkit's throw-away one, unless \
+                 IDEM_TEST_REDIS_URL names another): {error}",
                 redis_url()
             );
         }

@@ -10,11 +10,10 @@ use idem_core::{Bytes, Fingerprint, Key, Policy, Principal, RecordId, StoredResp
 use idem_postgres::{OpenError, PostgresOptions, PostgresStore};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-/// The database the tests use, unless `IDEM_TEST_POSTGRES_URL` names another.
-pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
+/// The database the tests use: `IDEM_TEST_POSTGRES_URL`, else a throw-away cluster of this
+/// test process (as root, the machine's server on port 5432); see idem-testkit.
 pub fn url() -> String {
-    std::env::var("IDEM_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+    idem_testkit::postgres_url()
 }
 
 /// A schema name no other test run uses: process id, a counter and the clock.
@@ -96,8 +95,8 @@ impl Drop for Schemas {
 pub fn unreachable_database(error: &OpenError) -> ! {
     panic!(
         "the PostgreSQL tests need a server at {} (set IDEM_TEST_POSTGRES_URL to use another). \
-         Start the local one with `pg_ctlcluster 15 main start` (see `ls /etc/postgresql` for the version). \
-         Opening failed: {error}",
+         As root that is the local one: start it with `pg_ctlcluster 15 main start` (see `ls /etc/postgresql` \
+         for the version) or `.ci/run`. Opening failed: {error}",
         url()
     )
 }

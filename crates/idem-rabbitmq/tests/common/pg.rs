@@ -6,9 +6,11 @@ use std::time::Duration;
 use idem_postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
 use idem_postgres::{PostgresOptions, PostgresStore};
 
-/// The database the tests use, unless `IDEM_TEST_POSTGRES_URL` names another.
+/// The database the tests use: `IDEM_TEST_POSTGRES_URL`, else a throw-away cluster of this
+/// test process (as root, the local server on port 5432); see idem-testkit. A child process
+/// is given this URL in the variable, so that it uses the parent's cluster.
 pub fn url() -> String {
-    std::env::var("IDEM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    idem_testkit::postgres_url()
 }
 
 /// A schema of the test's own, dropped with everything in it when the guard is dropped.

@@ -10,9 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use idem_core::{Bytes, Fingerprint, Key, Policy, Principal, RecordId, StoredResponse, Timestamp};
 use idem_redis::{RedisOptions, RedisStore};
 
-/// The Redis the tests use: `IDEM_TEST_REDIS_URL`, or the local default.
+/// The Redis the tests use: `IDEM_TEST_REDIS_URL`, else a throw-away `redis-server` of this
+/// test process (idem-testkit).
 pub fn redis_url() -> String {
-    std::env::var("IDEM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    idem_testkit::redis_url()
 }
 
 /// A prefix no other run or harness open shares: process id, clock and a counter.
@@ -35,9 +36,9 @@ pub async fn open(options: RedisOptions) -> RedisStore {
     match RedisStore::open(options).await {
         Ok(store) => store,
         Err(error) => panic!(
-            "these tests need a Redis server: {error}\n\
-             start one with `redis-server --daemonize yes --save \"\" --appendonly no`, \
-             or point IDEM_TEST_REDIS_URL at one"
+            "these tests need the Redis at {}: {error}\n\
+             (idem-testkit's throw-away one, unless IDEM_TEST_REDIS_URL points at another)",
+            redis_url()
         ),
     }
 }
