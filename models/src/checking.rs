@@ -7,7 +7,6 @@ use stateright::{Checker, Expectation, HasDiscoveries, Model, Path};
 use crate::model::{Action, IdemModel};
 use crate::properties;
 use crate::state::State;
-use crate::story::story;
 
 /// How to search the state space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,4 +182,20 @@ pub fn shortest_discovery(model: &IdemModel, property: &'static str, steps: usiz
         Some(path) if path.clone().into_actions().len() == low => Some(path),
         _ => probe(low),
     }
+}
+
+/// The steps of `path`, one numbered line each ("1. client 1 (alice) sends ...").
+#[must_use]
+pub fn story(model: &IdemModel, path: &Path<State, Action>) -> Vec<String> {
+    path.clone()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(state, action)| action.map(|action| (state, action)))
+        .enumerate()
+        .map(|(index, (state, action))| {
+            // Every action on a discovered path was enabled in its state, so it applies.
+            let events = model.events(&state, action).unwrap_or_default();
+            format!("{}. {}", index + 1, crate::story::line(&model.cast(), &events))
+        })
+        .collect()
 }

@@ -125,10 +125,12 @@ mod config;
 pub mod consumer;
 mod ghost;
 mod model;
+mod operation;
 pub mod properties;
 mod state;
 mod story;
 
+pub use checking::story;
 pub use checking::{
     Outcome, RunningChecker, Search, SearchError, Strategy, Verdict, join, shortest_discovery, spawn, verdicts,
 };
@@ -145,4 +147,4 @@ pub use state::{
     Answer, AttemptNumber, Broken, Budgets, Durable, Execution, Ghost, GiveUp, Handler, Message, OpIndex, OpState,
     Pace, Phase, Serial, Server, ServerIndex, Slot, SlotGhost, Stage, State, Store,
 };
-pub use story::{Decided, Disk, FenceCounter, Held, StoryEvent, Wait, line, story};
+pub use story::{Cast, Decided, Disk, FenceCounter, Held, StoryEvent, Wait, line};

@@ -33,8 +33,9 @@ use stateright::{Model, Property};
 pub use self::action::Action;
 use crate::config::{Config, ConfigError, NetworkKind, Variant};
 use crate::ghost::{Facts, Observed};
+pub use crate::operation::Operation;
 use crate::state::{Ghost, OpIndex, OpState, Phase, Server, ServerIndex, Slot, SlotGhost, State, Store};
-use crate::story::StoryEvent;
+use crate::story::{Cast, StoryEvent};
 
 /// The lease and retention every claim gets: idem-core's shipped default (10 s lease,
 /// renewed while the handler runs; 24 h retention).
@@ -47,29 +48,6 @@ pub const FAILURE_STATUS: u16 = 503;
 const PRINCIPALS: [&str; 4] = ["alice", "bob", "carol", "dave"];
 /// The amount client 1's key-reusing request asks for (its first operation asks for 100).
 const REUSED_KEY_AMOUNT: u32 = 700;
-
-/// One logical operation of one client: a key and a payload, fixed for the whole run.
-#[derive(Clone, Debug)]
-pub struct Operation {
-    /// The client (0-based) that performs it.
-    pub client: u8,
-    /// The client's principal.
-    pub principal: Principal,
-    /// The idempotency key it sends on every attempt.
-    pub key: Key,
-    /// The payment amount in its body.
-    pub amount: u32,
-    /// idem-core's fingerprint of `POST /payments` with that body.
-    pub fingerprint: Fingerprint,
-    /// Its record id (principal, key).
-    pub record_id: RecordId,
-    /// Which of the distinct record ids it is (for "at most one execution per record id").
-    pub record_index: u8,
-    /// The store slot the store variant files it under.
-    pub slot: Slot,
-    /// "alice/k1/100": what a response to it must start with.
-    pub label: String,
-}
 
 /// The idempotency protocol as a stateright model; build it with [`Config::into_model`].
 #[derive(Clone, Debug)]
@@ -186,6 +164,12 @@ impl IdemModel {
     #[must_use]
     pub fn operations(&self) -> &[Operation] {
         &self.operations
+    }
+
+    /// The names a story tells this model's steps with ([`crate::story::line`]).
+    #[must_use]
+    pub fn cast(&self) -> Cast<'_> {
+        Cast { operations: &self.operations, slots: &self.slots, config: &self.config }
     }
 
     /// The record id a store slot is keyed by.
@@ -305,7 +289,7 @@ impl Model for IdemModel {
     }
 
     fn format_step(&self, state: &State, action: Action) -> Option<String> {
-        self.events(state, action).map(|events| crate::story::line(self, &events))
+        self.events(state, action).map(|events| crate::story::line(&self.cast(), &events))
     }
 
     fn properties(&self) -> Vec<Property<Self>> {

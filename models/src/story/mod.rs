@@ -5,42 +5,37 @@
 
 use std::time::Duration;
 
-use idem_core::{Fence, StoredResponse, Timestamp};
-use stateright::Path;
+use idem_core::{Fence, RecordId, StoredResponse, Timestamp};
 
 mod event;
 
 pub use self::event::{Decided, Disk, FenceCounter, Held, StoryEvent, Wait};
-use crate::config::{Mode, Variant};
-use crate::model::{Action, IdemModel};
-use crate::state::{Answer, Message, OpIndex, ServerIndex, Slot, State};
+use crate::config::{Config, Mode, Variant};
+use crate::operation::Operation;
+use crate::state::{Answer, Message, OpIndex, ServerIndex, Slot};
 
-/// The steps of `path`, one numbered line each ("1. client 1 (alice) sends ...").
-#[must_use]
-pub fn story(model: &IdemModel, path: &Path<State, Action>) -> Vec<String> {
-    path.clone()
-        .into_vec()
-        .into_iter()
-        .filter_map(|(state, action)| action.map(|action| (state, action)))
-        .enumerate()
-        .map(|(index, (state, action))| {
-            // Every action on a discovered path was enabled in its state, so it applies.
-            let events = model.events(&state, action).unwrap_or_default();
-            format!("{}. {}", index + 1, line(model, &events))
-        })
-        .collect()
+/// What a story names a model's steps with: its operations (clients, keys, amounts), its
+/// store slots' record ids and its configuration (`IdemModel::cast`).
+#[derive(Clone, Copy, Debug)]
+pub struct Cast<'a> {
+    /// The operations, by [`OpIndex`].
+    pub operations: &'a [Operation],
+    /// The record id of each store slot, by [`Slot`].
+    pub slots: &'a [RecordId],
+    /// The model's configuration.
+    pub config: &'a Config,
 }
 
 /// The events of one step as one line.
 #[must_use]
-pub fn line(model: &IdemModel, events: &[StoryEvent]) -> String {
-    let words = Words { model };
+pub fn line(cast: &Cast<'_>, events: &[StoryEvent]) -> String {
+    let words = Words { model: cast };
     events.iter().map(|event| words.event(event)).collect()
 }
 
 /// Renders events with the model's names for clients, operations and records.
 struct Words<'a> {
-    model: &'a IdemModel,
+    model: &'a Cast<'a>,
 }
 
 impl Words<'_> {
@@ -93,7 +88,7 @@ impl Words<'_> {
             }
             StoryEvent::Retries { op, at } => format!("at {} {} retries", time(at), self.client_name(op)),
             StoryEvent::Attempt { attempt, server } => {
-                format!(": attempt {attempt} of {} to server {}", self.model.config().client.attempts_max, server + 1)
+                format!(": attempt {attempt} of {} to server {}", self.model.config.client.attempts_max, server + 1)
             }
             StoryEvent::TimedOut { op, attempt, at, alive } => {
                 let why = if alive { "while it is still on its way or running" } else { "without an answer" };
@@ -147,7 +142,7 @@ impl Words<'_> {
                  for {}",
                 server + 1,
                 self.who(*op),
-                match self.model.config().mode {
+                match self.model.config.mode {
                     Mode::Separate => "separate mode",
                     Mode::Atomic => "outside the claim's transaction",
                 },
@@ -296,22 +291,22 @@ impl Words<'_> {
     }
 
     fn client_name(&self, op: OpIndex) -> String {
-        let operation = &self.model.operations()[usize::from(op)];
+        let operation = &self.model.operations[usize::from(op)];
         format!("client {} ({})", operation.client + 1, operation.principal.as_str())
     }
 
     fn who(&self, op: OpIndex) -> String {
-        let operation = &self.model.operations()[usize::from(op)];
+        let operation = &self.model.operations[usize::from(op)];
         format!("{}'s {} (amount={})", operation.principal.as_str(), operation.key.as_str(), operation.amount)
     }
 
     fn record_name(&self, op: OpIndex) -> String {
-        let operation = &self.model.operations()[usize::from(op)];
+        let operation = &self.model.operations[usize::from(op)];
         format!("{}/{}", operation.principal.as_str(), operation.key.as_str())
     }
 
     fn slot_name(&self, slot: Slot) -> String {
-        let id = self.model.slot_id(slot);
+        let id = &self.model.slots[usize::from(slot)];
         if id.principal.is_anonymous() {
             format!("key {} (unscoped)", id.key.as_str())
         } else {
@@ -320,7 +315,7 @@ impl Words<'_> {
     }
 
     fn request(&self, op: OpIndex) -> String {
-        let operation = &self.model.operations()[usize::from(op)];
+        let operation = &self.model.operations[usize::from(op)];
         format!("POST /payments key={} amount={}", operation.key.as_str(), operation.amount)
     }
 
