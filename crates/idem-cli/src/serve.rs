@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use idem_core::{Policy, PolicyError, TOMBSTONE_MAX};
 use idem_http::{ConfigError, ConflictPolicy};
-use idem_server::serve::{ADMIN_TOKEN_FILE_BYTES_MAX, AdminToken, AdminTokenError};
+use idem_server::serve::{AdminToken, AdminTokenError};
 use idem_server::{
     DbSpec, FairnessLimits, HANDLER_DELAY_MAX, PlantedBug, RequestLimits, ServeError, ServerConfig, ServerLimits,
     SqliteTuning, StoreSpec,
@@ -113,7 +113,8 @@ pub(crate) struct Args {
     /// For testing the test harness: runs the store with this rule planted wrong (a
     /// PostgreSQL store only; never with real data). NAME is one of: completion-without-fence,
     /// completion-fence-at-most, completion-without-state, completion-unguarded,
-    /// retention-from-lease-end, usage-delta-needs-both, purge-one-ms-late.
+    /// retention-from-lease-end, completion-without-tombstone, usage-delta-needs-both,
+    /// purge-one-ms-late, list-without-collation.
     #[arg(long, value_name = "NAME")]
     plant_bug: Option<PlantedBug>,
     /// A sqlite:// store: sync every claim on its own (every-commit) or with its completion
@@ -332,8 +333,18 @@ mod tests {
 
     #[test]
     fn the_admin_token_file_help_states_the_servers_bound() {
-        // Goal: `--admin-token-file`'s help ("at most 4096 bytes") says what the server checks.
-        assert_eq!(ADMIN_TOKEN_FILE_BYTES_MAX, 4096);
+        // Goal: `--admin-token-file`'s help states the bound the server checks.
+        use clap::CommandFactory as _;
+        use idem_server::serve::ADMIN_TOKEN_FILE_BYTES_MAX;
+
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: Args,
+        }
+        let help = Serve::command().render_long_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(help.contains(&format!("at most {ADMIN_TOKEN_FILE_BYTES_MAX} bytes")), "{help}");
     }
 
     #[test]

@@ -48,8 +48,10 @@ pub struct Problem {
     title: Cow<'static, str>,
     detail: String,
     retry_after: Option<Duration>,
-    /// Extension members (RFC 9457 section 3.2), in the order added.
-    extensions: Vec<(&'static str, serde_json::Value)>,
+    /// Extension members (RFC 9457 section 3.2), in the order added; a boxed slice (two
+    /// words, no allocation while empty), as few problems have any and a `Result<_, Problem>`
+    /// should stay small.
+    extensions: Box<[(&'static str, serde_json::Value)]>,
 }
 
 /// The members RFC 9457 section 3.1 defines, which an extension may not replace.
@@ -72,7 +74,7 @@ impl Problem {
             title: title.into(),
             detail: detail.into(),
             retry_after: None,
-            extensions: Vec::new(),
+            extensions: Box::default(),
         }
     }
 
@@ -105,8 +107,10 @@ impl Problem {
     #[must_use]
     pub fn with_extension(mut self, name: &'static str, value: serde_json::Value) -> Problem {
         if !STANDARD_MEMBERS.contains(&name) {
-            self.extensions.retain(|(existing, _)| *existing != name);
-            self.extensions.push((name, value));
+            let mut extensions = std::mem::take(&mut self.extensions).into_vec();
+            extensions.retain(|(existing, _)| *existing != name);
+            extensions.push((name, value));
+            self.extensions = extensions.into_boxed_slice();
         }
         self
     }
@@ -158,7 +162,7 @@ impl Problem {
             "detail": self.detail,
         });
         if let Some(members) = json.as_object_mut() {
-            members.extend(self.extensions.into_iter().map(|(name, value)| (name.to_owned(), value)));
+            members.extend(self.extensions.into_vec().into_iter().map(|(name, value)| (name.to_owned(), value)));
         }
         let mut response = Response::new(full(json.to_string()));
         *response.status_mut() = self.status;

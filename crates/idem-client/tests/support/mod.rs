@@ -60,7 +60,7 @@ impl Server {
         let store = Arc::new(SqliteStore::open(options).await.expect("a new SQLite file opens"));
         let ledger = Arc::new(SqliteLedger::open(store).await.expect("the payments table is created"));
         let clock = clock();
-        let state = AppState::new(Arc::clone(&ledger), Arc::clone(&clock), Arc::new(SeededIds::new(1)));
+        let state = AppState::new(Arc::clone(&ledger), clock.clone(), Arc::new(SeededIds::new(1)));
         let router = app(state.with_policy(policy)).expect("the test configurations are valid");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback port 0 can be bound");
         let addr = listener.local_addr().expect("a bound listener has an address");
@@ -93,9 +93,8 @@ pub struct InProcess {
 impl InProcess {
     pub fn new() -> InProcess {
         let ledger = Arc::new(MemoryLedger::new(Arc::new(MemoryStore::default()), 1_000));
-        let clock = clock();
-        let state = AppState::new(Arc::clone(&ledger), Arc::clone(&clock), Arc::new(SeededIds::new(1)));
-        let router = app(state.with_policy(policy)).expect("the test configurations are valid");
+        let router = app(AppState::new(Arc::clone(&ledger), clock(), Arc::new(SeededIds::new(1))))
+            .expect("the default configuration is valid");
         InProcess { router, ledger }
     }
 
