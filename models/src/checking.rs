@@ -187,15 +187,9 @@ pub fn shortest_discovery(model: &IdemModel, property: &'static str, steps: usiz
 /// The steps of `path`, one numbered line each ("1. client 1 (alice) sends ...").
 #[must_use]
 pub fn story(model: &IdemModel, path: &Path<State, Action>) -> Vec<String> {
-    path.clone()
-        .into_vec()
-        .into_iter()
-        .filter_map(|(state, action)| action.map(|action| (state, action)))
-        .enumerate()
-        .map(|(index, (state, action))| {
-            // Every action on a discovered path was enabled in its state, so it applies.
-            let events = model.events(&state, action).unwrap_or_default();
-            format!("{}. {}", index + 1, crate::story::line(&model.cast(), &events))
-        })
-        .collect()
+    crate::story::numbered(path, |state, action| {
+        // Every action on a discovered path was enabled in its state, so it applies.
+        let events = model.events(state, action).unwrap_or_default();
+        crate::story::line(&model.cast(), &events)
+    })
 }

@@ -228,10 +228,22 @@ async fn show_record<S: KeyAdmin>(state: &AdminState<S>, id: &RecordId) -> Respo
 }
 
 /// Forgets through [`KeyAdmin::forget`], which moves the fence on (SPEC "Key lifecycle"),
-/// and answers the record as it was.
+/// and answers the record as it was. Each forget that removed a record is logged (target
+/// `idem_admin`, level info: caller, key, state and fence), an operator's audit trail of
+/// keys that will run again.
 async fn forget_record<S: KeyAdmin>(state: &AdminState<S>, id: &RecordId) -> Response {
     match state.store.forget(id).await {
-        Ok(Some(record)) => json_response(&KeyView::new(id, &record, state.clock.now())),
+        Ok(Some(record)) => {
+            tracing::info!(
+                target: "idem_admin",
+                caller = id.principal.as_str(),
+                key = id.key.as_str(),
+                state = record.state.name(),
+                fence = record.fence.get(),
+                "forgot a record: the key runs again on its next request"
+            );
+            json_response(&KeyView::new(id, &record, state.clock.now()))
+        }
         Ok(None) => problem(problems::no_record(id)),
         Err(error) => problem(store_problem(&error)),
     }

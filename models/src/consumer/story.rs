@@ -12,17 +12,11 @@ use crate::story::{fence_name, seconds, time};
 /// The steps of `path`, one numbered line each ("1. the broker delivers ...").
 #[must_use]
 pub fn consumer_story(model: &ConsumerModel, path: &Path<ConsumerState, ConsumerAction>) -> Vec<String> {
-    path.clone()
-        .into_vec()
-        .into_iter()
-        .filter_map(|(state, action)| action.map(|action| (state, action)))
-        .enumerate()
-        .map(|(index, (state, action))| {
-            // Every action on a discovered path was enabled in its state, so it applies.
-            let events = model.events(&state, action).unwrap_or_default();
-            format!("{}. {}", index + 1, line(model, &events))
-        })
-        .collect()
+    crate::story::numbered(path, |state, action| {
+        // Every action on a discovered path was enabled in its state, so it applies.
+        let events = model.events(state, action).unwrap_or_default();
+        line(model, &events)
+    })
 }
 
 /// The events of one step as one line.

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use idem_core::{Fence, RecordId, StoredResponse, Timestamp};
+use stateright::Path;
 
 mod event;
 
@@ -13,6 +14,19 @@ pub use self::event::{Decided, Disk, FenceCounter, Held, StoryEvent, Wait};
 use crate::config::{Config, Mode, Variant};
 use crate::operation::Operation;
 use crate::state::{Answer, Message, OpIndex, ServerIndex, Slot};
+
+/// The steps of `path`, one numbered line each ("1. client 1 (alice) sends ..."), each
+/// told by `tell` from the state it starts in and its action; the one shape of every
+/// model's story (`story` and `consumer_story`).
+pub(crate) fn numbered<S: Clone, A: Clone>(path: &Path<S, A>, mut tell: impl FnMut(&S, A) -> String) -> Vec<String> {
+    path.clone()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(state, action)| action.map(|action| (state, action)))
+        .enumerate()
+        .map(|(index, (state, action))| format!("{}. {}", index + 1, tell(&state, action)))
+        .collect()
+}
 
 /// What a story names a model's steps with: its operations (clients, keys, amounts), its
 /// store slots' record ids and its configuration (`IdemModel::cast`).
