@@ -16,7 +16,7 @@ use idem_http::problem::types;
 use idem_http::{Outcome, Problem};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-use crate::app::{echo_key, invalid, problem};
+use crate::answers::{echo_key, invalid, problem};
 use crate::domain::{NewPayment, NewUser};
 
 /// The most bytes a `POST /payments` or `POST /users` body may have (SPEC's 1 MiB).

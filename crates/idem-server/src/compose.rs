@@ -41,11 +41,13 @@ use idem_core::{Clock, KeyAdmin, Policy, Store};
 use idem_http::{ConfigError, ConflictPolicy, PrincipalExtractor};
 use tower::ServiceExt;
 
-use crate::app::{AppState, BeforeWriteHook, HandlerWrap, RequestLimits, layered_app};
+use crate::app::layered_app;
+use crate::bodies::RequestLimits;
 use crate::fairness::FairnessLimits;
 use crate::ids::IdGenerator;
 use crate::ledger::Ledger;
 use crate::principal::principal_of;
+use crate::state::{AppState, BeforeWriteHook, HandlerWrap};
 
 /// How often expired idempotency records are forgotten, in bounded work per round:
 /// idem-http's schedule. The app runs the purge itself ([`App::purge_forever`], which the

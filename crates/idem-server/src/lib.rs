@@ -78,29 +78,44 @@
 //! # Contents
 //!
 //! * [`compose`]: [`AppBuilder`], [`App`], [`PurgeSchedule`]: the composition root.
-//! * [`app`](mod@app): [`app()`], [`bare_app`], [`AppState`].
-//! * [`ledger`]: [`Ledger`], [`SqliteLedger`], [`MemoryLedger`]; [`postgres_ledger`]: [`PostgresLedger`];
+//! * [`app`](mod@app): [`app()`], [`bare_app`], [`AppState`]: the router; its handlers, health
+//!   endpoints and shared answers are private modules beside it. [`bodies`]: `POST` bodies.
+//! * [`ledger`]: [`Ledger`], [`LedgerError`], [`Page`]; [`sqlite_ledger`]: [`SqliteLedger`];
+//!   [`memory_ledger`]: [`MemoryLedger`]; [`postgres_ledger`]: [`PostgresLedger`];
 //!   [`separate_ledger`]: [`SeparateLedger`].
 //! * [`domain`]: request validation and the JSON answered.
 //! * [`ids`]: [`IdGenerator`], [`SeededIds`]. [`time`]: RFC 3339 from a timestamp.
 //! * [`principal`]: the caller. [`metrics`]: [`Metrics`]. [`readiness`]: [`Readiness`], what `/healthz` answers.
-//! * [`serve`](mod@serve): [`serve()`], [`run`], [`ServerConfig`], [`StoreSpec`], [`DbSpec`].
+//! * [`serve`](mod@serve): [`run`], [`ServerConfig`], [`StoreSpec`], [`DbSpec`], [`serve::AdminToken`].
+//!   [`http_server`]: [`serve()`], [`ServerLimits`].
 
+mod admin_token;
+mod answers;
 pub mod app;
 pub mod bodies;
 pub mod compose;
 pub mod domain;
 pub mod fairness;
+mod handlers;
+mod health;
 pub mod http_server;
 pub mod ids;
 pub mod ledger;
+mod ledger_error;
+pub mod memory_ledger;
 pub mod metrics;
+mod page;
 pub mod postgres_ledger;
 pub mod principal;
 pub mod readiness;
 mod rows;
 pub mod separate_ledger;
 pub mod serve;
+mod serve_error;
+mod server_config;
+pub mod sqlite_ledger;
+mod state;
+mod store_spec;
 pub mod time;
 
 pub use app::{AppState, BeforeWriteHook, HANDLER_DELAY_MAX, HandlerWrap, RequestLimits, app, bare_app};
@@ -110,9 +125,11 @@ pub use http_server::{Drained, ServerLimits, serve, serve_with_limits};
 /// The bugs `idem serve --plant-bug` can plant in the PostgreSQL store (idem-postgres's).
 pub use idem_postgres::{PlantedBug, UnknownPlantedBug};
 pub use ids::{IdGenerator, SeededIds};
-pub use ledger::{Ledger, LedgerError, MemoryLedger, Page, PageRequest, SqliteLedger};
+pub use ledger::{Ledger, LedgerError, Page, PageRequest};
+pub use memory_ledger::MemoryLedger;
 pub use metrics::Metrics;
 pub use postgres_ledger::PostgresLedger;
 pub use readiness::Readiness;
 pub use separate_ledger::SeparateLedger;
 pub use serve::{DbSpec, PostgresUrl, ServeError, ServerConfig, SqliteTuning, StoreSpec, StoreSpecError, run};
+pub use sqlite_ledger::SqliteLedger;

@@ -8,8 +8,10 @@ use idem_postgres::PostgresStore;
 use sqlx::AssertSqlSafe;
 
 use crate::domain::{Payment, User};
-use crate::ledger::{Completion, Ledger, LedgerError, Page, PageRequest, Written, sql_time, unavailable};
-use crate::rows::{page_after_cursor, payment_of_row, user_of_row};
+use crate::ledger::{Completion, Ledger, Written};
+use crate::ledger_error::{LedgerError, unavailable};
+use crate::page::{Page, PageRequest};
+use crate::rows::{page_after_cursor, payment_of_row, sql_time, user_of_row};
 
 /// Serialises the creation of the app's tables among replicas starting at the same
 /// moment: concurrent `CREATE TABLE IF NOT EXISTS` of one name can fail in PostgreSQL

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use idem_core::{Fingerprint, Key, Policy, Principal, RecordId, Store, Timestamp};
 
-use crate::ledger::LedgerError;
+use crate::ledger_error::LedgerError;
 
 /// The readiness latch: up (ready) until a store write fails, then down until a real write
 /// succeeds. Shared by the handlers, the middleware that reads the layer's outcomes and

@@ -1,13 +1,16 @@
-//! What the SQL ledgers share: rows decoded into payments and users, and paging by cursor.
+//! What the SQL ledgers share: rows decoded into payments and users, the columns' encodings
+//! of times and principals, and paging by cursor.
 //! SQLite and PostgreSQL rows are both `sqlx::Row`s with text and 64-bit integer columns,
 //! so each decoder is written once for both.
 
 use std::future::Future;
 
+use idem_core::{Principal, Timestamp};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::domain::{Amount, NewPayment, NewUser, Payment, PaymentStatus, User};
-use crate::ledger::{LedgerError, Page, PageRequest, principal_of_row, time_of_row};
+use crate::ledger_error::LedgerError;
+use crate::page::{Page, PageRequest};
 
 /// A column of `row`, or `Corrupt` naming why it cannot be read.
 fn column<R, T>(row: &R, name: &'static str) -> Result<T, LedgerError>
@@ -83,4 +86,22 @@ where
     };
     let rows = rows_before(before, request.probe()).await?;
     Ok(Some(Page::from_probe(rows, request)))
+}
+
+/// A timestamp as its column holds it: milliseconds since the Unix epoch.
+pub(crate) fn sql_time(t: Timestamp) -> i64 {
+    i64::try_from(t.unix_ms()).unwrap_or(i64::MAX)
+}
+
+/// A `principal` column: the empty text is the anonymous caller.
+pub(crate) fn principal_of_row(text: &str) -> Result<Principal, LedgerError> {
+    if text.is_empty() {
+        return Ok(Principal::anonymous());
+    }
+    Principal::new(text).map_err(|error| LedgerError::Corrupt(format!("principal {text:?}: {error}")))
+}
+
+/// A `created_at` column, or `Corrupt` if it is negative.
+pub(crate) fn time_of_row(ms: i64) -> Result<Timestamp, LedgerError> {
+    u64::try_from(ms).map(Timestamp::from_unix_ms).map_err(|_| LedgerError::Corrupt(format!("created_at {ms}")))
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use idem_core::{Principal, Store};
 
 use crate::domain::{Payment, User};
-use crate::ledger::{Completion, Ledger, LedgerError, Page, PageRequest, Written};
+use crate::ledger::{Completion, Ledger, Written};
+use crate::ledger_error::LedgerError;
+use crate::page::{Page, PageRequest};
 
 /// A ledger `rows` (SQLite or PostgreSQL) that keeps the payments and users, beside an
 /// idempotency store `store` it cannot share a transaction with (Redis): separate mode.
