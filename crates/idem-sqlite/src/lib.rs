@@ -279,8 +279,11 @@ mod batch;
 pub mod batch_decision;
 mod codec;
 mod error;
+mod open;
 mod options;
+mod purge;
 mod replay_cache;
+mod rows;
 mod store;
 mod writer;
 
@@ -288,9 +291,10 @@ pub use error::OpenError;
 /// What a store holds, as its size limits count it (idem-core's, re-exported for
 /// callers of [`SqliteStore::usage`]).
 pub use idem_core::Usage;
+pub use open::MIGRATIONS_TABLE;
 pub use options::{CONNECTIONS_MAX_LIMIT, ClaimSync, DEFAULT_REPLAY_CACHE_BYTES, SqliteOptions};
 /// The driver, re-exported so a service's business writes use the exact sqlx version the
 /// store was built with.
 pub use sqlx;
-pub use store::{MIGRATIONS_TABLE, SqliteStore, WriteTransaction};
+pub use store::{SqliteStore, WriteTransaction};
 pub use writer::GroupCommitStats;

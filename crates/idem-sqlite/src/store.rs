@@ -6,35 +6,24 @@
 //! in a caller's own transaction ([`SqliteStore::complete_in`]) [`decide`] and [`write`]
 //! do it statement by statement. The store has no rule of its own about the protocol.
 
-use idem_core::step::{self, Counters, Operation, Step, StoreView, op};
-use idem_core::{
-    ClaimRequest, Decision, Fence, Fenced, Limits, Policy, Record, RecordId, Renewal, Store, StoreError,
-    StoredResponse, Timestamp, Usage, UsageDelta, Write,
-};
-use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
-    SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Connection, Row, Sqlite, Transaction};
-
 use std::sync::Arc;
 
-use idem_core::{AtomicStore, CommitError, WritesFuture};
+use idem_core::step::{self, Operation, Step, StoreView, op};
+use idem_core::{
+    AtomicStore, ClaimRequest, CommitError, Decision, Fence, Fenced, Limits, Policy, Record, RecordId, Renewal, Store,
+    StoreError, StoredResponse, Timestamp, Usage, WritesFuture,
+};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::{Sqlite, Transaction};
 use tokio_util::sync::CancellationToken;
 
-use crate::batch;
-use crate::codec::{self, record_columns};
-use crate::error::{OpenError, corrupt, store_error};
-use crate::options::{ClaimSync, SqliteOptions};
+use crate::error::{OpenError, store_error};
+use crate::open::{self, Opened};
+use crate::options::SqliteOptions;
+use crate::purge;
 use crate::replay_cache::ReplayCache;
-use crate::writer::{self, Access, GroupCommitStats, Ran, Writer, WriterConfig};
-
-/// The table in which sqlx's migrator notes idem's applied migrations. It is not the
-/// migrator's default (`_sqlx_migrations`), so an application that runs its own
-/// `sqlx::migrate!` on the same file keeps its own list and neither sees the other's
-/// migrations as unknown.
-pub const MIGRATIONS_TABLE: &str = "_idem_migrations";
+use crate::rows::{self, add_usage, read_counters, read_view, set_next_fence, write_record};
+use crate::writer::{self, Access, GroupCommitStats, Ran, Writer};
 
 /// The statement every read-decide-write starts with. `IMMEDIATE` takes the write lock
 /// first: a deferred transaction that reads and then writes fails with `SQLITE_BUSY` in
@@ -44,35 +33,6 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// A write transaction on a pooled connection, started with `BEGIN IMMEDIATE` by
 /// [`SqliteStore::begin_write`]. It commits with `commit()`; dropped, it rolls back.
 pub type WriteTransaction = Transaction<'static, Sqlite>;
-
-/// The store-wide counters, named apart from the record's columns, for `concat!`.
-macro_rules! counter_columns {
-    () => {
-        "f.next_fence AS next_fence, u.records AS usage_records, u.stored_bytes AS usage_stored_bytes"
-    };
-}
-
-/// The two one-row counter tables, joined; `WHERE f.id = 1` completes it.
-macro_rules! counter_tables {
-    () => {
-        "idem_fence AS f JOIN idem_usage AS u ON u.id = 1"
-    };
-}
-
-/// Everything a step reads for one record id, in one statement: the counters, and the
-/// record if one is held (`held` tells a missing record from a row of NULLs).
-const READ_VIEW: &str = concat!(
-    "SELECT ",
-    counter_columns!(),
-    ", r.principal IS NOT NULL AS held, ",
-    record_columns!(),
-    " FROM ",
-    counter_tables!(),
-    " LEFT JOIN idem_records AS r ON r.principal = ?1 AND r.idem_key = ?2 WHERE f.id = 1"
-);
-
-/// The counters alone.
-const READ_COUNTERS: &str = concat!("SELECT ", counter_columns!(), " FROM ", counter_tables!(), " WHERE f.id = 1");
 
 /// The durable store: records in a SQLite file, in WAL mode, written by one group-commit
 /// writer.
@@ -99,65 +59,9 @@ impl SqliteStore {
     /// # Errors
     /// [`OpenError`], whose message names the file and the reason.
     pub async fn open(options: SqliteOptions) -> Result<SqliteStore, OpenError> {
-        let path = options.path.clone();
-        if let Some(detail) = options.problem() {
-            return Err(OpenError::InvalidOptions { path, detail });
-        }
-        let connect = SqliteConnectOptions::new()
-            .filename(&options.path)
-            .create_if_missing(options.create_if_missing)
-            .busy_timeout(options.busy_timeout)
-            .synchronous(SqliteSynchronous::Full);
-        // A named VFS (a crash harness's power-loss layer) applies to every connection.
-        let connect = match &options.vfs {
-            Some(vfs) => connect.vfs(vfs.clone()),
-            None => connect,
-        };
-
-        // WAL is a property of the file, and switching to it needs the file to itself, so
-        // one connection sets it and migrates before the pool opens; pool connections
-        // then find the file in WAL already.
-        let mut setup = SqliteConnection::connect_with(&connect.clone().journal_mode(SqliteJournalMode::Wal))
-            .await
-            .map_err(|error| OpenError::from_sqlx(path.clone(), error))?;
-        let prepared = prepare(&mut setup, &options).await;
-        // Closing only flushes a connection that is dropped anyway; its failure changes nothing.
-        let _ = setup.close().await;
-        prepared?;
-
-        // The group-commit writer's own connection: every write of the store goes through it.
-        let write_connection = SqliteConnection::connect_with(&connect)
-            .await
-            .map_err(|error| OpenError::from_sqlx(path.clone(), error))?;
-        let stop_writer = CancellationToken::new();
-        let deferred_claims = options.claim_sync == ClaimSync::Deferred;
-        let config = WriterConfig {
-            deferred_claims,
-            enqueue_timeout: options.acquire_timeout,
-            job_timeout: options.busy_timeout,
-        };
-        let writer = Arc::new(
-            Writer::start(write_connection, config, stop_writer.clone())
-                .await
-                .map_err(|error| OpenError::from_sqlx(path.clone(), error))?,
-        );
-        let claim_sync = if deferred_claims { writer::Sync::Deferred } else { writer::Sync::Full };
-
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.connections_max)
-            .min_connections(0)
-            .acquire_timeout(options.acquire_timeout)
-            // A connection that comes back still inside a transaction is in a state nobody
-            // knows: SQLite rolls a transaction back by itself on some errors (SQLITE_FULL,
-            // SQLITE_IOERR), after which sqlx's own ROLLBACK fails and its transaction count
-            // stays above zero, so every later `BEGIN` on that connection would fail. Such a
-            // connection is closed, never handed out again; the pool opens a fresh one.
-            .after_release(|connection, _| Box::pin(async move { Ok(!connection.is_in_transaction()) }))
-            .connect_with(connect)
-            .await
-            .map_err(|error| OpenError::from_sqlx(path, error))?;
+        let Opened { pool, writer, stop_writer, claim_sync } = open::open_file(&options).await?;
         let replays = ReplayCache::new(options.replay_cache_bytes);
-        Ok(SqliteStore { pool, limits: options.limits(), writer, stop_writer, claim_sync, replays })
+        Ok(SqliteStore { pool, limits: options.limits(), writer: Arc::new(writer), stop_writer, claim_sync, replays })
     }
 
     /// The connection pool, for an application's own migrations and queries on the same
@@ -322,7 +226,7 @@ impl SqliteStore {
 
     async fn get_now(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         let mut connection = self.pool.acquire().await.map_err(store_error)?;
-        batch::read_record(&mut connection, id).await
+        rows::read_record(&mut connection, id).await
     }
 
     /// Purges up to `batch_max` due records in one transaction: candidates come from the
@@ -331,7 +235,7 @@ impl SqliteStore {
     /// the whole batch are written once. A step error (a fence counter not past a due
     /// record's fence) fails the batch as `Corrupt` and keeps the record: forgetting it
     /// would let a new claim reuse its fence. Only a row that cannot be read at all is
-    /// forgotten as damage ([`forget_damaged`]).
+    /// forgotten as damage (see [`crate::purge`]).
     async fn purge_now(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
         if batch_max == 0 {
             return Ok(0);
@@ -342,233 +246,11 @@ impl SqliteStore {
         self.writer
             .submit(writer::Sync::Full, Access::Tables, None, move |batch| {
                 Box::pin(async move {
-                    let answer = purge_batch(&mut batch.connection, limits, now, batch_max).await?;
+                    let answer = purge::purge_batch(&mut batch.connection, limits, now, batch_max).await?;
                     Ok(Ran { answer, keep: true })
                 })
             })
             .await
-    }
-}
-
-/// One purge batch on `transaction` (the writer's, inside its group commit).
-async fn purge_batch(
-    transaction: &mut SqliteConnection,
-    limits: Limits,
-    now: Timestamp,
-    batch_max: usize,
-) -> Result<usize, StoreError> {
-    {
-        let limit = i64::try_from(batch_max).unwrap_or(i64::MAX);
-        let counters = read_counters(&mut *transaction).await?;
-        let rows = sqlx::query(concat!(
-            "SELECT r.principal AS principal, r.idem_key AS idem_key, r.stored_bytes AS stored_bytes, ",
-            record_columns!(),
-            " FROM idem_records AS r WHERE r.due_at <= ?1",
-            " ORDER BY r.due_at, r.fence LIMIT ?2"
-        ))
-        .bind(codec::time_to_sql(now))
-        .bind(limit)
-        .fetch_all(&mut *transaction)
-        .await
-        .map_err(store_error)?;
-        let mut purged = 0;
-        let mut batch = UsageDelta::NONE;
-        for row in &rows {
-            let principal: String = row.try_get("principal").map_err(store_error)?;
-            let key: String = row.try_get("idem_key").map_err(store_error)?;
-            let read = codec::id_from_sql(&principal, &key)
-                .and_then(|id| codec::decode_record(row).map(|record| (id, record)));
-            let delta = match read {
-                Ok((id, record)) => {
-                    // Expiry issues no fence and admits nothing, so every step of the batch
-                    // reads the counters as the batch found them.
-                    let view = StoreView { record: Some(&record), counters, limits };
-                    let step = step::step(&id, &view, op::Expire { now })?;
-                    debug_assert!(step.next_fence.is_none(), "expiry issues no fence");
-                    // The index and the record agree (decode_record checks the column), so
-                    // every candidate is due: forgotten, or shrunk to its tombstone.
-                    debug_assert!(step.answer, "the due_at index lists only due records");
-                    if !step.answer {
-                        continue;
-                    }
-                    write_record(&mut *transaction, &id, step.write).await?;
-                    step.usage
-                }
-                Err(error) => forget_damaged(&mut *transaction, row, &principal, &key, &error).await?,
-            };
-            batch = sum(batch, delta)?;
-            purged += 1;
-        }
-        add_usage(&mut *transaction, batch).await?;
-        Ok(purged)
-    }
-}
-
-/// Sets the file up: WAL verified, idem's tables migrated.
-async fn prepare(connection: &mut SqliteConnection, options: &SqliteOptions) -> Result<(), OpenError> {
-    let path = || options.path.clone();
-    let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut *connection)
-        .await
-        .map_err(|error| OpenError::from_sqlx(path(), error))?;
-    if !journal_mode.eq_ignore_ascii_case("wal") {
-        return Err(OpenError::NotWal { path: path(), journal_mode });
-    }
-    migrator().run(&mut *connection).await.map_err(|error| OpenError::from_migrate(path(), error))?;
-    if options.claim_sync == ClaimSync::Deferred {
-        // A crash may have lost claims committed without a sync, and the fences they were
-        // issued with: skip past all of them (this connection commits synced).
-        sqlx::query("UPDATE idem_fence SET next_fence = next_fence + ?1, unsynced_fences = 0 WHERE id = 1")
-            .bind(writer::FENCE_GAP)
-            .execute(&mut *connection)
-            .await
-            .map_err(|error| OpenError::from_sqlx(path(), error))?;
-    }
-    Ok(())
-}
-
-/// idem's migrations (the crate's `migrations/` folder), noted in [`MIGRATIONS_TABLE`].
-fn migrator() -> Migrator {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-    migrator
-}
-
-/// Reads what [`step::step`] needs for `id` on `connection` (inside a write transaction)
-/// and decides `operation`: the record, the counters and the store's limits.
-async fn decide<O: Operation>(
-    connection: &mut SqliteConnection,
-    limits: Limits,
-    id: &RecordId,
-    operation: O,
-) -> Result<Step<O::Answer>, StoreError> {
-    let (counters, record) = read_view(connection, id).await?;
-    Ok(step::step(id, &StoreView { record: record.as_ref(), counters, limits }, operation)?)
-}
-
-/// The counters and the record of `id`, in one statement (one snapshot).
-async fn read_view(connection: &mut SqliteConnection, id: &RecordId) -> Result<(Counters, Option<Record>), StoreError> {
-    let row = sqlx::query(READ_VIEW)
-        .bind(id.principal.as_str())
-        .bind(id.key.as_str())
-        .fetch_optional(&mut *connection)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(missing_counters)?;
-    let counters = decode_counters(&row)?;
-    let held: bool = row.try_get("held").map_err(store_error)?;
-    let record = if held { Some(codec::decode_record(&row)?) } else { None };
-    Ok((counters, record))
-}
-
-/// Writes what `step` names on `connection` (the caller commits): the record, the fence
-/// counter, the usage delta, each only if it changes. Returns the step's answer.
-async fn write<A>(connection: &mut SqliteConnection, id: &RecordId, step: Step<A>) -> Result<A, StoreError> {
-    let Step { answer, write, next_fence, usage } = step;
-    write_record(connection, id, write).await?;
-    if let Some(next_fence) = next_fence {
-        let next_fence = codec::fence_to_sql(next_fence).map_err(|_| corrupt("the fence counter is exhausted"))?;
-        let done = sqlx::query("UPDATE idem_fence SET next_fence = ?1 WHERE id = 1")
-            .bind(next_fence)
-            .execute(&mut *connection)
-            .await
-            .map_err(store_error)?;
-        one_row(&done, "idem_fence")?;
-    }
-    add_usage(connection, usage).await?;
-    Ok(answer)
-}
-
-/// Puts or deletes the record row of `id`. A put stores the cost idem-core counts the
-/// record at ([`usage::stored_bytes`]) in the row's `stored_bytes` column.
-async fn write_record(connection: &mut SqliteConnection, id: &RecordId, write: Write) -> Result<(), StoreError> {
-    match write {
-        Write::Unchanged => Ok(()),
-        Write::Put(record) => batch::put_records(connection, &[(id, &record)]).await,
-        Write::Delete => batch::delete_records(connection, &[id]).await,
-    }
-}
-
-/// Adds `delta` to the usage row, if it changes anything. The row's `CHECK`s refuse a
-/// total below zero, which only totals edited by hand can cause: that is `Corrupt`, and
-/// the transaction rolls back.
-async fn add_usage(connection: &mut SqliteConnection, delta: UsageDelta) -> Result<(), StoreError> {
-    if delta.is_none() {
-        return Ok(());
-    }
-    let done =
-        sqlx::query("UPDATE idem_usage SET records = records + ?1, stored_bytes = stored_bytes + ?2 WHERE id = 1")
-            .bind(delta.records)
-            .bind(delta.stored_bytes)
-            .execute(&mut *connection)
-            .await
-            .map_err(store_error)?;
-    one_row(&done, "idem_usage")
-}
-
-/// Damage recovery, not a protocol rule: a row the index calls due that cannot be read
-/// back (a hand-edited row, a row from another version) is forgotten anyway. Refusing
-/// would leave it first in every later batch, and purging would stall for good (and the
-/// store fill up). Forgetting a record is always safe: its fence stops being current, so
-/// a late completion is refused (G3); the fence counter is not touched. Its usage is given
-/// back as its `stored_bytes` column says (nothing, if that is unreadable too).
-async fn forget_damaged(
-    connection: &mut SqliteConnection,
-    row: &SqliteRow,
-    principal: &str,
-    key: &str,
-    error: &StoreError,
-) -> Result<UsageDelta, StoreError> {
-    tracing::warn!(principal, key, %error, "expired record cannot be read; purging it");
-    sqlx::query("DELETE FROM idem_records WHERE principal = ?1 AND idem_key = ?2")
-        .bind(principal)
-        .bind(key)
-        .execute(&mut *connection)
-        .await
-        .map_err(store_error)?;
-    let stored_bytes = row.try_get::<i64, _>("stored_bytes").ok().filter(|bytes| *bytes >= 0).unwrap_or(0);
-    Ok(UsageDelta { records: -1, stored_bytes: -stored_bytes })
-}
-
-/// Two deltas as one; a sum past `i64` is damage (no batch frees that much).
-fn sum(a: UsageDelta, b: UsageDelta) -> Result<UsageDelta, StoreError> {
-    let records = a.records.checked_add(b.records);
-    let stored_bytes = a.stored_bytes.checked_add(b.stored_bytes);
-    match (records, stored_bytes) {
-        (Some(records), Some(stored_bytes)) => Ok(UsageDelta { records, stored_bytes }),
-        _ => Err(corrupt("a purge batch frees more than an SQLite integer counts")),
-    }
-}
-
-pub(crate) async fn read_counters(connection: &mut SqliteConnection) -> Result<Counters, StoreError> {
-    let row = sqlx::query(READ_COUNTERS)
-        .fetch_optional(&mut *connection)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(missing_counters)?;
-    decode_counters(&row)
-}
-
-fn decode_counters(row: &SqliteRow) -> Result<Counters, StoreError> {
-    let column = |name: &str| row.try_get::<i64, _>(name).map_err(store_error);
-    Ok(Counters {
-        next_fence: codec::fence_from_sql("idem_fence.next_fence", column("next_fence")?)?,
-        usage: Usage {
-            records: codec::count_from_sql("idem_usage.records", column("usage_records")?)?,
-            stored_bytes: codec::count_from_sql("idem_usage.stored_bytes", column("usage_stored_bytes")?)?,
-        },
-    })
-}
-
-fn missing_counters() -> StoreError {
-    corrupt("the counter rows (idem_fence, idem_usage) are missing")
-}
-
-/// A statement on a one-row table must have changed that row.
-pub(crate) fn one_row(done: &SqliteQueryResult, table: &str) -> Result<(), StoreError> {
-    match done.rows_affected() {
-        1 => Ok(()),
-        _ => Err(corrupt(format!("the {table} row is missing"))),
     }
 }
 
@@ -671,4 +353,28 @@ impl AtomicStore for SqliteStore {
         }
         Ok(fenced)
     }
+}
+
+/// Reads what [`step::step`] needs for `id` on `connection` (inside a write transaction)
+/// and decides `operation`: the record, the counters and the store's limits.
+async fn decide<O: Operation>(
+    connection: &mut SqliteConnection,
+    limits: Limits,
+    id: &RecordId,
+    operation: O,
+) -> Result<Step<O::Answer>, StoreError> {
+    let (counters, record) = read_view(connection, id).await?;
+    Ok(step::step(id, &StoreView { record: record.as_ref(), counters, limits }, operation)?)
+}
+
+/// Writes what `step` names on `connection` (the caller commits): the record, the fence
+/// counter, the usage delta, each only if it changes. Returns the step's answer.
+async fn write<A>(connection: &mut SqliteConnection, id: &RecordId, step: Step<A>) -> Result<A, StoreError> {
+    let Step { answer, write, next_fence, usage } = step;
+    write_record(connection, id, write).await?;
+    if let Some(next_fence) = next_fence {
+        set_next_fence(connection, next_fence).await?;
+    }
+    add_usage(connection, usage).await?;
+    Ok(answer)
 }
