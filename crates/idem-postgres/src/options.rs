@@ -20,9 +20,10 @@ pub const SCHEMA_CHARS_MAX: usize = 63;
 /// Where the `now` of every decision comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TimeSource {
-    /// The database's clock, read inside the operation's transaction
-    /// (`clock_timestamp()`, after the record's row lock is taken). The `now` that callers
-    /// pass to [`idem_core::Store`] methods and to [`crate::PostgresStore::complete_in`] is
+    /// The database's clock, read inside the operation's transaction (`clock_timestamp()`,
+    /// read after the record's row lock is granted where the operation takes one). The `now`
+    /// that callers pass to [`idem_core::Store`] methods and to
+    /// [`crate::PostgresStore::complete_in`] is
     /// ignored, so server replicas with skewed clocks agree on leases and retention, and a
     /// purger with a fast clock cannot forget live records. The default.
     #[default]
