@@ -80,7 +80,7 @@
 //! ```
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -105,6 +105,10 @@ pub struct ClaimContext {
     pub(crate) config: Arc<Config>,
     /// The request's route: its policy (lease, retention, tombstone).
     pub(crate) route: Arc<crate::route::Route>,
+    /// The last time [`ClaimContext::now`] handed out (Unix ms; 0 for none): what a handler
+    /// that completed by hand most likely completed with, so the layer states that record's
+    /// expiry if it cannot read the record back.
+    pub(crate) handed_now: Arc<AtomicU64>,
 }
 
 impl ClaimContext {
@@ -144,7 +148,9 @@ impl ClaimContext {
     /// The time on the layer's clock: the `now` to complete with.
     #[must_use]
     pub fn now(&self) -> Timestamp {
-        self.config.clock.now()
+        let now = self.config.clock.now();
+        self.handed_now.store(now.unix_ms(), Ordering::SeqCst);
+        now
     }
 
     /// The layer's clock, for handlers that read the time more than once.

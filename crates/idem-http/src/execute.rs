@@ -252,7 +252,9 @@ where
         commit: Arc::clone(&commit),
         config: Arc::clone(config),
         route: Arc::clone(&keyed.route),
+        handed_now: Arc::default(),
     };
+    let handed_now = Arc::clone(&context.handed_now);
     let mut request = Request::from_parts(parts, full(body));
     request.extensions_mut().insert(context);
     #[cfg(feature = "axum")]
@@ -278,7 +280,13 @@ where
         if !response.headers().contains_key(IDEMPOTENCY_EXPIRES) {
             let expires_at = match keyed.store.get(&keyed.id).await {
                 Ok(Some(record)) if record.fence == claim.fence => record.expires_at,
-                _ => config.clock.now().saturating_add(keyed.route.policy.retention()),
+                // Unreadable: the `now` the handler was handed (ClaimContext::now), which it
+                // completed with, else the layer's now.
+                _ => {
+                    let handed = handed_now.load(std::sync::atomic::Ordering::SeqCst);
+                    let now = if handed == 0 { config.clock.now() } else { Timestamp::from_unix_ms(handed) };
+                    now.saturating_add(keyed.route.policy.retention())
+                }
             };
             mark_expiry(response.headers_mut(), expires_at);
         }
