@@ -13,7 +13,6 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -31,7 +30,7 @@ use tracing::Span;
 use crate::answer::{self, Answer, expiring, in_progress, mark_expiry, rejected, replay, store_failed};
 use crate::atomic::{Commit, CommitState, NothingCommitted};
 use crate::body::{Body, BoxError, NotKept, ReadError, ResponseRead, full, read_bounded, read_to_keep};
-use crate::config::{Config, ConflictPolicy, WAIT_MAX};
+use crate::config::{Config, ConflictPolicy};
 use crate::headers::IDEMPOTENCY_EXPIRES;
 use crate::problem::kinds;
 use crate::route::Route;
@@ -39,16 +38,6 @@ use crate::{ClaimContext, CompletedInTransaction, Outcome, Problem, observe};
 use idem_once::LeaseState;
 use idem_once::record::{self, Completion, Released};
 use idem_once::renew::{Renewing, while_renewing};
-
-/// First pause of a waiting request between looks at the store; doubled up to [`WAIT_POLL_MAX`].
-const WAIT_POLL_FIRST: Duration = Duration::from_millis(10);
-/// Longest pause of a waiting request between looks at the store.
-const WAIT_POLL_MAX: Duration = Duration::from_millis(250);
-/// Most looks at the store by one waiting request, whatever the clock does.
-const WAIT_POLLS_MAX: u32 = 1024;
-
-// The poll bound must not cut the longest allowed wait short at the longest pause.
-const _: () = assert!(WAIT_POLLS_MAX as u128 * WAIT_POLL_MAX.as_millis() > WAIT_MAX.as_millis());
 
 /// What one keyed request is about: configuration, store and record id.
 pub(crate) struct Keyed<St> {
@@ -128,7 +117,15 @@ where
         Err(error) => return Ok(store_failed(config, &error)),
     };
     if let (Decision::Conflict { .. }, ConflictPolicy::Wait(wait_max)) = (&decision, config.conflict) {
-        decision = match wait_for_turn(keyed, &request, wait_max, decision).await {
+        decision = match crate::wait::wait_for_turn(
+            (&*keyed.store, &keyed.id, policy),
+            &*config.clock,
+            &request,
+            wait_max,
+            decision,
+        )
+        .await
+        {
             Ok(decision) => decision,
             Err(error) => return Ok(store_failed(config, &error)),
         };
@@ -164,44 +161,6 @@ async fn count_replay<St: Store>(keyed: &Keyed<St>, now: Timestamp) {
     if let Err(error) = observe::store("count_replay", keyed.store.count_replay(&keyed.id, now).await) {
         tracing::debug!(key = keyed.id.key.as_str(), %error, "could not count a replay");
     }
-}
-
-/// Polls the store with backoff until the request in flight is done, at most `wait_max`
-/// of sleeping on the runtime's timer and [`WAIT_POLLS_MAX`] looks. Returns the first
-/// decision that is not a conflict, or the conflict (with the lease left at the last look)
-/// if the wait ran out. Whether to keep waiting is [`reply::keep_waiting`]'s answer.
-async fn wait_for_turn<St: Store>(
-    keyed: &Keyed<St>,
-    request: &ClaimRequest,
-    wait_max: Duration,
-    mut conflict: Decision,
-) -> Result<Decision, StoreError> {
-    let (config, store, id, policy) = (&keyed.config, &keyed.store, &keyed.id, &keyed.route.policy);
-    let mut waited = Duration::ZERO;
-    let mut pause = WAIT_POLL_FIRST;
-    for _ in 0..WAIT_POLLS_MAX {
-        if waited >= wait_max {
-            break;
-        }
-        let nap = pause.min(wait_max - waited);
-        tokio::time::sleep(nap).await;
-        waited += nap;
-        pause = (pause * 2).min(WAIT_POLL_MAX);
-
-        // A cheap read first: only claim (a write in SQL stores) once the holder is done.
-        let record = observe::store("get", store.get(id).await)?;
-        if let Some(left) = reply::keep_waiting(record.as_ref(), request, config.clock.now()) {
-            if let Decision::Conflict { retry_after, .. } = &mut conflict {
-                *retry_after = left;
-            }
-            continue;
-        }
-        match observe::store("claim", store.claim(id, request, config.clock.now(), policy).await)? {
-            decision @ Decision::Conflict { .. } => conflict = decision,
-            decision => return Ok(decision),
-        }
-    }
-    Ok(conflict)
 }
 
 /// What became of the handler, read while its claim was being renewed.

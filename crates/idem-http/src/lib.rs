@@ -289,6 +289,7 @@ pub mod purge;
 pub mod route;
 pub mod semantic;
 pub mod service;
+mod wait;
 
 pub use atomic::{ClaimContext, CompletedInTransaction};
 pub use body::{Body, BoxError};
