@@ -23,7 +23,8 @@
 
 use std::time::Duration;
 
-use super::{Harness, Report, at, complete, executes, fingerprint, id, ok, policy, record, response};
+use super::steps::{at, claim, complete, executes, fingerprint, id, ok, policy, record, response};
+use super::{Harness, Report};
 use crate::{
     ClaimRequest, Decision, Fenced, Fingerprint, Holder, KeyAdmin, Limits, ListQuery, Policy, RecordState, Refusal,
     Renewal, SemanticParts, StateFilter, Store,
@@ -187,7 +188,7 @@ where
     assert_eq!(complete(case, &store, &alice, forgotten, "late", at(3)).await, stale, "conformance case `{case}`");
     assert_eq!(complete(case, &store, &alice, next, "pay_2", at(3)).await, Fenced::Applied);
     assert!(ok(case, store.forget(&alice).await).is_some(), "conformance case `{case}`: a completed record too");
-    assert!(matches!(super::claim(case, &store, &alice, 100, at(4)).await, Decision::Execute(_)));
+    assert!(matches!(claim(case, &store, &alice, 100, at(4)).await, Decision::Execute(_)));
 }
 
 async fn list_pages_in_order_with_filters<H: Harness>(harness: &H)
@@ -261,7 +262,7 @@ where
     };
     let conflict =
         Decision::Conflict { retry_after: Duration::from_secs(10), expires_at: at(3600), holder: holder.clone() };
-    assert_eq!(super::claim(case, &store, &alice, 100, at(0)).await, conflict, "conformance case `{case}`");
+    assert_eq!(claim(case, &store, &alice, 100, at(0)).await, conflict, "conformance case `{case}`");
     for now in [at(3), at(6)] {
         assert!(matches!(ok(case, store.renew(&alice, claim.fence, now, &policy()).await), Renewal::Renewed { .. }));
     }
