@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use idem_core::{RecordId, RecordState};
 
-use crate::state::{OpIndex, Pace, SlotGhost};
+use crate::message::OpIndex;
+use crate::state::{Pace, SlotGhost};
 
-use crate::state::{Answer, OpState, Phase, State};
+use crate::message::Answer;
+use crate::state::{OpState, Phase, State};
 
 /// The configuration facts the properties need.
 #[derive(Clone, Debug)]

@@ -124,6 +124,7 @@ mod checking;
 mod config;
 pub mod consumer;
 mod ghost;
+mod message;
 mod model;
 mod operation;
 pub mod properties;
@@ -142,9 +143,10 @@ pub use consumer::{
     BrokerKind, ConsumerAction, ConsumerChecker, ConsumerConfig, ConsumerFaults, ConsumerModel, ConsumerState,
     ConsumerVariant, consumer_story, consumer_verdicts, shortest_consumer_discovery, spawn_consumer,
 };
+pub use message::{Answer, AttemptNumber, Message, OpIndex, Serial, ServerIndex, Slot};
 pub use model::{Action, FAILURE_STATUS, IdemModel, LONG_LEASE, Operation, POLICY};
 pub use state::{
-    Answer, AttemptNumber, Broken, Budgets, Durable, Execution, Ghost, GiveUp, Handler, Message, OpIndex, OpState,
-    Pace, Phase, Serial, Server, ServerIndex, Slot, SlotGhost, Stage, State, Store,
+    Broken, Budgets, Durable, Execution, Ghost, GiveUp, Handler, OpState, Pace, Phase, Server, SlotGhost, Stage, State,
+    Store,
 };
 pub use story::{Cast, Decided, Disk, FenceCounter, Held, StoryEvent, Wait, line};

@@ -3,7 +3,7 @@
 
 use idem_core::{Fingerprint, Key, Principal, RecordId};
 
-use crate::state::Slot;
+use crate::message::Slot;
 
 /// One logical operation of one client: a key and a payload, fixed for the whole run.
 #[derive(Clone, Debug)]

@@ -3,7 +3,8 @@
 use stateright::{Expectation, Model, Property};
 
 use crate::ghost::{Facts, Observed};
-use crate::state::{Answer, Broken, Message, State};
+use crate::message::{Answer, Message};
+use crate::state::{Broken, State};
 
 /// G1: a side effect commits at most once per (principal, key).
 pub const AT_MOST_ONCE: &str = "at most one execution per record id";

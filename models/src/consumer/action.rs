@@ -1,6 +1,6 @@
 //! The steps of the consumer system, one variant per kind of step.
 
-use crate::state::Serial;
+use crate::message::Serial;
 
 use super::state::{ConsumerIndex, CopyIndex};
 

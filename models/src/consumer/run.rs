@@ -11,8 +11,9 @@ use super::broker::sent;
 use super::event::{ConsumerEvent, Sent};
 use super::state::{ConsumerIndex, ConsumerState, CopyPhase, Happened, Run, RunPhase};
 use super::{BrokerKind, ConsumerAction, ConsumerModel, ConsumerVariant, Tell, index};
+use crate::message::Serial;
 use crate::model::store::{call_fails, run_on};
-use crate::state::{Broken, Execution, Serial};
+use crate::state::{Broken, Execution};
 
 impl ConsumerModel {
     /// The steps of running handlers enabled in `state`, and crashes of busy consumers.

@@ -5,7 +5,8 @@
 use idem_core::{DeadLetterReason, Fence, Record, Timestamp};
 use stateright::Representative;
 
-use crate::state::{Serial, Store};
+use crate::message::Serial;
+use crate::state::Store;
 
 /// An index into the published copies (which also names the message id and payload).
 pub type CopyIndex = u8;

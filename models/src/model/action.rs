@@ -1,6 +1,6 @@
 //! The steps of the system, one variant per kind of step.
 
-use crate::state::{Message, OpIndex, Serial, ServerIndex, Slot};
+use crate::message::{Message, OpIndex, Serial, ServerIndex, Slot};
 
 /// One step of the system.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use super::{IdemModel, Tell, op_index};
+use crate::message::{Answer, AttemptNumber, Message, OpIndex, ServerIndex};
 use crate::model::Action;
-use crate::state::{Answer, AttemptNumber, GiveUp, Message, OpIndex, Phase, ServerIndex, State};
+use crate::state::{GiveUp, Phase, State};
 use crate::story::{StoryEvent, Wait};
 
 impl IdemModel {

@@ -4,8 +4,9 @@
 
 use super::{IdemModel, Tell};
 use crate::config::NetworkKind;
+use crate::message::{Answer, OpIndex, Serial, ServerIndex};
 use crate::model::Action;
-use crate::state::{Answer, Budgets, Handler, OpIndex, Pace, Serial, ServerIndex, State};
+use crate::state::{Budgets, Handler, Pace, State};
 use crate::story::StoryEvent;
 
 use super::server::ReplyTo;

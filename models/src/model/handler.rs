@@ -9,8 +9,9 @@ use idem_core::{ClaimRequest, Fenced, Refusal, Renewal};
 use super::server::ReplyTo;
 use super::{FAILURE_STATUS, IdemModel, Tell, server_index};
 use crate::config::{Mode, Variant};
+use crate::message::{Answer, Serial, ServerIndex};
 use crate::model::Action;
-use crate::state::{Answer, Broken, Execution, Handler, Pace, Serial, ServerIndex, Stage, State};
+use crate::state::{Broken, Execution, Handler, Pace, Stage, State};
 use crate::story::{StoryEvent, disk_of};
 
 impl IdemModel {

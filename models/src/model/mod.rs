@@ -33,8 +33,9 @@ use stateright::{Model, Property};
 pub use self::action::Action;
 use crate::config::{Config, ConfigError, NetworkKind, Variant};
 use crate::ghost::{Facts, Observed};
+use crate::message::{OpIndex, ServerIndex, Slot};
 pub use crate::operation::Operation;
-use crate::state::{Ghost, OpIndex, OpState, Phase, Server, ServerIndex, Slot, SlotGhost, State, Store};
+use crate::state::{Ghost, OpState, Phase, Server, SlotGhost, State, Store};
 use crate::story::{Cast, StoryEvent};
 
 /// The lease and retention every claim gets: idem-core's shipped default (10 s lease,

@@ -3,8 +3,9 @@
 
 use super::{IdemModel, Tell};
 use crate::config::NetworkKind;
+use crate::message::{Message, ServerIndex};
 use crate::model::Action;
-use crate::state::{Message, ServerIndex, State};
+use crate::state::State;
 use crate::story::StoryEvent;
 
 impl IdemModel {

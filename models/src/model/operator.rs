@@ -11,8 +11,9 @@ use idem_core::{Record, RecordState, Write};
 use super::store::held;
 use super::{IdemModel, Tell, slot_index};
 use crate::config::Variant;
+use crate::message::Slot;
 use crate::model::Action;
-use crate::state::{Slot, SlotGhost, State};
+use crate::state::{SlotGhost, State};
 use crate::story::StoryEvent;
 
 impl IdemModel {

@@ -10,9 +10,8 @@ use idem_core::{ClaimRequest, Decision, Fence, Record, RecordState, StoredRespon
 
 use super::{IdemModel, Tell, interned, whole_seconds};
 use crate::config::{NetworkKind, Variant};
-use crate::state::{
-    Answer, AttemptNumber, Broken, Handler, Message, OpIndex, Pace, Phase, Serial, ServerIndex, Slot, Stage, State,
-};
+use crate::message::{Answer, AttemptNumber, Message, OpIndex, Serial, ServerIndex, Slot};
+use crate::state::{Broken, Handler, Pace, Phase, Stage, State};
 use crate::story::{Decided, StoryEvent};
 
 /// Where an answer goes: the attempt of an operation, from the server that answers it.

@@ -6,8 +6,9 @@ use idem_core::{Fence, MemoryState, Record, RecordId, RecordState, Timestamp};
 
 use super::{IdemModel, Tell, slot_index};
 use crate::config::{Mode, Variant};
+use crate::message::{Message, OpIndex, ServerIndex, Slot};
 use crate::model::Action;
-use crate::state::{Broken, Durable, Message, OpIndex, ServerIndex, Slot, SlotGhost, State, Store};
+use crate::state::{Broken, Durable, SlotGhost, State, Store};
 use crate::story::{FenceCounter, Held, StoryEvent};
 
 /// Purge at most this many records per expiry step (the model holds at most 17).

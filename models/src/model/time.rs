@@ -9,7 +9,8 @@ use idem_core::Timestamp;
 
 use super::IdemModel;
 use crate::config::Variant;
-use crate::state::{Handler, OpState, Pace, Phase, ServerIndex, State};
+use crate::message::ServerIndex;
+use crate::state::{Handler, OpState, Pace, Phase, State};
 
 impl IdemModel {
     /// When the attempt sent at `sent_at` times out: after the attempt timeout, or at the

@@ -5,7 +5,7 @@ use std::time::Duration;
 use idem_core::step::StepError;
 use idem_core::{Fence, Refusal, StoredResponse, Timestamp};
 
-use crate::state::{Answer, AttemptNumber, Message, OpIndex, ServerIndex, Slot};
+use crate::message::{Answer, AttemptNumber, Message, OpIndex, ServerIndex, Slot};
 
 /// Something a step did, as the story tells it. Events of one step render, in order, into
 /// one line.

@@ -12,8 +12,8 @@ mod event;
 
 pub use self::event::{Decided, Disk, FenceCounter, Held, StoryEvent, Wait};
 use crate::config::{Config, Mode, Variant};
+use crate::message::{Answer, Message, OpIndex, ServerIndex, Slot};
 use crate::operation::Operation;
-use crate::state::{Answer, Message, OpIndex, ServerIndex, Slot};
 
 /// The steps of `path`, one numbered line each ("1. client 1 (alice) sends ..."), each
 /// told by `tell` from the state it starts in and its action; the one shape of every
