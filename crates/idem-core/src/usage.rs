@@ -51,6 +51,16 @@ impl UsageDelta {
     pub fn is_none(&self) -> bool {
         *self == UsageDelta::NONE
     }
+
+    /// `self` and `other` as one delta (a batch's steps summed), or `None` if a sum does not
+    /// fit `i64`: no batch changes that much, so a store reports it as damage.
+    #[must_use]
+    pub fn checked_add(self, other: UsageDelta) -> Option<UsageDelta> {
+        Some(UsageDelta {
+            records: self.records.checked_add(other.records)?,
+            stored_bytes: self.stored_bytes.checked_add(other.stored_bytes)?,
+        })
+    }
 }
 
 impl Usage {
@@ -61,10 +71,18 @@ impl Usage {
     /// records disagree, which only damage (or a bug) can cause.
     #[must_use]
     pub fn after(self, delta: UsageDelta) -> Usage {
-        let add = |total: u64, change: i64| {
-            total.checked_add_signed(change).expect("usage totals never go below zero or past u64::MAX")
-        };
-        Usage { records: add(self.records, delta.records), stored_bytes: add(self.stored_bytes, delta.stored_bytes) }
+        self.checked_after(delta).expect("usage totals never go below zero or past u64::MAX")
+    }
+
+    /// These totals after `delta`, or `None` if a total would go below zero or past
+    /// `u64::MAX`: a store whose totals come from its backend reports that as damage
+    /// ([`crate::StoreError::Corrupt`]) instead of panicking.
+    #[must_use]
+    pub fn checked_after(self, delta: UsageDelta) -> Option<Usage> {
+        Some(Usage {
+            records: self.records.checked_add_signed(delta.records)?,
+            stored_bytes: self.stored_bytes.checked_add_signed(delta.stored_bytes)?,
+        })
     }
 }
 
@@ -73,4 +91,28 @@ impl Usage {
 pub fn stored_bytes(id: &RecordId, record: &Record) -> u64 {
     // usize is at most 64 bits on every target Rust supports.
     u64::try_from(id.stored_bytes() + record.stored_bytes()).expect("a record's size fits u64")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_sums_refuse_what_does_not_fit() {
+        // Goal: the one place stores add usage refuses a total below zero or past its type
+        // instead of wrapping or panicking.
+        let one = UsageDelta { records: 1, stored_bytes: 10 };
+        assert_eq!(one.checked_add(one), Some(UsageDelta { records: 2, stored_bytes: 20 }));
+        assert_eq!(UsageDelta { records: i64::MAX, stored_bytes: 0 }.checked_add(one), None);
+        assert_eq!(
+            UsageDelta { records: 0, stored_bytes: i64::MIN }.checked_add(UsageDelta { records: 0, stored_bytes: -1 }),
+            None
+        );
+
+        let held = Usage { records: 1, stored_bytes: 10 };
+        assert_eq!(held.checked_after(UsageDelta { records: -1, stored_bytes: -10 }), Some(Usage::default()));
+        assert_eq!(held.checked_after(UsageDelta { records: -2, stored_bytes: 0 }), None);
+        assert_eq!(Usage { records: u64::MAX, stored_bytes: 0 }.checked_after(one), None);
+        assert_eq!(held.after(one), Usage { records: 2, stored_bytes: 20 });
+    }
 }

@@ -144,12 +144,9 @@ impl BatchDecision {
 
 /// `usage` after `delta`; a total below zero means the totals and the records disagree.
 fn add(usage: Usage, delta: UsageDelta) -> Result<Usage, StoreError> {
-    let records = usage.records.checked_add_signed(delta.records);
-    let stored_bytes = usage.stored_bytes.checked_add_signed(delta.stored_bytes);
-    match (records, stored_bytes) {
-        (Some(records), Some(stored_bytes)) => Ok(Usage { records, stored_bytes }),
-        _ => Err(corrupt("the usage totals would go below zero: they disagree with the records")),
-    }
+    usage
+        .checked_after(delta)
+        .ok_or_else(|| corrupt("the usage totals would go below zero: they disagree with the records"))
 }
 
 #[cfg(test)]
