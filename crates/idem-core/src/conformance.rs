@@ -34,16 +34,18 @@
 //! The cases live by subject: `claims.rs` (the decision table), `fences.rs` (fencing and
 //! renewal), `limits.rs` (purge, a full store, concurrency, a failing backend) and
 //! `outcomes.rs` (message outcomes); [`fixtures`] holds values the store crates' own tests
-//! share.
+//! share, and [`FlakyStore`] a store that fails while a test says so.
 
 mod claims;
 mod fences;
 pub mod fixtures;
+mod flaky;
 pub mod lifecycle;
 mod limits;
 mod outcomes;
 mod steps;
 
+pub use flaky::FlakyStore;
 pub use outcomes::OUTCOME_BYTES_MAX;
 
 use std::future::Future;

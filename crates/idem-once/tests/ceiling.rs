@@ -24,7 +24,7 @@ async fn a_hung_execution_frees_its_key_within_the_ceiling_plus_one_lease() {
     // still runs; the hung work's completion afterwards is refused and it answers the
     // duplicate's recorded outcome, never its own (G2, G3).
     let started = Instant::now();
-    let store = FlakyStore::new();
+    let store = Arc::new(FlakyStore::default());
     let ceiling = policy().renew_every() * 5;
     let hung = once(&store).with_execution_max(ceiling);
     let duplicate = once(&store);
@@ -73,7 +73,7 @@ async fn a_hung_execution_frees_its_key_within_the_ceiling_plus_one_lease() {
 async fn without_a_ceiling_a_slow_execution_keeps_its_key() {
     // Goal: the counterpart: with no ceiling, the same duplicate at the same moment meets
     // the claim in flight, and the slow work's own outcome is recorded.
-    let store = FlakyStore::new();
+    let store = Arc::new(FlakyStore::default());
     let slow = once(&store);
     let duplicate = once(&store);
     let (key, print) = (id("k"), fingerprint("p"));

@@ -26,7 +26,7 @@ async fn every_answer_states_when_its_record_expires() {
     // Goal (expiry on the wire): the first answer and every replay state the same expiry,
     // the completion's time plus retention; a duplicate in flight states the claim's
     // record's, and names its holder; a mismatch states the record's that holds the key.
-    let (store, clock) = (FlakyStore::new(), TokioClock::new());
+    let (store, clock) = (Arc::new(FlakyStore::default()), TokioClock::new());
     let once = once(&store, &clock);
     let start = clock.now();
     let holder = Holder::new(Some("req-1"), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
@@ -65,7 +65,7 @@ async fn a_tombstoned_key_is_gone_and_never_runs_again() {
     // Goal (tombstones): past retention a completed record leaves its tombstone; the same
     // request then gets Gone with the tombstone's end, also once a purge shrank the record,
     // and the work never runs again until the tombstone is forgotten in turn.
-    let (store, clock) = (FlakyStore::new(), TokioClock::new());
+    let (store, clock) = (Arc::new(FlakyStore::default()), TokioClock::new());
     let once = once(&store, &clock);
     let start = clock.now();
     let runs = AtomicU32::new(0);
@@ -99,7 +99,7 @@ async fn a_record_made_under_the_earlier_fingerprint_replays_for_the_same_reques
     // Goal (fingerprint versions): a request that brings its byte fingerprint as `earlier`
     // replays a record written before an upgrade to semantic fingerprints; the semantic
     // fingerprint alone is another request, a mismatch that never runs (G5).
-    let (store, clock) = (FlakyStore::new(), TokioClock::new());
+    let (store, clock) = (Arc::new(FlakyStore::default()), TokioClock::new());
     let once = once(&store, &clock);
     let runs = AtomicU32::new(0);
     let work = |_| async {
@@ -123,7 +123,7 @@ async fn a_record_made_under_the_earlier_fingerprint_replays_for_the_same_reques
 async fn replays_are_counted_for_operators() {
     // Goal: each replay through `run` counts on the record (best effort), through a
     // wrapping store that forwards the count.
-    let (store, clock) = (FlakyStore::new(), TokioClock::new());
+    let (store, clock) = (Arc::new(FlakyStore::default()), TokioClock::new());
     let once = once(&store, &clock);
     let work = |_| async { Ok::<_, std::io::Error>(StoredOutcome::bytes("r")) };
     for _ in 0..3 {

@@ -27,7 +27,7 @@ impl Heartbeat for Beats {
 #[tokio::test(start_paused = true)]
 async fn runs_once_then_replays_the_outcome_and_refuses_another_payload() {
     // G1, G2, G5 through the function wrapper.
-    let store = FlakyStore::new();
+    let store = Arc::new(FlakyStore::default());
     let once = once(&store);
     let runs = AtomicU32::new(0);
     let work = |_| async {
@@ -47,7 +47,7 @@ async fn runs_once_then_replays_the_outcome_and_refuses_another_payload() {
 async fn a_slow_execution_keeps_its_claim_and_beats_after_each_renewal() {
     // SPEC "renewal": renewed while the work runs, so a duplicate meanwhile is in flight,
     // never a take-over; the heartbeat follows each applied renewal.
-    let store = FlakyStore::new();
+    let store = Arc::new(FlakyStore::default());
     let once = once(&store);
     let Decision::Execute(claim) = once.claim(&id("slow"), &fingerprint("p")).await.expect("claims") else {
         panic!("a new key executes")
@@ -74,7 +74,7 @@ async fn a_slow_execution_keeps_its_claim_and_beats_after_each_renewal() {
 async fn no_heartbeat_follows_a_failed_renewal() {
     // The broker's timer must not outlive the lease: a renewal the store did not apply
     // is not followed by an in-progress ack.
-    let store = FlakyStore::new();
+    let store = Arc::new(FlakyStore::default());
     store.renew_down.store(true, Ordering::SeqCst);
     let once = once(&store);
     let Decision::Execute(claim) = once.claim(&id("k"), &fingerprint("p")).await.expect("claims") else {
@@ -94,7 +94,7 @@ async fn no_heartbeat_follows_a_failed_renewal() {
 #[tokio::test(start_paused = true)]
 async fn failed_or_panicking_work_releases_its_claim_so_a_retry_runs() {
     // SPEC "handler error before a durable write": release, so the next attempt runs at once.
-    let store = FlakyStore::new();
+    let store = Arc::new(FlakyStore::default());
     let once = once(&store);
     let failed = once
         .run(&id("k"), &fingerprint("p"), |_| async { Err::<StoredOutcome, _>(std::io::Error::other("boom")) })
@@ -122,7 +122,7 @@ async fn failed_or_panicking_work_releases_its_claim_so_a_retry_runs() {
 async fn a_completion_the_store_cannot_take_is_reported_unrecorded() {
     // Separate mode's window, reported as such: the side effect ran, the record is not
     // completed, and the caller is told rather than given a success.
-    let store = FlakyStore::new();
+    let store = Arc::new(FlakyStore::default());
     store.complete_down.store(true, Ordering::SeqCst);
     let once = once(&store);
     let ran = once

@@ -4,16 +4,13 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use idem_consumer::testing::MemoryBroker;
 use idem_consumer::{ClaimScope, Handler, Message};
-use idem_core::{
-    ClaimRequest, Clock, Decision, Fence, Fenced, MemoryStore, Policy, Record, RecordId, Renewal, Store, StoreError,
-    StoredOutcome, StoredResponse, Timestamp,
-};
+use idem_core::{Clock, Policy, StoredOutcome, Timestamp};
 use tokio::time::Instant;
 
 pub(crate) const LEASE: Duration = Duration::from_secs(3);
@@ -95,65 +92,4 @@ impl Handler for Payments {
 }
 
 /// The in-memory store, with every call failing while `down` is set, or only completions.
-#[derive(Default)]
-pub(crate) struct FlakyStore {
-    pub(crate) inner: MemoryStore,
-    pub(crate) down: AtomicBool,
-    pub(crate) complete_down: AtomicBool,
-}
-
-fn unavailable() -> StoreError {
-    StoreError::unavailable("the test took the store down")
-}
-
-impl FlakyStore {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) { Err(unavailable()) } else { Ok(()) }
-    }
-}
-
-impl Store for FlakyStore {
-    async fn claim(
-        &self,
-        id: &RecordId,
-        request: impl Into<ClaimRequest> + Send,
-        now: Timestamp,
-        p: &Policy,
-    ) -> Result<Decision, StoreError> {
-        self.check()?;
-        self.inner.claim(id, request, now, p).await
-    }
-    async fn complete(
-        &self,
-        id: &RecordId,
-        fence: Fence,
-        r: StoredResponse,
-        now: Timestamp,
-        p: &Policy,
-    ) -> Result<Fenced, StoreError> {
-        self.check()?;
-        if self.complete_down.load(Ordering::SeqCst) {
-            return Err(unavailable());
-        }
-        self.inner.complete(id, fence, r, now, p).await
-    }
-    async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
-        self.check()?;
-        self.inner.release(id, fence).await
-    }
-    async fn renew(&self, id: &RecordId, fence: Fence, now: Timestamp, p: &Policy) -> Result<Renewal, StoreError> {
-        self.check()?;
-        self.inner.renew(id, fence, now, p).await
-    }
-    async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        self.check()?;
-        self.inner.get(id).await
-    }
-    async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
-        self.inner.purge_expired(now, batch_max).await
-    }
-    async fn count_replay(&self, id: &RecordId, now: Timestamp) -> Result<bool, StoreError> {
-        self.check()?;
-        self.inner.count_replay(id, now).await
-    }
-}
+pub(crate) type FlakyStore = idem_core::conformance::FlakyStore;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::steps::{at, claim, complete, executes, id, ok, record, renew, response};
 use super::{CASES, Harness};
-use crate::{Decision, Fenced, Holder, Limits, Refusal, Renewal};
+use crate::{Decision, Fenced, Holder, Limits, Refusal, Renewal, Store};
 
 pub(super) async fn stale_fence_is_refused_after_take_over<H: Harness>(harness: &H) {
     // Goal: G3: after a take-over the old fence's completion, release and renewal are refused

@@ -262,7 +262,7 @@ where
     };
     let conflict =
         Decision::Conflict { retry_after: Duration::from_secs(10), expires_at: at(3600), holder: holder.clone() };
-    assert_eq!(claim(case, &store, &alice, 100, at(0)).await, conflict, "conformance case `{case}`");
+    assert_eq!(super::steps::claim(case, &store, &alice, 100, at(0)).await, conflict, "conformance case `{case}`");
     for now in [at(3), at(6)] {
         assert!(matches!(ok(case, store.renew(&alice, claim.fence, now, &policy()).await), Renewal::Renewed { .. }));
     }

@@ -5,7 +5,7 @@ use futures::future::join_all;
 
 use super::steps::{at, claim, complete, executes, fingerprint, id, ok, policy, record, response};
 use super::{CASES, CONCURRENT_CLAIMS, Harness};
-use crate::{Decision, Fenced, Limits, RecordId, StoreError};
+use crate::{Decision, Fenced, Limits, RecordId, Store, StoreError};
 
 pub(super) async fn purge_forgets_only_expired_records<H: Harness>(harness: &H) {
     // Goal: purge forgets exactly what idem-core calls expired, earliest first, in bounded batches.

@@ -1,11 +1,11 @@
 //! Cases of message outcomes (SPEC "Message consumers"): stored through the ordinary codec
 //! and replayed equal.
 
-use super::steps::{at, claim, complete, ok, policy, record};
+use super::steps::{at, ok, policy, record};
 use super::{CASES, Harness};
 use crate::consume::{self, Handle, Redelivery, Settle};
 use crate::outcome::{ContentType, StoredOutcome};
-use crate::{Decision, Fenced, Fingerprint, Key, Limits, Principal, RecordId, RecordState, StoredResponse};
+use crate::{Decision, Fenced, Fingerprint, Key, Limits, Principal, RecordId, RecordState, Store, StoredResponse};
 
 /// Bytes of the largest outcome the outcome cases store: 1 MiB, the default body limit.
 pub const OUTCOME_BYTES_MAX: usize = 1 << 20;

@@ -4,13 +4,9 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use idem_core::{
-    ClaimRequest, Clock, Decision, Fence, Fenced, Fingerprint, Key, MemoryStore, Policy, Principal, Record, RecordId,
-    Renewal, Store, StoreError, StoredResponse, Timestamp,
-};
+use idem_core::{Clock, Fingerprint, Key, Policy, Principal, RecordId, Timestamp};
 use tokio::time::Instant;
 
 /// Time read off tokio's timer, so paused time drives the store's clock and the renewal alike.
@@ -43,65 +39,5 @@ pub(crate) fn fingerprint(payload: &str) -> Fingerprint {
     Fingerprint::of_message("orders", payload.as_bytes())
 }
 
-/// The in-memory store, with renewals and completions that fail while told to.
-#[derive(Default)]
-pub(crate) struct FlakyStore {
-    pub(crate) inner: MemoryStore,
-    pub(crate) renew_down: AtomicBool,
-    pub(crate) complete_down: AtomicBool,
-    pub(crate) renewals: AtomicU32,
-}
-
-impl FlakyStore {
-    pub(crate) fn new() -> Arc<FlakyStore> {
-        Arc::new(FlakyStore { inner: MemoryStore::new(Default::default()), ..FlakyStore::default() })
-    }
-}
-
-fn down() -> StoreError {
-    StoreError::unavailable("the test took the store down")
-}
-
-impl Store for FlakyStore {
-    async fn claim(
-        &self,
-        id: &RecordId,
-        request: impl Into<ClaimRequest> + Send,
-        now: Timestamp,
-        p: &Policy,
-    ) -> Result<Decision, StoreError> {
-        self.inner.claim(id, request, now, p).await
-    }
-    async fn complete(
-        &self,
-        id: &RecordId,
-        fence: Fence,
-        r: StoredResponse,
-        now: Timestamp,
-        p: &Policy,
-    ) -> Result<Fenced, StoreError> {
-        if self.complete_down.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        self.inner.complete(id, fence, r, now, p).await
-    }
-    async fn release(&self, id: &RecordId, fence: Fence) -> Result<Fenced, StoreError> {
-        self.inner.release(id, fence).await
-    }
-    async fn renew(&self, id: &RecordId, fence: Fence, now: Timestamp, p: &Policy) -> Result<Renewal, StoreError> {
-        if self.renew_down.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        self.renewals.fetch_add(1, Ordering::SeqCst);
-        self.inner.renew(id, fence, now, p).await
-    }
-    async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn purge_expired(&self, now: Timestamp, batch_max: usize) -> Result<usize, StoreError> {
-        self.inner.purge_expired(now, batch_max).await
-    }
-    async fn count_replay(&self, id: &RecordId, now: Timestamp) -> Result<bool, StoreError> {
-        self.inner.count_replay(id, now).await
-    }
-}
+/// The in-memory store, with calls that fail while a test says so.
+pub(crate) type FlakyStore = idem_core::conformance::FlakyStore;
