@@ -12,6 +12,14 @@
 //! | [`postgres_url`] | `IDEM_TEST_POSTGRES_URL` | a throw-away cluster of this process; as root, `postgres://postgres@127.0.0.1:5432/test` |
 //! | [`redis_url`] | `IDEM_TEST_REDIS_URL` | a throw-away `redis-server` of this process |
 //!
+//! And for tests that break a server on purpose, without root:
+//!
+//! | item | what it gives |
+//! |---|---|
+//! | [`postgres_cluster`] | the throw-away cluster behind [`postgres_url`], to [`stop`](PostgresCluster::stop) and [`start`](PostgresCluster::start) again on the same port and data directory; `None` when the URL is not one (the variable named a server, or root) |
+//! | [`proxy::TcpProxy`] | a loopback TCP forwarder to a server; [`cut`](proxy::TcpProxy::cut) closes every connection through it, as a dropped network path would |
+//! | [`is_root`] | whether the process runs as root: the tests that need root (a tmpfs, network namespaces, the machine's PostgreSQL cluster) run their root version only then |
+//!
 //! A variable set to the empty string counts as unset. A missing server binary fails the
 //! test with the Debian package that provides it (`postgresql`, `redis-server`); a server
 //! that does not come up within [`STARTUP_MAX`] fails it with the server's last log lines.
@@ -61,12 +69,13 @@
 
 mod postgres;
 mod process;
+pub mod proxy;
 mod redis;
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub use postgres::ROOT_FALLBACK_URL;
+pub use postgres::{PostgresCluster, ROOT_FALLBACK_URL};
 
 /// Longest a throw-away server may take from its first command to accepting connections.
 pub const STARTUP_MAX: Duration = Duration::from_secs(30);
@@ -93,6 +102,24 @@ pub const REDIS_URL_VAR: &str = "IDEM_TEST_REDIS_URL";
 pub fn postgres_url() -> String {
     static CHOSEN: OnceLock<Result<String, String>> = OnceLock::new();
     chosen_or_panic(&CHOSEN, POSTGRES_URL_VAR, "PostgreSQL", postgres::throw_away_or_root_fallback)
+}
+
+/// The throw-away cluster behind [`postgres_url`] (started by this call if no call did
+/// yet), to stop and start again; `None` when [`postgres_url`] names another server:
+/// `IDEM_TEST_POSTGRES_URL`'s, or, as root, [`ROOT_FALLBACK_URL`].
+///
+/// # Panics
+///
+/// As [`postgres_url`], when no cluster can be started.
+pub fn postgres_cluster() -> Option<&'static PostgresCluster> {
+    let _chosen = postgres_url();
+    postgres::CLUSTER.get()
+}
+
+/// Whether this process runs as root (effective user id 0).
+#[must_use]
+pub fn is_root() -> bool {
+    process::is_root()
 }
 
 /// The Redis the tests of this process use: `IDEM_TEST_REDIS_URL` if set, else a throw-away

@@ -237,17 +237,23 @@ impl Running {
     /// Reads the rest of the log until the server exits, keeping the calling thread (the one
     /// that started the server, whose end signals it) alive that long; then says on stderr
     /// that the server is gone, with its last lines, since later tests will fail to reach it.
-    pub(crate) fn watch_until_exit(mut self, server: &str) {
+    pub(crate) fn watch_until_exit(self, server: &str) {
         let tail = self.tail.clone();
-        for line in self.log.by_ref().map_while(Result::ok) {
-            tail.push(line);
-        }
-        let status = self.child.wait().map_or_else(|error| format!("unknown ({error})"), |status| status.to_string());
+        let (pid, status) = self.follow_until_exit();
         eprintln!(
-            "idem-testkit: the throw-away {server} (pid {}) exited ({status}); its last log lines:{}",
-            self.child.id(),
+            "idem-testkit: the throw-away {server} (pid {pid}) exited ({status}); its last log lines:{}",
             tail.quoted()
         );
+    }
+
+    /// Reads the rest of the log into the tail until the server exits; answers its process id
+    /// and how it exited.
+    pub(crate) fn follow_until_exit(mut self) -> (u32, String) {
+        for line in self.log.by_ref().map_while(Result::ok) {
+            self.tail.push(line);
+        }
+        let status = self.child.wait().map_or_else(|error| format!("unknown ({error})"), |status| status.to_string());
+        (self.child.id(), status)
     }
 }
 
