@@ -2,11 +2,15 @@
 //! during the outage, its pool recovers by itself, nothing executes twice and no
 //! acknowledged completion is lost.
 //!
-//! This stops the machine's cluster (`pg_ctlcluster <version> main stop`), holds it down
-//! until a worker has been answered Unavailable (at most [`DOWN_MAX`]), and starts it again,
-//! which interrupts every other client of that server for a few seconds. Holding it down
-//! matters: a bare `restart` can be shorter than the pool's acquire timeout, and the pool
-//! then rides through it without a worker ever seeing the outage.
+//! This stops the test's PostgreSQL, holds it down until a worker has been answered
+//! Unavailable (at most [`DOWN_MAX`]), and starts it again. Holding it down matters: a bare
+//! `restart` can be shorter than the pool's acquire timeout, and the pool then rides
+//! through it without a worker ever seeing the outage.
+//!
+//! Which server: the throw-away cluster idem-testkit started for this process (not root:
+//! [`PostgresCluster::stop`] and `start`, on the same port and data directory), or, as root,
+//! whose URL is the machine's server, the machine's cluster (`pg_ctlcluster <version> main
+//! stop`), which interrupts every other client of that server for a few seconds.
 
 mod common;
 
@@ -19,18 +23,57 @@ use std::time::{Duration, Instant};
 use common::{Schemas, fingerprint, id, response};
 use idem_core::{Decision, Fenced, Policy, Store, StoreError};
 use idem_postgres::PostgresStore;
+use idem_testkit::PostgresCluster;
 use sqlx::AssertSqlSafe;
 
 /// Longest the cluster is held down waiting for a worker to see the outage.
 const DOWN_MAX: Duration = Duration::from_secs(15);
 
-/// Runs `pg_ctlcluster <version> main <action>` on a blocking thread.
-async fn pg_ctlcluster(action: &'static str) {
+/// The server the test stops and starts.
+#[derive(Clone, Copy)]
+enum Server {
+    /// The throw-away cluster idem-testkit started for this process.
+    ThrowAway(&'static PostgresCluster),
+    /// The machine's cluster, as root.
+    Machine,
+}
+
+impl Server {
+    /// The cluster behind `common::url()`; a server this test cannot restart fails it.
+    fn of_this_test() -> Server {
+        if let Some(cluster) = idem_testkit::postgres_cluster() {
+            return Server::ThrowAway(cluster);
+        }
+        assert!(
+            idem_testkit::is_root(),
+            "this test restarts its PostgreSQL: idem-testkit's throw-away cluster, or as root the machine's \
+             (pg_ctlcluster); {} names a server it cannot restart: unset {}",
+            common::url(),
+            idem_testkit::POSTGRES_URL_VAR
+        );
+        Server::Machine
+    }
+
+    /// Stops (`"stop"`) or starts (`"start"`) it, on a blocking thread.
+    async fn act(self, action: &'static str) {
+        let acted = tokio::task::spawn_blocking(move || match self {
+            Server::ThrowAway(cluster) if action == "stop" => cluster.stop(),
+            Server::ThrowAway(cluster) => cluster.start(),
+            Server::Machine => pg_ctlcluster(action),
+        });
+        let outcome = acted.await.expect("the stop or start task ran");
+        outcome.unwrap_or_else(|error| panic!("PostgreSQL {action} failed: {error}"));
+    }
+}
+
+/// Runs `pg_ctlcluster <version> main <action>`.
+fn pg_ctlcluster(action: &str) -> Result<(), String> {
     let version = cluster_version();
-    let run =
-        tokio::task::spawn_blocking(move || Command::new("pg_ctlcluster").args([&version, "main", action]).status());
-    let status = run.await.expect("the pg_ctlcluster task ran").expect("pg_ctlcluster runs (as root or postgres)");
-    assert!(status.success(), "pg_ctlcluster {action} failed: {status}");
+    let status = Command::new("pg_ctlcluster")
+        .args([&version, "main", action])
+        .status()
+        .map_err(|error| format!("pg_ctlcluster runs (as root or postgres): {error}"))?;
+    if status.success() { Ok(()) } else { Err(format!("pg_ctlcluster {version} main {action}: {status}")) }
 }
 
 /// The cluster's version: the one directory under /etc/postgresql.
@@ -133,15 +176,16 @@ async fn restart_under_load_loses_nothing_and_runs_nothing_twice() {
         })
         .collect();
 
+    let server = Server::of_this_test();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    pg_ctlcluster("stop").await;
+    server.act("stop").await;
     // Held down until a worker has seen the outage, so the Unavailable path is exercised
     // every run; bounded, so a pool that hid the outage fails the assertion below instead.
     let down = Instant::now();
     while unavailable.load(Ordering::Relaxed) == 0 && down.elapsed() < DOWN_MAX {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    pg_ctlcluster("start").await;
+    server.act("start").await;
 
     // After the restart, the pool recovers by itself: a claim succeeds within a few seconds.
     let recovered = Instant::now();
