@@ -100,8 +100,11 @@ async fn the_consumer_answers_every_copy_of_a_request_with_the_recorded_outcome(
     consumer
         .run_until(async move {
             until(WAIT, "two replies", || {
-                let ready = counts(&waited_for).0;
-                async move { if ready >= 2 { Ok(()) } else { Err(format!("{ready} replies")) } }
+                let waited_for = waited_for.clone();
+                async move {
+                    let ready = counts(&waited_for).await.0;
+                    if ready >= 2 { Ok(()) } else { Err(format!("{ready} replies")) }
+                }
             })
             .await;
         })

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Broker, counts, unique, until_counts, uri, within};
+use common::{Broker, assert_counts, proxied_uri, unique, until_counts, uri, within};
 use idem_consumer::{Delivery, DeliveryInfo, Transport, TransportError};
 use idem_core::consume::{DeadLetterReason, RedeliveryTimer};
 use idem_rabbitmq::lapin::options::BasicAckOptions;
@@ -65,7 +65,7 @@ async fn nak_holds_then_redelivers() {
     let naked_at = Instant::now();
     let nak = tokio::spawn(first.nak(hold));
     // While held, the broker still has it out to us: not ready for anyone else.
-    assert_eq!(counts(&queue), (0, 1), "a held nak keeps the delivery");
+    assert_counts(&queue, 0, 1, "a held nak keeps the delivery").await;
     assert!(!nak.is_finished(), "the count above was taken during the hold");
     let again = next(&mut transport, "the redelivery after the nak").await;
     assert!(naked_at.elapsed() >= hold, "redelivered after {:?}, before the {hold:?} asked", naked_at.elapsed());
@@ -183,19 +183,23 @@ async fn closed_channel_is_reported_and_consumed_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_connection_is_reported_and_reconnected() {
+    // Goal: when the transport's connection drops (cut under it, as a network or a broker
+    // that gave up on it would), the loss is reported as Closed, an ack of a delivery taken
+    // on it fails, and the transport reconnects by itself and gets the message again,
+    // requeued by the broker (redelivered).
     let mut broker = Broker::connect().await;
     let queue = broker.queue(&unique("connection_closed")).await;
     broker.publish(&queue, Some("k1"), b"x", &[]).await;
-    let name = unique("connection_closed_conn");
-    let mut transport =
-        RabbitTransport::builder(uri(), &queue).connection_name(&name).connect().await.expect("transport");
+    let (proxy, through_proxy) = proxied_uri();
+    let mut transport = RabbitTransport::builder(through_proxy, &queue).connect().await.expect("transport");
     let held = next(&mut transport, "the message").await;
-    tokio::task::spawn_blocking(move || common::close_connection(&name)).await.expect("rabbitmqctl task");
+    assert_eq!(proxy.cut(), 1, "the transport's one connection went through the proxy");
     let reported = within(WAIT, "the close to be reported", transport.next()).await.expect("not stopped");
     assert!(matches!(reported, Err(TransportError::Closed)), "{reported:?}");
     assert!(held.ack().await.is_err(), "an ack on the closed connection fails");
     let again = next(&mut transport, "the requeued message on a new connection").await;
     assert!(again.redelivered());
+    assert_eq!(proxy.live(), 1, "the new connection goes through the proxy too");
     again.ack().await.expect("ack");
     until_counts(&queue, 0, 0, WAIT).await;
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the real-broker tests: the broker's address, queues each test
 //! declares for itself (deleted by a drop guard, also when the test panics), publishing
-//! with confirms, the queue's counts, and bounded waits.
+//! with confirms, the queue's counts, a proxy to cut a connection through, and bounded
+//! waits. None needs root: the tests pass as any user that reaches the broker.
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own subset
 
@@ -8,6 +9,7 @@ pub mod pg;
 
 use std::future::Future;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use idem_rabbitmq::lapin::options::{
@@ -15,6 +17,7 @@ use idem_rabbitmq::lapin::options::{
 };
 use idem_rabbitmq::lapin::types::{AMQPValue, FieldTable, ShortString};
 use idem_rabbitmq::lapin::{BasicProperties, Channel, Connection, ConnectionProperties, message::BasicGetMessage};
+use idem_testkit::proxy::TcpProxy;
 
 /// The broker the tests use, unless `IDEM_TEST_AMQP_URL` names another.
 pub fn uri() -> String {
@@ -126,8 +129,48 @@ impl Drop for Broker {
     }
 }
 
-/// A queue's messages ready and unacknowledged, as the broker counts them.
-pub fn counts(queue: &str) -> (u64, u64) {
+/// How the tests read a queue's counts, chosen once per process and said on stderr.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Counter {
+    /// `rabbitmqctl list_queues`: ready and unacknowledged. It talks to the broker's node
+    /// with the Erlang cookie, which only root (and the broker's own user) can read.
+    Rabbitmqctl,
+    /// A passive `queue.declare` over AMQP, open to any user: the broker answers the ready
+    /// messages only (AMQP 0-9-1 has no count of the unacknowledged).
+    Amqp,
+}
+
+fn counter() -> Counter {
+    static COUNTER: OnceLock<Counter> = OnceLock::new();
+    *COUNTER.get_or_init(|| {
+        if idem_testkit::is_root() {
+            Counter::Rabbitmqctl
+        } else {
+            eprintln!(
+                "not root: queue counts come over AMQP (passive queue.declare), which gives the ready \
+                 messages only; the unacknowledged counts are checked as root (rabbitmqctl needs the Erlang cookie)"
+            );
+            Counter::Amqp
+        }
+    })
+}
+
+/// A queue's messages ready and unacknowledged, as the broker counts them; the
+/// unacknowledged are `None` where only AMQP can ask (not root, see [`Counter`]).
+pub async fn counts(queue: &str) -> (u64, Option<u64>) {
+    match counter() {
+        Counter::Rabbitmqctl => {
+            let queue = queue.to_owned();
+            let (ready, unacked) =
+                tokio::task::spawn_blocking(move || rabbitmqctl_counts(&queue)).await.expect("rabbitmqctl task");
+            (ready, Some(unacked))
+        }
+        Counter::Amqp => (ready_over_amqp(queue).await, None),
+    }
+}
+
+/// `(ready, unacknowledged)` of `queue` from `rabbitmqctl list_queues`.
+fn rabbitmqctl_counts(queue: &str) -> (u64, u64) {
     let output = Command::new("rabbitmqctl")
         .args(["list_queues", "-q", "--no-table-headers", "name", "messages_ready", "messages_unacknowledged"])
         .output()
@@ -144,23 +187,42 @@ pub fn counts(queue: &str) -> (u64, u64) {
     panic!("rabbitmqctl does not list queue {queue}: {text}");
 }
 
+/// The ready messages of `queue`, from a passive `queue.declare` on a connection of its own.
+async fn ready_over_amqp(queue: &str) -> u64 {
+    let connection = Connection::connect(&uri(), ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|error| panic!("RabbitMQ at {} is needed for these tests: {error}", uri()));
+    let channel = connection.create_channel().await.expect("a channel opens");
+    let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    let declared = channel.queue_declare(queue.into(), options, FieldTable::default()).await;
+    let ready = declared.unwrap_or_else(|error| panic!("queue {queue} is there: {error}")).message_count();
+    let _ = connection.close(200, "counted".into()).await;
+    u64::from(ready)
+}
+
+/// Asserts `queue` holds `ready` messages ready and `unacked` unacknowledged (the latter
+/// where it can be counted, see [`counts`]).
+pub async fn assert_counts(queue: &str, ready: u64, unacked: u64, what: &str) {
+    let seen = counts(queue).await;
+    assert_eq!(seen.0, ready, "{what}: ready in {queue}");
+    if let Some(seen) = seen.1 {
+        assert_eq!(seen, unacked, "{what}: unacknowledged in {queue}");
+    }
+}
+
 /// Waits (at most `max`) until `queue` has `ready` messages ready and `unacked`
-/// unacknowledged; fails saying what it saw last.
+/// unacknowledged (the latter where it can be counted, see [`counts`]); fails saying what
+/// it saw last.
 pub async fn until_counts(queue: &str, ready: u64, unacked: u64, max: Duration) {
     let deadline = tokio::time::Instant::now() + max;
     loop {
-        let seen = tokio::task::spawn_blocking({
-            let queue = queue.to_owned();
-            move || counts(&queue)
-        })
-        .await
-        .expect("rabbitmqctl task");
-        if seen == (ready, unacked) {
+        let seen = counts(queue).await;
+        if seen.0 == ready && seen.1.is_none_or(|seen| seen == unacked) {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "queue {queue}: waited {max:?} for {ready} ready / {unacked} unacked, last saw {} / {}",
+            "queue {queue}: waited {max:?} for {ready} ready / {unacked} unacked, last saw {} / {:?}",
             seen.0,
             seen.1
         );
@@ -173,25 +235,20 @@ pub async fn within<T>(max: Duration, what: &str, future: impl Future<Output = T
     tokio::time::timeout(max, future).await.unwrap_or_else(|_| panic!("waited {max:?} for {what}"))
 }
 
-/// Closes the broker connection whose client named itself `name`, as the broker does to
-/// a peer that stopped answering heartbeats.
-pub fn close_connection(name: &str) {
-    let output = Command::new("rabbitmqctl")
-        .args(["list_connections", "-q", "--no-table-headers", "pid", "client_properties"])
-        .output()
-        .expect("rabbitmqctl runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let pid = text
-        .lines()
-        .find(|line| line.contains(&format!("\"{name}\"")))
-        .and_then(|line| line.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no connection named {name}: {text}"));
-    let status = Command::new("rabbitmqctl")
-        .args(["close_connection", pid, "closed by the test"])
-        .output()
-        .expect("rabbitmqctl runs")
-        .status;
-    assert!(status.success(), "rabbitmqctl close_connection {pid}");
+/// A [`TcpProxy`] to the broker of [`uri`], and that URI with the proxy in the broker's
+/// place: a connection made with it can be cut ([`TcpProxy::cut`]) as a network that drops
+/// it would, which no broker command and no privilege is needed for.
+pub fn proxied_uri() -> (TcpProxy, String) {
+    let uri = uri();
+    let (scheme, rest) = uri.split_once("://").expect("the AMQP URI has a scheme");
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let (user, host_port) = authority.rsplit_once('@').map_or(("", authority), |(user, host)| (user, host));
+    let upstream = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5672") };
+    let proxy = TcpProxy::start(upstream.as_str()).unwrap_or_else(|error| panic!("a proxy to {upstream}: {error}"));
+    let at = if user.is_empty() { String::new() } else { format!("{user}@") };
+    let proxied = format!("{scheme}://{at}{}{path}", proxy.local_addr());
+    (proxy, proxied)
 }
 
 /// Waits (at most `max`, checking every 100 ms) until `check` answers `Ok`; fails with
