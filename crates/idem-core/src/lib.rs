@@ -90,6 +90,7 @@ pub mod outcome;
 pub mod record;
 pub mod reply;
 pub mod request;
+pub mod sql_row;
 pub mod step;
 pub mod store;
 pub mod time;

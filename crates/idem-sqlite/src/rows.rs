@@ -172,14 +172,14 @@ pub(crate) async fn put_records(
             .push_bind(row.lease_expires_at)
             .push_bind(row.expires_at)
             .push_bind(row.due_at)
-            .push_bind(row.status)
+            .push_bind(row.status.map(i64::from))
             .push_bind(row.headers)
             .push_bind(row.body)
             .push_bind(stored_bytes)
             .push_bind(row.created_at)
             .push_bind(row.holder_request_id)
             .push_bind(row.holder_trace_id)
-            .push_bind(row.renewals)
+            .push_bind(i64::from(row.renewals))
             .push_bind(row.replays)
             .push_bind(row.tombstone_until);
     });
