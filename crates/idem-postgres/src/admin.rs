@@ -8,7 +8,9 @@ use sqlx::Row;
 
 use crate::codec;
 use crate::error::store_error;
-use crate::store::{PostgresStore, ReadKind, query};
+use crate::read::ReadKind;
+use crate::statements::query;
+use crate::store::PostgresStore;
 
 impl KeyAdmin for PostgresStore {
     /// One statement (`list` in the crate's statements): every filter of

@@ -107,11 +107,11 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    /// Whether opening may succeed if tried again soon (`crate::session::is_transient`).
+    /// Whether opening may succeed if tried again soon ([`is_transient`] for a driver error).
     #[must_use]
     pub fn is_transient(&self) -> bool {
         match self {
-            OpenError::Connect { source, .. } => crate::session::is_transient(source),
+            OpenError::Connect { source, .. } => is_transient(source),
             OpenError::SchemaLocked { .. } | OpenError::TimedOut { .. } => true,
             OpenError::NotReady { last, .. } => last.is_transient(),
             OpenError::InvalidOptions { .. } | OpenError::NewerSchema { .. } | OpenError::Migrate { .. } => false,
@@ -159,6 +159,21 @@ impl Failure {
             Failure::Contention(source) => StoreError::Unavailable { source, retry_after: Some(RETRY_AFTER_BUSY) },
         }
     }
+}
+
+/// Whether opening may succeed if tried again soon: the server refused or dropped the
+/// connection, is starting up, shutting down or in recovery, has no free connection slot,
+/// or a schema statement could not take its lock in time. Authentication, a missing
+/// database, permissions and malformed options are final.
+pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
+    if let Some(code) = sqlstate(error) {
+        // 08: connection exception; 57P01-57P03: admin or crash shutdown, cannot connect
+        // now (starting up, shutting down, recovery); 53300: too many connections; 55P03:
+        // lock not available (`lock_timeout`); 57014: a statement cancelled by its timeout.
+        return code.starts_with("08")
+            || matches!(code.as_str(), "57P01" | "57P02" | "57P03" | "53300" | "55P03" | "57014");
+    }
+    matches!(error, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
 }
 
 /// The SQLSTATE of a database error.

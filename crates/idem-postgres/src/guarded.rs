@@ -1,7 +1,7 @@
 //! The guarded completion: a completion of the claim in flight in one statement, checked
 //! against idem-core's store step afterwards (crate docs, "The guarded completion").
 
-use idem_core::step::{self, Counters, Operation, StoreView};
+use idem_core::step::{self, Counters, Operation, Step, StoreView};
 use idem_core::{
     Fence, Fenced, Fingerprint, FingerprintVersion, Holder, Record, RecordId, RecordState, StoreError, Timestamp,
     Usage, UsageDelta, Write, usage,
@@ -11,8 +11,10 @@ use sqlx::postgres::{PgConnection, PgRow};
 
 use crate::codec::{self, usage_shard};
 use crate::error::{Failure, corrupt, store_error};
+use crate::inner::Inner;
 use crate::options::TimeSource;
-use crate::store::{Inner, decode_counters, pick_now, query};
+use crate::read::decode_counters;
+use crate::statements::query;
 
 /// Atomic mode's completion in one statement (`complete_guarded` in
 /// [`crate::statements`]) on the caller's transaction: decide the step on the record as
@@ -49,6 +51,30 @@ pub(crate) async fn complete_guarded<O: Operation<Answer = Fenced>>(
         unreachable!("the step completes the claim in flight that it was shown")
     };
     debug_assert!(planned.answer == Fenced::Applied && planned.next_fence.is_none());
+    let Some(row) = write_guarded(connection, inner, id, completed, planned.usage.records, now).await? else {
+        return Ok(None);
+    };
+    let written: i64 = row.try_get("written").map_err(store_error)?;
+    if written == 0 {
+        return Ok(None);
+    }
+    if !inner.self_check {
+        // A bug planted for testing: the SQL is trusted, wrong as it may be.
+        return Ok(Some(planned.answer));
+    }
+    check(&row, inner, id, now, &planned, operation).map(Some)
+}
+
+/// Runs the guarded completion's statement, writing `completed` (as the step made it from
+/// time zero) if the row is the claim in flight; the row it returns, if any.
+async fn write_guarded(
+    connection: &mut PgConnection,
+    inner: &Inner,
+    id: &RecordId,
+    completed: &Record,
+    records: i64,
+    now: Timestamp,
+) -> Result<Option<PgRow>, Failure> {
     let values = codec::encode_record(completed)?;
     // The retention and the tombstone period, as the step counted them from time zero.
     let retention_ms = values.expires_at;
@@ -58,48 +84,50 @@ pub(crate) async fn complete_guarded<O: Operation<Answer = Fenced>>(
         TimeSource::Database => None,
         TimeSource::Caller => Some(codec::time_to_sql(now)),
     };
-    let shard = usage_shard(id);
     let row = query(&inner.sql.complete_guarded)
         .bind(id.principal.as_str())
         .bind(id.key.as_str())
         .bind(values.fence)
         .bind(values.state)
-        .bind(values.status)
+        .bind(codec::status_to_sql(values.status))
         .bind(values.headers.as_deref())
         .bind(values.body.as_deref())
         .bind(base)
         .bind(retention_ms)
         .bind(tombstone_ms)
         .bind(stored_bytes)
-        .bind(shard)
+        .bind(usage_shard(id))
         .bind(values.lease_expires_at)
         .bind(values.holder_request_id.as_deref())
         .bind(values.holder_trace_id.as_deref())
-        .bind(values.renewals)
+        .bind(codec::renewals_to_sql(values.renewals)?)
         .bind(values.replays)
-        .bind(planned.usage.records)
+        .bind(records)
         .fetch_optional(&mut *connection)
         .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let written: i64 = row.try_get("written").map_err(store_error)?;
+    Ok(row)
+}
+
+/// Runs the step again on the view the statement read, at the view's time, and checks it
+/// names exactly what was written: the record as the row now holds it, its
+/// `stored_bytes` and the usage delta. Its answer, or `Corrupt` (a panic in debug builds).
+fn check<O: Operation<Answer = Fenced>>(
+    row: &PgRow,
+    inner: &Inner,
+    id: &RecordId,
+    now: Timestamp,
+    planned: &Step<Fenced>,
+    operation: impl Fn(Timestamp) -> O,
+) -> Result<Fenced, Failure> {
+    let written = Written::read(row, planned.usage.records)?;
     let counted: i64 = row.try_get("counted").map_err(store_error)?;
-    if written == 0 {
-        return Ok(None);
-    }
-    if !inner.self_check {
-        // A bug planted for testing: the SQL is trusted, wrong as it may be.
-        return Ok(Some(planned.answer));
-    }
-    let written = Written::read(&row, planned.usage.records)?;
     if counted != i64::from(!written.delta.is_none()) {
+        let shard = usage_shard(id);
         return Err(corrupt(format!("the idem_usage row of shard {shard} is missing")).into());
     }
-    // The step on the view as read, at the view's time, must name what was written.
-    let (counters, db_now) = decode_counters(&row)?;
-    let old = codec::decode_record(&row)?;
-    let now = pick_now(inner.time, now, db_now);
+    let (counters, db_now) = decode_counters(row)?;
+    let old = codec::decode_record(row)?;
+    let now = inner.time.now(now, db_now);
     let view = StoreView { record: Some(&old), counters, limits: inner.limits };
     let step = step::step(id, &view, operation(now))?;
     let agrees = match &step.write {
@@ -114,7 +142,7 @@ pub(crate) async fn complete_guarded<O: Operation<Answer = Fenced>>(
         debug_assert!(false, "the guarded completion wrote what the step does not name: {step:?}, wrote {written:?}");
         return Err(corrupt(format!("the guarded completion disagrees with the store step ({:?})", step.write)).into());
     }
-    Ok(Some(step.answer))
+    Ok(step.answer)
 }
 
 /// What the guarded completion wrote, as its statement returns it.

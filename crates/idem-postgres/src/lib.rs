@@ -424,19 +424,25 @@ pub use sqlx;
 extern crate self as idem_postgres;
 
 mod admin;
+mod atomic;
 mod codec;
 mod error;
 mod guarded;
+mod inner;
+mod open;
 mod options;
 #[cfg(test)]
 mod planted;
 mod planting;
 mod purge;
+mod read;
 mod schema;
 mod session;
 mod statements;
 mod store;
+mod write;
 
+pub use atomic::WriteTransaction;
 pub use error::OpenError;
 /// What a store holds, as its size limits count it (idem-core's, re-exported for callers
 /// of [`PostgresStore::usage`]).
@@ -445,4 +451,4 @@ pub use options::{CONNECTIONS_MAX_LIMIT, PostgresOptions, RETRIES_MAX_LIMIT, SCH
 pub use planting::{PlantedBug, UnknownPlantedBug};
 pub use schema::MIGRATIONS_TABLE;
 pub use session::KEEPALIVE_COUNT_MAX;
-pub use store::{PostgresStore, WriteTransaction};
+pub use store::PostgresStore;

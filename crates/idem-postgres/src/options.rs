@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use idem_core::Limits;
+use idem_core::{Limits, Timestamp};
 
 use crate::session::SessionOptions;
 
@@ -31,6 +31,16 @@ pub enum TimeSource {
     /// The `now` the caller passes, as idem-core's other stores use it: for tests,
     /// simulations and the conformance suite, which move time by passing later timestamps.
     Caller,
+}
+
+impl TimeSource {
+    /// The `now` of a decision, from the caller's `now` and the `now` the database read.
+    pub(crate) fn now(self, caller: Timestamp, database: Timestamp) -> Timestamp {
+        match self {
+            TimeSource::Database => database,
+            TimeSource::Caller => caller,
+        }
+    }
 }
 
 /// Where the store lives, how big it may grow and how it talks to PostgreSQL.
@@ -323,5 +333,23 @@ mod tests {
         assert!(base().stored_bytes_max(0).problem().is_some());
         assert!(base().acquire_timeout(Duration::ZERO).problem().is_some());
         assert!(base().statement_timeout(Duration::from_micros(500)).problem().is_some());
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        // Goal: zero timeouts (PostgreSQL's "no timeout"), fractions of a second where
+        // PostgreSQL counts seconds, and keepalive counts out of range are refused.
+        let base = || PostgresOptions::new("postgres://h/d");
+        assert!(base().problem().is_none());
+        assert!(base().idle_in_transaction_timeout(Duration::ZERO).problem().is_some());
+        assert!(base().lock_timeout(Duration::from_micros(10)).problem().is_some());
+        assert!(base().schema_lock_timeout(Duration::ZERO).problem().is_some());
+        assert!(base().open_timeout(Duration::ZERO).problem().is_some());
+        assert!(base().tcp_user_timeout(Duration::from_secs(3_000_000)).problem().is_some());
+        assert!(base().tcp_keepalive(Duration::from_millis(1500), Duration::from_secs(1), 3).problem().is_some());
+        assert!(base().tcp_keepalive(Duration::from_secs(1), Duration::ZERO, 3).problem().is_some());
+        assert!(base().tcp_keepalive(Duration::from_secs(1), Duration::from_secs(1), 0).problem().is_some());
+        assert!(base().tcp_keepalive(Duration::from_secs(1), Duration::from_secs(1), 128).problem().is_some());
+        assert!(base().tcp_keepalive(Duration::from_secs(2), Duration::from_secs(1), 3).problem().is_none());
     }
 }

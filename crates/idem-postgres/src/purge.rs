@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use idem_core::step::{self, StoreView, op};
 use idem_core::{StoreError, Timestamp, UsageDelta, Write, usage};
 use sqlx::Row;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow};
 
 use crate::codec::{self, RecordRow, usage_shard};
 use crate::error::{Failure, corrupt, store_error};
-use crate::store::{PostgresStore, decode_counters, query};
+use crate::inner::Inner;
+use crate::read::decode_counters;
+use crate::statements::{Statements, query};
 
 /// What one batch writes: ids to delete, records to put (with their `stored_bytes`), and
 /// the usage deltas per shard.
@@ -33,90 +35,92 @@ impl Batch {
     }
 }
 
-impl PostgresStore {
-    /// Purges up to `batch_max` due records in one transaction, skipping rows other
-    /// transactions hold: candidates come from the `due_at` index (earliest first, ties by
-    /// fence, as `idem_core::MemoryState` purges), each goes through [`op::Expire`], the
-    /// records it forgets are deleted in one statement, those it shrinks to tombstones are
-    /// put in another, and the usage deltas are added per shard in a third.
-    pub(crate) async fn purge_attempt(&self, now: Timestamp, batch_max: usize) -> Result<usize, Failure> {
-        let sql = &self.inner.sql;
-        let limit = i64::try_from(batch_max).unwrap_or(i64::MAX);
-        let mut transaction = self.pool.begin().await?;
-        let counters_row = query(&sql.read_counters).fetch_one(&mut *transaction).await?;
-        let (counters, db_now) = decode_counters(&counters_row)?;
-        let now = self.now(now, db_now);
-        let rows = query(&sql.purge_due).bind(codec::time_to_sql(now)).bind(limit).fetch_all(&mut *transaction).await?;
-        let mut batch = Batch::default();
-        for row in &rows {
-            let principal: String = row.try_get("principal").map_err(store_error)?;
-            let key: String = row.try_get("idem_key").map_err(store_error)?;
-            let read = codec::id_from_sql(&principal, &key)
-                .and_then(|id| codec::decode_record(row).map(|record| (id, record)));
-            let (id, record) = match read {
-                Ok(read) => read,
-                Err(error) => {
-                    let (shard, delta) = forget_damaged(row, &principal, &key, &error);
-                    batch.count(shard, delta)?;
-                    batch.deleted.0.push(principal);
-                    batch.deleted.1.push(key);
-                    continue;
-                }
-            };
-            let view = StoreView { record: Some(&record), counters, limits: self.inner.limits };
-            let step = step::step(&id, &view, op::Expire { now })?;
-            debug_assert!(step.next_fence.is_none(), "expiry issues no fence");
-            // The index and the record agree (decode_record checks the column), so every
-            // candidate is due.
-            debug_assert!(step.answer, "the due_at index lists only due records");
-            match step.write {
-                Write::Unchanged => continue,
-                Write::Delete => {
-                    batch.deleted.0.push(principal);
-                    batch.deleted.1.push(key);
-                }
-                Write::Put(shrunk) => {
-                    let stored_bytes = codec::count_to_sql("stored_bytes", usage::stored_bytes(&id, &shrunk))?;
-                    batch.put.push((principal, key, codec::encode_record(&shrunk)?, stored_bytes));
-                }
+/// Purges up to `batch_max` due records in one transaction on `pool`, skipping rows other
+/// transactions hold: candidates come from the `due_at` index (earliest first, ties by
+/// fence, as `idem_core::MemoryState` purges), each goes through [`op::Expire`], the
+/// records it forgets are deleted in one statement, those it shrinks to tombstones are
+/// put in another, and the usage deltas are added per shard in a third.
+pub(crate) async fn purge_batch(
+    pool: &PgPool,
+    inner: &Inner,
+    now: Timestamp,
+    batch_max: usize,
+) -> Result<usize, Failure> {
+    let sql = &inner.sql;
+    let limit = i64::try_from(batch_max).unwrap_or(i64::MAX);
+    let mut transaction = pool.begin().await?;
+    let counters_row = query(&sql.read_counters).fetch_one(&mut *transaction).await?;
+    let (counters, db_now) = decode_counters(&counters_row)?;
+    let now = inner.time.now(now, db_now);
+    let rows = query(&sql.purge_due).bind(codec::time_to_sql(now)).bind(limit).fetch_all(&mut *transaction).await?;
+    let mut batch = Batch::default();
+    for row in &rows {
+        let principal: String = row.try_get("principal").map_err(store_error)?;
+        let key: String = row.try_get("idem_key").map_err(store_error)?;
+        let read =
+            codec::id_from_sql(&principal, &key).and_then(|id| codec::decode_record(row).map(|record| (id, record)));
+        let (id, record) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                let (shard, delta) = forget_damaged(row, &principal, &key, &error);
+                batch.count(shard, delta)?;
+                batch.deleted.0.push(principal);
+                batch.deleted.1.push(key);
+                continue;
             }
-            batch.count(usage_shard(&id), step.usage)?;
+        };
+        let view = StoreView { record: Some(&record), counters, limits: inner.limits };
+        let step = step::step(&id, &view, op::Expire { now })?;
+        debug_assert!(step.next_fence.is_none(), "expiry issues no fence");
+        // The index and the record agree (decode_record checks the column), so every
+        // candidate is due.
+        debug_assert!(step.answer, "the due_at index lists only due records");
+        match step.write {
+            Write::Unchanged => continue,
+            Write::Delete => {
+                batch.deleted.0.push(principal);
+                batch.deleted.1.push(key);
+            }
+            Write::Put(shrunk) => {
+                let stored_bytes = codec::count_to_sql("stored_bytes", usage::stored_bytes(&id, &shrunk))?;
+                batch.put.push((principal, key, codec::encode_record(&shrunk)?, stored_bytes));
+            }
         }
-        let purged = batch.len();
-        if purged == 0 {
-            return Ok(0);
-        }
-        self.write_batch(&mut transaction, batch).await?;
-        transaction.commit().await?;
-        Ok(purged)
+        batch.count(usage_shard(&id), step.usage)?;
     }
+    let purged = batch.len();
+    if purged == 0 {
+        return Ok(0);
+    }
+    write_batch(&mut transaction, sql, batch).await?;
+    transaction.commit().await?;
+    Ok(purged)
+}
 
-    async fn write_batch(&self, transaction: &mut sqlx::PgConnection, batch: Batch) -> Result<(), Failure> {
-        let sql = &self.inner.sql;
-        let Batch { deleted: (principals, keys), put, deltas } = batch;
-        if !principals.is_empty() {
-            let deleted = query(&sql.purge_delete).bind(&principals).bind(&keys).execute(&mut *transaction).await?;
-            // Every row was locked by this transaction, so every one is deleted.
-            debug_assert_eq!(deleted.rows_affected(), u64::try_from(principals.len()).unwrap_or(u64::MAX));
-        }
-        if !put.is_empty() {
-            let rows = put.len();
-            let updated = bind_columns(query(&sql.purge_put), put).execute(&mut *transaction).await?;
-            debug_assert_eq!(updated.rows_affected(), u64::try_from(rows).unwrap_or(u64::MAX));
-        }
-        let shards: Vec<i32> = deltas.keys().copied().collect();
-        let records: Vec<i64> = deltas.values().map(|delta| delta.records).collect();
-        let bytes: Vec<i64> = deltas.values().map(|delta| delta.stored_bytes).collect();
-        query(&sql.purge_usage).bind(&shards).bind(&records).bind(&bytes).execute(&mut *transaction).await?;
-        Ok(())
+async fn write_batch(transaction: &mut PgConnection, sql: &Statements, batch: Batch) -> Result<(), Failure> {
+    let Batch { deleted: (principals, keys), put, deltas } = batch;
+    if !principals.is_empty() {
+        let deleted = query(&sql.purge_delete).bind(&principals).bind(&keys).execute(&mut *transaction).await?;
+        // Every row was locked by this transaction, so every one is deleted.
+        debug_assert_eq!(deleted.rows_affected(), u64::try_from(principals.len()).unwrap_or(u64::MAX));
     }
+    if !put.is_empty() {
+        let rows = put.len();
+        let updated = bind_columns(query(&sql.purge_put), put)?.execute(&mut *transaction).await?;
+        debug_assert_eq!(updated.rows_affected(), u64::try_from(rows).unwrap_or(u64::MAX));
+    }
+    let shards: Vec<i32> = deltas.keys().copied().collect();
+    let records: Vec<i64> = deltas.values().map(|delta| delta.records).collect();
+    let bytes: Vec<i64> = deltas.values().map(|delta| delta.stored_bytes).collect();
+    query(&sql.purge_usage).bind(&shards).bind(&records).bind(&bytes).execute(&mut *transaction).await?;
+    Ok(())
 }
 
 /// Binds records to put as one array per column (`purge_put`'s parameters).
 fn bind_columns<'q>(
-    statement: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    statement: sqlx::query::Query<'q, sqlx::Postgres, PgArguments>,
     put: Vec<(String, String, RecordRow, i64)>,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, PgArguments>, StoreError> {
     let mut c = Columns::default();
     for (principal, key, row, stored_bytes) in put {
         c.principal.push(principal);
@@ -128,17 +132,17 @@ fn bind_columns<'q>(
         c.lease_expires_at.push(row.lease_expires_at);
         c.holder_request_id.push(row.holder_request_id);
         c.holder_trace_id.push(row.holder_trace_id);
-        c.renewals.push(row.renewals);
+        c.renewals.push(codec::renewals_to_sql(row.renewals)?);
         c.expires_at.push(row.expires_at);
         c.due_at.push(row.due_at);
-        c.status.push(row.status);
+        c.status.push(codec::status_to_sql(row.status));
         c.headers.push(row.headers);
         c.body.push(row.body);
         c.replays.push(row.replays);
         c.tombstone_until.push(row.tombstone_until);
         c.stored_bytes.push(stored_bytes);
     }
-    statement
+    Ok(statement
         .bind(c.principal)
         .bind(c.key)
         .bind(c.fingerprint)
@@ -156,7 +160,7 @@ fn bind_columns<'q>(
         .bind(c.body)
         .bind(c.replays)
         .bind(c.tombstone_until)
-        .bind(c.stored_bytes)
+        .bind(c.stored_bytes))
 }
 
 /// One array per column of [`RecordRow`], in its order.

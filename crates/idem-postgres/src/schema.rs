@@ -17,7 +17,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::codec::USAGE_SHARDS;
-use crate::error::{LOCK_NOT_AVAILABLE, OpenError, sqlstate};
+use crate::error::{LOCK_NOT_AVAILABLE, OpenError, is_transient, sqlstate};
 use crate::options::PostgresOptions;
 
 /// The table (in the store's schema) in which sqlx's migrator notes idem's applied
@@ -142,7 +142,7 @@ impl Failed<'_> {
         let (target, schema) = (self.target.to_owned(), self.schema.to_owned());
         if sqlstate(&error).as_deref() == Some(LOCK_NOT_AVAILABLE) {
             OpenError::SchemaLocked { target, schema, source: error }
-        } else if crate::session::is_transient(&error) {
+        } else if is_transient(&error) {
             OpenError::Connect { target, source: error }
         } else {
             OpenError::Migrate { target, schema, detail: error.to_string() }
@@ -168,5 +168,5 @@ impl Failed<'_> {
 
 /// Whether `open` tries again after this error (a lock not taken in time, a connection lost).
 fn retried(error: &sqlx::Error) -> bool {
-    sqlstate(error).as_deref() == Some(LOCK_NOT_AVAILABLE) || crate::session::is_transient(error)
+    sqlstate(error).as_deref() == Some(LOCK_NOT_AVAILABLE) || is_transient(error)
 }

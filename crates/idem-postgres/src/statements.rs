@@ -5,6 +5,9 @@
 
 use std::sync::Arc;
 
+use sqlx::postgres::PgArguments;
+use sqlx::{AssertSqlSafe, Postgres};
+
 use crate::codec::{self, COLUMNS, STATE_IN_FLIGHT};
 
 /// The database's clock in unix milliseconds.
@@ -12,6 +15,11 @@ pub(crate) const DB_NOW_MS: &str = "floor(extract(epoch FROM clock_timestamp()) 
 
 /// The largest time a row holds: [`idem_core::Timestamp`]'s saturating sums, as stored.
 const TIME_MAX: &str = "9223372036854775807";
+
+/// A query on one of the prebuilt statements.
+pub(crate) fn query<'q>(sql: &Arc<str>) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+    sqlx::query(AssertSqlSafe(Arc::clone(sql)))
+}
 
 /// Every statement, with the schema spelled out.
 #[derive(Debug, Clone)]
