@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: stores in fresh schemas of a real PostgreSQL.
+//! Helpers shared by the integration tests: stores in fresh schemas of a real PostgreSQL, and
+//! idem-core's fixtures (ids, fingerprints, the policy, responses) every store's tests share.
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own subset
 
@@ -6,7 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use idem_core::{Bytes, Fingerprint, Key, Policy, Principal, RecordId, StoredResponse, Timestamp};
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use idem_core::conformance::fixtures::{at, fingerprint, id, policy, response, wall_clock};
 use idem_postgres::{OpenError, PostgresOptions, PostgresStore};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
@@ -106,44 +108,4 @@ pub async fn connect() -> PgConnection {
     PgConnection::connect(&url()).await.unwrap_or_else(|error| {
         panic!("cannot reach PostgreSQL at {} (start it with `pg_ctlcluster 15 main start`): {error}", url())
     })
-}
-
-pub fn id(principal: &str, key: &str) -> RecordId {
-    let principal = if principal.is_empty() {
-        Principal::anonymous()
-    } else {
-        Principal::new(principal).expect("test principals are valid")
-    };
-    RecordId::new(principal, Key::parse(key.as_bytes()).expect("test keys are valid"))
-}
-
-pub fn fingerprint(body: &str) -> Fingerprint {
-    Fingerprint::of("POST", "/payments", body.as_bytes())
-}
-
-pub fn at(unix_ms: u64) -> Timestamp {
-    Timestamp::from_unix_ms(unix_ms)
-}
-
-/// The test process's clock, for comparing with the database's (same machine).
-pub fn wall_clock() -> Timestamp {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis();
-    Timestamp::from_unix_ms(u64::try_from(ms).expect("ms since 1970 fit u64"))
-}
-
-/// A 1 s lease and a 10 s retention.
-pub fn policy() -> Policy {
-    Policy::new(Duration::from_secs(1), Duration::from_secs(10)).expect("lease is shorter than retention")
-}
-
-/// A response with headers, including a binary value, and a body.
-pub fn response(body: &str) -> StoredResponse {
-    StoredResponse {
-        status: 201,
-        headers: vec![
-            ("content-type".to_owned(), Bytes::from_static(b"application/json")),
-            ("x-trace".to_owned(), Bytes::from_static(&[0, 1, 254, 255])),
-        ],
-        body: Bytes::copy_from_slice(body.as_bytes()),
-    }
 }

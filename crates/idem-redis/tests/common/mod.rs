@@ -1,13 +1,17 @@
 //! Helpers shared by the integration tests: stores on the real Redis, each under a key
-//! prefix of its own, deleted when the test ends (also when it fails).
+//! prefix of its own, deleted when the test ends (also when it fails), and idem-core's
+//! fixtures (ids, fingerprints, the policy, responses) every store's tests share.
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own subset
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use idem_core::{Bytes, Fingerprint, Key, Policy, Principal, RecordId, StoredResponse, Timestamp};
+/// `wall_now` is idem-core's `wall_clock` (the HTTP layer's `SystemClock`), under the name
+/// this crate's tests call it by.
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use idem_core::conformance::fixtures::{at, fingerprint, id, policy, response, wall_clock as wall_now};
 use idem_redis::{RedisOptions, RedisStore};
 
 /// The Redis the tests use: `IDEM_TEST_REDIS_URL`, else a throw-away `redis-server` of this
@@ -97,45 +101,5 @@ impl Drop for Cleanup {
                 let _: Result<u64, _> = redis::cmd("DEL").arg(keys).query(&mut connection);
             }
         }
-    }
-}
-
-pub fn id(principal: &str, key: &str) -> RecordId {
-    let principal = if principal.is_empty() {
-        Principal::anonymous()
-    } else {
-        Principal::new(principal).expect("test principals are valid")
-    };
-    RecordId::new(principal, Key::parse(key.as_bytes()).expect("test keys are valid"))
-}
-
-pub fn fingerprint(body: &str) -> Fingerprint {
-    Fingerprint::of("POST", "/payments", body.as_bytes())
-}
-
-pub fn at(unix_ms: u64) -> Timestamp {
-    Timestamp::from_unix_ms(unix_ms)
-}
-
-/// The wall clock, as the HTTP layer's `SystemClock` gives it.
-pub fn wall_now() -> Timestamp {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is past 1970").as_millis();
-    Timestamp::from_unix_ms(u64::try_from(ms).expect("ms since 1970 fit u64"))
-}
-
-/// A 1 s lease and a 10 s retention.
-pub fn policy() -> Policy {
-    Policy::new(Duration::from_secs(1), Duration::from_secs(10)).expect("lease is shorter than retention")
-}
-
-/// A response with headers, including a binary value, and a body.
-pub fn response(body: &str) -> StoredResponse {
-    StoredResponse {
-        status: 201,
-        headers: vec![
-            ("content-type".to_owned(), Bytes::from_static(b"application/json")),
-            ("x-trace".to_owned(), Bytes::from_static(&[0, 1, 254, 255])),
-        ],
-        body: Bytes::copy_from_slice(body.as_bytes()),
     }
 }
