@@ -13,46 +13,27 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 use futures::FutureExt;
 use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body as HttpBody;
-use idem_core::reply::{self, Disposition, Superseded};
-use idem_core::{
-    Claim, ClaimRequest, Decision, Fenced, Fingerprint, Holder, RecordId, Store, StoreError, StoredResponse, Timestamp,
-};
-use tokio::time::Instant;
-use tower::Service;
-use tracing::Span;
-
-use crate::answer::{self, Answer, expiring, in_progress, mark_expiry, rejected, replay, store_failed};
-use crate::atomic::{Commit, CommitState, NothingCommitted};
-use crate::body::{Body, BoxError, NotKept, ReadError, ResponseRead, full, read_bounded, read_to_keep};
-use crate::config::{Config, ConflictPolicy};
-use crate::headers::IDEMPOTENCY_EXPIRES;
-use crate::problem::kinds;
-use crate::route::Route;
-use crate::{ClaimContext, CompletedInTransaction, Outcome, Problem, observe};
+use idem_core::reply::Disposition;
+use idem_core::{Claim, ClaimRequest, Decision, Fenced, Fingerprint, Store};
 use idem_once::LeaseState;
-use idem_once::record::{self, Completion, Released};
 use idem_once::renew::{Renewing, while_renewing};
+use tower::Service;
 
-/// What one keyed request is about: configuration, store and record id.
-pub(crate) struct Keyed<St> {
-    pub(crate) config: Arc<Config>,
-    /// The settings of the request's route.
-    pub(crate) route: Arc<Route>,
-    /// Who would hold the claim.
-    pub(crate) holder: Holder,
-    pub(crate) store: Arc<St>,
-    pub(crate) id: RecordId,
-    /// The request's span ([`observe::request_span`]); the work runs inside it.
-    pub(crate) span: Span,
-    /// When the layer received the request.
-    pub(crate) started: Instant,
-}
+use crate::answer::{self, Answer, expiring, in_progress, rejected, replay, store_failed};
+use crate::atomic::{Commit, CommitState, NothingCommitted};
+use crate::body::{Body, BoxError, ReadError, ResponseRead, full, read_bounded, read_to_keep};
+use crate::config::ConflictPolicy;
+use crate::keyed::{Keyed, count_replay, superseded};
+use crate::problem::kinds;
+use crate::settle::{Ran, settle};
+use crate::{ClaimContext, CompletedInTransaction, Outcome, observe};
 
 /// Processes one keyed request to its end and marks the answer.
 pub(crate) async fn run<S, St, ReqBody, ResBody>(
@@ -155,36 +136,6 @@ where
     }
 }
 
-/// Counts one replay in the record, for operators; best effort (SPEC: a failing store never
-/// stops a replay), so a failure is only logged and counted by [`observe::store`].
-async fn count_replay<St: Store>(keyed: &Keyed<St>, now: Timestamp) {
-    if let Err(error) = observe::store("count_replay", keyed.store.count_replay(&keyed.id, now).await) {
-        tracing::debug!(key = keyed.id.key.as_str(), %error, "could not count a replay");
-    }
-}
-
-/// What became of the handler, read while its claim was being renewed.
-enum Ran<E> {
-    /// The inner service returned an error.
-    Failed(E),
-    /// The handler panicked (caught).
-    Panicked,
-    /// The handler completed the record in its own transaction (atomic mode); the store's answer.
-    CompletedInTransaction(Fenced, Response<Body>),
-    /// The handler called `Claim::commit` but returned a response without the commit's
-    /// marker: what the commit did.
-    Bypassed(Commit),
-    /// A response that completed the operation but cannot be recorded (too long, or with
-    /// trailers): its head, and a body that yields all of it.
-    NotKept(http::response::Parts, Body, NotKept),
-    /// A status whose claim is given back ([`Disposition::Release`]); its body is not read.
-    Release(Response<Body>),
-    /// A response to record, with its whole body.
-    Record(http::response::Parts, Bytes),
-    /// A response that cannot be recorded; this problem is recorded in its place.
-    Unrecordable(Problem, Outcome),
-}
-
 /// Runs the handler under `claim` while renewing the claim, then records, releases or, if
 /// the claim was lost, answers what the store holds ([`reply::superseded`]).
 async fn execute<S, St, ResBody>(
@@ -201,7 +152,44 @@ where
     ResBody: HttpBody<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    let config = &keyed.config;
+    let handed = hand_over(keyed, parts, body, &claim);
+    let renewing = Renewing {
+        store: &*keyed.store,
+        id: &keyed.id,
+        fence: claim.fence,
+        policy: &keyed.route.policy,
+        clock: &*keyed.config.clock,
+        lease: &handed.lease,
+        execution_max: keyed.route.execution_max,
+    };
+    let ran = while_renewing(renewing, &(), run_handler(keyed, inner, handed.request, &handed.commit)).await;
+
+    // A completion the store applied under this claim's fence stands even if a renewal was
+    // refused meanwhile. Otherwise a refused renewal means another request holds or
+    // completed the claim, and this execution's completion or release would be refused too
+    // (G3): its own response must not be answered (G2).
+    let committed = matches!(ran, Ran::CompletedInTransaction(Fenced::Applied, _));
+    if !committed && handed.lease.is_lost() {
+        tracing::warn!(
+            key = keyed.id.key.as_str(),
+            fence = ?claim.fence,
+            "the handler finished after its claim was taken over; answering what the store holds instead of its response"
+        );
+        return Ok(superseded(keyed, fingerprint).await);
+    }
+    settle(keyed, fingerprint, claim, ran, &handed.handed_now).await
+}
+
+/// The request as the handler gets it, with its claim's context, and the state the layer
+/// shares with that context: the lease, what `Claim::commit` did, and the `now` handed out.
+struct Handed {
+    request: Request<Body>,
+    lease: Arc<LeaseState>,
+    commit: Arc<CommitState>,
+    handed_now: Arc<AtomicU64>,
+}
+
+fn hand_over<St: Store + 'static>(keyed: &Keyed<St>, parts: Parts, body: Bytes, claim: &Claim) -> Handed {
     let lease = Arc::new(LeaseState::new(claim.lease_expires_at));
     let commit = Arc::new(CommitState::default());
     let context = ClaimContext {
@@ -209,7 +197,7 @@ where
         fence: claim.fence,
         lease: Arc::clone(&lease),
         commit: Arc::clone(&commit),
-        config: Arc::clone(config),
+        config: Arc::clone(&keyed.config),
         route: Arc::clone(&keyed.route),
         handed_now: Arc::default(),
     };
@@ -218,118 +206,7 @@ where
     request.extensions_mut().insert(context);
     #[cfg(feature = "axum")]
     request.extensions_mut().insert(crate::atomic::ClaimStore(Arc::clone(&keyed.store)));
-
-    let renewing = Renewing {
-        store: &*keyed.store,
-        id: &keyed.id,
-        fence: claim.fence,
-        policy: &keyed.route.policy,
-        clock: &*config.clock,
-        lease: &lease,
-        execution_max: keyed.route.execution_max,
-    };
-    let ran = while_renewing(renewing, &(), run_handler(keyed, inner, request, &commit)).await;
-
-    if let Ran::CompletedInTransaction(Fenced::Applied, mut response) = ran {
-        // The store recorded this very response under this claim's fence: it is the answer.
-        // `Claim::commit` marked its expiry; a handler that completed by hand did not, so
-        // the layer reads the record back: every replay states the record's `expires_at`,
-        // and the first answer must state the same (SPEC "Key lifecycle"). Only if that read
-        // fails does it state the retention from now (a second later at most, rounded).
-        if !response.headers().contains_key(IDEMPOTENCY_EXPIRES) {
-            let expires_at = match keyed.store.get(&keyed.id).await {
-                Ok(Some(record)) if record.fence == claim.fence => record.expires_at,
-                // Unreadable: the `now` the handler was handed (ClaimContext::now), which it
-                // completed with, else the layer's now.
-                _ => {
-                    let handed = handed_now.load(std::sync::atomic::Ordering::SeqCst);
-                    let now = if handed == 0 { config.clock.now() } else { Timestamp::from_unix_ms(handed) };
-                    now.saturating_add(keyed.route.policy.retention())
-                }
-            };
-            mark_expiry(response.headers_mut(), expires_at);
-        }
-        return Ok((response, Outcome::Executed));
-    }
-    if lease.is_lost() {
-        // A renewal was refused: another request holds or completed the claim, and this
-        // execution's completion or release would be refused too (G3). Its own response
-        // must not be answered (G2).
-        tracing::warn!(
-            key = keyed.id.key.as_str(),
-            fence = ?claim.fence,
-            "the handler finished after its claim was taken over; answering what the store holds instead of its response"
-        );
-        return Ok(superseded(keyed, fingerprint).await);
-    }
-    match ran {
-        Ran::Failed(error) => {
-            // The error goes back to the server as is; the claim is given back so a retry may run.
-            let _ = release(keyed, claim).await;
-            Err(error)
-        }
-        Ran::Panicked => {
-            // Released, as for a 5xx: in atomic mode the panic dropped the handler's
-            // transaction, so nothing was committed. In separate mode a side effect made
-            // before the panic can run again on retry (documented on `Idempotency`).
-            tracing::error!(key = keyed.id.key.as_str(), "handler panicked; releasing the claim");
-            Ok(match release(keyed, claim).await {
-                Released::Stale | Released::CompletedByThisClaim => superseded(keyed, fingerprint).await,
-                Released::Yes | Released::Failed => {
-                    (config.answer(kinds::handler_failed("the handler failed")), Outcome::Released)
-                }
-            })
-        }
-        Ran::CompletedInTransaction(Fenced::Applied, _) => unreachable!("answered above"),
-        Ran::Bypassed(commit) => {
-            // The handler called `Claim::commit`, then answered another response: the
-            // store's answer stands, this response is neither recorded nor answered (G2).
-            tracing::error!(
-                key = keyed.id.key.as_str(),
-                ?commit,
-                "the handler called Claim::commit but returned another response; answering what the store holds instead"
-            );
-            if commit != Commit::NothingCommitted {
-                return Ok(superseded(keyed, fingerprint).await);
-            }
-            // Nothing was committed: give the claim back, as for a 5xx, so a retry runs again.
-            Ok(match release(keyed, claim).await {
-                Released::Stale | Released::CompletedByThisClaim => superseded(keyed, fingerprint).await,
-                Released::Yes | Released::Failed => {
-                    let detail = "the handler's commit committed nothing, and it answered another response";
-                    (config.answer(kinds::handler_failed(detail)), Outcome::Released)
-                }
-            })
-        }
-        Ran::CompletedInTransaction(Fenced::Refused(refusal), _) => {
-            tracing::warn!(key = keyed.id.key.as_str(), %refusal, "handler's own completion was refused; its claim was taken over");
-            Ok(superseded(keyed, fingerprint).await)
-        }
-        Ran::Release(response) => Ok(match release(keyed, claim).await {
-            Released::Stale | Released::CompletedByThisClaim => superseded(keyed, fingerprint).await,
-            Released::Yes | Released::Failed => (response, Outcome::Released),
-        }),
-        Ran::Unrecordable(problem, outcome) => Ok(record_problem(keyed, fingerprint, claim, problem, outcome).await),
-        Ran::NotKept(head, body, why) => Ok(not_kept(keyed, fingerprint, claim, head, body, why).await),
-        Ran::Record(head, body) => {
-            let stored = config.filter.stored_response(head.status.as_u16(), &head.headers, body.clone());
-            let response = Response::from_parts(head, full(body));
-            Ok(match complete(keyed, claim, stored).await {
-                Ok(Completion::Applied { expires_at }) => (expiring(response, expires_at), Outcome::Executed),
-                Ok(Completion::Refused(refusal)) => {
-                    tracing::warn!(key = keyed.id.key.as_str(), %refusal, "completion refused; this execution's claim was taken over");
-                    superseded(keyed, fingerprint).await
-                }
-                Err(error) => {
-                    // Answering the handler's response is the safer choice: the client has its
-                    // answer and need not retry. A 503 would invite a retry that, once the lease
-                    // lapses, runs the handler again (separate mode).
-                    tracing::error!(key = keyed.id.key.as_str(), %error, "could not record the response; answering it unrecorded");
-                    (response, Outcome::Unrecorded)
-                }
-            })
-        }
-    }
+    Handed { request, lease, commit, handed_now }
 }
 
 /// Calls the handler (catching a panic) and, for a response to record, reads its body.
@@ -379,108 +256,4 @@ where
             Ran::Unrecordable(problem, Outcome::Executed)
         }
     }
-}
-
-/// Completes the record for a response that cannot be kept (longer than the recording
-/// limit, or with trailers) and answers that response itself, whole, to this client.
-///
-/// SPEC "HTTP behaviour": the first client gets its real answer, the operation never runs
-/// again for the key, and retries get a problem saying it completed and its response was
-/// not kept. What is recorded is that problem ([`kinds::response_not_kept`]), with the
-/// original status (the operation's result: a client that retries must not take it for a
-/// failure and try again) and the original `Location`. The record is completed before
-/// the rest of the body streams out, so a client that goes away meanwhile loses only its
-/// copy of the body.
-async fn not_kept<St: Store>(
-    keyed: &Keyed<St>,
-    fingerprint: &ClaimRequest,
-    claim: Claim,
-    head: http::response::Parts,
-    body: Body,
-    why: NotKept,
-) -> Answer {
-    let config = &keyed.config;
-    tracing::warn!(
-        key = keyed.id.key.as_str(),
-        ?why,
-        status = head.status.as_u16(),
-        "the handler's response cannot be kept for replay; answering it and recording a response-not-kept problem"
-    );
-    let stored = crate::atomic::not_kept_record(config, head.status, &head.headers, why);
-    match complete(keyed, claim, stored).await {
-        Ok(Completion::Applied { expires_at }) => {
-            (expiring(Response::from_parts(head, body), expires_at), Outcome::ResponseTooLarge)
-        }
-        Ok(Completion::Refused(refusal)) => {
-            tracing::warn!(key = keyed.id.key.as_str(), %refusal, "completion refused; this execution's claim was taken over");
-            superseded(keyed, fingerprint).await
-        }
-        Err(error) => {
-            tracing::error!(key = keyed.id.key.as_str(), %error, "could not record that the response was not kept; answering it unrecorded");
-            (Response::from_parts(head, body), Outcome::Unrecorded)
-        }
-    }
-}
-
-/// Records `problem` in place of a response the layer cannot record (too long, or a body
-/// that broke after its head). Recording keeps retries from running the handler again
-/// (G1); answering the same problem keeps every answer for the key the same (G2). The
-/// handler's own response is lost, loudly.
-async fn record_problem<St: Store>(
-    keyed: &Keyed<St>,
-    fingerprint: &ClaimRequest,
-    claim: Claim,
-    problem: Problem,
-    outcome: Outcome,
-) -> Answer {
-    let response = keyed.config.answer(problem);
-    let (head, problem_body) = response.into_parts();
-    let body =
-        read_bounded(problem_body, usize::MAX, |_| {}).await.expect("a problem body is in memory and cannot fail");
-    let stored = keyed.config.filter.stored_response(head.status.as_u16(), &head.headers, body.clone());
-    let response = Response::from_parts(head, full(body));
-    match complete(keyed, claim, stored).await {
-        Ok(Completion::Applied { expires_at }) => (expiring(response, expires_at), outcome),
-        Ok(Completion::Refused(_)) => superseded(keyed, fingerprint).await,
-        Err(error) => {
-            tracing::error!(key = keyed.id.key.as_str(), %error, "could not record the problem in place of the response");
-            (response, Outcome::Unrecorded)
-        }
-    }
-}
-
-/// Records `stored` for `claim`, with idem-once's bounded retries; what the store
-/// answered, with the completed record's expiry.
-async fn complete<St: Store>(
-    keyed: &Keyed<St>,
-    claim: Claim,
-    stored: StoredResponse,
-) -> Result<Completion, StoreError> {
-    let (store, clock, policy) = (&*keyed.store, &*keyed.config.clock, &keyed.route.policy);
-    record::complete_expiring(store, &keyed.id, claim.fence, stored, clock, policy).await
-}
-
-/// Gives the claim back; what the store answered.
-async fn release<St: Store>(keyed: &Keyed<St>, claim: Claim) -> Released {
-    record::release(&*keyed.store, &keyed.id, claim.fence).await
-}
-
-/// This execution lost its claim, so its response must not be answered (G2): answer what
-/// the store holds now, as [`reply::superseded`] says: the recorded response, a 409 while
-/// another claim is in flight (or none is), or a 422 if the key now belongs to another request.
-async fn superseded<St: Store>(keyed: &Keyed<St>, request: &ClaimRequest) -> Answer {
-    let config = &keyed.config;
-    let response = match observe::store("get", keyed.store.get(&keyed.id).await) {
-        Err(error) => store_failed(config, &error).0,
-        Ok(record) => match reply::superseded(record.as_ref(), request, config.clock.now()) {
-            Superseded::Replay { response, expires_at } => expiring(replay(config, response), expires_at),
-            Superseded::InProgress { lease_left, expires_at: None, holder } => in_progress(config, lease_left, &holder),
-            Superseded::InProgress { lease_left, expires_at: Some(expires_at), holder } => {
-                expiring(in_progress(config, lease_left, &holder), expires_at)
-            }
-            Superseded::Mismatch { expires_at } => expiring(config.answer(kinds::key_reused()), expires_at),
-            Superseded::Gone { expires_at } => expiring(config.answer(kinds::key_expired()), expires_at),
-        },
-    };
-    (response, Outcome::Superseded)
 }

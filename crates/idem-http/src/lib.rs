@@ -279,6 +279,7 @@ pub mod error;
 mod execute;
 pub mod future;
 pub mod headers;
+mod keyed;
 pub mod layer;
 pub mod observe;
 pub mod outcome;
@@ -289,6 +290,7 @@ pub mod purge;
 pub mod route;
 pub mod semantic;
 pub mod service;
+mod settle;
 mod wait;
 
 pub use atomic::{ClaimContext, CompletedInTransaction};

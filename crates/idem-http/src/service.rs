@@ -14,7 +14,8 @@ use tracing::{Instrument, Span};
 use crate::answer::finish;
 use crate::body::{Body, BoxError, boxed};
 use crate::config::{Config, MissingKey};
-use crate::execute::{self, Keyed};
+use crate::execute;
+use crate::keyed::Keyed;
 use crate::problem::kinds;
 use crate::{Outcome, Problem, ResponseFuture, observe};
 
