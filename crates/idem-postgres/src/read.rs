@@ -23,7 +23,7 @@ pub(crate) enum ReadKind {
     /// for idem-core's check that the counter is past the record's fence.
     Peek,
     /// As [`ReadKind::Peek`], locking the record's row (`FOR UPDATE`) until the enclosing
-    /// transaction ends: [`PostgresStore::complete_in`]'s fallback, inside the caller's
+    /// transaction ends: [`crate::PostgresStore::complete_in`]'s fallback, inside the caller's
     /// transaction.
     PeekLocked,
 }

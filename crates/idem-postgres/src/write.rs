@@ -15,7 +15,7 @@ use crate::statements::query;
 /// found (`seen`): the record put (inserted when none was seen, else updated if still the
 /// version seen) or deleted (if still the version seen), and the usage delta added to the
 /// record id's shard. The fence counter needs no write: the fence a step issues was drawn
-/// from the sequence by [`decide`]. Returns the step's answer, or `None` when the guard
+/// from the sequence by [`crate::read::decide`]. Returns the step's answer, or `None` when the guard
 /// failed and nothing was written.
 pub(crate) async fn write<A>(
     connection: &mut PgConnection,
