@@ -11,7 +11,7 @@ use crate::domain::{Payment, User};
 use crate::ledger::{Completion, Ledger, Written};
 use crate::ledger_error::{LedgerError, unavailable};
 use crate::page::{Page, PageRequest};
-use crate::rows::{page_after_cursor, payment_of_row, sql_time, user_of_row};
+use crate::rows::{bind_payment, bind_user, page_after_cursor, payment_of_row, user_of_row};
 
 /// Serialises the creation of the app's tables among replicas starting at the same
 /// moment: concurrent `CREATE TABLE IF NOT EXISTS` of one name can fail in PostgreSQL
@@ -276,16 +276,7 @@ impl Ledger for PostgresLedger {
         payment: &Payment,
         completion: Option<Completion<'_>>,
     ) -> Result<Written, LedgerError> {
-        let amount_minor =
-            i64::try_from(payment.request.amount.minor()).expect("amounts are bounded far below i64::MAX");
-        let insert = sqlx::query(sql(&self.sql.insert_payment))
-            .bind(payment.payment_id.clone())
-            .bind(payment.principal.as_str().to_owned())
-            .bind(amount_minor)
-            .bind(payment.request.currency.clone())
-            .bind(payment.request.destination.clone())
-            .bind(payment.status.as_str())
-            .bind(sql_time(payment.created_at));
+        let insert = bind_payment(sqlx::query(sql(&self.sql.insert_payment)), payment);
         self.write_with(insert, completion).await
     }
 
@@ -304,12 +295,7 @@ impl Ledger for PostgresLedger {
     }
 
     async fn insert_user(&self, user: &User, completion: Option<Completion<'_>>) -> Result<Written, LedgerError> {
-        let insert = sqlx::query(sql(&self.sql.insert_user))
-            .bind(user.user_id.clone())
-            .bind(user.principal.as_str().to_owned())
-            .bind(user.request.name.clone())
-            .bind(user.request.email.clone())
-            .bind(sql_time(user.created_at));
+        let insert = bind_user(sqlx::query(sql(&self.sql.insert_user)), user);
         self.write_with(insert, completion).await
     }
 

@@ -1,16 +1,55 @@
-//! What the SQL ledgers share: rows decoded into payments and users, the columns' encodings
-//! of times and principals, and paging by cursor.
+//! What the SQL ledgers share: payments and users bound to their insert statements and
+//! decoded from rows, the columns' encodings of times and principals, and paging by cursor.
 //! SQLite and PostgreSQL rows are both `sqlx::Row`s with text and 64-bit integer columns,
 //! so each decoder is written once for both.
 
 use std::future::Future;
 
 use idem_core::{Principal, Timestamp};
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::query::Query;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
 
 use crate::domain::{Amount, NewPayment, NewUser, Payment, PaymentStatus, User};
 use crate::ledger_error::LedgerError;
 use crate::page::{Page, PageRequest};
+
+/// `insert` (the `payments` insert of either ledger: payment_id, principal, amount_minor,
+/// currency, destination, status, created_at) with `payment`'s values bound in that order.
+pub(crate) fn bind_payment<'q, DB>(
+    insert: Query<'q, DB, DB::Arguments>,
+    payment: &Payment,
+) -> Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    String: for<'e> Encode<'e, DB> + Type<DB>,
+    i64: for<'e> Encode<'e, DB> + Type<DB>,
+{
+    let amount_minor = i64::try_from(payment.request.amount.minor()).expect("amounts are bounded far below i64::MAX");
+    insert
+        .bind(payment.payment_id.clone())
+        .bind(payment.principal.as_str().to_owned())
+        .bind(amount_minor)
+        .bind(payment.request.currency.clone())
+        .bind(payment.request.destination.clone())
+        .bind(payment.status.as_str().to_owned())
+        .bind(sql_time(payment.created_at))
+}
+
+/// `insert` (the `users` insert of either ledger: user_id, principal, name, email,
+/// created_at) with `user`'s values bound in that order.
+pub(crate) fn bind_user<'q, DB>(insert: Query<'q, DB, DB::Arguments>, user: &User) -> Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    String: for<'e> Encode<'e, DB> + Type<DB>,
+    i64: for<'e> Encode<'e, DB> + Type<DB>,
+{
+    insert
+        .bind(user.user_id.clone())
+        .bind(user.principal.as_str().to_owned())
+        .bind(user.request.name.clone())
+        .bind(user.request.email.clone())
+        .bind(sql_time(user.created_at))
+}
 
 /// A column of `row`, or `Corrupt` naming why it cannot be read.
 fn column<R, T>(row: &R, name: &'static str) -> Result<T, LedgerError>

@@ -11,7 +11,7 @@ use crate::domain::{Payment, User};
 use crate::ledger::{Completion, Ledger, ROOM_PROBE_BYTES, Written};
 use crate::ledger_error::{LedgerError, unavailable};
 use crate::page::{Page, PageRequest};
-use crate::rows::{page_after_cursor, payment_of_row, sql_time, user_of_row};
+use crate::rows::{bind_payment, bind_user, page_after_cursor, payment_of_row, user_of_row};
 
 /// The app's tables, beside idem's `idem_*` tables in the same file. `seq` keeps the order
 /// of writes, so "newest first" does not depend on two payments' timestamps differing.
@@ -161,19 +161,13 @@ impl Ledger for SqliteLedger {
         payment: &Payment,
         completion: Option<Completion<'_>>,
     ) -> Result<Written, LedgerError> {
-        let amount_minor =
-            i64::try_from(payment.request.amount.minor()).expect("amounts are bounded far below i64::MAX");
-        let insert = sqlx::query(
-            "INSERT INTO payments (payment_id, principal, amount_minor, currency, destination, status, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(payment.payment_id.clone())
-        .bind(payment.principal.as_str().to_owned())
-        .bind(amount_minor)
-        .bind(payment.request.currency.clone())
-        .bind(payment.request.destination.clone())
-        .bind(payment.status.as_str())
-        .bind(sql_time(payment.created_at));
+        let insert = bind_payment(
+            sqlx::query(
+                "INSERT INTO payments (payment_id, principal, amount_minor, currency, destination, status, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ),
+            payment,
+        );
         self.write_with(insert, completion).await
     }
 
@@ -192,13 +186,10 @@ impl Ledger for SqliteLedger {
     }
 
     async fn insert_user(&self, user: &User, completion: Option<Completion<'_>>) -> Result<Written, LedgerError> {
-        let insert =
-            sqlx::query("INSERT INTO users (user_id, principal, name, email, created_at) VALUES (?, ?, ?, ?, ?)")
-                .bind(user.user_id.clone())
-                .bind(user.principal.as_str().to_owned())
-                .bind(user.request.name.clone())
-                .bind(user.request.email.clone())
-                .bind(sql_time(user.created_at));
+        let insert = bind_user(
+            sqlx::query("INSERT INTO users (user_id, principal, name, email, created_at) VALUES (?, ?, ?, ?, ?)"),
+            user,
+        );
         self.write_with(insert, completion).await
     }
 
