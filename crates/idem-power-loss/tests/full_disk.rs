@@ -4,10 +4,13 @@
 //! in-place overwrite still succeeds); with them on the full filesystem too, the failed
 //! undo append says `SQLITE_FULL`.
 //!
-//! The filesystem is a small tmpfs mounted for the test, which takes root. Without the
-//! right to mount, the mount tests check the mount was refused for want of permission and
-//! stop there; the `/dev/full` test (side files that are links to `/dev/full`, whose
-//! every write fails with `ENOSPC`) runs anyway.
+//! The filesystem is a small tmpfs mounted for the test: by the test as root; otherwise by
+//! the child, run in a user and mount namespace of its own (`unshare --user
+//! --map-root-user --mount`), where any user may mount a tmpfs (the parent never sees it).
+//! Where neither is allowed (unprivileged user namespaces switched off), the mount tests
+//! check the mount was refused for want of permission and stop there, saying so; the
+//! `/dev/full` test (side files that are links to `/dev/full`, whose every write fails
+//! with `ENOSPC`) runs anyway.
 
 mod support;
 
@@ -18,7 +21,14 @@ use std::time::Duration;
 
 use idem_power_loss::{register, register_with_journal_dir, side_file_in};
 use idem_sqlite::sqlx::sqlite::SqliteJournalMode;
-use support::{block_on, child_role, connect_through_vfs, outcome, say, spawn, suffixed, watchdog};
+use support::{block_on, child_role, connect_through_vfs, outcome, say, spawn_through, suffixed, watchdog};
+
+/// The role of a child that mounts the small tmpfs on its database's directory itself,
+/// then fills it as `fill` does.
+const MOUNT_AND_FILL: &str = "mount-and-fill";
+
+/// The command a child runs through to mount a tmpfs without root.
+const USER_NAMESPACE: [&str; 5] = ["unshare", "--user", "--map-root-user", "--mount", "--"];
 
 /// The child: on `db`, makes a table with one row, fills `db`'s filesystem (`fill`) or
 /// not, then says how an in-place overwrite and a growing insert end.
@@ -26,7 +36,13 @@ use support::{block_on, child_role, connect_through_vfs, outcome, say, spawn, su
 fn child() {
     let Some((role, db)) = child_role() else { return };
     watchdog(Duration::from_secs(30));
-    let (role, journal) = role.split_once(':').expect("a role and a journal directory");
+    let (mut role, journal) = role.split_once(':').expect("a role and a journal directory");
+    if role == MOUNT_AND_FILL {
+        // Root of a mount namespace of its own: the tmpfs is this process's alone.
+        let mounted = mount_tmpfs(db.parent().expect("a directory"));
+        assert!(mounted.status.success(), "mounting a tmpfs in the child's namespaces: {mounted:?}");
+        role = "fill";
+    }
     if journal.is_empty() {
         register().expect("registering the VFS");
     } else {
@@ -60,41 +76,71 @@ fn fill(dir: &Path) {
     }
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs(tempfile::TempDir);
+/// Mounts a 1 MiB tmpfs on `dir`.
+fn mount_tmpfs(dir: &Path) -> std::process::Output {
+    Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(dir).output().expect("running mount")
+}
+
+/// A 1 MiB tmpfs for one test: mounted by this process (unmounted when dropped), or by the
+/// child in namespaces of its own (gone with the child).
+enum Tmpfs {
+    Here(tempfile::TempDir),
+    InChild(tempfile::TempDir),
+}
 
 impl Tmpfs {
-    /// Mounts a 1 MiB tmpfs, or, if this process may not mount, checks that is why and
-    /// returns `None`.
+    /// Mounts it here; if this process may not mount, checks that is why and has the child
+    /// mount it in a user namespace; if that is not allowed either, says so and answers `None`.
     fn mount() -> Option<Tmpfs> {
         let dir = tempfile::tempdir().unwrap();
-        let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(dir.path()).output();
-        let mounted = mounted.expect("running mount");
+        let mounted = mount_tmpfs(dir.path());
         if mounted.status.success() {
-            return Some(Tmpfs(dir));
+            return Some(Tmpfs::Here(dir));
         }
         let said = String::from_utf8_lossy(&mounted.stderr).to_lowercase();
         assert!(said.contains("permission denied") || said.contains("superuser"), "mount failed otherwise: {said}");
-        eprintln!("not allowed to mount a tmpfs ({said}); the full-filesystem case is not run here");
-        None
+        let unshare = Command::new(USER_NAMESPACE[0]).args(&USER_NAMESPACE[1..]).arg("true").output();
+        match unshare {
+            Ok(unshare) if unshare.status.success() => Some(Tmpfs::InChild(dir)),
+            unshare => {
+                let why = unshare.map_or_else(|e| e.to_string(), |o| String::from_utf8_lossy(&o.stderr).into_owned());
+                eprintln!(
+                    "not allowed to mount a tmpfs ({said}) nor to make a user namespace ({}); the full-filesystem \
+                     case is not run here (CI runs it as root)",
+                    why.trim()
+                );
+                None
+            }
+        }
     }
 
     fn path(&self) -> PathBuf {
-        self.0.path().to_path_buf()
+        match self {
+            Tmpfs::Here(dir) | Tmpfs::InChild(dir) => dir.path().to_path_buf(),
+        }
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.path()).status();
+        if let Tmpfs::Here(dir) = self {
+            let _ = Command::new("umount").arg(dir.path()).status();
+        }
     }
 }
 
 /// Runs the child with `role` on `db`, side files in `journal` (`None`: next to the
-/// files), and returns what it said of each step.
-fn run(role: &str, db: &Path, journal: Option<&Path>) -> [String; 4] {
+/// files), and returns what it said of each step. With `Tmpfs::InChild` the child mounts
+/// `tmpfs` itself, in namespaces of its own.
+fn run(role: &str, db: &Path, journal: Option<&Path>, tmpfs: Option<&Tmpfs>) -> [String; 4] {
     let journal = journal.map_or_else(String::new, |journal| journal.display().to_string());
-    let mut child = spawn("child", &format!("{role}:{journal}"), db);
+    let mut child = match tmpfs {
+        Some(Tmpfs::InChild(_)) => {
+            assert_eq!(role, "fill", "only a filling child mounts");
+            spawn_through(&USER_NAMESPACE, "child", &format!("{MOUNT_AND_FILL}:{journal}"), db)
+        }
+        _ => spawn_through(&[], "child", &format!("{role}:{journal}"), db),
+    };
     let said = ["CREATE ", "INSERT ", "OVERWRITE ", "GROW "].map(|step| child.expect(step));
     child.drain("(to its end)");
     said
@@ -104,14 +150,14 @@ fn run(role: &str, db: &Path, journal: Option<&Path>) -> [String; 4] {
 fn a_full_database_filesystem_fails_only_what_needs_space_while_the_journal_is_elsewhere() {
     let Some(tmpfs) = Tmpfs::mount() else { return };
     let journal = tempfile::tempdir().unwrap();
-    let said = run("fill", &tmpfs.path().join("idem.db"), Some(journal.path()));
+    let said = run("fill", &tmpfs.path().join("idem.db"), Some(journal.path()), Some(&tmpfs));
     assert_eq!(said, ["ok", "ok", "ok", "13"], "create, insert, overwrite in place, grow past the full disk");
 }
 
 #[test]
 fn a_full_filesystem_under_database_and_side_files_is_sqlite_full_not_an_io_error() {
     let Some(tmpfs) = Tmpfs::mount() else { return };
-    let said = run("fill", &tmpfs.path().join("idem.db"), None);
+    let said = run("fill", &tmpfs.path().join("idem.db"), None, Some(&tmpfs));
     // The overwrite fails too: its undo record needs the space a real disk would not.
     assert_eq!(said, ["ok", "ok", "13", "13"]);
 }
@@ -119,6 +165,6 @@ fn a_full_filesystem_under_database_and_side_files_is_sqlite_full_not_an_io_erro
 #[test]
 fn a_side_file_that_cannot_grow_is_sqlite_full_not_an_io_error() {
     let (dir, journal) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let said = run("dev-full", &dir.path().join("idem.db"), Some(journal.path()));
+    let said = run("dev-full", &dir.path().join("idem.db"), Some(journal.path()), None);
     assert_eq!(said[0], "13", "the first write's undo record hit ENOSPC: {said:?}");
 }

@@ -32,7 +32,22 @@ pub struct Child {
 
 /// Starts this test binary again, running only its test `entry` with `role` on `db`.
 pub fn spawn(entry: &str, role: &str, db: &Path) -> Child {
-    let mut process = Command::new(std::env::current_exe().expect("the test binary"))
+    spawn_through(&[], entry, role, db)
+}
+
+/// [`spawn`] through `wrapper`, a command that ends by executing the program and
+/// arguments that follow it (e.g. `unshare --user --map-root-user --mount --`).
+pub fn spawn_through(wrapper: &[&str], entry: &str, role: &str, db: &Path) -> Child {
+    let test_binary = std::env::current_exe().expect("the test binary");
+    let mut command = match wrapper.split_first() {
+        Some((program, arguments)) => {
+            let mut command = Command::new(program);
+            command.args(arguments).arg(test_binary);
+            command
+        }
+        None => Command::new(test_binary),
+    };
+    let mut process = command
         .args(["--exact", entry, "--nocapture", "--test-threads=1"])
         .env(ROLE_VAR, role)
         .env(DB_VAR, db)
