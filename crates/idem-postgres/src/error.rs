@@ -107,7 +107,7 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    /// Whether opening may succeed if tried again soon ([`is_transient`] for a driver error).
+    /// Whether opening may succeed if tried again soon (`is_transient` below for a driver error).
     #[must_use]
     pub fn is_transient(&self) -> bool {
         match self {

@@ -2,7 +2,7 @@
 //!
 //! Every read-decide-write here has the same shape: [`decide`] reads the record (with its
 //! row version), the counters and the database's clock in one statement and calls
-//! [`idem_core::step::step`]; [`write`] writes exactly what the step names in one
+//! [`idem_core::step::step`]; [`write()`] writes exactly what the step names in one
 //! statement, guarded by what the read found. [`complete_guarded`] is a completion of the
 //! claim in flight in one statement, checked against the step afterwards. The store has
 //! no rule of its own about the protocol. Opening is in `open.rs`, atomic mode in
@@ -139,7 +139,7 @@ impl PostgresStore {
     }
 
     /// One attempt, optimistic, on one pooled connection and without a transaction:
-    /// [`decide`] on an unlocked read (one autocommit statement), then [`write`] guarded by
+    /// [`decide`] on an unlocked read (one autocommit statement), then [`write()`] guarded by
     /// what was read (one autocommit statement, which commits), or nothing when the step
     /// writes nothing. A guard that fails (another operation wrote the record in between)
     /// is contention: nothing was applied, and the operation runs again from its read.
