@@ -8,22 +8,43 @@
 //!
 //! Needs root (network namespaces, a tmpfs), iproute2's `ip` and `tc`, PostgreSQL's
 //! server binaries under /usr/lib/postgresql/*/bin and redis-server: the harness starts
-//! private instances on free ports (never the shared ones).
+//! private instances on free ports (never the shared ones). The harness has no mode
+//! without its namespaces, so without root each test checks what it can: that its seed
+//! draws the faults it is about, and that the harness (and `idem chaos`, exit code 2)
+//! refuses saying it needs root; it says so on stderr.
 
-use idem_chaos::{Config, FaultKind, Harness, Plant, RunReport, StoreKind, faults_of};
+use idem_chaos::{ChaosError, Config, FaultKind, Harness, Plant, RunReport, StoreKind, faults_of};
 
 fn config(store: StoreKind) -> Config {
     Config { binary: env!("CARGO_BIN_EXE_idem").into(), store, replicas: 3, faults: 2, plant: None, server_bug: None }
 }
 
 /// Runs `seed` on `config`'s store; asserts first that the seed draws the `kinds` wanted.
-fn run(config: Config, seed: u64, kinds: &[FaultKind]) -> RunReport {
+/// Not root: checks the harness refuses for want of root instead, and answers `None`.
+fn run(config: Config, seed: u64, kinds: &[FaultKind]) -> Option<RunReport> {
     let drawn: Vec<FaultKind> = faults_of(&config, seed).iter().map(|scheduled| scheduled.fault.kind()).collect();
     assert_eq!(drawn, kinds, "seed {seed} on {} draws other faults now; pick another seed", config.store);
+    if !idem_testkit::is_root() {
+        refuses_without_root(config);
+        return None;
+    }
     let mut harness = Harness::start(config).unwrap_or_else(|error| panic!("the harness starts: {error}"));
     let report = harness.run(seed).unwrap_or_else(|error| panic!("the harness runs seed {seed}: {error}"));
     eprint!("{report}");
-    report
+    Some(report)
+}
+
+/// Not root: the harness refuses to start, naming root, before it makes anything.
+fn refuses_without_root(config: Config) {
+    match Harness::start(config) {
+        Err(ChaosError::Missing(what)) => assert!(what.contains("root"), "the refusal names root: {what}"),
+        Err(other) => panic!("without root the harness refuses for want of root, not: {other}"),
+        Ok(_) => panic!("the harness started without root"),
+    }
+    eprintln!(
+        "not root: the chaos harness's fault injection (network namespaces, tc, a tmpfs) needs root; checked the \
+         seed's faults and that the harness refuses naming root (CI runs the harness as root)"
+    );
 }
 
 fn assert_passed(report: &RunReport) {
@@ -37,7 +58,7 @@ fn sqlite_shared_by_three_replicas_keeps_every_guarantee_through_a_power_loss_an
     // Goal: G1, G2, G4-G7 on one SQLite file shared by three processes through a power
     // loss (every replica killed, the writes not synced dropped) and a full disk (writes
     // fail with SQLITE_FULL, then room again): every answer a client saw survives.
-    let report = run(config(StoreKind::Sqlite), SQLITE_SEED, &SQLITE_FAULTS);
+    let Some(report) = run(config(StoreKind::Sqlite), SQLITE_SEED, &SQLITE_FAULTS) else { return };
     assert_passed(&report);
     // The faults really struck: the power loss found the replicas' journal (the database's
     // `-wal` had one: they wrote through the power-loss VFS), and the disk was filled.
@@ -52,7 +73,7 @@ fn postgres_keeps_every_guarantee_through_a_crash_and_a_vanished_host() {
     // and a replica's host that vanishes mid-request (frozen, cut off without a FIN,
     // killed): every answer survives (G7), one payment per key, and every key ends (G6):
     // the dead host's session and locks are freed by the store's own timeouts.
-    let report = run(config(StoreKind::Postgres), POSTGRES_SEED, &POSTGRES_FAULTS);
+    let Some(report) = run(config(StoreKind::Postgres), POSTGRES_SEED, &POSTGRES_FAULTS) else { return };
     assert_passed(&report);
 }
 
@@ -61,7 +82,7 @@ fn redis_separate_mode_keeps_every_guarantee_but_its_window() {
     // Goal: separate mode on a private Redis, a replica cut off from its stores, then
     // Redis killed with its data deleted (the payments in the private PostgreSQL): every
     // guarantee but separate mode's G1 window, which is reported apart.
-    let report = run(config(StoreKind::Redis), REDIS_SEED, &REDIS_FAULTS);
+    let Some(report) = run(config(StoreKind::Redis), REDIS_SEED, &REDIS_FAULTS) else { return };
     assert_passed(&report);
 }
 
@@ -73,7 +94,7 @@ fn a_wrong_guard_in_postgres_own_sql_is_caught() {
     // replica takes each key over and completes it, and the paused holder wakes and
     // commits a second payment: G1. (`serve_plant_bug.rs` shows the shipped SQL keeps one.)
     let config = Config { faults: 3, server_bug: Some("completion-unguarded".into()), ..config(StoreKind::Postgres) };
-    let report = run(config, PLANTED_SEED, &PLANTED_FAULTS);
+    let Some(report) = run(config, PLANTED_SEED, &PLANTED_FAULTS) else { return };
     // Without a pause inside a handler the bug has nothing to show: say so, rather than
     // report a miss.
     assert!(report.struck_busy > 0, "no pause found a request in flight:\n{}", report.trace.join("\n"));
@@ -87,7 +108,7 @@ fn a_payment_lost_behind_the_servers_back_is_reported() {
     // row deleted after healing is reported (G7: not in its caller's list; or G2: answered
     // but never stored), with its story and the replay command.
     let config = Config { plant: Some(Plant::LoseOnePayment), ..config(StoreKind::Sqlite) };
-    let report = run(config, SQLITE_SEED, &SQLITE_FAULTS);
+    let Some(report) = run(config, SQLITE_SEED, &SQLITE_FAULTS) else { return };
     assert!(!report.passed(), "a lost payment went unnoticed:\n{}", report.trace.join("\n"));
     assert!(report.violations.iter().all(|v| matches!(v.guarantee, "G7" | "G2")), "{report}");
     assert!(report.violations.iter().any(|v| !v.story.is_empty()), "{report}");
@@ -100,7 +121,7 @@ fn a_second_payment_for_one_key_on_postgres_is_reported_as_g1() {
     // payment row under another id, written behind the server's back after healing, is
     // reported as G1 (two payments for one caller and key), with its story.
     let config = Config { plant: Some(Plant::DuplicateOnePayment), ..config(StoreKind::Postgres) };
-    let report = run(config, POSTGRES_SEED, &POSTGRES_FAULTS);
+    let Some(report) = run(config, POSTGRES_SEED, &POSTGRES_FAULTS) else { return };
     assert!(!report.passed(), "a second payment went unnoticed:\n{}", report.trace.join("\n"));
     assert!(report.violations.iter().all(|v| v.guarantee == "G1"), "{report}");
     assert!(report.violations.iter().all(|v| v.detail.contains("two payments")), "{report}");
@@ -148,6 +169,10 @@ fn an_interrupted_sweep_stops_after_its_run_and_removes_what_it_made() {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
+    if !idem_testkit::is_root() {
+        the_cli_refuses_without_root();
+        return;
+    }
     let mut sweep = Command::new(env!("CARGO_BIN_EXE_idem"))
         .args(["chaos", "--store", "sqlite", "--seeds", "0..50", "--faults", "1", "--replicas", "1"])
         .stdout(Stdio::null())
@@ -191,4 +216,17 @@ fn an_interrupted_sweep_stops_after_its_run_and_removes_what_it_made() {
     let bridge = Command::new("ip").args(["link", "show", &format!("idemf{subnet}")]).output().expect("ip runs");
     assert!(!bridge.status.success(), "bridge idemf{subnet} left");
     assert!(!std::path::Path::new(&directory).exists(), "{directory} left");
+}
+
+/// Not root: `idem chaos` refuses before it starts anything, with exit code 2 and a message
+/// naming root.
+fn the_cli_refuses_without_root() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_idem"))
+        .args(["chaos", "--store", "sqlite", "--seeds", "0..50", "--faults", "1", "--replicas", "1"])
+        .output()
+        .expect("the idem binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("root") && stderr.contains("namespaces"), "a readable refusal naming root: {stderr}");
+    eprintln!("not root: `idem chaos` refused as it should ({}); the sweep itself runs as root", stderr.trim());
 }
