@@ -24,7 +24,7 @@ use crate::faults::ms;
 use crate::history::{Answer, Kind, Recorder};
 use crate::net::SimConnector;
 use crate::plan::Op;
-use crate::run::World;
+use crate::world::World;
 
 /// Marks a request with its operation, for the recording transport.
 #[derive(Debug, Clone, Copy)]

@@ -221,7 +221,7 @@ impl Node {
         match self {
             Node::Client(c) => format!("client-{c}"),
             Node::Replica(r) => format!("replica-{r}"),
-            Node::Store => crate::store::STORE_HOST.to_owned(),
+            Node::Store => crate::store_protocol::STORE_HOST.to_owned(),
         }
     }
 }

@@ -46,27 +46,34 @@
 
 mod audit;
 mod batch_host;
+mod batch_tables;
 mod check;
 mod client;
 mod clock;
 mod consumer;
+mod drive;
 pub mod external;
 mod faults;
 mod glue;
 mod history;
+mod host_state;
 mod hosts;
 mod keyspace;
 mod lua;
+mod memory_host;
 mod net;
 mod oracle;
 mod plan;
 mod redis_host;
 mod remote;
+mod replica;
 mod report;
 mod run;
 mod scenario;
 mod store;
+mod store_protocol;
 mod variant;
+mod world;
 
 use std::ops::Range;
 use std::time::Duration;

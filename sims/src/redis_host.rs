@@ -9,16 +9,18 @@
 //! operation was answered as applied.
 
 use idem_core::{
-    Decision, Fence, Fenced, Limits, Record, RecordId, RecordState, Renewal, StoreError, StoredResponse, Timestamp,
+    ClaimRequest, Decision, Fence, Fenced, Limits, Policy, Record, RecordId, RecordState, Renewal, StoreError,
+    StoredResponse, Timestamp,
 };
 use idem_redis::script::{self, Answer, Call, Calls, Purge};
 use idem_redis::{FenceSeed, RedisOptions};
+use idem_server::domain::Payment;
 
 use crate::Variant;
 use crate::clock::{EPOCH_MS, sim_ms};
 use crate::history::{Held, Kind, Recorder, StoreEvent, StoreOp};
 use crate::keyspace::Keyspace;
-use crate::store::{Answer as HostAnswer, HostState, Request, decision_text, held, insert_payment};
+use crate::store_protocol::{Answer as HostAnswer, Request, decision_text, held};
 
 /// The rule `lua-drops-fence-check` plants wrong: `transition::check_fence`'s "the fence
 /// presented is the record's", in the script.
@@ -89,28 +91,23 @@ pub(crate) fn handles(request: &Request) -> bool {
     )
 }
 
-/// Applies an idempotency operation ([`handles`]) through the script.
-pub(crate) fn apply(state: &mut HostState, replica: usize, request: Request, recorder: &Recorder) -> HostAnswer {
-    let epoch = state.epoch();
-    let Some(redis) = state.redis.as_mut() else {
-        return HostAnswer::Refused(StoreError::Corrupt { detail: "no Redis on this store host".to_owned() });
-    };
+/// Applies an idempotency operation ([`handles`]) through the script, in the store host's
+/// lifetime `epoch`, and records its event. Returns the answer, and the payment of a
+/// completion that applied: it commits with the completion, or not at all (the atomic
+/// scenario), so the caller writes its row next.
+pub(crate) fn apply(
+    redis: &mut RedisHost,
+    epoch: u32,
+    replica: usize,
+    request: Request,
+    recorder: &Recorder,
+) -> (HostAnswer, Option<Payment>) {
     let event = |op, id: &RecordId, presented, before| StoreEvent::new(replica, epoch, op, id, presented, before);
     let (answer, ev, payment) = match request {
         Request::Claim { id, request, now, policy } => {
-            let mut ev = event(StoreOp::Claim, &id, None, before(redis, &id));
-            let decided = redis.eval(&redis.calls.claim(&id, &request, now, &policy));
-            ev.request = Some(request);
-            let decided = decided.and_then(|answer| redis.calls.decision(&answer, now));
-            if let Ok(Decision::Execute(claim) | Decision::TakeOver { claim, .. }) = &decided {
-                let after = redis.record(&id).ok().flatten();
-                let written = after.is_some_and(|record| {
-                    record.fence == claim.fence && matches!(record.state, RecordState::InFlight { .. })
-                });
-                ev.issued = Some((claim.fence, written));
-            }
-            ev.answer = decided.as_ref().map_or_else(|error| format!("refused: {error}"), decision_text);
-            (decided.map_or_else(HostAnswer::Refused, HostAnswer::Decision), ev, None)
+            let ev = event(StoreOp::Claim, &id, None, before(redis, &id));
+            let (answer, ev) = claim(redis, &id, request, now, &policy, ev);
+            (answer, ev, None)
         }
         Request::Complete { id, fence, response, now, policy } => {
             let ev = event(StoreOp::Complete, &id, Some(fence), before(redis, &id));
@@ -148,30 +145,55 @@ pub(crate) fn apply(state: &mut HostState, replica: usize, request: Request, rec
             (record.map_or_else(HostAnswer::Refused, HostAnswer::Record), ev, None)
         }
         Request::CountReplay { id, now } => {
-            let mut ev = event(StoreOp::CountReplay, &id, None, before(redis, &id));
-            let counted = redis.eval(&redis.calls.count_replay(&id, now));
-            let counted = counted.and_then(|answer| redis.calls.counted(&answer));
-            ev.applied = matches!(counted, Ok(true));
-            ev.answer = match &counted {
-                Ok(true) => "counted".to_owned(),
-                Ok(false) => "not counted".to_owned(),
-                Err(error) => format!("refused: {error}"),
-            };
-            (counted.map_or_else(HostAnswer::Refused, HostAnswer::Counted), ev, None)
+            let ev = event(StoreOp::CountReplay, &id, None, before(redis, &id));
+            let (answer, ev) = count_replay(redis, &id, now, ev);
+            (answer, ev, None)
         }
-        Request::Purge { now, batch_max } => return purge(redis, now, batch_max, recorder),
+        Request::Purge { now, batch_max } => return (purge(redis, now, batch_max, recorder), None),
         other => {
             let detail = format!("the script answers no {}", other.name());
-            return HostAnswer::Refused(StoreError::Corrupt { detail });
+            return (HostAnswer::Refused(StoreError::Corrupt { detail }), None);
         }
     };
     let applied = ev.applied;
     recorder.record(Kind::Store(Box::new(ev)));
-    if let Some(payment) = payment.filter(|_| applied) {
-        // The payment commits with the completion, or not at all (the atomic scenario).
-        insert_payment(state, payment, "complete-with-payment", recorder);
+    (answer, payment.filter(|_| applied))
+}
+
+/// A claim through the script; its event says which fence it was answered with and whether
+/// the record after holds that fence in flight.
+fn claim(
+    redis: &mut RedisHost,
+    id: &RecordId,
+    request: ClaimRequest,
+    now: Timestamp,
+    policy: &Policy,
+    mut ev: StoreEvent,
+) -> (HostAnswer, StoreEvent) {
+    let decided = redis.eval(&redis.calls.claim(id, &request, now, policy));
+    ev.request = Some(request);
+    let decided = decided.and_then(|answer| redis.calls.decision(&answer, now));
+    if let Ok(Decision::Execute(claim) | Decision::TakeOver { claim, .. }) = &decided {
+        let after = redis.record(id).ok().flatten();
+        let written = after
+            .is_some_and(|record| record.fence == claim.fence && matches!(record.state, RecordState::InFlight { .. }));
+        ev.issued = Some((claim.fence, written));
     }
-    answer
+    ev.answer = decided.as_ref().map_or_else(|error| format!("refused: {error}"), decision_text);
+    (decided.map_or_else(HostAnswer::Refused, HostAnswer::Decision), ev)
+}
+
+/// One replay counted through the script (best effort).
+fn count_replay(redis: &mut RedisHost, id: &RecordId, now: Timestamp, mut ev: StoreEvent) -> (HostAnswer, StoreEvent) {
+    let counted = redis.eval(&redis.calls.count_replay(id, now));
+    let counted = counted.and_then(|answer| redis.calls.counted(&answer));
+    ev.applied = matches!(counted, Ok(true));
+    ev.answer = match &counted {
+        Ok(true) => "counted".to_owned(),
+        Ok(false) => "not counted".to_owned(),
+        Err(error) => format!("refused: {error}"),
+    };
+    (counted.map_or_else(HostAnswer::Refused, HostAnswer::Counted), ev)
 }
 
 /// A completion or release through the script; `response` is what a completion records.

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::history::{Kind, Recorder};
 use crate::plan::payment_body;
-use crate::store::{Answer, Request, STORE_HOST, STORE_PORT, SharedMailbox, lock};
+use crate::store_protocol::{Answer, Request, STORE_HOST, STORE_PORT, SharedMailbox, lock};
 
 /// A replica's connection to the store host: one TCP connection per call, under a timeout.
 #[derive(Debug, Clone)]

@@ -61,7 +61,7 @@ pub enum Scenario {
     RedisLuaAtomic,
     /// Atomic mode on idem-sqlite's group commit: the store host queues what reaches it and
     /// decides each batch (everything queued, as the writer takes it) through idem-sqlite's
-    /// own `BatchDecision`, then commits it to tables it keeps (see `batch_host`).
+    /// own `BatchDecision`, then commits it to tables it keeps (see `batch_tables`).
     SqliteBatch,
     /// Tombstones (SPEC "Key lifecycle"): retention of 3 s, then a tombstone that outlives the
     /// run, purged every second; each client also retries some of its operations, the same

@@ -14,7 +14,7 @@ use crate::clock::sim_ms;
 use crate::consumer::broker::{Broker, Out, Settle, Settled};
 use crate::consumer::events::MsgEvent;
 use crate::history::{Kind, Recorder};
-use crate::store::lock;
+use crate::store_protocol::lock;
 
 /// The broker host's name and port on the simulated network.
 pub(crate) const BROKER_HOST: &str = "broker";

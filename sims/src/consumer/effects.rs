@@ -14,7 +14,7 @@ use idem_core::{
 use crate::consumer::events::MsgEvent;
 use crate::history::{Kind, Recorder};
 use crate::remote::RemoteStore;
-use crate::store::{Answer, Request};
+use crate::store_protocol::{Answer, Request};
 
 /// One effect row: the side effect of handling a message.
 #[derive(Debug, Clone)]

@@ -21,10 +21,12 @@ use crate::consumer::transport::{BrokerLink, SimTransport};
 use crate::consumer::{Mode, Settings, coverage};
 use crate::faults::{FaultMix, ms};
 use crate::history::{Kind, Recorder, StoreOp};
+use crate::host_state::{Disk, HostState};
 use crate::hosts::Links;
 use crate::remote::{Remote, RemoteStore};
 use crate::report::{Coverage, RunReport, Trace};
-use crate::store::{self, Disk, HostState, STORE_HOST};
+use crate::store;
+use crate::store_protocol::{STORE_HOST, SharedMailbox};
 use crate::{Scenario, Variant};
 
 /// turmoil's latency for every link.
@@ -40,7 +42,7 @@ struct World {
     variant: Variant,
     mix: ConsumerMix,
     recorder: Recorder,
-    store_mailbox: store::SharedMailbox,
+    store_mailbox: SharedMailbox,
     broker_mailbox: broker_host::SharedMailbox,
     shared: Arc<Shared>,
     policy: Policy,
@@ -81,7 +83,7 @@ pub(crate) fn run(seed: u64, scenario: Scenario, variant: Variant) -> RunReport 
         variant,
         mix: mix.clone(),
         recorder: recorder.clone(),
-        store_mailbox: store::SharedMailbox::default(),
+        store_mailbox: SharedMailbox::default(),
         broker_mailbox: broker_host::SharedMailbox::default(),
         shared,
         policy,

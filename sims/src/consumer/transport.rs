@@ -21,7 +21,7 @@ use crate::consumer::broker::{Mode, Out, Settle, Settled};
 use crate::consumer::broker_host::{self, Answer, PULL_WAIT, Request, SharedMailbox};
 use crate::consumer::events::MsgEvent;
 use crate::history::{Kind, Recorder};
-use crate::store::lock;
+use crate::store_protocol::lock;
 
 /// What every delivery was published to, and the consumers' source (their principal).
 pub(crate) const SUBJECT: &str = "orders";
