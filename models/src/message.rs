@@ -153,7 +153,7 @@ impl Message {
         }
     }
 
-    const fn with_server(self, server: ServerIndex) -> Message {
+    pub(crate) const fn with_server(self, server: ServerIndex) -> Message {
         match self {
             Message::Request { op, attempt, delayed, .. } => Message::Request { op, attempt, server, delayed },
             Message::Reply { op, attempt, answer, delayed, .. } => {

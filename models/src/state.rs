@@ -1,12 +1,10 @@
 //! The model's state: clients, servers, the store (an idem-core `MemoryState`), the
 //! network, the fault budgets, and the ghost facts the properties read.
 
-use std::time::Duration;
-
 use idem_core::{Fence, MemoryState, Record, Timestamp};
 use stateright::Representative;
 
-use crate::message::{Message, OpIndex, Serial, ServerIndex, Slot};
+use crate::message::{Answer, AttemptNumber, Message, OpIndex, Serial, ServerIndex};
 
 /// Where a running handler is.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]

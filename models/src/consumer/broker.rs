@@ -4,7 +4,7 @@
 
 use idem_core::consume::{self, Handle, Settle};
 use idem_core::step::{self, op};
-use idem_core::{DeadLetterReason, Decision, StoreError, Write};
+use idem_core::{DeadLetterReason, Decision, Record, StoreError, Timestamp, Write};
 
 use super::event::{Applied, ConsumerEvent, Decided, Sent, Why};
 use super::state::{ConsumerBroken, ConsumerIndex, ConsumerState, CopyIndex, CopyPhase, Happened, Run, RunPhase};
@@ -109,54 +109,13 @@ impl ConsumerModel {
             let settle = consume::store_failed(&StoreError::unavailable("the store is down"), &self.rules);
             return self.settle(state, (consumer, copy, delivery), sent(&settle), false, tell);
         }
-        let published = self.copy(copy);
-        let id = self.id_of(copy).clone();
-        let claim = op::Claim { request: published.fingerprint.into(), now, policy: self.policy };
-        let (decision, believed) = if self.config.variant == ConsumerVariant::CheckThenAct {
-            // Bug: look up and decide, but never write the claim (the fence is still drawn).
-            let view = state.store.memory.view(&id);
-            let mut step = step::step(&id, &view, claim).expect("the model's few records are far below the limits");
-            let believed = match &step.write {
-                Write::Put(record) => Some(record.clone()),
-                _ => None,
-            };
-            if believed.is_some() {
-                step.write = Write::Unchanged;
-            }
-            (state.store.memory.commit(&id, step), believed)
-        } else {
-            (state.store.memory.run(&id, claim).expect("the model's few records are far below the limits"), None)
-        };
-        let decided = match &decision {
-            Decision::Execute(claim) => Decided::Execute {
-                fence: claim.fence,
-                lease_until: claim.lease_expires_at,
-                written: believed.is_none(),
-            },
-            Decision::TakeOver { claim, stale } => Decided::TakeOver { fence: claim.fence, stale: *stale },
-            Decision::Replay { .. } => Decided::Replay,
-            Decision::Conflict { .. } => Decided::Conflict,
-            Decision::Mismatch { .. } => Decided::Mismatch,
-            Decision::Gone { .. } => Decided::Gone,
-        };
+        let (decision, believed) = self.claim(state, copy, now);
+        let decided = decided_of(&decision, believed.is_none());
         tell.tell(|| ConsumerEvent::Decided(decided));
         match consume::handle(decision, &self.rules) {
             Handle::Run(claim) => {
-                let serial = state.ghost.serials.checked_add(1).expect("fewer than 65536 claims in a bounded model");
-                state.ghost.serials = serial;
-                let message = usize::from(published.message);
-                state.ghost.current[message] = Some(serial);
-                match decided {
-                    Decided::TakeOver { .. } => {
-                        state.saw(Happened::TakeOver);
-                        if state.ghost.owner[message] != Some(published.payload) {
-                            state.mark(Broken::Mismatch as u16);
-                        }
-                    }
-                    _ => state.ghost.owner[message] = Some(published.payload),
-                }
-                state.consumers[usize::from(consumer)].runs.push(Run {
-                    serial,
+                let run = Run {
+                    serial: 0,
                     copy,
                     delivery,
                     fence: claim.fence,
@@ -165,7 +124,8 @@ impl ConsumerModel {
                     renewed_at: now,
                     stalled: false,
                     believed,
-                });
+                };
+                self.start_run(state, consumer, run, decided);
             }
             Handle::Settle(settle) => {
                 match (&settle, decided) {
@@ -176,6 +136,51 @@ impl ConsumerModel {
                 self.settle(state, (consumer, copy, delivery), sent(&settle), false, tell);
             }
         }
+    }
+
+    /// The consumer's claim for `copy`'s message at `now`, through the store step; under
+    /// [`ConsumerVariant::CheckThenAct`] the claim is decided but never written, and the
+    /// record the consumer believes it wrote comes back beside the decision.
+    fn claim(&self, state: &mut ConsumerState, copy: CopyIndex, now: Timestamp) -> (Decision, Option<Record>) {
+        let id = self.id_of(copy).clone();
+        let claim = op::Claim { request: self.copy(copy).fingerprint.into(), now, policy: self.policy };
+        if self.config.variant != ConsumerVariant::CheckThenAct {
+            let decision =
+                state.store.memory.run(&id, claim).expect("the model's few records are far below the limits");
+            return (decision, None);
+        }
+        // Bug: look up and decide, but never write the claim (the fence is still drawn).
+        let view = state.store.memory.view(&id);
+        let mut step = step::step(&id, &view, claim).expect("the model's few records are far below the limits");
+        let believed = match &step.write {
+            Write::Put(record) => Some(record.clone()),
+            _ => None,
+        };
+        if believed.is_some() {
+            step.write = Write::Unchanged;
+        }
+        (state.store.memory.commit(&id, step), believed)
+    }
+
+    /// Starts `run` (its serial not yet drawn) for the consumer, which `decided` to run
+    /// it: draws the run's ghost serial and records whose payload the message now carries.
+    fn start_run(&self, state: &mut ConsumerState, consumer: ConsumerIndex, mut run: Run, decided: Decided) {
+        let published = self.copy(run.copy);
+        let serial = state.ghost.serials.checked_add(1).expect("fewer than 65536 claims in a bounded model");
+        state.ghost.serials = serial;
+        let message = usize::from(published.message);
+        state.ghost.current[message] = Some(serial);
+        match decided {
+            Decided::TakeOver { .. } => {
+                state.saw(Happened::TakeOver);
+                if state.ghost.owner[message] != Some(published.payload) {
+                    state.mark(Broken::Mismatch as u16);
+                }
+            }
+            _ => state.ghost.owner[message] = Some(published.payload),
+        }
+        run.serial = serial;
+        state.consumers[usize::from(consumer)].runs.push(run);
     }
 
     /// The broker applies a consumer's settle of delivery `delivery` of `copy`: to the
@@ -307,5 +312,20 @@ pub(super) fn sent(settle: &Settle) -> Sent {
         Settle::Ack(_) => Sent::Ack,
         Settle::Redeliver { after } => Sent::Nak(*after),
         Settle::DeadLetter(reason) => Sent::DeadLetter(*reason),
+    }
+}
+
+/// What a story says the store decided; `written` is false when the claim was decided but
+/// never written (the planted check-then-act bug).
+fn decided_of(decision: &Decision, written: bool) -> Decided {
+    match decision {
+        Decision::Execute(claim) => {
+            Decided::Execute { fence: claim.fence, lease_until: claim.lease_expires_at, written }
+        }
+        Decision::TakeOver { claim, stale } => Decided::TakeOver { fence: claim.fence, stale: *stale },
+        Decision::Replay { .. } => Decided::Replay,
+        Decision::Conflict { .. } => Decided::Conflict,
+        Decision::Mismatch { .. } => Decided::Mismatch,
+        Decision::Gone { .. } => Decided::Gone,
     }
 }
