@@ -202,10 +202,5 @@ fn forget_damaged(row: &PgRow, principal: &str, key: &str, error: &StoreError) -
 
 /// Two deltas as one; a sum past `i64` is damage (no batch frees that much).
 fn sum(a: UsageDelta, b: UsageDelta) -> Result<UsageDelta, StoreError> {
-    let records = a.records.checked_add(b.records);
-    let stored_bytes = a.stored_bytes.checked_add(b.stored_bytes);
-    match (records, stored_bytes) {
-        (Some(records), Some(stored_bytes)) => Ok(UsageDelta { records, stored_bytes }),
-        _ => Err(corrupt("a purge batch frees more than a PostgreSQL bigint counts")),
-    }
+    a.checked_add(b).ok_or_else(|| corrupt("a purge batch frees more than a PostgreSQL bigint counts"))
 }
