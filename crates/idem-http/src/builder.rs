@@ -297,7 +297,7 @@ impl<St: Store> IdempotencyBuilder<St> {
     }
 
     /// The tracker that every keyed request's work runs under (default: a tracker of the
-    /// layer's own, see [`IdempotencyLayer::task_tracker`]).
+    /// layer's own, see [`IdempotencyLayer::task_tracker`](crate::IdempotencyLayer::task_tracker)).
     ///
     /// A keyed request whose client goes away keeps running, on a task spawned on this
     /// tracker, until its handler finishes and its record is completed. A server that

@@ -1,4 +1,4 @@
-//! The layer's configuration as every request reads it ([`Config`], built once by
+//! The layer's configuration as every request reads it (`Config`, built once by
 //! [`crate::IdempotencyBuilder`]), its defaults, and the choices it offers
 //! ([`ConflictPolicy`], [`MissingKey`]).
 

@@ -7,7 +7,7 @@ use idem_core::PolicyError;
 /// Why a configuration is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// Lease and retention do not make a valid [`Policy`].
+    /// Lease and retention do not make a valid [`Policy`](idem_core::Policy).
     #[error("invalid lease or retention: {0}")]
     Policy(#[from] PolicyError),
     /// A body limit of zero would refuse every request (or every response) with a body.

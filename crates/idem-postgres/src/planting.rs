@@ -10,7 +10,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// One rule of the store's SQL planted wrong; see the [module docs](self).
+/// One rule of the store's SQL planted wrong; `src/planting.rs` says how each is used.
 ///
 /// Planted with [`PostgresStore::with_planted_bug`](crate::PostgresStore::with_planted_bug).
 /// The names ([`PlantedBug::name`], parsed back by [`FromStr`]) are what `idem serve

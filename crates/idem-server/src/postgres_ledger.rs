@@ -317,7 +317,7 @@ impl Ledger for PostgresLedger {
         sqlx::query(sql(&self.sql.health)).execute(self.store.pool()).await.map_err(unavailable).map(drop)
     }
 
-    /// Writes a new row of [`crate::ledger::ROOM_PROBE_BYTES`] random bytes and deletes the
+    /// Writes a new row of `ROOM_PROBE_BYTES` random bytes and deletes the
     /// older ones, in one transaction: the new row needs new heap and TOAST space.
     async fn check_room(&self) -> Result<(), LedgerError> {
         let md5s = crate::ledger::ROOM_PROBE_BYTES / 16;

@@ -214,7 +214,7 @@ impl Ledger for SqliteLedger {
         self.store.write(one_statement(check)).await.map_err(commit_error)
     }
 
-    /// Writes a new [`ROOM_PROBE_BYTES`] row and deletes the older ones, in one transaction
+    /// Writes a new `ROOM_PROBE_BYTES` row and deletes the older ones, in one transaction
     /// of the store's writer (the connection every write of the store goes through). The new
     /// row is written before the old one is freed, so it cannot take the old one's pages.
     async fn check_room(&self) -> Result<(), LedgerError> {
