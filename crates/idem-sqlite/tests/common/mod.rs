@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use idem_core::conformance::fixtures::{at, fingerprint, id, policy, replay, replay_of, response};
+use idem_core::{Claim, Decision};
 use idem_sqlite::{SqliteOptions, SqliteStore};
 use tempfile::TempDir;
 
@@ -43,4 +44,9 @@ pub async fn open_with(options_of: impl FnOnce(SqliteOptions) -> SqliteOptions) 
 /// Opens a store with the default options.
 pub async fn open() -> TempStore {
     open_with(|options| options).await
+}
+
+/// The claim of an `Execute` decision; any other decision fails the test.
+pub fn expect_claim(decision: Decision) -> Claim {
+    decision.claim().unwrap_or_else(|| panic!("expected a claim, got {decision:?}"))
 }
