@@ -25,7 +25,8 @@ const _: () = assert!(DOMAIN_TAG[5] != MESSAGE_DOMAIN_TAG[5]);
 const SEMANTIC_DOMAIN_TAG: &[u8] = b"idem-fingerprint-v2\0";
 
 /// Which rules made a fingerprint. Two fingerprints of different versions never match:
-/// their digests are domain-separated, and [`Fingerprint::matches`] compares versions first.
+/// their digests are domain-separated, and equality (which
+/// [`crate::ClaimRequest::matches`] uses) compares versions first.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum FingerprintVersion {
     /// Version 1: the bytes as sent ([`Fingerprint::of`], [`Fingerprint::of_message`]).
