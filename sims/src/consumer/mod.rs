@@ -10,12 +10,14 @@
 //!   in one step on the store host).
 //! * `handler`: the handler (and the planted variants' wrappers).
 //! * `publisher`: the plan (the checker's oracle) and the publisher host.
-//! * `faults`, `run`: the faults and one run; `coverage`: the counters.
+//! * `faults`, `run`, `drive`: the faults, one run, and its driver striking the faults;
+//!   `coverage`: the counters.
 //! * The checker is `crate::check::messages`.
 
 mod broker;
 mod broker_host;
 mod coverage;
+mod drive;
 mod effects;
 mod events;
 mod faults;
