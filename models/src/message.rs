@@ -1,5 +1,6 @@
-//! What travels between the model's clients and servers: requests and answers, and the
-//! small indices that name operations, servers and attempts in them.
+//! What travels between the HTTP model's clients and servers: requests and answers, and
+//! the small indices that name operations, servers and attempts in them (the consumer
+//! model borrows `Serial`).
 
 use std::time::Duration;
 

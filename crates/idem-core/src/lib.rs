@@ -22,8 +22,10 @@
 //!   public (the named cases every store must pass, run through a `Harness` the store
 //!   crate implements: how to open an empty store, how to break its backend) and adds
 //!   `differential` (random operation sequences a store must answer exactly as
-//!   [`MemoryStore`] does). It pulls in `futures` and `proptest`; the rest of the crate
-//!   needs neither.
+//!   [`MemoryStore`] does). `conformance` also holds what the store crates' own tests
+//!   share: `conformance::fixtures` (ids, a short policy, responses, the wall clock) and
+//!   `conformance::FlakyStore` (a store whose calls fail while a test says so). It pulls in
+//!   `futures` and `proptest`; the rest of the crate needs neither.
 //!
 //! # Contents
 //!
@@ -49,7 +51,10 @@
 //! * [`atomic`]: [`AtomicStore`], atomic mode as one call: business writes and the
 //!   completion in one transaction, and [`CommitError`].
 //! * [`memory`]: [`MemoryState`] (a store as a value) and [`MemoryStore`] (behind a lock).
-//! * `conformance` (feature `testing`): the suite every store runs.
+//! * [`sql_row`]: a record as the SQL stores' columns (idem-sqlite's and idem-postgres's
+//!   one codec): [`sql_row::RecordRow`], encoding and decoding over [`sql_row::Columns`].
+//! * `conformance` (feature `testing`): the suite every store runs, and the fixtures the
+//!   store crates' tests share.
 //! * `differential` (feature `testing`): random operation sequences a store must answer
 //!   exactly as `MemoryStore` does.
 //! * [`clock`]: [`Clock`] for callers: [`SystemClock`] and [`ManualClock`] (never read here).

@@ -2,8 +2,8 @@
 //! the 409 for a claim in flight, refusals, store failures, and the marks every answer
 //! leaves on its way out (the `Idempotency-Expires` header, the echoed key, the outcome,
 //! the request's one log event). Plain functions of the configuration and the store's
-//! decision, used by `service.rs` (before a claim), `execute.rs` (around one) and the
-//! `Claim` extractor.
+//! decision, used by `service.rs` (before a claim), `execute.rs`, `settle.rs` and
+//! `keyed.rs` (around one) and the `Claim` extractor.
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The guarded completion: a completion of the claim in flight in one statement, checked
-//! against idem-core's store step afterwards (crate docs, "The guarded completion").
+//! against idem-core's store step afterwards (crate docs, section "Round trips", the
+//! paragraph "The guarded completion").
 
 use idem_core::step::{self, Counters, Operation, Step, StoreView};
 use idem_core::{

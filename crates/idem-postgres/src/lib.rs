@@ -155,7 +155,7 @@
 //!
 //! # Round trips
 //!
-//! Counted as statements sent and answered (`tests/store.rs` counts them; sqlx logs no
+//! Counted as statements sent and answered (`tests/round_trips.rs` counts them; sqlx logs no
 //! event for `BEGIN`, so the test counts the others and the docs add it); taking a pooled
 //! connection adds sqlx's liveness check (`test_before_acquire`), one more short round trip,
 //! to each operation that runs on the pool, as it does to any query on the pool.
@@ -198,7 +198,7 @@
 //! ordinary read and step produce the refusal. A disagreement would be a bug in this
 //! crate's SQL: it is reported as `Corrupt` (in atomic mode the caller then rolls back and
 //! nothing lands; for `complete`, which commits as it writes, the record holds that
-//! completion); `tests/store.rs` runs the guarded completion against the step on every
+//! completion); `tests/statements.rs` runs the guarded completion against the step on every
 //! kind of record, and the differential check (above) on random histories.
 //!
 //! # Time (SPEC "lease", "retention"; G1, G3)

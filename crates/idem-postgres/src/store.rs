@@ -1,12 +1,13 @@
 //! [`PostgresStore`]: idem-core's store step, read and written in PostgreSQL statements.
 //!
-//! Every read-decide-write here has the same shape: [`decide`] reads the record (with its
-//! row version), the counters and the database's clock in one statement and calls
-//! [`idem_core::step::step`]; [`write()`] writes exactly what the step names in one
-//! statement, guarded by what the read found. [`complete_guarded`] is a completion of the
-//! claim in flight in one statement, checked against the step afterwards. The store has
-//! no rule of its own about the protocol. Opening is in `open.rs`, atomic mode in
-//! `atomic.rs`, purging in `purge.rs`.
+//! Every read-decide-write has the same shape: [`decide`] (`read.rs`) reads the record
+//! (with its row version), the counters and the database's clock in one statement and
+//! calls [`idem_core::step::step`]; [`write()`] (`write.rs`) writes exactly what the step
+//! names in one statement, guarded by what the read found. [`complete_guarded`]
+//! (`guarded.rs`) is a completion of the claim in flight in one statement, checked against
+//! the step afterwards. This file holds the `Store` implementation that strings them
+//! together; the store has no rule of its own about the protocol. Opening is in `open.rs`,
+//! atomic mode in `atomic.rs`, purging in `purge.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;

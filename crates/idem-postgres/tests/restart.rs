@@ -8,9 +8,10 @@
 //! through it without a worker ever seeing the outage.
 //!
 //! Which server: the throw-away cluster idem-testkit started for this process (not root:
-//! [`PostgresCluster::stop`] and `start`, on the same port and data directory), or, as root,
-//! whose URL is the machine's server, the machine's cluster (`pg_ctlcluster <version> main
-//! stop`), which interrupts every other client of that server for a few seconds.
+//! [`PostgresCluster::stop`] and `start`, on the same port and data directory), or, as root
+//! (the URL is then the machine's server), the machine's cluster through `pg_ctlcluster
+//! <version> main stop`, which interrupts every other client of that server for a few
+//! seconds.
 
 mod common;
 

@@ -18,7 +18,7 @@
 //! |---|---|
 //! | [`postgres_cluster`] | the throw-away cluster behind [`postgres_url`], to [`stop`](PostgresCluster::stop) and [`start`](PostgresCluster::start) again on the same port and data directory; `None` when the URL is not one (the variable named a server, or root) |
 //! | [`proxy::TcpProxy`] | a loopback TCP forwarder to a server; [`cut`](proxy::TcpProxy::cut) closes every connection through it, as a dropped network path would |
-//! | [`is_root`] | whether the process runs as root: the tests that need root (a tmpfs, network namespaces, the machine's PostgreSQL cluster) run their root version only then |
+//! | [`is_root`] | whether the process runs as root: the tests with a root version (a tmpfs mounted in the machine's namespace, network namespaces, the machine's PostgreSQL cluster) run it only then |
 //!
 //! A variable set to the empty string counts as unset. A missing server binary fails the
 //! test with the Debian package that provides it (`postgresql`, `redis-server`); a server

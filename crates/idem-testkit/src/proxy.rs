@@ -9,7 +9,9 @@
 //! a blocked read or write at once), or a write stays blocked past [`WRITE_MAX`].
 //!
 //! Plain threads and `std::net`, like the rest of this crate: no runtime to build or to
-//! share with the test's.
+//! share with the test's. (idem-postgres's tests have a proxy of their own,
+//! `tests/common/proxy.rs`, that also freezes a connection and answers as a starting
+//! PostgreSQL; this one only cuts.)
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};

@@ -1,4 +1,5 @@
-//! Cases of the decision table (SPEC "Decision table"): what a claim decides.
+//! Cases of the decision table (SPEC "The record's life"): what a claim decides, and that
+//! principals never share a record (G4).
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
-//! Cases of fencing and renewal (G3, G4): a stale holder can neither renew nor complete,
-//! and fences are never reused.
+//! Cases of fencing and renewal: a stale holder can neither renew, complete nor release
+//! (G3), a lost completion answer may be repeated with the first response kept (G2), and
+//! fences are never reused.
 
 use std::time::Duration;
 

@@ -4,11 +4,11 @@
 //! Times are absolute milliseconds since the epoch ([`at`]); the policy is short (a 1 s
 //! lease, a 10 s retention) so tests move time in small steps.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::{Decision, Fingerprint, Key, Policy, Principal, RecordId, StoredResponse, Timestamp};
+use crate::{Clock, Decision, Fingerprint, Key, Policy, Principal, RecordId, StoredResponse, SystemClock, Timestamp};
 
 /// The lease of [`policy`].
 pub const LEASE: Duration = Duration::from_secs(1);
@@ -38,14 +38,11 @@ pub fn at(unix_ms: u64) -> Timestamp {
     Timestamp::from_unix_ms(unix_ms)
 }
 
-/// The machine's wall clock, as the HTTP layer's `SystemClock` reads it; for tests that
-/// compare a store's own clock (a database's `now()`) with the process's.
-///
-/// # Panics
-/// If the clock is before 1970.
+/// The machine's wall clock through [`SystemClock`], as the HTTP layer reads it; for tests
+/// that compare a store's own clock (a database's `now()`) with the process's. (The core
+/// itself never reads a clock; this is a test fixture's, like `SystemClock` a caller's.)
 pub fn wall_clock() -> Timestamp {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is past 1970");
-    Timestamp::from_unix_ms(u64::try_from(since_epoch.as_millis()).expect("ms since 1970 fit u64"))
+    SystemClock.now()
 }
 
 /// A [`LEASE`] of 1 s and a [`RETENTION`] of 10 s.

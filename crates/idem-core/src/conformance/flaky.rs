@@ -1,5 +1,5 @@
 //! A store whose calls fail while a test says so, over a real one: for the tests of what
-//! sits above a store (idem-once, idem-consumer, idem-http) when the store is unreachable.
+//! sits above a store (idem-once's and idem-consumer's) when the store is unreachable.
 //!
 //! Each switch is an `AtomicBool` a test flips at any point; a failing call answers
 //! [`StoreError::Unavailable`] and never reaches the inner store, exactly as a lost

@@ -1,5 +1,7 @@
-//! Cases of a store's bounds and failures (G6, G7): purge, a full store, concurrent claims
-//! and a failing backend.
+//! Cases of a store's bounds and failures: purge forgets only what expired, a full store
+//! refuses claims but never evicts and always records a granted claim (the rule of
+//! [`crate::Limits`]), concurrent claims execute once (G1), and a failing
+//! backend never answers Execute (G8).
 
 use futures::future::join_all;
 

@@ -1,5 +1,10 @@
 //! What every case does over and over: the suite's fixed policy, ids and times, and store
 //! calls that panic naming the case when the store fails.
+//!
+//! These are the suite's own values (a 10 s lease, a 1 h retention, `at` in seconds after
+//! a fixed start, fingerprints by amount), which its cases' expected answers are written
+//! in; [`super::fixtures`] holds different ones (a 1 s lease, absolute milliseconds) for the
+//! store crates' tests. Keep each set where its tests are written against it.
 
 use std::time::Duration;
 

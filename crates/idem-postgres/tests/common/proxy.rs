@@ -2,6 +2,8 @@
 //! freeze (stop forwarding in both directions while keeping every socket open, as a frozen
 //! VM or a host cut off from the network looks to PostgreSQL), and it can answer the first
 //! connections as a server that is still starting (SQLSTATE 57P03), as PostgreSQL does.
+//! (`idem_testkit::proxy::TcpProxy` is the workspace's plain forwarder that only cuts
+//! connections; this one speaks enough of PostgreSQL's protocol for the startup refusal.)
 
 #![allow(dead_code, unreachable_pub)] // included by path in the tests that inject host faults
 
