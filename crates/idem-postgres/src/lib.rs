@@ -198,7 +198,7 @@
 //! ordinary read and step produce the refusal. A disagreement would be a bug in this
 //! crate's SQL: it is reported as `Corrupt` (in atomic mode the caller then rolls back and
 //! nothing lands; for `complete`, which commits as it writes, the record holds that
-//! completion); `tests/statements.rs` runs the guarded completion against the step on every
+//! completion); `tests/guarded.rs` runs the guarded completion against the step on every
 //! kind of record, and the differential check (above) on random histories.
 //!
 //! # Time (SPEC "lease", "retention"; G1, G3)

@@ -1,6 +1,7 @@
-//! PostgresStore's SQL statements against idem-core's store step: the guarded completion
-//! answers as the step does on the stored record, and concurrent operations on one record
-//! apply once. (The round trips each operation takes are counted in `round_trips.rs`.)
+//! The guarded completion (`src/guarded.rs`) and PostgresStore's other statements against
+//! idem-core's store step: the guarded completion answers as the step does on every kind of
+//! stored record, and concurrent operations on one record apply once. (The round trips each
+//! operation takes are counted in `round_trips.rs`.)
 
 mod common;
 
