@@ -70,7 +70,7 @@ mod replica;
 mod report;
 mod run;
 mod scenario;
-mod store;
+mod store_host;
 mod store_protocol;
 mod variant;
 mod world;

@@ -20,7 +20,7 @@ use crate::plan::{TOKENS, plan};
 use crate::replica::replica_software;
 use crate::report::{Coverage, RunReport, Trace};
 use crate::scenario::Settings;
-use crate::store;
+use crate::store_host;
 use crate::store_protocol::STORE_HOST;
 use crate::world::World;
 use crate::{Scenario, Variant};
@@ -93,7 +93,7 @@ fn store_host(sim: &mut turmoil::Sim<'_>, world: &Arc<World>, disk: Disk) {
             *disk.lock().unwrap_or_else(PoisonError::into_inner) =
                 HostState::new(boot, world.settings.scenario, world.variant);
         }
-        store::host(Arc::clone(&disk), Arc::clone(&world.mailbox), world.variant, world.recorder.clone())
+        store_host::host(Arc::clone(&disk), Arc::clone(&world.mailbox), world.variant, world.recorder.clone())
     });
 }
 

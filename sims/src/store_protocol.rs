@@ -5,7 +5,7 @@
 //! One connection per call, an 8-byte frame each way. The frame carries a call number; the
 //! operation and its answer are handed over in memory, in a [`Mailbox`] keyed by that
 //! number (what travels, and whether and when it arrives, is the network's; encoding is not
-//! simulated). The host is `crate::store`; replicas reach it through `crate::remote`.
+//! simulated). The host is `crate::store_host`; replicas reach it through `crate::remote`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};

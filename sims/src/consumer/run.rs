@@ -25,7 +25,7 @@ use crate::history::{Kind, Recorder};
 use crate::host_state::{Disk, HostState};
 use crate::remote::{Remote, RemoteStore};
 use crate::report::{Coverage, RunReport, Trace};
-use crate::store;
+use crate::store_host;
 use crate::store_protocol::{STORE_HOST, SharedMailbox};
 use crate::{Scenario, Variant};
 
@@ -133,7 +133,7 @@ fn store_and_broker(sim: &mut turmoil::Sim<'_>, world: &Arc<World>, scenario: Sc
     {
         let world = Arc::clone(world);
         sim.host(STORE_HOST, move || {
-            store::host(
+            store_host::host(
                 Arc::clone(&store_disk),
                 Arc::clone(&world.store_mailbox),
                 world.variant,
