@@ -17,20 +17,15 @@
 
 mod support;
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::SocketAddr;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use http::Method;
-use support::{Reply, send};
+use support::{Reply, ServerProcess, send};
 
 const PAYMENT: &str = r#"{"amount": 5.00, "currency": "EUR", "destination": "disk"}"#;
-
-/// How long the server may take to say where it listens.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A tmpfs of `size` mounted on a fresh directory; unmounted when dropped.
 struct SmallDisk {
@@ -98,7 +93,7 @@ impl Room {
         }
     }
 
-    fn fill(&mut self, server: &Server) {
+    fn fill(&mut self, server: &ServerProcess) {
         match self {
             Room::Tmpfs { disk, filler } => *filler = Some(disk.fill()),
             Room::FileSizeLimit { dir, soft } => {
@@ -114,7 +109,7 @@ impl Room {
         }
     }
 
-    fn free(&mut self, server: &Server) {
+    fn free(&mut self, server: &ServerProcess) {
         match self {
             Room::Tmpfs { filler, .. } => {
                 std::fs::remove_file(filler.take().expect("filled")).expect("the filler file is removed");
@@ -135,78 +130,26 @@ fn prlimit(pid: u32, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// `idem serve` on a SQLite file, ignoring `SIGXFSZ` (see the module docs); killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: mpsc::Receiver<String>,
+/// `idem serve` on the SQLite file `db`, ignoring `SIGXFSZ` (see the module docs): `sh` sets
+/// the signal to ignored and execs the server, which keeps the setting (and the pid).
+fn start_server(db: &Path) -> ServerProcess {
+    let mut launcher = Command::new("sh");
+    launcher.args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_idem")]);
+    ServerProcess::spawn(launcher, "127.0.0.1:0", &format!("sqlite://{}", db.display()), &[])
 }
 
-impl Server {
-    fn start(db: &Path) -> Server {
-        // `sh` sets SIGXFSZ to ignored and execs the server, which keeps the setting (and the pid).
-        let mut child = Command::new("sh")
-            .args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_idem")])
-            .args(["serve", "--listen", "127.0.0.1:0", "--store", &format!("sqlite://{}", db.display())])
-            .env("RUST_LOG", "info,idem_http=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sh starts the idem binary");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (lines, log) = mpsc::channel();
-        // Drains stderr for the life of the process, so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        const MARK: &str = "listening on http://";
-        let deadline = std::time::Instant::now() + START_TIMEOUT;
-        let addr =
-            std::iter::from_fn(|| log.recv_timeout(deadline.checked_duration_since(std::time::Instant::now())?).ok())
-                .find_map(|line| line.split_once(MARK)?.1.split_whitespace().next()?.parse().ok());
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            panic!("idem serve did not report its address within {START_TIMEOUT:?}");
-        };
-        Server { child, addr, log }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Kills the server and returns every log line not read yet, to the end of its stderr.
-    fn kill_and_read_log(mut self) -> Vec<String> {
-        self.child.kill().expect("the server process can be killed");
-        self.child.wait().expect("the killed process is reaped");
-        self.log.iter().collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn pay(server: &Server, key: &str) -> Reply {
+async fn pay(server: &ServerProcess, key: &str) -> Reply {
     let headers = [("idempotency-key", key), ("content-type", "application/json")];
     send(server.addr, Method::POST, "/payments", &headers, PAYMENT).await.expect("the server answers")
 }
 
-async fn health(server: &Server) -> Reply {
+async fn health(server: &ServerProcess) -> Reply {
     send(server.addr, Method::GET, "/healthz", &[], "").await.expect("the server answers")
 }
 
 /// The scenario on `room`: room runs out under a running server, then comes back.
 async fn out_of_room_is_reported_and_recovered_from(mut room: Room) {
-    let server = Server::start(&room.dir().join("idem.db"));
+    let server = start_server(&room.dir().join("idem.db"));
     let first = pay(&server, "before-full").await;
     assert_eq!(first.status, 201, "{first:?}");
     assert_eq!(health(&server).await.status, 200);

@@ -37,7 +37,15 @@ impl ServerProcess {
 
     /// Starts `idem serve` listening on `listen` with `args` and waits for its "listening" line.
     pub fn start_on(listen: &str, store: &str, args: &[&str]) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_idem"))
+        ServerProcess::spawn(Command::new(env!("CARGO_BIN_EXE_idem")), listen, store, args)
+    }
+
+    /// Starts `idem serve` through `launcher` (the idem binary itself, or a wrapper such as
+    /// `sh -c '...; exec "$0" "$@"' <idem>` that sets something up and execs it), with
+    /// `serve --listen <listen> --store <store> <args>` appended, and waits for its
+    /// "listening" line.
+    pub fn spawn(mut launcher: Command, listen: &str, store: &str, args: &[&str]) -> ServerProcess {
+        let mut child = launcher
             .args(["serve", "--listen", listen, "--store", store])
             .args(args)
             .env("RUST_LOG", "info,idem_http=warn")
@@ -88,6 +96,11 @@ impl ServerProcess {
         self.child.wait().expect("the killed process is reaped");
         // The process is gone, so its stderr ends and the reading thread closes the channel.
         self.log.iter().collect()
+    }
+
+    /// The process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The process, for signals and exit codes.
