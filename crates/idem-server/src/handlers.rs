@@ -215,8 +215,19 @@ fn page_request(
     Ok(PageRequest { limit, starting_after: query.starting_after })
 }
 
-/// A page as Stripe writes a list: `{"object":"list","data":[…],"has_more":…}`.
-fn list_answer<T>(page: Option<Page<T>>, request: &PageRequest, url: &str, to_json: fn(&T) -> String) -> Response {
+/// A page as Stripe writes a list: `{"object":"list","data":[…],"has_more":…}`; a 400 for
+/// a cursor that names nothing of the caller's, the ledger's failure as it answers them.
+fn list_answer<L: Ledger, T>(
+    state: &AppState<L>,
+    page: Result<Option<Page<T>>, LedgerError>,
+    request: &PageRequest,
+    url: &str,
+    to_json: fn(&T) -> String,
+) -> Response {
+    let page = match page {
+        Ok(page) => page,
+        Err(error) => return ledger_failed(state, &error),
+    };
     let Some(page) = page else {
         let cursor = request.starting_after.as_deref().unwrap_or_default();
         let detail = format!("starting_after {cursor:?} names nothing this caller created");
@@ -240,10 +251,8 @@ pub(crate) async fn list_payments<L: Ledger>(
         Ok(request) => request,
         Err(refused) => return problem(refused),
     };
-    match state.ledger.payments(&principal, &request).await {
-        Ok(page) => list_answer(page, &request, "/payments", Payment::to_json_text),
-        Err(error) => ledger_failed(&state, &error),
-    }
+    let page = state.ledger.payments(&principal, &request).await;
+    list_answer(&state, page, &request, "/payments", Payment::to_json_text)
 }
 
 pub(crate) async fn list_users<L: Ledger>(
@@ -255,10 +264,8 @@ pub(crate) async fn list_users<L: Ledger>(
         Ok(request) => request,
         Err(refused) => return problem(refused),
     };
-    match state.ledger.users(&principal, &request).await {
-        Ok(page) => list_answer(page, &request, "/users", User::to_json_text),
-        Err(error) => ledger_failed(&state, &error),
-    }
+    let page = state.ledger.users(&principal, &request).await;
+    list_answer(&state, page, &request, "/users", User::to_json_text)
 }
 
 pub(crate) async fn get_user<L: Ledger>(
