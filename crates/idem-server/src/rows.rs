@@ -22,6 +22,7 @@ pub(crate) fn bind_payment<'q, DB>(
 where
     DB: Database,
     String: for<'e> Encode<'e, DB> + Type<DB>,
+    &'static str: for<'e> Encode<'e, DB> + Type<DB>,
     i64: for<'e> Encode<'e, DB> + Type<DB>,
 {
     let amount_minor = i64::try_from(payment.request.amount.minor()).expect("amounts are bounded far below i64::MAX");
@@ -31,7 +32,7 @@ where
         .bind(amount_minor)
         .bind(payment.request.currency.clone())
         .bind(payment.request.destination.clone())
-        .bind(payment.status.as_str().to_owned())
+        .bind(payment.status.as_str())
         .bind(sql_time(payment.created_at))
 }
 
